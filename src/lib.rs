@@ -1,0 +1,7 @@
+//! CleanDIFT Explorer: the diffusion backbone with CleanDIFT's feature taps,
+//! clean/naive/noisy feature extraction, matching and evaluation.
+//!
+//! Arrows point one way: `cli` -> `features` -> `model`; `matching` depends
+//! on nothing above it.
+
+pub mod model;

@@ -1,0 +1,839 @@
+//! Cosine similarity maps at image resolution and what to read from them:
+//! best match, top-k, mutual nearest neighbours, soft-argmax, dense matches.
+//!
+//! The result is exactly the reference tools' "upsample the target map
+//! bilinearly to image size, L2-normalise every pixel, dot with the
+//! L2-normalised source vector", computed without materialising the
+//! upsampled `C x H x W` tensor:
+//!
+//! * the dot product is linear, so `<s, interp(v)> = interp(<s, v>)`: one dot
+//!   product per grid cell, then bilinear interpolation of scalars;
+//! * the norm of an interpolated vector needs the Gram terms of the four
+//!   neighbours, `||sum_i w_i v_i||^2 = sum_ij w_i w_j <v_i, v_j>`; the self,
+//!   horizontal, vertical and both diagonal products are computed once per
+//!   map, and the resulting per-pixel `1 / norm` once per output size
+//!   ([`PreparedTarget`]).
+//!
+//! A query then costs `O(C h w)` for the dot products plus `O(1)` per output
+//! pixel. Finding only the best match ([`PreparedTarget::best_match`]) skips
+//! most pixels: the score in a grid cell is bounded by its largest corner dot
+//! product times the cell's largest `1 / norm`, and cells are visited best
+//! bound first.
+
+use std::ops::Range;
+
+use serde::Serialize;
+
+use super::{FeatureMap, MatchError, check_finite, check_image, check_point};
+
+/// A match in target image pixels (a pixel centre) with its cosine score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Match {
+    /// Column, image pixels (`i + 0.5` for pixel `i`, or a sub-pixel value
+    /// from [`SimilarityMap::soft_argmax`]).
+    pub x: f32,
+    /// Row, image pixels.
+    pub y: f32,
+    /// Cosine similarity in `[-1, 1]`.
+    pub score: f32,
+}
+
+/// A forward match and its way back.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MutualMatch {
+    /// Best match of the query in the target image.
+    pub target: Match,
+    /// Best match of `target` back in the source image.
+    pub back: Match,
+    /// Whether `back` lies within the tolerance of the query point.
+    pub mutual: bool,
+}
+
+/// One point of [`dense_matches`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DenseMatch {
+    /// Source point, source image pixels (a pixel centre).
+    pub x: f32,
+    /// Source point row.
+    pub y: f32,
+    /// Best match in the target image.
+    pub target: Match,
+    /// Whether the match is a mutual nearest neighbour.
+    pub mutual: bool,
+}
+
+/// Cosine similarity of one source vector with every pixel of an image,
+/// row-major: `data[y * w + x]` belongs to the pixel centred at
+/// `(x + 0.5, y + 0.5)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimilarityMap {
+    /// Width, image pixels.
+    pub w: usize,
+    /// Height, image pixels.
+    pub h: usize,
+    /// `w * h` cosine scores.
+    pub data: Vec<f32>,
+}
+
+/// Bilinear feature vector at image point `(x, y)` of a map covering an
+/// `img_w x img_h` image (see the module docs for the convention).
+pub fn sample_vector(
+    map: &FeatureMap,
+    img_w: usize,
+    img_h: usize,
+    x: f32,
+    y: f32,
+) -> Result<Vec<f32>, MatchError> {
+    map.check()?;
+    check_image("image", img_w, img_h)?;
+    check_point(x, y, img_w, img_h)?;
+    let tx = Tap::new(f64::from(x) * map.w as f64 / img_w as f64 - 0.5, map.w);
+    let ty = Tap::new(f64::from(y) * map.h as f64 / img_h as f64 - 0.5, map.h);
+    Ok(map
+        .data
+        .chunks_exact(map.cells())
+        .map(|plane| tx.lerp2(&ty, plane, map.w))
+        .collect())
+}
+
+/// Cosine similarity of `src_vec` with `target` upsampled to `out_w x out_h`
+/// pixels. For repeated queries against one map use [`PreparedTarget`].
+pub fn similarity_map(
+    src_vec: &[f32],
+    target: &FeatureMap,
+    out_w: usize,
+    out_h: usize,
+) -> Result<SimilarityMap, MatchError> {
+    let res = Resampler::new(target, out_w, out_h)?;
+    let d = cell_dots(target, src_vec)?;
+    Ok(res.similarity(&d, target.w))
+}
+
+/// A feature map prepared as a match target at a fixed image size: the Gram
+/// terms and per-pixel norms are computed once, so each query costs
+/// `O(C h w + img_w img_h)`.
+#[derive(Debug, Clone)]
+pub struct PreparedTarget {
+    map: FeatureMap,
+    res: Resampler,
+}
+
+impl PreparedTarget {
+    /// Prepares `map`, covering an `img_w x img_h` image.
+    pub fn new(map: FeatureMap, img_w: usize, img_h: usize) -> Result<Self, MatchError> {
+        let res = Resampler::new(&map, img_w, img_h)?;
+        Ok(Self { map, res })
+    }
+
+    /// The feature map.
+    pub fn map(&self) -> &FeatureMap {
+        &self.map
+    }
+
+    /// Image size `(w, h)` the map covers.
+    pub fn image_size(&self) -> (usize, usize) {
+        (self.res.out_w, self.res.out_h)
+    }
+
+    /// Bilinear feature vector at image point `(x, y)` of this map.
+    pub fn sample(&self, x: f32, y: f32) -> Result<Vec<f32>, MatchError> {
+        sample_vector(&self.map, self.res.out_w, self.res.out_h, x, y)
+    }
+
+    /// Cosine similarity of `src_vec` with every image pixel.
+    pub fn similarity(&self, src_vec: &[f32]) -> Result<SimilarityMap, MatchError> {
+        let d = cell_dots(&self.map, src_vec)?;
+        Ok(self.res.similarity(&d, self.map.w))
+    }
+
+    /// Best match of `src_vec`; the same answer as
+    /// `self.similarity(src_vec)?.best()` without computing every pixel.
+    pub fn best_match(&self, src_vec: &[f32]) -> Result<Match, MatchError> {
+        let d = cell_dots(&self.map, src_vec)?;
+        let (index, score) = self.res.best(&d, self.map.w);
+        Ok(pixel_match(index, self.res.out_w, score))
+    }
+}
+
+/// Mutual nearest neighbour check for the source point `(x, y)`: its best
+/// match in `tgt`, that match's best match back in `src`, and whether the
+/// latter lies within `tolerance` pixels (Euclidean, inclusive) of `(x, y)`.
+pub fn mutual_nn(
+    src: &PreparedTarget,
+    tgt: &PreparedTarget,
+    x: f32,
+    y: f32,
+    tolerance: f32,
+) -> Result<MutualMatch, MatchError> {
+    check_non_negative("tolerance", tolerance)?;
+    let target = tgt.best_match(&src.sample(x, y)?)?;
+    let back = src.best_match(&tgt.sample(target.x, target.y)?)?;
+    let mutual = (back.x - x).hypot(back.y - y) <= tolerance;
+    Ok(MutualMatch {
+        target,
+        back,
+        mutual,
+    })
+}
+
+/// Best matches in `tgt` for a grid of source pixels every `step` pixels
+/// (pixel centres `step / 2 + i * step + 0.5`), row-major, each with its
+/// mutual flag (see [`mutual_nn`]).
+pub fn dense_matches(
+    src: &PreparedTarget,
+    tgt: &PreparedTarget,
+    step: usize,
+    tolerance: f32,
+) -> Result<Vec<DenseMatch>, MatchError> {
+    if step == 0 {
+        return Err(MatchError::InvalidParameter {
+            name: "grid step",
+            value: 0.0,
+            why: "must be at least 1 pixel",
+        });
+    }
+    let (w, h) = src.image_size();
+    let mut out = Vec::new();
+    for py in (step / 2..h).step_by(step) {
+        for px in (step / 2..w).step_by(step) {
+            let (x, y) = (px as f32 + 0.5, py as f32 + 0.5);
+            let m = mutual_nn(src, tgt, x, y, tolerance)?;
+            out.push(DenseMatch {
+                x,
+                y,
+                target: m.target,
+                mutual: m.mutual,
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl SimilarityMap {
+    /// The best-scoring pixel; ties go to the smallest row-major index.
+    pub fn best(&self) -> Result<Match, MatchError> {
+        self.check()?;
+        let index = argmax(&self.data, |_| true).unwrap_or(0);
+        Ok(pixel_match(index, self.w, self.data[index]))
+    }
+
+    /// Up to `k` best pixels, best first, pairwise at least `min_separation`
+    /// pixels apart (greedy non-maximum suppression: each pick removes every
+    /// pixel closer than `min_separation` to it). Ties go to the smallest
+    /// row-major index. Fewer than `k` when the image runs out.
+    pub fn top_k(&self, k: usize, min_separation: f32) -> Result<Vec<Match>, MatchError> {
+        self.check()?;
+        if k == 0 {
+            return Err(MatchError::ZeroK);
+        }
+        check_non_negative("minimum separation", min_separation)?;
+        let (w, h) = (self.w, self.h);
+        let r2 = min_separation * min_separation;
+        let reach = min_separation.ceil() as usize;
+        let mut taken = vec![false; self.data.len()];
+        let mut out = Vec::with_capacity(k);
+        while out.len() < k {
+            let Some(index) = argmax(&self.data, |i| !taken[i]) else {
+                break;
+            };
+            out.push(pixel_match(index, w, self.data[index]));
+            taken[index] = true;
+            let (cx, cy) = (index % w, index / w);
+            for y in cy.saturating_sub(reach)..(cy + reach + 1).min(h) {
+                for x in cx.saturating_sub(reach)..(cx + reach + 1).min(w) {
+                    let (dx, dy) = (x.abs_diff(cx) as f32, y.abs_diff(cy) as f32);
+                    if dx * dx + dy * dy < r2 {
+                        taken[y * w + x] = true;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sub-pixel position around the best match: the softmax-weighted mean
+    /// (weights `exp((score - best) / temperature)`) of the pixel centres in
+    /// the square window of `radius` pixels around it (clipped to the
+    /// image). The score is the best pixel's.
+    pub fn soft_argmax(&self, radius: usize, temperature: f32) -> Result<Match, MatchError> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(MatchError::InvalidParameter {
+                name: "temperature",
+                value: f64::from(temperature),
+                why: "must be finite and > 0",
+            });
+        }
+        let best = self.best()?;
+        let (cx, cy) = (best.x as usize, best.y as usize);
+        let (mut sw, mut sx, mut sy) = (0.0f64, 0.0f64, 0.0f64);
+        for y in cy.saturating_sub(radius)..(cy + radius + 1).min(self.h) {
+            for x in cx.saturating_sub(radius)..(cx + radius + 1).min(self.w) {
+                let wgt = f64::from((self.data[y * self.w + x] - best.score) / temperature).exp();
+                sw += wgt;
+                sx += wgt * (x as f64 + 0.5);
+                sy += wgt * (y as f64 + 0.5);
+            }
+        }
+        Ok(Match {
+            x: (sx / sw) as f32,
+            y: (sy / sw) as f32,
+            score: best.score,
+        })
+    }
+
+    fn check(&self) -> Result<(), MatchError> {
+        check_image("similarity map", self.w, self.h)?;
+        if self.data.len() != self.w * self.h {
+            return Err(MatchError::DataLength {
+                what: "similarity map",
+                c: 1,
+                h: self.h,
+                w: self.w,
+                expected: self.w * self.h,
+                got: self.data.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Index of the largest value among those `keep` accepts, NaN skipped;
+/// ties go to the smallest index.
+fn argmax(data: &[f32], keep: impl Fn(usize) -> bool) -> Option<usize> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in data.iter().enumerate() {
+        if keep(i) && !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+fn pixel_match(index: usize, w: usize, score: f32) -> Match {
+    Match {
+        x: (index % w) as f32 + 0.5,
+        y: (index / w) as f32 + 0.5,
+        score,
+    }
+}
+
+fn check_non_negative(name: &'static str, value: f32) -> Result<(), MatchError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(MatchError::InvalidParameter {
+            name,
+            value: f64::from(value),
+            why: "must be finite and >= 0",
+        })
+    }
+}
+
+/// `<s / ||s||, v>` for every grid cell `v` of `map` (zero if `s` is zero).
+fn cell_dots(map: &FeatureMap, src_vec: &[f32]) -> Result<Vec<f32>, MatchError> {
+    map.check()?;
+    if src_vec.len() != map.c {
+        return Err(MatchError::ChannelMismatch {
+            what: "source vector",
+            expected: map.c,
+            got: src_vec.len(),
+        });
+    }
+    check_finite("source vector", src_vec)?;
+    let norm = src_vec
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
+    let scale = if norm > NORM_EPS { 1.0 / norm } else { 0.0 };
+    let mut d = vec![0.0f32; map.cells()];
+    for (&s, plane) in src_vec.iter().zip(map.data.chunks_exact(map.cells())) {
+        let s = (f64::from(s) * scale) as f32;
+        for (acc, &v) in d.iter_mut().zip(plane) {
+            *acc += s * v;
+        }
+    }
+    Ok(d)
+}
+
+/// Vectors shorter than this count as zero (torch's `F.normalize` eps):
+/// their cosine is 0.
+const NORM_EPS: f64 = 1e-12;
+
+/// One axis of bilinear sampling: cells `i0`, `i1` and the weight `w1` of
+/// `i1` (`1 - w1` for `i0`).
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    i0: usize,
+    i1: usize,
+    w1: f32,
+}
+
+impl Tap {
+    /// Tap at continuous grid coordinate `g` on an axis of `n` cells
+    /// (clamped to `[0, n - 1]`).
+    fn new(g: f64, n: usize) -> Self {
+        let g = g.clamp(0.0, (n - 1) as f64);
+        let i0 = g.floor() as usize;
+        Self {
+            i0,
+            i1: (i0 + 1).min(n - 1),
+            w1: (g - i0 as f64) as f32,
+        }
+    }
+
+    /// Tap of output pixel `o` of `out` pixels over `n` cells.
+    fn for_pixel(o: usize, out: usize, n: usize) -> Self {
+        Self::new((o as f64 + 0.5) * n as f64 / out as f64 - 0.5, n)
+    }
+
+    fn lerp(&self, a: f32, b: f32) -> f32 {
+        (1.0 - self.w1) * a + self.w1 * b
+    }
+
+    /// Bilinear value of a row-major `plane` of width `w`; `self` is the
+    /// column tap, `ty` the row tap.
+    fn lerp2(&self, ty: &Tap, plane: &[f32], w: usize) -> f32 {
+        let (r0, r1) = (ty.i0 * w, ty.i1 * w);
+        ty.lerp(
+            self.lerp(plane[r0 + self.i0], plane[r0 + self.i1]),
+            self.lerp(plane[r1 + self.i0], plane[r1 + self.i1]),
+        )
+    }
+}
+
+/// Everything about upsampling one map to one output size that does not
+/// depend on the query.
+#[derive(Debug, Clone)]
+struct Resampler {
+    out_w: usize,
+    out_h: usize,
+    cols: Vec<Tap>,
+    rows: Vec<Tap>,
+    /// `1 / ||upsampled vector||` per output pixel (0 for a zero vector).
+    inv_norm: Vec<f32>,
+    /// Output columns (rows) whose tap starts at grid column (row) `j`.
+    col_ranges: Vec<Range<usize>>,
+    row_ranges: Vec<Range<usize>>,
+    /// Per grid cell: the largest and smallest `inv_norm` of its pixels.
+    cell_inv: Vec<(f32, f32)>,
+}
+
+impl Resampler {
+    fn new(map: &FeatureMap, out_w: usize, out_h: usize) -> Result<Self, MatchError> {
+        map.check()?;
+        check_image("output image", out_w, out_h)?;
+        let (w, h) = (map.w, map.h);
+        let cols: Vec<Tap> = (0..out_w).map(|o| Tap::for_pixel(o, out_w, w)).collect();
+        let rows: Vec<Tap> = (0..out_h).map(|o| Tap::for_pixel(o, out_h, h)).collect();
+        let gram = Gram::new(map);
+        let mut inv_norm = Vec::with_capacity(out_w * out_h);
+        for ty in &rows {
+            for tx in &cols {
+                let n2 = gram.interp_norm2(tx, ty, w);
+                let n = n2.max(0.0).sqrt();
+                inv_norm.push(if n > NORM_EPS { (1.0 / n) as f32 } else { 0.0 });
+            }
+        }
+        let ranges = |taps: &[Tap], n: usize| {
+            let mut r = vec![0..0; n];
+            for (o, t) in taps.iter().enumerate() {
+                r[t.i0] = if r[t.i0].is_empty() { o..o + 1 } else { r[t.i0].start..o + 1 };
+            }
+            r
+        };
+        let col_ranges = ranges(&cols, w);
+        let row_ranges = ranges(&rows, h);
+        let mut cell_inv = vec![(f32::NEG_INFINITY, f32::INFINITY); w * h];
+        for (gy, yr) in row_ranges.iter().enumerate() {
+            for (gx, xr) in col_ranges.iter().enumerate() {
+                let cell = &mut cell_inv[gy * w + gx];
+                for oy in yr.clone() {
+                    for &v in &inv_norm[oy * out_w + xr.start..oy * out_w + xr.end] {
+                        *cell = (cell.0.max(v), cell.1.min(v));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            out_w,
+            out_h,
+            cols,
+            rows,
+            inv_norm,
+            col_ranges,
+            row_ranges,
+            cell_inv,
+        })
+    }
+
+    /// Cosine at output pixel `(ox, oy)` from the per-cell dots `d`.
+    #[inline]
+    fn cos_at(&self, d: &[f32], w: usize, ox: usize, oy: usize) -> f32 {
+        self.cols[ox].lerp2(&self.rows[oy], d, w) * self.inv_norm[oy * self.out_w + ox]
+    }
+
+    fn similarity(&self, d: &[f32], w: usize) -> SimilarityMap {
+        let mut data = Vec::with_capacity(self.out_w * self.out_h);
+        for oy in 0..self.out_h {
+            data.extend((0..self.out_w).map(|ox| self.cos_at(d, w, ox, oy)));
+        }
+        SimilarityMap {
+            w: self.out_w,
+            h: self.out_h,
+            data,
+        }
+    }
+
+    /// `(index, score)` of the best output pixel, ties to the smallest
+    /// index: the same answer as `argmax` over [`Self::similarity`], visiting
+    /// grid cells in order of an upper bound and stopping when no cell can
+    /// reach the best score found.
+    fn best(&self, d: &[f32], w: usize) -> (usize, f32) {
+        let h = d.len() / w;
+        let mut cells: Vec<(f32, usize)> = Vec::with_capacity(d.len());
+        for gy in 0..h {
+            let gy1 = (gy + 1).min(h - 1);
+            for gx in 0..w {
+                let (max_inv, min_inv) = self.cell_inv[gy * w + gx];
+                if max_inv < min_inv {
+                    continue; // no output pixel in this cell
+                }
+                let gx1 = (gx + 1).min(w - 1);
+                let top = d[gy * w + gx]
+                    .max(d[gy * w + gx1])
+                    .max(d[gy1 * w + gx])
+                    .max(d[gy1 * w + gx1]);
+                let bound = top * if top >= 0.0 { max_inv } else { min_inv };
+                cells.push((bound, gy * w + gx));
+            }
+        }
+        cells.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let (mut best_i, mut best_s) = (usize::MAX, f32::NEG_INFINITY);
+        for (bound, cell) in cells {
+            // Slack for rounding in the interpolation the bound skips.
+            if bound + 1e-5 * bound.abs() < best_s {
+                break;
+            }
+            for oy in self.row_ranges[cell / w].clone() {
+                for ox in self.col_ranges[cell % w].clone() {
+                    let (i, s) = (oy * self.out_w + ox, self.cos_at(d, w, ox, oy));
+                    if s > best_s || (s == best_s && i < best_i) {
+                        (best_i, best_s) = (i, s);
+                    }
+                }
+            }
+        }
+        (best_i, best_s)
+    }
+}
+
+/// Inner products of every grid cell with itself and its right, lower,
+/// lower-right neighbours, and of its right and lower neighbours
+/// (indices clamped at the border), in `f64`.
+struct Gram {
+    norm: Vec<f64>,
+    right: Vec<f64>,
+    down: Vec<f64>,
+    diag: Vec<f64>,
+    anti: Vec<f64>,
+}
+
+impl Gram {
+    fn new(map: &FeatureMap) -> Self {
+        let (w, h, n) = (map.w, map.h, map.cells());
+        let zeros = || vec![0.0f64; n];
+        let mut g = Self {
+            norm: zeros(),
+            right: zeros(),
+            down: zeros(),
+            diag: zeros(),
+            anti: zeros(),
+        };
+        for plane in map.data.chunks_exact(n) {
+            for y in 0..h {
+                let y1 = (y + 1).min(h - 1);
+                for x in 0..w {
+                    let x1 = (x + 1).min(w - 1);
+                    let v = |yy: usize, xx: usize| f64::from(plane[yy * w + xx]);
+                    let (a, i) = (v(y, x), y * w + x);
+                    g.norm[i] += a * a;
+                    g.right[i] += a * v(y, x1);
+                    g.down[i] += a * v(y1, x);
+                    g.diag[i] += a * v(y1, x1);
+                    g.anti[i] += v(y, x1) * v(y1, x);
+                }
+            }
+        }
+        g
+    }
+
+    /// `||bilinear sample||^2` for taps `tx`, `ty`; nested so that equal
+    /// neighbours give their own norm exactly.
+    fn interp_norm2(&self, tx: &Tap, ty: &Tap, w: usize) -> f64 {
+        let (b, q) = (f64::from(tx.w1), f64::from(ty.w1));
+        let (a, p) = (1.0 - b, 1.0 - q);
+        let (i00, i01) = (ty.i0 * w + tx.i0, ty.i0 * w + tx.i1);
+        let (i10, i11) = (ty.i1 * w + tx.i0, ty.i1 * w + tx.i1);
+        // Rows r0 = a*A + b*B (upper), r1 = a*C + b*D (lower).
+        let pair = |naa: f64, nab: f64, nbb: f64| a * (a * naa + b * nab) + b * (a * nab + b * nbb);
+        let r0 = pair(self.norm[i00], self.right[i00], self.norm[i01]);
+        let r1 = pair(self.norm[i10], self.right[i10], self.norm[i11]);
+        let r01 = a * (a * self.down[i00] + b * self.diag[i00])
+            + b * (a * self.anti[i00] + b * self.down[i01]);
+        p * (p * r0 + q * r01) + q * (p * r01 + q * r1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::f32::consts::PI;
+
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::*;
+
+    fn map_from(c: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize, usize) -> f32) -> FeatureMap {
+        let mut data = Vec::with_capacity(c * h * w);
+        for ch in 0..c {
+            for y in 0..h {
+                data.extend((0..w).map(|x| f(ch, y, x)));
+            }
+        }
+        FeatureMap::new(c, h, w, data).unwrap()
+    }
+
+    /// Channels cos/sin(pi k u), cos/sin(pi k v), k = 1..3, of the cell
+    /// centre (u, v) in [0, 1]: a unique, smooth code of the position.
+    fn position_map(h: usize, w: usize) -> FeatureMap {
+        map_from(12, h, w, |ch, y, x| {
+            let (u, v) = ((x as f32 + 0.5) / w as f32, (y as f32 + 0.5) / h as f32);
+            let k = (ch / 4 + 1) as f32;
+            let t = if ch % 4 < 2 { u } else { v };
+            if ch % 2 == 0 { (PI * k * t).cos() } else { (PI * k * t).sin() }
+        })
+    }
+
+    fn random_map(seed: u64, c: usize, h: usize, w: usize) -> FeatureMap {
+        let mut rng = StdRng::seed_from_u64(seed);
+        map_from(c, h, w, |_, _, _| rng.random_range(-1.0..1.0))
+    }
+
+    /// Reference: upsample every channel (independent bilinear code),
+    /// normalise each pixel, dot with the normalised source.
+    fn naive_similarity(src: &[f32], map: &FeatureMap, out_w: usize, out_h: usize) -> Vec<f32> {
+        let axis = |o: usize, out: usize, n: usize| {
+            let g = ((o as f64 + 0.5) * n as f64 / out as f64 - 0.5).max(0.0);
+            let i0 = (g.floor() as usize).min(n - 1);
+            let i1 = (i0 + 1).min(n - 1);
+            (i0, i1, g - i0 as f64)
+        };
+        let unit = |v: Vec<f64>| {
+            let n = v.iter().map(|a| a * a).sum::<f64>().sqrt().max(1e-12);
+            v.into_iter().map(|a| a / n).collect::<Vec<_>>()
+        };
+        let s = unit(src.iter().map(|&v| f64::from(v)).collect());
+        let mut out = Vec::new();
+        for oy in 0..out_h {
+            let (y0, y1, fy) = axis(oy, out_h, map.h);
+            for ox in 0..out_w {
+                let (x0, x1, fx) = axis(ox, out_w, map.w);
+                let v: Vec<f64> = (0..map.c)
+                    .map(|c| {
+                        let at = |y: usize, x: usize| f64::from(map.data[(c * map.h + y) * map.w + x]);
+                        (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x1))
+                            + fy * ((1.0 - fx) * at(y1, x0) + fx * at(y1, x1))
+                    })
+                    .collect();
+                let v = unit(v);
+                out.push(s.iter().zip(&v).map(|(a, b)| a * b).sum::<f64>() as f32);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bilinear_is_exact_on_a_linear_ramp() {
+        // value = 2 gx + 3 gy + 10 c at cell centres, image 40x30 over 8x6 cells
+        let map = map_from(2, 6, 8, |c, y, x| 2.0 * x as f32 + 3.0 * y as f32 + 10.0 * c as f32);
+        for &(x, y) in &[(0.0, 0.0), (2.5, 2.5), (13.3, 7.9), (20.0, 15.0), (37.4, 29.0), (40.0, 30.0)] {
+            let v = sample_vector(&map, 40, 30, x, y).unwrap();
+            let gx = (x * 8.0 / 40.0 - 0.5).clamp(0.0, 7.0);
+            let gy = (y * 6.0 / 30.0 - 0.5).clamp(0.0, 5.0);
+            for (c, got) in v.iter().enumerate() {
+                let want = 2.0 * gx + 3.0 * gy + 10.0 * c as f32;
+                assert!((got - want).abs() < 1e-5, "({x}, {y}) c{c}: {got} vs {want}");
+            }
+        }
+        // the centre of cell (3, 2) is image point ((3 + 0.5) * 5, (2 + 0.5) * 5)
+        assert_eq!(sample_vector(&map, 40, 30, 17.5, 12.5).unwrap(), vec![12.0, 22.0]);
+    }
+
+    #[test]
+    fn points_outside_the_image_are_named() {
+        let map = random_map(1, 3, 4, 4);
+        for (x, y) in [(-0.1, 5.0), (5.0, 32.5), (64.01, 0.0), (f32::NAN, 1.0)] {
+            match sample_vector(&map, 64, 32, x, y) {
+                Err(MatchError::PointOutside { x: ex, y: ey, img_w: 64, img_h: 32 }) => {
+                    assert!(ex.to_bits() == x.to_bits() && ey == y);
+                }
+                other => panic!("({x}, {y}): {other:?}"),
+            }
+        }
+        let e = sample_vector(&map, 64, 32, 70.0, 3.0).unwrap_err().to_string();
+        assert!(e.contains("(70, 3)") && e.contains("64x32"), "{e}");
+    }
+
+    #[test]
+    fn fast_similarity_equals_upsample_normalise_dot() {
+        let cases = [(7, 5, 6, 40, 31), (16, 4, 4, 17, 29), (5, 1, 6, 24, 3), (9, 8, 9, 6, 5), (3, 3, 1, 1, 10)];
+        for (seed, &(c, h, w, ow, oh)) in cases.iter().enumerate() {
+            let map = random_map(seed as u64, c, h, w);
+            let src = random_map(100 + seed as u64, c, 1, 1).data;
+            let fast = similarity_map(&src, &map, ow, oh).unwrap();
+            let naive = naive_similarity(&src, &map, ow, oh);
+            assert_eq!((fast.w, fast.h), (ow, oh));
+            let err = fast.data.iter().zip(&naive).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(err < 1e-5, "case {seed}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn best_match_equals_argmax_of_the_full_map() {
+        for seed in 0..6 {
+            let prepared = PreparedTarget::new(random_map(seed, 8, 6, 7), 45, 38).unwrap();
+            let mut rng = StdRng::seed_from_u64(seed + 50);
+            for _ in 0..20 {
+                let q: Vec<f32> = (0..8).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let full = prepared.similarity(&q).unwrap().best().unwrap();
+                assert_eq!(prepared.best_match(&q).unwrap(), full);
+            }
+        }
+    }
+
+    #[test]
+    fn position_map_finds_itself_and_its_flips() {
+        let (h, w, img) = (24, 24, 96);
+        let map = position_map(h, w);
+        let flip = map_from(12, h, w, |c, y, x| map.data[(c * h + y) * w + (w - 1 - x)]);
+        let transpose = map_from(12, h, w, |c, y, x| map.data[(c * h + x) * w + y]);
+        let same = PreparedTarget::new(map.clone(), img, img).unwrap();
+        let flip = PreparedTarget::new(flip, img, img).unwrap();
+        let transpose = PreparedTarget::new(transpose, img, img).unwrap();
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..40 {
+            let (x, y) = (rng.random_range(1.0..95.0f32), rng.random_range(1.0..95.0f32));
+            let q = sample_vector(&map, img, img, x, y).unwrap();
+            let near = |m: Match, ex: f32, ey: f32| (m.x - ex).abs() <= 1.0 && (m.y - ey).abs() <= 1.0;
+            let m = same.similarity(&q).unwrap().best().unwrap();
+            assert!(near(m, x, y) && m.score > 0.999, "self ({x}, {y}) -> {m:?}");
+            let m = flip.best_match(&q).unwrap();
+            assert!(near(m, 96.0 - x, y), "flip ({x}, {y}) -> {m:?}");
+            let m = transpose.best_match(&q).unwrap();
+            assert!(near(m, y, x), "transpose ({x}, {y}) -> {m:?}");
+        }
+    }
+
+    #[test]
+    fn constant_map_ties_go_to_the_first_pixel() {
+        let map = map_from(4, 5, 6, |_, _, _| 0.5);
+        let prepared = PreparedTarget::new(map, 30, 25).unwrap();
+        let sim = prepared.similarity(&[2.0, 2.0, 2.0, 2.0]).unwrap();
+        assert!(sim.data.iter().all(|&s| s == sim.data[0]), "scores differ");
+        let first = Match { x: 0.5, y: 0.5, score: sim.data[0] };
+        assert_eq!(sim.best().unwrap(), first);
+        assert_eq!(prepared.best_match(&[1.0; 4]).unwrap(), first);
+        let top: Vec<(f32, f32)> = sim.top_k(4, 10.0).unwrap().iter().map(|m| (m.x, m.y)).collect();
+        // row 0 is used up by the first three; (29, 5) is the first pixel
+        // at least 10 away from all of them
+        assert_eq!(top, vec![(0.5, 0.5), (10.5, 0.5), (20.5, 0.5), (29.5, 5.5)]);
+        assert_eq!(sim.top_k(3, 0.0).unwrap().iter().map(|m| m.x).collect::<Vec<_>>(), vec![0.5, 1.5, 2.5]);
+    }
+
+    #[test]
+    fn top_k_picks_distinct_places_best_first() {
+        let map = position_map(12, 12);
+        let q = sample_vector(&map, 48, 48, 20.0, 30.0).unwrap();
+        let sim = similarity_map(&q, &map, 48, 48).unwrap();
+        let top = sim.top_k(5, 6.0).unwrap();
+        assert_eq!(top.len(), 5);
+        assert_eq!(top[0], sim.best().unwrap());
+        for (i, a) in top.iter().enumerate() {
+            assert!(i == 0 || a.score <= top[i - 1].score);
+            for b in &top[i + 1..] {
+                assert!((a.x - b.x).hypot(a.y - b.y) >= 6.0, "{a:?} vs {b:?}");
+            }
+        }
+        // a 2x2 image with separation 5 holds a single match
+        let tiny = SimilarityMap { w: 2, h: 2, data: vec![0.1, 0.4, 0.3, 0.2] };
+        assert_eq!(tiny.top_k(3, 5.0).unwrap(), vec![Match { x: 1.5, y: 0.5, score: 0.4 }]);
+        assert_eq!(tiny.top_k(0, 1.0), Err(MatchError::ZeroK));
+    }
+
+    #[test]
+    fn soft_argmax_weights_the_window() {
+        let sim = SimilarityMap { w: 4, h: 1, data: vec![0.9, 0.0, 1.0, 0.5] };
+        let m = sim.soft_argmax(1, 0.5).unwrap();
+        let (a, b) = ((-2.0f64).exp(), (-1.0f64).exp());
+        let want = (1.5 * a + 2.5 + 3.5 * b) / (a + 1.0 + b);
+        assert!((f64::from(m.x) - want).abs() < 1e-6 && m.y == 0.5 && m.score == 1.0, "{m:?}");
+        // radius 0 is the argmax itself; a cold temperature nearly so
+        assert_eq!(sim.soft_argmax(0, 0.5).unwrap(), Match { x: 2.5, y: 0.5, score: 1.0 });
+        assert!((sim.soft_argmax(3, 1e-3).unwrap().x - 2.5).abs() < 1e-6);
+        assert!(matches!(sim.soft_argmax(1, 0.0), Err(MatchError::InvalidParameter { name: "temperature", .. })));
+    }
+
+    #[test]
+    fn mutual_nn_holds_for_positions_and_fails_when_constructed_to() {
+        let map = position_map(16, 16);
+        let a = PreparedTarget::new(map.clone(), 64, 64).unwrap();
+        let b = PreparedTarget::new(map, 64, 64).unwrap();
+        for (x, y) in [(10.5, 20.5), (40.5, 3.5), (63.5, 63.5)] {
+            let m = mutual_nn(&a, &b, x, y, 1.5).unwrap();
+            assert!(m.mutual, "({x}, {y}): {m:?}");
+        }
+        // A: left half a0 = (1, 0), right half a1 = (0.8, 0.6); B: b = (0.6, 0.8)
+        // everywhere. a0's best in B is some pixel holding b, whose best in A
+        // lies in the pure a1 region (x >= 18): far from the query.
+        let a = map_from(2, 4, 8, |c, _, x| [[1.0, 0.0], [0.8, 0.6]][usize::from(x >= 4)][c]);
+        let b = map_from(2, 4, 8, |c, _, _| [0.6, 0.8][c]);
+        let (a, b) = (PreparedTarget::new(a, 32, 16).unwrap(), PreparedTarget::new(b, 32, 16).unwrap());
+        let m = mutual_nn(&a, &b, 2.5, 8.5, 2.0).unwrap();
+        assert!(!m.mutual, "{m:?}");
+        assert!(m.back.x >= 18.0 && (m.back.score - 0.96).abs() < 1e-6, "{m:?}");
+        assert!(mutual_nn(&a, &b, 2.5, 8.5, -1.0).is_err());
+    }
+
+    #[test]
+    fn dense_matches_on_itself_are_mutual_and_in_place() {
+        let map = position_map(8, 10);
+        let a = PreparedTarget::new(map.clone(), 40, 32).unwrap();
+        let b = PreparedTarget::new(map, 40, 32).unwrap();
+        let dense = dense_matches(&a, &b, 8, 1.0).unwrap();
+        assert_eq!(dense.len(), 5 * 4);
+        assert_eq!((dense[0].x, dense[0].y, dense[1].x), (4.5, 4.5, 12.5));
+        for d in &dense {
+            assert!(d.mutual && (d.target.x - d.x).abs() <= 1.0 && (d.target.y - d.y).abs() <= 1.0, "{d:?}");
+        }
+        assert!(dense_matches(&a, &b, 0, 1.0).is_err());
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let map = random_map(3, 4, 2, 2);
+        assert_eq!(
+            similarity_map(&[1.0; 3], &map, 8, 8),
+            Err(MatchError::ChannelMismatch { what: "source vector", expected: 4, got: 3 })
+        );
+        assert!(matches!(similarity_map(&[1.0; 4], &map, 0, 8), Err(MatchError::EmptyImage { w: 0, h: 8, .. })));
+        assert!(matches!(
+            FeatureMap::new(2, 2, 2, vec![0.0; 7]),
+            Err(MatchError::DataLength { expected: 8, got: 7, .. })
+        ));
+        assert!(matches!(FeatureMap::new(0, 2, 2, vec![]), Err(MatchError::EmptyMap { c: 0, .. })));
+        assert!(matches!(
+            FeatureMap::new(1, 1, 2, vec![0.0, f32::NAN]),
+            Err(MatchError::NonFinite { index: 1, .. })
+        ));
+    }
+}

@@ -1,0 +1,623 @@
+//! Model presets (`sd15`, `sd21`, `tiny-sd15`, `tiny-sd21`) and the readers
+//! of diffusers' `config.json` files, so other SD-1/2-family checkpoints load.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+
+use super::ModelError;
+
+/// Which SD family a backbone belongs to (decides text encoder and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Family {
+    Sd15,
+    Sd21,
+}
+
+impl Family {
+    /// Short name used in student file names (`cleandift_sd21_unet.safetensors`).
+    pub fn short(self) -> &'static str {
+        match self {
+            Family::Sd15 => "sd15",
+            Family::Sd21 => "sd21",
+        }
+    }
+}
+
+/// UNet2DConditionModel hyper-parameters (the SD-1/2 subset we support).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UNetConfig {
+    /// Latent side of the training resolution (image size / 8).
+    pub sample_size: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    /// `true` for CrossAttnDownBlock2D, `false` for DownBlock2D, per block.
+    pub down_cross_attn: Vec<bool>,
+    /// `true` for CrossAttnUpBlock2D, `false` for UpBlock2D, per block.
+    pub up_cross_attn: Vec<bool>,
+    pub cross_attention_dim: usize,
+    /// Number of attention heads per down block (diffusers' legacy
+    /// `attention_head_dim`, which really is a head count).
+    pub attention_heads: Vec<usize>,
+    pub use_linear_projection: bool,
+    pub upcast_attention: bool,
+    pub norm_num_groups: usize,
+    pub norm_eps: f64,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+}
+
+impl UNetConfig {
+    /// Time-embedding width (4 x the first block's channels).
+    pub fn time_embed_dim(&self) -> usize {
+        self.block_out_channels[0] * 4
+    }
+
+    fn sd(base: [usize; 4], groups: usize, heads: Vec<usize>, ctx: usize, linear: bool) -> Self {
+        UNetConfig {
+            sample_size: 64,
+            in_channels: 4,
+            out_channels: 4,
+            block_out_channels: base.to_vec(),
+            layers_per_block: 2,
+            down_cross_attn: vec![true, true, true, false],
+            up_cross_attn: vec![false, true, true, true],
+            cross_attention_dim: ctx,
+            attention_heads: heads,
+            use_linear_projection: linear,
+            upcast_attention: linear,
+            norm_num_groups: groups,
+            norm_eps: 1e-5,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+        }
+    }
+
+    /// Reads a diffusers `unet/config.json`, refusing architectures we do not
+    /// implement with a message naming the field.
+    pub fn from_diffusers_json(v: &Value) -> Result<Self, ModelError> {
+        let bad = |field: &str, why: String| ModelError::Config {
+            part: "unet",
+            field: field.to_string(),
+            why,
+        };
+        let blocks =
+            usize_list(v, "block_out_channels").map_err(|e| bad("block_out_channels", e))?;
+        let n = blocks.len();
+        if n < 2 {
+            return Err(bad(
+                "block_out_channels",
+                "needs at least two blocks".into(),
+            ));
+        }
+        let down_types = str_list(v, "down_block_types").map_err(|e| bad("down_block_types", e))?;
+        let up_types = str_list(v, "up_block_types").map_err(|e| bad("up_block_types", e))?;
+        let map_types = |types: &[String], cross: &str, plain: &str, field: &str| {
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    s if s == cross => Ok(true),
+                    s if s == plain => Ok(false),
+                    other => Err(bad(field, format!("block type {other:?} is not supported"))),
+                })
+                .collect::<Result<Vec<bool>, _>>()
+        };
+        let down_cross_attn = map_types(
+            &down_types,
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+            "down_block_types",
+        )?;
+        let up_cross_attn = map_types(
+            &up_types,
+            "CrossAttnUpBlock2D",
+            "UpBlock2D",
+            "up_block_types",
+        )?;
+        if down_cross_attn.len() != n || up_cross_attn.len() != n {
+            return Err(bad(
+                "down_block_types",
+                format!("expected {n} down and up blocks"),
+            ));
+        }
+        if n != 4 {
+            return Err(bad(
+                "block_out_channels",
+                format!("the feature taps need 4 blocks as in SD 1/2, found {n}"),
+            ));
+        }
+        let mid = v.get("mid_block_type").and_then(Value::as_str);
+        if let Some(m) = mid
+            && m != "UNetMidBlock2DCrossAttn"
+        {
+            return Err(bad("mid_block_type", format!("{m:?} is not supported")));
+        }
+        for unsupported in ["class_embed_type", "addition_embed_type", "encoder_hid_dim"] {
+            if v.get(unsupported).is_some_and(|x| !x.is_null()) {
+                return Err(bad(
+                    unsupported,
+                    "is set; only SD-1/2-style UNets are supported".into(),
+                ));
+            }
+        }
+        if let Some(t) = v.get("transformer_layers_per_block")
+            && t.as_u64().is_none_or(|t| t != 1)
+        {
+            return Err(bad(
+                "transformer_layers_per_block",
+                format!("{t} (only 1 is supported)"),
+            ));
+        }
+        let heads_value = match v.get("num_attention_heads") {
+            Some(h) if !h.is_null() => h,
+            _ => v.get("attention_head_dim").unwrap_or(&Value::Null),
+        };
+        let attention_heads = match heads_value {
+            Value::Number(x) => vec![x.as_u64().unwrap_or(8) as usize; n],
+            Value::Array(_) => {
+                usize_list_value(heads_value).map_err(|e| bad("attention_head_dim", e))?
+            }
+            Value::Null => vec![8; n],
+            other => {
+                return Err(bad(
+                    "attention_head_dim",
+                    format!("unexpected value {other}"),
+                ));
+            }
+        };
+        if attention_heads.len() != n {
+            return Err(bad("attention_head_dim", format!("expected {n} entries")));
+        }
+        let cross_attention_dim = match v.get("cross_attention_dim") {
+            Some(Value::Number(x)) => x.as_u64().unwrap_or(768) as usize,
+            None => 1280,
+            Some(other) => {
+                return Err(bad(
+                    "cross_attention_dim",
+                    format!("unsupported value {other}"),
+                ));
+            }
+        };
+        let layers = get_usize(v, "layers_per_block", 2);
+        let groups = get_usize(v, "norm_num_groups", 32);
+        for (i, &c) in blocks.iter().enumerate() {
+            if groups == 0 || c % groups != 0 {
+                return Err(bad(
+                    "norm_num_groups",
+                    format!("{groups} does not divide block {i}'s {c} channels"),
+                ));
+            }
+            if attention_heads[i] == 0 || c % attention_heads[i] != 0 {
+                return Err(bad(
+                    "attention_head_dim",
+                    format!(
+                        "{} heads do not divide block {i}'s {c} channels",
+                        attention_heads[i]
+                    ),
+                ));
+            }
+        }
+        Ok(UNetConfig {
+            sample_size: get_usize(v, "sample_size", 64),
+            in_channels: get_usize(v, "in_channels", 4),
+            out_channels: get_usize(v, "out_channels", 4),
+            block_out_channels: blocks,
+            layers_per_block: layers,
+            down_cross_attn,
+            up_cross_attn,
+            cross_attention_dim,
+            attention_heads,
+            use_linear_projection: get_bool(v, "use_linear_projection", false),
+            upcast_attention: get_bool(v, "upcast_attention", false),
+            norm_num_groups: groups,
+            norm_eps: get_f64(v, "norm_eps", 1e-5),
+            flip_sin_to_cos: get_bool(v, "flip_sin_to_cos", true),
+            freq_shift: get_f64(v, "freq_shift", 0.0),
+        })
+    }
+}
+
+/// VAE (AutoencoderKL) encoder hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VaeConfig {
+    pub in_channels: usize,
+    pub latent_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub norm_num_groups: usize,
+    pub scaling_factor: f64,
+}
+
+impl VaeConfig {
+    fn sd(blocks: [usize; 4], groups: usize) -> Self {
+        VaeConfig {
+            in_channels: 3,
+            latent_channels: 4,
+            block_out_channels: blocks.to_vec(),
+            layers_per_block: 2,
+            norm_num_groups: groups,
+            scaling_factor: 0.18215,
+        }
+    }
+
+    pub fn from_diffusers_json(v: &Value) -> Result<Self, ModelError> {
+        let bad = |field: &str, why: String| ModelError::Config {
+            part: "vae",
+            field: field.to_string(),
+            why,
+        };
+        let blocks =
+            usize_list(v, "block_out_channels").map_err(|e| bad("block_out_channels", e))?;
+        if blocks.is_empty() {
+            return Err(bad("block_out_channels", "is empty".into()));
+        }
+        let groups = get_usize(v, "norm_num_groups", 32);
+        if let Some(&c) = blocks.iter().find(|&&c| groups == 0 || c % groups != 0) {
+            return Err(bad(
+                "norm_num_groups",
+                format!("{groups} does not divide {c} channels"),
+            ));
+        }
+        Ok(VaeConfig {
+            in_channels: get_usize(v, "in_channels", 3),
+            latent_channels: get_usize(v, "latent_channels", 4),
+            block_out_channels: blocks,
+            layers_per_block: get_usize(v, "layers_per_block", 2),
+            norm_num_groups: groups,
+            scaling_factor: get_f64(v, "scaling_factor", 0.18215),
+        })
+    }
+}
+
+/// Activation of the text encoder's MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TextActivation {
+    /// `x * sigmoid(1.702 x)` (OpenAI CLIP, SD1.5).
+    QuickGelu,
+    /// Exact erf GELU (OpenCLIP ViT-H, SD2.1).
+    Gelu,
+}
+
+/// CLIP text transformer hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub hidden_act: TextActivation,
+    pub layer_norm_eps: f64,
+}
+
+impl TextConfig {
+    pub fn from_transformers_json(v: &Value) -> Result<Self, ModelError> {
+        let bad = |field: &str, why: String| ModelError::Config {
+            part: "text_encoder",
+            field: field.to_string(),
+            why,
+        };
+        let hidden_act = match v
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("quick_gelu")
+        {
+            "quick_gelu" => TextActivation::QuickGelu,
+            "gelu" => TextActivation::Gelu,
+            other => return Err(bad("hidden_act", format!("{other:?} is not supported"))),
+        };
+        let cfg = TextConfig {
+            vocab_size: get_usize(v, "vocab_size", 49408),
+            hidden_size: get_usize(v, "hidden_size", 768),
+            intermediate_size: get_usize(v, "intermediate_size", 3072),
+            num_hidden_layers: get_usize(v, "num_hidden_layers", 12),
+            num_attention_heads: get_usize(v, "num_attention_heads", 12),
+            max_position_embeddings: get_usize(v, "max_position_embeddings", 77),
+            hidden_act,
+            layer_norm_eps: get_f64(v, "layer_norm_eps", 1e-5),
+        };
+        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+            return Err(bad(
+                "num_attention_heads",
+                format!(
+                    "{} does not divide hidden_size {}",
+                    cfg.num_attention_heads, cfg.hidden_size
+                ),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Everything needed to build a backbone: UNet, VAE encoder, text encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Preset name or the folder/repo this config came from.
+    pub name: String,
+    pub family: Family,
+    pub unet: UNetConfig,
+    pub vae: VaeConfig,
+    pub text: TextConfig,
+    /// Token used to pad prompts to 77 (`<|endoftext|>` for SD1.5, `!` for SD2.1).
+    pub pad_token: String,
+    /// Whether this is a tiny preset (seeded random weights when no files).
+    pub tiny: bool,
+}
+
+/// The preset names `--model` accepts besides folders and repo ids.
+pub const PRESETS: [&str; 4] = ["sd15", "sd21", "tiny-sd15", "tiny-sd21"];
+
+impl ModelConfig {
+    /// Default image side in pixels (latent `sample_size` x 8).
+    pub fn image_size(&self) -> usize {
+        self.unet.sample_size * 8
+    }
+
+    /// One of [`PRESETS`], or `None` for an unknown name.
+    pub fn preset(name: &str) -> Option<Self> {
+        let cfg = match name {
+            "sd15" => ModelConfig {
+                name: name.into(),
+                family: Family::Sd15,
+                unet: UNetConfig::sd([320, 640, 1280, 1280], 32, vec![8; 4], 768, false),
+                vae: VaeConfig::sd([128, 256, 512, 512], 32),
+                text: TextConfig {
+                    vocab_size: 49408,
+                    hidden_size: 768,
+                    intermediate_size: 3072,
+                    num_hidden_layers: 12,
+                    num_attention_heads: 12,
+                    max_position_embeddings: 77,
+                    hidden_act: TextActivation::QuickGelu,
+                    layer_norm_eps: 1e-5,
+                },
+                pad_token: "<|endoftext|>".into(),
+                tiny: false,
+            },
+            "sd21" => {
+                let mut unet =
+                    UNetConfig::sd([320, 640, 1280, 1280], 32, vec![5, 10, 20, 20], 1024, true);
+                unet.sample_size = 96;
+                ModelConfig {
+                    name: name.into(),
+                    family: Family::Sd21,
+                    unet,
+                    vae: VaeConfig::sd([128, 256, 512, 512], 32),
+                    text: TextConfig {
+                        vocab_size: 49408,
+                        hidden_size: 1024,
+                        intermediate_size: 4096,
+                        num_hidden_layers: 23,
+                        num_attention_heads: 16,
+                        max_position_embeddings: 77,
+                        hidden_act: TextActivation::Gelu,
+                        layer_norm_eps: 1e-5,
+                    },
+                    pad_token: "!".into(),
+                    tiny: false,
+                }
+            }
+            "tiny-sd15" | "tiny-sd21" => {
+                let sd21 = name == "tiny-sd21";
+                let (heads, ctx) = if sd21 {
+                    (vec![1, 2, 2, 3], 48)
+                } else {
+                    (vec![8; 4], 32)
+                };
+                let mut unet = UNetConfig::sd([16, 32, 32, 48], 16, heads, ctx, sd21);
+                unet.sample_size = 32;
+                ModelConfig {
+                    name: name.into(),
+                    family: if sd21 { Family::Sd21 } else { Family::Sd15 },
+                    unet,
+                    vae: VaeConfig::sd([16, 16, 32, 32], 16),
+                    text: TextConfig {
+                        vocab_size: super::text::TINY_VOCAB_SIZE,
+                        hidden_size: ctx,
+                        intermediate_size: ctx * 2,
+                        num_hidden_layers: 2,
+                        num_attention_heads: if sd21 { 3 } else { 2 },
+                        max_position_embeddings: 77,
+                        hidden_act: if sd21 {
+                            TextActivation::Gelu
+                        } else {
+                            TextActivation::QuickGelu
+                        },
+                        layer_norm_eps: 1e-5,
+                    },
+                    pad_token: if sd21 { "!" } else { "<|endoftext|>" }.into(),
+                    tiny: true,
+                }
+            }
+            _ => return None,
+        };
+        Some(cfg)
+    }
+
+    /// Reads a diffusers pipeline folder's `unet/`, `vae/`, `text_encoder/`
+    /// and `tokenizer/` configs. Parts whose config is missing fall back to
+    /// `fallback` (a preset of the same family), so a folder holding only a
+    /// UNet still works with a preset's VAE and text encoder shapes.
+    pub fn from_diffusers_dir(
+        dir: &Path,
+        fallback: Option<&ModelConfig>,
+    ) -> Result<Self, ModelError> {
+        let unet_json = read_json(&dir.join("unet").join("config.json"))?.ok_or_else(|| ModelError::MissingFile {
+            path: dir.join("unet").join("config.json"),
+            hint: "a diffusers model folder has unet/config.json and unet/diffusion_pytorch_model.safetensors".into(),
+        })?;
+        let unet = UNetConfig::from_diffusers_json(&unet_json)?;
+        let family = if unet.use_linear_projection || unet.cross_attention_dim == 1024 {
+            Family::Sd21
+        } else {
+            Family::Sd15
+        };
+        let fallback = match fallback {
+            Some(f) => f.clone(),
+            None => Self::preset(match family {
+                Family::Sd15 => "sd15",
+                Family::Sd21 => "sd21",
+            })
+            .ok_or_else(|| ModelError::Other("missing built-in preset".into()))?,
+        };
+        let vae = match read_json(&dir.join("vae").join("config.json"))? {
+            Some(v) => VaeConfig::from_diffusers_json(&v)?,
+            None => fallback.vae.clone(),
+        };
+        let text = match read_json(&dir.join("text_encoder").join("config.json"))? {
+            Some(v) => TextConfig::from_transformers_json(&v)?,
+            None => fallback.text.clone(),
+        };
+        let pad_token = read_pad_token(&dir.join("tokenizer"))?.unwrap_or_else(|| match family {
+            Family::Sd15 => "<|endoftext|>".into(),
+            Family::Sd21 => "!".into(),
+        });
+        let tiny = unet.block_out_channels.iter().all(|&c| c <= 64);
+        Ok(ModelConfig {
+            name: dir.display().to_string(),
+            family,
+            unet,
+            vae,
+            text,
+            pad_token,
+            tiny,
+        })
+    }
+}
+
+/// Reads the pad token from `tokenizer/special_tokens_map.json` or
+/// `tokenizer_config.json` (either a string or `{"content": ...}`).
+fn read_pad_token(tok_dir: &Path) -> Result<Option<String>, ModelError> {
+    for file in ["special_tokens_map.json", "tokenizer_config.json"] {
+        if let Some(v) = read_json(&tok_dir.join(file))?
+            && let Some(p) = v.get("pad_token")
+        {
+            if let Some(s) = p.as_str() {
+                return Ok(Some(s.to_string()));
+            }
+            if let Some(s) = p.get("content").and_then(Value::as_str) {
+                return Ok(Some(s.to_string()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Reads a JSON file; `Ok(None)` when it does not exist.
+pub(crate) fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => serde_json::from_str(&s)
+            .map(Some)
+            .map_err(|e| ModelError::Config {
+                part: "json",
+                field: path.display().to_string(),
+                why: format!("is not valid JSON: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+fn get_usize(v: &Value, key: &str, default: usize) -> usize {
+    v.get(key)
+        .and_then(Value::as_u64)
+        .map_or(default, |x| x as usize)
+}
+
+fn get_f64(v: &Value, key: &str, default: f64) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(default)
+}
+
+fn get_bool(v: &Value, key: &str, default: bool) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(default)
+}
+
+fn usize_list_value(v: &Value) -> Result<Vec<usize>, String> {
+    v.as_array()
+        .ok_or_else(|| format!("expected a list, found {v}"))?
+        .iter()
+        .map(|x| {
+            x.as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| format!("expected integers, found {x}"))
+        })
+        .collect()
+}
+
+fn usize_list(v: &Value, key: &str) -> Result<Vec<usize>, String> {
+    usize_list_value(v.get(key).ok_or_else(|| "is missing".to_string())?)
+}
+
+fn str_list(v: &Value, key: &str) -> Result<Vec<String>, String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| "is missing or not a list".to_string())?
+        .iter()
+        .map(|x| {
+            x.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("expected strings, found {x}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_have_consistent_shapes() {
+        for name in PRESETS {
+            let cfg = ModelConfig::preset(name).expect("preset exists");
+            let u = &cfg.unet;
+            for (i, &c) in u.block_out_channels.iter().enumerate() {
+                assert_eq!(c % u.norm_num_groups, 0, "{name} block {i}");
+                assert_eq!(c % u.attention_heads[i], 0, "{name} heads {i}");
+            }
+            assert_eq!(cfg.text.hidden_size, u.cross_attention_dim, "{name}");
+        }
+        assert_eq!(
+            ModelConfig::preset("sd21").map(|c| c.image_size()),
+            Some(768)
+        );
+        assert_eq!(
+            ModelConfig::preset("sd15").map(|c| c.image_size()),
+            Some(512)
+        );
+        assert!(ModelConfig::preset("sdxl").is_none());
+    }
+
+    #[test]
+    fn reads_sd21_style_unet_json() {
+        let v: Value = serde_json::json!({
+            "sample_size": 96, "in_channels": 4, "out_channels": 4,
+            "block_out_channels": [320, 640, 1280, 1280], "layers_per_block": 2,
+            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+            "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20],
+            "use_linear_projection": true, "upcast_attention": true, "norm_num_groups": 32
+        });
+        let cfg = UNetConfig::from_diffusers_json(&v).expect("valid config");
+        let preset = ModelConfig::preset("sd21").expect("preset").unet;
+        assert_eq!(cfg, preset);
+    }
+
+    #[test]
+    fn refuses_unsupported_blocks_by_name() {
+        let v: Value = serde_json::json!({
+            "block_out_channels": [320, 640, 1280, 1280],
+            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "SimpleCrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        });
+        let err = UNetConfig::from_diffusers_json(&v)
+            .expect_err("must refuse")
+            .to_string();
+        assert!(err.contains("SimpleCrossAttnUpBlock2D"), "{err}");
+    }
+}

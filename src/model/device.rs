@@ -1,0 +1,111 @@
+//! `--device auto|cpu|cuda[:N]` and `--dtype f32|f16|bf16`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+
+use super::ModelError;
+
+/// Which device to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA when compiled in and present, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
+                _ => Err(ModelError::Other(format!(
+                    "unknown device {s:?}; use auto, cpu, cuda or cuda:N"
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// Opens the device. `Cuda` without the `cuda` feature or without a GPU
+    /// is an error that says how to get one; `Auto` falls back to the CPU.
+    pub fn open(self) -> Result<Device, ModelError> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Auto => {
+                if candle_core::utils::cuda_is_available() {
+                    Device::new_cuda(0).or(Ok(Device::Cpu))
+                } else {
+                    Ok(Device::Cpu)
+                }
+            }
+            DeviceChoice::Cuda(n) => {
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(ModelError::Other(
+                        "CUDA is not available in this build: rebuild with `--features cuda` (needs the CUDA toolkit), or use --device cpu"
+                            .into(),
+                    ));
+                }
+                Device::new_cuda(n)
+                    .map_err(|e| ModelError::Other(format!("cannot open cuda:{n}: {e}")))
+            }
+        }
+    }
+}
+
+/// Parses `f32`, `f16`, `bf16`.
+pub fn parse_dtype(s: &str) -> Result<DType, ModelError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" | "half" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(ModelError::Other(format!(
+            "unknown dtype {other:?}; use f32, f16 or bf16"
+        ))),
+    }
+}
+
+/// The default dtype for a device: f32 on CPU, f16 on CUDA.
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cuda() {
+        DType::F16
+    } else {
+        DType::F32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices_and_dtypes() {
+        assert_eq!(
+            "cuda:1".parse::<DeviceChoice>().ok(),
+            Some(DeviceChoice::Cuda(1))
+        );
+        assert_eq!("CPU".parse::<DeviceChoice>().ok(), Some(DeviceChoice::Cpu));
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+        assert_eq!(parse_dtype("bf16").ok(), Some(DType::BF16));
+        assert!(parse_dtype("f8").is_err());
+        assert_eq!(default_dtype(&Device::Cpu), DType::F32);
+    }
+}

@@ -1,0 +1,229 @@
+//! Building blocks shared by the UNet, VAE and text encoder.
+//!
+//! Every block takes a [`Grad`] flag: `Grad::Off` may use candle's fused
+//! kernels (`layer_norm`, `softmax_last_dim`), which have no backward pass;
+//! `Grad::On` uses compositions of differentiable ops so the fine-tune can
+//! backpropagate through the same code.
+
+use candle_core::{D, DType, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
+
+/// Whether a forward pass must be differentiable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Grad {
+    /// Inference: fused kernels allowed.
+    #[default]
+    Off,
+    /// Training: only ops with a backward pass.
+    On,
+}
+
+/// A linear layer, with or without bias.
+pub fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Linear> {
+    let bound = 1.0 / (inp as f64).sqrt();
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let w = vb.get_with_hints((out, inp), "weight", init)?;
+    let b = if bias {
+        Some(vb.get_with_hints(out, "bias", init)?)
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
+}
+
+/// A 2-D convolution with bias.
+pub fn conv2d(
+    vb: VarBuilder,
+    inp: usize,
+    out: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Conv2d> {
+    let bound = 1.0 / ((inp * k * k) as f64).sqrt();
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    let w = vb.get_with_hints((out, inp, k, k), "weight", init)?;
+    let b = vb.get_with_hints(out, "bias", init)?;
+    let cfg = Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    };
+    Ok(Conv2d::new(w, Some(b), cfg))
+}
+
+/// LayerNorm over the last dimension.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+        match grad {
+            Grad::Off => {
+                let x = x.contiguous()?;
+                candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps as f32)
+            }
+            Grad::On => {
+                let dtype = x.dtype();
+                let x = x.to_dtype(DType::F32)?;
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let xc = x.broadcast_sub(&mean)?;
+                let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+                let xn = xc
+                    .broadcast_div(&(var + self.eps)?.sqrt()?)?
+                    .to_dtype(dtype)?;
+                xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+            }
+        }
+    }
+}
+
+/// GroupNorm over (B, C, ...) computed in f32, differentiable in both modes.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            candle_core::bail!("GroupNorm: {groups} groups do not divide {channels} channels");
+        }
+        Ok(GroupNorm {
+            weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+            groups,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let dims = x.dims().to_vec();
+        let (b, c) = (dims[0], dims[1]);
+        let x = x.to_dtype(DType::F32)?.reshape((b, self.groups, ()))?;
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let mut shape = vec![1, c];
+        shape.extend(std::iter::repeat_n(1, dims.len() - 2));
+        xn.reshape(dims)?
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.weight.reshape(shape.clone())?)?
+            .broadcast_add(&self.bias.reshape(shape)?)
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax_last(x: &Tensor, grad: Grad) -> Result<Tensor> {
+    match grad {
+        Grad::Off => candle_nn::ops::softmax_last_dim(x),
+        Grad::On => candle_nn::ops::softmax(x, D::Minus1),
+    }
+}
+
+/// Upper bound on the bytes of one chunk of attention scores.
+const ATTENTION_CHUNK_BYTES: usize = 256 << 20;
+
+/// Multi-head scaled dot-product attention on (B, N, heads*d) inputs,
+/// chunked over batch-heads and query rows so that the score matrix never
+/// exceeds [`ATTENTION_CHUNK_BYTES`]. `mask` (N, M) is added to the scores.
+/// With `upcast` the scores and softmax are computed in f32.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+    upcast: bool,
+    grad: Grad,
+) -> Result<Tensor> {
+    let (b, n, c) = q.dims3()?;
+    let m = k.dim(1)?;
+    let d = c / heads;
+    let split = |t: &Tensor, len: usize| -> Result<Tensor> {
+        t.reshape((b, len, heads, d))?
+            .transpose(1, 2)?
+            .reshape((b * heads, len, d))?
+            .contiguous()
+    };
+    let scale = 1.0 / (d as f64).sqrt();
+    let in_dtype = q.dtype();
+    let work = if upcast { DType::F32 } else { in_dtype };
+    let q = (split(q, n)?.to_dtype(work)? * scale)?;
+    let kt = split(k, m)?.to_dtype(work)?.t()?.contiguous()?;
+    let v = split(v, m)?.to_dtype(work)?;
+    let bh = b * heads;
+    let row_bytes = m * work.size_in_bytes();
+    let rows = (ATTENTION_CHUNK_BYTES / row_bytes).max(1);
+    let (bh_chunk, row_chunk) = if rows >= n {
+        ((rows / n).clamp(1, bh), n)
+    } else {
+        (1, rows)
+    };
+    let mut out_bh = Vec::new();
+    for b0 in (0..bh).step_by(bh_chunk) {
+        let nb = bh_chunk.min(bh - b0);
+        let (qb, kb, vb) = (
+            q.narrow(0, b0, nb)?,
+            kt.narrow(0, b0, nb)?,
+            v.narrow(0, b0, nb)?,
+        );
+        let mut out_rows = Vec::new();
+        for r0 in (0..n).step_by(row_chunk) {
+            let nr = row_chunk.min(n - r0);
+            let qr = if nr == n {
+                qb.clone()
+            } else {
+                qb.narrow(1, r0, nr)?
+            };
+            let mut s = qr.matmul(&kb)?;
+            if let Some(mask) = mask {
+                s = s.broadcast_add(&mask.narrow(0, r0, nr)?.to_dtype(work)?)?;
+            }
+            let p = softmax_last(&s, grad)?;
+            out_rows.push(p.matmul(&vb)?);
+        }
+        out_bh.push(if out_rows.len() == 1 {
+            out_rows.remove(0)
+        } else {
+            Tensor::cat(&out_rows, 1)?
+        });
+    }
+    let out = if out_bh.len() == 1 {
+        out_bh.remove(0)
+    } else {
+        Tensor::cat(&out_bh, 0)?
+    };
+    out.to_dtype(in_dtype)?
+        .reshape((b, heads, n, d))?
+        .transpose(1, 2)?
+        .reshape((b, n, c))
+}
+
+/// `x * sigmoid(1.702 x)`.
+pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
+}

@@ -1,0 +1,699 @@
+//! UNet2DConditionModel (SD 1.x / 2.x) with CleanDIFT's eleven feature taps.
+//!
+//! Built from our own blocks rather than candle-transformers' (whose top
+//! level keeps its fields private and takes one f64 timestep per batch): the
+//! timestep here is a per-sample float tensor (learnable for the student), the
+//! forward pass stops after the deepest requested tap, and a [`Grad`] flag
+//! switches to differentiable ops for the fine-tune.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{D, DType, Module, Result, Tensor};
+use candle_nn::{Conv2d, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+use super::config::UNetConfig;
+use super::layers::{Grad, GroupNorm, LayerNorm, attention, conv2d, linear};
+
+/// A feature tap, named as in CleanDIFT (see DESIGN.md's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureKey {
+    Mid,
+    Us1,
+    Us2,
+    Us3,
+    Us4,
+    Us5,
+    Us6,
+    Us7,
+    Us8,
+    Us9,
+    Us10,
+}
+
+impl FeatureKey {
+    /// All keys in network order (shallowest first).
+    pub const ALL: [FeatureKey; 11] = [
+        FeatureKey::Mid,
+        FeatureKey::Us1,
+        FeatureKey::Us2,
+        FeatureKey::Us3,
+        FeatureKey::Us4,
+        FeatureKey::Us5,
+        FeatureKey::Us6,
+        FeatureKey::Us7,
+        FeatureKey::Us8,
+        FeatureKey::Us9,
+        FeatureKey::Us10,
+    ];
+
+    /// Position in network order: 0 for `mid`, n for `usn`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        [
+            "mid", "us1", "us2", "us3", "us4", "us5", "us6", "us7", "us8", "us9", "us10",
+        ][self.index()]
+    }
+
+    /// (up block, what) for `usN`; `None` for `mid`. `what` is `Some(layer)`
+    /// for a resnet(+attention) layer output and `None` for the block output.
+    fn location(self) -> Option<(usize, Option<usize>)> {
+        match self {
+            FeatureKey::Mid => None,
+            FeatureKey::Us1 => Some((0, Some(0))),
+            FeatureKey::Us2 => Some((0, Some(1))),
+            FeatureKey::Us3 => Some((0, None)),
+            FeatureKey::Us4 => Some((1, Some(0))),
+            FeatureKey::Us5 => Some((1, Some(1))),
+            FeatureKey::Us6 => Some((1, None)),
+            FeatureKey::Us7 => Some((2, Some(0))),
+            FeatureKey::Us8 => Some((2, Some(1))),
+            FeatureKey::Us9 => Some((2, None)),
+            FeatureKey::Us10 => Some((3, Some(0))),
+        }
+    }
+
+    /// Channels of this tap for a UNet config.
+    pub fn channels(self, cfg: &UNetConfig) -> usize {
+        let boc = &cfg.block_out_channels;
+        let n = boc.len();
+        match self.location() {
+            None => boc[n - 1],
+            Some((block, _)) => boc[n - 1 - block],
+        }
+    }
+
+    /// Stride relative to the input image (the latent is 1/8 of it).
+    pub fn stride(self) -> usize {
+        match self {
+            FeatureKey::Mid | FeatureKey::Us1 | FeatureKey::Us2 => 64,
+            FeatureKey::Us3 | FeatureKey::Us4 | FeatureKey::Us5 => 32,
+            FeatureKey::Us6 | FeatureKey::Us7 | FeatureKey::Us8 => 16,
+            FeatureKey::Us9 | FeatureKey::Us10 => 8,
+        }
+    }
+
+    /// Parses a comma-separated list such as `us6,us9`.
+    pub fn parse_list(s: &str) -> std::result::Result<Vec<FeatureKey>, ModelError> {
+        let mut keys: Vec<FeatureKey> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()?;
+        if keys.is_empty() {
+            return Err(ModelError::UnknownKey(s.to_string()));
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
+impl fmt::Display for FeatureKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FeatureKey {
+    type Err = ModelError;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let lower = s.trim().to_ascii_lowercase();
+        FeatureKey::ALL
+            .into_iter()
+            .find(|k| k.name() == lower)
+            .ok_or_else(|| ModelError::UnknownKey(s.to_string()))
+    }
+}
+
+/// Feature maps by key, each (B, C, h, w).
+pub type Features = BTreeMap<FeatureKey, Tensor>;
+
+/// ResnetBlock2D (diffusers), with an optional time-embedding projection.
+#[derive(Debug, Clone)]
+pub(crate) struct Resnet {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+}
+
+impl Resnet {
+    pub(crate) fn new(
+        vb: VarBuilder,
+        inp: usize,
+        out: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        Ok(Resnet {
+            norm1: GroupNorm::new(vb.pp("norm1"), groups, inp, eps)?,
+            conv1: conv2d(vb.pp("conv1"), inp, out, 3, 1, 1)?,
+            time_emb_proj: temb
+                .map(|t| linear(vb.pp("time_emb_proj"), t, out, true))
+                .transpose()?,
+            norm2: GroupNorm::new(vb.pp("norm2"), groups, out, eps)?,
+            conv2: conv2d(vb.pp("conv2"), out, out, 3, 1, 1)?,
+            conv_shortcut: if inp != out {
+                Some(conv2d(vb.pp("conv_shortcut"), inp, out, 1, 1, 0)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        let mut h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
+            let t = proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
+            h = h.broadcast_add(&t)?;
+        }
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let skip = match &self.conv_shortcut {
+            Some(c) => c.forward(x)?,
+            None => x.clone(),
+        };
+        skip + h
+    }
+}
+
+/// diffusers `Attention` as used in BasicTransformerBlock: q/k/v without
+/// bias, output projection with bias.
+#[derive(Debug, Clone)]
+struct CrossAttention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    upcast: bool,
+}
+
+impl CrossAttention {
+    fn new(vb: VarBuilder, dim: usize, ctx_dim: usize, heads: usize, upcast: bool) -> Result<Self> {
+        Ok(CrossAttention {
+            to_q: linear(vb.pp("to_q"), dim, dim, false)?,
+            to_k: linear(vb.pp("to_k"), ctx_dim, dim, false)?,
+            to_v: linear(vb.pp("to_v"), ctx_dim, dim, false)?,
+            to_out: linear(vb.pp("to_out").pp("0"), dim, dim, true)?,
+            heads,
+            upcast,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, ctx: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
+        let ctx = ctx.unwrap_or(x);
+        let q = self.to_q.forward(x)?;
+        let k = self.to_k.forward(ctx)?;
+        let v = self.to_v.forward(ctx)?;
+        let o = attention(&q, &k, &v, self.heads, None, self.upcast, grad)?;
+        self.to_out.forward(&o)
+    }
+}
+
+/// BasicTransformerBlock: self-attention, cross-attention, GEGLU feed-forward.
+#[derive(Debug, Clone)]
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: CrossAttention,
+    norm2: LayerNorm,
+    attn2: CrossAttention,
+    norm3: LayerNorm,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+impl TransformerBlock {
+    fn new(vb: VarBuilder, dim: usize, ctx_dim: usize, heads: usize, upcast: bool) -> Result<Self> {
+        let inner = dim * 4;
+        Ok(TransformerBlock {
+            norm1: LayerNorm::new(vb.pp("norm1"), dim, 1e-5)?,
+            attn1: CrossAttention::new(vb.pp("attn1"), dim, dim, heads, upcast)?,
+            norm2: LayerNorm::new(vb.pp("norm2"), dim, 1e-5)?,
+            attn2: CrossAttention::new(vb.pp("attn2"), dim, ctx_dim, heads, upcast)?,
+            norm3: LayerNorm::new(vb.pp("norm3"), dim, 1e-5)?,
+            ff_in: linear(vb.pp("ff.net.0.proj"), dim, inner * 2, true)?,
+            ff_out: linear(vb.pp("ff.net.2"), inner, dim, true)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
+        let x = (self
+            .attn1
+            .forward(&self.norm1.forward(x, grad)?, None, grad)?
+            + x)?;
+        let x = (self
+            .attn2
+            .forward(&self.norm2.forward(&x, grad)?, Some(ctx), grad)?
+            + &x)?;
+        let h = self.ff_in.forward(&self.norm3.forward(&x, grad)?)?;
+        let half = h.dim(D::Minus1)? / 2;
+        let gated =
+            (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
+        self.ff_out.forward(&gated)? + x
+    }
+}
+
+/// proj_in / proj_out: 1x1 conv (SD1.5) or linear (SD2.1).
+#[derive(Debug, Clone)]
+enum Proj {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+/// Transformer2DModel with one BasicTransformerBlock.
+#[derive(Debug, Clone)]
+struct SpatialTransformer {
+    norm: GroupNorm,
+    proj_in: Proj,
+    block: TransformerBlock,
+    proj_out: Proj,
+}
+
+impl SpatialTransformer {
+    fn new(vb: VarBuilder, dim: usize, heads: usize, cfg: &UNetConfig) -> Result<Self> {
+        let proj = |name: &str| -> Result<Proj> {
+            Ok(if cfg.use_linear_projection {
+                Proj::Linear(linear(vb.pp(name), dim, dim, true)?)
+            } else {
+                Proj::Conv(conv2d(vb.pp(name), dim, dim, 1, 1, 0)?)
+            })
+        };
+        Ok(SpatialTransformer {
+            norm: GroupNorm::new(vb.pp("norm"), cfg.norm_num_groups, dim, 1e-6)?,
+            proj_in: proj("proj_in")?,
+            block: TransformerBlock::new(
+                vb.pp("transformer_blocks.0"),
+                dim,
+                cfg.cross_attention_dim,
+                heads,
+                cfg.upcast_attention,
+            )?,
+            proj_out: proj("proj_out")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let n = self.norm.forward(x)?;
+        let tokens = |t: &Tensor| t.permute((0, 2, 3, 1))?.reshape((b, h * w, c));
+        let to_map = |t: &Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2));
+        let t = match &self.proj_in {
+            Proj::Conv(conv) => tokens(&conv.forward(&n)?)?,
+            Proj::Linear(lin) => lin.forward(&tokens(&n)?)?,
+        };
+        let t = self.block.forward(&t, ctx, grad)?;
+        let out = match &self.proj_out {
+            Proj::Conv(conv) => conv.forward(&to_map(&t)?.contiguous()?)?,
+            Proj::Linear(lin) => to_map(&lin.forward(&t)?)?,
+        };
+        out + x
+    }
+}
+
+/// One resnet, optionally followed by a transformer.
+#[derive(Debug, Clone)]
+struct Layer {
+    resnet: Resnet,
+    attn: Option<SpatialTransformer>,
+}
+
+impl Layer {
+    fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
+        let h = self.resnet.forward(x, Some(temb))?;
+        match &self.attn {
+            Some(a) => a.forward(&h, ctx, grad),
+            None => Ok(h),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    layers: Vec<Layer>,
+    /// Downsampler (down blocks) or upsampler (up blocks) conv.
+    sampler: Option<Conv2d>,
+}
+
+/// Reads the timestep embedding: sinusoidal (cos first when flipped) then
+/// Linear -> SiLU -> Linear.
+#[derive(Debug, Clone)]
+struct TimeEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+    channels: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+}
+
+impl TimeEmbedding {
+    fn sinusoidal(&self, t: &Tensor) -> Result<Tensor> {
+        let half = self.channels / 2;
+        let dev = t.device();
+        let exponent = (Tensor::arange(0u32, half as u32, dev)?.to_dtype(DType::F32)?
+            * (-(10000f64.ln()) / (half as f64 - self.freq_shift)))?
+            .exp()?;
+        let args = t
+            .to_dtype(DType::F32)?
+            .unsqueeze(1)?
+            .broadcast_mul(&exponent.unsqueeze(0)?)?;
+        let (sin, cos) = (args.sin()?, args.cos()?);
+        if self.flip_sin_to_cos {
+            Tensor::cat(&[cos, sin], 1)
+        } else {
+            Tensor::cat(&[sin, cos], 1)
+        }
+    }
+
+    fn forward(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        let emb = self.sinusoidal(t)?.to_dtype(dtype)?;
+        self.linear_2.forward(&self.linear_1.forward(&emb)?.silu()?)
+    }
+}
+
+/// The UNet. Build it with [`UNet::new`] from a [`VarBuilder`] holding
+/// diffusers key names (`conv_in.weight`, `down_blocks.0.resnets.0...`).
+#[derive(Debug, Clone)]
+pub struct UNet {
+    cfg: UNetConfig,
+    conv_in: Conv2d,
+    time: TimeEmbedding,
+    down: Vec<Block>,
+    mid: (Resnet, SpatialTransformer, Resnet),
+    up: Vec<Block>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl UNet {
+    pub fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
+        let boc = &cfg.block_out_channels;
+        let n = boc.len();
+        let temb = cfg.time_embed_dim();
+        let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
+        let time = TimeEmbedding {
+            linear_1: linear(vb.pp("time_embedding.linear_1"), boc[0], temb, true)?,
+            linear_2: linear(vb.pp("time_embedding.linear_2"), temb, temb, true)?,
+            channels: boc[0],
+            flip_sin_to_cos: cfg.flip_sin_to_cos,
+            freq_shift: cfg.freq_shift,
+        };
+        let conv_in = conv2d(vb.pp("conv_in"), cfg.in_channels, boc[0], 3, 1, 1)?;
+
+        let mut down = Vec::with_capacity(n);
+        let mut out_ch = boc[0];
+        for i in 0..n {
+            let vbb = vb.pp(format!("down_blocks.{i}"));
+            let in_ch = out_ch;
+            out_ch = boc[i];
+            let layers = (0..cfg.layers_per_block)
+                .map(|j| {
+                    let rin = if j == 0 { in_ch } else { out_ch };
+                    Ok(Layer {
+                        resnet: Resnet::new(
+                            vbb.pp(format!("resnets.{j}")),
+                            rin,
+                            out_ch,
+                            Some(temb),
+                            groups,
+                            eps,
+                        )?,
+                        attn: if cfg.down_cross_attn[i] {
+                            Some(SpatialTransformer::new(
+                                vbb.pp(format!("attentions.{j}")),
+                                out_ch,
+                                cfg.attention_heads[i],
+                                cfg,
+                            )?)
+                        } else {
+                            None
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let sampler = if i + 1 < n {
+                Some(conv2d(
+                    vbb.pp("downsamplers.0.conv"),
+                    out_ch,
+                    out_ch,
+                    3,
+                    2,
+                    1,
+                )?)
+            } else {
+                None
+            };
+            down.push(Block { layers, sampler });
+        }
+
+        let top = boc[n - 1];
+        let vbm = vb.pp("mid_block");
+        let mid = (
+            Resnet::new(vbm.pp("resnets.0"), top, top, Some(temb), groups, eps)?,
+            SpatialTransformer::new(vbm.pp("attentions.0"), top, cfg.attention_heads[n - 1], cfg)?,
+            Resnet::new(vbm.pp("resnets.1"), top, top, Some(temb), groups, eps)?,
+        );
+
+        let rev: Vec<usize> = boc.iter().rev().copied().collect();
+        let rev_heads: Vec<usize> = cfg.attention_heads.iter().rev().copied().collect();
+        let mut up = Vec::with_capacity(n);
+        let mut out_ch = rev[0];
+        for i in 0..n {
+            let vbb = vb.pp(format!("up_blocks.{i}"));
+            let prev = out_ch;
+            out_ch = rev[i];
+            let in_ch = rev[(i + 1).min(n - 1)];
+            let nl = cfg.layers_per_block + 1;
+            let layers = (0..nl)
+                .map(|j| {
+                    let skip = if j == nl - 1 { in_ch } else { out_ch };
+                    let rin = if j == 0 { prev } else { out_ch };
+                    Ok(Layer {
+                        resnet: Resnet::new(
+                            vbb.pp(format!("resnets.{j}")),
+                            rin + skip,
+                            out_ch,
+                            Some(temb),
+                            groups,
+                            eps,
+                        )?,
+                        attn: if cfg.up_cross_attn[i] {
+                            Some(SpatialTransformer::new(
+                                vbb.pp(format!("attentions.{j}")),
+                                out_ch,
+                                rev_heads[i],
+                                cfg,
+                            )?)
+                        } else {
+                            None
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let sampler = if i + 1 < n {
+                Some(conv2d(
+                    vbb.pp("upsamplers.0.conv"),
+                    out_ch,
+                    out_ch,
+                    3,
+                    1,
+                    1,
+                )?)
+            } else {
+                None
+            };
+            up.push(Block { layers, sampler });
+        }
+
+        Ok(UNet {
+            cfg: cfg.clone(),
+            conv_in,
+            time,
+            down,
+            mid,
+            up,
+            conv_norm_out: GroupNorm::new(vb.pp("conv_norm_out"), groups, boc[0], eps)?,
+            conv_out: conv2d(vb.pp("conv_out"), boc[0], cfg.out_channels, 3, 1, 1)?,
+        })
+    }
+
+    pub fn config(&self) -> &UNetConfig {
+        &self.cfg
+    }
+
+    /// Runs the UNet on `latent` (B, 4, h, w) at per-sample timesteps `t`
+    /// (B,) or (1,) (float, possibly a learnable variable) with text
+    /// condition `context` (B or 1, L, ctx). Returns every key in `taps` and
+    /// stops after the deepest one. Latent sides need not be multiples of 8.
+    pub fn forward(
+        &self,
+        latent: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        taps: &[FeatureKey],
+        grad: Grad,
+    ) -> Result<Features> {
+        Ok(self.run(latent, t, context, taps, false, grad)?.0)
+    }
+
+    /// Like [`UNet::forward`] but runs to the end and also returns the
+    /// UNet's output (the noise prediction).
+    pub fn forward_full(
+        &self,
+        latent: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        taps: &[FeatureKey],
+        grad: Grad,
+    ) -> Result<(Features, Tensor)> {
+        let (feats, out) = self.run(latent, t, context, taps, true, grad)?;
+        match out {
+            Some(out) => Ok((feats, out)),
+            None => candle_core::bail!("UNet stopped before its output"),
+        }
+    }
+
+    fn run(
+        &self,
+        latent: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        taps: &[FeatureKey],
+        want_out: bool,
+        grad: Grad,
+    ) -> Result<(Features, Option<Tensor>)> {
+        let b = latent.dim(0)?;
+        let dtype = latent.dtype();
+        let t = t.flatten_all()?;
+        let t = match t.dim(0)? {
+            1 if b > 1 => t.broadcast_as(b)?.contiguous()?,
+            n if n == b => t,
+            n => candle_core::bail!("UNet: {n} timesteps for a batch of {b}"),
+        };
+        let ctx = match context.dim(0)? {
+            1 if b > 1 => {
+                let (_, l, c) = context.dims3()?;
+                context.broadcast_as((b, l, c))?.contiguous()?
+            }
+            n if n == b => context.clone(),
+            n => candle_core::bail!("UNet: {n} text conditions for a batch of {b}"),
+        }
+        .to_dtype(dtype)?;
+
+        let deepest = taps.iter().map(|k| k.index()).max();
+        let mut feats = Features::new();
+        let want = |k: FeatureKey| taps.contains(&k);
+
+        let temb = self.time.forward(&t, dtype)?;
+        let mut h = self.conv_in.forward(latent)?;
+        let mut skips = vec![h.clone()];
+        for block in &self.down {
+            for layer in &block.layers {
+                h = layer.forward(&h, &temb, &ctx, grad)?;
+                skips.push(h.clone());
+            }
+            if let Some(conv) = &block.sampler {
+                h = conv.forward(&h)?;
+                skips.push(h.clone());
+            }
+        }
+        h = self.mid.0.forward(&h, Some(&temb))?;
+        h = self.mid.1.forward(&h, &ctx, grad)?;
+        h = self.mid.2.forward(&h, Some(&temb))?;
+        if want(FeatureKey::Mid) {
+            feats.insert(FeatureKey::Mid, h.clone());
+        }
+        let done = |feats: &Features| {
+            !want_out && deepest.is_none_or(|d| feats.keys().any(|k| k.index() == d))
+        };
+        if done(&feats) {
+            return Ok((feats, None));
+        }
+
+        for (i, block) in self.up.iter().enumerate() {
+            for (j, layer) in block.layers.iter().enumerate() {
+                let skip = skips.pop().ok_or_else(|| {
+                    candle_core::Error::Msg("UNet: skip connections exhausted".into())
+                })?;
+                h = layer.forward(&Tensor::cat(&[&h, &skip], 1)?, &temb, &ctx, grad)?;
+                if let Some(key) = tap_at(i, Some(j))
+                    && want(key)
+                {
+                    feats.insert(key, h.clone());
+                    if done(&feats) {
+                        return Ok((feats, None));
+                    }
+                }
+            }
+            if let Some(conv) = &block.sampler {
+                // Upsample to the next skip's size: x2 for sides divisible by
+                // 8, the exact size otherwise (as diffusers does).
+                let (th, tw) = match skips.last() {
+                    Some(s) => (s.dim(2)?, s.dim(3)?),
+                    None => (h.dim(2)? * 2, h.dim(3)? * 2),
+                };
+                h = conv.forward(&h.upsample_nearest2d(th, tw)?)?;
+            }
+            if let Some(key) = tap_at(i, None)
+                && want(key)
+            {
+                feats.insert(key, h.clone());
+                if done(&feats) {
+                    return Ok((feats, None));
+                }
+            }
+        }
+        if !want_out {
+            return Ok((feats, None));
+        }
+        let out = self
+            .conv_out
+            .forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
+        Ok((feats, Some(out)))
+    }
+}
+
+/// The key tapped at (up block, layer) or at the block output (`None`).
+fn tap_at(block: usize, layer: Option<usize>) -> Option<FeatureKey> {
+    FeatureKey::ALL
+        .into_iter()
+        .find(|k| k.location() == Some((block, layer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_and_order() {
+        let keys = FeatureKey::parse_list("us9, US6,us6").expect("valid keys");
+        assert_eq!(keys, vec![FeatureKey::Us6, FeatureKey::Us9]);
+        let err = FeatureKey::parse_list("us6,us11").expect_err("us11 is not a key");
+        assert!(err.to_string().contains("us11"), "{err}");
+        assert_eq!(FeatureKey::Us10.index(), 10);
+        assert_eq!(FeatureKey::Us6.stride(), 16);
+    }
+
+    #[test]
+    fn channels_follow_the_design_table() {
+        let cfg = crate::model::ModelConfig::preset("sd21")
+            .expect("preset")
+            .unet;
+        let ch: Vec<usize> = FeatureKey::ALL.iter().map(|k| k.channels(&cfg)).collect();
+        assert_eq!(
+            ch,
+            vec![1280, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320]
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The VAE encoder (AutoencoderKL's encoder + quant_conv): image in [-1, 1]
+//! to the latent posterior. Only the encoder is built; a diffusers VAE file's
+//! decoder weights are recognised and skipped by the loader.
+
+use candle_core::{D, Module, Result, Tensor};
+use candle_nn::{Conv2d, Linear, VarBuilder};
+
+use super::config::VaeConfig;
+use super::layers::{Grad, GroupNorm, attention, conv2d, linear};
+use super::unet::Resnet;
+
+/// Key prefixes of a diffusers VAE file that the encoder does not use.
+pub const UNUSED_PREFIXES: [&str; 2] = ["decoder.", "post_quant_conv."];
+
+/// The diagonal Gaussian posterior over latents (unscaled).
+#[derive(Debug, Clone)]
+pub struct Posterior {
+    pub mean: Tensor,
+    pub std: Tensor,
+}
+
+impl Posterior {
+    /// `mean + std * noise` (noise ~ N(0, 1) supplied by the caller so that
+    /// draws are seeded and reproducible).
+    pub fn sample_with(&self, noise: &Tensor) -> Result<Tensor> {
+        self.mean.broadcast_add(&self.std.broadcast_mul(noise)?)
+    }
+}
+
+/// The single-head self-attention of the VAE's mid block.
+#[derive(Debug, Clone)]
+struct MidAttention {
+    group_norm: GroupNorm,
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+}
+
+impl MidAttention {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let t = self
+            .group_norm
+            .forward(x)?
+            .reshape((b, c, h * w))?
+            .transpose(1, 2)?;
+        let (q, k, v) = (
+            self.to_q.forward(&t)?,
+            self.to_k.forward(&t)?,
+            self.to_v.forward(&t)?,
+        );
+        let o = self
+            .to_out
+            .forward(&attention(&q, &k, &v, 1, None, false, Grad::Off)?)?;
+        o.transpose(1, 2)?.reshape((b, c, h, w))? + x
+    }
+}
+
+/// AutoencoderKL's encoder.
+#[derive(Debug, Clone)]
+pub struct VaeEncoder {
+    cfg: VaeConfig,
+    conv_in: Conv2d,
+    blocks: Vec<(Vec<Resnet>, Option<Conv2d>)>,
+    mid: (Resnet, MidAttention, Resnet),
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+    quant_conv: Conv2d,
+}
+
+impl VaeEncoder {
+    /// `vb` at the VAE file's root (keys `encoder.*`, `quant_conv.*`).
+    pub fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+        let enc = vb.pp("encoder");
+        let boc = &cfg.block_out_channels;
+        let (g, eps) = (cfg.norm_num_groups, 1e-6);
+        let conv_in = conv2d(enc.pp("conv_in"), cfg.in_channels, boc[0], 3, 1, 1)?;
+        let mut blocks = Vec::new();
+        let mut out_ch = boc[0];
+        for (i, &ch) in boc.iter().enumerate() {
+            let vbb = enc.pp(format!("down_blocks.{i}"));
+            let in_ch = out_ch;
+            out_ch = ch;
+            let resnets = (0..cfg.layers_per_block)
+                .map(|j| {
+                    Resnet::new(
+                        vbb.pp(format!("resnets.{j}")),
+                        if j == 0 { in_ch } else { out_ch },
+                        out_ch,
+                        None,
+                        g,
+                        eps,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let down = if i + 1 < boc.len() {
+                Some(conv2d(
+                    vbb.pp("downsamplers.0.conv"),
+                    out_ch,
+                    out_ch,
+                    3,
+                    2,
+                    0,
+                )?)
+            } else {
+                None
+            };
+            blocks.push((resnets, down));
+        }
+        let top = out_ch;
+        let vbm = enc.pp("mid_block");
+        let va = vbm.pp("attentions.0");
+        let mid = (
+            Resnet::new(vbm.pp("resnets.0"), top, top, None, g, eps)?,
+            MidAttention {
+                group_norm: GroupNorm::new(va.pp("group_norm"), g, top, eps)?,
+                to_q: linear(va.pp("to_q"), top, top, true)?,
+                to_k: linear(va.pp("to_k"), top, top, true)?,
+                to_v: linear(va.pp("to_v"), top, top, true)?,
+                to_out: linear(va.pp("to_out.0"), top, top, true)?,
+            },
+            Resnet::new(vbm.pp("resnets.1"), top, top, None, g, eps)?,
+        );
+        let l2 = 2 * cfg.latent_channels;
+        Ok(VaeEncoder {
+            cfg: cfg.clone(),
+            conv_in,
+            blocks,
+            mid,
+            conv_norm_out: GroupNorm::new(enc.pp("conv_norm_out"), g, top, eps)?,
+            conv_out: conv2d(enc.pp("conv_out"), top, l2, 3, 1, 1)?,
+            quant_conv: conv2d(vb.pp("quant_conv"), l2, l2, 1, 1, 0)?,
+        })
+    }
+
+    pub fn config(&self) -> &VaeConfig {
+        &self.cfg
+    }
+
+    /// Encodes images (B, 3, H, W) in [-1, 1] to the latent posterior.
+    pub fn encode(&self, image: &Tensor) -> Result<Posterior> {
+        let mut h = self.conv_in.forward(image)?;
+        for (resnets, down) in &self.blocks {
+            for r in resnets {
+                h = r.forward(&h, None)?;
+            }
+            if let Some(conv) = down {
+                // diffusers pads (0, 1, 0, 1) before a stride-2 conv without padding.
+                h = conv.forward(&h.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(
+                    D::Minus2,
+                    0,
+                    1,
+                )?)?;
+            }
+        }
+        h = self.mid.0.forward(&h, None)?;
+        h = self.mid.1.forward(&h)?;
+        h = self.mid.2.forward(&h, None)?;
+        let moments = self.quant_conv.forward(
+            &self
+                .conv_out
+                .forward(&self.conv_norm_out.forward(&h)?.silu()?)?,
+        )?;
+        let l = self.cfg.latent_channels;
+        let mean = moments.narrow(1, 0, l)?;
+        let logvar = moments.narrow(1, l, l)?.clamp(-30f32, 20f32)?;
+        let std = (logvar * 0.5)?.exp()?;
+        Ok(Posterior { mean, std })
+    }
+
+    /// The latent scaling factor (0.18215 for SD 1/2).
+    pub fn scaling_factor(&self) -> f64 {
+        self.cfg.scaling_factor
+    }
+}
