@@ -4,4 +4,5 @@
 //! Arrows point one way: `cli` -> `features` -> `model`; `matching` depends
 //! on nothing above it.
 
+pub mod cli;
 pub mod model;

@@ -13,7 +13,7 @@
 //! low/high percentiles (default 1st/99th) of its values over the fitted
 //! pixels go to 0 and 1, values beyond are clamped.
 
-use nalgebra::{DMatrix, Dyn, MatrixView, SymmetricEigen};
+use nalgebra::{DMatrix, SymmetricEigen};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
@@ -231,8 +231,6 @@ fn percentile(v: &[f32], q: f32) -> f32 {
 fn leading_components(x: &DMatrix<f32>, k: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
     let (n, c) = x.shape();
     let p = c.min(BLOCK);
-    // X^T as a strided view of the same column-major storage (no copy).
-    let xt = MatrixView::<f32, Dyn, Dyn, Dyn, Dyn>::from_slice_with_strides(x.as_slice(), c, n, n, 1);
     let mut rng = StdRng::seed_from_u64(SEED);
     let mut v = DMatrix::<f32>::from_fn(c, p, |_, _| rng.random_range(-1.0..1.0))
         .qr()
@@ -240,7 +238,8 @@ fn leading_components(x: &DMatrix<f32>, k: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
     let mut ritz = (v.clone(), vec![0.0f32; p]);
     for iter in 0..MAX_ITERS {
         let y = x * &v;
-        let z = (&xt * &y) / n as f32; // Cov V
+        // Cov V = X^T X V / n, as (Y^T X)^T: both products contiguous.
+        let z = (y.transpose() * x).transpose() / n as f32;
         let t = v.transpose() * &z;
         let eig = SymmetricEigen::new((&t + t.transpose()) * 0.5);
         let mut order: Vec<usize> = (0..p).collect();
@@ -256,6 +255,7 @@ fn leading_components(x: &DMatrix<f32>, k: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
         ritz = (vecs, theta);
         if converged {
             tracing::debug!(iterations = iter + 1, "PCA converged");
+            eprintln!("SCRATCH iterations {}", iter + 1);
             break;
         }
         v = z.qr().q();

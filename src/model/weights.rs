@@ -7,7 +7,6 @@
 //! unexpected keys and wrong shapes by name.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -713,10 +712,6 @@ impl SeededBackend {
     }
 
     fn rng(&self, name: &str) -> StdRng {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        // DefaultHasher::new() uses fixed keys: stable within a Rust release.
-        // Use blake3 for stability across releases.
-        h.write(name.as_bytes());
         let digest = blake3::hash(format!("{}/{}/{}", self.seed, self.part, name).as_bytes());
         let mut b = [0u8; 32];
         b.copy_from_slice(digest.as_bytes());

@@ -1,0 +1,143 @@
+//! Headless commands: `info` (and the engine's commands).
+
+mod info;
+
+use candle_core::DType;
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
+use crate::model::weights::{Backbone, BackboneSpec, LoadEvent};
+
+/// CleanDIFT Explorer: clean vs noisy diffusion features.
+///
+/// With no command it opens the app on the default image pair.
+#[derive(Debug, Parser)]
+#[command(name = "cleandift", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Where the weights come from, parameter counts, and every feature key's
+    /// channels and stride at the preset's image size.
+    Info(info::InfoArgs),
+}
+
+/// `--model`, `--student`, `--device`, `--dtype`: shared by every command.
+#[derive(Debug, Clone, Args)]
+pub struct BackboneArgs {
+    /// A preset (sd15, sd21, tiny-sd15, tiny-sd21), a local diffusers folder,
+    /// or an HF repo id. tiny-* run offline with seeded random weights.
+    #[arg(long, default_value = "sd21")]
+    pub model: String,
+    /// CleanDIFT student: FILE or REPO:FILE; `none` for no student. Default:
+    /// CompVis/cleandift's for sd15/sd21, none otherwise.
+    #[arg(long)]
+    pub student: Option<String>,
+    /// auto, cpu, cuda or cuda:N (auto = CUDA when compiled in and present).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// f32, f16 or bf16 (default: f32 on CPU, f16 on CUDA).
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+impl BackboneArgs {
+    /// Resolves device and dtype into a loader spec.
+    pub fn spec(&self) -> anyhow::Result<BackboneSpec> {
+        let device = self.device.parse::<DeviceChoice>()?.open()?;
+        let dtype: DType = match &self.dtype {
+            Some(d) => parse_dtype(d)?,
+            None => default_dtype(&device),
+        };
+        let mut spec = BackboneSpec::new(&self.model, device, dtype);
+        spec.student = self.student.clone();
+        Ok(spec)
+    }
+
+    /// Loads the backbone, with a download/loading progress bar on a terminal.
+    pub fn load(&self) -> anyhow::Result<Backbone> {
+        let spec = self.spec()?;
+        let bar = progress::Bar::new();
+        let bb = Backbone::load(&spec, &|ev| match ev {
+            LoadEvent::Downloading { file, done, total } => bar.bytes(&file, done, total),
+            LoadEvent::Loading { part } => bar.message(&format!("loading {part}")),
+        })?;
+        bar.finish();
+        Ok(bb)
+    }
+}
+
+/// Runs a parsed command.
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Info(a) => info::run(&a),
+    }
+}
+
+pub mod progress {
+    //! A progress bar on a terminal, silent when stderr is piped.
+
+    use std::io::IsTerminal;
+
+    use indicatif::{ProgressBar, ProgressStyle};
+
+    pub struct Bar(Option<ProgressBar>);
+
+    impl Bar {
+        pub fn new() -> Self {
+            if std::io::stderr().is_terminal() {
+                let pb = ProgressBar::new(0);
+                pb.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                Bar(Some(pb))
+            } else {
+                Bar(None)
+            }
+        }
+
+        /// Counts `done` of `total` steps under `msg`.
+        pub fn steps(&self, msg: &str, done: u64, total: u64) {
+            if let Some(pb) = &self.0 {
+                pb.set_length(total);
+                pb.set_position(done);
+                pb.set_message(msg.to_string());
+            }
+        }
+
+        pub fn bytes(&self, file: &str, done: u64, total: u64) {
+            if let Some(pb) = &self.0 {
+                pb.set_style(
+                    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                pb.set_length(total);
+                pb.set_position(done);
+                pb.set_message(format!("downloading {file}"));
+            }
+        }
+
+        pub fn message(&self, msg: &str) {
+            if let Some(pb) = &self.0 {
+                pb.set_message(msg.to_string());
+                pb.tick();
+            }
+        }
+
+        pub fn finish(&self) {
+            if let Some(pb) = &self.0 {
+                pb.finish_and_clear();
+            }
+        }
+    }
+
+    impl Default for Bar {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+}
