@@ -180,8 +180,10 @@ impl ClipTokenizer {
         )
         .map_err(|e| err(e.to_string()))?;
         // transformers: `pre_tokenizers.ByteLevel(add_prefix_space=False)`,
-        // whose `use_regex` defaults to true. The GPT-2 split never cuts a
-        // piece CLIP's pattern produced, so this only mirrors the original.
+        // whose `use_regex` defaults to true. The GPT-2 split it adds matters
+        // only for the special-token alternatives of CLIP's pattern: a
+        // `<|endoftext|>` not caught as an added token becomes `<|`,
+        // `endoftext`, `|>`, as in transformers.
         inner.with_pre_tokenizer(Some(PreTokenizerSequence::new(vec![
             split.into(),
             ByteLevel::new(false, true, true).into(),
@@ -194,12 +196,17 @@ impl ClipTokenizer {
             .add_prefix_space(false)
             .trim_offsets(false),
         ));
-        let mut specials = vec![
-            AddedToken::from(BOS_TOKEN, true).normalized(true),
-            AddedToken::from(EOS_TOKEN, true).normalized(true),
-        ];
+        // As transformers registers them from SD's tokenizer files: BOS and
+        // EOS are `normalized: true` (matched after lowercasing), the pad token
+        // is a plain string there, so it is `normalized: false` (matched in the
+        // raw text) and, being registered last, overrides EOS's flag when it
+        // is EOS (SD1.5): `<|ENDOFTEXT|>` is then not EOS but plain text.
+        let mut specials: Vec<AddedToken> = [BOS_TOKEN, EOS_TOKEN]
+            .iter()
+            .map(|&t| AddedToken::from(t, true).normalized(t != pad_token))
+            .collect();
         if pad_token != BOS_TOKEN && pad_token != EOS_TOKEN {
-            specials.push(AddedToken::from(pad_token, true));
+            specials.push(AddedToken::from(pad_token, true).normalized(false));
         }
         inner.add_special_tokens(&specials);
         inner
