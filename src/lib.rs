@@ -5,4 +5,8 @@
 //! on nothing above it.
 
 pub mod cli;
+pub mod features;
+pub mod matching;
 pub mod model;
+pub mod render;
+pub mod util;

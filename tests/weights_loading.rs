@@ -58,7 +58,10 @@ fn truncated_file_is_named() {
     let err = load(&dir, None).err().expect("must fail");
     assert!(matches!(err, ModelError::BadWeightsFile { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("diffusion_pytorch_model.safetensors") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("diffusion_pytorch_model.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -69,21 +72,36 @@ fn missing_key_is_listed_by_name() {
     assert!(t.remove(gone).is_some());
     save(&t, &dir.join(UNET_FILE));
     let msg = load(&dir, None).err().expect("must fail").to_string();
-    assert!(msg.contains("1 missing keys") && msg.contains(gone), "{msg}");
+    assert!(
+        msg.contains("1 missing keys") && msg.contains(gone),
+        "{msg}"
+    );
 }
 
 #[test]
 fn wrong_shape_and_unexpected_keys_are_listed() {
     let (_tmp, dir) = copy_fixture("tiny-sd15");
     let mut t = unet_tensors(&dir);
-    t.insert("conv_in.weight".into(), Tensor::zeros((16, 3, 3, 3), DType::F16, &Device::Cpu).expect("zeros"));
-    t.insert("extra.weight".into(), Tensor::zeros(4, DType::F16, &Device::Cpu).expect("zeros"));
+    t.insert(
+        "conv_in.weight".into(),
+        Tensor::zeros((16, 3, 3, 3), DType::F16, &Device::Cpu).expect("zeros"),
+    );
+    t.insert(
+        "extra.weight".into(),
+        Tensor::zeros(4, DType::F16, &Device::Cpu).expect("zeros"),
+    );
     save(&t, &dir.join(UNET_FILE));
     let err = load(&dir, None).err().expect("must fail");
     let msg = err.to_string();
     assert!(matches!(err, ModelError::WeightsMismatch { .. }));
-    assert!(msg.contains("conv_in.weight: expected [16, 4, 3, 3], file has [16, 3, 3, 3]"), "{msg}");
-    assert!(msg.contains("unexpected keys") && msg.contains("extra.weight"), "{msg}");
+    assert!(
+        msg.contains("conv_in.weight: expected [16, 4, 3, 3], file has [16, 3, 3, 3]"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("unexpected keys") && msg.contains("extra.weight"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -98,9 +116,16 @@ fn folder_without_unet_says_so() {
 #[test]
 fn sd15_weights_do_not_load_as_sd21() {
     let (_tmp, dir) = copy_fixture("tiny-sd21");
-    std::fs::copy(fixture_dir("tiny-sd15").join(UNET_FILE), dir.join(UNET_FILE)).expect("copy");
+    std::fs::copy(
+        fixture_dir("tiny-sd15").join(UNET_FILE),
+        dir.join(UNET_FILE),
+    )
+    .expect("copy");
     let msg = load(&dir, None).err().expect("must fail").to_string();
-    assert!(msg.contains("wrong shapes") || msg.contains("missing keys"), "{msg}");
+    assert!(
+        msg.contains("wrong shapes") || msg.contains("missing keys"),
+        "{msg}"
+    );
 }
 
 /// A student in either CleanDIFT layout loads over the base; `_full` files
@@ -119,8 +144,14 @@ fn student_files_in_both_layouts() {
         full.insert(format!("{FULL_STUDENT_PREFIX}{k}"), v.clone());
         full.insert(format!("unet_feature_extractor_base.{k}"), v.clone());
     }
-    full.insert("timestep".into(), Tensor::new(&[250.5f32], &Device::Cpu).expect("t"));
-    full.insert("mapping.in.weight".into(), Tensor::zeros((2, 2), DType::F32, &Device::Cpu).expect("z"));
+    full.insert(
+        "timestep".into(),
+        Tensor::new(&[250.5f32], &Device::Cpu).expect("t"),
+    );
+    full.insert(
+        "mapping.in.weight".into(),
+        Tensor::zeros((2, 2), DType::F32, &Device::Cpu).expect("z"),
+    );
     let full_file = tmp.path().join("cleandift_sd21_full.safetensors");
     save(&full, &full_file);
 
@@ -131,17 +162,34 @@ fn student_files_in_both_layouts() {
         assert_eq!(st.timestep, t);
         let f = st
             .unet
-            .forward(get(&r, "unet.latent"), get(&r, "unet.t"), get(&r, "unet.context"), &[FeatureKey::Us6], Grad::Off)
+            .forward(
+                get(&r, "unet.latent"),
+                get(&r, "unet.t"),
+                get(&r, "unet.context"),
+                &[FeatureKey::Us6],
+                Grad::Off,
+            )
             .expect("forward");
         assert_close("student us6", &f[&FeatureKey::Us6], get(&r, "unet.tap.us6"));
         assert!(bb.describe().contains("CleanDIFT student"));
     }
     // A student of the wrong family is refused by name.
-    let sd15 = read_safetensors(&fixture_dir("tiny-sd15").join(UNET_FILE), &Device::Cpu, DType::F16).expect("read");
+    let sd15 = read_safetensors(
+        &fixture_dir("tiny-sd15").join(UNET_FILE),
+        &Device::Cpu,
+        DType::F16,
+    )
+    .expect("read");
     let wrong = tmp.path().join("wrong.safetensors");
     save(&sd15, &wrong);
-    let msg = load(&dir, Some(&wrong.display().to_string())).err().expect("must fail").to_string();
-    assert!(msg.contains("CleanDIFT student") && msg.contains("wrong.safetensors"), "{msg}");
+    let msg = load(&dir, Some(&wrong.display().to_string()))
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        msg.contains("CleanDIFT student") && msg.contains("wrong.safetensors"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -153,8 +201,14 @@ fn tiny_presets_are_seeded_and_deterministic() {
     let latent = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu).expect("randn");
     let t = Tensor::new(&[261f32], &Device::Cpu).expect("t");
     let ctx = a.text.embed("", &Device::Cpu).expect("embed");
-    let fa = a.unet.forward(&latent, &t, &ctx, &[FeatureKey::Us6], Grad::Off).expect("fwd");
-    let fb = b.unet.forward(&latent, &t, &ctx, &[FeatureKey::Us6], Grad::Off).expect("fwd");
+    let fa = a
+        .unet
+        .forward(&latent, &t, &ctx, &[FeatureKey::Us6], Grad::Off)
+        .expect("fwd");
+    let fb = b
+        .unet
+        .forward(&latent, &t, &ctx, &[FeatureKey::Us6], Grad::Off)
+        .expect("fwd");
     let (err, scale) = common::max_err(&fa[&FeatureKey::Us6], &fb[&FeatureKey::Us6]);
     assert_eq!(err, 0.0);
     assert!(scale > 0.0);
@@ -164,6 +218,9 @@ fn tiny_presets_are_seeded_and_deterministic() {
 #[test]
 fn unknown_model_names_say_what_is_accepted() {
     let spec = BackboneSpec::new("sd3", Device::Cpu, DType::F32);
-    let msg = Backbone::load(&spec, &|_| {}).err().expect("must fail").to_string();
+    let msg = Backbone::load(&spec, &|_| {})
+        .err()
+        .expect("must fail")
+        .to_string();
     assert!(msg.contains("tiny-sd21") && msg.contains("sd3"), "{msg}");
 }

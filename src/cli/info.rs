@@ -38,14 +38,26 @@ pub fn report(bb: &Backbone) -> String {
         p.text as f64 / 1e6
     );
     if let Some(st) = &bb.student {
-        let t = st.timestep.map_or("261 (none stored)".to_string(), |t| format!("{t:.2}"));
+        let t = st
+            .timestep
+            .map_or("261 (none stored)".to_string(), |t| format!("{t:.2}"));
         let _ = writeln!(s, "student:    {} (timestep {t})", st.source);
     }
-    let _ = writeln!(s, "image size: {size}x{size} (latent {0}x{0})", cfg.unet.sample_size);
+    let _ = writeln!(
+        s,
+        "image size: {size}x{size} (latent {0}x{0})",
+        cfg.unet.sample_size
+    );
     let _ = writeln!(s, "\nkey    channels  stride  grid at {size}px");
     for k in FeatureKey::ALL {
         let g = size.div_ceil(k.stride());
-        let _ = writeln!(s, "{:<6} {:>8}  {:>6}  {g}x{g}", k.name(), k.channels(&cfg.unet), k.stride());
+        let _ = writeln!(
+            s,
+            "{:<6} {:>8}  {:>6}  {g}x{g}",
+            k.name(),
+            k.channels(&cfg.unet),
+            k.stride()
+        );
     }
     s
 }

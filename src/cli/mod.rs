@@ -1,5 +1,6 @@
 //! Headless commands: `info` (and the engine's commands).
 
+pub mod engine;
 mod info;
 
 use candle_core::DType;
@@ -23,6 +24,12 @@ pub enum Command {
     /// Where the weights come from, parameter counts, and every feature key's
     /// channels and stride at the preset's image size.
     Info(info::InfoArgs),
+    /// Writes one feature tensor per layer (C, h, w) to a safetensors file.
+    Extract(engine::ExtractArgs),
+    /// Where a point of A goes in B: best match(es), scores, mutual-NN flag.
+    Match(engine::MatchArgs),
+    /// Joint PCA colours of A's and B's features as a picture.
+    Pca(engine::PcaArgs),
 }
 
 /// `--model`, `--student`, `--device`, `--dtype`: shared by every command.
@@ -74,6 +81,9 @@ impl BackboneArgs {
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Info(a) => info::run(&a),
+        Command::Extract(a) => engine::run_extract(&a),
+        Command::Match(a) => engine::run_match(&a),
+        Command::Pca(a) => engine::run_pca(&a),
     }
 }
 
@@ -112,8 +122,10 @@ pub mod progress {
         pub fn bytes(&self, file: &str, done: u64, total: u64) {
             if let Some(pb) = &self.0 {
                 pb.set_style(
-                    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 pb.set_length(total);
                 pb.set_position(done);

@@ -59,7 +59,9 @@ pub enum MatchError {
         h: usize,
     },
     /// Data length does not equal the product of the dimensions.
-    #[error("{what}: data holds {got} values but its size {c}x{h}x{w} (c x h x w) needs {expected}")]
+    #[error(
+        "{what}: data holds {got} values but its size {c}x{h}x{w} (c x h x w) needs {expected}"
+    )]
     DataLength {
         what: &'static str,
         c: usize,
@@ -76,7 +78,9 @@ pub enum MatchError {
         value: f32,
     },
     /// A point that does not lie in the image.
-    #[error("point ({x}, {y}) lies outside the {img_w}x{img_h} image (valid: 0 <= x <= {img_w}, 0 <= y <= {img_h})")]
+    #[error(
+        "point ({x}, {y}) lies outside the {img_w}x{img_h} image (valid: 0 <= x <= {img_w}, 0 <= y <= {img_h})"
+    )]
     PointOutside {
         x: f32,
         y: f32,
@@ -105,12 +109,18 @@ pub enum MatchError {
     NoMaps,
     /// A keypoint pair whose predicted and ground-truth lists differ in length.
     #[error("pair {pair}: {pred} predicted keypoints but {gt} ground-truth keypoints")]
-    KeypointCountMismatch { pair: String, pred: usize, gt: usize },
+    KeypointCountMismatch {
+        pair: String,
+        pred: usize,
+        gt: usize,
+    },
     /// A keypoint pair without keypoints.
     #[error("pair {pair} has no keypoints")]
     NoKeypoints { pair: String },
     /// A bounding box with negative extent or non-finite corners.
-    #[error("pair {pair}: invalid bounding box [{x1}, {y1}, {x2}, {y2}] (needs x1 <= x2, y1 <= y2)")]
+    #[error(
+        "pair {pair}: invalid bounding box [{x1}, {y1}, {x2}, {y2}] (needs x1 <= x2, y1 <= y2)"
+    )]
     InvalidBbox {
         pair: String,
         x1: f32,

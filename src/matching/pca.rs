@@ -25,8 +25,8 @@ const BLOCK: usize = 8;
 /// three leading Ritz pairs.
 const RESIDUAL_TOL: f64 = 1e-4;
 /// Iteration cap (the result after it is still a valid orthonormal basis).
-const MAX_ITERS: usize = 200;
-const SEED: u64 = 0x0C1EA_D1F7;
+const MAX_ITERS: usize = 50;
+const SEED: u64 = 0xC1EA_D1F7;
 
 /// Which pixels one PCA is fitted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,7 +139,11 @@ pub fn fit_pca(maps: &[&FeatureMap], percentiles: [f32; 2]) -> Result<PcaBasis, 
     let n: usize = maps.iter().map(|m| m.cells()).sum();
     let mean: Vec<f32> = (0..c)
         .map(|ch| {
-            let sum: f64 = maps.iter().flat_map(|m| plane(m, ch)).map(|&v| f64::from(v)).sum();
+            let sum: f64 = maps
+                .iter()
+                .flat_map(|m| plane(m, ch))
+                .map(|&v| f64::from(v))
+                .sum();
             (sum / n as f64) as f32
         })
         .collect();
@@ -158,10 +162,13 @@ pub fn fit_pca(maps: &[&FeatureMap], percentiles: [f32; 2]) -> Result<PcaBasis, 
         variances,
         ranges: Vec::new(),
     };
-    let projections: Vec<Vec<[f32; 3]>> = maps.iter().map(|m| basis.project(m)).collect();
+    let projections: Vec<Vec<Vec<f32>>> = maps.iter().map(|m| basis.project(m)).collect();
     basis.ranges = (0..basis.components.len())
         .map(|k| {
-            let mut v: Vec<f32> = projections.iter().flatten().map(|p| p[k]).collect();
+            let mut v: Vec<f32> = projections
+                .iter()
+                .flat_map(|p| p[k].iter().copied())
+                .collect();
             v.sort_unstable_by(f32::total_cmp);
             [percentile(&v, lo), percentile(&v, hi)]
         })
@@ -180,11 +187,11 @@ impl PcaBasis {
                 got: map.c,
             });
         }
-        let mut data = self.project(map);
-        for px in &mut data {
-            for (v, &[lo, hi]) in px.iter_mut().zip(&self.ranges) {
-                *v = if hi > lo {
-                    ((*v - lo) / (hi - lo)).clamp(0.0, 1.0)
+        let mut data = vec![[0.0f32; 3]; map.cells()];
+        for (k, (values, &[lo, hi])) in self.project(map).iter().zip(&self.ranges).enumerate() {
+            for (px, &v) in data.iter_mut().zip(values) {
+                px[k] = if hi > lo {
+                    ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
                 } else {
                     0.5
                 };
@@ -197,18 +204,20 @@ impl PcaBasis {
         })
     }
 
-    /// Component values of every cell (unused channels 0).
-    fn project(&self, map: &FeatureMap) -> Vec<[f32; 3]> {
-        let mut out = vec![[0.0f32; 3]; map.cells()];
-        for (ch, &mean) in self.mean.iter().enumerate() {
-            for (k, comp) in self.components.iter().enumerate() {
-                let wk = comp[ch];
-                for (o, &v) in out.iter_mut().zip(plane(map, ch)) {
-                    o[k] += wk * (v - mean);
+    /// Per component, its value at every cell.
+    fn project(&self, map: &FeatureMap) -> Vec<Vec<f32>> {
+        self.components
+            .iter()
+            .map(|comp| {
+                let mut out = vec![0.0f32; map.cells()];
+                for (ch, (&wk, &mean)) in comp.iter().zip(&self.mean).enumerate() {
+                    for (o, &v) in out.iter_mut().zip(plane(map, ch)) {
+                        *o += wk * (v - mean);
+                    }
                 }
-            }
-        }
-        out
+                out
+            })
+            .collect()
     }
 }
 
@@ -255,7 +264,6 @@ fn leading_components(x: &DMatrix<f32>, k: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
         ritz = (vecs, theta);
         if converged {
             tracing::debug!(iterations = iter + 1, "PCA converged");
-            eprintln!("SCRATCH iterations {}", iter + 1);
             break;
         }
         v = z.qr().q();
@@ -264,7 +272,9 @@ fn leading_components(x: &DMatrix<f32>, k: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
     let components = (0..k)
         .map(|j| {
             let mut col: Vec<f32> = vecs.column(j).iter().copied().collect();
-            let big = col.iter().fold(0.0f32, |m, &a| if a.abs() > m.abs() { a } else { m });
+            let big = col
+                .iter()
+                .fold(0.0f32, |m, &a| if a.abs() > m.abs() { a } else { m });
             if big < 0.0 {
                 col.iter_mut().for_each(|a| *a = -*a);
             }
@@ -284,7 +294,13 @@ mod tests {
     /// matrix), so no direction is axis-aligned.
     fn direction(k: usize) -> Vec<f32> {
         (0..C)
-            .map(|i| if (i & (k + 1)).count_ones() % 2 == 0 { 0.25 } else { -0.25 })
+            .map(|i| {
+                if (i & (k + 1)).count_ones().is_multiple_of(2) {
+                    0.25
+                } else {
+                    -0.25
+                }
+            })
             .collect()
     }
 
@@ -306,7 +322,11 @@ mod tests {
         let mut data = vec![0.0f32; C * h * w];
         for ch in 0..C {
             for p in 0..h * w {
-                let signal: f32 = dirs.iter().zip(&coeffs).map(|(&(d, _), a)| a[p] * direction(d)[ch]).sum();
+                let signal: f32 = dirs
+                    .iter()
+                    .zip(&coeffs)
+                    .map(|(&(d, _), a)| a[p] * direction(d)[ch])
+                    .sum();
                 data[ch * h * w + p] = 3.0 + signal + rng.random_range(-0.01..0.01);
             }
         }
@@ -328,17 +348,30 @@ mod tests {
             assert!(cos > 0.999, "component {k}: |cos| = {cos}");
         }
         let var = &basis.variances;
-        assert!((var[0] - 25.0).abs() < 0.5 && (var[1] - 9.0).abs() < 0.3 && (var[2] - 1.0).abs() < 0.1, "{var:?}");
+        assert!(
+            (var[0] - 25.0).abs() < 0.5 && (var[1] - 9.0).abs() < 0.3 && (var[2] - 1.0).abs() < 0.1,
+            "{var:?}"
+        );
         for comp in &basis.components {
-            let big = comp.iter().fold(0.0f32, |m, &a| if a.abs() > m.abs() { a } else { m });
+            let big = comp
+                .iter()
+                .fold(0.0f32, |m, &a| if a.abs() > m.abs() { a } else { m });
             assert!(big > 0.0, "sign convention broken: {comp:?}");
         }
-        assert_eq!(fit_pca(&[&map], [1.0, 99.0]).unwrap(), basis, "not deterministic");
+        assert_eq!(
+            fit_pca(&[&map], [1.0, 99.0]).unwrap(),
+            basis,
+            "not deterministic"
+        );
         let rgb = basis.to_rgb(&map).unwrap();
         assert_eq!((rgb.w, rgb.h, rgb.data.len()), (10, 12, 120));
         assert!(rgb.data.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
         // 1st/99th percentiles of 120 values clamp about 2 pixels at each end
-        let at_ends = rgb.data.iter().filter(|p| p[0] == 0.0 || p[0] == 1.0).count();
+        let at_ends = rgb
+            .data
+            .iter()
+            .filter(|p| p[0] == 0.0 || p[0] == 1.0)
+            .count();
         assert!((2..=6).contains(&at_ends), "{at_ends} clamped");
         let bytes = rgb.to_u8();
         assert_eq!(bytes.len(), 360);
@@ -353,13 +386,19 @@ mod tests {
         let joint = fit_pca(&[&a, &b], [1.0, 99.0]).unwrap();
         // joint variances: d1 12.5, d3 4.5, d2 2.1
         for (k, d) in [1, 10, 4].into_iter().enumerate() {
-            assert!(abs_cos(&joint.components[k], &direction(d)) > 0.999, "joint component {k}");
+            assert!(
+                abs_cos(&joint.components[k], &direction(d)) > 0.999,
+                "joint component {k}"
+            );
         }
         let only_b = fit_pca(&[&b], [1.0, 99.0]).unwrap();
         assert!(abs_cos(&only_b.components[0], &direction(10)) > 0.999);
         assert!(abs_cos(&only_b.components[1], &direction(4)) > 0.999);
 
-        let opts = PcaOptions { mode: PcaMode::PerImage, ..PcaOptions::default() };
+        let opts = PcaOptions {
+            mode: PcaMode::PerImage,
+            ..PcaOptions::default()
+        };
         let per_image = pca_rgb(&[&a, &b], &opts).unwrap();
         let joint_rgb = pca_rgb(&[&a, &b], &PcaOptions::default()).unwrap();
         assert_eq!(per_image[1], only_b.to_rgb(&b).unwrap());
@@ -370,7 +409,12 @@ mod tests {
             let r = m.data.iter().map(|p| p[0]);
             r.clone().fold(f32::MIN, f32::max) - r.fold(f32::MAX, f32::min)
         };
-        assert!(spread(&joint_rgb[1]) < 0.2 && spread(&per_image[1]) == 1.0, "{} {}", spread(&joint_rgb[1]), spread(&per_image[1]));
+        assert!(
+            spread(&joint_rgb[1]) < 0.2 && spread(&per_image[1]) == 1.0,
+            "{} {}",
+            spread(&joint_rgb[1]),
+            spread(&per_image[1])
+        );
     }
 
     #[test]
@@ -380,9 +424,19 @@ mod tests {
         assert_eq!(fit_pca(&[], [1.0, 99.0]), Err(MatchError::NoMaps));
         assert_eq!(
             fit_pca(&[&a, &b], [1.0, 99.0]),
-            Err(MatchError::ChannelMismatch { what: "PCA input map", expected: 16, got: 3 })
+            Err(MatchError::ChannelMismatch {
+                what: "PCA input map",
+                expected: 16,
+                got: 3
+            })
         );
-        assert!(matches!(fit_pca(&[&a], [50.0, 10.0]), Err(MatchError::InvalidParameter { name: "percentiles", .. })));
+        assert!(matches!(
+            fit_pca(&[&a], [50.0, 10.0]),
+            Err(MatchError::InvalidParameter {
+                name: "percentiles",
+                ..
+            })
+        ));
         // a constant map has no colour range: mid grey
         let rgb = pca_rgb(&[&b], &PcaOptions::default()).unwrap();
         assert!(rgb[0].data.iter().all(|p| *p == [0.5; 3]));

@@ -196,7 +196,9 @@ impl PckAccumulator {
             .pred
             .iter()
             .zip(&pair.gt)
-            .map(|(p, g)| (f64::from(p[0]) - f64::from(g[0])).hypot(f64::from(p[1]) - f64::from(g[1])))
+            .map(|(p, g)| {
+                (f64::from(p[0]) - f64::from(g[0])).hypot(f64::from(p[1]) - f64::from(g[1]))
+            })
             .collect();
         let n = self.alphas.len();
         let counts = self
@@ -242,7 +244,11 @@ mod tests {
         PairKeypoints {
             name: name.into(),
             category: category.into(),
-            pred: dists.iter().enumerate().map(|(i, d)| [50.0 + d, 10.0 * i as f32]).collect(),
+            pred: dists
+                .iter()
+                .enumerate()
+                .map(|(i, d)| [50.0 + d, 10.0 * i as f32])
+                .collect(),
             gt: (0..dists.len()).map(|i| [50.0, 10.0 * i as f32]).collect(),
             bbox: [10.0, 5.0, 50.0, 85.0],
             img_w: 200,
@@ -274,14 +280,18 @@ mod tests {
         assert!((cat.at[1].bbox.per_image - 0.625).abs() < 1e-12);
         assert!((r.per_category["dog"].at[2].bbox.per_image - 0.5).abs() < 1e-12);
         let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["per_category"]["dog"]["at"][1]["bbox"]["per_point"], 0.5);
+        assert_eq!(
+            json["per_category"]["dog"]["at"][1]["bbox"]["per_point"],
+            0.5
+        );
     }
 
     #[test]
     fn the_threshold_is_inclusive() {
         // bbox 40 x 80 -> alpha 0.1 threshold 8; image 200 -> threshold 20
         let mut acc = PckAccumulator::new(&[0.1]).unwrap();
-        acc.add(&pair("edge", "x", &[8.0, 8.001, 20.0, 20.001])).unwrap();
+        acc.add(&pair("edge", "x", &[8.0, 8.001, 20.0, 20.001]))
+            .unwrap();
         let at = acc.report().overall.at[0];
         assert_eq!((at.bbox.per_point, at.image.per_point), (0.25, 0.75));
     }
@@ -292,12 +302,25 @@ mod tests {
         let mut p = pair("a/b.json", "cat", &[1.0, 2.0]);
         p.pred.pop();
         let e = acc.add(&p).unwrap_err();
-        assert_eq!(e, MatchError::KeypointCountMismatch { pair: "a/b.json".into(), pred: 1, gt: 2 });
+        assert_eq!(
+            e,
+            MatchError::KeypointCountMismatch {
+                pair: "a/b.json".into(),
+                pred: 1,
+                gt: 2
+            }
+        );
         assert!(e.to_string().contains("a/b.json"));
         let mut p = pair("flip", "cat", &[1.0]);
         p.bbox = [50.0, 5.0, 10.0, 85.0];
-        assert!(matches!(acc.add(&p), Err(MatchError::InvalidBbox { x1: 50.0, .. })));
-        assert!(matches!(acc.add(&pair("none", "cat", &[])), Err(MatchError::NoKeypoints { .. })));
+        assert!(matches!(
+            acc.add(&p),
+            Err(MatchError::InvalidBbox { x1: 50.0, .. })
+        ));
+        assert!(matches!(
+            acc.add(&pair("none", "cat", &[])),
+            Err(MatchError::NoKeypoints { .. })
+        ));
         assert!(PckAccumulator::new(&[0.1, 0.0]).is_err() && PckAccumulator::new(&[]).is_err());
         // nothing was counted
         assert_eq!(acc.report().overall.pairs, 0);

@@ -22,6 +22,7 @@
 
 use std::ops::Range;
 
+use nalgebra::{DMatrix, DMatrixView};
 use serde::Serialize;
 
 use super::{FeatureMap, MatchError, check_finite, check_image, check_point};
@@ -153,7 +154,32 @@ impl PreparedTarget {
         let (index, score) = self.res.best(&d, self.map.w);
         Ok(pixel_match(index, self.res.out_w, score))
     }
+
+    /// [`Self::best_match`] for many source vectors at once: the dot
+    /// products of a batch are one matrix product (much faster than one
+    /// query at a time; equal up to rounding).
+    pub fn best_matches(&self, src_vecs: &[Vec<f32>]) -> Result<Vec<Match>, MatchError> {
+        self.map.check()?;
+        let (c, cells) = (self.map.c, self.map.cells());
+        let grid = DMatrixView::from_slice(&self.map.data, cells, c);
+        let mut out = Vec::with_capacity(src_vecs.len());
+        for batch in src_vecs.chunks(BATCH) {
+            let mut q = DMatrix::<f32>::zeros(c, batch.len());
+            for (mut col, s) in q.column_iter_mut().zip(batch) {
+                col.copy_from_slice(&unit_vector(c, s)?);
+            }
+            let d = grid * q; // cells x batch, column j = dots of query j
+            out.extend(d.as_slice().chunks_exact(cells).map(|dj| {
+                let (index, score) = self.res.best(dj, self.map.w);
+                pixel_match(index, self.res.out_w, score)
+            }));
+        }
+        Ok(out)
+    }
 }
+
+/// Queries per matrix product in [`PreparedTarget::best_matches`].
+const BATCH: usize = 256;
 
 /// Mutual nearest neighbour check for the source point `(x, y)`: its best
 /// match in `tgt`, that match's best match back in `src`, and whether the
@@ -185,6 +211,7 @@ pub fn dense_matches(
     step: usize,
     tolerance: f32,
 ) -> Result<Vec<DenseMatch>, MatchError> {
+    check_non_negative("tolerance", tolerance)?;
     if step == 0 {
         return Err(MatchError::InvalidParameter {
             name: "grid step",
@@ -193,16 +220,33 @@ pub fn dense_matches(
         });
     }
     let (w, h) = src.image_size();
-    let mut out = Vec::new();
-    for py in (step / 2..h).step_by(step) {
-        for px in (step / 2..w).step_by(step) {
-            let (x, y) = (px as f32 + 0.5, py as f32 + 0.5);
-            let m = mutual_nn(src, tgt, x, y, tolerance)?;
+    let points: Vec<(f32, f32)> = (step / 2..h)
+        .step_by(step)
+        .flat_map(|py| {
+            (step / 2..w)
+                .step_by(step)
+                .map(move |px| (px as f32 + 0.5, py as f32 + 0.5))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(points.len());
+    for chunk in points.chunks(BATCH) {
+        let sample_at = |p: &PreparedTarget, (x, y): (f32, f32)| p.sample(x, y);
+        let src_vecs: Vec<_> = chunk
+            .iter()
+            .map(|&p| sample_at(src, p))
+            .collect::<Result<_, _>>()?;
+        let targets = tgt.best_matches(&src_vecs)?;
+        let tgt_vecs: Vec<_> = targets
+            .iter()
+            .map(|m| sample_at(tgt, (m.x, m.y)))
+            .collect::<Result<_, _>>()?;
+        let backs = src.best_matches(&tgt_vecs)?;
+        for ((&(x, y), target), back) in chunk.iter().zip(targets).zip(backs) {
             out.push(DenseMatch {
                 x,
                 y,
-                target: m.target,
-                mutual: m.mutual,
+                target,
+                mutual: (back.x - x).hypot(back.y - y) <= tolerance,
             });
         }
     }
@@ -329,13 +373,26 @@ fn check_non_negative(name: &'static str, value: f32) -> Result<(), MatchError> 
     }
 }
 
-/// `<s / ||s||, v>` for every grid cell `v` of `map` (zero if `s` is zero).
+/// `<s / ||s||, v>` for every grid cell `v` of `map`.
 fn cell_dots(map: &FeatureMap, src_vec: &[f32]) -> Result<Vec<f32>, MatchError> {
     map.check()?;
-    if src_vec.len() != map.c {
+    let unit = unit_vector(map.c, src_vec)?;
+    let mut d = vec![0.0f32; map.cells()];
+    for (&s, plane) in unit.iter().zip(map.data.chunks_exact(map.cells())) {
+        for (acc, &v) in d.iter_mut().zip(plane) {
+            *acc += s * v;
+        }
+    }
+    Ok(d)
+}
+
+/// `s / ||s||` (zero for a zero vector) after checking its length against
+/// the `c` channels of the map it is matched to.
+fn unit_vector(c: usize, src_vec: &[f32]) -> Result<Vec<f32>, MatchError> {
+    if src_vec.len() != c {
         return Err(MatchError::ChannelMismatch {
             what: "source vector",
-            expected: map.c,
+            expected: c,
             got: src_vec.len(),
         });
     }
@@ -346,14 +403,10 @@ fn cell_dots(map: &FeatureMap, src_vec: &[f32]) -> Result<Vec<f32>, MatchError> 
         .sum::<f64>()
         .sqrt();
     let scale = if norm > NORM_EPS { 1.0 / norm } else { 0.0 };
-    let mut d = vec![0.0f32; map.cells()];
-    for (&s, plane) in src_vec.iter().zip(map.data.chunks_exact(map.cells())) {
-        let s = (f64::from(s) * scale) as f32;
-        for (acc, &v) in d.iter_mut().zip(plane) {
-            *acc += s * v;
-        }
-    }
-    Ok(d)
+    Ok(src_vec
+        .iter()
+        .map(|&v| (f64::from(v) * scale) as f32)
+        .collect())
 }
 
 /// Vectors shorter than this count as zero (torch's `F.normalize` eps):
@@ -438,7 +491,11 @@ impl Resampler {
         let ranges = |taps: &[Tap], n: usize| {
             let mut r = vec![0..0; n];
             for (o, t) in taps.iter().enumerate() {
-                r[t.i0] = if r[t.i0].is_empty() { o..o + 1 } else { r[t.i0].start..o + 1 };
+                r[t.i0] = if r[t.i0].is_empty() {
+                    o..o + 1
+                } else {
+                    r[t.i0].start..o + 1
+                };
             }
             r
         };
@@ -593,7 +650,12 @@ mod tests {
 
     use super::*;
 
-    fn map_from(c: usize, h: usize, w: usize, mut f: impl FnMut(usize, usize, usize) -> f32) -> FeatureMap {
+    fn map_from(
+        c: usize,
+        h: usize,
+        w: usize,
+        mut f: impl FnMut(usize, usize, usize) -> f32,
+    ) -> FeatureMap {
         let mut data = Vec::with_capacity(c * h * w);
         for ch in 0..c {
             for y in 0..h {
@@ -610,7 +672,11 @@ mod tests {
             let (u, v) = ((x as f32 + 0.5) / w as f32, (y as f32 + 0.5) / h as f32);
             let k = (ch / 4 + 1) as f32;
             let t = if ch % 4 < 2 { u } else { v };
-            if ch % 2 == 0 { (PI * k * t).cos() } else { (PI * k * t).sin() }
+            if ch % 2 == 0 {
+                (PI * k * t).cos()
+            } else {
+                (PI * k * t).sin()
+            }
         })
     }
 
@@ -640,7 +706,8 @@ mod tests {
                 let (x0, x1, fx) = axis(ox, out_w, map.w);
                 let v: Vec<f64> = (0..map.c)
                     .map(|c| {
-                        let at = |y: usize, x: usize| f64::from(map.data[(c * map.h + y) * map.w + x]);
+                        let at =
+                            |y: usize, x: usize| f64::from(map.data[(c * map.h + y) * map.w + x]);
                         (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x1))
                             + fy * ((1.0 - fx) * at(y1, x0) + fx * at(y1, x1))
                     })
@@ -655,18 +722,33 @@ mod tests {
     #[test]
     fn bilinear_is_exact_on_a_linear_ramp() {
         // value = 2 gx + 3 gy + 10 c at cell centres, image 40x30 over 8x6 cells
-        let map = map_from(2, 6, 8, |c, y, x| 2.0 * x as f32 + 3.0 * y as f32 + 10.0 * c as f32);
-        for &(x, y) in &[(0.0, 0.0), (2.5, 2.5), (13.3, 7.9), (20.0, 15.0), (37.4, 29.0), (40.0, 30.0)] {
+        let map = map_from(2, 6, 8, |c, y, x| {
+            2.0 * x as f32 + 3.0 * y as f32 + 10.0 * c as f32
+        });
+        for &(x, y) in &[
+            (0.0, 0.0),
+            (2.5, 2.5),
+            (13.3, 7.9),
+            (20.0, 15.0),
+            (37.4, 29.0),
+            (40.0, 30.0),
+        ] {
             let v = sample_vector(&map, 40, 30, x, y).unwrap();
             let gx = (x * 8.0 / 40.0 - 0.5).clamp(0.0, 7.0);
             let gy = (y * 6.0 / 30.0 - 0.5).clamp(0.0, 5.0);
             for (c, got) in v.iter().enumerate() {
                 let want = 2.0 * gx + 3.0 * gy + 10.0 * c as f32;
-                assert!((got - want).abs() < 1e-5, "({x}, {y}) c{c}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "({x}, {y}) c{c}: {got} vs {want}"
+                );
             }
         }
         // the centre of cell (3, 2) is image point ((3 + 0.5) * 5, (2 + 0.5) * 5)
-        assert_eq!(sample_vector(&map, 40, 30, 17.5, 12.5).unwrap(), vec![12.0, 22.0]);
+        assert_eq!(
+            sample_vector(&map, 40, 30, 17.5, 12.5).unwrap(),
+            vec![12.0, 22.0]
+        );
     }
 
     #[test]
@@ -674,26 +756,44 @@ mod tests {
         let map = random_map(1, 3, 4, 4);
         for (x, y) in [(-0.1, 5.0), (5.0, 32.5), (64.01, 0.0), (f32::NAN, 1.0)] {
             match sample_vector(&map, 64, 32, x, y) {
-                Err(MatchError::PointOutside { x: ex, y: ey, img_w: 64, img_h: 32 }) => {
+                Err(MatchError::PointOutside {
+                    x: ex,
+                    y: ey,
+                    img_w: 64,
+                    img_h: 32,
+                }) => {
                     assert!(ex.to_bits() == x.to_bits() && ey == y);
                 }
                 other => panic!("({x}, {y}): {other:?}"),
             }
         }
-        let e = sample_vector(&map, 64, 32, 70.0, 3.0).unwrap_err().to_string();
+        let e = sample_vector(&map, 64, 32, 70.0, 3.0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("(70, 3)") && e.contains("64x32"), "{e}");
     }
 
     #[test]
     fn fast_similarity_equals_upsample_normalise_dot() {
-        let cases = [(7, 5, 6, 40, 31), (16, 4, 4, 17, 29), (5, 1, 6, 24, 3), (9, 8, 9, 6, 5), (3, 3, 1, 1, 10)];
+        let cases = [
+            (7, 5, 6, 40, 31),
+            (16, 4, 4, 17, 29),
+            (5, 1, 6, 24, 3),
+            (9, 8, 9, 6, 5),
+            (3, 3, 1, 1, 10),
+        ];
         for (seed, &(c, h, w, ow, oh)) in cases.iter().enumerate() {
             let map = random_map(seed as u64, c, h, w);
             let src = random_map(100 + seed as u64, c, 1, 1).data;
             let fast = similarity_map(&src, &map, ow, oh).unwrap();
             let naive = naive_similarity(&src, &map, ow, oh);
             assert_eq!((fast.w, fast.h), (ow, oh));
-            let err = fast.data.iter().zip(&naive).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let err = fast
+                .data
+                .iter()
+                .zip(&naive)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             assert!(err < 1e-5, "case {seed}: max error {err}");
         }
     }
@@ -703,10 +803,17 @@ mod tests {
         for seed in 0..6 {
             let prepared = PreparedTarget::new(random_map(seed, 8, 6, 7), 45, 38).unwrap();
             let mut rng = StdRng::seed_from_u64(seed + 50);
-            for _ in 0..20 {
-                let q: Vec<f32> = (0..8).map(|_| rng.random_range(-1.0..1.0)).collect();
-                let full = prepared.similarity(&q).unwrap().best().unwrap();
-                assert_eq!(prepared.best_match(&q).unwrap(), full);
+            let queries: Vec<Vec<f32>> = (0..20)
+                .map(|_| (0..8).map(|_| rng.random_range(-1.0..1.0)).collect())
+                .collect();
+            let batch = prepared.best_matches(&queries).unwrap();
+            for (q, b) in queries.iter().zip(batch) {
+                let full = prepared.similarity(q).unwrap().best().unwrap();
+                assert_eq!(prepared.best_match(q).unwrap(), full);
+                assert!(
+                    (b.x, b.y) == (full.x, full.y) && (b.score - full.score).abs() < 1e-6,
+                    "{b:?} vs {full:?}"
+                );
             }
         }
     }
@@ -722,9 +829,13 @@ mod tests {
         let transpose = PreparedTarget::new(transpose, img, img).unwrap();
         let mut rng = StdRng::seed_from_u64(7);
         for _ in 0..40 {
-            let (x, y) = (rng.random_range(1.0..95.0f32), rng.random_range(1.0..95.0f32));
+            let (x, y) = (
+                rng.random_range(1.0..95.0f32),
+                rng.random_range(1.0..95.0f32),
+            );
             let q = sample_vector(&map, img, img, x, y).unwrap();
-            let near = |m: Match, ex: f32, ey: f32| (m.x - ex).abs() <= 1.0 && (m.y - ey).abs() <= 1.0;
+            let near =
+                |m: Match, ex: f32, ey: f32| (m.x - ex).abs() <= 1.0 && (m.y - ey).abs() <= 1.0;
             let m = same.similarity(&q).unwrap().best().unwrap();
             assert!(near(m, x, y) && m.score > 0.999, "self ({x}, {y}) -> {m:?}");
             let m = flip.best_match(&q).unwrap();
@@ -740,14 +851,30 @@ mod tests {
         let prepared = PreparedTarget::new(map, 30, 25).unwrap();
         let sim = prepared.similarity(&[2.0, 2.0, 2.0, 2.0]).unwrap();
         assert!(sim.data.iter().all(|&s| s == sim.data[0]), "scores differ");
-        let first = Match { x: 0.5, y: 0.5, score: sim.data[0] };
+        let first = Match {
+            x: 0.5,
+            y: 0.5,
+            score: sim.data[0],
+        };
         assert_eq!(sim.best().unwrap(), first);
         assert_eq!(prepared.best_match(&[1.0; 4]).unwrap(), first);
-        let top: Vec<(f32, f32)> = sim.top_k(4, 10.0).unwrap().iter().map(|m| (m.x, m.y)).collect();
+        let top: Vec<(f32, f32)> = sim
+            .top_k(4, 10.0)
+            .unwrap()
+            .iter()
+            .map(|m| (m.x, m.y))
+            .collect();
         // row 0 is used up by the first three; (29, 5) is the first pixel
         // at least 10 away from all of them
         assert_eq!(top, vec![(0.5, 0.5), (10.5, 0.5), (20.5, 0.5), (29.5, 5.5)]);
-        assert_eq!(sim.top_k(3, 0.0).unwrap().iter().map(|m| m.x).collect::<Vec<_>>(), vec![0.5, 1.5, 2.5]);
+        assert_eq!(
+            sim.top_k(3, 0.0)
+                .unwrap()
+                .iter()
+                .map(|m| m.x)
+                .collect::<Vec<_>>(),
+            vec![0.5, 1.5, 2.5]
+        );
     }
 
     #[test]
@@ -765,22 +892,53 @@ mod tests {
             }
         }
         // a 2x2 image with separation 5 holds a single match
-        let tiny = SimilarityMap { w: 2, h: 2, data: vec![0.1, 0.4, 0.3, 0.2] };
-        assert_eq!(tiny.top_k(3, 5.0).unwrap(), vec![Match { x: 1.5, y: 0.5, score: 0.4 }]);
+        let tiny = SimilarityMap {
+            w: 2,
+            h: 2,
+            data: vec![0.1, 0.4, 0.3, 0.2],
+        };
+        assert_eq!(
+            tiny.top_k(3, 5.0).unwrap(),
+            vec![Match {
+                x: 1.5,
+                y: 0.5,
+                score: 0.4
+            }]
+        );
         assert_eq!(tiny.top_k(0, 1.0), Err(MatchError::ZeroK));
     }
 
     #[test]
     fn soft_argmax_weights_the_window() {
-        let sim = SimilarityMap { w: 4, h: 1, data: vec![0.9, 0.0, 1.0, 0.5] };
+        let sim = SimilarityMap {
+            w: 4,
+            h: 1,
+            data: vec![0.9, 0.0, 1.0, 0.5],
+        };
         let m = sim.soft_argmax(1, 0.5).unwrap();
         let (a, b) = ((-2.0f64).exp(), (-1.0f64).exp());
         let want = (1.5 * a + 2.5 + 3.5 * b) / (a + 1.0 + b);
-        assert!((f64::from(m.x) - want).abs() < 1e-6 && m.y == 0.5 && m.score == 1.0, "{m:?}");
+        assert!(
+            (f64::from(m.x) - want).abs() < 1e-6 && m.y == 0.5 && m.score == 1.0,
+            "{m:?}"
+        );
         // radius 0 is the argmax itself; a cold temperature nearly so
-        assert_eq!(sim.soft_argmax(0, 0.5).unwrap(), Match { x: 2.5, y: 0.5, score: 1.0 });
+        assert_eq!(
+            sim.soft_argmax(0, 0.5).unwrap(),
+            Match {
+                x: 2.5,
+                y: 0.5,
+                score: 1.0
+            }
+        );
         assert!((sim.soft_argmax(3, 1e-3).unwrap().x - 2.5).abs() < 1e-6);
-        assert!(matches!(sim.soft_argmax(1, 0.0), Err(MatchError::InvalidParameter { name: "temperature", .. })));
+        assert!(matches!(
+            sim.soft_argmax(1, 0.0),
+            Err(MatchError::InvalidParameter {
+                name: "temperature",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -795,12 +953,20 @@ mod tests {
         // A: left half a0 = (1, 0), right half a1 = (0.8, 0.6); B: b = (0.6, 0.8)
         // everywhere. a0's best in B is some pixel holding b, whose best in A
         // lies in the pure a1 region (x >= 18): far from the query.
-        let a = map_from(2, 4, 8, |c, _, x| [[1.0, 0.0], [0.8, 0.6]][usize::from(x >= 4)][c]);
+        let a = map_from(2, 4, 8, |c, _, x| {
+            [[1.0, 0.0], [0.8, 0.6]][usize::from(x >= 4)][c]
+        });
         let b = map_from(2, 4, 8, |c, _, _| [0.6, 0.8][c]);
-        let (a, b) = (PreparedTarget::new(a, 32, 16).unwrap(), PreparedTarget::new(b, 32, 16).unwrap());
+        let (a, b) = (
+            PreparedTarget::new(a, 32, 16).unwrap(),
+            PreparedTarget::new(b, 32, 16).unwrap(),
+        );
         let m = mutual_nn(&a, &b, 2.5, 8.5, 2.0).unwrap();
         assert!(!m.mutual, "{m:?}");
-        assert!(m.back.x >= 18.0 && (m.back.score - 0.96).abs() < 1e-6, "{m:?}");
+        assert!(
+            m.back.x >= 18.0 && (m.back.score - 0.96).abs() < 1e-6,
+            "{m:?}"
+        );
         assert!(mutual_nn(&a, &b, 2.5, 8.5, -1.0).is_err());
     }
 
@@ -813,7 +979,10 @@ mod tests {
         assert_eq!(dense.len(), 5 * 4);
         assert_eq!((dense[0].x, dense[0].y, dense[1].x), (4.5, 4.5, 12.5));
         for d in &dense {
-            assert!(d.mutual && (d.target.x - d.x).abs() <= 1.0 && (d.target.y - d.y).abs() <= 1.0, "{d:?}");
+            assert!(
+                d.mutual && (d.target.x - d.x).abs() <= 1.0 && (d.target.y - d.y).abs() <= 1.0,
+                "{d:?}"
+            );
         }
         assert!(dense_matches(&a, &b, 0, 1.0).is_err());
     }
@@ -823,14 +992,28 @@ mod tests {
         let map = random_map(3, 4, 2, 2);
         assert_eq!(
             similarity_map(&[1.0; 3], &map, 8, 8),
-            Err(MatchError::ChannelMismatch { what: "source vector", expected: 4, got: 3 })
+            Err(MatchError::ChannelMismatch {
+                what: "source vector",
+                expected: 4,
+                got: 3
+            })
         );
-        assert!(matches!(similarity_map(&[1.0; 4], &map, 0, 8), Err(MatchError::EmptyImage { w: 0, h: 8, .. })));
+        assert!(matches!(
+            similarity_map(&[1.0; 4], &map, 0, 8),
+            Err(MatchError::EmptyImage { w: 0, h: 8, .. })
+        ));
         assert!(matches!(
             FeatureMap::new(2, 2, 2, vec![0.0; 7]),
-            Err(MatchError::DataLength { expected: 8, got: 7, .. })
+            Err(MatchError::DataLength {
+                expected: 8,
+                got: 7,
+                ..
+            })
         ));
-        assert!(matches!(FeatureMap::new(0, 2, 2, vec![]), Err(MatchError::EmptyMap { c: 0, .. })));
+        assert!(matches!(
+            FeatureMap::new(0, 2, 2, vec![]),
+            Err(MatchError::EmptyMap { c: 0, .. })
+        ));
         assert!(matches!(
             FeatureMap::new(1, 1, 2, vec![0.0, f32::NAN]),
             Err(MatchError::NonFinite { index: 1, .. })

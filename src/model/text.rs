@@ -404,10 +404,10 @@ impl TextEncoder {
     /// text-encoder file (names `text_model.…`). Backends that initialise
     /// from hints (a `VarMap`) get embeddings ~ N(0, 0.02).
     pub fn new(vb: VarBuilder, cfg: &TextConfig) -> CandleResult<Self> {
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        let heads = cfg.num_attention_heads;
+        if heads == 0 || !cfg.hidden_size.is_multiple_of(heads) {
             candle_core::bail!(
-                "text encoder: {} heads do not divide hidden size {}",
-                cfg.num_attention_heads,
+                "text encoder: {heads} heads do not divide hidden size {}",
                 cfg.hidden_size
             );
         }
@@ -689,6 +689,17 @@ mod tests {
             &tok.encode("the<|endoftext|>photo")?[..5],
             &[518, 513, 519, 517, 519]
         );
+        // SD1.5 (pad = EOS): EOS is matched in the raw text only, so an
+        // upper-case one is plain text, split by the GPT-2 pattern into
+        // `<|`, `endoftext`, `|>` (ids from transformers 5.24).
+        let want = [
+            518, 27, 347, 68, 77, 67, 78, 69, 83, 68, 87, 339, 91, 285, 343, 519,
+        ];
+        assert_eq!(&tok.encode("<|ENDOFTEXT|>x")?[..16], &want);
+        assert_eq!(&tok.encode("<|STARTOFTEXT|>x")?[..4], &[518, 518, 343, 519]);
+        // SD2.1 (pad = `!`): EOS is matched after lowercasing.
+        let tok = ClipTokenizer::tiny("!")?;
+        assert_eq!(&tok.encode("<|ENDOFTEXT|>x")?[..4], &[518, 519, 343, 519]);
         Ok(())
     }
 

@@ -1,0 +1,407 @@
+//! `extract`, `match` and `pca`: the engine from the command line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::BackboneArgs;
+use super::progress::Bar;
+use crate::features::MatchView;
+use crate::features::cache::{FeatureCache, save_extracted};
+use crate::features::extract::{ExtractSettings, Extracted, Mode, Stage};
+use crate::features::preprocess::{Fit, LoadedImage, SizeSpec, load_image};
+use crate::matching::{PcaMode, PcaOptions, mutual_nn, pca_rgb};
+use crate::model::FeatureKey;
+use crate::model::weights::Backbone;
+use crate::render::{Colormap, blend_heatmap, draw_marker, side_by_side, upsample_rgb};
+
+/// Everything that decides the features: backbone, mode, t, layers, …
+#[derive(Debug, Clone, Args)]
+pub struct FeatureArgs {
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+    /// clean (CleanDIFT student), naive (base UNet on the clean image) or
+    /// noisy (DIFT teacher).
+    #[arg(long, default_value = "clean")]
+    pub mode: String,
+    /// Timestep for naive and noisy modes, 0–999.
+    #[arg(long, default_value_t = 261.0)]
+    pub t: f64,
+    /// Noisy mode: ensemble members averaged.
+    #[arg(long, default_value_t = 8)]
+    pub ensemble: usize,
+    /// Seed of the noise (noisy mode, --vae-sample).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Feature keys, comma-separated: mid, us1 … us10.
+    #[arg(long = "layers", alias = "layer", default_value = "us6")]
+    pub layers: String,
+    /// Text condition; empty by default. `{category}` is replaced in eval.
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// model (the preset's size), N (square), WxH, or native.
+    #[arg(long, default_value = "model")]
+    pub size: String,
+    /// Keep the aspect ratio (pad) instead of stretching as DIFT does.
+    #[arg(long)]
+    pub letterbox: bool,
+    /// Use a posterior sample for the clean latent (the authors' training);
+    /// the default mean is deterministic.
+    #[arg(long)]
+    pub vae_sample: bool,
+    /// Noisy mode: at most this many members per UNet batch.
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// Also cache features on disk in this folder.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl FeatureArgs {
+    pub fn settings(&self) -> anyhow::Result<ExtractSettings> {
+        let s = ExtractSettings {
+            mode: self.mode.parse::<Mode>()?,
+            t: self.t,
+            ensemble: self.ensemble,
+            seed: self.seed,
+            prompt: self.prompt.clone(),
+            layers: FeatureKey::parse_list(&self.layers)?,
+            size: self.size.parse::<SizeSpec>()?,
+            fit: if self.letterbox {
+                Fit::Letterbox
+            } else {
+                Fit::Stretch
+            },
+            vae_sample: self.vae_sample,
+            max_batch: self.max_batch,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn cache(&self) -> FeatureCache {
+        FeatureCache::new(2 << 30, self.cache_dir.clone())
+    }
+}
+
+/// Extracts with a progress bar naming the stage.
+pub fn extract_with_bar(
+    bb: &Backbone,
+    cache: &FeatureCache,
+    img: &LoadedImage,
+    s: &ExtractSettings,
+) -> anyhow::Result<std::sync::Arc<Extracted>> {
+    let bar = Bar::new();
+    let name = img.source.clone();
+    let e = cache.get_or_extract(bb, img, s, None, &mut |stage| match stage {
+        Stage::Encoding => bar.message(&format!("{name}: encoding")),
+        Stage::Text => bar.message(&format!("{name}: text")),
+        Stage::Unet { done, total } => {
+            bar.steps(&format!("{name}: UNet"), done as u64, total as u64)
+        }
+    })?;
+    bar.finish();
+    Ok(e)
+}
+
+fn load(path: &Path) -> anyhow::Result<LoadedImage> {
+    let img = load_image(path)?;
+    if let Some((w, h)) = img.downscaled_from {
+        eprintln!(
+            "note: {} is {w}x{h}; it was downscaled to {}x{} on loading and coordinates refer to that size",
+            path.display(),
+            img.width,
+            img.height
+        );
+    }
+    Ok(img)
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub features: FeatureArgs,
+    /// The image.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Output safetensors file: one (C, h, w) tensor per layer key.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run_extract(a: &ExtractArgs) -> anyhow::Result<()> {
+    let s = a.features.settings()?;
+    let img = load(&a.image)?;
+    let bb = a.features.backbone.load()?;
+    let e = extract_with_bar(&bb, &a.features.cache(), &img, &s)?;
+    let mut meta = BTreeMap::new();
+    meta.insert("settings".to_string(), serde_json::to_string(&s)?);
+    meta.insert("backbone".to_string(), bb.describe());
+    meta.insert("image".to_string(), a.image.display().to_string());
+    save_extracted(&a.out, &e, &meta).with_context(|| format!("writing {}", a.out.display()))?;
+    println!("{} ({})", a.out.display(), e.label);
+    for (k, m) in &e.maps {
+        println!("  {k}: {} x {} x {}", m.c, m.h, m.w);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MatchArgs {
+    #[command(flatten)]
+    pub features: FeatureArgs,
+    /// Source image.
+    #[arg(long)]
+    pub a: PathBuf,
+    /// Target image.
+    #[arg(long)]
+    pub b: PathBuf,
+    /// Query point in A's pixels: x,y.
+    #[arg(long)]
+    pub point: String,
+    /// How many matches to list.
+    #[arg(long, default_value_t = 1)]
+    pub k: usize,
+    /// Mutual-NN tolerance in A's pixels.
+    #[arg(long, default_value_t = 8.0)]
+    pub tolerance: f32,
+    /// Write a picture of A and B with markers and B's heatmap.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `x,y`.
+pub fn parse_point(s: &str) -> anyhow::Result<(f32, f32)> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if let [x, y] = parts[..]
+        && let (Ok(x), Ok(y)) = (x.parse::<f32>(), y.parse::<f32>())
+        && x.is_finite()
+        && y.is_finite()
+    {
+        return Ok((x, y));
+    }
+    bail!("--point {s:?}: expected x,y in pixels, e.g. 120,200")
+}
+
+pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
+    let s = a.features.settings()?;
+    let (x, y) = parse_point(&a.point)?;
+    if a.k == 0 {
+        bail!("--k 0: ask for at least one match");
+    }
+    let (ia, ib) = (load(&a.a)?, load(&a.b)?);
+    if !(0.0..=ia.width as f32).contains(&x) || !(0.0..=ia.height as f32).contains(&y) {
+        bail!(
+            "point ({x}, {y}) is outside A ({}x{} pixels)",
+            ia.width,
+            ia.height
+        );
+    }
+    let bb = a.features.backbone.load()?;
+    let cache = a.features.cache();
+    let (ea, eb) = (
+        extract_with_bar(&bb, &cache, &ia, &s)?,
+        extract_with_bar(&bb, &cache, &ib, &s)?,
+    );
+    let mut results = Vec::new();
+    let mut picture = None;
+    for &key in &s.layers {
+        let va = MatchView::new(ea.map(key)?, ea.geometry)?;
+        let vb = MatchView::new(eb.map(key)?, eb.geometry)?;
+        let (qx, qy) = va.to_view(x, y);
+        let q = va.target.sample(qx, qy)?;
+        let sim = vb.target.similarity(&q)?;
+        let top = sim.top_k(a.k, 8.0)?;
+        let m = mutual_nn(&va.target, &vb.target, qx, qy, a.tolerance)?;
+        let back = va.to_orig(m.back.x, m.back.y);
+        let matches: Vec<serde_json::Value> = top
+            .iter()
+            .map(|t| {
+                let (ox, oy) = vb.to_orig(t.x, t.y);
+                serde_json::json!({"x": ox, "y": oy, "score": t.score})
+            })
+            .collect();
+        results.push(serde_json::json!({
+            "layer": key.name(),
+            "matches": matches,
+            "mutual_nn": m.mutual,
+            "back_in_a": {"x": back.0, "y": back.1},
+        }));
+        if picture.is_none() && a.out.is_some() {
+            picture = Some((sim, top, vb.clone()));
+        }
+    }
+    if a.json {
+        let out = serde_json::json!({
+            "a": a.a.display().to_string(), "b": a.b.display().to_string(),
+            "point": {"x": x, "y": y}, "features": ea.label, "backbone": bb.describe(),
+            "results": results,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "query ({x:.1}, {y:.1}) in {} ({}x{})",
+            a.a.display(),
+            ia.width,
+            ia.height
+        );
+        println!("features: {} — {}", ea.label, bb.describe());
+        for r in &results {
+            println!("layer {}:", r["layer"].as_str().unwrap_or("?"));
+            for (i, m) in r["matches"].as_array().into_iter().flatten().enumerate() {
+                println!(
+                    "  #{} in {}: ({:.1}, {:.1})  score {:.4}",
+                    i + 1,
+                    a.b.display(),
+                    m["x"].as_f64().unwrap_or(f64::NAN),
+                    m["y"].as_f64().unwrap_or(f64::NAN),
+                    m["score"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+            println!(
+                "  mutual NN: {} (best match maps back to ({:.1}, {:.1}) in A)",
+                if r["mutual_nn"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
+                r["back_in_a"]["x"].as_f64().unwrap_or(f64::NAN),
+                r["back_in_a"]["y"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    if let (Some(out), Some((sim, top, vb))) = (&a.out, picture) {
+        let heat_b = heat_in_orig(&ib, &sim, &vb);
+        let mut pa = ia.rgb.clone();
+        let r = (ia.width.max(ia.height) as f32 / 80.0).max(4.0);
+        draw_marker(&mut pa, x, y, r, [255, 40, 40]);
+        let mut pb = heat_b;
+        for (i, t) in top.iter().enumerate().rev() {
+            let (ox, oy) = vb.to_orig(t.x, t.y);
+            let color = if i == 0 { [255, 40, 40] } else { [255, 200, 0] };
+            draw_marker(&mut pb, ox, oy, if i == 0 { r } else { r * 0.7 }, color);
+        }
+        save_png(&side_by_side(&[&pa, &pb], 8), out)?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// The similarity map (prepared at the view's size) blended over B in
+/// original pixels, range = [min, max] of the map.
+fn heat_in_orig(
+    img: &LoadedImage,
+    sim: &crate::matching::SimilarityMap,
+    view: &MatchView,
+) -> image::RgbImage {
+    let (lo, hi) = sim
+        .data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    let resampled = if (sim.w, sim.h) == (img.width as usize, img.height as usize) {
+        sim.clone()
+    } else {
+        let mut data = Vec::with_capacity((img.width * img.height) as usize);
+        for y in 0..img.height {
+            for x in 0..img.width {
+                let (vx, vy) = view.to_view(x as f32 + 0.5, y as f32 + 0.5);
+                let (sx, sy) = (
+                    (vx.max(0.0) as usize).min(sim.w - 1),
+                    (vy.max(0.0) as usize).min(sim.h - 1),
+                );
+                data.push(sim.data[sy * sim.w + sx]);
+            }
+        }
+        crate::matching::SimilarityMap {
+            w: img.width as usize,
+            h: img.height as usize,
+            data,
+        }
+    };
+    blend_heatmap(&img.rgb, &resampled, Colormap::Turbo, lo, hi, 0.6)
+}
+
+fn save_png(img: &image::RgbImage, path: &Path) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    crate::util::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PcaArgs {
+    #[command(flatten)]
+    pub features: FeatureArgs,
+    #[arg(long)]
+    pub a: PathBuf,
+    #[arg(long)]
+    pub b: PathBuf,
+    /// Output PNG: PCA colours of A and B side by side (first layer).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A PCA per image instead of one joint PCA.
+    #[arg(long)]
+    pub per_image: bool,
+    /// Blend the colours over the photos with this opacity (1 = colours only).
+    #[arg(long, default_value_t = 1.0)]
+    pub opacity: f32,
+}
+
+pub fn run_pca(a: &PcaArgs) -> anyhow::Result<()> {
+    let s = a.features.settings()?;
+    let (ia, ib) = (load(&a.a)?, load(&a.b)?);
+    let bb = a.features.backbone.load()?;
+    let cache = a.features.cache();
+    let (ea, eb) = (
+        extract_with_bar(&bb, &cache, &ia, &s)?,
+        extract_with_bar(&bb, &cache, &ib, &s)?,
+    );
+    let key = s.layers[0];
+    let opts = PcaOptions {
+        mode: if a.per_image {
+            PcaMode::PerImage
+        } else {
+            PcaMode::Joint
+        },
+        ..PcaOptions::default()
+    };
+    let rgb = pca_rgb(&[ea.map(key)?, eb.map(key)?], &opts)?;
+    let paint = |img: &LoadedImage, e: &Extracted, map: &crate::matching::RgbMap| {
+        let g = e.geometry;
+        let model = upsample_rgb(map, g.model_w, g.model_h);
+        let mut out = img.rgb.clone();
+        let op = a.opacity.clamp(0.0, 1.0);
+        for (x, y, p) in out.enumerate_pixels_mut() {
+            let (mx, my) = g.to_model(f64::from(x) + 0.5, f64::from(y) + 0.5);
+            let (mx, my) = (
+                (mx.max(0.0) as u32).min(g.model_w - 1),
+                (my.max(0.0) as u32).min(g.model_h - 1),
+            );
+            let c = model.get_pixel(mx, my).0;
+            for i in 0..3 {
+                p.0[i] = (f32::from(p.0[i]) * (1.0 - op) + f32::from(c[i]) * op).round() as u8;
+            }
+        }
+        out
+    };
+    let (pa, pb) = (paint(&ia, &ea, &rgb[0]), paint(&ib, &eb, &rgb[1]));
+    save_png(&side_by_side(&[&pa, &pb], 8), &a.out)?;
+    println!(
+        "wrote {} (layer {key}, {}, {})",
+        a.out.display(),
+        if a.per_image {
+            "per-image PCA"
+        } else {
+            "joint PCA"
+        },
+        ea.label
+    );
+    Ok(())
+}
