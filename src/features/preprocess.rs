@@ -303,10 +303,12 @@ pub fn decode_image(bytes: &[u8], label: &str) -> Result<LoadedImage, ImageError
 
     let mut reader = ImageReader::new(Cursor::new(bytes));
     // Content first (signatures), then the label's extension.
-    if let Some(format) = image::guess_format(bytes)
-        .ok()
-        .or_else(|| ImageFormat::from_path(label).ok())
-    {
+    // TGA has no signature; only for it does the extension decide.
+    if let Some(format) = image::guess_format(bytes).ok().or_else(|| {
+        ImageFormat::from_path(label)
+            .ok()
+            .filter(|f| *f == ImageFormat::Tga)
+    }) {
         reader.set_format(format);
     }
     let Some(format) = reader.format() else {
@@ -316,6 +318,17 @@ pub fn decode_image(bytes: &[u8], label: &str) -> Result<LoadedImage, ImageError
         });
     };
     let format_name = format_name(format);
+    if format == ImageFormat::Jpeg {
+        // The JPEG decoder is lenient and fills a cut-off image with grey;
+        // refuse it instead, as PIL does ("image file is truncated").
+        if let Err(detail) = check_jpeg_complete(bytes) {
+            return Err(ImageError::Corrupt {
+                file,
+                format: format_name,
+                detail,
+            });
+        }
+    }
 
     // Probe the header under a memory limit only, so that an absurd size is
     // reported with its dimensions rather than as a bare limit error.
@@ -406,6 +419,69 @@ pub fn decode_image(bytes: &[u8], label: &str) -> Result<LoadedImage, ImageError
     let mut loaded = LoadedImage::from_rgb(rgb, file);
     loaded.downscaled_from = downscaled_from;
     Ok(loaded)
+}
+
+/// Walk a JPEG's marker segments and entropy-coded data up to the EOI
+/// marker. Errors say how the stream is broken; data after EOI is allowed.
+fn check_jpeg_complete(b: &[u8]) -> Result<(), String> {
+    const TRUNCATED: &str = "the data ends before the end-of-image marker (truncated)";
+    if b.len() < 4 || b[0] != 0xff || b[1] != 0xd8 {
+        return Err("it does not start with a JPEG start-of-image marker".into());
+    }
+    let mut i = 2;
+    loop {
+        // Expect a marker here (fill bytes 0xff may precede it).
+        if i >= b.len() {
+            return Err(TRUNCATED.into());
+        }
+        if b[i] != 0xff {
+            return Err(format!(
+                "expected a marker at byte {i}, found 0x{:02x}",
+                b[i]
+            ));
+        }
+        while i < b.len() && b[i] == 0xff {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else {
+            return Err(TRUNCATED.into());
+        };
+        i += 1;
+        match marker {
+            0xd9 => return Ok(()),          // EOI
+            0x01 | 0xd0..=0xd7 => continue, // standalone
+            0x00 => return Err(format!("invalid marker 0xff00 at byte {}", i - 2)),
+            _ => {}
+        }
+        let Some(len) = b
+            .get(i..i + 2)
+            .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+        else {
+            return Err(TRUNCATED.into());
+        };
+        if len < 2 {
+            return Err(format!("segment length {len} at byte {i} is invalid"));
+        }
+        i += len;
+        if i > b.len() {
+            return Err(TRUNCATED.into());
+        }
+        if marker == 0xda {
+            // Start of scan: skip entropy-coded data up to the next marker
+            // (0xff00 is a stuffed byte, 0xffd0..d7 are restart markers).
+            loop {
+                let Some(off) = b[i..].iter().position(|&x| x == 0xff) else {
+                    return Err(TRUNCATED.into());
+                };
+                i += off;
+                match b.get(i + 1) {
+                    None => return Err(TRUNCATED.into()),
+                    Some(0x00 | 0xd0..=0xd7 | 0xff) => i += 1,
+                    Some(_) => break,
+                }
+            }
+        }
+    }
 }
 
 /// Whether an EXIF orientation swaps width and height.

@@ -58,6 +58,14 @@ pub enum MatchError {
         w: usize,
         h: usize,
     },
+    /// An image side beyond [`MAX_IMAGE_SIDE`].
+    #[error("{what} of {w}x{h} (w x h) pixels is too large: at most {max} pixels a side")]
+    ImageTooLarge {
+        what: &'static str,
+        w: usize,
+        h: usize,
+        max: usize,
+    },
     /// Data length does not equal the product of the dimensions.
     #[error(
         "{what}: data holds {got} values but its size {c}x{h}x{w} (c x h x w) needs {expected}"
@@ -168,7 +176,7 @@ impl FeatureMap {
         if c == 0 || h == 0 || w == 0 {
             return Err(MatchError::EmptyMap { c, h, w });
         }
-        let expected = c * h * w;
+        let expected = c.saturating_mul(h).saturating_mul(w);
         if self.data.len() != expected {
             return Err(MatchError::DataLength {
                 what: "feature map",
@@ -183,10 +191,21 @@ impl FeatureMap {
     }
 }
 
-/// Errors unless an image size is non-zero.
+/// The largest image side accepted (similarity maps are `f32` per pixel).
+pub const MAX_IMAGE_SIDE: usize = 16_384;
+
+/// Errors unless both image sides are in `1..=MAX_IMAGE_SIDE`.
 pub(crate) fn check_image(what: &'static str, w: usize, h: usize) -> Result<(), MatchError> {
     if w == 0 || h == 0 {
         return Err(MatchError::EmptyImage { what, w, h });
+    }
+    if w.max(h) > MAX_IMAGE_SIDE {
+        return Err(MatchError::ImageTooLarge {
+            what,
+            w,
+            h,
+            max: MAX_IMAGE_SIDE,
+        });
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! The components are found by subspace (block power) iteration on the
 //! centred data `X` (`n` pixels x `C` channels): `V <- qr(X^T X V)` with a
 //! block of 8 vectors, Rayleigh-Ritz every step, until the three leading
-//! Ritz pairs have a relative residual below [`RESIDUAL_TOL`]. The `C x C`
+//! Ritz pairs have a relative residual below `RESIDUAL_TOL`. The `C x C`
 //! covariance is never formed. It starts from a fixed seed, and each
 //! component's largest-magnitude entry is made positive, so colours do not
 //! flip between runs.

@@ -230,15 +230,14 @@ pub fn dense_matches(
         .collect();
     let mut out = Vec::with_capacity(points.len());
     for chunk in points.chunks(BATCH) {
-        let sample_at = |p: &PreparedTarget, (x, y): (f32, f32)| p.sample(x, y);
         let src_vecs: Vec<_> = chunk
             .iter()
-            .map(|&p| sample_at(src, p))
+            .map(|&(x, y)| src.sample(x, y))
             .collect::<Result<_, _>>()?;
         let targets = tgt.best_matches(&src_vecs)?;
         let tgt_vecs: Vec<_> = targets
             .iter()
-            .map(|m| sample_at(tgt, (m.x, m.y)))
+            .map(|m| tgt.sample(m.x, m.y))
             .collect::<Result<_, _>>()?;
         let backs = src.best_matches(&tgt_vecs)?;
         for ((&(x, y), target), back) in chunk.iter().zip(targets).zip(backs) {
@@ -580,6 +579,10 @@ impl Resampler {
                     }
                 }
             }
+        }
+        if best_i == usize::MAX {
+            // Only NaN (from overflowing values): as `SimilarityMap::best`.
+            return (0, self.cos_at(d, w, 0, 0));
         }
         (best_i, best_s)
     }
@@ -1001,6 +1004,10 @@ mod tests {
         assert!(matches!(
             similarity_map(&[1.0; 4], &map, 0, 8),
             Err(MatchError::EmptyImage { w: 0, h: 8, .. })
+        ));
+        assert!(matches!(
+            PreparedTarget::new(map.clone(), 8, 100_000),
+            Err(MatchError::ImageTooLarge { h: 100_000, .. })
         ));
         assert!(matches!(
             FeatureMap::new(2, 2, 2, vec![0.0; 7]),

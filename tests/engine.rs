@@ -1,0 +1,263 @@
+//! Feature extraction: the three modes, determinism, ensemble batching,
+//! the cache, and the student/"naive clean" labelling.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use candle_core::{DType, Device, Tensor};
+use cleandift::features::cache::{FeatureCache, read_disk};
+use cleandift::features::extract::{ExtractError, ExtractSettings, Mode, extract};
+use cleandift::features::preprocess::{LoadedImage, SizeSpec, load_image};
+use cleandift::model::FeatureKey;
+use cleandift::model::layers::Grad;
+use cleandift::model::schedule::Schedule;
+use cleandift::model::weights::{Backbone, BackboneSpec};
+use common::fixture_dir;
+
+fn tiny(student: Option<&str>) -> Backbone {
+    let mut spec = BackboneSpec::new(
+        &fixture_dir("tiny-sd21").display().to_string(),
+        Device::Cpu,
+        DType::F32,
+    );
+    spec.student = Some(student.unwrap_or("none").to_string());
+    Backbone::load(&spec, &|_| {}).expect("tiny backbone")
+}
+
+fn image(name: &str) -> LoadedImage {
+    load_image(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets")
+            .join(name),
+    )
+    .expect("asset")
+}
+
+fn settings(mode: Mode) -> ExtractSettings {
+    ExtractSettings {
+        mode,
+        layers: vec![FeatureKey::Us6, FeatureKey::Us9],
+        size: SizeSpec::Fixed(128, 128),
+        ensemble: 4,
+        ..ExtractSettings::default()
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn clean_without_student_says_naive_clean() {
+    let bb = tiny(None);
+    let e = extract(
+        &bb,
+        &image("chelsea.png"),
+        &settings(Mode::Clean),
+        None,
+        &mut |_| {},
+    )
+    .expect("extract");
+    assert!(
+        e.naive_clean && e.label.starts_with("naive clean"),
+        "{}",
+        e.label
+    );
+    assert_eq!(e.t_used, 261.0);
+    let m = e.map(FeatureKey::Us6).expect("us6");
+    assert_eq!((m.c, m.h, m.w), (32, 8, 8));
+    assert_eq!(e.map(FeatureKey::Us9).expect("us9").h, 16);
+    assert!(e.map(FeatureKey::Us3).is_err());
+    assert_eq!((e.geometry.orig_w, e.geometry.model_w), (451, 128));
+}
+
+/// Clean mode with a student runs the student at its own timestep; naive
+/// mode still runs the base UNet at t.
+#[test]
+fn student_and_naive_modes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let unet = fixture_dir("tiny-sd21").join("unet/diffusion_pytorch_model.safetensors");
+    let mut t = candle_core::safetensors::load(&unet, &Device::Cpu).expect("load");
+    // A different student: perturb one weight so its features differ.
+    let w = t
+        .get("conv_in.weight")
+        .expect("conv_in")
+        .to_dtype(DType::F32)
+        .expect("f32");
+    t.insert("conv_in.weight".into(), (w * 1.5).expect("scale"));
+    t.insert(
+        "timestep".into(),
+        Tensor::new(&[300f32], &Device::Cpu).expect("t"),
+    );
+    let student = dir.path().join("student.safetensors");
+    candle_core::safetensors::save(&t, &student).expect("save");
+    let bb = tiny(Some(&student.display().to_string()));
+    let img = image("coffee.png");
+    let clean = extract(&bb, &img, &settings(Mode::Clean), None, &mut |_| {}).expect("clean");
+    assert!(
+        !clean.naive_clean && clean.label.contains("CleanDIFT student"),
+        "{}",
+        clean.label
+    );
+    assert_eq!(clean.t_used, 300.0);
+    let naive = extract(&bb, &img, &settings(Mode::Naive), None, &mut |_| {}).expect("naive");
+    assert_eq!(naive.t_used, 261.0);
+    let plain = tiny(None);
+    let base = extract(&plain, &img, &settings(Mode::Naive), None, &mut |_| {}).expect("base");
+    let (c, n, b) = (
+        &clean.maps[&FeatureKey::Us6].data,
+        &naive.maps[&FeatureKey::Us6].data,
+        &base.maps[&FeatureKey::Us6].data,
+    );
+    assert_eq!(max_diff(n, b), 0.0, "naive must ignore the student");
+    assert!(
+        max_diff(c, n) > 1e-3,
+        "the student's features differ from the base's"
+    );
+}
+
+/// Noisy mode equals its definition: encode once, per member a posterior
+/// sample and noise (in member order from the seed), add_noise, UNet, mean.
+#[test]
+fn noisy_mode_follows_its_definition_and_batching_does_not_matter() {
+    let bb = tiny(None);
+    let img = image("astronaut.png");
+    let mut s = settings(Mode::Noisy);
+    s.ensemble = 3;
+    s.max_batch = 8;
+    let batched = extract(&bb, &img, &s, None, &mut |_| {}).expect("noisy");
+    s.max_batch = 1;
+    let single = extract(&bb, &img, &s, None, &mut |_| {}).expect("noisy");
+    for k in [FeatureKey::Us6, FeatureKey::Us9] {
+        assert!(
+            max_diff(&batched.maps[&k].data, &single.maps[&k].data) < 1e-5,
+            "{k}"
+        );
+    }
+    s.seed = 1;
+    let other = extract(&bb, &img, &s, None, &mut |_| {}).expect("noisy");
+    assert!(
+        max_diff(
+            &other.maps[&FeatureKey::Us6].data,
+            &single.maps[&FeatureKey::Us6].data
+        ) > 1e-4
+    );
+
+    // By hand, ensemble 1, seed 0.
+    s.seed = 0;
+    s.ensemble = 1;
+    let one = extract(&bb, &img, &s, None, &mut |_| {}).expect("noisy");
+    let (px, _) =
+        cleandift::features::preprocess::to_model_tensor(&img, 128, 128, s.fit, &Device::Cpu)
+            .expect("px");
+    let post = bb.vae.encode(&px).expect("encode");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let dims = post.mean.dims().to_vec();
+    let mut draw = || {
+        let v: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| cleandift::model::weights::normal(&mut rng) as f32)
+            .collect();
+        Tensor::from_vec(v, dims.clone(), &Device::Cpu).expect("noise")
+    };
+    let (e_vae, e) = (draw(), draw());
+    let x0 = (post.sample_with(&e_vae).expect("sample") * 0.18215).expect("scale");
+    let xt = Schedule::default()
+        .add_noise(&x0, &e, &[261])
+        .expect("noise");
+    let ctx = bb.text.embed("", &Device::Cpu).expect("ctx");
+    let f = bb
+        .unet
+        .forward(
+            &xt,
+            &Tensor::new(&[261f32], &Device::Cpu).expect("t"),
+            &ctx,
+            &[FeatureKey::Us6],
+            Grad::Off,
+        )
+        .expect("unet");
+    let by_hand = f[&FeatureKey::Us6]
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("vec");
+    assert!(max_diff(&one.maps[&FeatureKey::Us6].data, &by_hand) < 1e-5);
+}
+
+#[test]
+fn cache_hits_in_memory_and_on_disk() {
+    let bb = tiny(None);
+    let img = image("grace_hopper.jpg");
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = FeatureCache::new(1 << 30, Some(dir.path().to_path_buf()));
+    let mut runs = 0;
+    let s = settings(Mode::Clean);
+    let a = cache
+        .get_or_extract(&bb, &img, &s, None, &mut |_| runs += 1)
+        .expect("first");
+    let ran_once = runs;
+    assert!(ran_once > 0);
+    let b = cache
+        .get_or_extract(&bb, &img, &s, None, &mut |_| runs += 1)
+        .expect("second");
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(runs, ran_once, "second call must not extract");
+    // Clean mode ignores t: the same entry.
+    let mut s2 = s.clone();
+    s2.t = 500.0;
+    let c = cache
+        .get_or_extract(&bb, &img, &s2, None, &mut |_| runs += 1)
+        .expect("third");
+    assert!(Arc::ptr_eq(&a, &c));
+    // A fresh cache over the same folder reads the disk copy.
+    let files: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
+    assert_eq!(files.len(), 1);
+    let fresh = FeatureCache::new(1 << 30, Some(dir.path().to_path_buf()));
+    let d = fresh
+        .get_or_extract(&bb, &img, &s, None, &mut |_| runs += 1)
+        .expect("disk");
+    assert_eq!(runs, ran_once);
+    assert_eq!(d.maps[&FeatureKey::Us6].data, a.maps[&FeatureKey::Us6].data);
+    assert_eq!(d.geometry, a.geometry);
+    assert_eq!(d.label, a.label);
+    let path = files[0].as_ref().expect("entry").path();
+    assert!(read_disk(&path).expect("read").is_some());
+}
+
+#[test]
+fn bad_settings_and_cancel_are_named() {
+    let bb = tiny(None);
+    let img = image("chelsea.png");
+    let mut s = settings(Mode::Noisy);
+    s.ensemble = 0;
+    let msg = extract(&bb, &img, &s, None, &mut |_| {})
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(msg.contains("ensemble of 0"), "{msg}");
+    s.ensemble = 2;
+    s.t = 1200.0;
+    let msg = extract(&bb, &img, &s, None, &mut |_| {})
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(msg.contains("1200"), "{msg}");
+    s.t = 261.0;
+    let cancel = AtomicBool::new(true);
+    let err = extract(&bb, &img, &s, Some(&cancel), &mut |_| {})
+        .err()
+        .expect("cancelled");
+    assert!(matches!(err, ExtractError::Cancelled));
+    assert!(
+        "sideways"
+            .parse::<Mode>()
+            .err()
+            .expect("bad mode")
+            .to_string()
+            .contains("sideways")
+    );
+}
