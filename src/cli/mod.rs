@@ -1,5 +1,6 @@
 //! Headless commands: `info` (and the engine's commands).
 
+mod bench;
 pub mod engine;
 mod info;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Match(engine::MatchArgs),
     /// Joint PCA colours of A's and B's features as a picture.
     Pca(engine::PcaArgs),
+    /// Times the UNet / VAE on the real SD shapes (seeded random weights).
+    Bench(bench::BenchArgs),
 }
 
 /// `--model`, `--student`, `--device`, `--dtype`: shared by every command.
@@ -84,6 +87,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Extract(a) => engine::run_extract(&a),
         Command::Match(a) => engine::run_match(&a),
         Command::Pca(a) => engine::run_pca(&a),
+        Command::Bench(a) => bench::run(&a),
     }
 }
 

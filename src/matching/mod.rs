@@ -29,8 +29,9 @@
 //! image point `(i + 0.5, j + 0.5)`.
 //!
 //! Points are accepted in the closed rectangle `[0, img_w] x [0, img_h]`;
-//! anything else (NaN included) is [`MatchError::PointOutside`]. Every match
-//! is reported as the centre (`i + 0.5`) of an image pixel.
+//! anything else (NaN included) is [`MatchError::PointOutside`]. Matches are
+//! reported as the centre (`i + 0.5`) of an image pixel, except the
+//! sub-pixel [`SimilarityMap::soft_argmax`].
 
 mod pca;
 mod pck;

@@ -1,0 +1,105 @@
+//! `cleandift bench`: timings of our passes on the real SD shapes with
+//! seeded random weights (no download), to set beside the reference
+//! implementation's figures from `../shared/peer/` measured on the same box.
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
+use clap::{Args, ValueEnum};
+
+use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
+use crate::model::layers::Grad;
+use crate::model::weights::SeededBackend;
+use crate::model::{FeatureKey, ModelConfig, UNet};
+use crate::model::vae::VaeEncoder;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchWhat {
+    /// UNet pass stopping after us6 (DIFT's up_ft_index=1).
+    UnetUs6,
+    /// The whole UNet forward.
+    UnetFull,
+    /// VAE encoder.
+    Vae,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// What to time.
+    #[arg(value_enum)]
+    pub what: BenchWhat,
+    /// Shapes of this preset (weights are seeded random).
+    #[arg(long, default_value = "sd21")]
+    pub model: String,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 768)]
+    pub res: usize,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Timed repetitions (after one warm-up run).
+    #[arg(long, default_value_t = 2)]
+    pub reps: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
+    let cfg = ModelConfig::preset(&a.model)
+        .ok_or_else(|| anyhow::anyhow!("bench needs a preset name (sd15, sd21, tiny-sd15, tiny-sd21), got {:?}", a.model))?;
+    if a.res % 8 != 0 || a.res == 0 {
+        anyhow::bail!("--res {} must be a positive multiple of 8", a.res);
+    }
+    let dev = a.device.parse::<DeviceChoice>()?.open()?;
+    let dtype: DType = match &a.dtype {
+        Some(d) => parse_dtype(d)?,
+        None => default_dtype(&dev),
+    };
+    let vb = |part: &str| VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone());
+    let lat = a.res / 8;
+    let mut run_once: Box<dyn FnMut() -> anyhow::Result<()>> = match a.what {
+        BenchWhat::UnetUs6 | BenchWhat::UnetFull => {
+            let unet = UNet::new(vb("unet"), &cfg.unet)?;
+            let x = Tensor::randn(0f32, 1.0, (a.batch, 4, lat, lat), &dev)?.to_dtype(dtype)?;
+            let t = Tensor::full(261f32, a.batch, &dev)?;
+            let ctx = Tensor::randn(0f32, 1.0, (a.batch, 77, cfg.unet.cross_attention_dim), &dev)?.to_dtype(dtype)?;
+            let full = a.what == BenchWhat::UnetFull;
+            Box::new(move || {
+                if full {
+                    let (_, out) = unet.forward_full(&x, &t, &ctx, &[], Grad::Off)?;
+                    out.device().synchronize()?;
+                } else {
+                    let f = unet.forward(&x, &t, &ctx, &[FeatureKey::Us6], Grad::Off)?;
+                    if let Some(v) = f.values().next() {
+                        v.device().synchronize()?;
+                    }
+                }
+                Ok(())
+            })
+        }
+        BenchWhat::Vae => {
+            let vae = VaeEncoder::new(vb("vae"), &cfg.vae)?;
+            let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.res, a.res), &dev)?.to_dtype(dtype)?;
+            Box::new(move || {
+                let p = vae.encode(&x)?;
+                p.mean.device().synchronize()?;
+                Ok(())
+            })
+        }
+    };
+    let label = format!("{:?} {} res {} batch {} {:?} {:?}", a.what, a.model, a.res, a.batch, dev.location(), dtype);
+    let t0 = Instant::now();
+    run_once()?;
+    println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
+    let mut times = Vec::new();
+    for _ in 0..a.reps {
+        let t0 = Instant::now();
+        run_once()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    println!("{label}: best of {} {:.2}s (runs: {})", a.reps, best, times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "));
+    Ok(())
+}
