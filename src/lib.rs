@@ -4,9 +4,13 @@
 //! Arrows point one way: `cli` -> `features` -> `model`; `matching` depends
 //! on nothing above it.
 
+pub mod app;
 pub mod cli;
 pub mod features;
 pub mod matching;
 pub mod model;
 pub mod render;
+pub mod train;
 pub mod util;
+pub mod worker;
+pub mod eval;

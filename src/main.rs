@@ -1,6 +1,26 @@
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
-use cleandift::cli::{Cli, run};
+use cleandift::app::AppArgs;
+use cleandift::cli::{Command, run};
+
+/// CleanDIFT Explorer: clean vs noisy diffusion features.
+///
+/// With no command it opens the app: `cleandift [A B]` (default: the last
+/// session's images, or the embedded sample pair).
+#[derive(Debug, Parser)]
+#[command(
+    name = "cleandift",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true
+)]
+struct Main {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    app: AppArgs,
+}
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -10,14 +30,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = Main::parse();
     let result = match cli.command {
         Some(cmd) => run(cmd),
-        None => {
-            // The desktop app lands with the app issue; until then, help.
-            let _ = Cli::command().print_help();
-            Ok(())
-        }
+        None => cleandift::app::run(cli.app),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

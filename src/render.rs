@@ -79,8 +79,8 @@ pub fn blend_heatmap(
         );
         let v = sim.data.get(sy * sim.w + sx).copied().unwrap_or(lo);
         let c = cmap.rgb((v - lo) / span);
-        for i in 0..3 {
-            p.0[i] = (f32::from(p.0[i]) * (1.0 - opacity) + c[i] * 255.0 * opacity).round() as u8;
+        for (ch, ci) in p.0.iter_mut().zip(c) {
+            *ch = (f32::from(*ch) * (1.0 - opacity) + ci * 255.0 * opacity).round() as u8;
         }
     }
     out

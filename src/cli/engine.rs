@@ -385,8 +385,8 @@ pub fn run_pca(a: &PcaArgs) -> anyhow::Result<()> {
                 (my.max(0.0) as u32).min(g.model_h - 1),
             );
             let c = model.get_pixel(mx, my).0;
-            for i in 0..3 {
-                p.0[i] = (f32::from(p.0[i]) * (1.0 - op) + f32::from(c[i]) * op).round() as u8;
+            for (ch, ci) in p.0.iter_mut().zip(c) {
+                *ch = (f32::from(*ch) * (1.0 - op) + f32::from(ci) * op).round() as u8;
             }
         }
         out

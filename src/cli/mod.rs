@@ -3,6 +3,7 @@
 mod bench;
 pub mod engine;
 mod info;
+pub mod train;
 
 use candle_core::DType;
 use clap::{Args, Parser, Subcommand};
@@ -33,6 +34,8 @@ pub enum Command {
     Pca(engine::PcaArgs),
     /// Times the UNet / VAE on the real SD shapes (seeded random weights).
     Bench(bench::BenchArgs),
+    /// Fine-tunes a CleanDIFT student on a folder of images.
+    Train(train::TrainArgs),
 }
 
 /// `--model`, `--student`, `--device`, `--dtype`: shared by every command.
@@ -88,6 +91,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Match(a) => engine::run_match(&a),
         Command::Pca(a) => engine::run_pca(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Train(a) => train::run(&a),
     }
 }
 

@@ -183,13 +183,13 @@ impl UNetConfig {
         let layers = get_usize(v, "layers_per_block", 2);
         let groups = get_usize(v, "norm_num_groups", 32);
         for (i, &c) in blocks.iter().enumerate() {
-            if groups == 0 || c % groups != 0 {
+            if groups == 0 || !c.is_multiple_of(groups) {
                 return Err(bad(
                     "norm_num_groups",
                     format!("{groups} does not divide block {i}'s {c} channels"),
                 ));
             }
-            if attention_heads[i] == 0 || c % attention_heads[i] != 0 {
+            if attention_heads[i] == 0 || !c.is_multiple_of(attention_heads[i]) {
                 return Err(bad(
                     "attention_head_dim",
                     format!(
@@ -254,7 +254,7 @@ impl VaeConfig {
             return Err(bad("block_out_channels", "is empty".into()));
         }
         let groups = get_usize(v, "norm_num_groups", 32);
-        if let Some(&c) = blocks.iter().find(|&&c| groups == 0 || c % groups != 0) {
+        if let Some(&c) = blocks.iter().find(|&&c| groups == 0 || !c.is_multiple_of(groups)) {
             return Err(bad(
                 "norm_num_groups",
                 format!("{groups} does not divide {c} channels"),
@@ -319,7 +319,7 @@ impl TextConfig {
             hidden_act,
             layer_norm_eps: get_f64(v, "layer_norm_eps", 1e-5),
         };
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(bad(
                 "num_attention_heads",
                 format!(

@@ -6,7 +6,9 @@
 //! backpropagate through the same code.
 
 use candle_core::{D, DType, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
+
+use super::conv::Conv2d;
 
 /// Whether a forward pass must be differentiable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,7 +36,8 @@ pub fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Line
     Ok(Linear::new(w, b))
 }
 
-/// A 2-D convolution with bias.
+/// A 2-D convolution with bias (the fast CPU kernel of [`super::conv`] for
+/// f32, candle's conv2d otherwise).
 pub fn conv2d(
     vb: VarBuilder,
     inp: usize,
@@ -50,12 +53,7 @@ pub fn conv2d(
     };
     let w = vb.get_with_hints((out, inp, k, k), "weight", init)?;
     let b = vb.get_with_hints(out, "bias", init)?;
-    let cfg = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    Ok(Conv2d::new(w, Some(b), cfg))
+    Ok(Conv2d::new(w, Some(b), stride, padding))
 }
 
 /// LayerNorm over the last dimension.
@@ -107,7 +105,7 @@ pub struct GroupNorm {
 
 impl GroupNorm {
     pub fn new(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             candle_core::bail!("GroupNorm: {groups} groups do not divide {channels} channels");
         }
         Ok(GroupNorm {

@@ -1,6 +1,7 @@
 //! The diffusion backbone in candle. Nothing here knows about UI.
 
 pub mod config;
+pub mod conv;
 pub mod device;
 pub mod layers;
 pub mod schedule;

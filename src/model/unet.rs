@@ -11,11 +11,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::{D, DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::config::UNetConfig;
+use super::conv::Conv2d;
 use super::layers::{Grad, GroupNorm, LayerNorm, attention, conv2d, linear};
 
 /// A feature tap, named as in CleanDIFT (see DESIGN.md's table).
@@ -413,10 +414,10 @@ impl UNet {
 
         let mut down = Vec::with_capacity(n);
         let mut out_ch = boc[0];
-        for i in 0..n {
+        for (i, &block_ch) in boc.iter().enumerate() {
             let vbb = vb.pp(format!("down_blocks.{i}"));
             let in_ch = out_ch;
-            out_ch = boc[i];
+            out_ch = block_ch;
             let layers = (0..cfg.layers_per_block)
                 .map(|j| {
                     let rin = if j == 0 { in_ch } else { out_ch };

@@ -3,9 +3,10 @@
 //! decoder weights are recognised and skipped by the loader.
 
 use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::config::VaeConfig;
+use super::conv::Conv2d;
 use super::layers::{Grad, GroupNorm, attention, conv2d, linear};
 use super::unet::Resnet;
 

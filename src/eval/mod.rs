@@ -1,0 +1,640 @@
+//! Keypoint-transfer evaluation: PCK@alpha of nearest-neighbour matches on
+//! a set of annotated image pairs (SPair-71k, or a synthetic set of warps of
+//! any image folder), for any [`FeatureSource`].
+//!
+//! # Matching convention
+//!
+//! As DIFT and CleanDIFT evaluate (see `REFERENCE.md`): for a
+//! [`Fit::Stretch`] geometry the target map is upsampled bilinearly to the
+//! target's *original* image size and the source vector is sampled on the
+//! source map at the keypoint's original pixel coordinates (the reference
+//! tools upsample the source map to its original size and index it); the
+//! prediction is the pixel centre with the highest cosine similarity. For
+//! [`Fit::Letterbox`] both maps are prepared at the model input size, points
+//! are converted with the [`Geometry`], and a prediction that lands in the
+//! padding is clamped to the image. Predictions and ground truth are in
+//! target original pixels; PCK comes from [`PckAccumulator`].
+//!
+//! Each image's features are computed once per run (an image appears in many
+//! pairs) and kept, keyed by content hash and category, in an LRU cache
+//! bounded by [`EvalOptions::cache_bytes`].
+//!
+//! # Failures
+//!
+//! A pair whose files cannot be loaded, or whose annotation is unusable
+//! (keypoint counts differ, no keypoints, a source keypoint outside its
+//! image, a bad box), is *skipped* and listed with its reason in the report.
+//! Errors of the feature source (a broken model) and feature maps that do
+//! not fit their image abort the run; so does cancellation. A run in which
+//! no pair could be evaluated is an error.
+
+mod spair;
+mod warp;
+
+pub use spair::{SpairDataset, SpairOptions, SpairPair, Split};
+pub use warp::{
+    Homography, IMAGE_EXTENSIONS, OUTSIDE_GREY, WarpConfig, WarpDataset, WarpKind, WarpSpec,
+    draw_warp, render_warp,
+};
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::features::MatchView;
+use crate::features::preprocess::{Fit, Geometry, LoadedImage};
+use crate::matching::{DEFAULT_ALPHAS, FeatureMap, PairKeypoints, PckAccumulator, PckReport};
+
+/// Anything that turns an image into one feature map (+ its geometry). The
+/// real extractor (diffusion features) implements this in the CLI; tests use
+/// oracle/random ones.
+pub trait FeatureSource {
+    /// The feature map of `img` and how it covers the image
+    /// (`geometry.orig_w/orig_h` must be the image's size).
+    fn features(&mut self, img: &LoadedImage) -> anyhow::Result<(FeatureMap, Geometry)>;
+
+    /// The features of `img` as a picture of `category` (DIFT's SPair
+    /// evaluation prompts "a photo of a {category}"). Defaults to
+    /// [`Self::features`]; the evaluation always calls this one.
+    fn features_in_category(
+        &mut self,
+        img: &LoadedImage,
+        category: &str,
+    ) -> anyhow::Result<(FeatureMap, Geometry)> {
+        let _ = category;
+        self.features(img)
+    }
+
+    /// One line saying what produces the features (backbone, mode, t, layer,
+    /// size...), recorded in the report.
+    fn describe(&self) -> String;
+}
+
+/// A set of annotated image pairs, loaded lazily one pair at a time.
+pub trait Dataset {
+    /// A name for reports.
+    fn name(&self) -> String;
+
+    /// Number of pairs.
+    fn len(&self) -> usize;
+
+    /// Whether there are no pairs.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Pair `i` with its images loaded. File errors are returned (the
+    /// evaluation skips the pair and records the reason).
+    fn pair(&self, i: usize) -> anyhow::Result<Pair>;
+
+    /// The category of pair `i` without loading images (the default loads
+    /// the pair; datasets should override it).
+    fn category(&self, i: usize) -> anyhow::Result<String> {
+        Ok(self.pair(i)?.category)
+    }
+
+    /// A name for pair `i` usable before (or without) loading it.
+    fn pair_name(&self, i: usize) -> String {
+        format!("#{i}")
+    }
+}
+
+/// One annotated pair. Keypoints and the box are in original image pixels,
+/// continuous (pixel `i` covers `[i, i + 1)`, its centre is `i + 0.5`).
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// Name for reports (annotation file, or `stem#k`).
+    pub name: String,
+    /// Category the pair is counted under.
+    pub category: String,
+    /// Source image.
+    pub src: LoadedImage,
+    /// Target image.
+    pub trg: LoadedImage,
+    /// Source keypoints `[x, y]`.
+    pub src_kps: Vec<[f64; 2]>,
+    /// Ground-truth target keypoints, same order.
+    pub trg_kps: Vec<[f64; 2]>,
+    /// Target object box `[x1, y1, x2, y2]` (the bbox threshold uses
+    /// `max(x2 - x1, y2 - y1)`).
+    pub trg_bbox: [f64; 4],
+    /// For synthetic pairs: the exact map from source to target pixels.
+    pub warp: Option<Homography>,
+}
+
+/// Bytes of feature cache kept by default (2 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 2 << 30;
+
+/// What to evaluate and how.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// PCK alphas (default 0.05, 0.1, 0.15).
+    pub alphas: Vec<f64>,
+    /// Evaluate at most this many pairs (the first, in dataset order, after
+    /// the category filter).
+    pub max_pairs: Option<usize>,
+    /// Only pairs of these categories. A name that matches no pair is an
+    /// error listing the dataset's categories.
+    pub categories: Option<Vec<String>>,
+    /// Checked between pairs; when set the run stops with an error.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Upper bound on the memory of cached, prepared feature maps.
+    pub cache_bytes: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            alphas: DEFAULT_ALPHAS.to_vec(),
+            max_pairs: None,
+            categories: None,
+            cancel: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// The options as recorded in a report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OptionsRecord {
+    /// PCK alphas.
+    pub alphas: Vec<f64>,
+    /// Pair limit.
+    pub max_pairs: Option<usize>,
+    /// Category filter.
+    pub categories: Option<Vec<String>>,
+    /// Cache bound, bytes.
+    pub cache_bytes: usize,
+}
+
+/// A pair left out, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedPair {
+    /// Index in the dataset.
+    pub index: usize,
+    /// The pair's name.
+    pub name: String,
+    /// What was wrong (a person can act on it).
+    pub reason: String,
+}
+
+/// Everything one evaluation found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    /// The dataset's name.
+    pub dataset: String,
+    /// The feature source's description.
+    pub extractor: String,
+    /// The options used.
+    pub options: OptionsRecord,
+    /// PCK per category and overall, per point and per image, bbox and
+    /// image thresholds, every alpha.
+    pub pck: PckReport,
+    /// Pairs selected (after category filter and limit).
+    pub pairs_selected: usize,
+    /// Pairs counted in `pck`.
+    pub pairs_evaluated: usize,
+    /// Keypoints counted in `pck`.
+    pub keypoints: usize,
+    /// Pairs left out, with reasons.
+    pub skipped: Vec<SkippedPair>,
+    /// Feature maps computed (cache misses).
+    pub feature_maps_computed: usize,
+    /// Feature maps served from the cache.
+    pub cache_hits: usize,
+    /// Wall time of the whole run, seconds.
+    pub wall_time_s: f64,
+}
+
+/// Why [`evaluate`] stopped without a report (inside the `anyhow::Error`;
+/// downcast to match on it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// The cancel flag was set.
+    #[error("evaluation cancelled after {done} of {total} pairs")]
+    Cancelled {
+        /// Pairs finished.
+        done: usize,
+        /// Pairs selected.
+        total: usize,
+    },
+    /// Category names that match no pair.
+    #[error("unknown categor{} {} in {dataset}; it has: {}", if .unknown.len() == 1 { "y" } else { "ies" }, .unknown.join(", "), .available.join(", "))]
+    UnknownCategories {
+        /// The dataset's name.
+        dataset: String,
+        /// Names asked for but absent.
+        unknown: Vec<String>,
+        /// Categories present.
+        available: Vec<String>,
+    },
+    /// Nothing to evaluate.
+    #[error("{dataset} has no pairs to evaluate")]
+    NoPairs {
+        /// The dataset's name.
+        dataset: String,
+    },
+    /// Every selected pair was skipped.
+    #[error("none of the {selected} selected pairs of {dataset} could be evaluated (first: {first})")]
+    NoUsablePairs {
+        /// The dataset's name.
+        dataset: String,
+        /// Pairs selected.
+        selected: usize,
+        /// The first skip, `name: reason`.
+        first: String,
+    },
+}
+
+/// Runs the evaluation: selects pairs (categories, limit), matches every
+/// source keypoint into the target, and accumulates PCK. `progress(done,
+/// total)` is called once before the first pair and after every pair.
+pub fn evaluate(
+    ds: &dyn Dataset,
+    src: &mut dyn FeatureSource,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<EvalReport> {
+    let start = Instant::now();
+    let mut acc = PckAccumulator::new(&opts.alphas).context("invalid PCK alphas")?;
+    let dataset = ds.name();
+    let (selected, mut skipped) = select_pairs(ds, opts, &dataset)?;
+    if selected.is_empty() {
+        return Err(EvalError::NoPairs { dataset }.into());
+    }
+    let total = selected.len();
+    let mut cache = FeatureCache::new(opts.cache_bytes);
+    progress(0, total);
+    for (done, &i) in selected.iter().enumerate() {
+        if opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Err(EvalError::Cancelled { done, total }.into());
+        }
+        let skip = |reason: String| SkippedPair {
+            index: i,
+            name: ds.pair_name(i),
+            reason,
+        };
+        match ds.pair(i) {
+            Err(e) => skipped.push(skip(format!("{e:#}"))),
+            Ok(pair) => match check_pair(&pair) {
+                Err(reason) => skipped.push(skip(reason)),
+                Ok(()) => {
+                    let s = cache.get(src, &pair.src, &pair.category)?;
+                    let t = cache.get(src, &pair.trg, &pair.category)?;
+                    let kps = match_pair(&pair, &s, &t)?;
+                    if let Err(e) = acc.add(&kps) {
+                        skipped.push(skip(e.to_string()));
+                    }
+                }
+            },
+        }
+        progress(done + 1, total);
+    }
+    let pck = acc.report();
+    if pck.overall.pairs == 0 {
+        let first = skipped
+            .first()
+            .map_or_else(String::new, |s| format!("{}: {}", s.name, s.reason));
+        return Err(EvalError::NoUsablePairs {
+            dataset,
+            selected: total,
+            first,
+        }
+        .into());
+    }
+    Ok(EvalReport {
+        dataset,
+        extractor: src.describe(),
+        options: OptionsRecord {
+            alphas: opts.alphas.clone(),
+            max_pairs: opts.max_pairs,
+            categories: opts.categories.clone(),
+            cache_bytes: opts.cache_bytes,
+        },
+        pairs_selected: total,
+        pairs_evaluated: pck.overall.pairs,
+        keypoints: pck.overall.keypoints,
+        pck,
+        skipped,
+        feature_maps_computed: cache.misses,
+        cache_hits: cache.hits,
+        wall_time_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Indices to evaluate, plus pairs skipped already because their category
+/// could not be read.
+fn select_pairs(
+    ds: &dyn Dataset,
+    opts: &EvalOptions,
+    dataset: &str,
+) -> anyhow::Result<(Vec<usize>, Vec<SkippedPair>)> {
+    let limit = opts.max_pairs.unwrap_or(usize::MAX);
+    let Some(wanted) = &opts.categories else {
+        return Ok(((0..ds.len().min(limit)).collect(), Vec::new()));
+    };
+    let wanted: BTreeSet<&str> = wanted.iter().map(String::as_str).collect();
+    let mut seen = BTreeSet::new();
+    let (mut selected, mut skipped) = (Vec::new(), Vec::new());
+    for i in 0..ds.len() {
+        match ds.category(i) {
+            Ok(c) => {
+                if wanted.contains(c.as_str()) && selected.len() < limit {
+                    selected.push(i);
+                }
+                seen.insert(c);
+            }
+            Err(e) => skipped.push(SkippedPair {
+                index: i,
+                name: ds.pair_name(i),
+                reason: format!("{e:#}"),
+            }),
+        }
+    }
+    let unknown: Vec<String> = wanted
+        .iter()
+        .filter(|c| !seen.contains(**c))
+        .map(|c| c.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(EvalError::UnknownCategories {
+            dataset: dataset.to_string(),
+            unknown,
+            available: seen.into_iter().collect(),
+        }
+        .into());
+    }
+    Ok((selected, skipped))
+}
+
+/// How far (pixels) a source keypoint may lie outside its image and still
+/// be used (clamped onto the border): annotation tools round.
+const KEYPOINT_SLACK: f64 = 1.0;
+
+/// Annotation checks that skip a pair (rather than abort the run).
+fn check_pair(p: &Pair) -> Result<(), String> {
+    if p.src_kps.len() != p.trg_kps.len() {
+        return Err(format!(
+            "{} source keypoints but {} target keypoints",
+            p.src_kps.len(),
+            p.trg_kps.len()
+        ));
+    }
+    if p.src_kps.is_empty() {
+        return Err("no keypoints".into());
+    }
+    let (w, h) = (f64::from(p.src.width), f64::from(p.src.height));
+    for (k, &[x, y]) in p.src_kps.iter().enumerate() {
+        let inside = |v: f64, n: f64| v >= -KEYPOINT_SLACK && v <= n + KEYPOINT_SLACK;
+        if !(inside(x, w) && inside(y, h)) {
+            return Err(format!(
+                "source keypoint {k} ({x}, {y}) lies outside the {}x{} source image {}",
+                p.src.width, p.src.height, p.src.source
+            ));
+        }
+    }
+    if p.trg_kps.iter().flatten().any(|v| !v.is_finite()) {
+        return Err("a target keypoint is not finite".into());
+    }
+    Ok(())
+}
+
+/// Predicted target keypoints (original target pixels) for every source
+/// keypoint; errors only for feature maps that do not fit each other.
+fn match_pair(p: &Pair, s: &MatchView, t: &MatchView) -> anyhow::Result<PairKeypoints> {
+    let (sw, sh) = s.target.image_size();
+    let mut vecs = Vec::with_capacity(p.src_kps.len());
+    for &[x, y] in &p.src_kps {
+        let x = x.clamp(0.0, f64::from(p.src.width)) as f32;
+        let y = y.clamp(0.0, f64::from(p.src.height)) as f32;
+        let (vx, vy) = s.to_view(x, y);
+        let (vx, vy) = (vx.clamp(0.0, sw as f32), vy.clamp(0.0, sh as f32));
+        vecs.push(
+            s.target
+                .sample(vx, vy)
+                .with_context(|| format!("pair {}: sampling the source", p.name))?,
+        );
+    }
+    let matches = t.target.best_matches(&vecs).with_context(|| {
+        format!(
+            "pair {}: matching {} into {}",
+            p.name, p.src.source, p.trg.source
+        )
+    })?;
+    let (tw, th) = (p.trg.width as f32, p.trg.height as f32);
+    let pred = matches
+        .iter()
+        .map(|m| {
+            let (x, y) = t.to_orig(m.x, m.y);
+            [x.clamp(0.0, tw), y.clamp(0.0, th)]
+        })
+        .collect();
+    let f = |v: &[f64; 2]| [v[0] as f32, v[1] as f32];
+    Ok(PairKeypoints {
+        name: p.name.clone(),
+        category: p.category.clone(),
+        pred,
+        gt: p.trg_kps.iter().map(f).collect(),
+        bbox: p.trg_bbox.map(|v| v as f32),
+        img_w: p.trg.width as usize,
+        img_h: p.trg.height as usize,
+    })
+}
+
+/// Prepared feature maps by (image hash, category), least recently used
+/// evicted first once over budget (the entry just added always stays).
+struct FeatureCache {
+    budget: usize,
+    used: usize,
+    tick: u64,
+    entries: HashMap<([u8; 32], String), CacheEntry>,
+    hits: usize,
+    misses: usize,
+}
+
+struct CacheEntry {
+    view: Rc<MatchView>,
+    bytes: usize,
+    last_use: u64,
+}
+
+impl FeatureCache {
+    fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            used: 0,
+            tick: 0,
+            entries: HashMap::new(),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    fn get(
+        &mut self,
+        src: &mut dyn FeatureSource,
+        img: &LoadedImage,
+        category: &str,
+    ) -> anyhow::Result<Rc<MatchView>> {
+        self.tick += 1;
+        let key = (img.hash, category.to_string());
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.last_use = self.tick;
+            self.hits += 1;
+            return Ok(e.view.clone());
+        }
+        self.misses += 1;
+        let (map, geometry) = src
+            .features_in_category(img, category)
+            .with_context(|| format!("extracting features of {}", img.source))?;
+        let view = Rc::new(prepare(map, geometry, img)?);
+        let bytes = view_bytes(&view);
+        self.used += bytes;
+        self.entries.insert(
+            key.clone(),
+            CacheEntry {
+                view: view.clone(),
+                bytes,
+                last_use: self.tick,
+            },
+        );
+        while self.used > self.budget && self.entries.len() > 1 {
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .min_by_key(|(_, e)| e.last_use)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            if let Some(e) = self.entries.remove(&oldest) {
+                self.used -= e.bytes;
+            }
+        }
+        Ok(view)
+    }
+}
+
+/// Checks that a map fits its image and prepares it for matching.
+fn prepare(map: FeatureMap, geometry: Geometry, img: &LoadedImage) -> anyhow::Result<MatchView> {
+    if (geometry.orig_w, geometry.orig_h) != (img.width, img.height) {
+        anyhow::bail!(
+            "the feature source describes {} as {}x{} pixels, but it is {}x{}",
+            img.source,
+            geometry.orig_w,
+            geometry.orig_h,
+            img.width,
+            img.height
+        );
+    }
+    if geometry.fit == Fit::Letterbox && (geometry.model_w == 0 || geometry.model_h == 0) {
+        anyhow::bail!(
+            "the feature source gives {} an empty model size",
+            img.source
+        );
+    }
+    MatchView::new(&map, geometry)
+        .with_context(|| format!("preparing the feature map of {}", img.source))
+}
+
+/// Rough memory of a prepared map: the map, the per-pixel norms and taps,
+/// the per-cell bounds.
+fn view_bytes(v: &MatchView) -> usize {
+    let map = v.target.map();
+    let (w, h) = v.target.image_size();
+    map.data.len() * 4 + w * h * 4 + (w + h) * 32 + map.cells() * 8 + 256
+}
+
+impl EvalReport {
+    /// A readable terminal table: one row per category and one for all
+    /// pairs; per alpha four columns, PCK in percent: bbox threshold per
+    /// point and per image, image threshold per point and per image.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "PCK (%) on {}", self.dataset);
+        let _ = writeln!(out, "features: {}", self.extractor);
+        let _ = writeln!(
+            out,
+            "{} pair(s) evaluated, {} keypoint(s), {} skipped, {:.1} s",
+            self.pairs_evaluated,
+            self.keypoints,
+            self.skipped.len(),
+            self.wall_time_s
+        );
+        let name_w = self
+            .pck
+            .per_category
+            .keys()
+            .map(|k| k.chars().count())
+            .chain([8])
+            .max()
+            .unwrap_or(8);
+        const COL: usize = 9;
+        let group_w = 4 * COL;
+        let mut line1 = format!("{:<name_w$} {:>6} {:>6}", "", "", "");
+        let mut line2 = format!("{:<name_w$} {:>6} {:>6}", "category", "pairs", "kps");
+        for alpha in &self.options.alphas {
+            let _ = write!(
+                line1,
+                " |{:^group_w$}",
+                format!("PCK@{}", trim_float(*alpha))
+            );
+            let _ = write!(
+                line2,
+                " |{:>COL$}{:>COL$}{:>COL$}{:>COL$}",
+                "bb/pt", "bb/img", "im/pt", "im/img"
+            );
+        }
+        let rule = "-".repeat(line2.chars().count());
+        let _ = writeln!(out, "{line1}\n{line2}\n{rule}");
+        let row = |out: &mut String, name: &str, s: &crate::matching::PckScores| {
+            let _ = write!(out, "{name:<name_w$} {:>6} {:>6}", s.pairs, s.keypoints);
+            for at in &s.at {
+                let _ = write!(
+                    out,
+                    " |{:>COL$.2}{:>COL$.2}{:>COL$.2}{:>COL$.2}",
+                    100.0 * at.bbox.per_point,
+                    100.0 * at.bbox.per_image,
+                    100.0 * at.image.per_point,
+                    100.0 * at.image.per_image
+                );
+            }
+            out.push('\n');
+        };
+        for (name, s) in &self.pck.per_category {
+            row(&mut out, name, s);
+        }
+        let _ = writeln!(out, "{rule}");
+        row(&mut out, "overall", &self.pck.overall);
+        let _ = writeln!(
+            out,
+            "bb = threshold alpha*max(bbox h, w), im = alpha*max(image h, w); pt = per point (all keypoints), img = per image (mean over pairs)"
+        );
+        if !self.skipped.is_empty() {
+            let _ = writeln!(out, "skipped pairs:");
+            for s in self.skipped.iter().take(10) {
+                let _ = writeln!(out, "  {}: {}", s.name, s.reason);
+            }
+            if self.skipped.len() > 10 {
+                let _ = writeln!(out, "  ... and {} more", self.skipped.len() - 10);
+            }
+        }
+        out
+    }
+}
+
+/// `0.1` rather than `0.1000000001`-style noise, `0.05` as is.
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0');
+    s.strip_suffix('.').unwrap_or(s).to_string()
+}

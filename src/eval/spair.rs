@@ -1,0 +1,334 @@
+//! SPair-71k: `JPEGImages/<category>/<name>.jpg` and one JSON per pair in
+//! `PairAnnotation/<split>/` with `src_imname`, `trg_imname`, `category`,
+//! `src_kps`, `trg_kps` (lists of `[x, y]`) and `src_bndbox`, `trg_bndbox`
+//! (`[x1, y1, x2, y2]`). Other fields are ignored.
+//!
+//! SPair annotates keypoints as integer pixel indices, and the reference
+//! evaluation (DIFT) reads the source vector at `ft[:, y, x]` and compares
+//! the target argmax *index* with the annotated index. In this crate's
+//! continuous coordinates (pixel `i` covers `[i, i + 1)`) that pixel is the
+//! point `i + 0.5`, so [`Pair`] keypoints are the annotations plus 0.5: the
+//! distances, and therefore PCK, are exactly the reference's. Boxes are kept
+//! as annotated (only their size matters).
+//!
+//! Pairs are ordered by annotation file name (the order of SPair's numbered
+//! names). Images are loaded lazily, per pair.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{Dataset, Pair};
+use crate::features::preprocess::load_image;
+
+/// Which annotation folder to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// `PairAnnotation/test` (12,234 pairs), what papers report.
+    #[default]
+    Test,
+    /// `PairAnnotation/trn`.
+    Trn,
+    /// `PairAnnotation/val`.
+    Val,
+}
+
+impl Split {
+    /// The folder name under `PairAnnotation/`.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Split::Test => "test",
+            Split::Trn => "trn",
+            Split::Val => "val",
+        }
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dir_name())
+    }
+}
+
+impl FromStr for Split {
+    type Err = anyhow::Error;
+
+    /// `test`, `trn` (or `train`), `val` (or `validation`), any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "test" => Ok(Split::Test),
+            "trn" | "train" => Ok(Split::Trn),
+            "val" | "validation" => Ok(Split::Val),
+            other => bail!("unknown SPair-71k split '{other}' (expected test, trn or val)"),
+        }
+    }
+}
+
+/// What [`SpairDataset::open`] reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpairOptions {
+    /// The annotation split (test by default).
+    pub split: Split,
+    /// Only pairs of these categories (`None`: all). Unknown names are an
+    /// error that lists the categories present.
+    pub categories: Option<Vec<String>>,
+    /// At most this many pairs, the first in file-name order after the
+    /// category filter.
+    pub max_pairs: Option<usize>,
+}
+
+/// One annotation file as stored.
+#[derive(Debug, Deserialize)]
+struct RawPair {
+    src_imname: String,
+    trg_imname: String,
+    category: String,
+    src_kps: Vec<[f64; 2]>,
+    trg_kps: Vec<[f64; 2]>,
+    #[serde(default)]
+    src_bndbox: Option<[f64; 4]>,
+    trg_bndbox: [f64; 4],
+}
+
+/// One parsed pair annotation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpairPair {
+    /// Annotation file name (e.g. `000001-2008_000033-2008_000116:aeroplane.json`).
+    pub file: String,
+    /// Category.
+    pub category: String,
+    /// Source image file name in `JPEGImages/<category>/`.
+    pub src_imname: String,
+    /// Target image file name.
+    pub trg_imname: String,
+    /// Source keypoints as annotated (pixel indices).
+    pub src_kps: Vec<[f64; 2]>,
+    /// Target keypoints as annotated, same order.
+    pub trg_kps: Vec<[f64; 2]>,
+    /// Source box, when annotated.
+    pub src_bndbox: Option<[f64; 4]>,
+    /// Target box `[x1, y1, x2, y2]`.
+    pub trg_bndbox: [f64; 4],
+}
+
+/// The SPair-71k pairs of one split (after filtering), images loaded lazily.
+#[derive(Debug, Clone)]
+pub struct SpairDataset {
+    root: PathBuf,
+    options: SpairOptions,
+    pairs: Vec<SpairPair>,
+}
+
+impl SpairDataset {
+    /// Reads the annotations of `root` (the folder holding `JPEGImages` and
+    /// `PairAnnotation`). Errors name what is missing or which file is
+    /// malformed. Without a category filter only the first `max_pairs`
+    /// files are parsed.
+    pub fn open(root: &Path, options: SpairOptions) -> anyhow::Result<Self> {
+        if !root.is_dir() {
+            bail!(
+                "SPair-71k folder {} does not exist or is not a folder (expected JPEGImages/ and PairAnnotation/ inside)",
+                root.display()
+            );
+        }
+        let images = root.join("JPEGImages");
+        if !images.is_dir() {
+            bail!(
+                "{} is not a SPair-71k folder: {} is missing",
+                root.display(),
+                images.display()
+            );
+        }
+        let ann_dir = root.join("PairAnnotation").join(options.split.dir_name());
+        if !ann_dir.is_dir() {
+            bail!(
+                "{} is not a SPair-71k folder: the pair annotations of split '{}' ({}) are missing",
+                root.display(),
+                options.split,
+                ann_dir.display()
+            );
+        }
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&ann_dir)
+            .with_context(|| format!("cannot read {}", ann_dir.display()))?
+        {
+            let entry = entry.with_context(|| format!("cannot list {}", ann_dir.display()))?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) && path.is_file()
+            {
+                files.push(path);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            bail!(
+                "no pair annotations found: {} holds no .json files",
+                ann_dir.display()
+            );
+        }
+
+        let wanted: Option<BTreeSet<&str>> = options
+            .categories
+            .as_ref()
+            .map(|c| c.iter().map(String::as_str).collect());
+        let limit = options.max_pairs.unwrap_or(usize::MAX);
+        let mut seen = BTreeSet::new();
+        let mut pairs = Vec::new();
+        for path in &files {
+            if wanted.is_none() && pairs.len() >= limit {
+                break;
+            }
+            let pair = parse_pair(path)?;
+            seen.insert(pair.category.clone());
+            let keep = wanted
+                .as_ref()
+                .is_none_or(|w| w.contains(pair.category.as_str()));
+            if keep && pairs.len() < limit {
+                pairs.push(pair);
+            }
+        }
+        if let Some(w) = &wanted {
+            let unknown: Vec<&str> = w.iter().copied().filter(|c| !seen.contains(*c)).collect();
+            if !unknown.is_empty() {
+                bail!(
+                    "unknown SPair-71k categor{} {} in split '{}'; it has: {}",
+                    if unknown.len() == 1 { "y" } else { "ies" },
+                    unknown.join(", "),
+                    options.split,
+                    seen.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        if pairs.is_empty() {
+            bail!("no SPair-71k pairs selected in {}", ann_dir.display());
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            options,
+            pairs,
+        })
+    }
+
+    /// The parsed annotations, in evaluation order.
+    pub fn pairs(&self) -> &[SpairPair] {
+        &self.pairs
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &SpairOptions {
+        &self.options
+    }
+
+    /// Categories present among the selected pairs, sorted.
+    pub fn categories(&self) -> Vec<String> {
+        let set: BTreeSet<&str> = self.pairs.iter().map(|p| p.category.as_str()).collect();
+        set.into_iter().map(String::from).collect()
+    }
+
+    /// Path of an image of `category`.
+    pub fn image_path(&self, category: &str, imname: &str) -> PathBuf {
+        self.root.join("JPEGImages").join(category).join(imname)
+    }
+
+    fn get(&self, i: usize) -> anyhow::Result<&SpairPair> {
+        self.pairs
+            .get(i)
+            .with_context(|| format!("pair index {i} out of range ({} pairs)", self.pairs.len()))
+    }
+}
+
+/// Parses one annotation file; every error names it.
+fn parse_pair(path: &Path) -> anyhow::Result<SpairPair> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read pair annotation {}", path.display()))?;
+    let raw: RawPair = serde_json::from_str(&text)
+        .with_context(|| format!("malformed pair annotation {}", path.display()))?;
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if raw.src_kps.len() != raw.trg_kps.len() {
+        bail!(
+            "malformed pair annotation {}: {} source but {} target keypoints",
+            path.display(),
+            raw.src_kps.len(),
+            raw.trg_kps.len()
+        );
+    }
+    let finite = raw
+        .src_kps
+        .iter()
+        .chain(&raw.trg_kps)
+        .flatten()
+        .chain(&raw.trg_bndbox)
+        .all(|v| v.is_finite());
+    if !finite {
+        bail!("malformed pair annotation {}: a non-finite coordinate", path.display());
+    }
+    for name in [&raw.src_imname, &raw.trg_imname, &raw.category] {
+        if name.is_empty() || name.contains(['/', '\\']) || name == ".." {
+            bail!(
+                "malformed pair annotation {}: '{name}' is not a plain file or category name",
+                path.display()
+            );
+        }
+    }
+    Ok(SpairPair {
+        file,
+        category: raw.category,
+        src_imname: raw.src_imname,
+        trg_imname: raw.trg_imname,
+        src_kps: raw.src_kps,
+        trg_kps: raw.trg_kps,
+        src_bndbox: raw.src_bndbox,
+        trg_bndbox: raw.trg_bndbox,
+    })
+}
+
+/// Annotated pixel index -> the pixel's centre.
+fn centre(kps: &[[f64; 2]]) -> Vec<[f64; 2]> {
+    kps.iter().map(|[x, y]| [x + 0.5, y + 0.5]).collect()
+}
+
+impl Dataset for SpairDataset {
+    fn name(&self) -> String {
+        format!("SPair-71k {} ({})", self.options.split, self.root.display())
+    }
+
+    fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    fn pair_name(&self, i: usize) -> String {
+        self.pairs
+            .get(i)
+            .map_or_else(|| format!("#{i}"), |p| p.file.clone())
+    }
+
+    fn category(&self, i: usize) -> anyhow::Result<String> {
+        Ok(self.get(i)?.category.clone())
+    }
+
+    fn pair(&self, i: usize) -> anyhow::Result<Pair> {
+        let p = self.get(i)?;
+        let load = |imname: &str| {
+            let path = self.image_path(&p.category, imname);
+            load_image(&path).with_context(|| format!("pair {}", p.file))
+        };
+        Ok(Pair {
+            name: p.file.clone(),
+            category: p.category.clone(),
+            src: load(&p.src_imname)?,
+            trg: load(&p.trg_imname)?,
+            src_kps: centre(&p.src_kps),
+            trg_kps: centre(&p.trg_kps),
+            trg_bbox: p.trg_bndbox,
+            warp: None,
+        })
+    }
+}

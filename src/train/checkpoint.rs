@@ -1,0 +1,239 @@
+//! Checkpoint files of the fine-tune.
+//!
+//! - `cleandift_<base>_unet.safetensors`: the student UNet, f32, diffusers key
+//!   names only (a state dict diffusers' `load_state_dict` accepts, and what
+//!   `--student FILE` loads); the learned timestep, the step and the base are
+//!   in the safetensors metadata (`cleandift_timestep`, `cleandift_step`,
+//!   `cleandift_base`).
+//! - `cleandift_<base>_train_state.safetensors`: what a resume needs besides
+//!   the student: heads, mapping, time projection and Fourier buffer (under
+//!   the reference's names), the timestep, Adam's moments (`adam.m.<param>`,
+//!   `adam.v.<param>`), and in its metadata (`cleandift_train_state`, JSON)
+//!   the step, Adam's step count, the seed and the settings.
+//!
+//! Both are written atomically and streamed (never a whole-file buffer in
+//! memory): a temporary file beside the target, flushed to disk, renamed
+//! over it. The state is written first and the student second; both record
+//! the step, and a resume refuses a pair whose steps differ.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::objective::Trainable;
+use super::{Result, TrainError};
+use crate::model::FeatureKey;
+use crate::model::weights::{TIMESTEP_METADATA, read_safetensors, read_safetensors_metadata};
+
+/// Metadata key of the step in the student file.
+pub const STEP_METADATA: &str = "cleandift_step";
+/// Metadata key of the base model's name in the student file.
+pub const BASE_METADATA: &str = "cleandift_base";
+/// Metadata key of the training state (JSON) in the state file.
+pub const STATE_METADATA: &str = "cleandift_train_state";
+/// Version of the training-state layout.
+pub const STATE_VERSION: u32 = 1;
+
+/// `cleandift_<base>_unet.safetensors`.
+pub fn student_file_name(base: &str) -> String {
+    format!("cleandift_{base}_unet.safetensors")
+}
+
+/// `cleandift_<base>_train_state.safetensors`.
+pub fn state_file_name(base: &str) -> String {
+    format!("cleandift_{base}_train_state.safetensors")
+}
+
+/// The settings a run was started with (kept in the state file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSettings {
+    pub batch_size: usize,
+    pub accum: usize,
+    pub lr: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub warmup: usize,
+    pub keys: Vec<FeatureKey>,
+    pub trainable: Trainable,
+    pub seed: u64,
+    pub size: u32,
+    pub images: usize,
+}
+
+/// The JSON in the state file's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateMeta {
+    pub version: u32,
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Adam's step count (bias correction).
+    pub adam_step: u64,
+    /// The base model (`tiny-sd21`, `sd21`, ...).
+    pub base: String,
+    /// The learned timestep at this step.
+    pub timestep: f64,
+    /// The student file written with this state.
+    pub student_file: String,
+    pub settings: SavedSettings,
+}
+
+/// A training state read back.
+#[derive(Debug)]
+pub struct LoadedState {
+    pub meta: StateMeta,
+    /// Every tensor of the state file by name, f32 on the requested device.
+    pub tensors: HashMap<String, Tensor>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes named tensors with metadata to `path` atomically: streamed into
+/// `.<name>.<pid>.tmp` beside it, synced, renamed over it. On failure the
+/// temporary file is removed and `path` is untouched.
+pub fn write_safetensors_atomic(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // View::data would panic on a failed device copy: bring everything to
+    // the CPU first, where it cannot fail.
+    let cpu = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<Vec<_>>>()?;
+    let result = (|| -> Result<()> {
+        safetensors::serialize_to_file(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), &tmp)
+            .map_err(|e| TrainError::Io {
+                path: tmp.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))?;
+        // Make the rename itself durable where the platform allows.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes the student file.
+pub fn write_student(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    timestep: f32,
+    step: usize,
+    base: &str,
+) -> Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    // The exact f32 value, printed as f64 so that parsing it back as f64 and
+    // casting to f32 gives the same number.
+    meta.insert(TIMESTEP_METADATA.to_string(), format!("{}", f64::from(timestep)));
+    meta.insert(STEP_METADATA.to_string(), step.to_string());
+    meta.insert(BASE_METADATA.to_string(), base.to_string());
+    let tensors = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::F32)?)))
+        .collect::<Result<Vec<_>>>()?;
+    write_safetensors_atomic(path, &tensors, meta)
+}
+
+/// Writes the training-state file.
+pub fn write_state(path: &Path, meta: &StateMeta, tensors: &[(String, Tensor)]) -> Result<()> {
+    let json = serde_json::to_string(meta)
+        .map_err(|e| TrainError::Invalid(format!("cannot encode the training state: {e}")))?;
+    let mut md = HashMap::new();
+    md.insert("format".to_string(), "pt".to_string());
+    md.insert(STATE_METADATA.to_string(), json);
+    write_safetensors_atomic(path, tensors, md)
+}
+
+/// Reads only the metadata of a training-state file (cheap).
+pub fn read_state_meta(path: &Path) -> Result<StateMeta> {
+    let bad = |why: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        why,
+    };
+    if !path.is_file() {
+        return Err(bad("no training-state file here".into()));
+    }
+    let md = read_safetensors_metadata(path)?;
+    let json = md.get(STATE_METADATA).ok_or_else(|| {
+        bad(format!(
+            "not a training-state file (no {STATE_METADATA} metadata)"
+        ))
+    })?;
+    let meta: StateMeta =
+        serde_json::from_str(json).map_err(|e| bad(format!("unreadable training state: {e}")))?;
+    if meta.version != STATE_VERSION {
+        return Err(bad(format!(
+            "training-state version {} (this build reads {STATE_VERSION})",
+            meta.version
+        )));
+    }
+    Ok(meta)
+}
+
+/// Reads a training-state file.
+pub fn read_state(path: &Path, dev: &Device) -> Result<LoadedState> {
+    let meta = read_state_meta(path)?;
+    let tensors = read_safetensors(path, dev, DType::F32)?;
+    Ok(LoadedState { meta, tensors })
+}
+
+/// The step recorded in a student file written by the fine-tune.
+pub fn student_step(path: &Path) -> Result<Option<usize>> {
+    Ok(read_safetensors_metadata(path)?
+        .get(STEP_METADATA)
+        .and_then(|s| s.trim().parse().ok()))
+}
+
+/// Finds the one training-state file in `dir` (for `--resume DIR`).
+pub fn find_state(dir: &Path) -> Result<PathBuf> {
+    let bad = |why: String| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        why,
+    };
+    let rd = std::fs::read_dir(dir).map_err(|e| bad(format!("cannot read the folder: {e}")))?;
+    let mut found: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("cleandift_") && n.ends_with("_train_state.safetensors"))
+        })
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Err(bad(
+            "no cleandift_<base>_train_state.safetensors here: give the --out folder of an earlier run".into(),
+        )),
+        1 => Ok(found.remove(0)),
+        n => Err(bad(format!(
+            "{n} training-state files here; keep one run per folder"
+        ))),
+    }
+}

@@ -1,0 +1,658 @@
+//! The fine-tune loop: Adam with linear warm-up, batches and gradient
+//! accumulation, seeded data order and noise, progress events, cancel, and
+//! checkpoints with resume.
+//!
+//! Determinism: the data order of epoch `e` is a shuffle drawn from
+//! `(seed, e)`, and the noise of micro-batch `m` of step `s` (timesteps, VAE
+//! sample, diffusion noise) from `(seed, s, m)`. The random state of a run is
+//! therefore `(seed, step)` and a resumed run continues exactly as an
+//! uninterrupted one would.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{DType, Tensor, Var};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{
+    self, LoadedState, SavedSettings, StateMeta, read_state, state_file_name, student_file_name,
+    write_state, write_student,
+};
+use super::data::Dataset;
+use super::heads::{Heads, keyed_rng};
+use super::objective::{StudentCopy, T_INIT, alignment_loss};
+use super::{Result, TrainError};
+use crate::model::config::PRESETS;
+use crate::model::weights::{Backbone, Student, StudentSource, load_student};
+use crate::model::FeatureKey;
+
+pub use super::objective::Trainable;
+
+/// Settings of a fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Total optimizer steps (a resumed run continues up to this number).
+    pub steps: usize,
+    /// Images per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (gradients summed, as the
+    /// reference's `train.py` does).
+    pub accum: usize,
+    /// Adam's learning rate after warm-up.
+    pub lr: f64,
+    /// Adam's (beta1, beta2).
+    pub betas: (f64, f64),
+    /// Adam's epsilon.
+    pub eps: f64,
+    /// Linear warm-up steps: step `s` (0-based) uses `lr·min(1, (s+1)/warmup)`.
+    pub warmup: usize,
+    /// Aligned feature keys (default: all 11).
+    pub keys: Vec<FeatureKey>,
+    /// Which student parameters train.
+    pub trainable: Trainable,
+    /// Seed of the heads' initialisation, the data order and every noise.
+    pub seed: u64,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub save_every: usize,
+    /// Where checkpoints go (created if needed).
+    pub out_dir: PathBuf,
+    /// Continue the run whose checkpoint is in this folder.
+    pub resume: Option<PathBuf>,
+}
+
+/// Default warm-up for a run of `steps`: a tenth of it, at most the
+/// reference's 2000.
+pub fn default_warmup(steps: usize) -> usize {
+    (steps / 10).min(2000)
+}
+
+impl TrainConfig {
+    /// The paper's settings (lr 1e-5, betas 0.9/0.999, eps 1e-8, all keys,
+    /// all parameters) for `steps` steps, batch 1, into `out_dir`.
+    pub fn new(steps: usize, out_dir: impl Into<PathBuf>) -> Self {
+        TrainConfig {
+            steps,
+            batch_size: 1,
+            accum: 1,
+            lr: 1e-5,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            warmup: default_warmup(steps),
+            keys: FeatureKey::ALL.to_vec(),
+            trainable: Trainable::All,
+            seed: 0,
+            save_every: 200,
+            out_dir: out_dir.into(),
+            resume: None,
+        }
+    }
+
+    /// Checks values a person typed.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Invalid(m));
+        if self.steps == 0 {
+            return bad("--steps 0: train at least one step".into());
+        }
+        if self.batch_size == 0 {
+            return bad("--batch 0: a batch needs at least one image".into());
+        }
+        if self.accum == 0 {
+            return bad("--accum 0: accumulate at least one micro-batch".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
+            return bad(format!("--lr {}: use a positive rate up to 1", self.lr));
+        }
+        let (b1, b2) = self.betas;
+        if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
+            return bad(format!("Adam betas ({b1}, {b2}) must lie in [0, 1)"));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad(format!("Adam eps {} must be positive", self.eps));
+        }
+        if self.keys.is_empty() {
+            return bad("--keys: align at least one feature key".into());
+        }
+        Ok(())
+    }
+
+    fn lr_at(&self, step: usize) -> f64 {
+        if self.warmup == 0 {
+            self.lr
+        } else {
+            self.lr * ((step + 1) as f64 / self.warmup as f64).min(1.0)
+        }
+    }
+}
+
+/// A checkpoint on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Optimizer steps done when it was written.
+    pub step: usize,
+    /// The student (`cleandift_<base>_unet.safetensors`).
+    pub student: PathBuf,
+    /// The training state (`cleandift_<base>_train_state.safetensors`).
+    pub state: PathBuf,
+}
+
+/// One optimizer step's report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// Steps done (1-based).
+    pub step: usize,
+    pub total_steps: usize,
+    /// Loss of this step (mean over its micro-batches): sum over keys.
+    pub loss: f32,
+    /// Loss per key (mean negative cosine).
+    pub per_key: Vec<(FeatureKey, f32)>,
+    /// Learning rate used for this step.
+    pub lr: f64,
+    /// The student's timestep after this step.
+    pub timestep: f32,
+    /// Images per second over this run so far.
+    pub images_per_sec: f64,
+    /// Estimated seconds to the last step.
+    pub eta_secs: f64,
+    /// Seconds this step took.
+    pub step_secs: f64,
+}
+
+/// What the loop reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    /// Set-up done; training starts at `first_step` (non-zero when resumed).
+    Started {
+        first_step: usize,
+        total_steps: usize,
+        images: usize,
+        skipped: usize,
+        /// Trainable scalars: student parameters, heads, mapping, timestep.
+        trainable_params: usize,
+        keys: Vec<FeatureKey>,
+    },
+    /// An optimizer step finished.
+    Step(StepReport),
+    /// A checkpoint was written.
+    Saved(Checkpoint),
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Steps done in all (resumed steps included).
+    pub step: usize,
+    pub total_steps: usize,
+    /// Whether cancel stopped it (the last checkpoint is kept).
+    pub cancelled: bool,
+    /// The latest checkpoint written (or resumed from), if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// The student's timestep at the end.
+    pub timestep: f32,
+    /// Loss of each step this run did.
+    pub losses: Vec<f32>,
+}
+
+impl TrainOutcome {
+    /// The saved student file, if a checkpoint exists.
+    pub fn student_path(&self) -> Option<&Path> {
+        self.checkpoint.as_ref().map(|c| c.student.as_path())
+    }
+
+    /// Loads the saved student over `bb`'s base (in `bb`'s dtype), ready to
+    /// be put into `bb.student`.
+    pub fn load_student(&self, bb: &Backbone) -> Result<Student> {
+        let path = self.student_path().ok_or_else(|| {
+            TrainError::Invalid("no checkpoint was written (cancelled before the first save)".into())
+        })?;
+        Ok(load_student(
+            &StudentSource::File(path.to_path_buf()),
+            &bb.config,
+            &bb.device,
+            bb.dtype,
+            &|_| {},
+        )?)
+    }
+}
+
+/// The name used in checkpoint file names: the preset (`tiny-sd21`, `sd21`,
+/// ...) or the family (`sd15`, `sd21`) for other models.
+pub fn base_name(bb: &Backbone) -> String {
+    if PRESETS.contains(&bb.config.name.as_str()) {
+        bb.config.name.clone()
+    } else {
+        bb.config.family.short().to_string()
+    }
+}
+
+/// Adam without weight decay (as `torch.optim.Adam`), with its moments
+/// visible so that they can be saved and restored.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Steps taken (for bias correction).
+    pub t: u64,
+    m: HashMap<String, Tensor>,
+    v: HashMap<String, Tensor>,
+}
+
+impl Adam {
+    pub fn new(beta1: f64, beta2: f64, eps: f64) -> Self {
+        Adam {
+            beta1,
+            beta2,
+            eps,
+            t: 0,
+            m: HashMap::new(),
+            v: HashMap::new(),
+        }
+    }
+
+    /// One update at rate `lr` of every parameter that has a gradient.
+    pub fn step(
+        &mut self,
+        params: &[(String, Var)],
+        grads: &HashMap<String, Tensor>,
+        lr: f64,
+    ) -> Result<()> {
+        self.t += 1;
+        let t = self.t as i32;
+        let bc1 = 1.0 - self.beta1.powi(t);
+        let bc2 = 1.0 - self.beta2.powi(t);
+        for (name, var) in params {
+            let Some(g) = grads.get(name) else { continue };
+            let g = g.to_dtype(DType::F32)?;
+            let m = match self.m.get(name) {
+                Some(m) => (m.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?,
+                None => g.affine(1.0 - self.beta1, 0.0)?,
+            };
+            let g2 = g.sqr()?;
+            let v = match self.v.get(name) {
+                Some(v) => (v.affine(self.beta2, 0.0)? + g2.affine(1.0 - self.beta2, 0.0)?)?,
+                None => g2.affine(1.0 - self.beta2, 0.0)?,
+            };
+            let denom = (v.affine(1.0 / bc2, 0.0)?.sqrt()? + self.eps)?;
+            let update = (m.affine(lr / bc1, 0.0)? / denom)?;
+            let p = var.as_tensor().detach();
+            var.set(&(p - update)?.to_dtype(var.dtype())?)?;
+            self.m.insert(name.clone(), m);
+            self.v.insert(name.clone(), v);
+        }
+        Ok(())
+    }
+
+    /// The moments as `adam.m.<param>` / `adam.v.<param>`.
+    pub fn named_state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(self.m.len() * 2);
+        for (k, t) in &self.m {
+            out.push((format!("adam.m.{k}"), t.clone()));
+        }
+        for (k, t) in &self.v {
+            out.push((format!("adam.v.{k}"), t.clone()));
+        }
+        out
+    }
+
+    /// Restores the moments saved by [`Adam::named_state`] and the step count.
+    pub fn load(&mut self, tensors: &HashMap<String, Tensor>, t: u64) {
+        self.t = t;
+        for (k, v) in tensors {
+            if let Some(p) = k.strip_prefix("adam.m.") {
+                self.m.insert(p.to_string(), v.clone());
+            } else if let Some(p) = k.strip_prefix("adam.v.") {
+                self.v.insert(p.to_string(), v.clone());
+            }
+        }
+    }
+}
+
+/// The dataset indices of micro-batch `micro` of step `step`: sample number
+/// `g = (step·accum + micro)·batch + j` is position `g mod n` of the shuffle
+/// of epoch `g div n`.
+pub fn batch_indices(
+    n: usize,
+    seed: u64,
+    step: usize,
+    micro: usize,
+    accum: usize,
+    batch: usize,
+) -> Vec<usize> {
+    let first = (step * accum + micro) * batch;
+    let mut cached: Option<(usize, Vec<usize>)> = None;
+    (first..first + batch)
+        .map(|g| {
+            let epoch = g / n;
+            if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                let mut perm: Vec<usize> = (0..n).collect();
+                perm.shuffle(&mut keyed_rng(seed, "epoch", &epoch.to_string()));
+                cached = Some((epoch, perm));
+            }
+            cached.as_ref().map_or(0, |(_, p)| p[g % n])
+        })
+        .collect()
+}
+
+/// Everything that trains, in one place.
+struct Trainer {
+    student: StudentCopy,
+    heads: Heads,
+    adam: Adam,
+    /// Optimizer key -> variable: `unet.<name>`, the heads' names, `timestep`.
+    params: Vec<(String, Var)>,
+}
+
+impl Trainer {
+    fn new(student: StudentCopy, heads: Heads, adam: Adam) -> Self {
+        let mut params: Vec<(String, Var)> = student
+            .params()
+            .iter()
+            .map(|(k, v)| (format!("unet.{k}"), v.clone()))
+            .collect();
+        params.extend(heads.params().iter().map(|(k, v)| (k.clone(), v.clone())));
+        params.push(("timestep".into(), student.timestep().clone()));
+        Trainer {
+            student,
+            heads,
+            adam,
+            params,
+        }
+    }
+
+    fn trainable_scalars(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+}
+
+/// Fine-tunes a student of `bb`'s base UNet on `data` (see the module docs).
+/// Checks `cancel` before every step and between micro-batches: a cancelled
+/// run returns within one step with `cancelled` set, keeping the last
+/// checkpoint. `on_event` hears the start, every step and every save.
+pub fn train(
+    bb: &Backbone,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    if data.is_empty() {
+        return Err(TrainError::Data("no training images".into()));
+    }
+    let mut keys = cfg.keys.clone();
+    keys.sort();
+    keys.dedup();
+    let base = base_name(bb);
+    let dev = &bb.device;
+    let channels = |k: FeatureKey| k.channels(&bb.config.unet);
+
+    let (mut trainer, mut step, mut last) = match &cfg.resume {
+        Some(dir) => {
+            let (trainer, step, ckpt) = resume(bb, cfg, &keys, &base, data, dir)?;
+            (trainer, step, Some(ckpt))
+        }
+        None => {
+            let student = StudentCopy::from_teacher(bb, cfg.trainable)?;
+            let heads = Heads::new(&keys, channels, cfg.seed, dev)?;
+            let adam = Adam::new(cfg.betas.0, cfg.betas.1, cfg.eps);
+            (Trainer::new(student, heads, adam), 0, None)
+        }
+    };
+    // The settings given now govern the rest of the run.
+    trainer.adam.beta1 = cfg.betas.0;
+    trainer.adam.beta2 = cfg.betas.1;
+    trainer.adam.eps = cfg.eps;
+
+    on_event(TrainEvent::Started {
+        first_step: step,
+        total_steps: cfg.steps,
+        images: data.len(),
+        skipped: data.skipped().len(),
+        trainable_params: trainer.trainable_scalars(),
+        keys: keys.clone(),
+    });
+
+    let settings = SavedSettings {
+        batch_size: cfg.batch_size,
+        accum: cfg.accum,
+        lr: cfg.lr,
+        betas: cfg.betas,
+        eps: cfg.eps,
+        warmup: cfg.warmup,
+        keys: keys.clone(),
+        trainable: cfg.trainable,
+        seed: cfg.seed,
+        size: data.size(),
+        images: data.len(),
+    };
+    let started = Instant::now();
+    let first_step = step;
+    let mut losses = Vec::new();
+    let mut cancelled = false;
+    let per_step_images = cfg.batch_size * cfg.accum;
+
+    'steps: while step < cfg.steps {
+        if cancel.load(Ordering::Relaxed) {
+            cancelled = true;
+            break;
+        }
+        let t0 = Instant::now();
+        let mut grads: HashMap<String, Tensor> = HashMap::new();
+        let mut loss_sum = 0f64;
+        let mut key_sums = vec![0f64; keys.len()];
+        for micro in 0..cfg.accum {
+            let idx = batch_indices(data.len(), cfg.seed, step, micro, cfg.accum, cfg.batch_size);
+            let batch = data.batch(&idx, dev)?;
+            let mut rng = keyed_rng(cfg.seed, "noise", &format!("{step}/{micro}"));
+            let parts = alignment_loss(
+                bb,
+                &trainer.student,
+                &trainer.heads,
+                &keys,
+                &batch,
+                &mut rng,
+            )?;
+            let store = parts.total.backward()?;
+            for (name, var) in &trainer.params {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    let g = g.detach();
+                    let acc = match grads.remove(name) {
+                        Some(a) => (a + g)?,
+                        None => g,
+                    };
+                    grads.insert(name.clone(), acc);
+                }
+            }
+            drop(store);
+            loss_sum += f64::from(parts.total.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+            for (i, k) in keys.iter().enumerate() {
+                if let Some(l) = parts.per_key.get(k) {
+                    key_sums[i] += f64::from(l.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+                }
+            }
+            if cancel.load(Ordering::Relaxed) {
+                cancelled = true;
+                break 'steps;
+            }
+        }
+        let lr = cfg.lr_at(step);
+        trainer.adam.step(&trainer.params, &grads, lr)?;
+        drop(grads);
+        step += 1;
+
+        let n = cfg.accum as f64;
+        let loss = (loss_sum / n) as f32;
+        losses.push(loss);
+        let done_here = (step - first_step) as f64;
+        let elapsed = started.elapsed().as_secs_f64();
+        on_event(TrainEvent::Step(StepReport {
+            step,
+            total_steps: cfg.steps,
+            loss,
+            per_key: keys
+                .iter()
+                .zip(&key_sums)
+                .map(|(k, s)| (*k, (s / n) as f32))
+                .collect(),
+            lr,
+            timestep: trainer.student.timestep_value()?,
+            images_per_sec: done_here * per_step_images as f64 / elapsed.max(1e-9),
+            eta_secs: elapsed / done_here * (cfg.steps - step) as f64,
+            step_secs: t0.elapsed().as_secs_f64(),
+        }));
+
+        let due = step == cfg.steps || (cfg.save_every > 0 && step % cfg.save_every == 0);
+        if due {
+            let ckpt = save(&trainer, &cfg.out_dir, &base, step, &settings)?;
+            on_event(TrainEvent::Saved(ckpt.clone()));
+            last = Some(ckpt);
+        }
+    }
+
+    Ok(TrainOutcome {
+        step,
+        total_steps: cfg.steps,
+        cancelled,
+        checkpoint: last,
+        timestep: trainer.student.timestep_value()?,
+        losses,
+    })
+}
+
+/// Writes the state, then the student, into `dir`.
+fn save(
+    trainer: &Trainer,
+    dir: &Path,
+    base: &str,
+    step: usize,
+    settings: &SavedSettings,
+) -> Result<Checkpoint> {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let student = dir.join(student_file_name(base));
+    let state = dir.join(state_file_name(base));
+    let timestep = trainer.student.timestep_value()?;
+    let meta = StateMeta {
+        version: checkpoint::STATE_VERSION,
+        step,
+        adam_step: trainer.adam.t,
+        base: base.to_string(),
+        timestep: f64::from(timestep),
+        student_file: student_file_name(base),
+        settings: settings.clone(),
+    };
+    let mut tensors = trainer.heads.named_tensors();
+    tensors.push(("timestep".into(), trainer.student.timestep().as_tensor().clone()));
+    tensors.extend(trainer.adam.named_state());
+    write_state(&state, &meta, &tensors)?;
+    write_student(
+        &student,
+        trainer.student.named_tensors(),
+        timestep,
+        step,
+        base,
+    )?;
+    Ok(Checkpoint {
+        step,
+        student,
+        state,
+    })
+}
+
+/// Rebuilds the trainer from the checkpoint in `dir`.
+fn resume(
+    bb: &Backbone,
+    cfg: &TrainConfig,
+    keys: &[FeatureKey],
+    base: &str,
+    data: &Dataset,
+    dir: &Path,
+) -> Result<(Trainer, usize, Checkpoint)> {
+    let state_path = checkpoint::find_state(dir)?;
+    let bad = |why: String| TrainError::Checkpoint {
+        path: state_path.clone(),
+        why,
+    };
+    let LoadedState { meta, tensors } = read_state(&state_path, &bb.device)?;
+    if meta.base != base {
+        return Err(bad(format!(
+            "it belongs to a {} run; this backbone is {base}",
+            meta.base
+        )));
+    }
+    if meta.settings.keys != keys {
+        return Err(bad(format!(
+            "it aligns {}; this run asks for {} (the heads differ)",
+            names(&meta.settings.keys),
+            names(keys)
+        )));
+    }
+    if meta.settings.trainable != cfg.trainable {
+        return Err(bad(format!(
+            "it trains {} parameters; this run asks for {}",
+            meta.settings.trainable, cfg.trainable
+        )));
+    }
+    if meta.settings.size != data.size() {
+        tracing::warn!(
+            "resuming a run trained at {} px at {} px",
+            meta.settings.size,
+            data.size()
+        );
+    }
+    let student_path = dir.join(&meta.student_file);
+    if !student_path.is_file() {
+        return Err(bad(format!(
+            "its student {} is missing",
+            student_path.display()
+        )));
+    }
+    let student_step = checkpoint::student_step(&student_path)?;
+    if student_step != Some(meta.step) {
+        return Err(bad(format!(
+            "the student file is from step {}, the training state from step {}: the last save was interrupted; {} alone is still a usable student",
+            student_step.map_or("?".into(), |s| s.to_string()),
+            meta.step,
+            student_path.display()
+        )));
+    }
+    let saved = crate::model::weights::read_safetensors(&student_path, &bb.device, DType::F32)?;
+    let timestep = tensors
+        .get("timestep")
+        .map(|t| -> Result<f64> {
+            Ok(f64::from(
+                t.flatten_all()?.to_vec1::<f32>()?.first().copied().unwrap_or(T_INIT as f32),
+            ))
+        })
+        .transpose()?
+        .unwrap_or(meta.timestep);
+    let student = StudentCopy::from_backend(
+        Box::new(saved),
+        &bb.config.unet,
+        cfg.trainable,
+        timestep,
+        &bb.device,
+    )?;
+    let mut heads = Heads::new(keys, |k| k.channels(&bb.config.unet), meta.settings.seed, &bb.device)?;
+    heads.load_from(&tensors)?;
+    let mut adam = Adam::new(cfg.betas.0, cfg.betas.1, cfg.eps);
+    adam.load(&tensors, meta.adam_step);
+    Ok((
+        Trainer::new(student, heads, adam),
+        meta.step,
+        Checkpoint {
+            step: meta.step,
+            student: student_path,
+            state: state_path.clone(),
+        },
+    ))
+}
+
+fn names(keys: &[FeatureKey]) -> String {
+    keys.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+}

@@ -1,0 +1,734 @@
+//! The desktop app under egui_kittest with the wgpu renderer (software
+//! Vulkan, lavapipe, in CI): tiny-sd21 and the sample pair, clicks at known
+//! pixels checked against the engine, widgets driven through their
+//! AccessKit labels, snapshots of the main views, the worker's behaviour
+//! (frames while busy, cancel, errors, a dead worker), the overlay's uploads
+//! and talk mode's keys and exports.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device};
+use cleandift::app::query::QueryPoint;
+use cleandift::app::{CleanDiftApp, LaunchOptions, Level, SizeChoice, View};
+use cleandift::features::MatchView;
+use cleandift::features::extract::{Mode, extract};
+use cleandift::model::FeatureKey;
+use cleandift::model::weights::{Backbone, BackboneSpec};
+use cleandift::worker::{Request, Side};
+use egui::{Event, Key, Modifiers, PointerButton, Pos2, Rect};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::{Harness, SnapshotOptions};
+
+const SIZE: [f32; 2] = [1024.0, 640.0];
+
+fn opts() -> LaunchOptions {
+    LaunchOptions {
+        model: Some("tiny-sd21".into()),
+        device: Some("cpu".into()),
+        persist: false,
+        renderer_note: Some("wgpu · test renderer".into()),
+        ..LaunchOptions::default()
+    }
+}
+
+fn harness_with(o: LaunchOptions) -> Harness<'static, CleanDiftApp> {
+    Harness::builder()
+        .with_size(SIZE)
+        .wgpu()
+        .build_eframe(move |cc| CleanDiftApp::new(cc, o))
+}
+
+fn harness() -> Harness<'static, CleanDiftApp> {
+    harness_with(opts())
+}
+
+fn messages(app: &CleanDiftApp) -> String {
+    app.messages()
+        .map(|m| format!("[{:?}] {} {}", m.level, m.text, m.hint))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Steps frames until `cond` holds (then one more frame), or panics after
+/// `secs` seconds.
+fn wait(
+    h: &mut Harness<'_, CleanDiftApp>,
+    what: &str,
+    secs: u64,
+    cond: impl Fn(&mut CleanDiftApp) -> bool,
+) {
+    let t0 = Instant::now();
+    loop {
+        h.step();
+        if cond(h.state_mut()) {
+            h.step();
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}; messages:\n{}",
+            messages(h.state())
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Images, backbone and the current mode's features are there and nothing
+/// is in flight.
+fn settled(app: &mut CleanDiftApp) -> bool {
+    let needed = app.needed_modes();
+    !app.busy()
+        && app.image(Side::A).is_some()
+        && app.image(Side::B).is_some()
+        && needed.iter().all(|m| app.features_current(*m))
+}
+
+fn wait_settled(h: &mut Harness<'_, CleanDiftApp>) {
+    wait(h, "features", 120, settled);
+}
+
+/// The on-screen rect where `side` is drawn (the first one).
+fn rect_of(app: &CleanDiftApp, side: Side, mode: Option<Mode>) -> Rect {
+    app.image_rects()
+        .iter()
+        .find(|(s, _, m)| *s == side && (mode.is_none() || *m == mode))
+        .map(|(_, r, _)| *r)
+        .unwrap_or_else(|| panic!("image {side} is not drawn"))
+}
+
+fn image_wh(app: &CleanDiftApp, side: Side) -> (f32, f32) {
+    let i = &app.image(side).expect("image").image;
+    (i.width as f32, i.height as f32)
+}
+
+/// Screen position of an original pixel position of `side`.
+fn screen(app: &CleanDiftApp, side: Side, x: f32, y: f32) -> Pos2 {
+    let r = rect_of(app, side, None);
+    let (w, h) = image_wh(app, side);
+    Pos2::new(
+        r.min.x + x / w * r.width(),
+        r.min.y + y / h * r.height(),
+    )
+}
+
+fn click_at(h: &mut Harness<'_, CleanDiftApp>, pos: Pos2) {
+    h.event(Event::PointerMoved(pos));
+    for pressed in [true, false] {
+        h.event(Event::PointerButton {
+            pos,
+            button: PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        });
+    }
+    h.step();
+}
+
+fn click_image(h: &mut Harness<'_, CleanDiftApp>, side: Side, x: f32, y: f32) {
+    let pos = screen(h.state(), side, x, y);
+    click_at(h, pos);
+}
+
+fn tiny_backbone() -> Backbone {
+    let spec = BackboneSpec::new("tiny-sd21", Device::Cpu, DType::F32);
+    Backbone::load(&spec, &|_| {}).expect("tiny-sd21")
+}
+
+/// The engine's best match for `q` with the app's settings, in original
+/// pixels of the other image.
+fn engine_best(app: &CleanDiftApp, mode: Mode, layer: FeatureKey, q: QueryPoint) -> (f32, f32, f32) {
+    let bb = tiny_backbone();
+    let s = app.extract_settings(mode);
+    let img = |side: Side| app.image(side).expect("image").image.clone();
+    let (src, tgt) = (img(q.side), img(q.side.other()));
+    let es = extract(&bb, &src, &s, None, &mut |_| {}).expect("extract src");
+    let et = extract(&bb, &tgt, &s, None, &mut |_| {}).expect("extract tgt");
+    let vs = MatchView::new(es.map(layer).expect("layer"), es.geometry).expect("view");
+    let vt = MatchView::new(et.map(layer).expect("layer"), et.geometry).expect("view");
+    let v = vs.sample(q.x, q.y).expect("sample");
+    let m = vt.target.best_match(&v).expect("best");
+    let (x, y) = vt.to_orig(m.x, m.y);
+    (x, y, m.score)
+}
+
+fn snap_options() -> SnapshotOptions {
+    // Software rendering (lavapipe) is deterministic on one machine; the
+    // tolerance absorbs anti-aliasing differences between Mesa versions.
+    SnapshotOptions::new().threshold(2.0).max_failed_pixels(400)
+}
+
+fn region_diff(a: &image::RgbaImage, b: &image::RgbaImage, r: Rect, ppp: f32) -> f64 {
+    let (x0, y0) = ((r.min.x * ppp) as u32, (r.min.y * ppp) as u32);
+    let (x1, y1) = ((r.max.x * ppp) as u32, (r.max.y * ppp) as u32);
+    let mut sum = 0.0;
+    let mut n = 0.0;
+    for y in y0..y1.min(a.height()).min(b.height()) {
+        for x in x0..x1.min(a.width()).min(b.width()) {
+            let (p, q) = (a.get_pixel(x, y), b.get_pixel(x, y));
+            for k in 0..3 {
+                sum += (f64::from(p.0[k]) - f64::from(q.0[k])).abs();
+            }
+            n += 3.0;
+        }
+    }
+    sum / n.max(1.0)
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn click_in_a_matches_the_engine_and_the_marker_is_drawn_there() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    assert!(h.state().backbone_info().is_some());
+    // A known pixel of the astronaut (her face), centre of pixel (230, 150).
+    click_image(&mut h, Side::A, 230.5, 150.5);
+    wait(&mut h, "an answer", 30, |app| app.committed_answer(Mode::Clean).is_some());
+    let app = h.state_mut();
+    let q = app.settings.query.expect("query set by the click");
+    assert_eq!(q.side, Side::A);
+    assert!((q.x - 230.5).abs() < 0.6 && (q.y - 150.5).abs() < 0.6, "{q:?}");
+    let a = app.committed_answer(Mode::Clean).expect("answer");
+    let (ex, ey, es) = engine_best(app, Mode::Clean, FeatureKey::Us6, q);
+    assert_eq!((a.best.x, a.best.y), (ex, ey), "app and engine disagree");
+    assert!((a.best.score - es).abs() < 1e-5);
+    assert_eq!(a.top_k[0].x, a.best.x);
+    assert!(a.top_k.len() == 5, "top-k: {:?}", a.top_k);
+
+    // The ring in B is drawn at the engine's answer: render with and
+    // without the query (no heatmap, no top-k) and find the changed pixels.
+    h.state_mut().settings.opacity = 0.0;
+    h.state_mut().settings.show_top_k = false;
+    h.remove_cursor();
+    h.step();
+    h.step();
+    let with = h.render().expect("render");
+    let b_rect = rect_of(h.state(), Side::B, Some(Mode::Clean));
+    let expected = screen(h.state(), Side::B, ex, ey);
+    h.state_mut().set_query(None);
+    h.step();
+    h.step();
+    let without = h.render().expect("render");
+    let ppp = h.ctx.pixels_per_point();
+    let (mut sx, mut sy, mut n) = (0.0, 0.0, 0.0);
+    for y in (b_rect.min.y * ppp) as u32..(b_rect.max.y * ppp) as u32 {
+        for x in (b_rect.min.x * ppp) as u32..(b_rect.max.x * ppp) as u32 {
+            let (p, q) = (with.get_pixel(x, y), without.get_pixel(x, y));
+            let d: i32 = (0..3).map(|k| (i32::from(p.0[k]) - i32::from(q.0[k])).abs()).sum();
+            if d > 60 {
+                sx += x as f32 + 0.5;
+                sy += y as f32 + 0.5;
+                n += 1.0;
+            }
+        }
+    }
+    assert!(n > 20.0, "no marker drawn in B ({n} changed pixels)");
+    let centre = Pos2::new(sx / n / ppp, sy / n / ppp);
+    assert!(
+        centre.distance(expected) < 2.5,
+        "marker centre {centre:?}, engine answer at {expected:?}"
+    );
+}
+
+#[test]
+fn widgets_switch_layer_mode_and_compare() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    h.get_by_label("us9").click();
+    h.step();
+    assert_eq!(h.state().settings.layer, FeatureKey::Us9);
+    h.get_by_label("mid").click();
+    h.step();
+    assert_eq!(h.state().settings.layer, FeatureKey::Mid);
+
+    h.get_by_label("noisy").click();
+    h.step();
+    assert_eq!(h.state().settings.mode, Mode::Noisy);
+    wait_settled(&mut h);
+    let f = h.state().features_of(Mode::Noisy).expect("noisy features").clone();
+    assert!(f.label.starts_with("noisy"), "{}", f.label);
+    assert_eq!(f.settings.ensemble, 8);
+
+    h.get_by_label("Compare").click();
+    h.step();
+    assert_eq!(h.state().settings.view, View::Compare);
+    wait_settled(&mut h);
+    assert!(h.state().features_current(Mode::Clean));
+    assert!(h.state().features_current(Mode::Noisy));
+    // A click fills the compare columns and the layer strip; a tile
+    // switches the layer.
+    click_image(&mut h, Side::A, 256.5, 200.5);
+    h.step();
+    assert!(h.state_mut().committed_answer(Mode::Clean).is_some());
+    assert!(h.state_mut().committed_answer(Mode::Noisy).is_some());
+    assert_eq!(h.state().strip_rects().len(), 11);
+    h.get_by_label("layer us3").click();
+    h.step();
+    assert_eq!(h.state().settings.layer, FeatureKey::Us3);
+
+    h.get_by_label("PCA").click();
+    h.step();
+    assert_eq!(h.state().settings.view, View::Pca);
+    wait(&mut h, "PCA colours", 60, |app| app.pca().is_some());
+}
+
+#[test]
+fn snapshots_of_the_main_views() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    click_image(&mut h, Side::A, 240.5, 170.5);
+    h.remove_cursor();
+    wait_settled(&mut h);
+    h.snapshot_options("correspondence", &snap_options());
+
+    h.state_mut().settings.view = View::Compare;
+    wait_settled(&mut h);
+    h.remove_cursor();
+    h.step();
+    h.snapshot_options("compare_strip", &snap_options());
+
+    h.state_mut().settings.view = View::Pca;
+    wait(&mut h, "PCA colours", 60, |app| app.pca().is_some() && !app.busy());
+    h.remove_cursor();
+    h.step();
+    h.snapshot_options("pca", &snap_options());
+}
+
+#[test]
+fn frames_keep_coming_during_a_long_extraction_and_cancel_works() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    {
+        let app = h.state_mut();
+        app.settings.size = SizeChoice::Square(1024);
+        app.settings.ensemble = 16;
+        app.settings.mode = Mode::Noisy;
+    }
+    h.step();
+    assert!(h.state().busy(), "the noisy extraction should be running");
+    let t0 = Instant::now();
+    let mut frames = 0u32;
+    let mut slowest = Duration::ZERO;
+    while t0.elapsed() < Duration::from_millis(1500) && h.state().busy() {
+        let f0 = Instant::now();
+        h.step();
+        slowest = slowest.max(f0.elapsed());
+        frames += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        h.state().busy(),
+        "the job finished in {:?}: too short to test cancel",
+        t0.elapsed()
+    );
+    assert!(frames >= 30, "only {frames} frames in {:?}", t0.elapsed());
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a frame took {slowest:?} while the worker ran"
+    );
+    let progress: Vec<String> = h
+        .state()
+        .progress()
+        .map(|(_, (job, p))| format!("{job}: {p}"))
+        .collect();
+    assert!(
+        progress.iter().any(|p| p.contains("noisy") && (p.contains("UNet") || p.contains("encoding"))),
+        "progress names the stage: {progress:?}"
+    );
+    h.get_by_label("Cancel").click();
+    let t1 = Instant::now();
+    wait(&mut h, "the cancel", 30, |app| !app.busy());
+    let app = h.state();
+    assert!(
+        messages(app).contains("Cancelled: noisy features"),
+        "{}",
+        messages(app)
+    );
+    assert!(!app.features_current(Mode::Noisy));
+    eprintln!(
+        "{frames} frames in {:?} while extracting (slowest {slowest:?}); cancel took {:?}",
+        t0.elapsed(),
+        t1.elapsed()
+    );
+}
+
+#[derive(Debug)]
+struct DroppedBytes(PathBuf, Vec<u8>);
+
+impl egui::DroppedFile for DroppedBytes {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        Ok(self.1.clone())
+    }
+}
+
+#[test]
+fn a_corrupt_image_dropped_on_b_shows_an_error_and_keeps_the_state() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    click_image(&mut h, Side::A, 200.5, 220.5);
+    h.step();
+    let before_a = h.state().image(Side::A).expect("A").image.hash;
+    let before_b = h.state().image(Side::B).expect("B").image.hash;
+    let gen_before = h.state().features_of(Mode::Clean).expect("features").generation;
+    let q_before = h.state().settings.query;
+
+    // JPEG signature, then garbage.
+    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    bytes.extend(std::iter::repeat_n(0x42u8, 600));
+    let pos = rect_of(h.state(), Side::B, None).center();
+    h.hover_at(pos);
+    h.step();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(DroppedBytes(PathBuf::from("/tmp/broken.jpg"), bytes)));
+    h.step();
+    wait(&mut h, "the decode error", 30, |app| !app.busy());
+    let app = h.state();
+    let last = app.messages().last().expect("a message");
+    assert_eq!(last.level, Level::Error, "{}", messages(app));
+    assert!(last.text.contains("broken.jpg"), "{}", last.text);
+    assert!(last.hint.contains("B is unchanged"), "{}", last.hint);
+    assert_eq!(app.image(Side::A).expect("A").image.hash, before_a);
+    assert_eq!(app.image(Side::B).expect("B").image.hash, before_b);
+    assert_eq!(
+        app.features_of(Mode::Clean).expect("features").generation,
+        gen_before
+    );
+    assert_eq!(app.settings.query, q_before);
+
+    // A good file dropped on B replaces B only.
+    let good = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/chelsea.png"))
+        .expect("asset");
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(DroppedBytes(PathBuf::from("chelsea.png"), good)));
+    h.step();
+    wait(&mut h, "the new B", 60, settled);
+    let app = h.state();
+    assert_eq!(app.image(Side::A).expect("A").image.hash, before_a);
+    assert_eq!(app.image(Side::B).expect("B").image.width, 451);
+}
+
+#[test]
+fn overlay_uploads_follow_the_data_generation() {
+    let mut render_state = None;
+    let o = opts();
+    let mut h = Harness::builder().with_size(SIZE).wgpu().build_eframe(|cc| {
+        render_state = cc.wgpu_render_state.clone();
+        CleanDiftApp::new(cc, o)
+    });
+    let rs = render_state.expect("kittest gives a wgpu render state");
+    wait_settled(&mut h);
+    click_image(&mut h, Side::A, 180.5, 120.5);
+    h.remove_cursor();
+    h.step();
+    h.step();
+    let first = h.render().expect("render");
+    let u1 = cleandift::app::overlay::gpu_uploads(&rs).expect("GPU overlay installed");
+    assert!(u1 > 0);
+    // Same data, new frame: nothing uploaded.
+    h.step();
+    let again = h.render().expect("render");
+    assert_eq!(cleandift::app::overlay::gpu_uploads(&rs), Some(u1));
+    let b_rect = rect_of(h.state(), Side::B, Some(Mode::Clean));
+    let ppp = h.ctx.pixels_per_point();
+    assert!(region_diff(&first, &again, b_rect, ppp) < 0.01);
+    // New query: new data, one more upload, a different picture. kittest
+    // renders only here, so the upload must follow the generation, not the
+    // frame in which the data changed.
+    click_image(&mut h, Side::A, 400.5, 420.5);
+    h.remove_cursor();
+    h.step();
+    h.step();
+    h.step();
+    let second = h.render().expect("render");
+    let u2 = cleandift::app::overlay::gpu_uploads(&rs).expect("uploads");
+    assert!(u2 > u1, "no upload after the data changed ({u1} -> {u2})");
+    let d = region_diff(&first, &second, b_rect, ppp);
+    assert!(d > 2.0, "the heatmap did not change on screen (mean diff {d})");
+}
+
+#[test]
+fn the_cpu_colormap_path_draws_what_the_shader_draws() {
+    let render = |cpu: bool| {
+        let mut o = opts();
+        o.cpu_overlay = cpu;
+        o.query = Some((260.5, 180.5));
+        let mut h = harness_with(o);
+        wait_settled(&mut h);
+        h.remove_cursor();
+        h.step();
+        h.step();
+        let img = h.render().expect("render");
+        let r = rect_of(h.state(), Side::B, Some(Mode::Clean));
+        (img, r, h.ctx.pixels_per_point())
+    };
+    let (gpu, r, ppp) = render(false);
+    let (cpu, r2, _) = render(true);
+    assert_eq!(r, r2);
+    let d = region_diff(&gpu, &cpu, r.shrink(14.0), ppp);
+    assert!(d < 6.0, "CPU and GPU heatmaps differ: mean abs diff {d}");
+}
+
+#[test]
+fn talk_mode_keys_move_switch_and_save() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = opts();
+    o.export_dir = Some(dir.path().to_path_buf());
+    let mut h = harness_with(o);
+    wait_settled(&mut h);
+    h.key_press(Key::T);
+    h.step();
+    assert!(h.state().talk());
+    click_image(&mut h, Side::A, 256.5, 256.5);
+    h.remove_cursor();
+    h.step();
+    let q0 = h.state().settings.query.expect("query");
+    // One feature cell of us6 in A: stride 16 at 256 px model size for a
+    // 512 px image = 32 px.
+    h.key_press(Key::ArrowRight);
+    h.step();
+    let q1 = h.state().settings.query.expect("query");
+    assert!((q1.x - q0.x - 32.0).abs() < 1e-3 && q1.y == q0.y, "{q0:?} -> {q1:?}");
+    h.key_press(Key::Num9);
+    h.step();
+    assert_eq!(h.state().settings.layer, FeatureKey::Us9);
+    h.key_press(Key::Num0);
+    h.step();
+    assert_eq!(h.state().settings.layer, FeatureKey::Us10);
+    h.key_press(Key::Minus);
+    h.step();
+    assert_eq!(h.state().settings.layer, FeatureKey::Us9);
+    h.key_press(Key::Equals);
+    h.step();
+    assert_eq!(h.state().settings.layer, FeatureKey::Us10);
+    h.key_press(Key::Num6);
+    h.key_press(Key::N);
+    h.step();
+    h.step();
+    assert_eq!(h.state().settings.mode, Mode::Noisy);
+    h.key_press(Key::M);
+    h.step();
+    assert_eq!(h.state().settings.view, View::Compare);
+    h.key_press(Key::C);
+    h.step();
+    assert_eq!(
+        (h.state().settings.mode, h.state().settings.view),
+        (Mode::Clean, View::Correspondence)
+    );
+    wait_settled(&mut h);
+
+    h.key_press(Key::S);
+    h.step();
+    let png = h.state().last_export.clone().expect("a PNG was written");
+    assert_eq!(png.parent(), Some(dir.path()));
+    let img = image::open(&png).expect("PNG readable");
+    // Both images at 600 px high (the taller one's height): 512 + 8 + 512.
+    assert_eq!((img.width(), img.height()), (512 + 8 + 512, 600));
+    h.key_press(Key::E);
+    h.step();
+    let json = h.state().last_export.clone().expect("a JSON was written");
+    assert_eq!(json.extension().and_then(|e| e.to_str()), Some("json"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("read")).expect("json");
+    let a = h.state_mut().committed_answer(Mode::Clean).expect("answer");
+    assert_eq!(v["layer"], "us6");
+    assert_eq!(v["results"][0]["mode"], "clean");
+    let bx = v["results"][0]["best"]["x"].as_f64().expect("x") as f32;
+    assert_eq!(bx, a.best.x);
+    assert_eq!(v["query"]["x"].as_f64().map(|x| x as f32), Some(q1.x));
+
+    h.key_press(Key::P);
+    h.step();
+    assert_eq!(h.state().settings.view, View::Pca);
+    wait(&mut h, "PCA colours", 60, |app| app.pca().is_some());
+    h.key_press(Key::S);
+    h.step();
+    let pca_png = h.state().last_export.clone().expect("PCA PNG");
+    assert!(image::open(&pca_png).is_ok());
+    h.key_press(Key::Escape);
+    h.step();
+    assert!(!h.state().talk());
+    // Only finished files in the folder: atomic writes leave no temp files.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+#[test]
+fn a_dead_worker_is_reported_and_can_be_restarted() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    {
+        let app = h.state_mut();
+        let id = app.worker_mut().next_id();
+        app.worker_mut()
+            .send(Request::Crash { id })
+            .expect("worker alive");
+    }
+    wait(&mut h, "the worker to die", 30, |app| app.worker_dead().is_some());
+    assert!(h.state().worker_dead().unwrap_or("").contains("crash"));
+    h.get_by_label("Restart worker").click();
+    h.step();
+    assert!(h.state().worker_dead().is_none());
+    wait_settled(&mut h);
+    assert!(h.state().backbone_info().is_some());
+    click_image(&mut h, Side::A, 300.5, 300.5);
+    h.step();
+    assert!(h.state_mut().committed_answer(Mode::Clean).is_some());
+}
+
+#[derive(Default)]
+struct MemStorage(std::collections::HashMap<String, String>);
+
+impl eframe::Storage for MemStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn settings_persist_between_runs() {
+    use eframe::App as _;
+    let mut storage = MemStorage::default();
+    let mut o = opts();
+    o.persist = true;
+    let saved = {
+        let o = o.clone();
+        let mut h = harness_with(o);
+        wait_settled(&mut h);
+        let app = h.state_mut();
+        app.settings.layer = FeatureKey::Us8;
+        app.settings.mode = Mode::Noisy;
+        app.settings.t = 333.0;
+        app.settings.colormap = cleandift::render::Colormap::Viridis;
+        app.settings.opacity = 0.35;
+        app.settings.view = View::Compare;
+        app.settings.image_paths[1] =
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/coffee.png"));
+        app.save(&mut storage);
+        app.settings.clone()
+    };
+    let storage_ref = &storage;
+    let mut h = Harness::builder()
+        .with_size(SIZE)
+        .wgpu()
+        .build_eframe(|cc| {
+            cc.storage = Some(storage_ref);
+            CleanDiftApp::new(cc, o)
+        });
+    let restored = h.state().settings.clone();
+    assert_eq!(restored.layer, saved.layer);
+    assert_eq!(restored.mode, saved.mode);
+    assert_eq!(restored.t, 333.0);
+    assert_eq!(restored.colormap, saved.colormap);
+    assert_eq!(restored.opacity, saved.opacity);
+    assert_eq!(restored.view, View::Compare);
+    wait(&mut h, "the remembered image", 60, |app| {
+        app.image(Side::B).is_some_and(|s| s.name == "coffee.png")
+    });
+}
+
+#[test]
+fn a_click_in_b_queries_the_other_way_and_swap_follows() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    click_image(&mut h, Side::B, 150.5, 300.5);
+    h.step();
+    let q = h.state().settings.query.expect("query");
+    assert_eq!(q.side, Side::B);
+    let a = h.state_mut().committed_answer(Mode::Clean).expect("answer");
+    let (ex, ey, _) = engine_best(h.state(), Mode::Clean, FeatureKey::Us6, q);
+    assert_eq!((a.best.x, a.best.y), (ex, ey));
+    let (w, hh) = image_wh(h.state(), Side::A);
+    assert!(a.best.x < w && a.best.y < hh, "the answer lies in A");
+
+    let (ha, hb) = (
+        h.state().image(Side::A).expect("A").image.hash,
+        h.state().image(Side::B).expect("B").image.hash,
+    );
+    h.get_by_label("⇄ Swap A and B").click();
+    h.step();
+    let app = h.state();
+    assert_eq!(app.image(Side::A).expect("A").image.hash, hb);
+    assert_eq!(app.image(Side::B).expect("B").image.hash, ha);
+    assert_eq!(app.settings.query.map(|q| q.side), Some(Side::A));
+    wait_settled(&mut h);
+    assert!(h.state_mut().committed_answer(Mode::Clean).is_some());
+}
+
+#[test]
+fn hovering_previews_without_committing() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    click_image(&mut h, Side::A, 100.5, 100.5);
+    let committed = h.state().settings.query;
+    let pos = screen(h.state(), Side::A, 350.0, 380.0);
+    h.hover_at(pos);
+    h.step();
+    let shown = h.state().shown_query().expect("shown");
+    assert_eq!(h.state().settings.query, committed, "hover must not commit");
+    assert!((shown.x - 350.0).abs() < 1.0 && (shown.y - 380.0).abs() < 1.0);
+    assert!(h.state_mut().answer(Mode::Clean, shown).is_some());
+    h.remove_cursor();
+    h.step();
+    assert_eq!(h.state().shown_query(), committed);
+}
+
+#[test]
+fn the_noisy_view_follows_the_t_slider_cached_per_t() {
+    let mut h = harness();
+    h.state_mut().settings.mode = Mode::Noisy;
+    h.state_mut().settings.ensemble = 2;
+    wait_settled(&mut h);
+    let first = h.state().features_of(Mode::Noisy).expect("noisy").clone();
+    assert_eq!(first.t_used, 261.0);
+    h.get_by_label("t").set_value_accesskit(500.0);
+    h.step();
+    assert_eq!(h.state().settings.t, 500.0);
+    wait_settled(&mut h);
+    let second = h.state().features_of(Mode::Noisy).expect("noisy").clone();
+    assert_eq!(second.t_used, 500.0);
+    assert!(second.label.contains("t=500"), "{}", second.label);
+    // Back to 261: served from the cache (the same prepared features).
+    h.state_mut().settings.t = 261.0;
+    wait_settled(&mut h);
+    let third = h.state().features_of(Mode::Noisy).expect("noisy");
+    assert_eq!(third.generation, first.generation);
+}
+
+#[test]
+fn a_bad_model_folder_says_what_to_do() {
+    let mut o = opts();
+    o.model = Some("/nonexistent/diffusers-folder".into());
+    let mut h = harness_with(o);
+    wait(&mut h, "the load error", 30, |app| {
+        matches!(
+            app.backbone_state(),
+            cleandift::app::BackboneState::Failed { .. }
+        )
+    });
+    let msgs = messages(h.state());
+    assert!(msgs.contains("Cannot load /nonexistent/diffusers-folder"), "{msgs}");
+    // The images still show; choosing tiny-sd21 then works.
+    assert!(h.state().image(Side::A).is_some());
+    h.state_mut().settings.preset = cleandift::app::ModelPreset::TinySd21;
+    h.state_mut().load_backbone();
+    wait_settled(&mut h);
+}
