@@ -764,12 +764,12 @@ fn letterbox_pads_with_zero() {
     let (t, g) = to_model_tensor(&img, 64, 64, Fit::Letterbox, &Device::Cpu).unwrap();
     assert_eq!(g.content_rect(), (0.0, 16.0, 64.0, 48.0));
     let v = t.i(0).unwrap().to_vec3::<f32>().unwrap();
-    for c in 0..3 {
-        assert_eq!(v[c][0][10], 0.0);
-        assert_eq!(v[c][15][63], 0.0);
-        assert_eq!(v[c][16][0], 1.0);
-        assert_eq!(v[c][47][63], 1.0);
-        assert_eq!(v[c][48][30], 0.0);
+    for ch in &v {
+        assert_eq!(ch[0][10], 0.0);
+        assert_eq!(ch[15][63], 0.0);
+        assert_eq!(ch[16][0], 1.0);
+        assert_eq!(ch[47][63], 1.0);
+        assert_eq!(ch[48][30], 0.0);
     }
 }
 

@@ -15,7 +15,7 @@ pub mod settings;
 mod panels;
 mod views;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1484,6 +1484,3 @@ pub(crate) mod slots {
     pub const STRIP: u64 = 30;
     pub const PCA: u64 = 50;
 }
-
-/// Used by the views: a lookup of what was drawn where.
-pub(crate) type HitMap = HashMap<egui::Id, (Side, Option<Mode>)>;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use egui::{
-    Align2, Color32, FontId, Id, Pos2, Rect, RichText, Role, Sense, Stroke, StrokeKind, Vec2,
+    Align2, Color32, FontId, Pos2, Rect, RichText, Role, Sense, Stroke, StrokeKind, Vec2,
     WidgetInfo,
 };
 
@@ -73,7 +73,7 @@ fn pointer(app: &mut CleanDiftApp, ui: &mut egui::Ui, rect: Rect, side: Side, sa
     let Some((w, h)) = image_size(app, side) else {
         return;
     };
-    let resp = ui.interact(rect, Id::new(("image", salt, side)), Sense::click_and_drag());
+    let resp = ui.interact(rect, ui.make_persistent_id(("image", salt, side)), Sense::click_and_drag());
     let name = format!("image {side}");
     resp.widget_info(|| WidgetInfo::labeled(Role::Image, true, name.clone()));
     let pressed = resp.clicked() || resp.dragged() || resp.is_pointer_button_down_on();
@@ -687,7 +687,7 @@ fn layer_strip(app: &mut CleanDiftApp, ui: &mut egui::Ui, area: Rect) {
             Pos2::new(x0 + tile_w, area.max.y - label_h),
         );
         let rect = fit(cell, w, h);
-        let resp = ui.interact(rect, Id::new(("strip", i)), Sense::click());
+        let resp = ui.interact(rect, ui.make_persistent_id(("strip", i)), Sense::click());
         let name = format!("layer {key}");
         resp.widget_info(|| WidgetInfo::labeled(Role::Button, true, name.clone()));
         if resp.clicked() {

@@ -175,7 +175,9 @@ fn mpx(w: u32, h: u32) -> f64 {
 }
 
 /// An image ready for the model: 8-bit RGB with EXIF orientation applied.
-#[derive(Clone, Debug)]
+///
+/// `Debug` prints the size, source and hash, not the pixels.
+#[derive(Clone)]
 pub struct LoadedImage {
     /// The pixels, 8-bit RGB. Alpha is dropped (not composited), as PIL's
     /// `convert('RGB')` does; 16-bit samples are scaled to 8 bits
@@ -194,6 +196,18 @@ pub struct LoadedImage {
     /// Where the image came from: the path or the label given to
     /// [`decode_image`].
     pub source: String,
+}
+
+impl fmt::Debug for LoadedImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedImage")
+            .field("source", &self.source)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("downscaled_from", &self.downscaled_from)
+            .field("hash", &self.hash_hex())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LoadedImage {
@@ -232,7 +246,7 @@ fn content_hash(rgb: &RgbImage) -> [u8; 32] {
 ///
 /// Only regular files are read (a directory, a device or a pipe is refused),
 /// at most 1 GiB. The format is taken from the content, or from the file
-/// extension for formats without a signature (TGA).
+/// extension for TGA, which has no signature.
 pub fn load_image(path: &Path) -> Result<LoadedImage, ImageError> {
     let file = path.display().to_string();
     let read_err = |io: std::io::Error| ImageError::Read {
@@ -280,8 +294,8 @@ pub fn load_image(path: &Path) -> Result<LoadedImage, ImageError> {
 }
 
 /// Decode an image from memory. `label` names it in errors and becomes
-/// [`LoadedImage::source`]; its extension is used as a format hint when the
-/// content has no recognisable signature.
+/// [`LoadedImage::source`]. The format comes from the content's signature;
+/// only TGA, which has none, is recognised by the label's extension.
 ///
 /// * The header is read first; images over [`MAX_PIXELS`] (or with a side
 ///   over 65535) are refused before any pixel buffer is allocated, and the
@@ -741,7 +755,7 @@ impl FromStr for SizeSpec {
                     "{v} is outside {MIN_MODEL_SIDE}..={MAX_MODEL_SIDE}"
                 )));
             }
-            if v % 8 != 0 {
+            if !v.is_multiple_of(8) {
                 return Err(err(format!(
                     "{v} is not a multiple of 8 (try {} or {})",
                     (v / 8 * 8).max(MIN_MODEL_SIDE),
@@ -974,27 +988,30 @@ fn resample_rows(src: &RgbImage, out_w: u32, out_h: u32, mut emit: impl FnMut(us
     let htaps = (iw != ow).then(|| Taps::new(iw, ow));
     let vtaps = Taps::new(ih, oh);
 
-    let hrow = |y: usize, out: &mut Vec<f32>| {
-        out.clear();
+    // One input row, horizontally resampled into `out` (interleaved RGB).
+    let hrow = |y: usize, out: &mut Vec<f32>, rowf: &mut Vec<f32>| {
         let row = &raw[y * iw * 3..(y + 1) * iw * 3];
-        match &htaps {
-            None => out.extend(row.iter().map(|&v| f32::from(v))),
-            Some(t) => {
-                for o in 0..ow {
-                    let lo = t.start[o];
-                    let ws = t.weights(o);
-                    let px = &row[lo * 3..(lo + ws.len()) * 3];
-                    let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
-                    for (w, p) in ws.iter().zip(px.chunks_exact(3)) {
-                        r += w * f32::from(p[0]);
-                        g += w * f32::from(p[1]);
-                        b += w * f32::from(p[2]);
-                    }
-                    out.push(r);
-                    out.push(g);
-                    out.push(b);
-                }
+        out.clear();
+        let Some(t) = &htaps else {
+            out.extend(row.iter().map(|&v| f32::from(v)));
+            return;
+        };
+        rowf.clear();
+        rowf.extend(row.iter().map(|&v| f32::from(v)));
+        out.resize(ow * 3, 0.0);
+        for (o, dst) in out.chunks_exact_mut(3).enumerate() {
+            let ws = t.weights(o);
+            let lo = t.start[o] * 3;
+            let src = &rowf[lo..lo + ws.len() * 3];
+            let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
+            for (&w, p) in ws.iter().zip(src.chunks_exact(3)) {
+                r += w * p[0];
+                g += w * p[1];
+                b += w * p[2];
             }
+            dst[0] = r;
+            dst[1] = g;
+            dst[2] = b;
         }
     };
 
@@ -1002,6 +1019,7 @@ fn resample_rows(src: &RgbImage, out_w: u32, out_h: u32, mut emit: impl FnMut(us
     let mut window: VecDeque<Vec<f32>> = VecDeque::new();
     let mut spare: Vec<Vec<f32>> = Vec::new();
     let mut first_row = 0usize;
+    let mut rowf: Vec<f32> = Vec::with_capacity(iw * 3);
     let mut acc = vec![0f32; ow * 3];
     for oy in 0..oh {
         let lo = vtaps.start[oy];
@@ -1018,13 +1036,13 @@ fn resample_rows(src: &RgbImage, out_w: u32, out_h: u32, mut emit: impl FnMut(us
         }
         while first_row + window.len() < hi {
             let mut buf = spare.pop().unwrap_or_default();
-            hrow(first_row + window.len(), &mut buf);
+            hrow(first_row + window.len(), &mut buf, &mut rowf);
             window.push_back(buf);
         }
-        acc.iter_mut().for_each(|a| *a = 0.0);
+        acc.fill(0.0);
         for (k, &w) in ws.iter().enumerate() {
             let row = &window[lo - first_row + k];
-            for (a, &v) in acc.iter_mut().zip(row.iter()) {
+            for (a, &v) in acc.iter_mut().zip(row) {
                 *a += w * v;
             }
         }

@@ -297,6 +297,10 @@ impl Dataset {
             prompts.push(item.prompt.clone());
         }
         let pixels = Tensor::from_vec(data, (indices.len(), 3, s, s), &Device::Cpu)?.to_device(dev)?;
-        Ok(MicroBatch { pixels, prompts })
+        Ok(MicroBatch {
+            pixels,
+            prompts,
+            posterior: None,
+        })
     }
 }

@@ -399,3 +399,47 @@ impl Heads {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_and_fourier_features() {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[3f32, 4.0]], &dev).expect("x");
+        let y = rms_norm(&x, &Tensor::new(&[1f32, 2.0], &dev).expect("s"), 0.0)
+            .expect("norm")
+            .to_vec2::<f32>()
+            .expect("v");
+        let rms = (12.5f32).sqrt();
+        assert!((y[0][0] - 3.0 / rms).abs() < 1e-6 && (y[0][1] - 8.0 / rms).abs() < 1e-6);
+
+        let heads = Heads::new(&[FeatureKey::Us6], |_| 8, 1, &dev).expect("heads");
+        let f = heads
+            .fourier(&Tensor::new(&[0f32, 500.0], &dev).expect("t"))
+            .expect("fourier");
+        assert_eq!(f.dims(), &[2, COND_DIM]);
+        let v = f.to_vec2::<f32>().expect("v");
+        // t = 0: cos = 1, sin = 0; every pair lies on the unit circle.
+        assert!(v[0][..128].iter().all(|c| (c - 1.0).abs() < 1e-6));
+        assert!(v[0][128..].iter().all(|s| s.abs() < 1e-6));
+        for i in 0..128 {
+            assert!((v[1][i].powi(2) + v[1][i + 128].powi(2) - 1.0).abs() < 1e-5);
+        }
+        // Same seed, same heads; names follow the reference.
+        let again = Heads::new(&[FeatureKey::Us6], |_| 8, 1, &dev).expect("heads");
+        let a = heads.params().get("adapters.us6.layers.2.up_proj.weight").expect("p");
+        let b = again.params().get("adapters.us6.layers.2.up_proj.weight").expect("p");
+        assert_eq!(a.dims(), &[16, 8]);
+        let d = (a.as_tensor() - b.as_tensor())
+            .and_then(|d| d.abs())
+            .and_then(|d| d.max_all())
+            .and_then(|d| d.to_scalar::<f32>())
+            .expect("diff");
+        assert_eq!(d, 0.0);
+        assert!(heads.params().get("mapping.blocks.1.down_proj.weight").is_some());
+        assert!(heads.params().get("time_in_proj.weight").is_some());
+        assert_eq!(heads.named_tensors().len(), heads.params().len() + 1);
+    }
+}

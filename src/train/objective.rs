@@ -26,6 +26,7 @@ use super::{Result, TrainError};
 use crate::model::layers::Grad;
 use crate::model::schedule::Schedule;
 use crate::model::unet::Features;
+use crate::model::vae::Posterior;
 use crate::model::weights::{Backbone, normal};
 use crate::model::{FeatureKey, UNet, UNetConfig};
 
@@ -249,6 +250,10 @@ pub struct MicroBatch {
     pub pixels: Tensor,
     /// One prompt per image (empty: no caption).
     pub prompts: Vec<String>,
+    /// The VAE posterior of `pixels` when already known (it depends on the
+    /// image only, so the loop encodes each image once and caches it);
+    /// `None`: encode `pixels`.
+    pub posterior: Option<Posterior>,
 }
 
 /// `floor(1 + u·r + i·r)`, `r = 998/3`, for `u` laid out (B, 3): image-major,
@@ -358,8 +363,12 @@ pub fn alignment_loss(
     let t = stratified_timesteps(&u);
 
     // Clean latent: a posterior sample, scaled (no gradients: plain tensors).
-    let pixels = batch.pixels.to_device(dev)?.to_dtype(bb.dtype)?;
-    let post = bb.vae.encode(&pixels)?;
+    let post = match &batch.posterior {
+        Some(p) => p.clone(),
+        None => bb
+            .vae
+            .encode(&batch.pixels.to_device(dev)?.to_dtype(bb.dtype)?)?,
+    };
     let vae_noise = gaussian(rng, post.mean.dims(), dev)?.to_dtype(bb.dtype)?;
     let x0 = (post.sample_with(&vae_noise)? * bb.vae.scaling_factor())?.detach();
     let mut eps_dims = x0.dims().to_vec();
@@ -413,4 +422,43 @@ pub fn alignment_loss(
         teacher,
         timesteps: t,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timesteps_are_stratified_over_three_bins() {
+        let r = 998.0 / 3.0;
+        let t = stratified_timesteps(&[0.0, 0.0, 0.0, 0.999_999, 0.999_999, 0.999_999, 0.5, 0.5, 0.5]);
+        assert_eq!(&t[..3], &[1, 333, 665]);
+        assert_eq!(&t[3..6], &[333, 666, 998]);
+        assert_eq!(t[6], (1.0 + 0.5 * r) as usize);
+        assert_eq!(t[8], (1.0 + 0.5 * r + 2.0 * r) as usize);
+        assert!(t.iter().all(|&t| (1..=998).contains(&t)));
+    }
+
+    #[test]
+    fn decoder_means_mid_and_up_blocks() {
+        let d = Trainable::Decoder;
+        assert!(d.includes("up_blocks.1.attentions.0.proj_in.weight"));
+        assert!(d.includes("mid_block.resnets.0.conv1.weight"));
+        assert!(!d.includes("down_blocks.0.resnets.0.conv1.weight"));
+        assert!(!d.includes("conv_in.weight"));
+        assert!(!d.includes("time_embedding.linear_1.weight"));
+        assert!(Trainable::All.includes("conv_in.weight"));
+        assert_eq!("Decoder".parse::<Trainable>().ok(), Some(Trainable::Decoder));
+        assert!("encoder".parse::<Trainable>().is_err());
+    }
+
+    #[test]
+    fn negative_cosine_of_equal_and_opposite_tokens() {
+        let dev = Device::Cpu;
+        let a = Tensor::new(&[[[1f32, 2.0, 3.0], [0.0, -1.0, 0.5]]], &dev).expect("a");
+        let same = neg_cosine(&a, &(&a * 3.0).expect("scale")).expect("loss");
+        assert!((same.to_scalar::<f32>().expect("v") + 1.0).abs() < 1e-6);
+        let opposite = neg_cosine(&a, &a.neg().expect("neg")).expect("loss");
+        assert!((opposite.to_scalar::<f32>().expect("v") - 1.0).abs() < 1e-6);
+    }
 }

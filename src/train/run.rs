@@ -23,11 +23,12 @@ use super::checkpoint::{
 };
 use super::data::Dataset;
 use super::heads::{Heads, keyed_rng};
-use super::objective::{StudentCopy, T_INIT, alignment_loss};
+use super::objective::{MicroBatch, StudentCopy, T_INIT, alignment_loss};
 use super::{Result, TrainError};
 use crate::model::config::PRESETS;
 use crate::model::weights::{Backbone, Student, StudentSource, load_student};
 use crate::model::FeatureKey;
+use crate::model::vae::Posterior;
 
 pub use super::objective::Trainable;
 
@@ -343,6 +344,9 @@ struct Trainer {
     adam: Adam,
     /// Optimizer key -> variable: `unet.<name>`, the heads' names, `timestep`.
     params: Vec<(String, Var)>,
+    /// VAE posterior (mean, std) per dataset image, encoded on first use one
+    /// image at a time (so values do not depend on batch composition).
+    posteriors: Vec<Option<Posterior>>,
 }
 
 impl Trainer {
@@ -359,7 +363,41 @@ impl Trainer {
             heads,
             adam,
             params,
+            posteriors: Vec::new(),
         }
+    }
+
+    /// The micro-batch of dataset images `idx`, with their VAE posteriors
+    /// (from the cache, encoding the images not seen yet).
+    fn batch(&mut self, bb: &Backbone, data: &Dataset, idx: &[usize]) -> Result<MicroBatch> {
+        if self.posteriors.len() != data.len() {
+            self.posteriors = vec![None; data.len()];
+        }
+        let mut batch = data.batch(idx, &bb.device)?;
+        let mut means = Vec::with_capacity(idx.len());
+        let mut stds = Vec::with_capacity(idx.len());
+        for (j, &i) in idx.iter().enumerate() {
+            let post = match &self.posteriors[i] {
+                Some(p) => p.clone(),
+                None => {
+                    let px = batch.pixels.narrow(0, j, 1)?.to_dtype(bb.dtype)?;
+                    let p = bb.vae.encode(&px)?;
+                    let p = Posterior {
+                        mean: p.mean.detach(),
+                        std: p.std.detach(),
+                    };
+                    self.posteriors[i] = Some(p.clone());
+                    p
+                }
+            };
+            means.push(post.mean);
+            stds.push(post.std);
+        }
+        batch.posterior = Some(Posterior {
+            mean: Tensor::cat(&means, 0)?,
+            std: Tensor::cat(&stds, 0)?,
+        });
+        Ok(batch)
     }
 
     fn trainable_scalars(&self) -> usize {
@@ -445,7 +483,7 @@ pub fn train(
         let mut key_sums = vec![0f64; keys.len()];
         for micro in 0..cfg.accum {
             let idx = batch_indices(data.len(), cfg.seed, step, micro, cfg.accum, cfg.batch_size);
-            let batch = data.batch(&idx, dev)?;
+            let batch = trainer.batch(bb, data, &idx)?;
             let mut rng = keyed_rng(cfg.seed, "noise", &format!("{step}/{micro}"));
             let parts = alignment_loss(
                 bb,
@@ -655,4 +693,82 @@ fn resume(
 
 fn names(keys: &[FeatureKey]) -> String {
     keys.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn every_epoch_visits_every_image_once() {
+        let n = 5;
+        let order: Vec<usize> = (0..5)
+            .flat_map(|step| batch_indices(n, 3, step, 0, 1, 2))
+            .collect();
+        // Ten samples: two whole epochs.
+        for epoch in order.chunks(n) {
+            let mut e = epoch.to_vec();
+            e.sort();
+            assert_eq!(e, vec![0, 1, 2, 3, 4]);
+        }
+        assert_ne!(&order[..n], &order[n..], "epochs are shuffled afresh");
+        assert_eq!(batch_indices(n, 3, 2, 0, 1, 2), batch_indices(n, 3, 2, 0, 1, 2));
+        // Accumulation walks the same sequence in micro-batches.
+        let micro: Vec<usize> = (0..2)
+            .flat_map(|m| batch_indices(n, 3, 1, m, 2, 2))
+            .collect();
+        assert_eq!(micro, order[4..8].to_vec());
+    }
+
+    #[test]
+    fn warmup_is_linear_then_constant() {
+        let mut cfg = TrainConfig::new(100, "x");
+        cfg.lr = 1e-4;
+        cfg.warmup = 4;
+        let lrs: Vec<f64> = (0..6).map(|s| cfg.lr_at(s)).collect();
+        assert_eq!(lrs, vec![2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4, 1e-4]);
+        cfg.warmup = 0;
+        assert_eq!(cfg.lr_at(0), 1e-4);
+        assert_eq!(default_warmup(50), 5);
+        assert_eq!(default_warmup(1_000_000), 2000);
+        let mut bad = TrainConfig::new(0, "x");
+        assert!(bad.validate().is_err());
+        bad.steps = 1;
+        bad.keys.clear();
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn adam_matches_its_formula() {
+        let dev = Device::Cpu;
+        let p = Var::new(&[1f32, -2.0], &dev).expect("var");
+        let params = vec![("p".to_string(), p.clone())];
+        let mut adam = Adam::new(0.9, 0.999, 1e-8);
+        let g1 = Tensor::new(&[0.5f32, -3.0], &dev).expect("g");
+        let g2 = Tensor::new(&[0.1f32, 1.0], &dev).expect("g");
+        let mut grads = HashMap::new();
+        grads.insert("p".to_string(), g1);
+        adam.step(&params, &grads, 0.1).expect("step");
+        // First step: lr * g / |g| (bias-corrected moments).
+        let v = p.as_tensor().to_vec1::<f32>().expect("v");
+        assert!((v[0] - 0.9).abs() < 1e-6 && (v[1] + 1.9).abs() < 1e-6, "{v:?}");
+        grads.insert("p".to_string(), g2);
+        adam.step(&params, &grads, 0.1).expect("step");
+        let expect = |p0: f64, a: f64, b: f64| {
+            let m = 0.9 * 0.1 * a + 0.1 * b;
+            let v = 0.999 * 0.001 * a * a + 0.001 * b * b;
+            let (mh, vh) = (m / (1.0 - 0.81), v / (1.0 - 0.999f64.powi(2)));
+            p0 - 0.1 * mh / (vh.sqrt() + 1e-8)
+        };
+        let v = p.as_tensor().to_vec1::<f32>().expect("v");
+        assert!((f64::from(v[0]) - expect(0.9, 0.5, 0.1)).abs() < 1e-5, "{v:?}");
+        assert!((f64::from(v[1]) - expect(-1.9, -3.0, 1.0)).abs() < 1e-5, "{v:?}");
+        // Saved and restored moments continue identically.
+        let saved: HashMap<String, Tensor> = adam.named_state().into_iter().collect();
+        let mut other = Adam::new(0.9, 0.999, 1e-8);
+        other.load(&saved, adam.t);
+        assert_eq!(other.t, 2);
+        assert_eq!(other.named_state().len(), 2);
+    }
 }

@@ -1,0 +1,278 @@
+//! Frame times of the app (egui_kittest, wgpu on whatever adapter the test
+//! renderer picks: lavapipe, i.e. CPU rendering, in CI) idle and while the
+//! worker extracts, and the cost of a click on cached features, on
+//! tiny-sd21 and on feature maps of SD 2.1's real shapes.
+//!
+//! `cargo bench --bench app` (release build). Prints a table.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cleandift::app::query::{self, QueryOptions, QueryPoint};
+use cleandift::app::{CleanDiftApp, LaunchOptions, SizeChoice, View};
+use cleandift::features::extract::{ExtractSettings, Mode};
+use cleandift::features::preprocess::{Fit, Geometry};
+use cleandift::matching::FeatureMap;
+use cleandift::model::FeatureKey;
+use cleandift::worker::{PairFeatures, Side};
+use egui::{Event, Modifiers, PointerButton, Pos2};
+use egui_kittest::Harness;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+struct Stats {
+    median: Duration,
+    p95: Duration,
+    max: Duration,
+    n: usize,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    let n = v.len().max(1);
+    Stats {
+        median: v.get(n / 2).copied().unwrap_or_default(),
+        p95: v.get((n * 95 / 100).min(n - 1)).copied().unwrap_or_default(),
+        max: v.last().copied().unwrap_or_default(),
+        n: v.len(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+fn row(name: &str, s: &Stats, target: &str) {
+    println!(
+        "| {name} | {} | {} | {} | {} | {target} |",
+        s.n,
+        ms(s.median),
+        ms(s.p95),
+        ms(s.max)
+    );
+}
+
+fn harness() -> Harness<'static, CleanDiftApp> {
+    let o = LaunchOptions {
+        model: Some("tiny-sd21".into()),
+        device: Some("cpu".into()),
+        persist: false,
+        query: Some((230.5, 150.5)),
+        ..LaunchOptions::default()
+    };
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        .wgpu()
+        .build_eframe(move |cc| CleanDiftApp::new(cc, o))
+}
+
+fn settle(h: &mut Harness<'static, CleanDiftApp>) {
+    let t0 = Instant::now();
+    loop {
+        h.step();
+        let app = h.state();
+        let ok = !app.busy() && app.needed_modes().iter().all(|m| app.features_current(*m));
+        if ok {
+            h.step();
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "features never came");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Step (UI logic) and step + render (the whole frame on the CPU
+/// renderer), `n` frames each.
+fn frames(h: &mut Harness<'static, CleanDiftApp>, n: usize) -> (Stats, Stats) {
+    let mut logic = Vec::new();
+    let mut full = Vec::new();
+    for i in 0..n {
+        // Move the pointer a little so every frame has work (hover preview).
+        let app = h.state();
+        if let Some((_, r, _)) = app.image_rects().iter().find(|(s, _, _)| *s == Side::A) {
+            let t = i as f32 / n as f32;
+            h.event(Event::PointerMoved(Pos2::new(
+                r.min.x + r.width() * (0.2 + 0.6 * t),
+                r.min.y + r.height() * 0.4,
+            )));
+        }
+        let t0 = Instant::now();
+        h.step();
+        logic.push(t0.elapsed());
+        let _ = h.render();
+        full.push(t0.elapsed());
+    }
+    (stats(logic), stats(full))
+}
+
+/// Random feature maps with SD 2.1's shapes at 768 px, for 512x512 images.
+fn sd21_features() -> PairFeatures {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut maps = [BTreeMap::new(), BTreeMap::new()];
+    for m in &mut maps {
+        for k in FeatureKey::ALL {
+            let c = match k {
+                FeatureKey::Us7 | FeatureKey::Us8 | FeatureKey::Us9 => 640,
+                FeatureKey::Us10 => 320,
+                _ => 1280,
+            };
+            let side = 768 / k.stride();
+            let data: Vec<f32> = (0..c * side * side).map(|_| rng.random::<f32>() - 0.5).collect();
+            m.insert(k, FeatureMap::new(c, side, side, data).expect("map"));
+        }
+    }
+    let g = Geometry::new(512, 512, 768, 768, Fit::Stretch);
+    let hash = [0u8; 32];
+    PairFeatures::prepare(
+        Mode::Clean,
+        ExtractSettings::default(),
+        "bench".into(),
+        261.0,
+        false,
+        [(&hash, g, &maps[0]), (&hash, g, &maps[1])],
+        cleandift::app::THUMB_SIDE,
+        None,
+        &mut |_, _| {},
+    )
+    .expect("prepare")
+}
+
+fn main() {
+    println!("| what | frames | median ms | p95 ms | max ms | target |");
+    println!("|---|---|---|---|---|---|");
+
+    // Queries on SD 2.1-shaped maps (the real model's cost of a click).
+    let t0 = Instant::now();
+    let f = sd21_features();
+    eprintln!("prepared SD 2.1-shaped features in {:?}", t0.elapsed());
+    let opts = QueryOptions::default();
+    for layer in [FeatureKey::Us3, FeatureKey::Us6, FeatureKey::Us9, FeatureKey::Us10] {
+        let mut v = Vec::new();
+        for i in 0..40 {
+            let q = QueryPoint {
+                side: Side::A,
+                x: 20.5 + (i * 11 % 470) as f32,
+                y: 30.5 + (i * 17 % 450) as f32,
+            };
+            let t = Instant::now();
+            let a = query::answer(&f, layer, q, &opts).expect("answer");
+            v.push(t.elapsed());
+            std::hint::black_box(a);
+        }
+        row(
+            &format!("click → answer, SD2.1 {layer} (512² images, k=5, mutual)"),
+            &stats(v),
+            "< 16",
+        );
+    }
+    let mut v = Vec::new();
+    for i in 0..20 {
+        let q = QueryPoint {
+            side: Side::A,
+            x: 40.5 + i as f32 * 20.0,
+            y: 256.5,
+        };
+        let t = Instant::now();
+        std::hint::black_box(query::strip(&f, q));
+        v.push(t.elapsed());
+    }
+    row("layer strip, SD2.1 (11 tiles)", &stats(v), "< 16");
+    drop(f);
+
+    // The app itself.
+    let mut h = harness();
+    settle(&mut h);
+    let (logic, full) = frames(&mut h, 120);
+    row("idle, correspondence: UI logic", &logic, "< 16");
+    row("idle, correspondence: UI + CPU render", &full, "< 16");
+
+    h.state_mut().settings.view = View::Compare;
+    settle(&mut h);
+    let (logic, full) = frames(&mut h, 60);
+    row("idle, compare + strip: UI logic", &logic, "< 16");
+    row("idle, compare + strip: UI + CPU render", &full, "< 16");
+    h.state_mut().settings.view = View::Correspondence;
+    settle(&mut h);
+
+    // A click on cached features: the answer is there in the same frame.
+    let mut v = Vec::new();
+    for i in 0..30 {
+        let r = h
+            .state()
+            .image_rects()
+            .iter()
+            .find(|(s, _, _)| *s == Side::A)
+            .map(|(_, r, _)| *r)
+            .expect("A drawn");
+        let pos = Pos2::new(
+            r.min.x + r.width() * (0.1 + 0.025 * i as f32),
+            r.min.y + r.height() * 0.6,
+        );
+        h.event(Event::PointerButton {
+            pos,
+            button: PointerButton::Primary,
+            pressed: true,
+            modifiers: Modifiers::NONE,
+        });
+        let t = Instant::now();
+        h.step();
+        let _ = h.render();
+        v.push(t.elapsed());
+        let app = h.state_mut();
+        let q = app.settings.query.expect("query");
+        assert!(
+            app.committed_answer(Mode::Clean).is_some_and(|a| a.query == q),
+            "the click's answer is not there after one frame"
+        );
+        h.event(Event::PointerButton {
+            pos,
+            button: PointerButton::Primary,
+            pressed: false,
+            modifiers: Modifiers::NONE,
+        });
+        h.step();
+    }
+    row("click → updated heatmap (one frame, tiny-sd21)", &stats(v), "< 16");
+
+    // Busy: a long noisy extraction while frames are drawn.
+    {
+        let app = h.state_mut();
+        app.settings.mode = Mode::Noisy;
+        app.settings.ensemble = 16;
+        app.settings.size = SizeChoice::Square(1024);
+    }
+    h.step();
+    let mut logic = Vec::new();
+    let mut full = Vec::new();
+    let t0 = Instant::now();
+    let mut i = 0;
+    while h.state().busy() && t0.elapsed() < Duration::from_secs(60) {
+        let r = h
+            .state()
+            .image_rects()
+            .iter()
+            .find(|(s, _, _)| *s == Side::A)
+            .map(|(_, r, _)| *r);
+        if let Some(r) = r {
+            i += 1;
+            h.event(Event::PointerMoved(Pos2::new(
+                r.min.x + r.width() * (0.2 + 0.005 * (i % 100) as f32),
+                r.min.y + r.height() * 0.5,
+            )));
+        }
+        let t = Instant::now();
+        h.step();
+        logic.push(t.elapsed());
+        let _ = h.render();
+        full.push(t.elapsed());
+    }
+    let busy_for = t0.elapsed();
+    row(
+        &format!("busy (noisy, ensemble 16, 1024 px, {busy_for:.1?}): UI logic"),
+        &stats(logic),
+        "< 50",
+    );
+    row("busy: UI + CPU render", &stats(full), "< 50");
+    if let Some(a) = h.state().worker_dead() {
+        eprintln!("worker died: {a}");
+    }
+}
