@@ -31,7 +31,10 @@ fn stats(mut v: Vec<Duration>) -> Stats {
     let n = v.len().max(1);
     Stats {
         median: v.get(n / 2).copied().unwrap_or_default(),
-        p95: v.get((n * 95 / 100).min(n - 1)).copied().unwrap_or_default(),
+        p95: v
+            .get((n * 95 / 100).min(n - 1))
+            .copied()
+            .unwrap_or_default(),
         max: v.last().copied().unwrap_or_default(),
         n: v.len(),
     }
@@ -75,7 +78,10 @@ fn settle(h: &mut Harness<'static, CleanDiftApp>) {
             h.step();
             return;
         }
-        assert!(t0.elapsed() < Duration::from_secs(300), "features never came");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "features never came"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -116,7 +122,9 @@ fn sd21_features() -> PairFeatures {
                 _ => 1280,
             };
             let side = 768 / k.stride();
-            let data: Vec<f32> = (0..c * side * side).map(|_| rng.random::<f32>() - 0.5).collect();
+            let data: Vec<f32> = (0..c * side * side)
+                .map(|_| rng.random::<f32>() - 0.5)
+                .collect();
             m.insert(k, FeatureMap::new(c, side, side, data).expect("map"));
         }
     }
@@ -145,7 +153,12 @@ fn main() {
     let f = sd21_features();
     eprintln!("prepared SD 2.1-shaped features in {:?}", t0.elapsed());
     let opts = QueryOptions::default();
-    for layer in [FeatureKey::Us3, FeatureKey::Us6, FeatureKey::Us9, FeatureKey::Us10] {
+    for layer in [
+        FeatureKey::Us3,
+        FeatureKey::Us6,
+        FeatureKey::Us9,
+        FeatureKey::Us10,
+    ] {
         let mut v = Vec::new();
         for i in 0..40 {
             let q = QueryPoint {
@@ -220,7 +233,8 @@ fn main() {
         let app = h.state_mut();
         let q = app.settings.query.expect("query");
         assert!(
-            app.committed_answer(Mode::Clean).is_some_and(|a| a.query == q),
+            app.committed_answer(Mode::Clean)
+                .is_some_and(|a| a.query == q),
             "the click's answer is not there after one frame"
         );
         h.event(Event::PointerButton {
@@ -231,7 +245,11 @@ fn main() {
         });
         h.step();
     }
-    row("click → updated heatmap (one frame, tiny-sd21)", &stats(v), "< 16");
+    row(
+        "click → updated heatmap (one frame, tiny-sd21)",
+        &stats(v),
+        "< 16",
+    );
 
     // Busy: a long noisy extraction while frames are drawn.
     {

@@ -36,9 +36,14 @@ fn peak_gib() -> Option<f64> {
 
 /// A backbone of `preset`'s shapes with seeded random weights.
 fn backbone(preset: &str, dev: &Device) -> anyhow::Result<Backbone> {
-    let mut cfg = ModelConfig::preset(preset).with_context(|| format!("unknown preset {preset}"))?;
+    let mut cfg =
+        ModelConfig::preset(preset).with_context(|| format!("unknown preset {preset}"))?;
     let vb = |part: &str| {
-        VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), DType::F32, dev.clone())
+        VarBuilder::from_backend(
+            Box::new(SeededBackend::new(0, part)),
+            DType::F32,
+            dev.clone(),
+        )
     };
     if !cfg.tiny {
         cfg.text.num_hidden_layers = 1;
@@ -121,8 +126,9 @@ fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let bb = backbone(preset, &dev)?;
         let build = t0.elapsed().as_secs_f64();
-        let images: Vec<(LoadedImage, String)> =
-            (0..4).map(|i| (synthetic(i, o.size), String::new())).collect();
+        let images: Vec<(LoadedImage, String)> = (0..4)
+            .map(|i| (synthetic(i, o.size), String::new()))
+            .collect();
         let data = Dataset::from_images(&images, o.size)?;
         let out = tempfile::tempdir()?;
         let mut cfg = TrainConfig::new(o.steps + 1, out.path());
@@ -134,18 +140,27 @@ fn main() -> anyhow::Result<()> {
         let mut steps = Vec::new();
         let mut last_step_end = Instant::now();
         let mut save_secs = 0.0;
-        train(&bb, &cfg, &data, &AtomicBool::new(false), &mut |ev| match ev {
-            TrainEvent::Started {
-                trainable_params: n,
-                ..
-            } => trainable_params = n,
-            TrainEvent::Step(r) => {
-                steps.push(r.step_secs);
-                eprintln!("  step {}: {:.2} s, loss {:.4}", r.step, r.step_secs, r.loss);
-                last_step_end = Instant::now();
-            }
-            TrainEvent::Saved(_) => save_secs = last_step_end.elapsed().as_secs_f64(),
-        })?;
+        train(
+            &bb,
+            &cfg,
+            &data,
+            &AtomicBool::new(false),
+            &mut |ev| match ev {
+                TrainEvent::Started {
+                    trainable_params: n,
+                    ..
+                } => trainable_params = n,
+                TrainEvent::Step(r) => {
+                    steps.push(r.step_secs);
+                    eprintln!(
+                        "  step {}: {:.2} s, loss {:.4}",
+                        r.step, r.step_secs, r.loss
+                    );
+                    last_step_end = Instant::now();
+                }
+                TrainEvent::Saved(_) => save_secs = last_step_end.elapsed().as_secs_f64(),
+            },
+        )?;
         let timed = &steps[1..];
         let mean = timed.iter().sum::<f64>() / timed.len() as f64;
         let min = timed.iter().copied().fold(f64::INFINITY, f64::min);

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod eval;
 pub mod features;
 pub mod matching;
 pub mod model;
@@ -13,4 +14,3 @@ pub mod render;
 pub mod train;
 pub mod util;
 pub mod worker;
-pub mod eval;

@@ -142,7 +142,10 @@ impl Default for BackboneChoice {
 pub enum ImageSource {
     Path(PathBuf),
     /// Bytes in memory (the embedded sample pair, a test); `label` names it.
-    Bytes { label: String, bytes: Arc<[u8]> },
+    Bytes {
+        label: String,
+        bytes: Arc<[u8]>,
+    },
     /// A file dropped on the window (read on the light lane).
     Dropped(egui::DroppedFileHandle),
 }
@@ -171,7 +174,10 @@ impl ImageSource {
 #[derive(Debug, Clone)]
 pub enum Request {
     /// Load a backbone; replaces the current one on success.
-    LoadBackbone { id: RequestId, choice: BackboneChoice },
+    LoadBackbone {
+        id: RequestId,
+        choice: BackboneChoice,
+    },
     /// Decode an image for one side.
     LoadImage {
         id: RequestId,
@@ -614,7 +620,11 @@ impl PairFeatures {
         label: String,
         t_used: f64,
         naive_clean: bool,
-        inputs: [(&[u8; 32], Geometry, &BTreeMap<FeatureKey, crate::matching::FeatureMap>); 2],
+        inputs: [(
+            &[u8; 32],
+            Geometry,
+            &BTreeMap<FeatureKey, crate::matching::FeatureMap>,
+        ); 2],
         thumb_side: u32,
         cancel: Option<&AtomicBool>,
         progress: &mut dyn FnMut(usize, usize),

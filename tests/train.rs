@@ -55,7 +55,11 @@ fn synthetic(seed: u32, side: u32) -> LoadedImage {
         let s = seed as f32;
         let r = 128.0 + 120.0 * ((fx * (3.0 + s)).sin() * (fy * 2.0).cos());
         let g = 128.0 + 120.0 * (((fx - 0.5).powi(2) + (fy - 0.3).powi(2)) * (8.0 + s)).cos();
-        let b = if ((x / 8 + y / 8 + seed) % 2) == 0 { 200.0 } else { 40.0 };
+        let b = if ((x / 8 + y / 8 + seed) % 2) == 0 {
+            200.0
+        } else {
+            40.0
+        };
         image::Rgb([r as u8, g as u8, b as u8])
     });
     LoadedImage::from_rgb(img, format!("synthetic-{seed}"))
@@ -93,8 +97,8 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 #[test]
 fn every_head_is_the_identity_at_init() {
     let cfg = cleandift::model::ModelConfig::preset("tiny-sd21").expect("preset");
-    let heads = Heads::new(&FeatureKey::ALL, |k| k.channels(&cfg.unet), 3, &Device::Cpu)
-        .expect("heads");
+    let heads =
+        Heads::new(&FeatureKey::ALL, |k| k.channels(&cfg.unet), 3, &Device::Cpu).expect("heads");
     let t = Tensor::new(&[1f32, 300.0, 998.0], &Device::Cpu).expect("t");
     let cond = heads.cond(&t).expect("cond");
     assert_eq!(cond.dims(), &[3, 256]);
@@ -128,7 +132,9 @@ fn gradients_flow_and_a_saved_student_reloads_exactly() {
     let probe = |bb: &Backbone| -> BTreeMap<FeatureKey, Tensor> {
         let ctx = bb.text.embed("", &bb.device).expect("ctx");
         let t = Tensor::new(&[261f32], &Device::Cpu).expect("t");
-        bb.unet.forward(&probe_x, &t, &ctx, &keys, Grad::Off).expect("teacher")
+        bb.unet
+            .forward(&probe_x, &t, &ctx, &keys, Grad::Off)
+            .expect("teacher")
     };
     let teacher_before = probe(&bb);
 
@@ -184,7 +190,11 @@ fn gradients_flow_and_a_saved_student_reloads_exactly() {
 
     // The teacher is untouched.
     for (k, after) in probe(&bb) {
-        assert_eq!(max_diff(&teacher_before[&k], &after), 0.0, "teacher {k} changed");
+        assert_eq!(
+            max_diff(&teacher_before[&k], &after),
+            0.0,
+            "teacher {k} changed"
+        );
     }
 
     // Save, reload with --student FILE semantics, compare features exactly.
@@ -201,14 +211,25 @@ fn gradients_flow_and_a_saved_student_reloads_exactly() {
         .unet
         .forward(&x, student.timestep().as_tensor(), &ctx, &keys, Grad::Off)
         .expect("trained");
-    let theirs = st.unet.forward(&x, &t, &ctx, &keys, Grad::Off).expect("reloaded");
+    let theirs = st
+        .unet
+        .forward(&x, &t, &ctx, &keys, Grad::Off)
+        .expect("reloaded");
     for k in &keys {
-        assert_eq!(max_diff(&ours[k], &theirs[k]), 0.0, "{k} differs after reload");
+        assert_eq!(
+            max_diff(&ours[k], &theirs[k]),
+            0.0,
+            "{k} differs after reload"
+        );
     }
     // The file holds diffusers UNet keys only.
     let tensors = candle_core::safetensors::load(&path, &Device::Cpu).expect("load");
     assert!(tensors.contains_key("conv_in.weight"));
-    assert!(tensors.keys().all(|k| !k.starts_with("adapters") && k != "timestep"));
+    assert!(
+        tensors
+            .keys()
+            .all(|k| !k.starts_with("adapters") && k != "timestep")
+    );
     assert!(tensors.values().all(|t| t.dtype() == DType::F32));
 }
 
@@ -224,18 +245,33 @@ fn agreement(bb: &Backbone, unet: &UNet, t_clean: f32, images: &[LoadedImage]) -
         let (px, _) = to_model_tensor(img, SIZE, SIZE, Fit::Stretch, &bb.device).expect("px");
         let x0 = (bb.vae.encode(&px).expect("vae").mean * bb.vae.scaling_factor()).expect("x0");
         let tt = Tensor::new(&[t_clean], &bb.device).expect("t");
-        let clean = unet.forward(&x0, &tt, &ctx, &keys, Grad::Off).expect("clean");
+        let clean = unet
+            .forward(&x0, &tt, &ctx, &keys, Grad::Off)
+            .expect("clean");
         for t in [50usize, 261, 500, 800] {
             let eps = gaussian(&mut rng, x0.dims(), &bb.device).expect("eps");
             let xt = schedule.add_noise(&x0, &eps, &[t]).expect("noise");
             let tn = Tensor::new(&[t as f32], &bb.device).expect("t");
-            let noisy = bb.unet.forward(&xt, &tn, &ctx, &keys, Grad::Off).expect("noisy");
+            let noisy = bb
+                .unet
+                .forward(&xt, &tn, &ctx, &keys, Grad::Off)
+                .expect("noisy");
             for k in keys {
                 let (a, b) = (&clean[&k], &noisy[&k]);
                 let dot = (a * b).and_then(|d| d.sum(1)).expect("dot");
-                let na = a.sqr().and_then(|s| s.sum(1)).and_then(|s| s.sqrt()).expect("na");
-                let nb = b.sqr().and_then(|s| s.sum(1)).and_then(|s| s.sqrt()).expect("nb");
-                let cos = (dot / (na * nb).expect("n")).and_then(|c| c.mean_all()).expect("cos");
+                let na = a
+                    .sqr()
+                    .and_then(|s| s.sum(1))
+                    .and_then(|s| s.sqrt())
+                    .expect("na");
+                let nb = b
+                    .sqr()
+                    .and_then(|s| s.sum(1))
+                    .and_then(|s| s.sqrt())
+                    .expect("nb");
+                let cos = (dot / (na * nb).expect("n"))
+                    .and_then(|c| c.mean_all())
+                    .expect("cos");
                 sum += scalar(&cos);
                 n += 1.0;
             }
@@ -308,8 +344,14 @@ fn resume_cancel_and_interrupted_writes() {
     let quiet = AtomicBool::new(false);
 
     let whole_dir = tempfile::tempdir().expect("tmp");
-    let whole = train(&bb, &config(6, whole_dir.path()), &data, &quiet, &mut |_| {})
-        .expect("whole run");
+    let whole = train(
+        &bb,
+        &config(6, whole_dir.path()),
+        &data,
+        &quiet,
+        &mut |_| {},
+    )
+    .expect("whole run");
 
     let dir = tempfile::tempdir().expect("tmp");
     let mut saves = Vec::new();
@@ -344,8 +386,11 @@ fn resume_cancel_and_interrupted_writes() {
     for f in [&student, &state] {
         let bytes = std::fs::read(f).expect("read");
         let name = f.file_name().and_then(|n| n.to_str()).expect("name");
-        std::fs::write(dir.path().join(format!(".{name}.{pid}.tmp")), &bytes[..bytes.len() / 3])
-            .expect("stray temp");
+        std::fs::write(
+            dir.path().join(format!(".{name}.{pid}.tmp")),
+            &bytes[..bytes.len() / 3],
+        )
+        .expect("stray temp");
     }
     let re = tiny(Some(&student));
     assert!(re.student.is_some(), "previous student must still load");
@@ -406,7 +451,10 @@ fn data_folders_captions_and_bad_files() {
     // Empty folder: an error naming it.
     let err = Dataset::from_folder(dir.path(), SIZE).expect_err("empty");
     assert!(matches!(err, TrainError::Data(_)));
-    assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
 
     let files = train_files();
     std::fs::copy(&files[0], dir.path().join("a.png")).expect("copy");
@@ -419,7 +467,11 @@ fn data_folders_captions_and_bad_files() {
     let ds = Dataset::from_folder(dir.path(), SIZE).expect("dataset");
     assert_eq!(ds.len(), 2);
     assert_eq!(ds.skipped().len(), 2);
-    assert!(ds.summary().contains("2 unreadable files skipped"), "{}", ds.summary());
+    assert!(
+        ds.summary().contains("2 unreadable files skipped"),
+        "{}",
+        ds.summary()
+    );
     let prompts: Vec<&str> = ds.items().iter().map(|i| i.prompt.as_str()).collect();
     assert_eq!(prompts, vec!["a photo of a cat", "a grey shape"]);
     let b = ds.batch(&[1, 0, 1], &Device::Cpu).expect("batch");
@@ -500,7 +552,10 @@ fn train_command_writes_a_student_that_match_uses() {
         "--point",
         "100,100",
     ];
-    let cmd = Cli::try_parse_from(m).expect("parse match").command.expect("command");
+    let cmd = Cli::try_parse_from(m)
+        .expect("parse match")
+        .command
+        .expect("command");
     cleandift::cli::run(cmd).expect("match with the trained student");
 
     // A --student other than none is refused with a hint.
@@ -510,4 +565,53 @@ fn train_command_writes_a_student_that_match_uses() {
     b.backbone.student = Some(student.display().to_string());
     let err = cleandift::cli::train::run_with(&b, &AtomicBool::new(false)).expect_err("student");
     assert!(err.to_string().contains("--resume"), "{err}");
+}
+
+/// Decoder mode: the encoder and the timestep stay the teacher's; the mid and
+/// up blocks, heads and mapping train.
+#[test]
+fn decoder_mode_trains_only_the_decoder_side() {
+    let bb = tiny(None);
+    let student = StudentCopy::from_teacher(&bb, Trainable::Decoder).expect("student");
+    assert!(student.params().get("conv_in.weight").is_none());
+    assert!(
+        student
+            .params()
+            .get("down_blocks.1.resnets.0.conv1.weight")
+            .is_none()
+    );
+    assert!(
+        student
+            .params()
+            .get("mid_block.resnets.0.conv1.weight")
+            .is_some()
+    );
+    assert!(
+        student
+            .params()
+            .get("up_blocks.2.attentions.1.proj_in.weight")
+            .is_some()
+    );
+    assert!(!student.learns_timestep());
+
+    let data = Dataset::from_paths(&train_files()[..2], SIZE).expect("data");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = config(3, dir.path());
+    cfg.trainable = Trainable::Decoder;
+    cfg.keys = vec![FeatureKey::Us3, FeatureKey::Us6];
+    let outcome = train(&bb, &cfg, &data, &AtomicBool::new(false), &mut |_| {}).expect("train");
+    assert_eq!(outcome.timestep, 261.0);
+    let saved =
+        candle_core::safetensors::load(outcome.student_path().expect("student"), &Device::Cpu)
+            .expect("load");
+    let fresh = StudentCopy::from_teacher(&bb, Trainable::All).expect("copy");
+    for (name, t) in fresh.named_tensors() {
+        let d = max_diff(t, &saved[name]);
+        if name.starts_with("down_blocks") || name.starts_with("conv_in") {
+            assert_eq!(d, 0.0, "frozen {name} changed");
+        }
+        if name == "up_blocks.0.resnets.0.conv1.weight" {
+            assert!(d > 0.0, "{name} did not train");
+        }
+    }
 }

@@ -15,9 +15,8 @@ const W: u32 = 1024;
 const H: u32 = 640;
 
 fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
 }
 
 /// Kills and reaps a child process when dropped.
@@ -40,7 +39,16 @@ fn start_xvfb() -> (Reaper, String) {
         }
         let display = format!(":{n}");
         let child = Command::new("Xvfb")
-            .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp", "-dpi", "96"])
+            .args([
+                &display,
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+                "-dpi",
+                "96",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -75,9 +83,11 @@ fn find_window(display: &str, title: &str) -> Option<(String, u32, u32)> {
         }
         let id = line.split_whitespace().next()?.to_string();
         // "... 1024x640+0+0  +0+0"
-        let geom = line
-            .split_whitespace()
-            .find(|t| t.contains('x') && t.contains('+') && t.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+        let geom = line.split_whitespace().find(|t| {
+            t.contains('x')
+                && t.contains('+')
+                && t.chars().next().is_some_and(|c| c.is_ascii_digit())
+        })?;
         let size = geom.split('+').next()?;
         let (w, h) = size.split_once('x')?;
         return Some((id, w.parse().ok()?, h.parse().ok()?));
@@ -94,7 +104,10 @@ fn screenshot(display: &str, id: &str) -> Result<image::RgbImage, String> {
         .output()
         .map_err(|e| format!("xwd: {e}"))?;
     if !out.status.success() {
-        return Err(format!("xwd failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "xwd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     decode_xwd(&out.stdout)
 }
@@ -113,7 +126,9 @@ fn decode_xwd(b: &[u8]) -> Result<image::RgbImage, String> {
     let (rm, gm, bm) = (field(14)?, field(15)?, field(16)?);
     let ncolors = field(19)? as usize;
     if format != 2 || !(bpp == 32 || bpp == 24) {
-        return Err(format!("unsupported XWD: format {format}, {bpp} bits per pixel"));
+        return Err(format!(
+            "unsupported XWD: format {format}, {bpp} bits per pixel"
+        ));
     }
     let data = header_size + ncolors * 12;
     let px_bytes = (bpp / 8) as usize;
@@ -146,7 +161,10 @@ fn colourful_right_half(img: &image::RgbImage) -> f64 {
     for y in h / 8..h * 7 / 8 {
         for x in w * 5 / 8..w {
             let p = img.get_pixel(x, y).0;
-            let (mx, mn) = (p.iter().max().copied().unwrap_or(0), p.iter().min().copied().unwrap_or(0));
+            let (mx, mn) = (
+                p.iter().max().copied().unwrap_or(0),
+                p.iter().min().copied().unwrap_or(0),
+            );
             if mx - mn > 110 {
                 n += 1;
             }
@@ -223,7 +241,10 @@ fn run_binary(renderer: &str, shot_name: &str) {
             break w;
         }
         if let Ok(Some(status)) = app.0.try_wait() {
-            panic!("the app exited ({status}) before opening a window; log:\n{}", read_log());
+            panic!(
+                "the app exited ({status}) before opening a window; log:\n{}",
+                read_log()
+            );
         }
         assert!(
             t0.elapsed() < Duration::from_secs(60),
@@ -256,13 +277,19 @@ fn run_binary(renderer: &str, shot_name: &str) {
     eprintln!("screenshot: {} ({colour:.3} coloured in B)", out.display());
     assert_eq!(img.dimensions(), (W, H), "screenshot size");
     let (spread, colours) = luminance_spread(&img);
-    assert!(spread > 15.0 && colours > 2000, "blank window? spread {spread:.1}, {colours} colours");
+    assert!(
+        spread > 15.0 && colours > 2000,
+        "blank window? spread {spread:.1}, {colours} colours"
+    );
     assert!(
         colour > 0.05,
         "no heatmap over B after 120 s ({colour:.3} coloured); log:\n{}",
         read_log()
     );
-    assert!(app.0.try_wait().ok().flatten().is_none(), "the app is still running");
+    assert!(
+        app.0.try_wait().ok().flatten().is_none(),
+        "the app is still running"
+    );
     let log = read_log();
     assert!(!log.contains("panicked"), "log:\n{log}");
 }

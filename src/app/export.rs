@@ -68,8 +68,11 @@ pub fn write_png(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .context("cannot encode the PNG")?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .context("cannot encode the PNG")?;
     crate::util::write_atomic(path, &bytes)?;
     Ok(())
 }
@@ -180,7 +183,13 @@ fn target_panel(app: &CleanDiftApp, a: &Answer, h: u32, mode: Mode) -> anyhow::R
             draw_marker(&mut img, m.x * s, m.y * s, 6.0 * r, [250, 250, 250]);
         }
     }
-    draw_marker(&mut img, a.best.x * s, a.best.y * s, 10.0 * r, rgb8(mode_color(mode)));
+    draw_marker(
+        &mut img,
+        a.best.x * s,
+        a.best.y * s,
+        10.0 * r,
+        rgb8(mode_color(mode)),
+    );
     Ok(Panel { img })
 }
 
@@ -196,9 +205,21 @@ fn source_panel(
     let r = (h as f32 / 512.0).max(0.6);
     for (a, mode) in answers {
         if a.mutual {
-            draw_marker(&mut img, a.back.x * s, a.back.y * s, 5.0 * r, rgb8(mode_color(*mode)));
+            draw_marker(
+                &mut img,
+                a.back.x * s,
+                a.back.y * s,
+                5.0 * r,
+                rgb8(mode_color(*mode)),
+            );
         } else {
-            draw_cross(&mut img, a.back.x * s, a.back.y * s, 7.0 * r, rgb8(mode_color(*mode)));
+            draw_cross(
+                &mut img,
+                a.back.x * s,
+                a.back.y * s,
+                7.0 * r,
+                rgb8(mode_color(*mode)),
+            );
         }
     }
     draw_marker(&mut img, q.x * s, q.y * s, 11.0 * r, rgb8(QUERY_COLOR));
@@ -217,7 +238,8 @@ fn panel_height(app: &CleanDiftApp) -> u32 {
 /// Stacks rows vertically on the dark background, left-aligned.
 fn stack(rows: &[RgbImage], gap: u32) -> RgbImage {
     let w = rows.iter().map(RgbImage::width).max().unwrap_or(1);
-    let h = rows.iter().map(RgbImage::height).sum::<u32>() + gap * rows.len().saturating_sub(1) as u32;
+    let h =
+        rows.iter().map(RgbImage::height).sum::<u32>() + gap * rows.len().saturating_sub(1) as u32;
     let mut out = RgbImage::from_pixel(w.max(1), h.max(1), Rgb([24, 24, 24]));
     let mut y = 0;
     for r in rows {
@@ -260,7 +282,10 @@ pub fn render_view(app: &mut CleanDiftApp) -> anyhow::Result<RgbImage> {
                     answers.push((a, *m));
                 }
             }
-            anyhow::ensure!(!answers.is_empty(), "no features yet: wait for the extraction");
+            anyhow::ensure!(
+                !answers.is_empty(),
+                "no features yet: wait for the extraction"
+            );
             let mut panels = vec![source_panel(app, q, &answers, h)?.img];
             for (a, m) in &answers {
                 panels.push(target_panel(app, a, h, *m)?.img);
@@ -343,7 +368,13 @@ fn strip_tile(
     };
     let mut img = blend_picture(base, &data, &look);
     let k = base.height() as f32 / orig_h.max(1) as f32;
-    draw_marker(&mut img, t.best.x * k, t.best.y * k, 4.0, rgb8(mode_color(mode)));
+    draw_marker(
+        &mut img,
+        t.best.x * k,
+        t.best.y * k,
+        4.0,
+        rgb8(mode_color(mode)),
+    );
     if app.settings.layer == t.layer {
         let c = rgb8(mode_color(mode));
         let (w, h) = (img.width(), img.height());
@@ -418,7 +449,10 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
             });
         }
     }
-    anyhow::ensure!(!results.is_empty(), "no features yet: wait for the extraction");
+    anyhow::ensure!(
+        !results.is_empty(),
+        "no features yet: wait for the extraction"
+    );
     let strip = if app.settings.view == View::Compare && app.settings.show_strip {
         app.strip_tiles().map(|t| (*t).clone())
     } else {

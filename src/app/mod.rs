@@ -171,7 +171,9 @@ impl LaunchOptions {
                 "correspondence" | "match" => View::Correspondence,
                 "compare" => View::Compare,
                 "pca" => View::Pca,
-                other => anyhow::bail!("unknown view {other:?}; use correspondence, compare or pca"),
+                other => {
+                    anyhow::bail!("unknown view {other:?}; use correspondence, compare or pca")
+                }
             }),
         };
         let query = match &a.query {
@@ -408,6 +410,14 @@ pub struct CleanDiftApp {
 struct ModeKey(u8);
 
 impl ModeKey {
+    fn mode(self) -> Mode {
+        match self.0 {
+            0 => Mode::Clean,
+            1 => Mode::Noisy,
+            _ => Mode::Naive,
+        }
+    }
+
     fn of(m: Mode) -> ModeKey {
         ModeKey(match m {
             Mode::Clean => 0,
@@ -607,15 +617,18 @@ impl CleanDiftApp {
     /// until a setting changes.
     pub fn cancel_all(&mut self) {
         let ids: Vec<RequestId> = self.progress.keys().copied().collect();
-        for slot in self.features.values_mut() {
+        let mut cancelled = Vec::new();
+        for (k, slot) in self.features.iter_mut() {
             if let Some((id, key)) = slot.pending.take() {
                 self.worker.cancel(id);
                 slot.blocked = Some(key);
+                cancelled.push(Job::Features(k.mode()));
             }
         }
         if let Some((id, key)) = self.pca_pending.take() {
             self.worker.cancel(id);
             self.pca_blocked = Some(key);
+            cancelled.push(Job::Pca);
         }
         if let BackboneState::Loading { id, choice } = &self.backbone {
             self.worker.cancel(*id);
@@ -626,11 +639,19 @@ impl CleanDiftApp {
                     hint: "Press Load to try again".into(),
                 },
             };
+            cancelled.push(Job::Backbone);
         }
         for id in ids {
             self.worker.cancel(id);
         }
         self.progress.clear();
+        for job in cancelled {
+            self.message(
+                Level::Info,
+                format!("Cancelled: {job}"),
+                "Change a setting or press Extract to run it again".into(),
+            );
+        }
     }
 
     /// Replaces a dead worker and asks again for what was shown.
@@ -778,12 +799,7 @@ impl CleanDiftApp {
         }
         for (k, slot) in &self.features {
             if slot.pending.as_ref().is_some_and(|(p, _)| *p == id) {
-                let mode = match k.0 {
-                    0 => Mode::Clean,
-                    1 => Mode::Noisy,
-                    _ => Mode::Naive,
-                };
-                return Job::Features(mode);
+                return Job::Features(k.mode());
             }
         }
         if self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id) {
@@ -1049,12 +1065,17 @@ impl CleanDiftApp {
 
     /// The features of `mode` being shown, if any.
     pub fn features_of(&self, mode: Mode) -> Option<&Arc<PairFeatures>> {
-        self.features.get(&ModeKey::of(mode)).and_then(|s| s.ready())
+        self.features
+            .get(&ModeKey::of(mode))
+            .and_then(|s| s.ready())
     }
 
     /// The features of `mode` match the current settings and images.
     pub fn features_current(&self, mode: Mode) -> bool {
-        match (self.feature_key(mode), self.features.get(&ModeKey::of(mode))) {
+        match (
+            self.feature_key(mode),
+            self.features.get(&ModeKey::of(mode)),
+        ) {
             (Some((key, ..)), Some(slot)) => slot.ready.as_ref().is_some_and(|(k, _)| *k == key),
             _ => false,
         }
@@ -1359,7 +1380,9 @@ impl CleanDiftApp {
                         .set_title(format!("Open image {side}"))
                         .add_filter(
                             "Images",
-                            &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "tga"],
+                            &[
+                                "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "tga",
+                            ],
                         )
                         .pick_file()
                         .map(|p| DialogAnswer::Open(side, p)),

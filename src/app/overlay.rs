@@ -72,7 +72,9 @@ impl OverlayData {
                     let s = map.data.get(y * w + x).copied().unwrap_or(0.0);
                     [s, s, s]
                 }
-                OverlayData::Rgb { map, .. } => map.data.get(y * w + x).copied().unwrap_or_default(),
+                OverlayData::Rgb { map, .. } => {
+                    map.data.get(y * w + x).copied().unwrap_or_default()
+                }
             }
         };
         let (a, b, c, d) = (at(x0, y0), at(x1, y0), at(x0, y1), at(x1, y1));
@@ -353,12 +355,18 @@ pub fn paint_marker(painter: &Painter, rect: Rect, m: &Marker) {
             painter.circle_stroke(c, r, Stroke::new(4.0, Color32::from_black_alpha(150)));
             painter.circle_stroke(c, r, Stroke::new(2.4, m.color));
             for d in [Vec2::X, -Vec2::X, Vec2::Y, -Vec2::Y] {
-                painter.line_segment([c + d * r * 0.4, c + d * r * 1.6], Stroke::new(1.8, m.color));
+                painter.line_segment(
+                    [c + d * r * 0.4, c + d * r * 1.6],
+                    Stroke::new(1.8, m.color),
+                );
             }
         }
         MarkerStyle::Cross => {
             let k = r * std::f32::consts::FRAC_1_SQRT_2;
-            for (a, b) in [(Vec2::new(-k, -k), Vec2::new(k, k)), (Vec2::new(-k, k), Vec2::new(k, -k))] {
+            for (a, b) in [
+                (Vec2::new(-k, -k), Vec2::new(k, k)),
+                (Vec2::new(-k, k), Vec2::new(k, -k)),
+            ] {
                 painter.line_segment([c + a, c + b], Stroke::new(4.5, Color32::WHITE));
                 painter.line_segment([c + a, c + b], Stroke::new(2.1, m.color));
             }
@@ -534,12 +542,7 @@ impl OverlayCallback {
             OverlayData::Heat { .. } => wgpu::TextureFormat::R32Float,
             OverlayData::Rgb { .. } => wgpu::TextureFormat::Rgba32Float,
         };
-        (
-            format,
-            (tw as u32, th as u32),
-            bytes,
-            data.generation(),
-        )
+        (format, (tw as u32, th as u32), bytes, data.generation())
     }
 }
 
@@ -556,7 +559,8 @@ impl egui_wgpu::CallbackTrait for OverlayCallback {
             return Vec::new();
         };
         let now = Instant::now();
-        res.slots.retain(|_, s| now.duration_since(s.used) < SLOT_IDLE);
+        res.slots
+            .retain(|_, s| now.duration_since(s.used) < SLOT_IDLE);
         let generation = self.data.as_ref().map_or(0, OverlayData::generation);
         let fresh = res
             .slots

@@ -75,15 +75,21 @@ pub(super) fn top_bar(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             ui.separator();
             let layer = app.settings.layer;
             let mode = app.settings.mode;
+            ui.label(RichText::new(format!("{layer} · stride {}", layer.stride())).strong());
             ui.label(
-                RichText::new(format!("{layer} · stride {}", layer.stride())).strong(),
+                RichText::new(format!("mode: {mode}"))
+                    .color(mode_color(mode))
+                    .strong(),
             );
-            ui.label(RichText::new(format!("mode: {mode}")).color(mode_color(mode)).strong());
             if mode != Mode::Clean || app.settings.view == View::Compare {
                 ui.label(format!("t = {:.0}", app.settings.t));
             }
             ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
-                let label = if app.talk { "Leave talk mode" } else { "Talk mode" };
+                let label = if app.talk {
+                    "Leave talk mode"
+                } else {
+                    "Talk mode"
+                };
                 if ui
                     .button(label)
                     .on_hover_text("Fullscreen, large markers and labels (T, Esc to leave)")
@@ -170,7 +176,7 @@ fn images_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 }
             });
             if ui
-                .button("⇄ Swap A and B")
+                .button("Swap A and B")
                 .on_hover_text("Swap the images (features follow)")
                 .clicked()
             {
@@ -434,7 +440,9 @@ fn overlay_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     .step_by(0.25)
                     .text("Mutual tolerance (cells)"),
             )
-            .on_hover_text("A match is mutual when B's match leads back within this many feature cells");
+            .on_hover_text(
+                "A match is mutual when B's match leads back within this many feature cells",
+            );
             ui.checkbox(&mut s.hover_preview, "Live hover preview");
         });
 }
@@ -472,7 +480,11 @@ fn export_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 }
             });
             if let Some(p) = &app.last_export {
-                ui.label(RichText::new(format!("last: {}", p.display())).weak().small());
+                ui.label(
+                    RichText::new(format!("last: {}", p.display()))
+                        .weak()
+                        .small(),
+                );
             }
         });
 }
@@ -486,7 +498,7 @@ pub(super) fn status_bar(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             ui.horizontal(|ui| {
                 ui.label(
                     RichText::new(format!(
-                        "⚠ The background worker stopped: {msg}. Models and features are gone."
+                        "The background worker stopped: {msg}. Models and features are gone."
                     ))
                     .color(Color32::from_rgb(255, 110, 90))
                     .strong(),
@@ -542,7 +554,11 @@ pub(super) fn status_bar(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 if ui.small_button(format!("Messages ({n})")).clicked() {
                     app.show_log = !app.show_log;
                 }
-                ui.label(RichText::new(app.renderer_note().to_string()).weak().small());
+                ui.label(
+                    RichText::new(app.renderer_note().to_string())
+                        .weak()
+                        .small(),
+                );
             });
         });
     });
@@ -583,7 +599,7 @@ pub(super) fn windows(app: &mut CleanDiftApp, ctx: &egui::Context) {
                         };
                         ui.label(RichText::new(&m.text).color(color));
                         if !m.hint.is_empty() {
-                            ui.label(RichText::new(format!("  → {}", m.hint)).weak());
+                            ui.label(RichText::new(format!("  -> {}", m.hint)).weak());
                         }
                     }
                 });
@@ -599,7 +615,10 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("N", "noisy features"),
     ("M", "compare clean and noisy (again: back)"),
     ("P", "PCA view (again: back)"),
-    ("Arrows", "move the query point one feature cell (Shift: four)"),
+    (
+        "Arrows",
+        "move the query point one feature cell (Shift: four)",
+    ),
     ("S", "save the view as PNG in the export folder"),
     ("E", "export the correspondences as JSON"),
     ("T / F11", "talk mode: fullscreen, large markers"),
@@ -737,7 +756,10 @@ impl CleanDiftApp {
             if files.len() > 2 {
                 self.message(
                     Level::Warn,
-                    format!("{} files dropped: the first two went to A and B", files.len()),
+                    format!(
+                        "{} files dropped: the first two went to A and B",
+                        files.len()
+                    ),
                     String::new(),
                 );
             }

@@ -9,9 +9,7 @@ use egui::{
 
 use super::overlay::{Look, Marker, MarkerStyle, OverlayData};
 use super::query::{Answer, QueryPoint};
-use super::{
-    BackboneState, CleanDiftApp, QUERY_COLOR, RangeMode, View, mode_color, slots,
-};
+use super::{BackboneState, CleanDiftApp, QUERY_COLOR, RangeMode, View, mode_color, slots};
 use crate::features::extract::Mode;
 use crate::worker::Side;
 
@@ -73,7 +71,11 @@ fn pointer(app: &mut CleanDiftApp, ui: &mut egui::Ui, rect: Rect, side: Side, sa
     let Some((w, h)) = image_size(app, side) else {
         return;
     };
-    let resp = ui.interact(rect, ui.make_persistent_id(("image", salt, side)), Sense::click_and_drag());
+    let resp = ui.interact(
+        rect,
+        ui.make_persistent_id(("image", salt, side)),
+        Sense::click_and_drag(),
+    );
     let name = format!("image {side}");
     resp.widget_info(|| WidgetInfo::labeled(Role::Image, true, name.clone()));
     let pressed = resp.clicked() || resp.dragged() || resp.is_pointer_button_down_on();
@@ -183,22 +185,54 @@ fn source_markers(
 }
 
 /// Rank labels next to the top-k markers.
-fn rank_labels(app: &CleanDiftApp, painter: &egui::Painter, rect: Rect, a: &Answer, w: u32, h: u32) {
+fn rank_labels(
+    app: &CleanDiftApp,
+    painter: &egui::Painter,
+    rect: Rect,
+    a: &Answer,
+    w: u32,
+    h: u32,
+) {
     if !app.settings.show_top_k {
         return;
     }
     let b = big(app);
     for (i, s) in a.top_k.iter().enumerate().skip(1) {
         let p = to_screen(rect, w, h, s.x, s.y) + Vec2::new(8.0 * b, -8.0 * b);
-        outlined_text(painter, p, Align2::LEFT_BOTTOM, &format!("{}", i + 1), 12.0 * b, Color32::WHITE);
+        outlined_text(
+            painter,
+            p,
+            Align2::LEFT_BOTTOM,
+            &format!("{}", i + 1),
+            12.0 * b,
+            Color32::WHITE,
+        );
     }
 }
 
 /// Text with a dark outline, readable over any picture.
-fn outlined_text(painter: &egui::Painter, pos: Pos2, align: Align2, text: &str, size: f32, color: Color32) {
+fn outlined_text(
+    painter: &egui::Painter,
+    pos: Pos2,
+    align: Align2,
+    text: &str,
+    size: f32,
+    color: Color32,
+) {
     let font = FontId::proportional(size);
-    for d in [Vec2::new(1.0, 1.0), Vec2::new(-1.0, -1.0), Vec2::new(1.0, -1.0), Vec2::new(-1.0, 1.0)] {
-        painter.text(pos + d, align, text, font.clone(), Color32::from_black_alpha(200));
+    for d in [
+        Vec2::new(1.0, 1.0),
+        Vec2::new(-1.0, -1.0),
+        Vec2::new(1.0, -1.0),
+        Vec2::new(-1.0, 1.0),
+    ] {
+        painter.text(
+            pos + d,
+            align,
+            text,
+            font.clone(),
+            Color32::from_black_alpha(200),
+        );
     }
     painter.text(pos, align, text, font, color);
 }
@@ -341,15 +375,15 @@ fn describe(a: &Answer) -> String {
     let src = a.query.side;
     let tgt = src.other();
     let mutual = if a.mutual {
-        format!("mutual ✓ (back within {:.1} px)", a.back_distance)
+        format!("mutual (back within {:.1} px)", a.back_distance)
     } else {
         format!(
-            "not mutual: {tgt}→{src} lands {:.0} px away (tolerance {:.0} px)",
+            "not mutual: {tgt}->{src} lands {:.0} px away (tolerance {:.0} px)",
             a.back_distance, a.tolerance
         )
     };
     format!(
-        "{src} ({:.0}, {:.0}) → {tgt} ({:.0}, {:.0}) · cos {:.3} · {mutual}",
+        "{src} ({:.0}, {:.0}) -> {tgt} ({:.0}, {:.0}) · cos {:.3} · {mutual}",
         a.query.x.floor(),
         a.query.y.floor(),
         a.best.x.floor(),
@@ -422,14 +456,19 @@ fn correspondence(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 };
                 let look = heat_look(app, a);
                 let markers = target_markers(app, a, w, h, mode_color(mode));
-                app.overlay.paint(&painter, rect, slot, Some(&data), &look, &markers);
+                app.overlay
+                    .paint(&painter, rect, slot, Some(&data), &look, &markers);
                 rank_labels(app, &painter, rect, a, w, h);
                 hover_value(app, ui, rect, a);
             }
             (_, Some(q)) if side == q.side => {
-                let answers: Vec<_> = answer.iter().map(|a| (a.clone(), mode_color(mode))).collect();
+                let answers: Vec<_> = answer
+                    .iter()
+                    .map(|a| (a.clone(), mode_color(mode)))
+                    .collect();
                 let markers = source_markers(app, q, &answers, w, h);
-                app.overlay.paint(&painter, rect, slot, None, &Look::default(), &markers);
+                app.overlay
+                    .paint(&painter, rect, slot, None, &Look::default(), &markers);
             }
             _ => {}
         }
@@ -440,7 +479,8 @@ fn correspondence(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
 
     // Footer: what the query found.
     let footer = Rect::from_min_max(Pos2::new(area.min.x, area.max.y - footer_h), area.max);
-    let mut child = ui.new_child(egui::UiBuilder::new().max_rect(footer.shrink2(Vec2::new(4.0, 4.0))));
+    let mut child =
+        ui.new_child(egui::UiBuilder::new().max_rect(footer.shrink2(Vec2::new(4.0, 4.0))));
     let size = 14.0 * b;
     match (&answer, waiting_text(app, mode)) {
         (Some(a), _) => {
@@ -449,7 +489,11 @@ fn correspondence(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             } else {
                 ""
             };
-            child.label(RichText::new(format!("{preview}{}", describe(a))).size(size).strong());
+            child.label(
+                RichText::new(format!("{preview}{}", describe(a)))
+                    .size(size)
+                    .strong(),
+            );
             let label = app
                 .features_of(mode)
                 .map(|f| f.label.clone())
@@ -488,9 +532,11 @@ fn correspondence(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     .size(size),
             );
             child.label(
-                RichText::new("Hovering previews live · arrows move the point · 1–9/0 switch layers")
-                    .weak()
-                    .size(11.0 * b),
+                RichText::new(
+                    "Hovering previews live · arrows move the point · 1–9/0 switch layers",
+                )
+                .weak()
+                .size(11.0 * b),
             );
         }
     }
@@ -577,8 +623,14 @@ fn compare(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                         .filter_map(|(a, m)| a.clone().map(|a| (a, mode_color(*m))))
                         .collect();
                     let markers = source_markers(app, q, &found, w, h);
-                    app.overlay
-                        .paint(&painter, rect, slots::COMPARE_SOURCE, None, &Look::default(), &markers);
+                    app.overlay.paint(
+                        &painter,
+                        rect,
+                        slots::COMPARE_SOURCE,
+                        None,
+                        &Look::default(),
+                        &markers,
+                    );
                 }
             }
             let text = match q {
@@ -595,7 +647,12 @@ fn compare(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             .map(|f| f.label.clone())
             .unwrap_or_else(|| mode.to_string());
         let mut child = ui.new_child(egui::UiBuilder::new().max_rect(head));
-        child.label(RichText::new(format!("{side} · {mode}")).color(color).strong().size(14.0 * b));
+        child.label(
+            RichText::new(format!("{side} · {mode}"))
+                .color(color)
+                .strong()
+                .size(14.0 * b),
+        );
         child.label(RichText::new(label).color(color).size(10.5 * b));
         let Some(rect) = rects[col] else {
             continue;
@@ -619,7 +676,7 @@ fn compare(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 );
                 rank_labels(app, &painter, rect, a, w, h);
                 hover_value(app, ui, rect, a);
-                let m = if a.mutual { "✓ mutual" } else { "✗ not mutual" };
+                let m = if a.mutual { "mutual" } else { "not mutual" };
                 header(
                     ui,
                     foot,
@@ -634,7 +691,8 @@ fn compare(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 );
             }
             None => {
-                let text = waiting_text(app, mode).unwrap_or_else(|| "click in the query image".into());
+                let text =
+                    waiting_text(app, mode).unwrap_or_else(|| "click in the query image".into());
                 let p = ui.painter();
                 p.rect_filled(rect, 0.0, Color32::from_black_alpha(110));
                 p.text(
@@ -695,7 +753,9 @@ fn layer_strip(app: &mut CleanDiftApp, ui: &mut egui::Ui, area: Rect) {
         }
         app.strip_rects.push((*key, rect));
         paint_photo(app, &painter, rect, tgt);
-        let tile = tiles.as_ref().and_then(|t| t.iter().find(|t| t.layer == *key));
+        let tile = tiles
+            .as_ref()
+            .and_then(|t| t.iter().find(|t| t.layer == *key));
         if let Some(t) = tile {
             let data = OverlayData::Heat {
                 generation: t.generation,
@@ -720,8 +780,14 @@ fn layer_strip(app: &mut CleanDiftApp, ui: &mut egui::Ui, area: Rect) {
                 style: MarkerStyle::Ring,
                 color: mode_color(mode),
             };
-            app.overlay
-                .paint(&painter, rect, slots::STRIP + i as u64, Some(&data), &look, &[marker]);
+            app.overlay.paint(
+                &painter,
+                rect,
+                slots::STRIP + i as u64,
+                Some(&data),
+                &look,
+                &[marker],
+            );
         }
         let current = app.settings.layer == *key;
         let stroke = if current {
@@ -790,7 +856,11 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             .image(side)
             .map(|s| format!("{side} · {}", s.name))
             .unwrap_or_else(|| side.name().to_string());
-        let basis = if app.settings.pca_joint { "joint basis" } else { "per-image basis" };
+        let basis = if app.settings.pca_joint {
+            "joint basis"
+        } else {
+            "per-image basis"
+        };
         header(
             ui,
             Rect::from_min_size(Pos2::new(x0, area.min.y), Vec2::new(col_w, header_h)),
@@ -834,10 +904,12 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     uv: p.uv[side.index()],
                     ..Look::default()
                 };
-                app.overlay.paint(&painter, rect, slot, Some(&data), &look, &markers);
+                app.overlay
+                    .paint(&painter, rect, slot, Some(&data), &look, &markers);
             }
             None => {
-                app.overlay.paint(&painter, rect, slot, None, &Look::default(), &markers);
+                app.overlay
+                    .paint(&painter, rect, slot, None, &Look::default(), &markers);
                 let text = waiting_text(app, mode).unwrap_or_else(|| "computing PCA…".into());
                 outlined_text(
                     &painter,
@@ -859,7 +931,11 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
         .size(12.0 * b),
     );
     if let Some(a) = &answer {
-        child.label(RichText::new(describe(a)).size(11.0 * b).color(mode_color(mode)));
+        child.label(
+            RichText::new(describe(a))
+                .size(11.0 * b)
+                .color(mode_color(mode)),
+        );
     }
 }
 
@@ -877,8 +953,12 @@ fn drop_hint(app: &CleanDiftApp, ui: &egui::Ui) {
         } else {
             Color32::from_gray(140)
         };
-        ui.painter()
-            .rect_stroke(rect.expand(4.0), 6.0, Stroke::new(3.0, color), StrokeKind::Outside);
+        ui.painter().rect_stroke(
+            rect.expand(4.0),
+            6.0,
+            Stroke::new(3.0, color),
+            StrokeKind::Outside,
+        );
         outlined_text(
             ui.painter(),
             rect.center(),

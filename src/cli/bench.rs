@@ -10,9 +10,9 @@ use clap::{Args, ValueEnum};
 
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
 use crate::model::layers::Grad;
+use crate::model::vae::VaeEncoder;
 use crate::model::weights::SeededBackend;
 use crate::model::{FeatureKey, ModelConfig, UNet};
-use crate::model::vae::VaeEncoder;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchWhat {
@@ -47,8 +47,12 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
-    let cfg = ModelConfig::preset(&a.model)
-        .ok_or_else(|| anyhow::anyhow!("bench needs a preset name (sd15, sd21, tiny-sd15, tiny-sd21), got {:?}", a.model))?;
+    let cfg = ModelConfig::preset(&a.model).ok_or_else(|| {
+        anyhow::anyhow!(
+            "bench needs a preset name (sd15, sd21, tiny-sd15, tiny-sd21), got {:?}",
+            a.model
+        )
+    })?;
     if a.res % 8 != 0 || a.res == 0 {
         anyhow::bail!("--res {} must be a positive multiple of 8", a.res);
     }
@@ -57,14 +61,17 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         Some(d) => parse_dtype(d)?,
         None => default_dtype(&dev),
     };
-    let vb = |part: &str| VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone());
+    let vb = |part: &str| {
+        VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone())
+    };
     let lat = a.res / 8;
     let mut run_once: Box<dyn FnMut() -> anyhow::Result<()>> = match a.what {
         BenchWhat::UnetUs6 | BenchWhat::UnetFull => {
             let unet = UNet::new(vb("unet"), &cfg.unet)?;
             let x = Tensor::randn(0f32, 1.0, (a.batch, 4, lat, lat), &dev)?.to_dtype(dtype)?;
             let t = Tensor::full(261f32, a.batch, &dev)?;
-            let ctx = Tensor::randn(0f32, 1.0, (a.batch, 77, cfg.unet.cross_attention_dim), &dev)?.to_dtype(dtype)?;
+            let ctx = Tensor::randn(0f32, 1.0, (a.batch, 77, cfg.unet.cross_attention_dim), &dev)?
+                .to_dtype(dtype)?;
             let full = a.what == BenchWhat::UnetFull;
             Box::new(move || {
                 if full {
@@ -89,7 +96,15 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             })
         }
     };
-    let label = format!("{:?} {} res {} batch {} {:?} {:?}", a.what, a.model, a.res, a.batch, dev.location(), dtype);
+    let label = format!(
+        "{:?} {} res {} batch {} {:?} {:?}",
+        a.what,
+        a.model,
+        a.res,
+        a.batch,
+        dev.location(),
+        dtype
+    );
     let t0 = Instant::now();
     run_once()?;
     println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
@@ -100,6 +115,15 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         times.push(t0.elapsed().as_secs_f64());
     }
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    println!("{label}: best of {} {:.2}s (runs: {})", a.reps, best, times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "{label}: best of {} {:.2}s (runs: {})",
+        a.reps,
+        best,
+        times
+            .iter()
+            .map(|t| format!("{t:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 pub mod engine;
+mod eval;
 mod info;
 pub mod train;
 
@@ -32,6 +33,8 @@ pub enum Command {
     Match(engine::MatchArgs),
     /// Joint PCA colours of A's and B's features as a picture.
     Pca(engine::PcaArgs),
+    /// PCK@alpha on SPair-71k (`spair:DIR`) or a synthetic warp set (`warp:DIR`).
+    Eval(eval::EvalArgs),
     /// Times the UNet / VAE on the real SD shapes (seeded random weights).
     Bench(bench::BenchArgs),
     /// Fine-tunes a CleanDIFT student on a folder of images.
@@ -91,6 +94,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Match(a) => engine::run_match(&a),
         Command::Pca(a) => engine::run_pca(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Eval(a) => eval::run(&a),
         Command::Train(a) => train::run(&a),
     }
 }

@@ -178,7 +178,11 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
         cfg.accum,
         cfg.lr,
         cfg.warmup,
-        cfg.keys.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
+        cfg.keys
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(","),
         cfg.trainable,
         cfg.seed
     );
@@ -207,13 +211,7 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
                 first = false;
                 eprintln!(
                     "step {:>5}/{}  loss {:>9.5}  lr {:.2e}  t {:.2}  {:.2} img/s  ETA {:.0}s",
-                    r.step,
-                    r.total_steps,
-                    r.loss,
-                    r.lr,
-                    r.timestep,
-                    r.images_per_sec,
-                    r.eta_secs
+                    r.step, r.total_steps, r.loss, r.lr, r.timestep, r.images_per_sec, r.eta_secs
                 );
             }
         }

@@ -241,7 +241,9 @@ pub enum EvalError {
         dataset: String,
     },
     /// Every selected pair was skipped.
-    #[error("none of the {selected} selected pairs of {dataset} could be evaluated (first: {first})")]
+    #[error(
+        "none of the {selected} selected pairs of {dataset} could be evaluated (first: {first})"
+    )]
     NoUsablePairs {
         /// The dataset's name.
         dataset: String,
@@ -595,7 +597,7 @@ impl EvalReport {
             );
         }
         let rule = "-".repeat(line2.chars().count());
-        let _ = writeln!(out, "{line1}\n{line2}\n{rule}");
+        let _ = writeln!(out, "{}\n{line2}\n{rule}", line1.trim_end());
         let row = |out: &mut String, name: &str, s: &crate::matching::PckScores| {
             let _ = write!(out, "{name:<name_w$} {:>6} {:>6}", s.pairs, s.keypoints);
             for at in &s.at {

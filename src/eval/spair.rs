@@ -159,7 +159,10 @@ impl SpairDataset {
         {
             let entry = entry.with_context(|| format!("cannot list {}", ann_dir.display()))?;
             let path = entry.path();
-            if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) && path.is_file()
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+                && path.is_file()
             {
                 files.push(path);
             }
@@ -268,7 +271,10 @@ fn parse_pair(path: &Path) -> anyhow::Result<SpairPair> {
         .chain(&raw.trg_bndbox)
         .all(|v| v.is_finite());
     if !finite {
-        bail!("malformed pair annotation {}: a non-finite coordinate", path.display());
+        bail!(
+            "malformed pair annotation {}: a non-finite coordinate",
+            path.display()
+        );
     }
     for name in [&raw.src_imname, &raw.trg_imname, &raw.category] {
         if name.is_empty() || name.contains(['/', '\\']) || name == ".." {

@@ -108,7 +108,11 @@ impl Homography {
         if h.iter().any(|v| !v.is_finite()) {
             return None;
         }
-        Some(Self([[h[0], h[1], h[2]], [h[3], h[4], h[5]], [h[6], h[7], 1.0]]))
+        Some(Self([
+            [h[0], h[1], h[2]],
+            [h[3], h[4], h[5]],
+            [h[6], h[7], 1.0],
+        ]))
     }
 }
 
@@ -189,7 +193,10 @@ impl WarpConfig {
             bail!("points per pair must be at least 1");
         }
         if !range_ok(self.scale_range) {
-            bail!("invalid warp scale range {:?} (need 0 < min <= max)", self.scale_range);
+            bail!(
+                "invalid warp scale range {:?} (need 0 < min <= max)",
+                self.scale_range
+            );
         }
         if !range_ok(self.canvas_scale_range) {
             bail!(
@@ -204,7 +211,9 @@ impl WarpConfig {
             && (0.0..0.5).contains(&self.margin)
             && (0.0..=1.0).contains(&self.homography_probability))
         {
-            bail!("invalid warp configuration {self:?}: amounts must be finite and >= 0, margin < 0.5, probability in [0, 1]");
+            bail!(
+                "invalid warp configuration {self:?}: amounts must be finite and >= 0, margin < 0.5, probability in [0, 1]"
+            );
         }
         if self.max_side == Some(0) {
             bail!("max side must be at least 1 pixel");
@@ -349,7 +358,8 @@ impl WarpDataset {
             let s = f64::from(max) / f64::from(img.width.max(img.height));
             let w = ((f64::from(img.width) * s).round() as u32).clamp(1, max);
             let h = ((f64::from(img.height) * s).round() as u32).clamp(1, max);
-            let rgb = image::imageops::resize(&img.rgb, w, h, image::imageops::FilterType::Triangle);
+            let rgb =
+                image::imageops::resize(&img.rgb, w, h, image::imageops::FilterType::Triangle);
             img = LoadedImage::from_rgb(rgb, format!("{} (downscaled to {w}x{h})", path.display()));
         }
         *last = Some((image, img.clone()));
@@ -361,7 +371,12 @@ impl WarpDataset {
         let mut h = blake3::Hasher::new();
         h.update(b"cleandift-warp-v1");
         h.update(&self.config.seed.to_le_bytes());
-        h.update(self.images[image].file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        h.update(
+            self.images[image]
+                .file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
         h.update(&(k as u64).to_le_bytes());
         let bytes = h.finalize();
         let mut first = [0u8; 8];
@@ -408,9 +423,8 @@ impl Dataset for WarpDataset {
         let (image, warp) = (i / k, i % k);
         let src = self.source(image)?;
         let mut rng = StdRng::seed_from_u64(self.warp_seed(image, warp));
-        let spec = draw_warp(&self.config, src.width, src.height, &mut rng).with_context(|| {
-            format!("no usable warp for {}", self.images[image].display())
-        })?;
+        let spec = draw_warp(&self.config, src.width, src.height, &mut rng)
+            .with_context(|| format!("no usable warp for {}", self.images[image].display()))?;
         let rgb = render_warp(&src.rgb, &spec.h, spec.trg_w, spec.trg_h)
             .context("the drawn warp is not invertible")?;
         let name = self.pair_name(i);
@@ -455,12 +469,18 @@ pub fn draw_warp(
         }
     }
     best.ok_or_else(|| {
-        anyhow::anyhow!("no warp of the {src_w}x{src_h} image kept a keypoint inside the target in 50 tries")
+        anyhow::anyhow!(
+            "no warp of the {src_w}x{src_h} image kept a keypoint inside the target in 50 tries"
+        )
     })
 }
 
 fn uniform(rng: &mut impl Rng, (lo, hi): (f64, f64)) -> f64 {
-    if hi > lo { rng.random_range(lo..hi) } else { lo }
+    if hi > lo {
+        rng.random_range(lo..hi)
+    } else {
+        lo
+    }
 }
 
 fn symmetric(rng: &mut impl Rng, max: f64) -> f64 {
@@ -469,8 +489,12 @@ fn symmetric(rng: &mut impl Rng, max: f64) -> f64 {
 
 fn try_warp(config: &WarpConfig, src_w: u32, src_h: u32, rng: &mut impl Rng) -> Option<WarpSpec> {
     let (sw, sh) = (f64::from(src_w), f64::from(src_h));
-    let trg_w = (sw * uniform(rng, config.canvas_scale_range)).round().max(8.0) as u32;
-    let trg_h = (sh * uniform(rng, config.canvas_scale_range)).round().max(8.0) as u32;
+    let trg_w = (sw * uniform(rng, config.canvas_scale_range))
+        .round()
+        .max(8.0) as u32;
+    let trg_h = (sh * uniform(rng, config.canvas_scale_range))
+        .round()
+        .max(8.0) as u32;
     let (tw, th) = (f64::from(trg_w), f64::from(trg_h));
 
     // Affine: centre the source, scale, shear, rotate, move to the target
@@ -499,7 +523,10 @@ fn try_warp(config: &WarpConfig, src_w: u32, src_h: u32, rng: &mut impl Rng) -> 
                 y + symmetric(rng, config.corner_jitter) * th,
             ];
         }
-        (WarpKind::Homography, Homography::from_points(&corners, &to)?)
+        (
+            WarpKind::Homography,
+            Homography::from_points(&corners, &to)?,
+        )
     } else {
         (WarpKind::Affine, affine)
     };
@@ -534,20 +561,16 @@ fn try_warp(config: &WarpConfig, src_w: u32, src_h: u32, rng: &mut impl Rng) -> 
         // A pixel centre away from the source border.
         let px = (rng.random_range(0.0..1.0) * sw).floor() + 0.5;
         let py = (rng.random_range(0.0..1.0) * sh).floor() + 0.5;
-        let inside_src = px >= src_margin
-            && px <= sw - src_margin
-            && py >= src_margin
-            && py <= sh - src_margin;
+        let inside_src =
+            px >= src_margin && px <= sw - src_margin && py >= src_margin && py <= sh - src_margin;
         if !inside_src {
             continue;
         }
         let Some((qx, qy)) = h.apply(px, py) else {
             continue;
         };
-        let inside_trg = qx >= trg_margin
-            && qx <= tw - trg_margin
-            && qy >= trg_margin
-            && qy <= th - trg_margin;
+        let inside_trg =
+            qx >= trg_margin && qx <= tw - trg_margin && qy >= trg_margin && qy <= th - trg_margin;
         if inside_trg {
             src_kps.push([px, py]);
             trg_kps.push([qx, qy]);

@@ -254,7 +254,10 @@ impl VaeConfig {
             return Err(bad("block_out_channels", "is empty".into()));
         }
         let groups = get_usize(v, "norm_num_groups", 32);
-        if let Some(&c) = blocks.iter().find(|&&c| groups == 0 || !c.is_multiple_of(groups)) {
+        if let Some(&c) = blocks
+            .iter()
+            .find(|&&c| groups == 0 || !c.is_multiple_of(groups))
+        {
             return Err(bad(
                 "norm_num_groups",
                 format!("{groups} does not divide {c} channels"),
@@ -319,7 +322,8 @@ impl TextConfig {
             hidden_act,
             layer_norm_eps: get_f64(v, "layer_norm_eps", 1e-5),
         };
-        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(bad(
                 "num_attention_heads",
                 format!(

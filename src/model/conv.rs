@@ -252,7 +252,6 @@ impl CustomOp3 for Conv2dOp {
 /// Shapes and strides of one convolution.
 #[derive(Debug, Clone, Copy)]
 struct Geom {
-    b: usize,
     cin: usize,
     h: usize,
     w: usize,
@@ -325,7 +324,6 @@ fn conv2d_f32(
     let shape = Shape::from((b, cout, oh, ow));
     let xs = xl.stride();
     let g = Geom {
-        b,
         cin,
         h,
         w: wd,
@@ -459,11 +457,7 @@ impl Tile<'_> {
         }
         let (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize) = if g.pointwise() {
             let off = g.x_off + bi * g.xs[0] + y0 * g.w * g.xs[3];
-            (
-                self.x[off..].as_ptr(),
-                g.xs[1] as isize,
-                g.xs[3] as isize,
-            )
+            (self.x[off..].as_ptr(), g.xs[1] as isize, g.xs[3] as isize)
         } else {
             if col.len() < k * n {
                 col.resize(k * n, 0.0);
@@ -586,9 +580,7 @@ mod tests {
     fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, s: usize, p: usize) -> Tensor {
         let y = x.conv2d(w, p, s, 1, 1).unwrap();
         match b {
-            Some(b) => y
-                .broadcast_add(&b.reshape((1, (), 1, 1)).unwrap())
-                .unwrap(),
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1)).unwrap()).unwrap(),
             None => y,
         }
     }
@@ -741,7 +733,13 @@ mod tests {
             let x0 = Tensor::randn(0f32, 1.0, (2, 5, h, w), &dev).unwrap();
             let w0 = Tensor::randn(0f32, 0.1, (6, 5, k, k), &dev).unwrap();
             let b0 = Tensor::randn(0f32, 1.0, 6, &dev).unwrap();
-            let probe = Tensor::randn(0f32, 1.0, (2, 6, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1), &dev).unwrap();
+            let probe = Tensor::randn(
+                0f32,
+                1.0,
+                (2, 6, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1),
+                &dev,
+            )
+            .unwrap();
             let grads = |fast: bool| {
                 let (x, w, b) = (
                     Var::from_tensor(&x0).unwrap(),
@@ -762,7 +760,10 @@ mod tests {
                 ]
             };
             let (ours, theirs) = (grads(true), grads(false));
-            for (name, (a, b)) in ["input", "kernel", "bias"].iter().zip(ours.iter().zip(&theirs)) {
+            for (name, (a, b)) in ["input", "kernel", "bias"]
+                .iter()
+                .zip(ours.iter().zip(&theirs))
+            {
                 let e = rel_err(a, b);
                 assert!(e <= 1e-4, "k{k} s{s} p{p}: grad of {name} rel err {e}");
             }
@@ -780,17 +781,30 @@ mod tests {
         let x = Var::from_tensor(&x0).unwrap();
         let y = conv2d(x.as_tensor(), &w0, None, 2, 1).unwrap();
         let probe = Tensor::randn(0f32, 1.0, y.dims(), &dev).unwrap();
-        let g = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = (&y * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let gx = g.get(x.as_tensor()).unwrap();
         assert_eq!(gx.dims(), x0.dims());
         let v = Tensor::randn(0f32, 1.0, x0.dims(), &dev).unwrap();
-        let lhs = (gx * &v).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let lhs = (gx * &v)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let rhs = (conv2d(&v, &w0, None, 2, 1).unwrap() * &probe)
             .unwrap()
             .sum_all()
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
-        assert!((lhs - rhs).abs() <= 1e-4 * rhs.abs().max(1.0), "{lhs} vs {rhs}");
+        assert!(
+            (lhs - rhs).abs() <= 1e-4 * rhs.abs().max(1.0),
+            "{lhs} vs {rhs}"
+        );
     }
 }

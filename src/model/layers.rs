@@ -9,6 +9,7 @@ use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
 use super::conv::Conv2d;
+use super::norm::group_norm;
 
 /// Whether a forward pass must be differentiable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,21 +117,15 @@ impl GroupNorm {
         })
     }
 
+    /// GroupNorm of `x` (fused single-pass kernel for f32 on CPU, composed
+    /// ops otherwise; differentiable either way).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let dims = x.dims().to_vec();
-        let (b, c) = (dims[0], dims[1]);
-        let x = x.to_dtype(DType::F32)?.reshape((b, self.groups, ()))?;
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        let mut shape = vec![1, c];
-        shape.extend(std::iter::repeat_n(1, dims.len() - 2));
-        xn.reshape(dims)?
-            .to_dtype(dtype)?
-            .broadcast_mul(&self.weight.reshape(shape.clone())?)?
-            .broadcast_add(&self.bias.reshape(shape)?)
+        group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false)
+    }
+
+    /// `silu(GroupNorm(x))`, fused into the same pass where possible.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true)
     }
 }
 

@@ -4,6 +4,7 @@ pub mod config;
 pub mod conv;
 pub mod device;
 pub mod layers;
+pub mod norm;
 pub mod schedule;
 pub mod text;
 pub mod unet;

@@ -135,10 +135,7 @@ impl CustomOp3 for GroupNormOp {
                     let c0 = (i % g) * (c / g);
                     let (mean, var) = moments(src);
                     let inv = 1.0 / (var + self.eps).sqrt();
-                    for (j, (d, s)) in dst
-                        .chunks_mut(spatial)
-                        .zip(src.chunks(spatial))
-                        .enumerate()
+                    for (j, (d, s)) in dst.chunks_mut(spatial).zip(src.chunks(spatial)).enumerate()
                     {
                         let scale = (w[c0 + j] as f64 * inv) as f32;
                         let shift = (bias[c0 + j] as f64 - mean * w[c0 + j] as f64 * inv) as f32;
@@ -229,9 +226,52 @@ const BLOCK: usize = 4096;
 /// SIMD-friendly lane count of the inner loops.
 const LANES: usize = 16;
 
-/// Mean and (biased) variance of `x`, in f64: exact two-pass statistics per
-/// L1-sized block, combined across blocks with Chan's formula.
-fn moments(x: &[f32]) -> (f64, f64) {
+/// Calls `$body` (an `#[inline(always)]` fn) through a copy compiled for
+/// AVX-512F or AVX2+FMA when the CPU has them (runtime detection), since the
+/// crate itself targets baseline x86-64.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident;) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn v4($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports AVX2 and FMA.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// Mean and (biased) variance of `x`, in f64: exact two-pass statistics
+    /// per L1-sized block, combined across blocks with Chan's formula.
+    fn moments(x: &[f32]) -> (f64, f64) = moments_body;
+}
+
+multiversion! {
+    /// `dst = src·scale + shift`, then SiLU when `silu`.
+    fn normalize(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, silu: bool) -> () = normalize_body;
+}
+
+#[inline(always)]
+fn moments_body(x: &[f32]) -> (f64, f64) {
     let (mut n, mut mean, mut m2) = (0f64, 0f64, 0f64);
     for blk in x.chunks(BLOCK) {
         let nb = blk.len() as f64;
@@ -247,6 +287,7 @@ fn moments(x: &[f32]) -> (f64, f64) {
 }
 
 /// Σ x with LANES independent f32 accumulators.
+#[inline(always)]
 fn sum_f32(x: &[f32]) -> f64 {
     let mut acc = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -260,6 +301,7 @@ fn sum_f32(x: &[f32]) -> f64 {
 }
 
 /// Σ (x − m)² with LANES independent f32 accumulators.
+#[inline(always)]
 fn sq_dev_f32(x: &[f32], m: f32) -> f64 {
     let mut acc = [0f32; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -271,14 +313,11 @@ fn sq_dev_f32(x: &[f32], m: f32) -> f64 {
         }
     }
     acc.iter().map(|&a| a as f64).sum::<f64>()
-        + rest
-            .iter()
-            .map(|&v| ((v - m) as f64).powi(2))
-            .sum::<f64>()
+        + rest.iter().map(|&v| ((v - m) as f64).powi(2)).sum::<f64>()
 }
 
-/// `dst = src·scale + shift`, then SiLU when `silu`.
-fn normalize(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, silu: bool) {
+#[inline(always)]
+fn normalize_body(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, silu: bool) {
     if silu {
         for (d, &s) in dst.iter_mut().zip(src) {
             let z = s * scale + shift;
@@ -301,8 +340,11 @@ fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2^23 rounds to the nearest integer (ties to
+    // even) with plain float adds, which vectorise on any x86-64.
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E).round_ties_even();
+    let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Taylor coefficients 1/k! up to k = 6 (Horner).
     let p = 1.0
@@ -404,8 +446,9 @@ mod tests {
                 let y = if fused {
                     group_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 4, 1e-5, silu).unwrap()
                 } else {
-                    let y = group_norm_composed(x.as_tensor(), w.as_tensor(), b.as_tensor(), 4, 1e-5)
-                        .unwrap();
+                    let y =
+                        group_norm_composed(x.as_tensor(), w.as_tensor(), b.as_tensor(), 4, 1e-5)
+                            .unwrap();
                     if silu { y.silu().unwrap() } else { y }
                 };
                 let g = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();

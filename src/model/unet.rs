@@ -175,12 +175,12 @@ impl Resnet {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
@@ -660,7 +660,7 @@ impl UNet {
         }
         let out = self
             .conv_out
-            .forward(&self.conv_norm_out.forward(&h)?.silu()?)?;
+            .forward(&self.conv_norm_out.forward_silu(&h)?)?;
         Ok((feats, Some(out)))
     }
 }

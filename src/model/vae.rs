@@ -161,7 +161,7 @@ impl VaeEncoder {
         let moments = self.quant_conv.forward(
             &self
                 .conv_out
-                .forward(&self.conv_norm_out.forward(&h)?.silu()?)?,
+                .forward(&self.conv_norm_out.forward_silu(&h)?)?,
         )?;
         let l = self.cfg.latent_channels;
         let mean = moments.narrow(1, 0, l)?;

@@ -118,11 +118,15 @@ pub fn write_safetensors_atomic(
         .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<Vec<_>>>()?;
     let result = (|| -> Result<()> {
-        safetensors::serialize_to_file(cpu.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), &tmp)
-            .map_err(|e| TrainError::Io {
-                path: tmp.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        safetensors::serialize_to_file(
+            cpu.iter().map(|(n, t)| (n.as_str(), t)),
+            Some(metadata),
+            &tmp,
+        )
+        .map_err(|e| TrainError::Io {
+            path: tmp.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(io_err(&tmp))?;
@@ -151,7 +155,10 @@ pub fn write_student(
     meta.insert("format".to_string(), "pt".to_string());
     // The exact f32 value, printed as f64 so that parsing it back as f64 and
     // casting to f32 gives the same number.
-    meta.insert(TIMESTEP_METADATA.to_string(), format!("{}", f64::from(timestep)));
+    meta.insert(
+        TIMESTEP_METADATA.to_string(),
+        format!("{}", f64::from(timestep)),
+    );
     meta.insert(STEP_METADATA.to_string(), step.to_string());
     meta.insert(BASE_METADATA.to_string(), base.to_string());
     let tensors = tensors
@@ -221,9 +228,9 @@ pub fn find_state(dir: &Path) -> Result<PathBuf> {
     let mut found: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("cleandift_") && n.ends_with("_train_state.safetensors"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("cleandift_") && n.ends_with("_train_state.safetensors")
+            })
         })
         .collect();
     found.sort();

@@ -49,12 +49,18 @@ pub struct Dataset {
 /// The image files directly inside `dir` (not recursive), sorted by name.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
-        TrainError::Data(format!("cannot read the image folder {}: {e}", dir.display()))
+        TrainError::Data(format!(
+            "cannot read the image folder {}: {e}",
+            dir.display()
+        ))
     })?;
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| {
-            TrainError::Data(format!("cannot read the image folder {}: {e}", dir.display()))
+            TrainError::Data(format!(
+                "cannot read the image folder {}: {e}",
+                dir.display()
+            ))
         })?;
         let p = entry.path();
         let is_image = p
@@ -296,7 +302,8 @@ impl Dataset {
             data.extend(item.pixels.iter().map(|&q| f32::from(q) / 127.5 - 1.0));
             prompts.push(item.prompt.clone());
         }
-        let pixels = Tensor::from_vec(data, (indices.len(), 3, s, s), &Device::Cpu)?.to_device(dev)?;
+        let pixels =
+            Tensor::from_vec(data, (indices.len(), 3, s, s), &Device::Cpu)?.to_device(dev)?;
         Ok(MicroBatch {
             pixels,
             prompts,

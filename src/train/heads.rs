@@ -254,9 +254,7 @@ impl Heads {
     ) -> Result<Self> {
         let mut p = ParamSet::default();
         let mut rng = keyed_rng(seed, "heads", "time_emb.weight");
-        let w: Vec<f32> = (0..COND_DIM / 2)
-            .map(|_| normal(&mut rng) as f32)
-            .collect();
+        let w: Vec<f32> = (0..COND_DIM / 2).map(|_| normal(&mut rng) as f32).collect();
         let fourier = Tensor::from_vec(w, (COND_DIM / 2, 1), dev)?;
         let time_in_proj = p.create(
             seed,
@@ -429,8 +427,14 @@ mod tests {
         }
         // Same seed, same heads; names follow the reference.
         let again = Heads::new(&[FeatureKey::Us6], |_| 8, 1, &dev).expect("heads");
-        let a = heads.params().get("adapters.us6.layers.2.up_proj.weight").expect("p");
-        let b = again.params().get("adapters.us6.layers.2.up_proj.weight").expect("p");
+        let a = heads
+            .params()
+            .get("adapters.us6.layers.2.up_proj.weight")
+            .expect("p");
+        let b = again
+            .params()
+            .get("adapters.us6.layers.2.up_proj.weight")
+            .expect("p");
         assert_eq!(a.dims(), &[16, 8]);
         let d = (a.as_tensor() - b.as_tensor())
             .and_then(|d| d.abs())
@@ -438,7 +442,12 @@ mod tests {
             .and_then(|d| d.to_scalar::<f32>())
             .expect("diff");
         assert_eq!(d, 0.0);
-        assert!(heads.params().get("mapping.blocks.1.down_proj.weight").is_some());
+        assert!(
+            heads
+                .params()
+                .get("mapping.blocks.1.down_proj.weight")
+                .is_some()
+        );
         assert!(heads.params().get("time_in_proj.weight").is_some());
         assert_eq!(heads.named_tensors().len(), heads.params().len() + 1);
     }

@@ -26,9 +26,7 @@ use std::path::PathBuf;
 use crate::model::ModelError;
 
 pub use data::Dataset;
-pub use run::{
-    Checkpoint, StepReport, TrainConfig, TrainEvent, TrainOutcome, Trainable, train,
-};
+pub use run::{Checkpoint, StepReport, TrainConfig, TrainEvent, TrainOutcome, Trainable, train};
 
 /// Everything that can stop a fine-tune, with messages a person can act on.
 #[derive(Debug, thiserror::Error)]

@@ -50,8 +50,11 @@ pub enum Trainable {
     /// The decoder side only: `mid_block.*`, `up_blocks.*`, `conv_norm_out.*`
     /// and `conv_out.*`. Every aligned key (mid, us1 … us10) is produced by
     /// trainable layers, while the encoder (`conv_in`, `time_embedding`,
-    /// `down_blocks`) keeps the teacher's weights. Saves the optimizer state
-    /// and update of about half the UNet.
+    /// `down_blocks`) keeps the teacher's weights. The student's timestep
+    /// stays fixed too (its gradient would have to flow back through the
+    /// whole frozen encoder): the encoder then runs without a graph, which
+    /// saves its activations, its backward pass and the optimizer state of
+    /// about 30% of SD's UNet (the heads and mapping still train).
     Decoder,
 }
 
@@ -176,7 +179,8 @@ impl StudentCopy {
             trainable,
             state: Mutex::new(Recorded::default()),
         });
-        let vb = VarBuilder::from_backend(Box::new(RecorderRef(rec.clone())), DType::F32, dev.clone());
+        let vb =
+            VarBuilder::from_backend(Box::new(RecorderRef(rec.clone())), DType::F32, dev.clone());
         let unet = UNet::new(vb, cfg)?;
         let mut st = rec
             .state
@@ -195,12 +199,8 @@ impl StudentCopy {
     /// A fresh student: a copy of the backbone's base UNet (read again from
     /// its source), timestep [`T_INIT`].
     pub fn from_teacher(bb: &Backbone, trainable: Trainable) -> Result<Self> {
-        let base = crate::model::weights::base_unet_backend(
-            &bb.source,
-            &bb.device,
-            DType::F32,
-            &|_| {},
-        )?;
+        let base =
+            crate::model::weights::base_unet_backend(&bb.source, &bb.device, DType::F32, &|_| {})?;
         Self::from_backend(base, &bb.config.unet, trainable, T_INIT, &bb.device)
     }
 
@@ -217,6 +217,22 @@ impl StudentCopy {
     /// The learnable timestep, a (1,) f32 variable.
     pub fn timestep(&self) -> &Var {
         &self.timestep
+    }
+
+    /// Whether the timestep trains (not in [`Trainable::Decoder`] mode).
+    pub fn learns_timestep(&self) -> bool {
+        self.trainable == Trainable::All
+    }
+
+    /// The timestep as the UNet gets it: the variable itself when it trains,
+    /// a detached copy otherwise (so that nothing before the first trainable
+    /// layer is recorded for backprop).
+    pub fn timestep_input(&self) -> Tensor {
+        if self.learns_timestep() {
+            self.timestep.as_tensor().clone()
+        } else {
+            self.timestep.as_tensor().detach()
+        }
     }
 
     /// Its current value.
@@ -334,7 +350,10 @@ fn repeat_bins(x: &Tensor) -> candle_core::Result<Tensor> {
     shape.extend_from_slice(&dims[1..]);
     let mut out = vec![dims[0] * T_BINS];
     out.extend_from_slice(&dims[1..]);
-    x.unsqueeze(1)?.broadcast_as(shape)?.contiguous()?.reshape(out)
+    x.unsqueeze(1)?
+        .broadcast_as(shape)?
+        .contiguous()?
+        .reshape(out)
 }
 
 /// The alignment loss of one micro-batch. Draws, in this order from `rng`:
@@ -386,7 +405,7 @@ pub fn alignment_loss(
 
     let feats = student.unet.forward(
         &x0.to_dtype(DType::F32)?,
-        student.timestep.as_tensor(),
+        &student.timestep_input(),
         &ctx.to_dtype(DType::F32)?,
         keys,
         Grad::On,
@@ -401,9 +420,9 @@ pub fn alignment_loss(
     let mut per_key = BTreeMap::new();
     let mut total: Option<Tensor> = None;
     for &k in keys {
-        let s = feats.get(&k).ok_or_else(|| {
-            TrainError::Invalid(format!("the student produced no {k} features"))
-        })?;
+        let s = feats
+            .get(&k)
+            .ok_or_else(|| TrainError::Invalid(format!("the student produced no {k} features")))?;
         let target = teacher
             .get(&k)
             .ok_or_else(|| TrainError::Invalid(format!("the teacher produced no {k} features")))?;
@@ -431,7 +450,9 @@ mod tests {
     #[test]
     fn timesteps_are_stratified_over_three_bins() {
         let r = 998.0 / 3.0;
-        let t = stratified_timesteps(&[0.0, 0.0, 0.0, 0.999_999, 0.999_999, 0.999_999, 0.5, 0.5, 0.5]);
+        let t = stratified_timesteps(&[
+            0.0, 0.0, 0.0, 0.999_999, 0.999_999, 0.999_999, 0.5, 0.5, 0.5,
+        ]);
         assert_eq!(&t[..3], &[1, 333, 665]);
         assert_eq!(&t[3..6], &[333, 666, 998]);
         assert_eq!(t[6], (1.0 + 0.5 * r) as usize);
@@ -448,7 +469,10 @@ mod tests {
         assert!(!d.includes("conv_in.weight"));
         assert!(!d.includes("time_embedding.linear_1.weight"));
         assert!(Trainable::All.includes("conv_in.weight"));
-        assert_eq!("Decoder".parse::<Trainable>().ok(), Some(Trainable::Decoder));
+        assert_eq!(
+            "Decoder".parse::<Trainable>().ok(),
+            Some(Trainable::Decoder)
+        );
         assert!("encoder".parse::<Trainable>().is_err());
     }
 

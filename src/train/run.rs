@@ -25,10 +25,10 @@ use super::data::Dataset;
 use super::heads::{Heads, keyed_rng};
 use super::objective::{MicroBatch, StudentCopy, T_INIT, alignment_loss};
 use super::{Result, TrainError};
-use crate::model::config::PRESETS;
-use crate::model::weights::{Backbone, Student, StudentSource, load_student};
 use crate::model::FeatureKey;
+use crate::model::config::PRESETS;
 use crate::model::vae::Posterior;
+use crate::model::weights::{Backbone, Student, StudentSource, load_student};
 
 pub use super::objective::Trainable;
 
@@ -206,7 +206,9 @@ impl TrainOutcome {
     /// be put into `bb.student`.
     pub fn load_student(&self, bb: &Backbone) -> Result<Student> {
         let path = self.student_path().ok_or_else(|| {
-            TrainError::Invalid("no checkpoint was written (cancelled before the first save)".into())
+            TrainError::Invalid(
+                "no checkpoint was written (cancelled before the first save)".into(),
+            )
         })?;
         Ok(load_student(
             &StudentSource::File(path.to_path_buf()),
@@ -357,7 +359,9 @@ impl Trainer {
             .map(|(k, v)| (format!("unet.{k}"), v.clone()))
             .collect();
         params.extend(heads.params().iter().map(|(k, v)| (k.clone(), v.clone())));
-        params.push(("timestep".into(), student.timestep().clone()));
+        if student.learns_timestep() {
+            params.push(("timestep".into(), student.timestep().clone()));
+        }
         Trainer {
             student,
             heads,
@@ -585,7 +589,10 @@ fn save(
         settings: settings.clone(),
     };
     let mut tensors = trainer.heads.named_tensors();
-    tensors.push(("timestep".into(), trainer.student.timestep().as_tensor().clone()));
+    tensors.push((
+        "timestep".into(),
+        trainer.student.timestep().as_tensor().clone(),
+    ));
     tensors.extend(trainer.adam.named_state());
     write_state(&state, &meta, &tensors)?;
     write_student(
@@ -664,7 +671,11 @@ fn resume(
         .get("timestep")
         .map(|t| -> Result<f64> {
             Ok(f64::from(
-                t.flatten_all()?.to_vec1::<f32>()?.first().copied().unwrap_or(T_INIT as f32),
+                t.flatten_all()?
+                    .to_vec1::<f32>()?
+                    .first()
+                    .copied()
+                    .unwrap_or(T_INIT as f32),
             ))
         })
         .transpose()?
@@ -676,7 +687,12 @@ fn resume(
         timestep,
         &bb.device,
     )?;
-    let mut heads = Heads::new(keys, |k| k.channels(&bb.config.unet), meta.settings.seed, &bb.device)?;
+    let mut heads = Heads::new(
+        keys,
+        |k| k.channels(&bb.config.unet),
+        meta.settings.seed,
+        &bb.device,
+    )?;
     heads.load_from(&tensors)?;
     let mut adam = Adam::new(cfg.betas.0, cfg.betas.1, cfg.eps);
     adam.load(&tensors, meta.adam_step);
@@ -713,7 +729,10 @@ mod tests {
             assert_eq!(e, vec![0, 1, 2, 3, 4]);
         }
         assert_ne!(&order[..n], &order[n..], "epochs are shuffled afresh");
-        assert_eq!(batch_indices(n, 3, 2, 0, 1, 2), batch_indices(n, 3, 2, 0, 1, 2));
+        assert_eq!(
+            batch_indices(n, 3, 2, 0, 1, 2),
+            batch_indices(n, 3, 2, 0, 1, 2)
+        );
         // Accumulation walks the same sequence in micro-batches.
         let micro: Vec<usize> = (0..2)
             .flat_map(|m| batch_indices(n, 3, 1, m, 2, 2))
@@ -752,7 +771,10 @@ mod tests {
         adam.step(&params, &grads, 0.1).expect("step");
         // First step: lr * g / |g| (bias-corrected moments).
         let v = p.as_tensor().to_vec1::<f32>().expect("v");
-        assert!((v[0] - 0.9).abs() < 1e-6 && (v[1] + 1.9).abs() < 1e-6, "{v:?}");
+        assert!(
+            (v[0] - 0.9).abs() < 1e-6 && (v[1] + 1.9).abs() < 1e-6,
+            "{v:?}"
+        );
         grads.insert("p".to_string(), g2);
         adam.step(&params, &grads, 0.1).expect("step");
         let expect = |p0: f64, a: f64, b: f64| {
@@ -762,8 +784,14 @@ mod tests {
             p0 - 0.1 * mh / (vh.sqrt() + 1e-8)
         };
         let v = p.as_tensor().to_vec1::<f32>().expect("v");
-        assert!((f64::from(v[0]) - expect(0.9, 0.5, 0.1)).abs() < 1e-5, "{v:?}");
-        assert!((f64::from(v[1]) - expect(-1.9, -3.0, 1.0)).abs() < 1e-5, "{v:?}");
+        assert!(
+            (f64::from(v[0]) - expect(0.9, 0.5, 0.1)).abs() < 1e-5,
+            "{v:?}"
+        );
+        assert!(
+            (f64::from(v[1]) - expect(-1.9, -3.0, 1.0)).abs() < 1e-5,
+            "{v:?}"
+        );
         // Saved and restored moments continue identically.
         let saved: HashMap<String, Tensor> = adam.named_state().into_iter().collect();
         let mut other = Adam::new(0.9, 0.999, 1e-8);
