@@ -289,6 +289,10 @@ pub enum Progress {
     Decoding {
         side: Side,
     },
+    /// Resizing to the model input (before encoding).
+    Preprocessing {
+        side: Side,
+    },
     Encoding {
         side: Side,
     },
@@ -315,6 +319,7 @@ impl Progress {
             Progress::Downloading { done, total, .. } if *total > 0 => {
                 Some((*done as f64 / *total as f64) as f32)
             }
+            Progress::Preprocessing { side } => Some(half(*side, 0.0)),
             Progress::Encoding { side } => Some(half(*side, 0.05)),
             Progress::Text { side } => Some(half(*side, 0.1)),
             Progress::Unet { side, done, total } if *total > 0 => {
@@ -345,6 +350,7 @@ impl fmt::Display for Progress {
             }
             Progress::Loading { part } => write!(f, "loading {part}"),
             Progress::Decoding { side } => write!(f, "{side}: decoding the image"),
+            Progress::Preprocessing { side } => write!(f, "{side}: resizing to the model input"),
             Progress::Encoding { side } => write!(f, "{side}: encoding (VAE)"),
             Progress::Text { side } => write!(f, "{side}: text encoder"),
             Progress::Unet { side, done, total } => write!(f, "{side}: UNet {done}/{total}"),
@@ -1187,6 +1193,7 @@ impl LaneState {
         let mut extracted = Vec::with_capacity(2);
         for side in Side::BOTH {
             let img = &images[side.index()];
+            out.progress(id, Progress::Preprocessing { side });
             let e = cache.get_or_extract(bb, img, &settings, Some(cancel), &mut |stage| {
                 let progress = match stage {
                     Stage::Encoding => Progress::Encoding { side },

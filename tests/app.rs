@@ -128,6 +128,20 @@ fn click_image(h: &mut Harness<'_, CleanDiftApp>, side: Side, x: f32, y: f32) {
     click_at(h, pos);
 }
 
+/// Clicks a widget found by its AccessKit label: with the pointer when it
+/// is on screen, else through AccessKit's click action (the side panel
+/// scrolls).
+fn click_label(h: &mut Harness<'_, CleanDiftApp>, label: &str) {
+    let screen = Rect::from_min_size(Pos2::ZERO, SIZE.into());
+    let node = h.get_by_label(label);
+    if screen.contains_rect(node.rect()) {
+        node.click();
+    } else {
+        node.click_accesskit();
+    }
+    h.step();
+}
+
 fn tiny_backbone() -> Backbone {
     let spec = BackboneSpec::new("tiny-sd21", Device::Cpu, DType::F32);
     Backbone::load(&spec, &|_| {}).expect("tiny-sd21")
@@ -245,15 +259,12 @@ fn click_in_a_matches_the_engine_and_the_marker_is_drawn_there() {
 fn widgets_switch_layer_mode_and_compare() {
     let mut h = harness();
     wait_settled(&mut h);
-    h.get_by_label("us9").click();
-    h.step();
+    click_label(&mut h, "us9");
     assert_eq!(h.state().settings.layer, FeatureKey::Us9);
-    h.get_by_label("mid").click();
-    h.step();
+    click_label(&mut h, "mid");
     assert_eq!(h.state().settings.layer, FeatureKey::Mid);
 
-    h.get_by_label("noisy").click();
-    h.step();
+    click_label(&mut h, "noisy");
     assert_eq!(h.state().settings.mode, Mode::Noisy);
     wait_settled(&mut h);
     let f = h
@@ -264,8 +275,7 @@ fn widgets_switch_layer_mode_and_compare() {
     assert!(f.label.starts_with("noisy"), "{}", f.label);
     assert_eq!(f.settings.ensemble, 8);
 
-    h.get_by_label("Compare").click();
-    h.step();
+    click_label(&mut h, "Compare");
     assert_eq!(h.state().settings.view, View::Compare);
     wait_settled(&mut h);
     assert!(h.state().features_current(Mode::Clean));
@@ -281,8 +291,7 @@ fn widgets_switch_layer_mode_and_compare() {
     h.step();
     assert_eq!(h.state().settings.layer, FeatureKey::Us3);
 
-    h.get_by_label("PCA").click();
-    h.step();
+    click_label(&mut h, "PCA");
     assert_eq!(h.state().settings.view, View::Pca);
     wait(&mut h, "PCA colours", 60, |app| app.pca().is_some());
 }
@@ -317,20 +326,33 @@ fn frames_keep_coming_during_a_long_extraction_and_cancel_works() {
     wait_settled(&mut h);
     {
         let app = h.state_mut();
-        app.settings.size = SizeChoice::Square(1024);
-        app.settings.ensemble = 16;
+        app.settings.size = SizeChoice::Square(512);
+        app.settings.ensemble = 32;
         app.settings.mode = Mode::Noisy;
     }
     h.step();
     assert!(h.state().busy(), "the noisy extraction should be running");
+    // Frames while the worker extracts, until the UNet is under way.
     let t0 = Instant::now();
     let mut frames = 0u32;
     let mut slowest = Duration::ZERO;
-    while t0.elapsed() < Duration::from_millis(1500) && h.state().busy() {
+    let mut seen_unet = None;
+    let mut stages = std::collections::BTreeSet::new();
+    while h.state().busy() && t0.elapsed() < Duration::from_secs(60) {
         let f0 = Instant::now();
         h.step();
         slowest = slowest.max(f0.elapsed());
         frames += 1;
+        for (_, (job, p)) in h.state().progress() {
+            let text = format!("{job}: {p}");
+            if text.contains("noisy features") && text.contains("UNet") && seen_unet.is_none() {
+                seen_unet = Some(t0.elapsed());
+            }
+            stages.insert(text.split(':').nth(1).unwrap_or("").trim().to_string());
+        }
+        if seen_unet.is_some_and(|t| t0.elapsed() > t + Duration::from_millis(300)) {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(
@@ -338,21 +360,14 @@ fn frames_keep_coming_during_a_long_extraction_and_cancel_works() {
         "the job finished in {:?}: too short to test cancel",
         t0.elapsed()
     );
+    assert!(
+        seen_unet.is_some(),
+        "the progress bar named the UNet stage: {stages:?}"
+    );
     assert!(frames >= 30, "only {frames} frames in {:?}", t0.elapsed());
     assert!(
         slowest < Duration::from_millis(500),
         "a frame took {slowest:?} while the worker ran"
-    );
-    let progress: Vec<String> = h
-        .state()
-        .progress()
-        .map(|(_, (job, p))| format!("{job}: {p}"))
-        .collect();
-    assert!(
-        progress
-            .iter()
-            .any(|p| p.contains("noisy") && (p.contains("UNet") || p.contains("encoding"))),
-        "progress names the stage: {progress:?}"
     );
     h.get_by_label("Cancel").click();
     let t1 = Instant::now();
@@ -365,7 +380,7 @@ fn frames_keep_coming_during_a_long_extraction_and_cancel_works() {
     );
     assert!(!app.features_current(Mode::Noisy));
     eprintln!(
-        "{frames} frames in {:?} while extracting (slowest {slowest:?}); cancel took {:?}",
+        "{frames} frames in {:?} while extracting (UNet from {seen_unet:?}; slowest {slowest:?}); cancel took {:?}",
         t0.elapsed(),
         t1.elapsed()
     );
@@ -560,8 +575,9 @@ fn talk_mode_keys_move_switch_and_save() {
     let png = h.state().last_export.clone().expect("a PNG was written");
     assert_eq!(png.parent(), Some(dir.path()));
     let img = image::open(&png).expect("PNG readable");
-    // Both images at 600 px high (the taller one's height): 512 + 8 + 512.
-    assert_eq!((img.width(), img.height()), (512 + 8 + 512, 600));
+    // Both images at 600 px high (the taller one's height): A 512x512
+    // becomes 600 wide, B 512x600 stays; 8 px between.
+    assert_eq!((img.width(), img.height()), (600 + 8 + 512, 600));
     h.key_press(Key::E);
     h.step();
     let json = h.state().last_export.clone().expect("a JSON was written");
@@ -768,4 +784,92 @@ fn a_bad_model_folder_says_what_to_do() {
     h.state_mut().settings.preset = cleandift::app::ModelPreset::TinySd21;
     h.state_mut().load_backbone();
     wait_settled(&mut h);
+}
+
+/// Writes the README's screenshots to docs/ (run on purpose:
+/// `cargo test --test app -- --ignored docs_screenshots`).
+#[test]
+#[ignore = "writes docs/*.png"]
+fn docs_screenshots() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    std::fs::create_dir_all(&docs).expect("docs/");
+    let mut o = opts();
+    o.renderer_note = None;
+    o.query = Some((256.5, 180.5));
+    let mut h = Harness::builder()
+        .with_size([1280.0, 800.0])
+        .wgpu()
+        .build_eframe(move |cc| CleanDiftApp::new(cc, o));
+    wait_settled(&mut h);
+    h.remove_cursor();
+    let shot = |h: &mut Harness<'_, CleanDiftApp>, name: &str| {
+        h.step();
+        h.step();
+        let img = h.render().expect("render");
+        let rgb = image::DynamicImage::ImageRgba8(img).to_rgb8();
+        rgb.save(docs.join(name)).expect("save");
+    };
+    shot(&mut h, "correspondence.png");
+    h.state_mut().settings.view = View::Compare;
+    h.state_mut().settings.compare_naive = true;
+    wait_settled(&mut h);
+    shot(&mut h, "compare.png");
+    h.state_mut().settings.view = View::Pca;
+    wait(&mut h, "PCA colours", 60, |app| {
+        app.pca().is_some() && !app.busy()
+    });
+    shot(&mut h, "pca.png");
+    h.state_mut().settings.view = View::Correspondence;
+    h.state_mut().settings.compare_naive = false;
+    h.state_mut().set_talk(true);
+    wait_settled(&mut h);
+    shot(&mut h, "talk.png");
+}
+
+#[test]
+fn command_line_options_are_checked() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        app: cleandift::app::AppArgs,
+    }
+    let parse = |args: &[&str]| {
+        let mut v = vec!["cleandift"];
+        v.extend(args);
+        let cli = Cli::try_parse_from(v).expect("clap");
+        LaunchOptions::from_args(&cli.app)
+    };
+    let ok = parse(&[
+        "a.jpg", "b.png", "--mode", "noisy", "--layer", "us9", "--query", "10,20.5",
+    ])
+    .expect("valid");
+    assert!(ok.images.is_some());
+    assert_eq!(ok.mode, Some(Mode::Noisy));
+    assert_eq!(ok.layer, Some(FeatureKey::Us9));
+    assert_eq!(ok.query, Some((10.0, 20.5)));
+    for (bad, says) in [
+        (vec!["only-one.jpg"], "give two images"),
+        (vec!["--mode", "fuzzy"], "unknown mode"),
+        (vec!["--layer", "us11"], "unknown feature key"),
+        (vec!["--view", "3d"], "unknown view"),
+        (vec!["--query", "1"], "expected X,Y"),
+        (vec!["--query", "x,2"], "is not a number"),
+        (vec!["--t", "1200"], "outside 0–999"),
+        (vec!["--renderer", "vulkan"], "use wgpu or glow"),
+    ] {
+        let e = parse(&bad)
+            .err()
+            .unwrap_or_else(|| panic!("{bad:?} accepted"));
+        assert!(e.to_string().contains(says), "{bad:?}: {e}");
+    }
+    // The binary lists the app's options next to the commands.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cleandift"))
+        .arg("--help")
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for want in ["[IMAGE]", "--talk", "--renderer", "extract", "match"] {
+        assert!(help.contains(want), "--help lacks {want}:\n{help}");
+    }
 }

@@ -235,28 +235,23 @@ fn bad_settings_and_cancel_are_named() {
     let mut s = settings(Mode::Noisy);
     s.ensemble = 0;
     let msg = extract(&bb, &img, &s, None, &mut |_| {})
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(msg.contains("ensemble of 0"), "{msg}");
     s.ensemble = 2;
     s.t = 1200.0;
     let msg = extract(&bb, &img, &s, None, &mut |_| {})
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(msg.contains("1200"), "{msg}");
     s.t = 261.0;
     let cancel = AtomicBool::new(true);
-    let err = extract(&bb, &img, &s, Some(&cancel), &mut |_| {})
-        .err()
-        .expect("cancelled");
+    let err = extract(&bb, &img, &s, Some(&cancel), &mut |_| {}).expect_err("cancelled");
     assert!(matches!(err, ExtractError::Cancelled));
     assert!(
         "sideways"
             .parse::<Mode>()
-            .err()
-            .expect("bad mode")
+            .expect_err("bad mode")
             .to_string()
             .contains("sideways")
     );

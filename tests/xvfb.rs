@@ -7,7 +7,7 @@
 //! .ci/run installs them. Without them the tests say so and skip.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,43 +29,44 @@ impl Drop for Reaper {
     }
 }
 
-/// Starts Xvfb on a free display number.
+/// Starts Xvfb on a display number it picks itself (`-displayfd`), so
+/// parallel tests never share a server.
 fn start_xvfb() -> (Reaper, String) {
-    for n in 140..240 {
-        let lock = PathBuf::from(format!("/tmp/.X{n}-lock"));
-        let sock = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
-        if lock.exists() || sock.exists() {
-            continue;
+    // Xvfb's own choice races when several start at once: one at a time.
+    static START: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = START.lock().unwrap_or_else(|p| p.into_inner());
+    let mut child = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+            "-dpi",
+            "96",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb starts");
+    let mut out = child.stdout.take().expect("Xvfb stdout");
+    let reaper = Reaper(child);
+    let mut number = String::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+        if byte[0] == b'\n' {
+            break;
         }
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([
-                &display,
-                "-screen",
-                "0",
-                "1280x800x24",
-                "-nolisten",
-                "tcp",
-                "-dpi",
-                "96",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Xvfb starts");
-        let mut reaper = Reaper(child);
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if sock.exists() {
-                return (reaper, display);
-            }
-            if let Ok(Some(_)) = reaper.0.try_wait() {
-                break; // lost a race for this number: try the next
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        number.push(char::from(byte[0]));
     }
-    panic!("could not start Xvfb on any display :140…:239");
+    let n: u32 = number
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("Xvfb did not report a display number ({number:?})"));
+    eprintln!("Xvfb on :{n}");
+    (reaper, format!(":{n}"))
 }
 
 /// The id and size of the window titled `title`.
@@ -153,19 +154,16 @@ fn decode_xwd(b: &[u8]) -> Result<image::RgbImage, String> {
     Ok(img)
 }
 
-/// Share of strongly coloured pixels in the right half (the heatmap over B).
-fn colourful_right_half(img: &image::RgbImage) -> f64 {
+/// Share of green-dominated pixels over B (the right part of the window):
+/// the turbo heatmap's middle; the photo of B has no green at all.
+fn heatmap_share(img: &image::RgbImage) -> f64 {
     let (w, h) = img.dimensions();
     let mut n = 0u64;
     let mut total = 0u64;
-    for y in h / 8..h * 7 / 8 {
-        for x in w * 5 / 8..w {
-            let p = img.get_pixel(x, y).0;
-            let (mx, mn) = (
-                p.iter().max().copied().unwrap_or(0),
-                p.iter().min().copied().unwrap_or(0),
-            );
-            if mx - mn > 110 {
+    for y in h / 6..h * 5 / 6 {
+        for x in w * 11 / 16..w {
+            let [r, g, b] = img.get_pixel(x, y).0.map(i32::from);
+            if g > 120 && g > r + 35 && g > b + 35 {
                 n += 1;
             }
             total += 1;
@@ -190,45 +188,53 @@ fn luminance_spread(img: &image::RgbImage) -> (f64, usize) {
     ((sq / n - (sum / n).powi(2)).max(0.0).sqrt(), colours.len())
 }
 
-fn run_binary(renderer: &str, shot_name: &str) {
+/// What a run of the binary showed.
+struct Run {
+    shot: image::RgbImage,
+    /// Share of B covered by the heatmap's greens.
+    heat: f64,
+    log: String,
+}
+
+/// Runs the binary under Xvfb with `args` and `env` until `done` holds for
+/// a screenshot and the log (or 120 s pass), then checks the window's size
+/// and that it is not blank. `None` when the tools are missing.
+fn run_binary(
+    args: &[&str],
+    env: &[(&str, &str)],
+    shot_name: &str,
+    done: impl Fn(f64, &str) -> bool,
+) -> Option<Run> {
     for tool in ["Xvfb", "xwd", "xwininfo"] {
         if !have(tool) {
             eprintln!(
                 "SKIPPED: `{tool}` is not installed (Debian: apt-get install xvfb x11-apps x11-utils); .ci/run installs it"
             );
-            return;
+            return None;
         }
     }
     let (_xvfb, display) = start_xvfb();
     let home = tempfile::tempdir().expect("tempdir");
     let log_path = home.path().join("app.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_cleandift"))
-        .args([
-            "--model",
-            "tiny-sd21",
-            "--device",
-            "cpu",
-            "--query",
-            "230,150",
-            "--window-size",
-            &format!("{W}x{H}"),
-            "--no-persist",
-            "--renderer",
-            renderer,
-        ])
+    let size = format!("{W}x{H}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cleandift"));
+    cmd.args(["--window-size", &size, "--no-persist"])
+        .args(args)
         .env("DISPLAY", &display)
         .env_remove("WAYLAND_DISPLAY")
         .env("HOME", home.path())
         .env("XDG_DATA_HOME", home.path().join("data"))
         .env("XDG_CONFIG_HOME", home.path().join("config"))
         .env("XDG_RUNTIME_DIR", home.path())
+        .env("HF_HOME", home.path().join("hf"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("the binary starts");
-    let mut app = Reaper(child);
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut app = Reaper(cmd.spawn().expect("the binary starts"));
     let read_log = || {
         let mut s = String::new();
         let _ = std::fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut s));
@@ -255,7 +261,6 @@ fn run_binary(renderer: &str, shot_name: &str) {
     };
     assert_eq!((ww, wh), (W, H), "window size");
 
-    // Wait for the heatmap over B (features extracted, query answered).
     let mut last = None;
     let t1 = Instant::now();
     while t1.elapsed() < Duration::from_secs(120) {
@@ -263,28 +268,24 @@ fn run_binary(renderer: &str, shot_name: &str) {
             panic!("the app exited ({status}); log:\n{}", read_log());
         }
         if let Ok(img) = screenshot(&display, &id) {
-            let colour = colourful_right_half(&img);
-            last = Some((img, colour));
-            if colour > 0.05 {
+            let heat = heatmap_share(&img);
+            let ok = done(heat, &read_log());
+            last = Some((img, heat));
+            if ok {
                 break;
             }
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (img, colour) = last.expect("at least one screenshot");
+    let (shot, heat) = last.expect("at least one screenshot");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(shot_name);
-    img.save(&out).expect("save screenshot");
-    eprintln!("screenshot: {} ({colour:.3} coloured in B)", out.display());
-    assert_eq!(img.dimensions(), (W, H), "screenshot size");
-    let (spread, colours) = luminance_spread(&img);
+    shot.save(&out).expect("save screenshot");
+    eprintln!("screenshot: {} ({heat:.3} of B green)", out.display());
+    assert_eq!(shot.dimensions(), (W, H), "screenshot size");
+    let (spread, colours) = luminance_spread(&shot);
     assert!(
         spread > 15.0 && colours > 2000,
         "blank window? spread {spread:.1}, {colours} colours"
-    );
-    assert!(
-        colour > 0.05,
-        "no heatmap over B after 120 s ({colour:.3} coloured); log:\n{}",
-        read_log()
     );
     assert!(
         app.0.try_wait().ok().flatten().is_none(),
@@ -292,14 +293,76 @@ fn run_binary(renderer: &str, shot_name: &str) {
     );
     let log = read_log();
     assert!(!log.contains("panicked"), "log:\n{log}");
+    Some(Run { shot, heat, log })
+}
+
+const TINY: [&str; 6] = [
+    "--model",
+    "tiny-sd21",
+    "--device",
+    "cpu",
+    "--query",
+    "230,150",
+];
+
+fn heat_shown(heat: f64, _: &str) -> bool {
+    heat > 0.03
 }
 
 #[test]
 fn the_binary_draws_a_match_under_xvfb_with_wgpu() {
-    run_binary("wgpu", "xvfb-wgpu.png");
+    let Some(run) = run_binary(&TINY, &[], "xvfb-wgpu.png", heat_shown) else {
+        return;
+    };
+    assert!(run.heat > 0.03, "no heatmap over B; log:\n{}", run.log);
+    assert!(run.log.contains("Using wgpu"), "log:\n{}", run.log);
+    assert_eq!(run.shot.dimensions(), (W, H));
 }
 
 #[test]
 fn the_binary_draws_a_match_under_xvfb_with_glow_and_cpu_colormaps() {
-    run_binary("glow", "xvfb-glow.png");
+    let mut args = TINY.to_vec();
+    args.extend(["--renderer", "glow"]);
+    let Some(run) = run_binary(&args, &[], "xvfb-glow.png", heat_shown) else {
+        return;
+    };
+    assert!(run.heat > 0.03, "no heatmap over B; log:\n{}", run.log);
+}
+
+#[test]
+fn without_a_wgpu_adapter_the_binary_falls_back_to_glow() {
+    // No Metal on Linux: wgpu finds no adapter.
+    let Some(run) = run_binary(
+        &TINY,
+        &[("WGPU_BACKEND", "metal")],
+        "xvfb-fallback.png",
+        heat_shown,
+    ) else {
+        return;
+    };
+    assert!(
+        run.log.contains("wgpu could not start") && run.log.contains("glow"),
+        "log:\n{}",
+        run.log
+    );
+    assert!(run.heat > 0.03, "no heatmap over B; log:\n{}", run.log);
+}
+
+#[test]
+fn offline_the_default_model_fails_with_what_to_do() {
+    let Some(run) = run_binary(
+        &["--device", "cpu"],
+        &[("HF_HUB_OFFLINE", "1")],
+        "xvfb-offline.png",
+        |_, log| log.contains("Cannot load sd21"),
+    ) else {
+        return;
+    };
+    assert!(run.log.contains("Cannot load sd21"), "log:\n{}", run.log);
+    assert!(
+        run.log.contains("HF_HUB_OFFLINE") && run.log.contains("tiny-sd21 (offline)"),
+        "the error says what to do; log:\n{}",
+        run.log
+    );
+    assert!(run.heat < 0.01, "no features without a model");
 }

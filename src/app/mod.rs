@@ -182,7 +182,11 @@ impl LaunchOptions {
                 let parts: Vec<&str> = q.split(',').map(str::trim).collect();
                 match parts.as_slice() {
                     [x, y] => {
-                        let (x, y): (f32, f32) = (x.parse()?, y.parse()?);
+                        let num = |v: &str| {
+                            v.parse::<f32>()
+                                .map_err(|_| anyhow::anyhow!("--query {q}: {v:?} is not a number"))
+                        };
+                        let (x, y) = (num(x)?, num(y)?);
                         anyhow::ensure!(
                             x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0,
                             "--query {q}: needs two non-negative numbers"
@@ -226,7 +230,12 @@ fn parse_size(s: &str) -> anyhow::Result<[f32; 2]> {
     let (w, h) = s
         .split_once(['x', 'X'])
         .ok_or_else(|| anyhow::anyhow!("--window-size {s}: expected WxH, e.g. 1280x800"))?;
-    let (w, h): (f32, f32) = (w.trim().parse()?, h.trim().parse()?);
+    let num = |v: &str| {
+        v.trim()
+            .parse::<f32>()
+            .map_err(|_| anyhow::anyhow!("--window-size {s}: {v:?} is not a number"))
+    };
+    let (w, h) = (num(w)?, num(h)?);
     anyhow::ensure!(
         (320.0..=16384.0).contains(&w) && (240.0..=16384.0).contains(&h),
         "--window-size {s}: out of range"
@@ -397,10 +406,7 @@ pub struct CleanDiftApp {
     image_rects: Vec<(Side, egui::Rect, Option<Mode>)>,
     strip_rects: Vec<(FeatureKey, egui::Rect)>,
     /// File dialogs run on their own threads and answer here.
-    dialogs: (
-        crossbeam_channel::Sender<DialogAnswer>,
-        crossbeam_channel::Receiver<DialogAnswer>,
-    ),
+    dialogs: DialogChannel,
     /// Last export written (tests, status).
     pub last_export: Option<PathBuf>,
 }
@@ -426,6 +432,11 @@ impl ModeKey {
         })
     }
 }
+
+type DialogChannel = (
+    crossbeam_channel::Sender<DialogAnswer>,
+    crossbeam_channel::Receiver<DialogAnswer>,
+);
 
 enum DialogAnswer {
     Open(Side, PathBuf),
@@ -535,8 +546,10 @@ impl CleanDiftApp {
             dialogs: crossbeam_channel::unbounded(),
             last_export: None,
         };
-        if let Some(note) = &launch.renderer_note {
-            app.message(Level::Warn, note.clone(), String::new());
+        if cc.wgpu_render_state.is_none() {
+            // The glow renderer: say why, once, in the status area.
+            let note = app.renderer_note.clone();
+            app.message(Level::Warn, note, String::new());
         }
         match launch.images {
             Some([a, b]) => {
@@ -545,9 +558,20 @@ impl CleanDiftApp {
             }
             None => {
                 for side in Side::BOTH {
-                    let src = match &app.settings.image_paths[side.index()] {
-                        Some(p) if p.is_file() => ImageSource::Path(p.clone()),
-                        _ => sample_source(side),
+                    let src = match app.settings.image_paths[side.index()].clone() {
+                        Some(p) if p.is_file() => ImageSource::Path(p),
+                        Some(p) => {
+                            app.message(
+                                Level::Warn,
+                                format!(
+                                    "{side}: the last session's image {} is gone; showing the sample",
+                                    p.display()
+                                ),
+                                format!("Open another image for {side} or drop one on it"),
+                            );
+                            sample_source(side)
+                        }
+                        None => sample_source(side),
                     };
                     app.load_image(side, src);
                 }

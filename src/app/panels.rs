@@ -18,64 +18,64 @@ use crate::worker::{ImageSource, Side};
 
 pub(super) fn top_bar(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
     egui::Panel::top("top_bar").show(ui, |ui| {
-        ui.horizontal(|ui| {
-            egui::MenuBar::new().ui(ui, |ui| {
-                ui.menu_button("File", |ui| {
-                    if ui.button("Open image A…").clicked() {
-                        app.dialog(DialogKind::Open(Side::A));
-                    }
-                    if ui.button("Open image B…").clicked() {
-                        app.dialog(DialogKind::Open(Side::B));
-                    }
-                    if ui.button("Swap A and B").clicked() {
-                        app.swap();
-                    }
-                    if ui.button("Sample pair").clicked() {
-                        app.load_image(Side::A, sample_source(Side::A));
-                        app.load_image(Side::B, sample_source(Side::B));
-                    }
-                    ui.separator();
-                    if ui.button("Save view as PNG…").clicked() {
-                        app.dialog(DialogKind::SavePng);
-                    }
-                    if ui.button("Export correspondences as JSON…").clicked() {
-                        app.dialog(DialogKind::SaveJson);
-                    }
-                    ui.separator();
-                    if ui.button("Quit").clicked() {
-                        ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
-                    }
-                });
-                ui.menu_button("View", |ui| {
-                    for v in View::ALL {
-                        ui.radio_value(&mut app.settings.view, v, v.label());
-                    }
-                    ui.separator();
-                    let mut talk = app.talk;
-                    if ui.checkbox(&mut talk, "Talk mode (T)").changed() {
-                        app.set_talk(talk);
-                    }
-                    ui.checkbox(&mut app.show_log, "Messages");
-                });
-                ui.menu_button("Help", |ui| {
-                    if ui.button("Keyboard shortcuts (F1)").clicked() {
-                        app.show_help = true;
-                    }
-                });
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open image A…").clicked() {
+                    app.dialog(DialogKind::Open(Side::A));
+                }
+                if ui.button("Open image B…").clicked() {
+                    app.dialog(DialogKind::Open(Side::B));
+                }
+                if ui.button("Swap A and B").clicked() {
+                    app.swap();
+                }
+                if ui.button("Sample pair").clicked() {
+                    app.load_image(Side::A, sample_source(Side::A));
+                    app.load_image(Side::B, sample_source(Side::B));
+                }
+                ui.separator();
+                if ui.button("Save view as PNG…").clicked() {
+                    app.dialog(DialogKind::SavePng);
+                }
+                if ui.button("Export correspondences as JSON…").clicked() {
+                    app.dialog(DialogKind::SaveJson);
+                }
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                for v in View::ALL {
+                    ui.radio_value(&mut app.settings.view, v, format!("{} view", v.label()));
+                }
+                ui.separator();
+                let mut talk = app.talk;
+                if ui.checkbox(&mut talk, "Talk mode (T)").changed() {
+                    app.set_talk(talk);
+                }
+                ui.checkbox(&mut app.show_log, "Messages");
+            });
+            ui.menu_button("Help", |ui| {
+                if ui.button("Keyboard shortcuts (F1)").clicked() {
+                    app.show_help = true;
+                }
             });
             ui.separator();
             for v in View::ALL {
-                let r = ui.selectable_value(&mut app.settings.view, v, v.label());
-                r.on_hover_text(match v {
-                    View::Correspondence => "Click in A, see where it lands in B",
-                    View::Compare => "Clean vs noisy for the same click, plus the layer strip (M)",
-                    View::Pca => "Joint PCA colours of A and B (P)",
-                });
+                ui.selectable_value(&mut app.settings.view, v, v.label())
+                    .on_hover_text(match v {
+                        View::Correspondence => "Click in A, see where it lands in B",
+                        View::Compare => {
+                            "Clean vs noisy for the same click, plus the layer strip (M)"
+                        }
+                        View::Pca => "Joint PCA colours of A and B (P)",
+                    });
             }
             ui.separator();
             let layer = app.settings.layer;
             let mode = app.settings.mode;
-            ui.label(RichText::new(format!("{layer} · stride {}", layer.stride())).strong());
+            ui.label(RichText::new(format!("layer {layer} · stride {}", layer.stride())).strong());
             ui.label(
                 RichText::new(format!("mode: {mode}"))
                     .color(mode_color(mode))
@@ -97,6 +97,13 @@ pub(super) fn top_bar(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 {
                     let on = !app.talk;
                     app.set_talk(on);
+                }
+                if ui
+                    .button("Shortcuts")
+                    .on_hover_text("Keyboard shortcuts (F1)")
+                    .clicked()
+                {
+                    app.show_help = true;
                 }
             });
         });
@@ -257,8 +264,16 @@ fn backbone_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     Some(info.choice.clone()),
                 ),
                 BackboneState::Failed { error, .. } => (
-                    format!("failed: {}", error.message),
-                    Some(Color32::from_rgb(255, 110, 90)),
+                    if error.hint.is_empty() {
+                        format!("failed: {}", shorten(&error.message, 220))
+                    } else {
+                        format!(
+                            "failed: {}\nWhat to do: {}",
+                            shorten(&error.message, 160),
+                            error.hint
+                        )
+                    },
+                    Some(ERROR),
                     None,
                 ),
             };
@@ -297,6 +312,7 @@ fn features_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
     egui::CollapsingHeader::new("Features")
         .default_open(true)
         .show(ui, |ui| {
+            let channels = app.backbone_info().map(|i| i.channels.clone());
             let s = &mut app.settings;
             ui.horizontal(|ui| {
                 ui.label("Mode");
@@ -308,6 +324,27 @@ fn features_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     });
                 }
             });
+            ui.label("Layer");
+            egui::Grid::new("layers")
+                .num_columns(6)
+                .spacing([4.0, 2.0])
+                .show(ui, |ui| {
+                    for (i, key) in FeatureKey::ALL.iter().enumerate() {
+                        let mut hover = format!("{key}: stride {}", key.stride());
+                        if let Some(c) = channels.as_ref().and_then(|c| c.get(key)) {
+                            hover.push_str(&format!(", {c} channels"));
+                        }
+                        if let Some(k) = layer_shortcut(*key) {
+                            hover.push_str(&format!(" (key {k})"));
+                        }
+                        ui.selectable_value(&mut s.layer, *key, key.name())
+                            .on_hover_text(hover);
+                        ui.label(RichText::new(format!("/{}", key.stride())).weak().small());
+                        if i % 3 == 2 {
+                            ui.end_row();
+                        }
+                    }
+                });
             let t_used = s.mode != Mode::Clean || s.view == View::Compare;
             ui.add_enabled(
                 t_used,
@@ -354,29 +391,6 @@ fn features_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 });
             ui.checkbox(&mut s.letterbox, "Keep aspect (letterbox)")
                 .on_hover_text("Pad instead of stretching to the model's square (DIFT stretches)");
-            ui.label("Layer");
-            let channels = app.backbone_info().map(|i| i.channels.clone());
-            let s = &mut app.settings;
-            egui::Grid::new("layers")
-                .num_columns(6)
-                .spacing([4.0, 2.0])
-                .show(ui, |ui| {
-                    for (i, key) in FeatureKey::ALL.iter().enumerate() {
-                        let mut hover = format!("{key}: stride {}", key.stride());
-                        if let Some(c) = channels.as_ref().and_then(|c| c.get(key)) {
-                            hover.push_str(&format!(", {c} channels"));
-                        }
-                        if let Some(k) = layer_shortcut(*key) {
-                            hover.push_str(&format!(" (key {k})"));
-                        }
-                        ui.selectable_value(&mut s.layer, *key, key.name())
-                            .on_hover_text(hover);
-                        ui.label(RichText::new(format!("/{}", key.stride())).weak().small());
-                        if i % 3 == 2 {
-                            ui.end_row();
-                        }
-                    }
-                });
             let blocked = app
                 .needed_modes()
                 .iter()
@@ -500,7 +514,7 @@ pub(super) fn status_bar(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     RichText::new(format!(
                         "The background worker stopped: {msg}. Models and features are gone."
                     ))
-                    .color(Color32::from_rgb(255, 110, 90))
+                    .color(ERROR)
                     .strong(),
                 );
                 if ui.button("Restart worker").clicked() {
@@ -508,60 +522,91 @@ pub(super) fn status_bar(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 }
             });
         }
-        ui.horizontal(|ui| {
-            let jobs: Vec<_> = app.progress().map(|(id, p)| (*id, p.clone())).collect();
-            if let Some((_, (job, p))) = jobs.first() {
-                ui.spinner();
-                let frac = p.fraction();
-                let text = format!("{job}: {p}");
-                let bar = egui::ProgressBar::new(frac.unwrap_or(0.0))
-                    .text(text)
-                    .desired_width(380.0)
-                    .animate(frac.is_none());
-                ui.add(bar);
-                if jobs.len() > 1 {
-                    ui.label(RichText::new(format!("+{} more", jobs.len() - 1)).weak());
-                }
-                if ui
-                    .button("Cancel")
-                    .on_hover_text("Stop the running jobs (they are not retried by themselves)")
-                    .clicked()
-                {
-                    app.cancel_all();
-                }
-            } else if app.busy() {
-                ui.spinner();
-                ui.label("working…");
-                if ui.button("Cancel").clicked() {
-                    app.cancel_all();
-                }
-            } else if let Some(m) = app.messages().last().cloned() {
-                let color = match m.level {
-                    Level::Info => ui.visuals().text_color(),
-                    Level::Warn => Color32::from_rgb(240, 190, 80),
-                    Level::Error => Color32::from_rgb(255, 110, 90),
-                };
-                let r = ui.label(RichText::new(&m.text).color(color));
-                if !m.hint.is_empty() {
-                    r.on_hover_text(&m.hint);
-                    ui.label(RichText::new(&m.hint).weak().small());
-                }
-            } else {
-                ui.label(RichText::new("Ready").weak());
+        ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+            let n = app.messages().count();
+            if ui
+                .small_button(format!("Messages ({n})"))
+                .on_hover_text("Everything the app said, with what to do")
+                .clicked()
+            {
+                app.show_log = !app.show_log;
             }
-            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
-                let n = app.messages().count();
-                if ui.small_button(format!("Messages ({n})")).clicked() {
-                    app.show_log = !app.show_log;
-                }
-                ui.label(
-                    RichText::new(app.renderer_note().to_string())
-                        .weak()
-                        .small(),
-                );
+            let note = app.renderer_note().to_string();
+            ui.label(RichText::new(shorten(&note, 64)).weak().small())
+                .on_hover_text(note);
+            ui.with_layout(Layout::left_to_right(Align::Center), |ui| {
+                status_line(app, ui);
             });
         });
     });
+}
+
+const ERROR: Color32 = Color32::from_rgb(255, 110, 90);
+const WARN: Color32 = Color32::from_rgb(240, 190, 80);
+
+/// Progress with Cancel while jobs run, else the latest message and what
+/// to do about it.
+fn status_line(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
+    let jobs: Vec<_> = app.progress().map(|(id, p)| (*id, p.clone())).collect();
+    if let Some((_, (job, p))) = jobs.first() {
+        ui.spinner();
+        let frac = p.fraction();
+        let bar = egui::ProgressBar::new(frac.unwrap_or(0.0))
+            .text(format!("{job}: {p}"))
+            .desired_width(380.0)
+            .animate(frac.is_none());
+        ui.add(bar);
+        if jobs.len() > 1 {
+            ui.label(RichText::new(format!("+{} more", jobs.len() - 1)).weak());
+        }
+        if ui
+            .button("Cancel")
+            .on_hover_text("Stop the running jobs (they are not retried by themselves)")
+            .clicked()
+        {
+            app.cancel_all();
+        }
+    } else if app.busy() {
+        ui.spinner();
+        ui.label("working…");
+        if ui.button("Cancel").clicked() {
+            app.cancel_all();
+        }
+    } else if let Some(m) = app.messages().last().cloned() {
+        let color = match m.level {
+            Level::Info => ui.visuals().text_color(),
+            Level::Warn => WARN,
+            Level::Error => ERROR,
+        };
+        let full = if m.hint.is_empty() {
+            m.text.clone()
+        } else {
+            format!("{}\n\nWhat to do: {}", m.text, m.hint)
+        };
+        ui.vertical(|ui| {
+            ui.add(egui::Label::new(RichText::new(&m.text).color(color)).truncate())
+                .on_hover_text(&full);
+            if !m.hint.is_empty() {
+                ui.add(
+                    egui::Label::new(RichText::new(format!("What to do: {}", m.hint)).small())
+                        .truncate(),
+                )
+                .on_hover_text(&full);
+            }
+        });
+    } else {
+        ui.label(RichText::new("Ready").weak());
+    }
+}
+
+/// At most `n` characters of `s`, with an ellipsis when cut.
+pub(super) fn shorten(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n).collect();
+    out.push('…');
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -594,8 +639,8 @@ pub(super) fn windows(app: &mut CleanDiftApp, ctx: &egui::Context) {
                     for m in app.messages() {
                         let color = match m.level {
                             Level::Info => ui.visuals().text_color(),
-                            Level::Warn => Color32::from_rgb(240, 190, 80),
-                            Level::Error => Color32::from_rgb(255, 110, 90),
+                            Level::Warn => WARN,
+                            Level::Error => ERROR,
                         };
                         ui.label(RichText::new(&m.text).color(color));
                         if !m.hint.is_empty() {

@@ -326,11 +326,12 @@ fn waiting_text(app: &CleanDiftApp, mode: Mode) -> Option<String> {
             return Some(format!("Loading {}…", choice.model));
         }
         BackboneState::Failed { error, .. } => {
-            let mut s = format!("No backbone: {}", error.message);
-            if !error.hint.is_empty() {
-                s.push_str(&format!("\n{}", error.hint));
-            }
-            return Some(s);
+            let detail = super::panels::shorten(&error.message, 180);
+            return Some(if error.hint.is_empty() {
+                format!("No backbone: {detail}")
+            } else {
+                format!("No backbone. {}\n({detail})", error.hint)
+            });
         }
         BackboneState::Ready { .. } => {}
     }

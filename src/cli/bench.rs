@@ -53,7 +53,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             a.model
         )
     })?;
-    if a.res % 8 != 0 || a.res == 0 {
+    if !a.res.is_multiple_of(8) || a.res == 0 {
         anyhow::bail!("--res {} must be a positive multiple of 8", a.res);
     }
     let dev = a.device.parse::<DeviceChoice>()?.open()?;

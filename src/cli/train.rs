@@ -203,14 +203,14 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
         }
         TrainEvent::Step(r) => {
             bar.steps(
-                &format!("loss {:.4} t {:.1}", r.loss, r.timestep),
+                &format!("loss {:.4} t {:.3}", r.loss, r.timestep),
                 r.step as u64,
                 r.total_steps as u64,
             );
             if r.step % every == 0 || r.step == r.total_steps || first {
                 first = false;
                 eprintln!(
-                    "step {:>5}/{}  loss {:>9.5}  lr {:.2e}  t {:.2}  {:.2} img/s  ETA {:.0}s",
+                    "step {:>5}/{}  loss {:>9.5}  lr {:.2e}  t {:.3}  {:.2} img/s  ETA {:.0}s",
                     r.step, r.total_steps, r.loss, r.lr, r.timestep, r.images_per_sec, r.eta_secs
                 );
             }
@@ -227,7 +227,7 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
     match &outcome.checkpoint {
         Some(c) => {
             println!(
-                "student saved to {} (step {}, learned timestep {:.2})",
+                "student saved to {} (step {}, learned timestep {:.3})",
                 c.student.display(),
                 c.step,
                 outcome.timestep
@@ -235,6 +235,11 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
             println!("training state: {}", c.state.display());
             println!(
                 "use it: cleandift match --model {} --student {} --a IMAGE_A --b IMAGE_B --point X,Y",
+                a.backbone.model,
+                c.student.display()
+            );
+            println!(
+                "in the app: cleandift --model {} --student {}",
                 a.backbone.model,
                 c.student.display()
             );

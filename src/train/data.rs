@@ -104,7 +104,7 @@ pub fn caption_for(image: &Path) -> std::result::Result<Option<String>, String> 
 
 /// Checks a training size: a multiple of 8 in [64, 2048].
 pub fn check_size(size: u32) -> Result<()> {
-    if !(64..=2048).contains(&size) || size % 8 != 0 {
+    if !(64..=2048).contains(&size) || !size.is_multiple_of(8) {
         return Err(TrainError::Invalid(format!(
             "training size {size}: use a multiple of 8 between 64 and 2048"
         )));

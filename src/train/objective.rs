@@ -13,7 +13,7 @@
 //! what the reference computes (it feeds three identical copies of `x0` at
 //! the same timestep), at a third of the cost.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{D, DType, Device, Shape, Tensor, Var};
@@ -117,7 +117,8 @@ struct Recorder {
 struct Recorded {
     tensors: Vec<(String, Tensor)>,
     vars: ParamSet,
-    seen: HashSet<String>,
+    /// Position of each name in `tensors`.
+    index: HashMap<String, usize>,
 }
 
 struct RecorderRef(Arc<Recorder>);
@@ -137,8 +138,8 @@ impl SimpleBackend for RecorderRef {
             .state
             .lock()
             .map_err(|_| candle_core::Error::Msg("student recorder poisoned".into()))?;
-        if let Some((_, t)) = st.tensors.iter().find(|(n, _)| n == name) {
-            return Ok(t.clone());
+        if let Some(&i) = st.index.get(name) {
+            return Ok(st.tensors[i].1.clone());
         }
         let t = if self.0.trainable.includes(name) {
             let var = Var::from_tensor(&t)?;
@@ -148,7 +149,8 @@ impl SimpleBackend for RecorderRef {
         } else {
             t
         };
-        st.seen.insert(name.to_string());
+        let i = st.tensors.len();
+        st.index.insert(name.to_string(), i);
         st.tensors.push((name.to_string(), t.clone()));
         Ok(t)
     }
@@ -453,7 +455,7 @@ mod tests {
         let t = stratified_timesteps(&[
             0.0, 0.0, 0.0, 0.999_999, 0.999_999, 0.999_999, 0.5, 0.5, 0.5,
         ]);
-        assert_eq!(&t[..3], &[1, 333, 665]);
+        assert_eq!(&t[..3], &[1, 333, 666]);
         assert_eq!(&t[3..6], &[333, 666, 998]);
         assert_eq!(t[6], (1.0 + 0.5 * r) as usize);
         assert_eq!(t[8], (1.0 + 0.5 * r + 2.0 * r) as usize);
