@@ -88,13 +88,13 @@ fn settle(h: &mut Harness<'static, CleanDiftApp>) {
 
 /// Step (UI logic) and step + render (the whole frame on the CPU
 /// renderer), `n` frames each.
-fn frames(h: &mut Harness<'static, CleanDiftApp>, n: usize) -> (Stats, Stats) {
+fn frames(h: &mut Harness<'static, CleanDiftApp>, n: usize, hover: bool) -> (Stats, Stats) {
     let mut logic = Vec::new();
     let mut full = Vec::new();
     for i in 0..n {
-        // Move the pointer a little so every frame has work (hover preview).
+        // Sweep the pointer over A: every frame answers a new hover query.
         let app = h.state();
-        if let Some((_, r, _)) = app.image_rects().iter().find(|(s, _, _)| *s == Side::A) {
+        if hover && let Some((_, r, _)) = app.image_rects().iter().find(|(s, _, _)| *s == Side::A) {
             let t = i as f32 / n as f32;
             h.event(Event::PointerMoved(Pos2::new(
                 r.min.x + r.width() * (0.2 + 0.6 * t),
@@ -191,18 +191,75 @@ fn main() {
     row("layer strip, SD2.1 (11 tiles)", &stats(v), "< 16");
     drop(f);
 
+    // What kittest's wgpu renderer costs by itself (a new target texture,
+    // the render pass, and the read-back to CPU memory every frame): an
+    // almost empty egui frame of the same size.
+    {
+        let mut b = Harness::builder()
+            .with_size([1280.0, 800.0])
+            .wgpu()
+            .build_ui(|ui| {
+                ui.label("baseline");
+            });
+        let mut v = Vec::new();
+        for i in 0..60 {
+            b.event(Event::PointerMoved(Pos2::new(100.0 + i as f32, 100.0)));
+            let t = Instant::now();
+            b.step();
+            let _ = b.render();
+            v.push(t.elapsed());
+        }
+        row(
+            "baseline: empty egui frame, step + render + read-back",
+            &stats(v),
+            "-",
+        );
+    }
+
     // The app itself.
     let mut h = harness();
     settle(&mut h);
-    let (logic, full) = frames(&mut h, 120);
-    row("idle, correspondence: UI logic", &logic, "< 16");
-    row("idle, correspondence: UI + CPU render", &full, "< 16");
+    h.remove_cursor();
+    let (logic, full) = frames(&mut h, 60, false);
+    row("idle, correspondence, still: UI logic", &logic, "< 16");
+    row(
+        "idle, correspondence, still: UI + CPU render",
+        &full,
+        "< 16",
+    );
+    let (logic, full) = frames(&mut h, 120, true);
+    row(
+        "idle, correspondence, hover sweep: UI logic",
+        &logic,
+        "< 16",
+    );
+    row(
+        "idle, correspondence, hover sweep: UI + CPU render",
+        &full,
+        "< 16",
+    );
 
     h.state_mut().settings.view = View::Compare;
     settle(&mut h);
-    let (logic, full) = frames(&mut h, 60);
-    row("idle, compare + strip: UI logic", &logic, "< 16");
-    row("idle, compare + strip: UI + CPU render", &full, "< 16");
+    h.remove_cursor();
+    let (logic, full) = frames(&mut h, 60, false);
+    row("idle, compare + strip, still: UI logic", &logic, "< 16");
+    row(
+        "idle, compare + strip, still: UI + CPU render",
+        &full,
+        "< 16",
+    );
+    let (logic, full) = frames(&mut h, 60, true);
+    row(
+        "idle, compare + strip, hover sweep: UI logic",
+        &logic,
+        "< 16",
+    );
+    row(
+        "idle, compare + strip, hover sweep: UI + CPU render",
+        &full,
+        "< 16",
+    );
     h.state_mut().settings.view = View::Correspondence;
     settle(&mut h);
 

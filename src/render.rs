@@ -175,9 +175,15 @@ mod tests {
             }
         }
         assert_eq!(Colormap::Gray.rgb(0.5), [0.5, 0.5, 0.5]);
-        // turbo: dark blue at 0, dark red at 1.
-        let (lo, hi) = (Colormap::Turbo.rgb(0.0), Colormap::Turbo.rgb(1.0));
-        assert!(lo[2] > lo[0] && hi[0] > hi[2]);
+        // turbo: dark at 0, blue low, red high.
+        let (lo, blue, hi) = (
+            Colormap::Turbo.rgb(0.0),
+            Colormap::Turbo.rgb(0.15),
+            Colormap::Turbo.rgb(1.0),
+        );
+        assert!(lo.iter().sum::<f32>() < 0.5, "{lo:?}");
+        assert!(blue[2] > 0.9 && blue[0] < 0.3, "{blue:?}");
+        assert!(hi[0] > 0.5 && hi[2] < 0.1, "{hi:?}");
     }
 
     #[test]

@@ -363,6 +363,9 @@ pub struct StatusMessage {
     pub at: Instant,
 }
 
+/// The layer strip is cached by (features, query point, side).
+type StripKey = (u64, [u32; 2], Side);
+
 /// Hover or committed query answers are cached by these.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct AnswerKey {
@@ -389,7 +392,7 @@ pub struct CleanDiftApp {
     pca: Option<Arc<PcaColours>>,
     pca_blocked: Option<(u64, FeatureKey, bool)>,
     answers: VecDeque<(AnswerKey, Arc<Answer>)>,
-    strip: Option<((u64, [u32; 2], Side), Arc<Vec<StripTile>>)>,
+    strip: Option<(StripKey, Arc<Vec<StripTile>>)>,
     /// The hovered point (live preview) this frame.
     hover: Option<QueryPoint>,
     progress: BTreeMap<RequestId, (Job, Progress)>,
@@ -1174,7 +1177,11 @@ impl CleanDiftApp {
     pub fn answer(&mut self, mode: Mode, q: QueryPoint) -> Option<Arc<Answer>> {
         let f = self.features_of(mode)?.clone();
         let layer = self.settings.layer;
-        let opts = self.query_options();
+        let mut opts = self.query_options();
+        if self.settings.query != Some(q) || !self.settings.show_top_k {
+            // Hover previews skip the top-k search: they change every frame.
+            opts.k = 1;
+        }
         let key = AnswerKey {
             features: f.generation,
             layer,
@@ -1190,7 +1197,14 @@ impl CleanDiftApp {
             Ok(a) => {
                 let a = Arc::new(a);
                 self.answers.push_back((key, a.clone()));
-                while self.answers.len() > 24 {
+                // At most 24 answers and ~200 MB of similarity maps (a
+                // 4096-px image's map is 64 MB).
+                let floats = |q: &VecDeque<(AnswerKey, Arc<Answer>)>| {
+                    q.iter().map(|(_, a)| a.sim.data.len()).sum::<usize>()
+                };
+                while self.answers.len() > 24
+                    || (self.answers.len() > 1 && floats(&self.answers) > 50_000_000)
+                {
                     self.answers.pop_front();
                 }
                 Some(a)

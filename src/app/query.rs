@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::features::extract::Mode;
-use crate::matching::{MatchError, SimilarityMap, mutual_nn};
+use crate::matching::{MatchError, SimilarityMap};
 use crate::model::FeatureKey;
 use crate::worker::{PairFeatures, Side, next_generation};
 
@@ -67,7 +67,8 @@ pub struct Answer {
 /// What to compute besides the best match.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueryOptions {
-    /// Number of matches in the top-k list (including the best).
+    /// Number of matches in the top-k list (including the best); 1 skips
+    /// the top-k search (hover previews).
     pub k: usize,
     /// Mutual-NN tolerance in feature cells of the layer.
     pub tolerance_cells: f32,
@@ -112,16 +113,24 @@ pub fn answer(
             score: m.score,
         }
     };
-    let tgt_cell_view = cell_px(f, q.side.other(), layer) / tgt_map.orig_per_view();
-    let top_k = sim
-        .top_k(opts.k.max(1), tgt_cell_view.max(1.0))?
-        .into_iter()
-        .map(to_scored)
-        .collect();
+    let top_k = if opts.k > 1 {
+        let tgt_cell_view = cell_px(f, q.side.other(), layer) / tgt_map.orig_per_view();
+        sim.top_k(opts.k, tgt_cell_view.max(1.0))?
+            .into_iter()
+            .map(to_scored)
+            .collect()
+    } else {
+        vec![to_scored(best)]
+    };
+    // The mutual-NN check of `matching::mutual_nn`, reusing the best match
+    // found above: the best match's own best match back in the query image.
     let tolerance = opts.tolerance_cells.max(0.0) * cell_px(f, q.side, layer);
-    let tol_view = tolerance / src_map.orig_per_view();
-    let mm = mutual_nn(&src.full.target, &tgt.full.target, vx, vy, tol_view)?;
-    let (bx, by) = src_map.to_orig(mm.back.x, mm.back.y);
+    let back = src
+        .full
+        .target
+        .best_match(&tgt.full.target.sample(best.x, best.y)?)?;
+    let (bx, by) = src_map.to_orig(back.x, back.y);
+    let back_distance = (bx - q.x).hypot(by - q.y);
     let (min, max) = sim
         .data
         .iter()
@@ -138,10 +147,10 @@ pub fn answer(
         back: Scored {
             x: bx,
             y: by,
-            score: mm.back.score,
+            score: back.score,
         },
-        mutual: mm.mutual,
-        back_distance: (bx - q.x).hypot(by - q.y),
+        mutual: back_distance <= tolerance,
+        back_distance,
         tolerance,
         min,
         max,

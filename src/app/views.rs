@@ -599,10 +599,11 @@ fn compare(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
     for col in 0..ncols {
         let x0 = top.min.x + col as f32 * (col_w + gap);
         let head = Rect::from_min_size(Pos2::new(x0, top.min.y), Vec2::new(col_w, header_h));
-        let foot = Rect::from_min_max(
-            Pos2::new(x0, top.max.y - footer_h),
-            Pos2::new(x0 + col_w, top.max.y),
-        );
+        // Under the image (the columns are often narrower than tall).
+        let foot_y = rects[col].map_or(top.max.y - footer_h, |r| {
+            (r.max.y + 2.0).min(top.max.y - footer_h)
+        });
+        let foot = Rect::from_min_size(Pos2::new(x0, foot_y), Vec2::new(col_w, footer_h * 0.6));
         let side = if col == 0 { src } else { tgt };
         let Some((w, h)) = image_size(app, side) else {
             continue;

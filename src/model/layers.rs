@@ -9,7 +9,7 @@ use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
 use super::conv::Conv2d;
-use super::norm::group_norm;
+use super::norm::{group_norm, softmax_last_dim_in_place};
 
 /// Whether a forward pass must be differentiable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,8 +137,11 @@ pub fn softmax_last(x: &Tensor, grad: Grad) -> Result<Tensor> {
     }
 }
 
-/// Upper bound on the bytes of one chunk of attention scores.
-const ATTENTION_CHUNK_BYTES: usize = 256 << 20;
+/// Upper bound on the bytes of one chunk of attention scores. Small enough
+/// that the scores stay in the outer cache and come from the allocator's heap
+/// rather than fresh page-faulted mmaps (256 MB chunks made the first SD2.1
+/// block at 768² about 10x slower on CPU).
+const ATTENTION_CHUNK_BYTES: usize = 8 << 20;
 
 /// Multi-head scaled dot-product attention on (B, N, heads*d) inputs,
 /// chunked over batch-heads and query rows so that the score matrix never
@@ -196,7 +199,11 @@ pub fn attention(
             if let Some(mask) = mask {
                 s = s.broadcast_add(&mask.narrow(0, r0, nr)?.to_dtype(work)?)?;
             }
-            let p = softmax_last(&s, grad)?;
+            let p = match grad {
+                // `s` is this chunk's fresh score matrix: softmax it in place.
+                Grad::Off => softmax_last_dim_in_place(s)?,
+                Grad::On => softmax_last(&s, grad)?,
+            };
             out_rows.push(p.matmul(&vb)?);
         }
         out_bh.push(if out_rows.len() == 1 {

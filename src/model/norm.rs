@@ -10,9 +10,45 @@
 //! the fused kernel, anything else the composed form. The backward pass is the
 //! analytic GroupNorm (and SiLU) gradient written with candle's
 //! differentiable tensor ops, so training through it works.
+//!
+//! [`softmax_last_dim_in_place`] is the inference-only softmax of the
+//! attention scores: vectorised exp, in place, no new allocation.
 
-use candle_core::{CpuStorage, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, D, DType, InplaceOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+/// Calls `$body` (an `#[inline(always)]` fn) through a copy compiled for
+/// AVX-512F or AVX2+FMA when the CPU has them (runtime detection), since the
+/// crate itself targets baseline x86-64.
+macro_rules! multiversion {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident;) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn v4($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports AVX2 and FMA.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
 
 /// GroupNorm of `x` (B, C, ...) over `groups` groups with per-channel affine
 /// `weight`, `bias` (C), then SiLU when `silu`. Computed in f32; the result
@@ -205,6 +241,88 @@ impl CustomOp3 for GroupNormOp {
     }
 }
 
+/// Softmax over the last dimension of `x`, computed in place when `x` is a
+/// contiguous f32 CPU tensor (vectorised exp, parallel over rows), else with
+/// candle's `softmax_last_dim` (a new tensor). Not differentiable.
+///
+/// `x` must be a temporary that shares its storage with no other live tensor
+/// (e.g. the fresh output of a matmul): its contents are overwritten.
+pub fn softmax_last_dim_in_place(x: Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() && x.rank() >= 1 {
+        x.inplace_op1(&SoftmaxInPlace)?;
+        Ok(x)
+    } else {
+        candle_nn::ops::softmax_last_dim(&x)
+    }
+}
+
+/// The in-place softmax op behind [`softmax_last_dim_in_place`].
+struct SoftmaxInPlace;
+
+impl InplaceOp1 for SoftmaxInPlace {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim-in-place"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let Some((o1, o2)) = layout.contiguous_offsets() else {
+            candle_core::bail!("in-place softmax: tensor is not contiguous");
+        };
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("in-place softmax: expected f32 storage");
+        };
+        let n = layout.dims().last().copied().unwrap_or(1);
+        if n > 0 {
+            data[o1..o2].par_chunks_mut(n).for_each(softmax_row);
+        }
+        Ok(())
+    }
+}
+
+multiversion! {
+    /// Softmax of one row, in place.
+    fn softmax_row(row: &mut [f32]) -> () = softmax_row_body;
+}
+
+#[inline(always)]
+fn softmax_row_body(row: &mut [f32]) {
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for (m, &v) in mx.iter_mut().zip(ch) {
+            *m = m.max(v);
+        }
+    }
+    let max = rest
+        .iter()
+        .chain(mx.iter())
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    if max == f32::NEG_INFINITY {
+        // Fully masked row (candle would give 0/0 = NaN): use a uniform row.
+        let u = 1.0 / row.len() as f32;
+        row.fill(u);
+        return;
+    }
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for ch in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(ch.iter_mut()) {
+            *v = exp_approx(*v - max);
+            *a += *v;
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for v in chunks.into_remainder() {
+        *v = exp_approx(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
 /// Elements of a strided tensor in row-major order.
 fn gather(data: &[f32], l: &Layout) -> Vec<f32> {
     let dims = l.dims();
@@ -225,39 +343,6 @@ fn gather(data: &[f32], l: &Layout) -> Vec<f32> {
 const BLOCK: usize = 4096;
 /// SIMD-friendly lane count of the inner loops.
 const LANES: usize = 16;
-
-/// Calls `$body` (an `#[inline(always)]` fn) through a copy compiled for
-/// AVX-512F or AVX2+FMA when the CPU has them (runtime detection), since the
-/// crate itself targets baseline x86-64.
-macro_rules! multiversion {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident;) => {
-        $(#[$m])*
-        fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn v4($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn v3($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports AVX-512F.
-                    return unsafe { v4($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU supports AVX2 and FMA.
-                    return unsafe { v3($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
 
 multiversion! {
     /// Mean and (biased) variance of `x`, in f64: exact two-pass statistics
@@ -333,8 +418,8 @@ fn normalize_body(dst: &mut [f32], src: &[f32], scale: f32, shift: f32, silu: bo
 /// e^x for f32, branch-free so that loops over it vectorise: range reduction
 /// x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial for e^r (relative error
 /// about 2e-7), and 2^n built in the exponent bits. Inputs are clamped to
-/// [-87, 88] (e^x saturates to ~1.6e-38 / ~1.7e38 there, which SiLU maps to
-/// 0 and z respectively).
+/// [-87, 88]: below, the result is 0; above, it saturates at ~1.7e38 (which
+/// SiLU maps to 0).
 #[inline(always)]
 fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -343,6 +428,7 @@ fn exp_approx(x: f32) -> f32 {
     // Adding and subtracting 1.5·2^23 rounds to the nearest integer (ties to
     // even) with plain float adds, which vectorise on any x86-64.
     const ROUND: f32 = 12_582_912.0;
+    let xin = x;
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
@@ -352,7 +438,9 @@ fn exp_approx(x: f32) -> f32 {
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     let bits = ((n as i32 + 127) as u32) << 23;
-    p * f32::from_bits(bits)
+    let y = p * f32::from_bits(bits);
+    // Below the clamp e^x underflows: return 0 (also for -inf), as expf does.
+    if xin < -87.0 { 0.0 } else { y }
 }
 
 #[cfg(test)]
@@ -411,6 +499,29 @@ mod tests {
                 assert!(e < 1e-5, "{dims:?} g{g} silu {silu}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn softmax_matches_candle() {
+        let dev = Device::Cpu;
+        for dims in [
+            vec![3usize, 7, 37],
+            vec![2, 5, 16],
+            vec![1, 1, 1],
+            vec![4, 1000],
+        ] {
+            let x = (Tensor::randn(0f32, 4.0, dims.as_slice(), &dev).unwrap() - 20.0).unwrap();
+            let theirs = candle_nn::ops::softmax_last_dim(&x).unwrap();
+            let ours = softmax_last_dim_in_place(x.copy().unwrap()).unwrap();
+            let e = rel_err(&ours, &theirs);
+            assert!(e < 1e-5, "{dims:?}: {e}");
+        }
+        // -inf entries (a causal mask) get probability 0.
+        let x = Tensor::new(&[[0f32, f32::NEG_INFINITY, 1.0]], &dev).unwrap();
+        let p = softmax_last_dim_in_place(x.copy().unwrap()).unwrap();
+        let v = p.to_vec2::<f32>().unwrap();
+        assert_eq!(v[0][1], 0.0);
+        assert!((v[0][0] + v[0][2] - 1.0).abs() < 1e-6);
     }
 
     #[test]

@@ -1,0 +1,255 @@
+//! The app's worker on its own: request ids, superseded requests skipped,
+//! cancel (queued and running), errors with what to do, notify after every
+//! event, and a dead worker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cleandift::app::sample_source;
+use cleandift::features::extract::{ExtractSettings, Mode};
+use cleandift::features::preprocess::{LoadedImage, SizeSpec};
+use cleandift::model::FeatureKey;
+use cleandift::worker::{
+    BackboneChoice, Event, ImageSource, Job, Request, RequestId, Side, WorkerGone, WorkerHandle,
+};
+
+fn spawn() -> (WorkerHandle, Arc<AtomicUsize>) {
+    let n = Arc::new(AtomicUsize::new(0));
+    let c = n.clone();
+    let w = WorkerHandle::spawn(Arc::new(move || {
+        c.fetch_add(1, Ordering::Relaxed);
+    }))
+    .expect("worker");
+    (w, n)
+}
+
+/// Events until `stop` says so (or panics after `secs`).
+fn collect(w: &WorkerHandle, secs: u64, stop: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Some(e) = w.recv_timeout(Duration::from_millis(50)) {
+            let done = stop(&e);
+            out.push(e);
+            if done {
+                return out;
+            }
+        }
+    }
+    panic!("timed out; events so far: {out:#?}");
+}
+
+fn tiny() -> BackboneChoice {
+    BackboneChoice {
+        model: "tiny-sd21".into(),
+        student: None,
+        device: "cpu".into(),
+        dtype: None,
+    }
+}
+
+fn images(w: &mut WorkerHandle) -> [Arc<LoadedImage>; 2] {
+    let mut out = Vec::new();
+    for side in Side::BOTH {
+        let id = w.next_id();
+        w.send(Request::LoadImage {
+            id,
+            side,
+            source: sample_source(side),
+        })
+        .expect("send");
+        let evs = collect(
+            w,
+            30,
+            |e| matches!(e, Event::ImageLoaded { id: i, .. } if *i == id),
+        );
+        match evs.last() {
+            Some(Event::ImageLoaded { image, .. }) => out.push(image.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+    [out[0].clone(), out[1].clone()]
+}
+
+fn settings(mode: Mode, size: u32, ensemble: usize) -> ExtractSettings {
+    ExtractSettings {
+        mode,
+        ensemble,
+        layers: FeatureKey::ALL.to_vec(),
+        size: SizeSpec::Fixed(size, size),
+        max_batch: 1,
+        ..ExtractSettings::default()
+    }
+}
+
+fn extract(
+    w: &mut WorkerHandle,
+    backbone: RequestId,
+    imgs: &[Arc<LoadedImage>; 2],
+    s: ExtractSettings,
+) -> RequestId {
+    let id = w.next_id();
+    w.send(Request::Extract {
+        id,
+        backbone,
+        images: imgs.clone(),
+        settings: s,
+        thumb_side: 64,
+    })
+    .expect("send");
+    id
+}
+
+#[test]
+fn superseded_requests_are_skipped_and_ids_name_the_answers() {
+    let (mut w, notified) = spawn();
+    let imgs = images(&mut w);
+    let bb = w.next_id();
+    w.send(Request::LoadBackbone {
+        id: bb,
+        choice: tiny(),
+    })
+    .expect("send");
+    // Both queued behind the backbone: only the newer clean request runs.
+    let first = extract(&mut w, bb, &imgs, settings(Mode::Clean, 128, 1));
+    let second = extract(&mut w, bb, &imgs, settings(Mode::Clean, 192, 1));
+    let evs = collect(&w, 60, |e| matches!(e, Event::Features { .. }));
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::BackboneReady { id, .. } if *id == bb)),
+        "{evs:#?}"
+    );
+    match evs.last() {
+        Some(Event::Features { id, features }) => {
+            assert_eq!(*id, second);
+            assert_eq!(features.side(Side::A).geometry.model_w, 192);
+            assert_eq!(features.layers().len(), 11);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        evs.iter().all(|e| e.id() != Some(first)),
+        "the superseded request produced events: {evs:#?}"
+    );
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::Progress { id, .. } if *id == second)),
+        "progress events name the request"
+    );
+    // notify ran for every event.
+    assert!(notified.load(Ordering::Relaxed) >= evs.len());
+}
+
+#[test]
+fn cancel_stops_a_running_extraction_and_skips_a_queued_one() {
+    let (mut w, _) = spawn();
+    let imgs = images(&mut w);
+    let bb = w.next_id();
+    w.send(Request::LoadBackbone {
+        id: bb,
+        choice: tiny(),
+    })
+    .expect("send");
+    collect(&w, 60, |e| matches!(e, Event::BackboneReady { .. }));
+    let long = extract(&mut w, bb, &imgs, settings(Mode::Noisy, 512, 64));
+    // A queued request of another kind, cancelled before it runs.
+    let queued = extract(&mut w, bb, &imgs, settings(Mode::Clean, 128, 1));
+    w.cancel(queued);
+    collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Progress { id, progress } if *id == long && progress.to_string().contains("UNet")),
+    );
+    let t0 = Instant::now();
+    w.cancel(long);
+    let evs = collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Cancelled { id, .. } if *id == queued),
+    );
+    let cancelled: Vec<_> = evs
+        .iter()
+        .filter_map(|e| match e {
+            Event::Cancelled { id, job } => Some((*id, *job)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        cancelled,
+        vec![
+            (long, Job::Features(Mode::Noisy)),
+            (queued, Job::Features(Mode::Clean))
+        ]
+    );
+    assert!(
+        !evs.iter().any(|e| matches!(e, Event::Features { .. })),
+        "{evs:#?}"
+    );
+    eprintln!("cancel answered in {:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let (mut w, _) = spawn();
+    let id = w.next_id();
+    w.send(Request::LoadImage {
+        id,
+        side: Side::B,
+        source: ImageSource::Bytes {
+            label: "notes.txt".into(),
+            bytes: Arc::from(&b"just some text, no image"[..]),
+        },
+    })
+    .expect("send");
+    let evs = collect(&w, 30, |e| matches!(e, Event::Failed { .. }));
+    match evs.last() {
+        Some(Event::Failed { id: i, job, error }) => {
+            assert_eq!((*i, *job), (id, Job::Image(Side::B)));
+            assert!(error.message.contains("notes.txt"), "{error}");
+            assert!(error.hint.contains("B is unchanged"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let id = w.next_id();
+    w.send(Request::LoadBackbone {
+        id,
+        choice: BackboneChoice {
+            device: "tpu".into(),
+            ..tiny()
+        },
+    })
+    .expect("send");
+    let evs = collect(&w, 30, |e| matches!(e, Event::Failed { .. }));
+    match evs.last() {
+        Some(Event::Failed { error, .. }) => assert!(error.message.contains("tpu"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    // Features without a backbone: a clear error, no panic.
+    let imgs = images(&mut w);
+    extract(&mut w, 999, &imgs, settings(Mode::Clean, 128, 1));
+    let evs = collect(&w, 30, |e| matches!(e, Event::Failed { .. }));
+    match evs.last() {
+        Some(Event::Failed { error, .. }) => {
+            assert!(error.message.contains("no backbone"), "{error}");
+            assert!(error.hint.contains("tiny-sd21"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_dead_worker_says_so() {
+    let (mut w, _) = spawn();
+    let id = w.next_id();
+    w.send(Request::Crash { id }).expect("send");
+    let evs = collect(&w, 30, |e| matches!(e, Event::Died { .. }));
+    assert!(matches!(evs.last(), Some(Event::Died { message }) if message.contains("crash")));
+    assert!(!w.is_alive());
+    let id = w.next_id();
+    assert_eq!(
+        w.send(Request::LoadBackbone { id, choice: tiny() }),
+        Err(WorkerGone)
+    );
+}
