@@ -55,7 +55,7 @@ fn synthetic(seed: u32, side: u32) -> LoadedImage {
         let s = seed as f32;
         let r = 128.0 + 120.0 * ((fx * (3.0 + s)).sin() * (fy * 2.0).cos());
         let g = 128.0 + 120.0 * (((fx - 0.5).powi(2) + (fy - 0.3).powi(2)) * (8.0 + s)).cos();
-        let b = if ((x / 8 + y / 8 + seed) % 2) == 0 {
+        let b = if (x / 8 + y / 8 + seed).is_multiple_of(2) {
             200.0
         } else {
             40.0
