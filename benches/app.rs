@@ -1,9 +1,13 @@
 //! Frame times of the app (egui_kittest, wgpu on whatever adapter the test
 //! renderer picks: lavapipe, i.e. CPU rendering, in CI) idle and while the
 //! worker extracts, and the cost of a click on cached features, on
-//! tiny-sd21 and on feature maps of SD 2.1's real shapes.
+//! tiny-sd21 and on feature maps of SD 2.1's real shapes. kittest's frames
+//! include a read-back of every frame to CPU memory (see the baseline row).
+//! Then, when Xvfb is installed, the real binary's own `--frame-report`
+//! (renderer and presentation included) with the default renderer choice
+//! and with wgpu forced.
 //!
-//! `cargo bench --bench app` (release build). Prints a table.
+//! `cargo build --release && cargo bench --bench app`. Prints tables.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -55,11 +59,16 @@ fn row(name: &str, s: &Stats, target: &str) {
 }
 
 fn harness() -> Harness<'static, CleanDiftApp> {
+    harness_with(false)
+}
+
+fn harness_with(cpu_overlay: bool) -> Harness<'static, CleanDiftApp> {
     let o = LaunchOptions {
         model: Some("tiny-sd21".into()),
         device: Some("cpu".into()),
         persist: false,
         query: Some((230.5, 150.5)),
+        cpu_overlay,
         ..LaunchOptions::default()
     };
     Harness::builder()
@@ -144,6 +153,87 @@ fn sd21_features() -> PairFeatures {
     .expect("prepare")
 }
 
+/// The real binary's own `--frame-report` under Xvfb (renderer and
+/// presentation included), when Xvfb is installed.
+fn real_binary_reports() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let have = |tool: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    };
+    if !have("Xvfb") {
+        println!("(Xvfb not installed: no real-binary frame report)");
+        return;
+    }
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/cleandift");
+    if !bin.is_file() {
+        println!(
+            "(no target/release/cleandift: run `cargo build --release` for the real-binary report)"
+        );
+        return;
+    }
+    let Ok(mut xvfb) = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x800x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        println!("(Xvfb did not start)");
+        return;
+    };
+    let mut number = String::new();
+    if let Some(out) = xvfb.stdout.as_mut() {
+        let mut b = [0u8; 1];
+        while out.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
+            number.push(char::from(b[0]));
+        }
+    }
+    let home = std::env::temp_dir().join(format!("cleandift-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&home);
+    for renderer in ["auto", "wgpu"] {
+        let out = Command::new(&bin)
+            .args([
+                "--model",
+                "tiny-sd21",
+                "--device",
+                "cpu",
+                "--window-size",
+                "1280x800",
+                "--frame-report",
+                "100",
+                "--renderer",
+                renderer,
+            ])
+            .env("DISPLAY", format!(":{}", number.trim()))
+            .env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", &home)
+            .stderr(Stdio::null())
+            .output();
+        match out {
+            Ok(o) => println!(
+                "\n--renderer {renderer}:\n{}",
+                String::from_utf8_lossy(&o.stdout)
+            ),
+            Err(e) => println!("(cannot run {}: {e})", bin.display()),
+        }
+    }
+    // SIGTERM, so Xvfb removes its lock file and socket.
+    let _ = Command::new("kill").arg(xvfb.id().to_string()).status();
+    if xvfb.wait().is_err() {
+        let _ = xvfb.kill();
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
+
 fn main() {
     println!("| what | frames | median ms | p95 ms | max ms | target |");
     println!("|---|---|---|---|---|---|");
@@ -213,6 +303,27 @@ fn main() {
             "baseline: empty egui frame, step + render + read-back",
             &stats(v),
             "-",
+        );
+    }
+
+    // Where the render time goes: photos only, and overlays drawn as egui
+    // textures (the glow path's CPU colormaps) instead of the shader.
+    {
+        let mut h = harness_with(true);
+        settle(&mut h);
+        h.remove_cursor();
+        let (_, full) = frames(&mut h, 40, false);
+        row(
+            "idle, correspondence, still, overlays on the CPU: UI + CPU render",
+            &full,
+            "< 16",
+        );
+        h.state_mut().set_query(None);
+        let (_, full) = frames(&mut h, 40, false);
+        row(
+            "idle, correspondence, photos only: UI + CPU render",
+            &full,
+            "< 16",
         );
     }
 
@@ -350,4 +461,8 @@ fn main() {
     if let Some(a) = h.state().worker_dead() {
         eprintln!("worker died: {a}");
     }
+    // Stop the extraction before measuring the real binary.
+    drop(h);
+
+    real_binary_reports();
 }

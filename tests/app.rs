@@ -856,7 +856,7 @@ fn command_line_options_are_checked() {
         (vec!["--query", "1"], "expected X,Y"),
         (vec!["--query", "x,2"], "is not a number"),
         (vec!["--t", "1200"], "outside 0–999"),
-        (vec!["--renderer", "vulkan"], "use wgpu or glow"),
+        (vec!["--renderer", "vulkan"], "use auto, wgpu or glow"),
     ] {
         let e = parse(&bad)
             .err()

@@ -438,7 +438,8 @@ fn resume_cancel_and_interrupted_writes() {
     meta.step = 5;
     let loaded = cleandift::train::checkpoint::read_state(&state, &Device::Cpu).expect("state");
     let tensors: Vec<(String, Tensor)> = loaded.tensors.into_iter().collect();
-    cleandift::train::checkpoint::write_state(&state, &meta, &tensors).expect("rewrite");
+    let entries = cleandift::train::checkpoint::Entry::tensors(&tensors);
+    cleandift::train::checkpoint::write_state(&state, &meta, &entries).expect("rewrite");
     let mut cfg = config(8, dir.path());
     cfg.resume = Some(dir.path().to_path_buf());
     let err = train(&bb, &cfg, &data, &quiet, &mut |_| {}).expect_err("mismatch");

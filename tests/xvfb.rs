@@ -24,6 +24,18 @@ struct Reaper(Child);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
+        // SIGTERM first, so Xvfb removes its lock file and socket.
+        let _ = Command::new("kill")
+            .arg(self.0.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -31,10 +43,22 @@ impl Drop for Reaper {
 
 /// Starts Xvfb on a display number it picks itself (`-displayfd`), so
 /// parallel tests never share a server.
-fn start_xvfb() -> (Reaper, String) {
-    // Xvfb's own choice races when several start at once: one at a time.
-    static START: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = START.lock().unwrap_or_else(|p| p.into_inner());
+/// Serialises Xvfb starts and stops: a server that is shutting down
+/// removes its socket, which must not be a newer server's.
+static XVFB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// An Xvfb that stops (under the lock) when dropped.
+struct Xvfb(Option<Reaper>);
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _one = XVFB.lock().unwrap_or_else(|p| p.into_inner());
+        self.0.take();
+    }
+}
+
+fn start_xvfb() -> (Xvfb, String) {
+    let _one = XVFB.lock().unwrap_or_else(|p| p.into_inner());
     let mut child = Command::new("Xvfb")
         .args([
             "-displayfd",
@@ -65,8 +89,22 @@ fn start_xvfb() -> (Reaper, String) {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("Xvfb did not report a display number ({number:?})"));
-    eprintln!("Xvfb on :{n}");
-    (reaper, format!(":{n}"))
+    let display = format!(":{n}");
+    // Ready means a client can connect.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        let ok = Command::new("xwininfo")
+            .args(["-root", "-display", &display])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Xvfb(Some(reaper)), display)
 }
 
 /// The id and size of the window titled `title`.
@@ -242,7 +280,7 @@ fn run_binary(
     };
 
     let t0 = Instant::now();
-    let (id, ww, wh) = loop {
+    let (mut id, ww, wh) = loop {
         if let Some(w) = find_window(&display, "CleanDIFT Explorer") {
             break w;
         }
@@ -267,12 +305,24 @@ fn run_binary(
         if let Ok(Some(status)) = app.0.try_wait() {
             panic!("the app exited ({status}); log:\n{}", read_log());
         }
-        if let Ok(img) = screenshot(&display, &id) {
-            let heat = heatmap_share(&img);
-            let ok = done(heat, &read_log());
-            last = Some((img, heat));
-            if ok {
-                break;
+        match screenshot(&display, &id) {
+            Ok(img) => {
+                let heat = heatmap_share(&img);
+                let (spread, colours) = luminance_spread(&img);
+                let painted = spread > 15.0 && colours > 2000;
+                let ok = painted && done(heat, &read_log());
+                last = Some((img, heat));
+                if ok {
+                    break;
+                }
+            }
+            // `--renderer auto` may close a first (wgpu) window and open
+            // another (glow): look again.
+            Err(_) => {
+                if let Some((new_id, w, h)) = find_window(&display, "CleanDIFT Explorer") {
+                    assert_eq!((w, h), (W, H), "window size");
+                    id = new_id;
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -311,7 +361,9 @@ fn heat_shown(heat: f64, _: &str) -> bool {
 
 #[test]
 fn the_binary_draws_a_match_under_xvfb_with_wgpu() {
-    let Some(run) = run_binary(&TINY, &[], "xvfb-wgpu.png", heat_shown) else {
+    let mut args = TINY.to_vec();
+    args.extend(["--renderer", "wgpu"]);
+    let Some(run) = run_binary(&args, &[], "xvfb-wgpu.png", heat_shown) else {
         return;
     };
     assert!(run.heat > 0.03, "no heatmap over B; log:\n{}", run.log);
@@ -330,10 +382,27 @@ fn the_binary_draws_a_match_under_xvfb_with_glow_and_cpu_colormaps() {
 }
 
 #[test]
-fn without_a_wgpu_adapter_the_binary_falls_back_to_glow() {
-    // No Metal on Linux: wgpu finds no adapter.
+fn the_default_renderer_is_chosen_by_the_adapter() {
+    let Some(run) = run_binary(&TINY, &[], "xvfb-auto.png", heat_shown) else {
+        return;
+    };
+    // No GPU here (CI): wgpu is refused for glow, with a note; on a GPU
+    // machine wgpu stays.
+    assert!(
+        run.log.contains("no GPU adapter for wgpu") || !run.log.contains("software rasterizer"),
+        "log:\n{}",
+        run.log
+    );
+    assert!(run.heat > 0.03, "no heatmap over B; log:\n{}", run.log);
+}
+
+#[test]
+fn when_wgpu_cannot_start_the_binary_falls_back_to_glow() {
+    // No Metal on Linux: wgpu finds no adapter even when asked for.
+    let mut args = TINY.to_vec();
+    args.extend(["--renderer", "wgpu"]);
     let Some(run) = run_binary(
-        &TINY,
+        &args,
         &[("WGPU_BACKEND", "metal")],
         "xvfb-fallback.png",
         heat_shown,

@@ -212,6 +212,14 @@ impl Overlay {
         if rect.width() < 1.0 || rect.height() < 1.0 {
             return;
         }
+        if data.is_none() {
+            // Markers alone are a few egui shapes; a shader pass over the
+            // whole rect would cost more on software rasterizers.
+            for m in markers {
+                paint_marker(painter, rect, m);
+            }
+            return;
+        }
         if self.gpu {
             let ppp = painter.ctx().pixels_per_point();
             let mut u = Uniforms {
@@ -220,9 +228,8 @@ impl Overlay {
                     rect.height() * ppp,
                     look.opacity.clamp(0.0, 1.0),
                     match data {
-                        Some(OverlayData::Heat { .. }) => 0.0,
                         Some(OverlayData::Rgb { .. }) => 1.0,
-                        None => 2.0,
+                        _ => 0.0,
                     },
                 ],
                 uv: look.uv,

@@ -80,6 +80,16 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The convolution with explicit zero padding `begin` before (top, left)
+    /// and `end` after (bottom, right) instead of the layer's own padding,
+    /// e.g. diffusers' VAE downsampler pads (0, 1, 0, 1) then convolves
+    /// unpadded. Cheaper than `pad_with_zeros` + conv: no padded copy.
+    pub fn forward_padded(&self, x: &Tensor, begin: usize, end: usize) -> Result<Tensor> {
+        conv2d_padded(x, &self.weight, self.bias.as_ref(), self.stride, begin, end)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         conv2d(
@@ -103,23 +113,51 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    conv2d_padded(x, w, bias, stride, padding, padding)
+}
+
+/// [`conv2d`] with zero padding `begin` before (top, left) and `end` after
+/// (bottom, right) the input on both spatial axes.
+pub fn conv2d_padded(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    begin: usize,
+    end: usize,
+) -> Result<Tensor> {
     let fast = x.device().is_cpu()
         && w.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && bias.is_none_or(|b| b.dtype() == DType::F32 && b.device().is_cpu())
         && stride > 0;
-    let op = Conv2dOp { stride, padding };
-    match (fast, bias) {
-        (true, None) => x.apply_op2(w, op),
-        (true, Some(b)) => x.apply_op3(w, b, op),
-        (false, None) => x.conv2d(w, padding, stride, 1, 1),
-        (false, Some(b)) => {
-            let c = b.dim(0)?;
-            x.conv2d(w, padding, stride, 1, 1)?
-                .broadcast_add(&b.reshape((1, c, 1, 1))?)
-        }
+    if fast {
+        let op = Conv2dOp {
+            stride,
+            padding: begin,
+            pad_end: end,
+        };
+        return match bias {
+            None => x.apply_op2(w, op),
+            Some(b) => x.apply_op3(w, b, op),
+        };
     }
+    let y = if begin == end {
+        x.conv2d(w, begin, stride, 1, 1)?
+    } else {
+        pad_hw(x, begin, end)?.conv2d(w, 0, stride, 1, 1)?
+    };
+    match bias {
+        None => Ok(y),
+        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+    }
+}
+
+/// `x` (B, C, H, W) zero-padded by `begin` before and `end` after on H and W.
+fn pad_hw(x: &Tensor, begin: usize, end: usize) -> Result<Tensor> {
+    x.pad_with_zeros(2, begin, end)?
+        .pad_with_zeros(3, begin, end)
 }
 
 /// The custom op behind [`conv2d`]: as a [`CustomOp2`] (input, kernel) or a
@@ -127,13 +165,30 @@ pub fn conv2d(
 #[derive(Debug, Clone, Copy)]
 struct Conv2dOp {
     stride: usize,
+    /// Zero padding before (top, left).
     padding: usize,
+    /// Zero padding after (bottom, right).
+    pad_end: usize,
 }
 
 impl Conv2dOp {
     /// Gradients of input and kernel, with candle's own conv formulas (the
-    /// same as candle's backprop of `Op::Conv2D`).
+    /// same as candle's backprop of `Op::Conv2D`). Asymmetric padding is
+    /// differentiated through an explicit padded copy.
     fn grads(&self, arg: &Tensor, kernel: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.pad_end != self.padding {
+            let (_, _, ih, iw) = arg.dims4()?;
+            let sym = Conv2dOp {
+                stride: self.stride,
+                padding: 0,
+                pad_end: 0,
+            };
+            let (ga, gk) = sym.grads(&pad_hw(arg, self.padding, self.pad_end)?, kernel, grad)?;
+            let ga = ga
+                .narrow(2, self.padding, ih)?
+                .narrow(3, self.padding, iw)?;
+            return Ok((ga, gk));
+        }
         let (stride, padding) = (self.stride, self.padding);
         let (_, _, gh, gw) = grad.dims4()?;
         let (_, _, kh, kw) = kernel.dims4()?;
@@ -185,15 +240,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (out, shape) = conv2d_f32(
-            f32_slice(s1)?,
-            l1,
-            f32_slice(s2)?,
-            l2,
-            None,
-            self.stride,
-            self.padding,
-        )?;
+        let (out, shape) = conv2d_f32(f32_slice(s1)?, l1, f32_slice(s2)?, l2, None, self)?;
         Ok((CpuStorage::F32(out), shape))
     }
 
@@ -229,8 +276,7 @@ impl CustomOp3 for Conv2dOp {
             f32_slice(s2)?,
             l2,
             Some((f32_slice(s3)?, l3)),
-            self.stride,
-            self.padding,
+            self,
         )?;
         Ok((CpuStorage::F32(out), shape))
     }
@@ -280,6 +326,8 @@ impl Geom {
             && self.kw == 1
             && self.stride == 1
             && self.pad == 0
+            && self.oh == self.h
+            && self.ow == self.w
             && (self.h == 1 || self.xs[2] == self.w * self.xs[3])
     }
 }
@@ -306,21 +354,23 @@ fn conv2d_f32(
     w: &[f32],
     wl: &Layout,
     bias: Option<(&[f32], &Layout)>,
-    stride: usize,
-    pad: usize,
+    op: &Conv2dOp,
 ) -> Result<(Vec<f32>, Shape)> {
+    let (stride, pad, pad_end) = (op.stride, op.padding, op.pad_end);
     let (b, cin, h, wd) = xl.shape().dims4()?;
     let (cout, cin_k, kh, kw) = wl.shape().dims4()?;
     if cin != cin_k {
         candle_core::bail!("fast conv2d: input has {cin} channels, kernel expects {cin_k}");
     }
-    if stride == 0 || h + 2 * pad < kh || wd + 2 * pad < kw {
+    let (ph, pw) = (h + pad + pad_end, wd + pad + pad_end);
+    if stride == 0 || ph < kh || pw < kw {
         candle_core::bail!(
-            "fast conv2d: input {h}x{wd} (padding {pad}) too small for kernel {kh}x{kw} or stride {stride}"
+            "fast conv2d: input {h}x{wd} (padding {pad}, {pad_end}) too small for kernel {kh}x{kw} or stride {stride}"
         );
     }
-    let oh = (h + 2 * pad - kh) / stride + 1;
-    let ow = (wd + 2 * pad - kw) / stride + 1;
+    // Output positions past the input (end padding) read zeros in im2col.
+    let oh = (ph - kh) / stride + 1;
+    let ow = (pw - kw) / stride + 1;
     let shape = Shape::from((b, cout, oh, ow));
     let xs = xl.stride();
     let g = Geom {
@@ -359,13 +409,22 @@ fn conv2d_f32(
         None => None,
     };
 
-    // Tiling over whole output rows.
+    // Tiling over whole output rows. A tile's GEMM streams the whole kernel
+    // once, so a tile gets at least C_out columns (pixels) to amortise that,
+    // else about TILE_TARGET_BYTES of columns; never more than the per-thread
+    // share of COL_BUDGET_BYTES.
     let threads = rayon::current_num_threads().max(1);
     let row_bytes = k * ow * std::mem::size_of::<f32>();
-    let budget_rows = (TILE_TARGET_BYTES.min(COL_BUDGET_BYTES / threads) / row_bytes).max(1);
-    let mut tiles = oh.div_ceil(budget_rows);
-    if b * tiles < 4 * threads {
-        // Few tiles: make their count a multiple of the threads.
+    let cap_rows = ((COL_BUDGET_BYTES / threads) / row_bytes).max(1);
+    let rows = (TILE_TARGET_BYTES / row_bytes)
+        .max(cout.div_ceil(ow))
+        .min(cap_rows)
+        .min(oh)
+        .max(1);
+    let mut tiles = oh.div_ceil(rows);
+    if b * tiles >= threads && b * tiles < 4 * threads {
+        // A few tiles over all threads: make their count a multiple of the
+        // threads so that none idles at the end.
         tiles = (b * tiles).next_multiple_of(threads).div_ceil(b).min(oh);
     }
     let rows = oh.div_ceil(tiles);
@@ -382,10 +441,14 @@ fn conv2d_f32(
         tiles,
     };
     if items >= threads {
+        // Enough tiles: one per task, each with a single-threaded GEMM.
         (0..items)
             .into_par_iter()
             .for_each(|item| with_col(|col| ctx.run(item, col, false)));
     } else {
+        // Fewer tiles than threads (small images, big kernels): the threads
+        // share each tile's im2col and GEMM instead, so the kernel is
+        // streamed once per tile rather than once per thread.
         for item in 0..items {
             with_col(|col| ctx.run(item, col, true));
         }
@@ -766,6 +829,69 @@ mod tests {
             {
                 let e = rel_err(a, b);
                 assert!(e <= 1e-4, "k{k} s{s} p{p}: grad of {name} rel err {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn asymmetric_padding_matches_explicit_pad() {
+        // The VAE downsampler: pad (0, 1, 0, 1), 3x3 stride 2, no padding.
+        let dev = Device::Cpu;
+        for (h, w, k, s, begin, end) in [
+            (12, 12, 3, 2, 0, 1),
+            (13, 11, 3, 2, 0, 1),
+            (7, 9, 3, 1, 2, 0),
+            (6, 6, 1, 1, 0, 1),
+        ] {
+            let x0 = Tensor::randn(0f32, 1.0, (2, 5, h, w), &dev).unwrap();
+            let w0 = Tensor::randn(0f32, 0.1, (4, 5, k, k), &dev).unwrap();
+            let b0 = Tensor::randn(0f32, 1.0, 4, &dev).unwrap();
+            let run = |fast: bool| {
+                let (x, wv, b) = (
+                    Var::from_tensor(&x0).unwrap(),
+                    Var::from_tensor(&w0).unwrap(),
+                    Var::from_tensor(&b0).unwrap(),
+                );
+                let y = if fast {
+                    conv2d_padded(
+                        x.as_tensor(),
+                        wv.as_tensor(),
+                        Some(b.as_tensor()),
+                        s,
+                        begin,
+                        end,
+                    )
+                    .unwrap()
+                } else {
+                    let xp = pad_hw(x.as_tensor(), begin, end).unwrap();
+                    reference(&xp, wv.as_tensor(), Some(b.as_tensor()), s, 0)
+                };
+                let probe = Tensor::ones(y.dims(), DType::F32, &dev)
+                    .unwrap()
+                    .cumsum(3)
+                    .unwrap();
+                let g = (&y * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let gx = g.get(x.as_tensor()).unwrap().clone();
+                let gw = g.get(wv.as_tensor()).unwrap().clone();
+                (y, gx, gw)
+            };
+            let (ours, theirs) = (run(true), run(false));
+            assert_eq!(ours.0.dims(), theirs.0.dims());
+            for (name, a, b) in [
+                ("output", &ours.0, &theirs.0),
+                ("grad x", &ours.1, &theirs.1),
+                ("grad w", &ours.2, &theirs.2),
+            ] {
+                let e = rel_err(a, b);
+                assert!(
+                    e <= 1e-4,
+                    "{h}x{w} k{k} s{s} pad ({begin}, {end}): {name} {e}"
+                );
             }
         }
     }

@@ -291,7 +291,8 @@ fn softmax_row_body(row: &mut [f32]) {
     let rest = chunks.remainder();
     for ch in chunks {
         for (m, &v) in mx.iter_mut().zip(ch) {
-            *m = m.max(v);
+            // Plain compare-select (vmaxps), NaN handling aside.
+            *m = if v > *m { v } else { *m };
         }
     }
     let max = rest
@@ -430,14 +431,18 @@ fn exp_approx(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let xin = x;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    // The same integer from t's mantissa bits: an integer op that vectorises
+    // (an `as i32` cast would be a scalar saturating conversion).
+    let ni = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Taylor coefficients 1/k! up to k = 6 (Horner).
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let bits = ((n as i32 + 127) as u32) << 23;
+    let bits = (ni.wrapping_add(127) as u32) << 23;
     let y = p * f32::from_bits(bits);
     // Below the clamp e^x underflows: return 0 (also for -inf), as expf does.
     if xin < -87.0 { 0.0 } else { y }

@@ -2,7 +2,7 @@
 //! to the latent posterior. Only the encoder is built; a diffusers VAE file's
 //! decoder weights are recognised and skipped by the loader.
 
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::VaeConfig;
@@ -148,11 +148,7 @@ impl VaeEncoder {
             }
             if let Some(conv) = down {
                 // diffusers pads (0, 1, 0, 1) before a stride-2 conv without padding.
-                h = conv.forward(&h.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(
-                    D::Minus2,
-                    0,
-                    1,
-                )?)?;
+                h = conv.forward_padded(&h, 0, 1)?;
             }
         }
         h = self.mid.0.forward(&h, None)?;

@@ -16,6 +16,7 @@
 //! over it. The state is written first and the student second; both record
 //! the step, and a resume refuses a pair whose steps differ.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -94,12 +95,63 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// Writes named tensors with metadata to `path` atomically: streamed into
-/// `.<name>.<pid>.tmp` beside it, synced, renamed over it. On failure the
-/// temporary file is removed and `path` is untouched.
+/// One tensor to write: a candle tensor, or f32 values held on the host
+/// (the optimizer's moments), written without first building a tensor.
+#[derive(Debug, Clone)]
+pub enum Entry<'a> {
+    Tensor(Tensor),
+    Host { data: &'a [f32], dims: Vec<usize> },
+}
+
+impl Entry<'_> {
+    /// Wraps named tensors.
+    pub fn tensors(tensors: &[(String, Tensor)]) -> Vec<(String, Entry<'static>)> {
+        tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), Entry::Tensor(t.clone())))
+            .collect()
+    }
+}
+
+impl safetensors::View for &Entry<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        match self {
+            Entry::Tensor(t) => t.dtype().into(),
+            Entry::Host { .. } => safetensors::Dtype::F32,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Entry::Tensor(t) => t.dims(),
+            Entry::Host { dims, .. } => dims,
+        }
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        match self {
+            Entry::Tensor(t) => safetensors::View::data(t),
+            Entry::Host { data, .. } => {
+                Cow::Owned(data.iter().flat_map(|v| v.to_le_bytes()).collect())
+            }
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        match self {
+            Entry::Tensor(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Entry::Host { data, .. } => data.len() * 4,
+        }
+    }
+}
+
+/// Writes named entries with metadata to `path` atomically: streamed (one
+/// tensor's bytes at a time) into `.<name>.<pid>.tmp` beside it, synced,
+/// renamed over it. On failure the temporary file is removed and `path` is
+/// untouched.
 pub fn write_safetensors_atomic(
     path: &Path,
-    tensors: &[(String, Tensor)],
+    entries: &[(String, Entry)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
     let dir = match path.parent() {
@@ -111,15 +163,23 @@ pub fn write_safetensors_atomic(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "checkpoint".into());
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    // View::data would panic on a failed device copy: bring everything to
+    // View::data would panic on a failed device copy: bring every tensor to
     // the CPU first, where it cannot fail.
-    let cpu = tensors
+    let cpu = entries
         .iter()
-        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+        .map(|(n, e)| {
+            Ok((
+                n.clone(),
+                match e {
+                    Entry::Tensor(t) => Entry::Tensor(t.to_device(&Device::Cpu)?.contiguous()?),
+                    host => host.clone(),
+                },
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     let result = (|| -> Result<()> {
         safetensors::serialize_to_file(
-            cpu.iter().map(|(n, t)| (n.as_str(), t)),
+            cpu.iter().map(|(n, e)| (n.as_str(), e)),
             Some(metadata),
             &tmp,
         )
@@ -161,21 +221,21 @@ pub fn write_student(
     );
     meta.insert(STEP_METADATA.to_string(), step.to_string());
     meta.insert(BASE_METADATA.to_string(), base.to_string());
-    let tensors = tensors
+    let entries = tensors
         .iter()
-        .map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::F32)?)))
+        .map(|(n, t)| Ok((n.clone(), Entry::Tensor(t.to_dtype(DType::F32)?))))
         .collect::<Result<Vec<_>>>()?;
-    write_safetensors_atomic(path, &tensors, meta)
+    write_safetensors_atomic(path, &entries, meta)
 }
 
 /// Writes the training-state file.
-pub fn write_state(path: &Path, meta: &StateMeta, tensors: &[(String, Tensor)]) -> Result<()> {
+pub fn write_state(path: &Path, meta: &StateMeta, entries: &[(String, Entry)]) -> Result<()> {
     let json = serde_json::to_string(meta)
         .map_err(|e| TrainError::Invalid(format!("cannot encode the training state: {e}")))?;
     let mut md = HashMap::new();
     md.insert("format".to_string(), "pt".to_string());
     md.insert(STATE_METADATA.to_string(), json);
-    write_safetensors_atomic(path, tensors, md)
+    write_safetensors_atomic(path, entries, md)
 }
 
 /// Reads only the metadata of a training-state file (cheap).

@@ -163,7 +163,6 @@ struct FeedForward {
 }
 
 impl FeedForward {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         p: &mut ParamSet,
         seed: u64,

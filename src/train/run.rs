@@ -18,8 +18,8 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
-    self, LoadedState, SavedSettings, StateMeta, read_state, state_file_name, student_file_name,
-    write_state, write_student,
+    self, Entry, LoadedState, SavedSettings, StateMeta, read_state, state_file_name,
+    student_file_name, write_state, write_student,
 };
 use super::data::Dataset;
 use super::heads::{Heads, keyed_rng};
@@ -396,6 +396,30 @@ impl Adam {
         Ok(out)
     }
 
+    /// The moments as entries for [`checkpoint::write_state`], without
+    /// copying the host-side ones.
+    pub fn state_entries(&self) -> Vec<(String, Entry<'_>)> {
+        let mut out = Vec::with_capacity(self.moments.len() * 2);
+        for (k, mo) in &self.moments {
+            let (m, v) = match mo {
+                Moments::Host { m, v, dims } => (
+                    Entry::Host {
+                        data: m,
+                        dims: dims.clone(),
+                    },
+                    Entry::Host {
+                        data: v,
+                        dims: dims.clone(),
+                    },
+                ),
+                Moments::Device { m, v } => (Entry::Tensor(m.clone()), Entry::Tensor(v.clone())),
+            };
+            out.push((format!("adam.m.{k}"), m));
+            out.push((format!("adam.v.{k}"), v));
+        }
+        out
+    }
+
     /// Restores the moments saved by [`Adam::named_state`] and the step count
     /// (as device tensors; the first step moves CPU ones to the host form).
     pub fn load(&mut self, tensors: &HashMap<String, Tensor>, t: u64) {
@@ -706,8 +730,9 @@ fn save(
         "timestep".into(),
         trainer.student.timestep().as_tensor().clone(),
     ));
-    tensors.extend(trainer.adam.named_state()?);
-    write_state(&state, &meta, &tensors)?;
+    let mut entries = Entry::tensors(&tensors);
+    entries.extend(trainer.adam.state_entries());
+    write_state(&state, &meta, &entries)?;
     write_student(
         &student,
         trainer.student.named_tensors(),
