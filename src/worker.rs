@@ -49,8 +49,9 @@ use crate::features::extract::{ExtractError, ExtractSettings, Mode, Stage};
 use crate::features::preprocess::{Fit, Geometry, LoadedImage, decode_image, load_image};
 use crate::matching::{MatchError, PcaMode, PcaOptions, PreparedTarget, RgbMap, pca_rgb};
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
-use crate::model::weights::{Backbone, BackboneSpec, LoadEvent};
+use crate::model::weights::{Backbone, BackboneSpec, LoadEvent, Student};
 use crate::model::{FeatureKey, ModelError};
+use crate::train::{Dataset, TrainConfig, TrainError, TrainEvent, train};
 
 /// Identifies a request; chosen by the UI through [`WorkerHandle::next_id`].
 pub type RequestId = u64;
@@ -194,6 +195,20 @@ pub enum Request {
         settings: ExtractSettings,
         /// Longest side of the layer-strip thumbnails, pixels.
         thumb_side: u32,
+        /// Run clean mode with the student the last fine-tune replaced
+        /// (compare old vs new student); an error when there is none.
+        previous_student: bool,
+    },
+    /// Fine-tunes a CleanDIFT student of the loaded backbone (`backbone`,
+    /// as for [`Request::Extract`]). On success the backbone's student is
+    /// replaced by the new one (the old one is kept for
+    /// `previous_student` extractions) and the backbone gets this request's
+    /// id: [`Event::Trained`] carries its new [`BackboneInfo`].
+    Train {
+        id: RequestId,
+        backbone: RequestId,
+        config: TrainConfig,
+        data: TrainData,
     },
     /// PCA colours of both images' maps of one layer.
     Pca {
@@ -221,6 +236,7 @@ impl Request {
             | Request::LoadImage { id, .. }
             | Request::Extract { id, .. }
             | Request::Pca { id, .. }
+            | Request::Train { id, .. }
             | Request::Crash { id } => *id,
         }
     }
@@ -230,7 +246,12 @@ impl Request {
         match self {
             Request::LoadBackbone { .. } => Job::Backbone,
             Request::LoadImage { side, .. } => Job::Image(*side),
+            Request::Extract {
+                previous_student: true,
+                ..
+            } => Job::PreviousStudent,
             Request::Extract { settings, .. } => Job::Features(settings.mode),
+            Request::Train { .. } => Job::Train,
             Request::Pca { .. } => Job::Pca,
             Request::Crash { .. } => Job::Backbone,
         }
@@ -247,9 +268,10 @@ impl Request {
 
     fn lane(&self) -> Lane {
         match self {
-            Request::LoadBackbone { .. } | Request::Extract { .. } | Request::Crash { .. } => {
-                Lane::Model
-            }
+            Request::LoadBackbone { .. }
+            | Request::Extract { .. }
+            | Request::Train { .. }
+            | Request::Crash { .. } => Lane::Model,
             Request::LoadImage { .. } | Request::Pca { .. } => Lane::Light,
         }
     }
@@ -261,7 +283,10 @@ pub enum Job {
     Backbone,
     Image(Side),
     Features(Mode),
+    /// Clean features of the student a fine-tune replaced.
+    PreviousStudent,
     Pca,
+    Train,
 }
 
 impl fmt::Display for Job {
@@ -270,7 +295,9 @@ impl fmt::Display for Job {
             Job::Backbone => f.write_str("backbone"),
             Job::Image(s) => write!(f, "image {s}"),
             Job::Features(m) => write!(f, "{m} features"),
+            Job::PreviousStudent => f.write_str("previous-student features"),
             Job::Pca => f.write_str("PCA"),
+            Job::Train => f.write_str("fine-tune"),
         }
     }
 }
@@ -309,6 +336,89 @@ pub enum Progress {
         total: usize,
     },
     Pca,
+    /// Fine-tune: building the dataset and the student copy.
+    TrainSetup,
+    /// Fine-tune: an optimizer step finished.
+    Training {
+        step: usize,
+        total: usize,
+        loss: f32,
+        eta_secs: f64,
+    },
+    /// Fine-tune: loading the new student into the backbone.
+    Switching,
+}
+
+/// The images a fine-tune learns from: images in memory (the app's loaded
+/// pair) and folders or files on disk.
+#[derive(Debug, Clone, Default)]
+pub struct TrainData {
+    /// Images with their prompt.
+    pub images: Vec<(Arc<LoadedImage>, String)>,
+    /// Folders (every jpg/png directly inside, with captions) and files.
+    pub paths: Vec<PathBuf>,
+    /// Training resolution (square), pixels.
+    pub size: u32,
+}
+
+impl TrainData {
+    /// Builds the dataset; folders that hold no image are skipped with a
+    /// warning when other images remain.
+    pub fn build(&self) -> Result<(Dataset, Vec<String>), TrainError> {
+        let mut notes = Vec::new();
+        let mut ds: Option<Dataset> = None;
+        if !self.images.is_empty() {
+            let owned: Vec<(LoadedImage, String)> = self
+                .images
+                .iter()
+                .map(|(i, p)| ((**i).clone(), p.clone()))
+                .collect();
+            ds = Some(Dataset::from_images(&owned, self.size)?);
+        }
+        for p in &self.paths {
+            let part = if p.is_dir() {
+                Dataset::from_folder(p, self.size)
+            } else {
+                Dataset::from_paths(std::slice::from_ref(p), self.size)
+            };
+            match (part, &mut ds) {
+                (Ok(part), Some(d)) => d.extend(part)?,
+                (Ok(part), None) => ds = Some(part),
+                // Other images remain: say so and go on.
+                (Err(e), Some(_)) => notes.push(format!("{}: {e}", p.display())),
+                (Err(e), None) if self.paths.len() > 1 => {
+                    notes.push(format!("{}: {e}", p.display()))
+                }
+                (Err(e), None) => return Err(e),
+            }
+        }
+        let ds = ds.ok_or_else(|| {
+            TrainError::Data(if notes.is_empty() {
+                "no training images: load images or choose a folder".into()
+            } else {
+                format!("no training images ({})", notes.join("; "))
+            })
+        })?;
+        notes.extend(ds.warnings().iter().cloned());
+        Ok((ds, notes))
+    }
+}
+
+/// How a fine-tune ended (see [`Event::Trained`]).
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub step: usize,
+    pub total_steps: usize,
+    pub cancelled: bool,
+    /// The student file written last, if any.
+    pub student_file: Option<PathBuf>,
+    /// The training-state file written last (for `--resume`).
+    pub state_file: Option<PathBuf>,
+    /// The student's learned timestep at the end.
+    pub timestep: f32,
+    /// Images used and files skipped, with the reasons.
+    pub images: usize,
+    pub notes: Vec<String>,
 }
 
 impl Progress {
@@ -327,6 +437,9 @@ impl Progress {
             }
             Progress::Preparing { done, total } if *total > 0 => {
                 Some(0.9 + 0.1 * *done as f32 / *total as f32)
+            }
+            Progress::Training { step, total, .. } if *total > 0 => {
+                Some(*step as f32 / *total as f32)
             }
             _ => None,
         }
@@ -358,6 +471,18 @@ impl fmt::Display for Progress {
                 write!(f, "preparing matches {done}/{total}")
             }
             Progress::Pca => f.write_str("PCA"),
+            Progress::TrainSetup => f.write_str("preparing the images and the student"),
+            Progress::Training {
+                step,
+                total,
+                loss,
+                eta_secs,
+            } => write!(
+                f,
+                "step {step}/{total} · loss {loss:.4} · {:.0} s left",
+                eta_secs.max(0.0)
+            ),
+            Progress::Switching => f.write_str("loading the new student"),
         }
     }
 }
@@ -447,6 +572,16 @@ pub enum Event {
     },
     /// [`Request::Pca`] finished.
     Pca { id: RequestId, pca: Arc<PcaColours> },
+    /// [`Request::Train`] made progress (every step, every checkpoint).
+    Training { id: RequestId, event: TrainEvent },
+    /// [`Request::Train`] ended (finished, or cancelled with or without a
+    /// checkpoint). `info` is the backbone's new description when the new
+    /// student was switched in (the backbone's id is now the train id).
+    Trained {
+        id: RequestId,
+        summary: TrainSummary,
+        info: Option<Arc<BackboneInfo>>,
+    },
     /// A job stopped because it was cancelled.
     Cancelled { id: RequestId, job: Job },
     /// A job failed.
@@ -468,6 +603,8 @@ impl Event {
             | Event::ImageLoaded { id, .. }
             | Event::Features { id, .. }
             | Event::Pca { id, .. }
+            | Event::Training { id, .. }
+            | Event::Trained { id, .. }
             | Event::Cancelled { id, .. }
             | Event::Failed { id, .. } => Some(*id),
             Event::Died { .. } => None,
@@ -492,6 +629,9 @@ pub struct BackboneInfo {
     pub dtype: String,
     /// Whether the device is a GPU (sets the ensemble batch size).
     pub cuda: bool,
+    /// After a fine-tune: the student it replaced ("none" when clean mode
+    /// ran the base UNet), which `previous_student` extractions use.
+    pub previous_student: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -1041,6 +1181,11 @@ fn coalesce(queue: &mut VecDeque<Request>) {
 
 struct LaneState {
     backbone: Option<(RequestId, Backbone)>,
+    /// The student the last fine-tune replaced (`Some(None)`: there was
+    /// none, clean mode ran the base UNet).
+    previous_student: Option<Option<Student>>,
+    /// What the loaded backbone was loaded as.
+    choice: Option<BackboneChoice>,
     cache: Option<FeatureCache>,
     prepared: VecDeque<(String, Arc<PairFeatures>)>,
 }
@@ -1049,6 +1194,8 @@ impl LaneState {
     fn new(lane: Lane) -> Self {
         LaneState {
             backbone: None,
+            previous_student: None,
+            choice: None,
             cache: (lane == Lane::Model).then(|| FeatureCache::new(CACHE_BYTES, None)),
             prepared: VecDeque::new(),
         }
@@ -1066,7 +1213,20 @@ impl LaneState {
                 images,
                 settings,
                 thumb_side,
-            } => self.extract(id, backbone, images, settings, thumb_side, cancel, out),
+                previous_student,
+            } => {
+                if previous_student {
+                    self.extract_previous(id, backbone, images, settings, thumb_side, cancel, out)
+                } else {
+                    self.extract(id, backbone, images, settings, thumb_side, cancel, out)
+                }
+            }
+            Request::Train {
+                id,
+                backbone,
+                config,
+                data,
+            } => self.train(id, backbone, config, data, cancel, out),
             Request::Pca {
                 id,
                 features,
@@ -1106,6 +1266,7 @@ impl LaneState {
             .filter(|s| !s.is_empty());
         // The old backbone's memory goes first: two SD UNets may not fit.
         self.backbone = None;
+        self.previous_student = None;
         self.prepared.clear();
         let last = Mutex::new(Instant::now() - PROGRESS_EVERY);
         let bb = Backbone::load(&spec, &|ev| {
@@ -1126,21 +1287,9 @@ impl LaneState {
             out.progress(id, progress);
         })
         .map_err(user)?;
-        let info = BackboneInfo {
-            choice,
-            description: bb.describe(),
-            image_size: bb.config.image_size() as u32,
-            has_student: bb.student.is_some(),
-            student_t: bb.student.as_ref().and_then(|s| s.timestep),
-            channels: FeatureKey::ALL
-                .iter()
-                .map(|k| (*k, k.channels(&bb.config.unet)))
-                .collect(),
-            device: format!("{:?}", device.location()),
-            dtype: format!("{dtype:?}").to_lowercase(),
-            cuda: device.is_cuda(),
-        };
+        let info = backbone_info(&bb, choice.clone(), None);
         self.backbone = Some((id, bb));
+        self.choice = Some(choice);
         out.send(Event::BackboneReady {
             id,
             info: Arc::new(info),
@@ -1226,6 +1375,174 @@ impl LaneState {
         }
         out.send(Event::Features { id, features });
         Ok(())
+    }
+}
+
+impl LaneState {
+    /// Clean features of the student the last fine-tune replaced: the
+    /// students are swapped for the one extraction (the cache keys name the
+    /// student, so nothing is mixed up).
+    #[allow(clippy::too_many_arguments)]
+    fn extract_previous(
+        &mut self,
+        id: RequestId,
+        backbone: RequestId,
+        images: [Arc<LoadedImage>; 2],
+        mut settings: ExtractSettings,
+        thumb_side: u32,
+        cancel: &AtomicBool,
+        out: &Outbox,
+    ) -> Result<(), JobError> {
+        let Some(previous) = self.previous_student.take() else {
+            return Err(JobError::User(UserError {
+                message: "no fine-tune has replaced a student yet".into(),
+                hint: "Run a fine-tune (Fine-tune panel) first".into(),
+            }));
+        };
+        let Some((_, bb)) = self.backbone.as_mut() else {
+            self.previous_student = Some(previous);
+            return Err(JobError::User(internal("no backbone is loaded")));
+        };
+        let current = std::mem::replace(&mut bb.student, previous);
+        settings.mode = Mode::Clean;
+        let result = self.extract(id, backbone, images, settings, thumb_side, cancel, out);
+        if let Some((_, bb)) = self.backbone.as_mut() {
+            self.previous_student = Some(std::mem::replace(&mut bb.student, current));
+        }
+        result
+    }
+
+    /// Runs a fine-tune on the loaded backbone and switches its student to
+    /// the result.
+    fn train(
+        &mut self,
+        id: RequestId,
+        backbone: RequestId,
+        config: TrainConfig,
+        data: TrainData,
+        cancel: &AtomicBool,
+        out: &Outbox,
+    ) -> Result<(), JobError> {
+        let Some((bb_id, bb)) = self.backbone.as_mut() else {
+            return Err(JobError::User(UserError {
+                message: "no backbone is loaded".into(),
+                hint: "Load one in the Backbone panel (tiny-sd21 works offline)".into(),
+            }));
+        };
+        if *bb_id != backbone {
+            return Err(JobError::User(UserError {
+                message: "the backbone changed before the fine-tune started".into(),
+                hint: "Press Start again".into(),
+            }));
+        }
+        out.progress(id, Progress::TrainSetup);
+        let (data, notes) = data.build().map_err(train_error)?;
+        let images = data.len();
+        let outcome = train(bb, &config, &data, cancel, &mut |event| {
+            if let TrainEvent::Step(r) = &event {
+                out.progress(
+                    id,
+                    Progress::Training {
+                        step: r.step,
+                        total: r.total_steps,
+                        loss: r.loss,
+                        eta_secs: r.eta_secs,
+                    },
+                );
+            }
+            out.send(Event::Training { id, event });
+        })
+        .map_err(train_error)?;
+        let mut summary = TrainSummary {
+            step: outcome.step,
+            total_steps: outcome.total_steps,
+            cancelled: outcome.cancelled,
+            student_file: outcome.checkpoint.as_ref().map(|c| c.student.clone()),
+            state_file: outcome.checkpoint.as_ref().map(|c| c.state.clone()),
+            timestep: outcome.timestep,
+            images,
+            notes,
+        };
+        if outcome.cancelled || outcome.checkpoint.is_none() {
+            out.send(Event::Trained {
+                id,
+                summary,
+                info: None,
+            });
+            return Ok(());
+        }
+        out.progress(id, Progress::Switching);
+        let mut student = outcome.load_student(bb).map_err(train_error)?;
+        // A name no earlier run shares: feature caches key on it.
+        student.source = format!(
+            "{} (fine-tuned here: run {}, step {})",
+            summary
+                .student_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            next_generation(),
+            outcome.step
+        );
+        let old = bb.student.replace(student);
+        let previous = match &old {
+            Some(s) => s.source.clone(),
+            None => "none (clean mode ran the base UNet)".into(),
+        };
+        *bb_id = id;
+        let choice = self.choice.clone().unwrap_or_default();
+        let info = backbone_info(bb, choice, Some(previous));
+        self.previous_student = Some(old);
+        summary.notes.retain(|n| !n.is_empty());
+        out.send(Event::Trained {
+            id,
+            summary,
+            info: Some(Arc::new(info)),
+        });
+        Ok(())
+    }
+}
+
+/// A fine-tune error as the status area shows it.
+fn train_error(e: TrainError) -> JobError {
+    let hint = match &e {
+        TrainError::Data(_) => {
+            "Choose a folder with JPEG or PNG images, or load images, in the Fine-tune panel"
+        }
+        TrainError::Invalid(_) => "Change the setting named above in the Fine-tune panel",
+        TrainError::Io { .. } | TrainError::Checkpoint { .. } => {
+            "Choose an output folder you can write to, with free space (Fine-tune panel)"
+        }
+        TrainError::Model(_) | TrainError::Candle(_) => {
+            "Try a smaller size or the decoder-only setting; the log has details"
+        }
+    };
+    JobError::User(UserError {
+        message: format!("fine-tune: {e}"),
+        hint: hint.into(),
+    })
+}
+
+/// Describes a loaded backbone for the UI.
+fn backbone_info(
+    bb: &Backbone,
+    choice: BackboneChoice,
+    previous_student: Option<String>,
+) -> BackboneInfo {
+    BackboneInfo {
+        choice,
+        description: bb.describe(),
+        image_size: bb.config.image_size() as u32,
+        has_student: bb.student.is_some(),
+        student_t: bb.student.as_ref().and_then(|s| s.timestep),
+        channels: FeatureKey::ALL
+            .iter()
+            .map(|k| (*k, k.channels(&bb.config.unet)))
+            .collect(),
+        device: format!("{:?}", bb.device.location()),
+        dtype: format!("{:?}", bb.dtype).to_lowercase(),
+        cuda: bb.device.is_cuda(),
+        previous_student,
     }
 }
 

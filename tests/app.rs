@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use cleandift::app::query::QueryPoint;
-use cleandift::app::{CleanDiftApp, LaunchOptions, Level, SizeChoice, View};
+use cleandift::app::{CleanDiftApp, Column, LaunchOptions, Level, SizeChoice, View};
 use cleandift::features::MatchView;
 use cleandift::features::extract::{Mode, extract};
 use cleandift::model::FeatureKey;
-use cleandift::model::weights::{Backbone, BackboneSpec};
+use cleandift::model::weights::{Backbone, BackboneSpec, StudentSource, load_student};
 use cleandift::worker::{Request, Side};
 use egui::{Event, Key, Modifiers, PointerButton, Pos2, Rect};
 use egui_kittest::kittest::Queryable;
@@ -91,9 +91,10 @@ fn wait_settled(h: &mut Harness<'_, CleanDiftApp>) {
 
 /// The on-screen rect where `side` is drawn (the first one).
 fn rect_of(app: &CleanDiftApp, side: Side, mode: Option<Mode>) -> Rect {
+    let col = mode.map(Column::from);
     app.image_rects()
         .iter()
-        .find(|(s, _, m)| *s == side && (mode.is_none() || *m == mode))
+        .find(|(s, _, m)| *s == side && (col.is_none() || *m == col))
         .map(|(_, r, _)| *r)
         .unwrap_or_else(|| panic!("image {side} is not drawn"))
 }
@@ -872,4 +873,186 @@ fn command_line_options_are_checked() {
     for want in ["[IMAGE]", "--talk", "--renderer", "extract", "match"] {
         assert!(help.contains(want), "--help lacks {want}:\n{help}");
     }
+}
+
+#[test]
+fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut h = harness();
+    wait_settled(&mut h);
+    {
+        let s = &mut h.state_mut().settings.train;
+        s.out_dir = Some(out.path().to_path_buf());
+        s.size = 64;
+        s.steps = 100_000;
+    }
+    let before = h
+        .state()
+        .features_of(Mode::Clean)
+        .expect("clean features")
+        .label
+        .clone();
+    assert!(before.contains("naive clean"), "{before}");
+    assert!(h.state().backbone_info().is_some_and(|i| !i.has_student));
+
+    // The section opens and shows its controls; a long run is cancelled
+    // after its first step and leaves the backbone as it was.
+    click_label(&mut h, "Fine-tune");
+    click_label(&mut h, "Start fine-tune");
+    assert!(h.state().is_training());
+    wait(&mut h, "the first step", 120, |app| {
+        app.training().is_some_and(|r| !r.loss.is_empty())
+    });
+    click_label(&mut h, "Cancel fine-tune");
+    let t0 = Instant::now();
+    wait(&mut h, "the cancel", 60, |app| !app.is_training());
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
+    let run = h.state().training().expect("run").clone();
+    let summary = run.finished.expect("finished");
+    assert!(
+        summary.cancelled && summary.step >= 1 && summary.step < 100,
+        "{summary:?}"
+    );
+    let info = h.state().backbone_info().expect("backbone").clone();
+    assert!(
+        !info.has_student && info.previous_student.is_none(),
+        "{info:?}"
+    );
+
+    // A short run: the loss curves fill step by step, then clean mode
+    // switches to the new student.
+    let steps = 6;
+    h.state_mut().settings.train.steps = steps;
+    click_label(&mut h, "Start fine-tune");
+    wait(&mut h, "the fine-tune", 300, |app| !app.is_training());
+    let run = h.state().training().expect("run").clone();
+    assert!(
+        run.error.is_none(),
+        "{:?}\n{}",
+        run.error,
+        messages(h.state())
+    );
+    let summary = run.finished.clone().expect("finished");
+    assert!(!summary.cancelled && summary.step == steps, "{summary:?}");
+    assert!(run.switched, "{}", messages(h.state()));
+    assert_eq!(run.loss.len(), steps);
+    assert_eq!(run.per_key.len(), 11);
+    for (k, pts) in &run.per_key {
+        assert_eq!(pts.len(), steps, "{k}");
+        // Mean negative cosine per key.
+        assert!(
+            pts.iter().all(|p| (-1.0..=1.0).contains(&p[1])),
+            "{k}: {pts:?}"
+        );
+    }
+    for (i, p) in run.loss.iter().enumerate() {
+        let sum: f64 = run.per_key.values().map(|v| v[i][1]).sum();
+        assert!((p[1] - sum).abs() < 1e-3, "step {i}: {} vs {sum}", p[1]);
+    }
+    assert_eq!(summary.images, 6, "A, B and the 4 images of assets/");
+    let student_file = summary.student_file.clone().expect("student file");
+    assert!(student_file.starts_with(out.path()) && student_file.is_file());
+    let info = h.state().backbone_info().expect("backbone").clone();
+    assert!(info.has_student, "{info:?}");
+    assert!(info.student_t.is_some());
+    assert!(
+        info.previous_student
+            .as_deref()
+            .is_some_and(|p| p.starts_with("none")),
+        "{info:?}"
+    );
+    assert!(
+        messages(h.state()).contains("clean mode now uses the new student"),
+        "{}",
+        messages(h.state())
+    );
+
+    // Compare view: clean (new student), the previous student, noisy.
+    click_label(&mut h, "Compare");
+    wait(&mut h, "compare features", 120, |app| {
+        !app.busy()
+            && app.features_current(Mode::Clean)
+            && app.features_current(Column::PREVIOUS)
+            && app.features_current(Mode::Noisy)
+    });
+    let cols = h.state().compare_modes();
+    assert_eq!(
+        cols,
+        vec![Mode::Clean.into(), Column::PREVIOUS, Mode::Noisy.into()]
+    );
+    let new = h.state().features_of(Mode::Clean).expect("new").clone();
+    let old = h
+        .state()
+        .features_of(Column::PREVIOUS)
+        .expect("previous")
+        .clone();
+    assert!(new.label.contains("CleanDIFT student"), "{}", new.label);
+    assert!(!new.naive_clean);
+    assert!(old.label.contains("naive clean"), "{}", old.label);
+    let q = QueryPoint {
+        side: Side::A,
+        x: 256.5,
+        y: 200.5,
+    };
+    click_image(&mut h, Side::A, q.x, q.y);
+    h.step();
+    let a_new = h
+        .state_mut()
+        .committed_answer(Mode::Clean)
+        .expect("new answer");
+    let a_old = h
+        .state_mut()
+        .committed_answer(Column::PREVIOUS)
+        .expect("old answer");
+    assert!(
+        h.state()
+            .image_rects()
+            .iter()
+            .any(|r| r.2 == Some(Column::PREVIOUS))
+    );
+    let diff = a_new
+        .sim
+        .data
+        .iter()
+        .zip(&a_old.sim.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff > 1e-3, "old and new similarity maps agree ({diff})");
+
+    // The new answer is the engine's with the saved student file.
+    let mut bb = tiny_backbone();
+    bb.student = Some(
+        load_student(
+            &StudentSource::File(student_file),
+            &bb.config,
+            &bb.device,
+            bb.dtype,
+            &|_| {},
+        )
+        .expect("student"),
+    );
+    let s = h.state().extract_settings(Mode::Clean);
+    let img = |side: Side| h.state().image(side).expect("image").image.clone();
+    let es = extract(&bb, &img(Side::A), &s, None, &mut |_| {}).expect("extract A");
+    let et = extract(&bb, &img(Side::B), &s, None, &mut |_| {}).expect("extract B");
+    assert!(!es.naive_clean);
+    let layer = h.state().settings.layer;
+    let vs = MatchView::new(es.map(layer).expect("layer"), es.geometry).expect("view");
+    let vt = MatchView::new(et.map(layer).expect("layer"), et.geometry).expect("view");
+    let m = vt
+        .target
+        .best_match(&vs.sample(q.x, q.y).expect("sample"))
+        .expect("best");
+    let (x, y) = vt.to_orig(m.x, m.y);
+    assert!(
+        (a_new.best.x - x).abs() < 0.5 && (a_new.best.y - y).abs() < 0.5,
+        "app ({}, {}) vs engine ({x}, {y})",
+        a_new.best.x,
+        a_new.best.y
+    );
+    assert!((a_new.best.score - m.score).abs() < 1e-4);
 }

@@ -96,6 +96,7 @@ fn extract(
         images: imgs.clone(),
         settings: s,
         thumb_side: 64,
+        previous_student: false,
     })
     .expect("send");
     id

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::overlay::{Look, OverlayData, cpu_picture};
 use super::query::{Answer, QueryPoint, StripTile};
-use super::{CleanDiftApp, QUERY_COLOR, RangeMode, View, mode_color};
+use super::{CleanDiftApp, Column, QUERY_COLOR, RangeMode, View, mode_color};
 use crate::features::extract::Mode;
 use crate::matching::SimilarityMap;
 use crate::render::{blend_heatmap, draw_marker, side_by_side, upsample_rgb};
@@ -173,7 +173,7 @@ fn look_of(app: &CleanDiftApp, a: &Answer) -> Look {
 }
 
 /// The target image with the answer's heatmap and markers, at height `h`.
-fn target_panel(app: &CleanDiftApp, a: &Answer, h: u32, mode: Mode) -> anyhow::Result<Panel> {
+fn target_panel(app: &CleanDiftApp, a: &Answer, h: u32, col: Column) -> anyhow::Result<Panel> {
     let base = photo(app, a.query.side.other())?;
     let blended = heat_over(&base, &a.sim, &look_of(app, a));
     let (mut img, s) = to_height(&blended, h);
@@ -188,7 +188,7 @@ fn target_panel(app: &CleanDiftApp, a: &Answer, h: u32, mode: Mode) -> anyhow::R
         a.best.x * s,
         a.best.y * s,
         10.0 * r,
-        rgb8(mode_color(mode)),
+        rgb8(col.color()),
     );
     Ok(Panel { img })
 }
@@ -197,20 +197,20 @@ fn target_panel(app: &CleanDiftApp, a: &Answer, h: u32, mode: Mode) -> anyhow::R
 fn source_panel(
     app: &CleanDiftApp,
     q: QueryPoint,
-    answers: &[(Arc<Answer>, Mode)],
+    answers: &[(Arc<Answer>, Column)],
     h: u32,
 ) -> anyhow::Result<Panel> {
     let base = photo(app, q.side)?;
     let (mut img, s) = to_height(&base, h);
     let r = (h as f32 / 512.0).max(0.6);
-    for (a, mode) in answers {
+    for (a, col) in answers {
         if a.mutual {
             draw_marker(
                 &mut img,
                 a.back.x * s,
                 a.back.y * s,
                 5.0 * r,
-                rgb8(mode_color(*mode)),
+                rgb8(col.color()),
             );
         } else {
             draw_cross(
@@ -218,7 +218,7 @@ fn source_panel(
                 a.back.x * s,
                 a.back.y * s,
                 7.0 * r,
-                rgb8(mode_color(*mode)),
+                rgb8(col.color()),
             );
         }
     }
@@ -265,8 +265,8 @@ pub fn render_view(app: &mut CleanDiftApp) -> anyhow::Result<RgbImage> {
             let ans = app
                 .answer(mode, q)
                 .with_context(|| format!("no {mode} features yet: wait for the extraction"))?;
-            let src = source_panel(app, q, &[(ans.clone(), mode)], h)?;
-            let tgt = target_panel(app, &ans, h, mode)?;
+            let src = source_panel(app, q, &[(ans.clone(), mode.into())], h)?;
+            let tgt = target_panel(app, &ans, h, mode.into())?;
             let pair = match q.side {
                 Side::A => [&src.img, &tgt.img],
                 Side::B => [&tgt.img, &src.img],
@@ -434,7 +434,7 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         .context("no query point: click in an image first")?;
     let modes = match app.settings.view {
         View::Compare => app.compare_modes(),
-        _ => vec![app.settings.mode],
+        _ => vec![app.settings.mode.into()],
     };
     let mut results = Vec::new();
     for m in modes {

@@ -12,6 +12,7 @@ mod frames;
 pub mod overlay;
 pub mod query;
 pub mod settings;
+pub mod train;
 
 mod panels;
 mod views;
@@ -51,6 +52,62 @@ pub fn mode_color(mode: Mode) -> Color32 {
         Mode::Clean => Color32::from_rgb(70, 215, 120),
         Mode::Noisy => Color32::from_rgb(255, 150, 40),
         Mode::Naive => Color32::from_rgb(185, 125, 255),
+    }
+}
+
+/// Colour of the previous-student column (compare mode after a fine-tune).
+pub const PREVIOUS_COLOR: Color32 = Color32::from_rgb(120, 190, 230);
+
+/// What one set of features answers for: a mode, or (compare mode after a
+/// fine-tune) clean features of the student the fine-tune replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub mode: Mode,
+    /// The previous student (then `mode` is clean).
+    pub previous: bool,
+}
+
+impl Column {
+    /// The student the last fine-tune replaced, in clean mode.
+    pub const PREVIOUS: Column = Column {
+        mode: Mode::Clean,
+        previous: true,
+    };
+
+    /// Marker and title colour.
+    pub fn color(self) -> Color32 {
+        if self.previous {
+            PREVIOUS_COLOR
+        } else {
+            mode_color(self.mode)
+        }
+    }
+
+    fn key(self) -> ModeKey {
+        if self.previous {
+            ModeKey::PREVIOUS
+        } else {
+            ModeKey::of(self.mode)
+        }
+    }
+}
+
+impl From<Mode> for Column {
+    fn from(mode: Mode) -> Column {
+        Column {
+            mode,
+            previous: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Column {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.previous {
+            f.write_str("clean (previous student)")
+        } else {
+            write!(f, "{}", self.mode)
+        }
     }
 }
 
@@ -460,7 +517,7 @@ pub struct CleanDiftApp {
     /// Time the last frame's `ui` took.
     pub last_frame: Duration,
     /// Screen rects of the images drawn last frame (tests, drops).
-    image_rects: Vec<(Side, egui::Rect, Option<Mode>)>,
+    image_rects: Vec<(Side, egui::Rect, Option<Column>)>,
     strip_rects: Vec<(FeatureKey, egui::Rect)>,
     /// File dialogs run on their own threads and answer here.
     dialogs: DialogChannel,
@@ -470,6 +527,8 @@ pub struct CleanDiftApp {
     frame_report: Option<frames::FrameReport>,
     /// wgpu runs on a CPU adapter (lavapipe, llvmpipe, WARP).
     software_adapter: bool,
+    /// The current or last fine-tune (Fine-tune panel).
+    train_run: Option<train::TrainRun>,
 }
 
 /// `Mode` ordered for the slot map.
@@ -477,9 +536,20 @@ pub struct CleanDiftApp {
 struct ModeKey(u8);
 
 impl ModeKey {
+    /// The previous student's clean features.
+    const PREVIOUS: ModeKey = ModeKey(3);
+
+    fn job(self) -> Job {
+        if self == ModeKey::PREVIOUS {
+            Job::PreviousStudent
+        } else {
+            Job::Features(self.mode())
+        }
+    }
+
     fn mode(self) -> Mode {
         match self.0 {
-            0 => Mode::Clean,
+            0 | 3 => Mode::Clean,
             1 => Mode::Noisy,
             _ => Mode::Naive,
         }
@@ -505,6 +575,8 @@ enum DialogAnswer {
     SaveJson(PathBuf),
     Folder(PathBuf),
     ExportDir(PathBuf),
+    TrainFolder(PathBuf),
+    TrainOut(PathBuf),
 }
 
 impl CleanDiftApp {
@@ -608,6 +680,7 @@ impl CleanDiftApp {
             last_export: None,
             frame_report: launch.frame_report.map(frames::FrameReport::new),
             software_adapter: false,
+            train_run: None,
         };
         if cc.wgpu_render_state.is_none() {
             // The glow renderer: say why, once, in the status area.
@@ -720,7 +793,7 @@ impl CleanDiftApp {
             if let Some((id, key)) = slot.pending.take() {
                 self.worker.cancel(id);
                 slot.blocked = Some(key);
-                cancelled.push(Job::Features(k.mode()));
+                cancelled.push(k.job());
             }
         }
         if let Some((id, key)) = self.pca_pending.take() {
@@ -797,6 +870,7 @@ impl CleanDiftApp {
                 .values()
                 .any(|s| s.pending.as_ref().is_some_and(|(p, _)| *p == id))
             || self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id)
+            || self.is_train_id(id)
     }
 
     fn handle_event(&mut self, ev: Event) {
@@ -854,6 +928,12 @@ impl CleanDiftApp {
                     self.pca = Some(pca);
                 }
             }
+            Event::Training { id, event } => self.on_training(id, event),
+            Event::Trained { id, summary, info } => self.on_trained(id, summary, info),
+            Event::Cancelled {
+                id,
+                job: Job::Train,
+            } => self.on_train_cancelled(id),
             Event::Cancelled { id, job } => {
                 let mut was_awaited = false;
                 for slot in self.features.values_mut() {
@@ -897,8 +977,11 @@ impl CleanDiftApp {
         }
         for (k, slot) in &self.features {
             if slot.pending.as_ref().is_some_and(|(p, _)| *p == id) {
-                return Job::Features(k.mode());
+                return k.job();
             }
+        }
+        if self.is_train_id(id) {
+            return Job::Train;
         }
         if self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id) {
             return Job::Pca;
@@ -931,7 +1014,8 @@ impl CleanDiftApp {
                     self.backbone = BackboneState::Failed { choice, error };
                 }
             }
-            Job::Features(mode) => {
+            Job::Train => self.on_train_failed(id, error),
+            Job::Features(_) | Job::PreviousStudent => {
                 let mut hit = false;
                 for slot in self.features.values_mut() {
                     if let Some((pid, key)) = &slot.pending
@@ -945,7 +1029,7 @@ impl CleanDiftApp {
                 if hit {
                     self.message(
                         Level::Error,
-                        format!("{mode} features: {}", error.message),
+                        format!("{job}: {}", error.message),
                         error.hint,
                     );
                 }
@@ -972,6 +1056,11 @@ impl CleanDiftApp {
                 self.settings.folder = path.display().to_string();
             }
             DialogAnswer::ExportDir(path) => self.settings.export_dir = Some(path),
+            DialogAnswer::TrainFolder(path) => {
+                self.settings.train.source = settings::TrainSource::Folder;
+                self.settings.train.folder = Some(path);
+            }
+            DialogAnswer::TrainOut(path) => self.settings.train.out_dir = Some(path),
         }
     }
 
@@ -1055,11 +1144,25 @@ impl CleanDiftApp {
         }
     }
 
-    /// The modes shown side by side in compare mode.
-    pub fn compare_modes(&self) -> Vec<Mode> {
-        let mut m = vec![Mode::Clean, Mode::Noisy];
+    /// Whether compare mode shows the previous student's column.
+    pub fn shows_previous(&self) -> bool {
+        self.settings.view == View::Compare
+            && self.settings.compare_previous
+            && self
+                .backbone_info()
+                .is_some_and(|i| i.previous_student.is_some())
+    }
+
+    /// The columns shown side by side in compare mode: clean, then (after
+    /// a fine-tune) the previous student's clean, noisy, and naive.
+    pub fn compare_modes(&self) -> Vec<Column> {
+        let mut m = vec![Column::from(Mode::Clean)];
+        if self.shows_previous() {
+            m.push(Column::PREVIOUS);
+        }
+        m.push(Mode::Noisy.into());
         if self.settings.compare_naive {
-            m.push(Mode::Naive);
+            m.push(Mode::Naive.into());
         }
         m
     }
@@ -1096,7 +1199,12 @@ impl CleanDiftApp {
         }
     }
 
-    fn feature_key(&self, mode: Mode) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
+    fn feature_key(
+        &self,
+        col: impl Into<Column>,
+    ) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
+        let col = col.into();
+        let mode = col.mode;
         let BackboneState::Ready { id, .. } = &self.backbone else {
             return None;
         };
@@ -1105,7 +1213,8 @@ impl CleanDiftApp {
         };
         let s = self.extract_settings(mode);
         let key = format!(
-            "{id}|{}|{}|{}|{}",
+            "{id}|{}|{}|{}|{}|{}",
+            if col.previous { "previous" } else { "current" },
             hex8(&a.image.hash),
             hex8(&b.image.hash),
             serde_json::to_string(&s).unwrap_or_default(),
@@ -1123,11 +1232,19 @@ impl CleanDiftApp {
             return;
         };
         let bb = *bb;
-        for mode in self.needed_modes() {
-            let Some((key, images, settings)) = self.feature_key(mode) else {
+        if self.is_training() {
+            // The model lane is busy; the student changes when it ends.
+            return;
+        }
+        let mut columns: Vec<Column> = self.needed_modes().into_iter().map(Column::from).collect();
+        if self.shows_previous() {
+            columns.push(Column::PREVIOUS);
+        }
+        for col in columns {
+            let Some((key, images, settings)) = self.feature_key(col) else {
                 continue;
             };
-            let slot = self.features.entry(ModeKey::of(mode)).or_default();
+            let slot = self.features.entry(col.key()).or_default();
             let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
             let inflight = slot.pending.as_ref().is_some_and(|(_, k)| *k == key);
             let blocked = slot.blocked.as_ref() == Some(&key);
@@ -1144,9 +1261,10 @@ impl CleanDiftApp {
                 images,
                 settings,
                 thumb_side: THUMB_SIDE,
+                previous_student: col.previous,
             };
             if self.send(req)
-                && let Some(slot) = self.features.get_mut(&ModeKey::of(mode))
+                && let Some(slot) = self.features.get_mut(&col.key())
             {
                 slot.pending = Some((id, key));
             }
@@ -1161,27 +1279,24 @@ impl CleanDiftApp {
         self.pca_blocked = None;
     }
 
-    /// The features of `mode` being shown, if any.
-    pub fn features_of(&self, mode: Mode) -> Option<&Arc<PairFeatures>> {
-        self.features
-            .get(&ModeKey::of(mode))
-            .and_then(|s| s.ready())
+    /// The features of `mode` (or column) being shown, if any.
+    pub fn features_of(&self, col: impl Into<Column>) -> Option<&Arc<PairFeatures>> {
+        self.features.get(&col.into().key()).and_then(|s| s.ready())
     }
 
-    /// The features of `mode` match the current settings and images.
-    pub fn features_current(&self, mode: Mode) -> bool {
-        match (
-            self.feature_key(mode),
-            self.features.get(&ModeKey::of(mode)),
-        ) {
+    /// The features of `mode` (or column) match the current settings and
+    /// images.
+    pub fn features_current(&self, col: impl Into<Column>) -> bool {
+        let col = col.into();
+        match (self.feature_key(col), self.features.get(&col.key())) {
             (Some((key, ..)), Some(slot)) => slot.ready.as_ref().is_some_and(|(k, _)| *k == key),
             _ => false,
         }
     }
 
-    /// The feature slot of `mode`.
-    pub fn feature_slot(&self, mode: Mode) -> Option<&FeatureSlot> {
-        self.features.get(&ModeKey::of(mode))
+    /// The feature slot of `mode` (or column).
+    pub fn feature_slot(&self, col: impl Into<Column>) -> Option<&FeatureSlot> {
+        self.features.get(&col.into().key())
     }
 
     fn request_pca(&mut self) {
@@ -1245,8 +1360,8 @@ impl CleanDiftApp {
 
     /// The answer of `q` in `mode` on the current layer (computed on demand,
     /// cached).
-    pub fn answer(&mut self, mode: Mode, q: QueryPoint) -> Option<Arc<Answer>> {
-        let f = self.features_of(mode)?.clone();
+    pub fn answer(&mut self, col: impl Into<Column>, q: QueryPoint) -> Option<Arc<Answer>> {
+        let f = self.features_of(col)?.clone();
         let layer = self.settings.layer;
         let mut opts = self.query_options();
         if self.settings.query != Some(q) || !self.settings.show_top_k {
@@ -1288,7 +1403,7 @@ impl CleanDiftApp {
     }
 
     /// The committed query's answer in `mode` (tests, export).
-    pub fn committed_answer(&mut self, mode: Mode) -> Option<Arc<Answer>> {
+    pub fn committed_answer(&mut self, mode: impl Into<Column>) -> Option<Arc<Answer>> {
         let q = self.settings.query?;
         self.answer(mode, q)
     }
@@ -1362,6 +1477,7 @@ impl CleanDiftApp {
             || matches!(self.backbone, BackboneState::Loading { .. })
             || self.features.values().any(|s| s.pending.is_some())
             || self.pca_pending.is_some()
+            || self.is_training()
     }
 
     /// Frames drawn so far.
@@ -1386,7 +1502,7 @@ impl CleanDiftApp {
 
     /// Where the images were drawn last frame: (side, rect, mode of the
     /// features whose heatmap it shows).
-    pub fn image_rects(&self) -> &[(Side, egui::Rect, Option<Mode>)] {
+    pub fn image_rects(&self) -> &[(Side, egui::Rect, Option<Column>)] {
         &self.image_rects
     }
 
@@ -1516,6 +1632,15 @@ impl CleanDiftApp {
                         .set_directory(&dir)
                         .pick_folder()
                         .map(DialogAnswer::ExportDir),
+                    DialogKind::TrainFolder => rfd::FileDialog::new()
+                        .set_title("Choose a folder of training images")
+                        .pick_folder()
+                        .map(DialogAnswer::TrainFolder),
+                    DialogKind::TrainOut => rfd::FileDialog::new()
+                        .set_title("Choose where the fine-tune writes its checkpoints")
+                        .set_directory(&dir)
+                        .pick_folder()
+                        .map(DialogAnswer::TrainOut),
                 };
                 if let Some(a) = answer {
                     let _ = tx.send(a);
@@ -1535,6 +1660,8 @@ enum DialogKind {
     SaveJson,
     Folder,
     ExportDir,
+    TrainFolder,
+    TrainOut,
 }
 
 fn spawn_worker(ctx: &egui::Context) -> WorkerHandle {

@@ -125,6 +125,7 @@ pub(super) fn side_panel(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 features_section(app, ui);
                 overlay_section(app, ui);
                 compare_pca_section(app, ui);
+                super::train::train_section(app, ui);
                 export_section(app, ui);
             });
         });
@@ -465,8 +466,15 @@ fn compare_pca_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
     egui::CollapsingHeader::new("Compare and PCA")
         .default_open(true)
         .show(ui, |ui| {
+            let previous = app.backbone_info().and_then(|i| i.previous_student.clone());
             let s = &mut app.settings;
-            ui.checkbox(&mut s.compare_naive, "Naive as a third column");
+            ui.checkbox(&mut s.compare_naive, "Naive as a column");
+            if let Some(previous) = previous {
+                ui.checkbox(&mut s.compare_previous, "Previous student as a column")
+                    .on_hover_text(format!(
+                        "Old vs new after a fine-tune: clean features of {previous}"
+                    ));
+            }
             ui.checkbox(&mut s.show_strip, "Layer strip");
             ui.add(egui::Slider::new(&mut s.pca_opacity, 0.0..=1.0).text("PCA opacity"))
                 .on_hover_text("1 shows PCA colours instead of the photos");

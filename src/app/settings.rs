@@ -10,6 +10,7 @@ use crate::features::extract::{DEFAULT_T, Mode};
 use crate::features::preprocess::SizeSpec;
 use crate::model::FeatureKey;
 use crate::render::Colormap;
+use crate::train::Trainable;
 use crate::worker::BackboneChoice;
 
 /// The three views of the central area.
@@ -196,6 +197,66 @@ pub struct Settings {
     pub query: Option<QueryPoint>,
     /// Where S and E write (default: the current folder).
     pub export_dir: Option<PathBuf>,
+    /// Compare mode shows the student the last fine-tune replaced as a
+    /// column (old vs new student).
+    pub compare_previous: bool,
+    /// The Fine-tune panel.
+    pub train: TrainSettings,
+}
+
+/// Where the Fine-tune panel's images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrainSource {
+    /// The images loaded as A and B plus the `assets/` folder.
+    LoadedAndAssets,
+    /// A folder chosen by the user.
+    Folder,
+}
+
+/// The Fine-tune panel's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainSettings {
+    pub source: TrainSource,
+    /// The folder of [`TrainSource::Folder`].
+    pub folder: Option<PathBuf>,
+    pub steps: usize,
+    /// Square training size, pixels (a multiple of 8).
+    pub size: u32,
+    /// `None`: the model's default (1e-5; 1e-3 for the tiny presets).
+    pub lr: Option<f64>,
+    pub trainable: Trainable,
+    pub seed: u64,
+    /// Where checkpoints go (default `cleandift-train` in the current folder).
+    pub out_dir: Option<PathBuf>,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            source: TrainSource::LoadedAndAssets,
+            folder: None,
+            steps: 50,
+            size: 256,
+            lr: None,
+            trainable: Trainable::All,
+            seed: 0,
+            out_dir: None,
+        }
+    }
+}
+
+impl TrainSettings {
+    /// Puts values back in range.
+    pub fn sanitize(&mut self) {
+        self.steps = self.steps.clamp(1, 100_000);
+        self.size = (self.size.clamp(64, 2048) / 8) * 8;
+        if let Some(lr) = self.lr
+            && !(lr.is_finite() && lr > 0.0 && lr < 1.0)
+        {
+            self.lr = None;
+        }
+    }
 }
 
 impl Default for Settings {
@@ -231,6 +292,8 @@ impl Default for Settings {
             pca_joint: true,
             query: None,
             export_dir: None,
+            compare_previous: true,
+            train: TrainSettings::default(),
         }
     }
 }
@@ -293,5 +356,6 @@ impl Settings {
         {
             self.query = None;
         }
+        self.train.sanitize();
     }
 }

@@ -9,8 +9,7 @@ use egui::{
 
 use super::overlay::{Look, Marker, MarkerStyle, OverlayData};
 use super::query::{Answer, QueryPoint};
-use super::{BackboneState, CleanDiftApp, QUERY_COLOR, RangeMode, View, mode_color, slots};
-use crate::features::extract::Mode;
+use super::{BackboneState, CleanDiftApp, Column, QUERY_COLOR, RangeMode, View, mode_color, slots};
 use crate::worker::Side;
 
 pub(super) fn central(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
@@ -319,7 +318,8 @@ fn colorbar(
 }
 
 /// Why there is no answer to show, if there is none.
-fn waiting_text(app: &CleanDiftApp, mode: Mode) -> Option<String> {
+fn waiting_text(app: &CleanDiftApp, mode: impl Into<Column>) -> Option<String> {
+    let mode = mode.into();
     match app.backbone_state() {
         BackboneState::None => return Some("Load a backbone (Backbone panel)".into()),
         BackboneState::Loading { choice, .. } => {
@@ -358,7 +358,8 @@ fn header(ui: &egui::Ui, rect: Rect, text: &str, color: Color32, size: f32) {
 }
 
 /// A small "updating" badge on a view whose features are being replaced.
-fn updating_badge(app: &CleanDiftApp, ui: &egui::Ui, rect: Rect, mode: Mode) {
+fn updating_badge(app: &CleanDiftApp, ui: &egui::Ui, rect: Rect, mode: impl Into<Column>) {
+    let mode = mode.into();
     if app.features_of(mode).is_some() && !app.features_current(mode) {
         let p = rect.right_top() + Vec2::new(-8.0, 8.0);
         outlined_text(
@@ -418,7 +419,7 @@ fn correspondence(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 let r = fit(cell, w, h);
                 pointer(app, ui, r, side, "corr");
                 rects[side.index()] = Some(r);
-                let shows = (side != src).then_some(mode);
+                let shows = (side != src).then_some(mode.into());
                 app.image_rects.push((side, r, shows));
             }
             None => placeholder(ui, cell, &format!("Loading {side}…")),
@@ -622,7 +623,7 @@ fn compare(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     let found: Vec<_> = answers
                         .iter()
                         .zip(&modes)
-                        .filter_map(|(a, m)| a.clone().map(|a| (a, mode_color(*m))))
+                        .filter_map(|(a, m)| a.clone().map(|a| (a, m.color())))
                         .collect();
                     let markers = source_markers(app, q, &found, w, h);
                     app.overlay.paint(
@@ -643,7 +644,7 @@ fn compare(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             continue;
         }
         let mode = modes[col - 1];
-        let color = mode_color(mode);
+        let color = mode.color();
         let label = app
             .features_of(mode)
             .map(|f| f.label.clone())
@@ -849,7 +850,7 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             Some((w, h)) => {
                 let r = fit(cell, w, h);
                 pointer(app, ui, r, side, "pca");
-                app.image_rects.push((side, r, Some(mode)));
+                app.image_rects.push((side, r, Some(mode.into())));
                 rects[side.index()] = Some(r);
             }
             None => placeholder(ui, cell, &format!("Loading {side}…")),

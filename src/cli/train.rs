@@ -10,19 +10,8 @@ use super::BackboneArgs;
 use super::progress::Bar;
 use crate::model::FeatureKey;
 use crate::train::checkpoint::{find_state, read_state_meta};
-use crate::train::run::default_warmup;
+use crate::train::run::{default_lr, default_warmup};
 use crate::train::{Dataset, TrainConfig, TrainEvent, TrainOutcome, Trainable, train};
-
-/// Learning rate when neither `--lr` nor a resumed run gives one: the
-/// paper's for real models; the tiny presets' random weights get a larger
-/// one so that a short demo run visibly learns.
-fn default_lr(model: &str) -> f64 {
-    if model.trim().starts_with("tiny-") {
-        1e-3
-    } else {
-        1e-5
-    }
-}
 
 /// Fine-tunes a CleanDIFT student of `--model` on a folder of images.
 #[derive(Debug, Clone, Args)]

@@ -212,7 +212,13 @@ pub fn extract(
             (
                 &st.unet,
                 t,
-                format!("clean (CleanDIFT student, t={t:.0})"),
+                // A learned timestep is shown as learned (261.3), the
+                // default as 261.
+                if t.fract().abs() < 1e-6 {
+                    format!("clean (CleanDIFT student, t={t:.0})")
+                } else {
+                    format!("clean (CleanDIFT student, t={t:.1})")
+                },
                 false,
             )
         }

@@ -64,6 +64,17 @@ pub struct TrainConfig {
     pub resume: Option<PathBuf>,
 }
 
+/// Learning rate when none is given: the paper's (1e-5) for real models;
+/// the tiny presets' random weights get a larger one (1e-3) so that a short
+/// demo run visibly learns.
+pub fn default_lr(model: &str) -> f64 {
+    if model.trim().starts_with("tiny-") {
+        1e-3
+    } else {
+        1e-5
+    }
+}
+
 /// Default warm-up for a run of `steps`: a tenth of it, at most the
 /// reference's 2000.
 pub fn default_warmup(steps: usize) -> usize {

@@ -1,0 +1,595 @@
+//! The Fine-tune panel: a short CleanDIFT fine-tune of the loaded backbone
+//! on the loaded images plus `assets/` (or a chosen folder), with a live
+//! loss curve per aligned key. When it finishes the backbone's student is
+//! replaced by the new one (clean mode uses it at once) and compare mode can
+//! show the student it replaced as a column (old vs new).
+//!
+//! The run itself is [`crate::train::train`] on the worker's model lane
+//! ([`Request::Train`]); extraction requests wait until it ends.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use egui::{Color32, RichText};
+use egui_plot::{Legend, Line, Plot};
+
+use super::settings::TrainSource;
+use super::{BackboneState, CleanDiftApp, DialogKind, Level};
+use crate::model::FeatureKey;
+use crate::train::run::default_lr;
+use crate::train::{Checkpoint, StepReport, TrainConfig, TrainEvent, Trainable};
+use crate::worker::{BackboneInfo, Request, RequestId, TrainData, TrainSummary, UserError};
+
+/// Sizes offered for training (square, pixels).
+pub const TRAIN_SIZES: [u32; 8] = [64, 128, 192, 256, 320, 384, 512, 768];
+
+/// Learning rates offered besides the model's default.
+const LRS: [f64; 6] = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6];
+
+/// Default output folder (relative to the current folder).
+pub const DEFAULT_TRAIN_OUT: &str = "cleandift-train";
+
+/// One fine-tune as the panel shows it.
+#[derive(Debug, Clone)]
+pub struct TrainRun {
+    pub id: RequestId,
+    pub started: Instant,
+    /// Description of what it trains on, as started.
+    pub data: String,
+    pub total_steps: usize,
+    /// Images in the dataset (after `Started`).
+    pub images: Option<usize>,
+    pub keys: Vec<FeatureKey>,
+    /// (step, total loss).
+    pub loss: Vec<[f64; 2]>,
+    /// (step, loss) per aligned key.
+    pub per_key: BTreeMap<FeatureKey, Vec<[f64; 2]>>,
+    pub last: Option<StepReport>,
+    pub saved: Option<Checkpoint>,
+    pub finished: Option<TrainSummary>,
+    pub error: Option<UserError>,
+    /// The new student was switched into the backbone.
+    pub switched: bool,
+}
+
+impl TrainRun {
+    /// Still training (or queued).
+    pub fn running(&self) -> bool {
+        self.finished.is_none() && self.error.is_none()
+    }
+}
+
+/// The sample folder shipped with the project: `./assets` when run from a
+/// checkout, else the one beside the sources this binary was built from.
+pub fn assets_dir() -> Option<PathBuf> {
+    let candidates = [
+        PathBuf::from("assets"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| crate::train::data::list_images(p).is_ok_and(|l| !l.is_empty()))
+}
+
+impl CleanDiftApp {
+    /// The current or last fine-tune.
+    pub fn training(&self) -> Option<&TrainRun> {
+        self.train_run.as_ref()
+    }
+
+    /// Whether a fine-tune is running (extractions wait for it).
+    pub fn is_training(&self) -> bool {
+        self.train_run.as_ref().is_some_and(TrainRun::running)
+    }
+
+    /// What the panel's images are, in words (and the data to send).
+    fn train_data(&self) -> Result<(TrainData, String), String> {
+        let t = &self.settings.train;
+        let mut data = TrainData {
+            size: t.size,
+            ..TrainData::default()
+        };
+        let text = match t.source {
+            TrainSource::LoadedAndAssets => {
+                let prompt = self.settings.prompt.trim().to_string();
+                for slot in self.images.iter().flatten() {
+                    data.images.push((slot.image.clone(), prompt.clone()));
+                }
+                let loaded = data.images.len();
+                match assets_dir() {
+                    Some(dir) => {
+                        let n = crate::train::data::list_images(&dir).map_or(0, |l| l.len());
+                        let text = format!("{loaded} loaded + {n} in {}", dir.display());
+                        data.paths.push(dir);
+                        text
+                    }
+                    None => format!("{loaded} loaded (no assets/ folder found)"),
+                }
+            }
+            TrainSource::Folder => match &t.folder {
+                Some(f) => {
+                    data.paths.push(f.clone());
+                    f.display().to_string()
+                }
+                None => return Err("choose a folder of images first".into()),
+            },
+        };
+        if data.images.is_empty() && data.paths.is_empty() {
+            return Err("no images: load A and B or choose a folder".into());
+        }
+        Ok((data, text))
+    }
+
+    /// The output folder of the Fine-tune panel.
+    pub fn train_out_dir(&self) -> PathBuf {
+        self.settings
+            .train
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_TRAIN_OUT))
+    }
+
+    /// The learning rate a run would use.
+    pub fn train_lr(&self) -> f64 {
+        let model = match &self.backbone {
+            BackboneState::Ready { info, .. } => info.choice.model.clone(),
+            _ => self.settings.backbone_choice().model,
+        };
+        self.settings.train.lr.unwrap_or_else(|| default_lr(&model))
+    }
+
+    /// Starts a fine-tune with the panel's settings. Errors are also shown
+    /// in the status area.
+    pub fn start_training(&mut self) -> Result<(), String> {
+        let r = self.try_start_training();
+        if let Err(e) = &r {
+            self.message(
+                Level::Error,
+                format!("Cannot start the fine-tune: {e}"),
+                String::new(),
+            );
+        }
+        r
+    }
+
+    fn try_start_training(&mut self) -> Result<(), String> {
+        if self.is_training() {
+            return Err("a fine-tune is already running".into());
+        }
+        if self.worker_dead.is_some() {
+            return Err("the background worker stopped: restart it first".into());
+        }
+        let BackboneState::Ready { id: backbone, .. } = &self.backbone else {
+            return Err("no backbone is loaded (load one in the Backbone panel)".into());
+        };
+        let backbone = *backbone;
+        let (data, text) = self.train_data()?;
+        let t = self.settings.train.clone();
+        let out_dir = self.train_out_dir();
+        let mut config = TrainConfig::new(t.steps, &out_dir);
+        config.lr = self.train_lr();
+        config.trainable = t.trainable;
+        config.seed = t.seed;
+        config.save_every = (t.steps / 4).max(1).min(config.save_every);
+        config.validate().map_err(|e| e.to_string())?;
+        // Extractions wait behind the run and would answer for the old
+        // student: drop them; they are asked again when it ends.
+        for slot in self.features.values_mut() {
+            if let Some((id, _)) = slot.pending.take() {
+                self.worker.cancel(id);
+            }
+        }
+        let id = self.worker.next_id();
+        if !self.send(Request::Train {
+            id,
+            backbone,
+            config,
+            data,
+        }) {
+            return Err("the background worker stopped".into());
+        }
+        self.train_run = Some(TrainRun {
+            id,
+            started: Instant::now(),
+            data: text,
+            total_steps: t.steps,
+            images: None,
+            keys: Vec::new(),
+            loss: Vec::new(),
+            per_key: BTreeMap::new(),
+            last: None,
+            saved: None,
+            finished: None,
+            error: None,
+            switched: false,
+        });
+        Ok(())
+    }
+
+    /// Stops the running fine-tune after its current step (the last
+    /// checkpoint is kept).
+    pub fn cancel_training(&mut self) {
+        if let Some(run) = &self.train_run
+            && run.running()
+        {
+            self.worker.cancel(run.id);
+        }
+    }
+
+    pub(super) fn is_train_id(&self, id: RequestId) -> bool {
+        self.train_run.as_ref().is_some_and(|r| r.id == id)
+    }
+
+    pub(super) fn on_training(&mut self, id: RequestId, event: TrainEvent) {
+        let Some(run) = self.train_run.as_mut().filter(|r| r.id == id) else {
+            return;
+        };
+        match event {
+            TrainEvent::Started {
+                total_steps,
+                images,
+                keys,
+                ..
+            } => {
+                run.total_steps = total_steps;
+                run.images = Some(images);
+                run.keys = keys;
+            }
+            TrainEvent::Step(r) => {
+                let x = r.step as f64;
+                run.loss.push([x, r.loss as f64]);
+                for (k, v) in &r.per_key {
+                    run.per_key.entry(*k).or_default().push([x, *v as f64]);
+                }
+                run.last = Some(r);
+            }
+            TrainEvent::Saved(c) => {
+                run.saved = Some(c);
+            }
+        }
+    }
+
+    pub(super) fn on_trained(
+        &mut self,
+        id: RequestId,
+        summary: TrainSummary,
+        info: Option<Arc<BackboneInfo>>,
+    ) {
+        let Some(run) = self.train_run.as_mut().filter(|r| r.id == id) else {
+            return;
+        };
+        let file = summary
+            .student_file
+            .as_ref()
+            .map(|p| p.display().to_string());
+        let notes = summary.notes.clone();
+        run.finished = Some(summary.clone());
+        let mut switched = false;
+        if let Some(info) = info
+            && matches!(self.backbone, BackboneState::Ready { .. })
+        {
+            // The worker's backbone now carries the new student under this
+            // request's id: every feature is asked for again.
+            self.backbone = BackboneState::Ready { id, info };
+            self.features.clear();
+            self.pca = None;
+            self.answers.clear();
+            self.strip = None;
+            switched = true;
+        }
+        if let Some(run) = self.train_run.as_mut() {
+            run.switched = switched;
+        }
+        for n in notes {
+            self.message(Level::Warn, format!("Fine-tune: {n}"), String::new());
+        }
+        if summary.cancelled {
+            self.message(
+                Level::Info,
+                format!(
+                    "Fine-tune cancelled at step {}/{}",
+                    summary.step, summary.total_steps
+                ),
+                match file {
+                    Some(f) => format!(
+                        "The backbone is unchanged; the last checkpoint is {f} (load it as the student, or resume with `cleandift train --resume`)"
+                    ),
+                    None => "The backbone is unchanged; no checkpoint was written".into(),
+                },
+            );
+        } else if switched {
+            self.message(
+                Level::Info,
+                format!(
+                    "Fine-tune done ({} steps, t = {:.1}): clean mode now uses the new student",
+                    summary.step, summary.timestep
+                ),
+                format!(
+                    "Saved to {}; compare mode shows old vs new student",
+                    file.unwrap_or_default()
+                ),
+            );
+        } else {
+            self.message(
+                Level::Info,
+                format!("Fine-tune done ({} steps)", summary.step),
+                format!(
+                    "The backbone changed meanwhile, so the new student was not switched in; it is saved to {}",
+                    file.unwrap_or_default()
+                ),
+            );
+        }
+    }
+
+    pub(super) fn on_train_failed(&mut self, id: RequestId, error: UserError) {
+        if let Some(run) = self.train_run.as_mut().filter(|r| r.id == id) {
+            run.error = Some(error.clone());
+            self.message(Level::Error, error.message, error.hint);
+        }
+    }
+
+    pub(super) fn on_train_cancelled(&mut self, id: RequestId) {
+        if let Some(run) = self.train_run.as_mut().filter(|r| r.id == id)
+            && run.running()
+        {
+            let step = run.last.as_ref().map_or(0, |r| r.step);
+            run.finished = Some(TrainSummary {
+                step,
+                total_steps: run.total_steps,
+                cancelled: true,
+                student_file: run.saved.as_ref().map(|c| c.student.clone()),
+                state_file: run.saved.as_ref().map(|c| c.state.clone()),
+                timestep: run.last.as_ref().map_or(0.0, |r| r.timestep),
+                images: run.images.unwrap_or(0),
+                notes: Vec::new(),
+            });
+            self.message(
+                Level::Info,
+                "Fine-tune cancelled before it started".into(),
+                "The backbone is unchanged".into(),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Panel
+
+const KEY_COLORS: [Color32; 11] = [
+    Color32::from_rgb(230, 25, 75),
+    Color32::from_rgb(60, 180, 75),
+    Color32::from_rgb(255, 225, 25),
+    Color32::from_rgb(67, 99, 216),
+    Color32::from_rgb(245, 130, 49),
+    Color32::from_rgb(145, 30, 180),
+    Color32::from_rgb(66, 212, 244),
+    Color32::from_rgb(240, 50, 230),
+    Color32::from_rgb(191, 239, 69),
+    Color32::from_rgb(250, 190, 212),
+    Color32::from_rgb(170, 110, 40),
+];
+
+fn lr_text(lr: f64) -> String {
+    format!("{lr:.0e}")
+}
+
+pub(super) fn train_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
+    egui::CollapsingHeader::new("Fine-tune")
+        .id_salt("fine_tune_section")
+        .default_open(false)
+        .show(ui, |ui| {
+            let running = app.is_training();
+            ui.add_enabled_ui(!running, |ui| settings_ui(app, ui));
+            ui.horizontal(|ui| {
+                if running {
+                    if ui
+                        .button("Cancel fine-tune")
+                        .on_hover_text("Stops after the current step; the last checkpoint is kept")
+                        .clicked()
+                    {
+                        app.cancel_training();
+                    }
+                } else {
+                    let ready = matches!(app.backbone, BackboneState::Ready { .. });
+                    let button = ui
+                        .add_enabled(ready, egui::Button::new("Start fine-tune"))
+                        .on_hover_text(
+                            "Trains a CleanDIFT student of the loaded backbone; clean mode switches to it when done",
+                        )
+                        .on_disabled_hover_text("Load a backbone first");
+                    if button.clicked() {
+                        let _ = app.start_training();
+                    }
+                }
+            });
+            run_ui(app, ui);
+        });
+}
+
+fn settings_ui(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
+    let default_lr = {
+        let model = match &app.backbone {
+            BackboneState::Ready { info, .. } => info.choice.model.clone(),
+            _ => app.settings.backbone_choice().model,
+        };
+        default_lr(&model)
+    };
+    let data_text = app.train_data().map_or_else(|e| e, |(_, t)| t);
+    let mut pick_folder = false;
+    let mut pick_out = false;
+    let t = &mut app.settings.train;
+    ui.label("Images");
+    ui.radio_value(
+        &mut t.source,
+        TrainSource::LoadedAndAssets,
+        "Loaded A and B + assets/",
+    );
+    ui.horizontal(|ui| {
+        ui.radio_value(&mut t.source, TrainSource::Folder, "Folder");
+        pick_folder = ui
+            .button("Choose…")
+            .on_hover_text("A folder of JPEG/PNG images, each with an optional caption .txt")
+            .clicked();
+    });
+    ui.label(RichText::new(data_text).weak().small());
+    egui::Grid::new("train_grid").num_columns(2).show(ui, |ui| {
+        ui.label("Steps");
+        ui.add(
+            egui::DragValue::new(&mut t.steps)
+                .range(1..=100_000)
+                .speed(1.0),
+        )
+        .on_hover_text("Optimizer steps (batch 1)");
+        ui.end_row();
+        ui.label("Size");
+        egui::ComboBox::from_id_salt("train_size")
+            .selected_text(format!("{} px", t.size))
+            .show_ui(ui, |ui| {
+                for s in TRAIN_SIZES {
+                    ui.selectable_value(&mut t.size, s, format!("{s} px"));
+                }
+            });
+        ui.end_row();
+        ui.label("Learning rate");
+        egui::ComboBox::from_id_salt("train_lr")
+            .selected_text(match t.lr {
+                None => format!("default ({})", lr_text(default_lr)),
+                Some(lr) => lr_text(lr),
+            })
+            .show_ui(ui, |ui| {
+                ui.selectable_value(
+                    &mut t.lr,
+                    None,
+                    format!("default ({})", lr_text(default_lr)),
+                );
+                for lr in LRS {
+                    ui.selectable_value(&mut t.lr, Some(lr), lr_text(lr));
+                }
+            });
+        ui.end_row();
+        ui.label("Trains");
+        egui::ComboBox::from_id_salt("train_trainable")
+            .selected_text(match t.trainable {
+                Trainable::All => "whole UNet",
+                Trainable::Decoder => "decoder only",
+            })
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut t.trainable, Trainable::All, "whole UNet")
+                    .on_hover_text("Every UNet parameter and the timestep (the paper's setup)");
+                ui.selectable_value(&mut t.trainable, Trainable::Decoder, "decoder only")
+                    .on_hover_text("mid and up blocks: fits sd21 on a 24 GiB CPU machine");
+            });
+        ui.end_row();
+        ui.label("Seed");
+        ui.add(egui::DragValue::new(&mut t.seed));
+        ui.end_row();
+    });
+    let out = t
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_TRAIN_OUT));
+    ui.horizontal(|ui| {
+        ui.label("Output");
+        ui.label(RichText::new(out.display().to_string()).small());
+        pick_out = ui.button("Folder…").clicked();
+    });
+    if pick_folder {
+        app.settings.train.source = TrainSource::Folder;
+        app.dialog(DialogKind::TrainFolder);
+    }
+    if pick_out {
+        app.dialog(DialogKind::TrainOut);
+    }
+}
+
+fn run_ui(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
+    let Some(run) = app.train_run.clone() else {
+        return;
+    };
+    let status = if let Some(e) = &run.error {
+        RichText::new(format!("failed: {}\nWhat to do: {}", e.message, e.hint))
+            .color(Color32::from_rgb(255, 110, 90))
+    } else if let Some(s) = &run.finished {
+        let text = if s.cancelled {
+            format!("cancelled at step {}/{}", s.step, s.total_steps)
+        } else if run.switched {
+            format!(
+                "done: {} steps, t = {:.1}; clean mode uses the new student",
+                s.step, s.timestep
+            )
+        } else {
+            format!("done: {} steps (backbone changed; not switched)", s.step)
+        };
+        RichText::new(text).color(Color32::from_rgb(110, 200, 120))
+    } else if let Some(r) = &run.last {
+        RichText::new(format!(
+            "step {}/{} · loss {:.4} · t {:.1} · {:.2} img/s · {:.0} s left",
+            r.step, r.total_steps, r.loss, r.timestep, r.images_per_sec, r.eta_secs
+        ))
+    } else {
+        RichText::new(format!(
+            "preparing ({:.0} s)…",
+            run.started.elapsed().as_secs_f32()
+        ))
+    };
+    ui.label(status.small());
+    if run.running() {
+        let frac = run
+            .last
+            .as_ref()
+            .map_or(0.0, |r| r.step as f32 / r.total_steps.max(1) as f32);
+        ui.add(egui::ProgressBar::new(frac).desired_width(240.0));
+    }
+    if let Some(c) = &run.saved {
+        ui.label(
+            RichText::new(format!(
+                "checkpoint (step {}): {}",
+                c.step,
+                c.student.display()
+            ))
+            .weak()
+            .small(),
+        );
+    }
+    if !run.loss.is_empty() {
+        ui.label(RichText::new("Loss (sum over keys)").small());
+        Plot::new("train_loss_total")
+            .height(110.0)
+            .allow_scroll(false)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .x_axis_label("step")
+            .show(ui, |p| {
+                p.line(
+                    Line::new("total", run.loss.clone()).color(Color32::from_rgb(230, 230, 230)),
+                );
+            });
+        ui.label(RichText::new("Per key (mean −cos)").small());
+        Plot::new("train_loss_keys")
+            .height(150.0)
+            .allow_scroll(false)
+            .allow_drag(false)
+            .allow_zoom(false)
+            .legend(Legend::default())
+            .x_axis_label("step")
+            .show(ui, |p| {
+                for (i, (k, pts)) in run.per_key.iter().enumerate() {
+                    p.line(
+                        Line::new(k.to_string(), pts.clone())
+                            .color(KEY_COLORS[i % KEY_COLORS.len()]),
+                    );
+                }
+            });
+    }
+    if run.switched
+        && let Some(previous) = app.backbone_info().and_then(|i| i.previous_student.clone())
+    {
+        ui.checkbox(
+            &mut app.settings.compare_previous,
+            "Compare: show the previous student as a column",
+        )
+        .on_hover_text(format!("Old vs new: clean features of {previous}"));
+    }
+}
