@@ -825,6 +825,28 @@ fn docs_screenshots() {
     h.state_mut().set_talk(true);
     wait_settled(&mut h);
     shot(&mut h, "talk.png");
+
+    // The Fine-tune panel after a short run, compare mode old vs new.
+    h.state_mut().set_talk(false);
+    h.step();
+    let out = tempfile::tempdir().expect("tempdir");
+    {
+        let s = &mut h.state_mut().settings.train;
+        s.out_dir = Some(out.path().to_path_buf());
+        s.size = 128;
+        s.steps = 40;
+    }
+    for section in ["Images", "Backbone", "Features", "Overlay"] {
+        click_label(&mut h, section);
+    }
+    click_label(&mut h, "Fine-tune");
+    click_label(&mut h, "Start fine-tune");
+    wait(&mut h, "the fine-tune", 600, |app| !app.is_training());
+    h.state_mut().settings.view = View::Compare;
+    wait(&mut h, "compare features", 120, |app| {
+        !app.busy() && app.features_current(Column::PREVIOUS)
+    });
+    shot(&mut h, "finetune.png");
 }
 
 #[test]
@@ -953,7 +975,10 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
         let sum: f64 = run.per_key.values().map(|v| v[i][1]).sum();
         assert!((p[1] - sum).abs() < 1e-3, "step {i}: {} vs {sum}", p[1]);
     }
-    assert_eq!(summary.images, 6, "A, B and the 4 images of assets/");
+    assert_eq!(
+        summary.images, 4,
+        "A, B and the 4 images of assets/ (2 of them A and B again)"
+    );
     let student_file = summary.student_file.clone().expect("student file");
     assert!(student_file.starts_with(out.path()) && student_file.is_file());
     let info = h.state().backbone_info().expect("backbone").clone();

@@ -101,7 +101,10 @@ impl CleanDiftApp {
                 match assets_dir() {
                     Some(dir) => {
                         let n = crate::train::data::list_images(&dir).map_or(0, |l| l.len());
-                        let text = format!("{loaded} loaded + {n} in {}", dir.display());
+                        let text = format!(
+                            "{loaded} loaded + {n} in {} (duplicates used once)",
+                            dir.display()
+                        );
                         data.paths.push(dir);
                         text
                     }
@@ -568,11 +571,16 @@ fn run_ui(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             });
         ui.label(RichText::new("Per key (mean −cos)").small());
         Plot::new("train_loss_keys")
-            .height(150.0)
+            .height(220.0)
             .allow_scroll(false)
             .allow_drag(false)
             .allow_zoom(false)
-            .legend(Legend::default())
+            .legend(
+                Legend::default()
+                    .position(egui_plot::Corner::RightTop)
+                    .text_style(egui::TextStyle::Small)
+                    .background_alpha(0.6),
+            )
             .x_axis_label("step")
             .show(ui, |p| {
                 for (i, (k, pts)) in run.per_key.iter().enumerate() {

@@ -194,7 +194,9 @@ impl Dataset {
         Ok(ds)
     }
 
-    /// Adds another dataset's images (same size) after this one's.
+    /// Adds another dataset's images (same size) after this one's. An image
+    /// whose pixels at this size equal one already here (the loaded pair
+    /// and the same files in a folder) is used once.
     pub fn extend(&mut self, other: Dataset) -> Result<()> {
         if other.size != self.size {
             return Err(TrainError::Invalid(format!(
@@ -202,7 +204,11 @@ impl Dataset {
                 other.size, self.size
             )));
         }
-        self.items.extend(other.items);
+        for item in other.items {
+            if !self.items.iter().any(|i| i.pixels == item.pixels) {
+                self.items.push(item);
+            }
+        }
         self.skipped.extend(other.skipped);
         self.warnings.extend(other.warnings);
         Ok(())
