@@ -827,6 +827,14 @@ impl CleanDiftApp {
 
     /// Replaces a dead worker and asks again for what was shown.
     pub fn restart_worker(&mut self) {
+        if let Some(run) = self.train_run.as_mut()
+            && run.running()
+        {
+            run.error = Some(UserError {
+                message: "the background worker stopped during the fine-tune".into(),
+                hint: "Start the fine-tune again; checkpoints already written are kept".into(),
+            });
+        }
         self.worker = spawn_worker(&self.ctx);
         self.worker_dead = None;
         self.progress.clear();
@@ -964,6 +972,14 @@ impl CleanDiftApp {
             Event::Died { message } => {
                 self.worker_dead = Some(message);
                 self.progress.clear();
+                if let Some(run) = self.train_run.as_mut()
+                    && run.running()
+                {
+                    run.error = Some(UserError {
+                        message: "the background worker stopped during the fine-tune".into(),
+                        hint: "Restart the worker, then start the fine-tune again; checkpoints already written are kept".into(),
+                    });
+                }
             }
         }
     }

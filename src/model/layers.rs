@@ -156,6 +156,9 @@ pub fn attention(
     upcast: bool,
     grad: Grad,
 ) -> Result<Tensor> {
+    if grad == Grad::Off && mask.is_none() && super::attn::fused_applies(q, k, v) {
+        return super::attn::fused_attention(q, k, v, heads);
+    }
     let (b, n, c) = q.dims3()?;
     let m = k.dim(1)?;
     let d = c / heads;

@@ -1,5 +1,6 @@
 //! The diffusion backbone in candle. Nothing here knows about UI.
 
+pub mod attn;
 pub mod config;
 pub mod conv;
 pub mod device;

@@ -284,6 +284,11 @@ multiversion! {
     fn softmax_row(row: &mut [f32]) -> () = softmax_row_body;
 }
 
+/// Softmax of one f32 row in place (the fused attention's rows).
+pub(crate) fn softmax_row_in_place(row: &mut [f32]) {
+    softmax_row(row)
+}
+
 #[inline(always)]
 fn softmax_row_body(row: &mut [f32]) {
     let mut mx = [f32::NEG_INFINITY; LANES];
