@@ -42,6 +42,13 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// The pointer (a method, so closures capture the whole `Send` value).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else {
         candle_core::bail!("fused attention: {what} must be f32");
@@ -94,7 +101,6 @@ impl CustomOp3 for FusedAttention {
         let blocks = n.div_ceil(ROWS);
         let scale = self.scale;
         (0..b * heads * blocks).into_par_iter().for_each(|task| {
-            let dst = dst;
             let bi = task / (heads * blocks);
             let h = (task / blocks) % heads;
             let r0 = (task % blocks) * ROWS;
@@ -145,7 +151,7 @@ impl CustomOp3 for FusedAttention {
                         nr,
                         d,
                         m,
-                        dst.0.add(q_off),
+                        dst.ptr().add(q_off),
                         1,
                         c as isize,
                         false,
