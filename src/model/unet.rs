@@ -259,9 +259,13 @@ impl TransformerBlock {
             .forward(&self.norm2.forward(&x, grad)?, Some(ctx), grad)?
             + &x)?;
         let h = self.ff_in.forward(&self.norm3.forward(&x, grad)?)?;
-        let half = h.dim(D::Minus1)? / 2;
-        let gated =
-            (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
+        let gated = match grad {
+            Grad::Off => super::norm::geglu(&h)?,
+            Grad::On => {
+                let half = h.dim(D::Minus1)? / 2;
+                (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?
+            }
+        };
         self.ff_out.forward(&gated)? + x
     }
 }
@@ -308,8 +312,15 @@ impl SpatialTransformer {
     fn forward(&self, x: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let n = self.norm.forward(x)?;
-        let tokens = |t: &Tensor| t.permute((0, 2, 3, 1))?.reshape((b, h * w, c));
-        let to_map = |t: &Tensor| t.reshape((b, h, w, c))?.permute((0, 3, 1, 2));
+        // Without gradients the layout changes use the tiled transpose.
+        let tokens = |t: &Tensor| match grad {
+            Grad::Off => super::norm::transpose_12(&t.reshape((b, c, h * w))?),
+            Grad::On => t.permute((0, 2, 3, 1))?.reshape((b, h * w, c)),
+        };
+        let to_map = |t: &Tensor| match grad {
+            Grad::Off => super::norm::transpose_12(t)?.reshape((b, c, h, w)),
+            Grad::On => t.reshape((b, h, w, c))?.permute((0, 3, 1, 2)),
+        };
         let t = match &self.proj_in {
             Proj::Conv(conv) => tokens(&conv.forward(&n)?)?,
             Proj::Linear(lin) => lin.forward(&tokens(&n)?)?,
