@@ -120,6 +120,7 @@ fn parse() -> anyhow::Result<Opts> {
 }
 
 fn main() -> anyhow::Result<()> {
+    cleandift::util::tune_allocator();
     let o = parse()?;
     let dev = o.device.parse::<DeviceChoice>()?.open()?;
     for preset in &o.presets {

@@ -23,6 +23,7 @@ struct Main {
 }
 
 fn main() -> std::process::ExitCode {
+    cleandift::util::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
