@@ -874,6 +874,14 @@ pub enum JobError {
     User(UserError),
 }
 
+/// A job that needs the backbone came before one was loaded.
+fn no_backbone() -> JobError {
+    JobError::User(UserError {
+        message: "no backbone is loaded".into(),
+        hint: "Load one in the Backbone panel (tiny-sd21 works offline)".into(),
+    })
+}
+
 fn internal(msg: &str) -> UserError {
     UserError {
         message: format!("internal error: {msg}"),
@@ -1309,10 +1317,7 @@ impl LaneState {
         out: &Outbox,
     ) -> Result<(), JobError> {
         let Some((bb_id, bb)) = &self.backbone else {
-            return Err(JobError::User(UserError {
-                message: "no backbone is loaded".into(),
-                hint: "Load one in the Backbone panel (tiny-sd21 works offline)".into(),
-            }));
+            return Err(no_backbone());
         };
         if *bb_id != backbone {
             return Err(JobError::User(UserError {
@@ -1401,7 +1406,7 @@ impl LaneState {
         };
         let Some((_, bb)) = self.backbone.as_mut() else {
             self.previous_student = Some(previous);
-            return Err(JobError::User(internal("no backbone is loaded")));
+            return Err(no_backbone());
         };
         let current = std::mem::replace(&mut bb.student, previous);
         settings.mode = Mode::Clean;
@@ -1424,10 +1429,7 @@ impl LaneState {
         out: &Outbox,
     ) -> Result<(), JobError> {
         let Some((bb_id, bb)) = self.backbone.as_mut() else {
-            return Err(JobError::User(UserError {
-                message: "no backbone is loaded".into(),
-                hint: "Load one in the Backbone panel (tiny-sd21 works offline)".into(),
-            }));
+            return Err(no_backbone());
         };
         if *bb_id != backbone {
             return Err(JobError::User(UserError {
