@@ -1492,7 +1492,13 @@ impl LaneState {
             None => "none (clean mode ran the base UNet)".into(),
         };
         *bb_id = id;
-        let choice = self.choice.clone().unwrap_or_default();
+        // Loading this choice again gives this backbone (the new student).
+        let mut choice = self.choice.clone().unwrap_or_default();
+        choice.student = summary
+            .student_file
+            .as_ref()
+            .map(|p| p.display().to_string());
+        self.choice = Some(choice.clone());
         let info = backbone_info(bb, choice, Some(previous));
         self.previous_student = Some(old);
         summary.notes.retain(|n| !n.is_empty());

@@ -981,6 +981,16 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     );
     let student_file = summary.student_file.clone().expect("student file");
     assert!(student_file.starts_with(out.path()) && student_file.is_file());
+    // The Backbone panel now names the new student: Reload (or the next
+    // start) loads it, and the panel does not say "(not applied)".
+    assert_eq!(
+        h.state().settings.student,
+        student_file.display().to_string()
+    );
+    assert_eq!(
+        h.state().backbone_info().map(|i| i.choice.clone()),
+        Some(h.state().settings.backbone_choice())
+    );
     let info = h.state().backbone_info().expect("backbone").clone();
     assert!(info.has_student, "{info:?}");
     assert!(info.student_t.is_some());

@@ -275,6 +275,10 @@ impl CleanDiftApp {
         {
             // The worker's backbone now carries the new student under this
             // request's id: every feature is asked for again.
+            // The Backbone panel (and the next start) loads the new student.
+            if let Some(student) = &info.choice.student {
+                self.settings.student = student.clone();
+            }
             self.backbone = BackboneState::Ready { id, info };
             self.features.clear();
             self.pca = None;
