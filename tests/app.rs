@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use cleandift::app::query::QueryPoint;
+use cleandift::app::settings::TrainSource;
 use cleandift::app::{CleanDiftApp, Column, LaunchOptions, Level, SizeChoice, View};
 use cleandift::features::MatchView;
 use cleandift::features::extract::{Mode, extract};
@@ -1090,4 +1091,40 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
         a_new.best.y
     );
     assert!((a_new.best.score - m.score).abs() < 1e-4);
+}
+
+#[test]
+fn the_fine_tune_panel_reports_a_folder_without_images() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut h = harness();
+    wait_settled(&mut h);
+    {
+        let s = &mut h.state_mut().settings.train;
+        s.source = TrainSource::Folder;
+        s.folder = Some(empty.path().to_path_buf());
+        s.out_dir = Some(out.path().to_path_buf());
+        s.size = 64;
+        s.steps = 3;
+    }
+    click_label(&mut h, "Fine-tune");
+    click_label(&mut h, "Start fine-tune");
+    wait(&mut h, "the error", 60, |app| !app.is_training());
+    let run = h.state().training().expect("run").clone();
+    let error = run.error.expect("an error");
+    assert!(
+        error.message.contains(&empty.path().display().to_string()),
+        "{error:?}"
+    );
+    assert!(error.hint.contains("JPEG or PNG"), "{error:?}");
+    assert!(messages(h.state()).contains(&error.message));
+    // Nothing changed: no student, no checkpoint, features still shown.
+    let info = h.state().backbone_info().expect("backbone").clone();
+    assert!(!info.has_student && info.previous_student.is_none());
+    assert_eq!(
+        std::fs::read_dir(out.path()).map(|d| d.count()).ok(),
+        Some(0)
+    );
+    wait_settled(&mut h);
+    assert!(h.state().features_current(Mode::Clean));
 }
