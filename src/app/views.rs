@@ -336,6 +336,11 @@ fn waiting_text(app: &CleanDiftApp, mode: impl Into<Column>) -> Option<String> {
         BackboneState::Ready { .. } => {}
     }
     if app.features_of(mode).is_none() {
+        if app.is_training() {
+            return Some(format!(
+                "{mode} features wait for the fine-tune to finish (Fine-tune panel)"
+            ));
+        }
         return Some(match app.feature_slot(mode) {
             Some(s) if s.is_pending() => format!("Extracting {mode} features…"),
             Some(s) if s.blocked.is_some() => {
@@ -366,7 +371,11 @@ fn updating_badge(app: &CleanDiftApp, ui: &egui::Ui, rect: Rect, mode: impl Into
             ui.painter(),
             p,
             Align2::RIGHT_TOP,
-            &format!("updating {mode}…"),
+            &if app.is_training() {
+                format!("{mode}: waits for the fine-tune")
+            } else {
+                format!("updating {mode}…")
+            },
             12.0 * big(app),
             Color32::from_rgb(255, 220, 120),
         );
