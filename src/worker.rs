@@ -1275,6 +1275,12 @@ impl LaneState {
         // The old backbone's memory goes first: two SD UNets may not fit.
         self.backbone = None;
         self.previous_student = None;
+        // Features of a student file that was overwritten since (a second
+        // fine-tune into the same folder) must not come back from the
+        // cache under the same name.
+        if self.cache.is_some() {
+            self.cache = Some(FeatureCache::new(CACHE_BYTES, None));
+        }
         self.prepared.clear();
         let last = Mutex::new(Instant::now() - PROGRESS_EVERY);
         let bb = Backbone::load(&spec, &|ev| {

@@ -919,32 +919,35 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     assert!(h.state().backbone_info().is_some_and(|i| !i.has_student));
 
     // The section opens and shows its controls; a long run is cancelled
-    // after its first step and leaves the backbone as it was.
+    // after its first step, by the panel's button and by the status bar's,
+    // and leaves the backbone as it was.
     click_label(&mut h, "Fine-tune");
-    click_label(&mut h, "Start fine-tune");
-    assert!(h.state().is_training());
-    wait(&mut h, "the first step", 120, |app| {
-        app.training().is_some_and(|r| !r.loss.is_empty())
-    });
-    click_label(&mut h, "Cancel fine-tune");
-    let t0 = Instant::now();
-    wait(&mut h, "the cancel", 60, |app| !app.is_training());
-    assert!(
-        t0.elapsed() < Duration::from_secs(30),
-        "cancel took {:?}",
-        t0.elapsed()
-    );
-    let run = h.state().training().expect("run").clone();
-    let summary = run.finished.expect("finished");
-    assert!(
-        summary.cancelled && summary.step >= 1 && summary.step < 100,
-        "{summary:?}"
-    );
-    let info = h.state().backbone_info().expect("backbone").clone();
-    assert!(
-        !info.has_student && info.previous_student.is_none(),
-        "{info:?}"
-    );
+    for cancel in ["Cancel fine-tune", "Cancel"] {
+        click_label(&mut h, "Start fine-tune");
+        assert!(h.state().is_training());
+        wait(&mut h, "the first step", 120, |app| {
+            app.training().is_some_and(|r| !r.loss.is_empty())
+        });
+        click_label(&mut h, cancel);
+        let t0 = Instant::now();
+        wait(&mut h, "the cancel", 60, |app| !app.is_training());
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{cancel}: took {:?}",
+            t0.elapsed()
+        );
+        let run = h.state().training().expect("run").clone();
+        let summary = run.finished.expect("finished");
+        assert!(
+            summary.cancelled && summary.step >= 1 && summary.step < 100,
+            "{cancel}: {summary:?}"
+        );
+        let info = h.state().backbone_info().expect("backbone").clone();
+        assert!(
+            !info.has_student && info.previous_student.is_none(),
+            "{info:?}"
+        );
+    }
 
     // A short run: the loss curves fill step by step, then clean mode
     // switches to the new student.
@@ -984,6 +987,7 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     assert!(student_file.starts_with(out.path()) && student_file.is_file());
     // The Backbone panel now names the new student: Reload (or the next
     // start) loads it, and the panel does not say "(not applied)".
+    assert!(student_file.is_absolute(), "{}", student_file.display());
     assert_eq!(
         h.state().settings.student,
         student_file.display().to_string()

@@ -404,6 +404,8 @@ struct ImageInfo {
 
 #[derive(Serialize)]
 struct ModeResult {
+    /// The column: "clean", "noisy", "naive" or "clean (previous student)".
+    column: String,
     /// What ran, e.g. "clean (CleanDIFT student, t=261)".
     features: String,
     t: f64,
@@ -441,6 +443,7 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         if let Some(a) = app.answer(m, q) {
             let f = app.features_of(m).cloned();
             results.push(ModeResult {
+                column: m.to_string(),
                 features: f.as_ref().map(|f| f.label.clone()).unwrap_or_default(),
                 t: f.as_ref().map_or(0.0, |f| f.t_used),
                 answer: (*a).clone(),

@@ -765,7 +765,17 @@ impl CleanDiftApp {
             };
             return;
         }
-        // Everything in flight belongs to the old backbone.
+        // Everything in flight belongs to the old backbone: a fine-tune
+        // too (its student could not be switched in any more, and the load
+        // would wait behind it).
+        if self.is_training() {
+            self.cancel_training();
+            self.message(
+                Level::Info,
+                "Cancelling the fine-tune to load another backbone".into(),
+                "Its last checkpoint is kept".into(),
+            );
+        }
         for slot in self.features.values_mut() {
             if let Some((id, _)) = slot.pending.take() {
                 self.worker.cancel(id);
@@ -787,6 +797,7 @@ impl CleanDiftApp {
     /// Cancels every job in flight; nothing is requested again by itself
     /// until a setting changes.
     pub fn cancel_all(&mut self) {
+        self.cancel_training();
         let ids: Vec<RequestId> = self.progress.keys().copied().collect();
         let mut cancelled = Vec::new();
         for (k, slot) in self.features.iter_mut() {
@@ -827,14 +838,7 @@ impl CleanDiftApp {
 
     /// Replaces a dead worker and asks again for what was shown.
     pub fn restart_worker(&mut self) {
-        if let Some(run) = self.train_run.as_mut()
-            && run.running()
-        {
-            run.error = Some(UserError {
-                message: "the background worker stopped during the fine-tune".into(),
-                hint: "Start the fine-tune again; checkpoints already written are kept".into(),
-            });
-        }
+        self.fail_running_training();
         self.worker = spawn_worker(&self.ctx);
         self.worker_dead = None;
         self.progress.clear();
@@ -864,6 +868,7 @@ impl CleanDiftApp {
         }
         if !self.worker.is_alive() && self.worker_dead.is_none() {
             self.worker_dead = Some("the background worker stopped".into());
+            self.fail_running_training();
         }
         while let Ok(d) = self.dialogs.1.try_recv() {
             self.handle_dialog(d);
@@ -883,7 +888,7 @@ impl CleanDiftApp {
 
     fn handle_event(&mut self, ev: Event) {
         if let Some(id) = ev.id()
-            && !matches!(ev, Event::Progress { .. })
+            && !matches!(ev, Event::Progress { .. } | Event::Training { .. })
         {
             self.progress.remove(&id);
         }
@@ -972,14 +977,7 @@ impl CleanDiftApp {
             Event::Died { message } => {
                 self.worker_dead = Some(message);
                 self.progress.clear();
-                if let Some(run) = self.train_run.as_mut()
-                    && run.running()
-                {
-                    run.error = Some(UserError {
-                        message: "the background worker stopped during the fine-tune".into(),
-                        hint: "Restart the worker, then start the fine-tune again; checkpoints already written are kept".into(),
-                    });
-                }
+                self.fail_running_training();
             }
         }
     }

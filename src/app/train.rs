@@ -170,7 +170,10 @@ impl CleanDiftApp {
         let backbone = *backbone;
         let (data, text) = self.train_data()?;
         let t = self.settings.train.clone();
-        let out_dir = self.train_out_dir();
+        // Absolute, so the student path the Backbone panel remembers works
+        // from any folder the app starts in next time.
+        let out_dir = std::path::absolute(self.train_out_dir())
+            .map_err(|e| format!("output folder {}: {e}", self.train_out_dir().display()))?;
         let mut config = TrainConfig::new(t.steps, &out_dir);
         config.lr = self.train_lr();
         config.trainable = t.trainable;
@@ -221,8 +224,24 @@ impl CleanDiftApp {
         }
     }
 
+    /// `id` is the running fine-tune's (ids restart with a new worker, so
+    /// a finished run's id may be reused).
     pub(super) fn is_train_id(&self, id: RequestId) -> bool {
-        self.train_run.as_ref().is_some_and(|r| r.id == id)
+        self.train_run
+            .as_ref()
+            .is_some_and(|r| r.id == id && r.running())
+    }
+
+    /// Marks a running fine-tune failed because the worker stopped.
+    pub(super) fn fail_running_training(&mut self) {
+        if let Some(run) = self.train_run.as_mut()
+            && run.running()
+        {
+            run.error = Some(UserError {
+                message: "the background worker stopped during the fine-tune".into(),
+                hint: "Restart the worker, then start the fine-tune again; checkpoints already written are kept".into(),
+            });
+        }
     }
 
     pub(super) fn on_training(&mut self, id: RequestId, event: TrainEvent) {
