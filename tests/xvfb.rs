@@ -237,18 +237,40 @@ struct Run {
 /// Runs the binary under Xvfb with `args` and `env` until `done` holds for
 /// a screenshot and the log (or 120 s pass), then checks the window's size
 /// and that it is not blank. `None` when the tools are missing.
+///
+/// An app that exits before its window appears is started once more on a
+/// fresh Xvfb (a server that was not ready to take clients makes winit
+/// give up); a second early exit fails the test with both logs.
 fn run_binary(
     args: &[&str],
     env: &[(&str, &str)],
     shot_name: &str,
     done: impl Fn(f64, &str) -> bool,
 ) -> Option<Run> {
+    match run_binary_once(args, env, shot_name, &done) {
+        Ok(run) => run,
+        Err(first) => {
+            eprintln!("the app exited before opening a window; once more:\n{first}");
+            match run_binary_once(args, env, shot_name, &done) {
+                Ok(run) => run,
+                Err(second) => panic!("{second}\n(first attempt: {first})"),
+            }
+        }
+    }
+}
+
+fn run_binary_once(
+    args: &[&str],
+    env: &[(&str, &str)],
+    shot_name: &str,
+    done: &impl Fn(f64, &str) -> bool,
+) -> Result<Option<Run>, String> {
     for tool in ["Xvfb", "xwd", "xwininfo"] {
         if !have(tool) {
             eprintln!(
                 "SKIPPED: `{tool}` is not installed (Debian: apt-get install xvfb x11-apps x11-utils); .ci/run installs it"
             );
-            return None;
+            return Ok(None);
         }
     }
     let (_xvfb, display) = start_xvfb();
@@ -285,10 +307,10 @@ fn run_binary(
             break w;
         }
         if let Ok(Some(status)) = app.0.try_wait() {
-            panic!(
+            return Err(format!(
                 "the app exited ({status}) before opening a window; log:\n{}",
                 read_log()
-            );
+            ));
         }
         assert!(
             t0.elapsed() < Duration::from_secs(60),
@@ -343,7 +365,7 @@ fn run_binary(
     );
     let log = read_log();
     assert!(!log.contains("panicked"), "log:\n{log}");
-    Some(Run { shot, heat, log })
+    Ok(Some(Run { shot, heat, log }))
 }
 
 const TINY: [&str; 6] = [
