@@ -119,8 +119,9 @@ fn frames(h: &mut Harness<'static, CleanDiftApp>, n: usize, hover: bool) -> (Sta
     (stats(logic), stats(full))
 }
 
-/// Random feature maps with SD 2.1's shapes at 768 px, for 512x512 images.
-fn sd21_features() -> PairFeatures {
+/// Random feature maps with SD 2.1's shapes at 768 px, for square images of
+/// `side` pixels.
+fn sd21_features(image_side: u32) -> PairFeatures {
     let mut rng = StdRng::seed_from_u64(7);
     let mut maps = [BTreeMap::new(), BTreeMap::new()];
     for m in &mut maps {
@@ -137,7 +138,7 @@ fn sd21_features() -> PairFeatures {
             m.insert(k, FeatureMap::new(c, side, side, data).expect("map"));
         }
     }
-    let g = Geometry::new(512, 512, 768, 768, Fit::Stretch);
+    let g = Geometry::new(image_side, image_side, 768, 768, Fit::Stretch);
     let hash = [0u8; 32];
     PairFeatures::prepare(
         Mode::Clean,
@@ -239,8 +240,37 @@ fn main() {
     println!("|---|---|---|---|---|---|");
 
     // Queries on SD 2.1-shaped maps (the real model's cost of a click).
+    // One point query on us6 maps of two 768² images, the similarity
+    // upsampled to 768×768: the best match alone (k=1) and the app's
+    // default (top 5); both include the mutual-NN check.
+    {
+        let f = sd21_features(768);
+        for k in [1, 5] {
+            let opts = QueryOptions {
+                k,
+                ..QueryOptions::default()
+            };
+            let mut v = Vec::new();
+            for i in 0..40 {
+                let q = QueryPoint {
+                    side: Side::A,
+                    x: 20.5 + (i * 11 % 700) as f32,
+                    y: 30.5 + (i * 17 % 700) as f32,
+                };
+                let t = Instant::now();
+                let a = query::answer(&f, FeatureKey::Us6, q, &opts).expect("answer");
+                v.push(t.elapsed());
+                std::hint::black_box(a);
+            }
+            row(
+                &format!("point query, SD2.1 us6 (768² images, k={k}, mutual)"),
+                &stats(v),
+                "≤ 5",
+            );
+        }
+    }
     let t0 = Instant::now();
-    let f = sd21_features();
+    let f = sd21_features(512);
     eprintln!("prepared SD 2.1-shaped features in {:?}", t0.elapsed());
     let opts = QueryOptions::default();
     for layer in [

@@ -270,9 +270,28 @@ impl SimilarityMap {
             return Err(MatchError::ZeroK);
         }
         check_non_negative("minimum separation", min_separation)?;
-        let (w, h) = (self.w, self.h);
         let r2 = min_separation * min_separation;
         let reach = min_separation.ceil() as usize;
+        // Pixels one pick removes (itself included).
+        let side = 2 * reach + 1;
+        let disc = (0..side * side)
+            .filter(|i| {
+                let (dx, dy) = ((i % side).abs_diff(reach), (i / side).abs_diff(reach));
+                ((dx * dx + dy * dy) as f32) < r2
+            })
+            .count()
+            .max(1);
+        let candidates = k.saturating_mul(disc + 1);
+        if candidates.saturating_mul(4) < self.data.len() {
+            Ok(self.top_k_among_best(k, candidates, r2))
+        } else {
+            Ok(self.top_k_scan(k, r2, reach))
+        }
+    }
+
+    /// [`Self::top_k`] by repeated scans of the whole map (small maps).
+    fn top_k_scan(&self, k: usize, r2: f32, reach: usize) -> Vec<Match> {
+        let (w, h) = (self.w, self.h);
         let mut taken = vec![false; self.data.len()];
         let mut out = Vec::with_capacity(k);
         while out.len() < k {
@@ -291,7 +310,78 @@ impl SimilarityMap {
                 }
             }
         }
-        Ok(out)
+        out
+    }
+
+    /// [`Self::top_k`] in one pass: the greedy picks all lie among the
+    /// `candidates` best pixels (by score, then smallest index; NaN left
+    /// out), since after j picks at most j·disc pixels are removed and the
+    /// next pick ranks at most j·disc + j + 1 ≤ k·(disc + 1). The greedy then
+    /// runs over those alone, with the same order and the same distance test
+    /// as [`Self::top_k_scan`], so the answers are identical.
+    fn top_k_among_best(&self, k: usize, candidates: usize, r2: f32) -> Vec<Match> {
+        use std::cmp::{Ordering, Reverse};
+        use std::collections::BinaryHeap;
+
+        /// Greater = higher score, or equal score (-0 = +0) and smaller index.
+        #[derive(Clone, Copy)]
+        struct Key(f32, usize);
+        impl Ord for Key {
+            fn cmp(&self, o: &Self) -> Ordering {
+                self.0
+                    .partial_cmp(&o.0)
+                    .unwrap_or(Ordering::Equal)
+                    .then(o.1.cmp(&self.1))
+            }
+        }
+        impl PartialOrd for Key {
+            fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+                Some(self.cmp(o))
+            }
+        }
+        impl PartialEq for Key {
+            fn eq(&self, o: &Self) -> bool {
+                self.cmp(o) == Ordering::Equal
+            }
+        }
+        impl Eq for Key {}
+
+        // A min-heap of the best `candidates` pixels seen so far.
+        let mut heap: BinaryHeap<Reverse<Key>> = BinaryHeap::with_capacity(candidates + 1);
+        for (i, &v) in self.data.iter().enumerate() {
+            if v.is_nan() {
+                continue;
+            }
+            let key = Key(v, i);
+            if heap.len() < candidates {
+                heap.push(Reverse(key));
+            } else if let Some(mut min) = heap.peek_mut()
+                && key > min.0
+            {
+                *min = Reverse(key);
+            }
+        }
+        let mut best: Vec<Key> = heap.into_iter().map(|r| r.0).collect();
+        best.sort_unstable_by(|a, b| b.cmp(a));
+        let w = self.w;
+        let mut out: Vec<Match> = Vec::with_capacity(k);
+        let mut picked: Vec<(usize, usize)> = Vec::with_capacity(k);
+        for Key(v, i) in best {
+            let (x, y) = (i % w, i / w);
+            let removed = picked.iter().any(|&(px, py)| {
+                let (dx, dy) = (x.abs_diff(px) as f32, y.abs_diff(py) as f32);
+                dx * dx + dy * dy < r2
+            });
+            if removed {
+                continue;
+            }
+            out.push(pixel_match(i, w, v));
+            picked.push((x, y));
+            if out.len() == k {
+                break;
+            }
+        }
+        out
     }
 
     /// Sub-pixel position around the best match: the softmax-weighted mean
@@ -1025,5 +1115,52 @@ mod tests {
             FeatureMap::new(1, 1, 2, vec![0.0, f32::NAN]),
             Err(MatchError::NonFinite { index: 1, .. })
         ));
+    }
+
+    /// The one-pass top-k equals the repeated-scan one: random maps, a map
+    /// of few distinct values (ties everywhere), NaN holes, separations from
+    /// 0 to several pixels.
+    #[test]
+    fn top_k_one_pass_equals_the_scans() {
+        let mut state = 12345u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as f32 / (1u64 << 31) as f32
+        };
+        for (w, h, levels, nan) in [(97, 83, 0, false), (120, 64, 3, false), (80, 80, 0, true)] {
+            let data: Vec<f32> = (0..w * h)
+                .map(|_| {
+                    let v = next();
+                    if nan && v < 0.05 {
+                        f32::NAN
+                    } else if levels > 0 {
+                        (v * levels as f32).floor() / levels as f32
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let sim = SimilarityMap { w, h, data };
+            for (k, sep) in [(1, 0.0f32), (5, 0.0), (5, 1.0), (5, 3.5), (12, 6.0), (3, 2.0)] {
+                let r2 = sep * sep;
+                let reach = sep.ceil() as usize;
+                let scan = sim.top_k_scan(k, r2, reach);
+                let side = 2 * reach + 1;
+                let disc = (0..side * side)
+                    .filter(|i| {
+                        let (dx, dy) = ((i % side).abs_diff(reach), (i / side).abs_diff(reach));
+                        ((dx * dx + dy * dy) as f32) < r2
+                    })
+                    .count()
+                    .max(1);
+                let one = sim.top_k_among_best(k, k * (disc + 1), r2);
+                assert_eq!(scan.len(), one.len(), "{w}x{h} k{k} sep{sep}");
+                for (a, b) in scan.iter().zip(&one) {
+                    assert_eq!((a.x, a.y), (b.x, b.y), "{w}x{h} k{k} sep{sep}");
+                    assert_eq!(a.score.to_bits(), b.score.to_bits());
+                }
+                assert_eq!(sim.top_k(k, sep).expect("top_k").len(), scan.len());
+            }
+        }
     }
 }
