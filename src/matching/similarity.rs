@@ -1124,7 +1124,9 @@ mod tests {
     fn top_k_one_pass_equals_the_scans() {
         let mut state = 12345u64;
         let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 33) as f32 / (1u64 << 31) as f32
         };
         for (w, h, levels, nan) in [(97, 83, 0, false), (120, 64, 3, false), (80, 80, 0, true)] {
@@ -1141,7 +1143,14 @@ mod tests {
                 })
                 .collect();
             let sim = SimilarityMap { w, h, data };
-            for (k, sep) in [(1, 0.0f32), (5, 0.0), (5, 1.0), (5, 3.5), (12, 6.0), (3, 2.0)] {
+            for (k, sep) in [
+                (1, 0.0f32),
+                (5, 0.0),
+                (5, 1.0),
+                (5, 3.5),
+                (12, 6.0),
+                (3, 2.0),
+            ] {
                 let r2 = sep * sep;
                 let reach = sep.ceil() as usize;
                 let scan = sim.top_k_scan(k, r2, reach);
