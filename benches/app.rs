@@ -235,6 +235,29 @@ fn real_binary_reports() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// Times 40 committed queries in A at points spread over `span` pixels.
+fn time_queries(
+    f: &PairFeatures,
+    layer: FeatureKey,
+    opts: &QueryOptions,
+    span: usize,
+) -> Vec<Duration> {
+    (0..40)
+        .map(|i| {
+            let q = QueryPoint {
+                side: Side::A,
+                x: 20.5 + (i * 11 % span) as f32,
+                y: 30.5 + (i * 17 % span) as f32,
+            };
+            let t = Instant::now();
+            let a = query::answer(f, layer, q, opts).expect("answer");
+            let dt = t.elapsed();
+            std::hint::black_box(a);
+            dt
+        })
+        .collect()
+}
+
 fn main() {
     println!("| what | frames | median ms | p95 ms | max ms | target |");
     println!("|---|---|---|---|---|---|");
@@ -250,18 +273,7 @@ fn main() {
                 k,
                 ..QueryOptions::default()
             };
-            let mut v = Vec::new();
-            for i in 0..40 {
-                let q = QueryPoint {
-                    side: Side::A,
-                    x: 20.5 + (i * 11 % 700) as f32,
-                    y: 30.5 + (i * 17 % 700) as f32,
-                };
-                let t = Instant::now();
-                let a = query::answer(&f, FeatureKey::Us6, q, &opts).expect("answer");
-                v.push(t.elapsed());
-                std::hint::black_box(a);
-            }
+            let v = time_queries(&f, FeatureKey::Us6, &opts, 700);
             row(
                 &format!("point query, SD2.1 us6 (768² images, k={k}, mutual)"),
                 &stats(v),
@@ -279,18 +291,7 @@ fn main() {
         FeatureKey::Us9,
         FeatureKey::Us10,
     ] {
-        let mut v = Vec::new();
-        for i in 0..40 {
-            let q = QueryPoint {
-                side: Side::A,
-                x: 20.5 + (i * 11 % 470) as f32,
-                y: 30.5 + (i * 17 % 450) as f32,
-            };
-            let t = Instant::now();
-            let a = query::answer(&f, layer, q, &opts).expect("answer");
-            v.push(t.elapsed());
-            std::hint::black_box(a);
-        }
+        let v = time_queries(&f, layer, &opts, 450);
         row(
             &format!("click → answer, SD2.1 {layer} (512² images, k=5, mutual)"),
             &stats(v),

@@ -906,11 +906,7 @@ impl CleanDiftApp {
                         format!("Loaded {} on {}", info.description, info.device),
                         String::new(),
                     );
-                    self.backbone = BackboneState::Ready { id, info };
-                    self.features.clear();
-                    self.pca = None;
-                    self.answers.clear();
-                    self.strip = None;
+                    self.set_backbone_ready(id, info);
                 }
             }
             Event::ImageLoaded {
@@ -980,6 +976,16 @@ impl CleanDiftApp {
                 self.fail_running_training();
             }
         }
+    }
+
+    /// The backbone `id` is ready (loaded, or given a new student): every
+    /// feature and everything derived from them is asked for again.
+    fn set_backbone_ready(&mut self, id: RequestId, info: Arc<BackboneInfo>) {
+        self.backbone = BackboneState::Ready { id, info };
+        self.features.clear();
+        self.pca = None;
+        self.answers.clear();
+        self.strip = None;
     }
 
     fn job_of(&self, id: RequestId) -> Job {

@@ -41,7 +41,6 @@ pub struct TrainRun {
     pub total_steps: usize,
     /// Images in the dataset (after `Started`).
     pub images: Option<usize>,
-    pub keys: Vec<FeatureKey>,
     /// (step, total loss).
     pub loss: Vec<[f64; 2]>,
     /// (step, loss) per aligned key.
@@ -61,16 +60,24 @@ impl TrainRun {
     }
 }
 
-/// The sample folder shipped with the project: `./assets` when run from a
-/// checkout, else the one beside the sources this binary was built from.
-pub fn assets_dir() -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from("assets"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| crate::train::data::list_images(p).is_ok_and(|l| !l.is_empty()))
+/// The sample folder shipped with the project and its image count:
+/// `./assets` when run from a checkout, else the one beside the sources this
+/// binary was built from. Looked up once (the panel shows it every frame).
+pub fn assets_dir() -> Option<(PathBuf, usize)> {
+    static ASSETS: std::sync::OnceLock<Option<(PathBuf, usize)>> = std::sync::OnceLock::new();
+    ASSETS
+        .get_or_init(|| {
+            [
+                PathBuf::from("assets"),
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("assets"),
+            ]
+            .into_iter()
+            .find_map(|p| {
+                let n = crate::train::data::list_images(&p).map_or(0, |l| l.len());
+                (n > 0).then_some((p, n))
+            })
+        })
+        .clone()
 }
 
 impl CleanDiftApp {
@@ -99,8 +106,7 @@ impl CleanDiftApp {
                 }
                 let loaded = data.images.len();
                 match assets_dir() {
-                    Some(dir) => {
-                        let n = crate::train::data::list_images(&dir).map_or(0, |l| l.len());
+                    Some((dir, n)) => {
                         let text = format!(
                             "{loaded} loaded + {n} in {} (duplicates used once)",
                             dir.display()
@@ -136,11 +142,18 @@ impl CleanDiftApp {
 
     /// The learning rate a run would use.
     pub fn train_lr(&self) -> f64 {
-        let model = match &self.backbone {
-            BackboneState::Ready { info, .. } => info.choice.model.clone(),
-            _ => self.settings.backbone_choice().model,
-        };
-        self.settings.train.lr.unwrap_or_else(|| default_lr(&model))
+        self.settings
+            .train
+            .lr
+            .unwrap_or_else(|| self.default_train_lr())
+    }
+
+    /// The model's default learning rate (tiny presets learn faster).
+    fn default_train_lr(&self) -> f64 {
+        match &self.backbone {
+            BackboneState::Ready { info, .. } => default_lr(&info.choice.model),
+            _ => default_lr(&self.settings.backbone_choice().model),
+        }
     }
 
     /// Starts a fine-tune with the panel's settings. Errors are also shown
@@ -202,7 +215,6 @@ impl CleanDiftApp {
             data: text,
             total_steps: t.steps,
             images: None,
-            keys: Vec::new(),
             loss: Vec::new(),
             per_key: BTreeMap::new(),
             last: None,
@@ -252,12 +264,10 @@ impl CleanDiftApp {
             TrainEvent::Started {
                 total_steps,
                 images,
-                keys,
                 ..
             } => {
                 run.total_steps = total_steps;
                 run.images = Some(images);
-                run.keys = keys;
             }
             TrainEvent::Step(r) => {
                 let x = r.step as f64;
@@ -298,11 +308,7 @@ impl CleanDiftApp {
             if let Some(student) = &info.choice.student {
                 self.settings.student = student.clone();
             }
-            self.backbone = BackboneState::Ready { id, info };
-            self.features.clear();
-            self.pca = None;
-            self.answers.clear();
-            self.strip = None;
+            self.set_backbone_ready(id, info);
             switched = true;
         }
         if let Some(run) = self.train_run.as_mut() {
@@ -435,13 +441,7 @@ pub(super) fn train_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
 }
 
 fn settings_ui(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
-    let default_lr = {
-        let model = match &app.backbone {
-            BackboneState::Ready { info, .. } => info.choice.model.clone(),
-            _ => app.settings.backbone_choice().model,
-        };
-        default_lr(&model)
-    };
+    let default_lr = app.default_train_lr();
     let data_text = app.train_data().map_or_else(|e| e, |(_, t)| t);
     let mut pick_folder = false;
     let mut pick_out = false;

@@ -272,16 +272,7 @@ impl SimilarityMap {
         check_non_negative("minimum separation", min_separation)?;
         let r2 = min_separation * min_separation;
         let reach = min_separation.ceil() as usize;
-        // Pixels one pick removes (itself included).
-        let side = 2 * reach + 1;
-        let disc = (0..side * side)
-            .filter(|i| {
-                let (dx, dy) = ((i % side).abs_diff(reach), (i / side).abs_diff(reach));
-                ((dx * dx + dy * dy) as f32) < r2
-            })
-            .count()
-            .max(1);
-        let candidates = k.saturating_mul(disc + 1);
+        let candidates = k.saturating_mul(removed_per_pick(reach, r2) + 1);
         if candidates.saturating_mul(4) < self.data.len() {
             Ok(self.top_k_among_best(k, candidates, r2))
         } else {
@@ -440,6 +431,19 @@ fn argmax(data: &[f32], keep: impl Fn(usize) -> bool) -> Option<usize> {
         }
     }
     best.map(|(i, _)| i)
+}
+
+/// Pixels one top-k pick removes (itself included): the offsets within
+/// `reach` closer than √`r2`, at least 1.
+fn removed_per_pick(reach: usize, r2: f32) -> usize {
+    let side = 2 * reach + 1;
+    (0..side * side)
+        .filter(|i| {
+            let (dx, dy) = ((i % side).abs_diff(reach), (i / side).abs_diff(reach));
+            ((dx * dx + dy * dy) as f32) < r2
+        })
+        .count()
+        .max(1)
 }
 
 fn pixel_match(index: usize, w: usize, score: f32) -> Match {
@@ -1154,14 +1158,7 @@ mod tests {
                 let r2 = sep * sep;
                 let reach = sep.ceil() as usize;
                 let scan = sim.top_k_scan(k, r2, reach);
-                let side = 2 * reach + 1;
-                let disc = (0..side * side)
-                    .filter(|i| {
-                        let (dx, dy) = ((i % side).abs_diff(reach), (i / side).abs_diff(reach));
-                        ((dx * dx + dy * dy) as f32) < r2
-                    })
-                    .count()
-                    .max(1);
+                let disc = removed_per_pick(reach, r2);
                 let one = sim.top_k_among_best(k, k * (disc + 1), r2);
                 assert_eq!(scan.len(), one.len(), "{w}x{h} k{k} sep{sep}");
                 for (a, b) in scan.iter().zip(&one) {
