@@ -66,3 +66,11 @@ mod tests {
         assert!(write_atomic(&missing, b"x").is_err());
     }
 }
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A process-wide unique number for data that the renderer uploads: a new
+/// number means new data.
+pub fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
