@@ -10,6 +10,7 @@ use crate::matching::MatchError;
 use crate::model::{ModelError, is_cuda_error};
 use crate::train::TrainError;
 
+/// An error for a person: what went wrong and what to do about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserError {
     pub message: String,

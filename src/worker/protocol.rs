@@ -410,8 +410,6 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-/// An error for a person: what went wrong and what to do about it.
-
 /// What the worker tells the UI.
 #[derive(Debug, Clone)]
 pub enum Event {
