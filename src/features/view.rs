@@ -132,3 +132,32 @@ impl ViewMapping {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_mapping_round_trips_at_any_scale() {
+        let g = Geometry::new(640, 480, 768, 768, Fit::Letterbox);
+        let map = FeatureMap::new(1, 8, 8, vec![1.0; 64]).expect("map");
+        let view = MatchView::new(&map, g).expect("view");
+        assert_eq!(view.mapping(), ViewMapping::unscaled(g));
+        let thumb = ViewMapping {
+            geometry: g,
+            scale: (0.25, 0.25),
+        };
+        for (x, y) in [(0.5, 0.5), (320.0, 240.0), (639.0, 10.0)] {
+            let (vx, vy) = view.to_view(x, y);
+            let (tx, ty) = thumb.to_view(x, y);
+            assert!((tx - vx * 0.25).abs() < 1e-3 && (ty - vy * 0.25).abs() < 1e-3);
+            for (bx, by) in [view.to_orig(vx, vy), thumb.to_orig(tx, ty)] {
+                assert!((bx - x).abs() < 1e-2 && (by - y).abs() < 1e-2, "{x},{y}");
+            }
+        }
+        // Letterboxed 640x480 in 768x768: bands above and below.
+        let [u0, v0, u1, v1] = view.mapping().content_uv();
+        assert_eq!((u0, u1), (0.0, 1.0));
+        assert!((v0 - 0.125).abs() < 1e-6 && (v1 - 0.875).abs() < 1e-6);
+    }
+}

@@ -166,4 +166,52 @@ mod tests {
         let e = backbone_error(&ModelError::Download("cannot download x".into()));
         assert!(e.hint.contains("tiny-sd21") && e.hint.contains("Local folder"));
     }
+
+    #[test]
+    fn device_and_model_errors_are_told_apart_by_variant() {
+        let cpu = "Choose device cpu (or auto)";
+        assert_eq!(backbone_error(&ModelError::CudaUnavailable).hint, cpu);
+        let bad = "cuda:x".parse::<crate::model::device::DeviceChoice>();
+        let Err(bad) = bad else {
+            panic!("cuda:x parsed");
+        };
+        assert!(matches!(bad, ModelError::BadDevice(_)), "{bad}");
+        assert_eq!(
+            bad.to_string(),
+            "unknown device \"cuda:x\"; use auto, cpu, cuda or cuda:N"
+        );
+        let unknown = ModelError::UnknownModel {
+            model: "nope".into(),
+        };
+        let e = backbone_error(&unknown);
+        assert!(
+            e.message.contains("sd21") && e.message.contains("nope"),
+            "{e}"
+        );
+        assert!(e.hint.contains("hub repo id"), "{e}");
+        let cuda = ModelError::Candle(candle_core::Error::NotCompiledWithCudaSupport);
+        assert_eq!(backbone_error(&cuda).hint, cpu);
+    }
+
+    #[test]
+    fn out_of_memory_is_classified_where_the_error_is_made() {
+        let oom = || candle_core::Error::Msg("CUDA_ERROR_OUT_OF_MEMORY: out of memory".into());
+        assert!(matches!(
+            ModelError::from(oom()),
+            ModelError::OutOfMemory(_)
+        ));
+        let e = ExtractError::from(oom());
+        assert!(matches!(e, ExtractError::OutOfMemory(_)));
+        let JobError::User(u) = JobError::from(e) else {
+            panic!("not a user error");
+        };
+        assert_eq!(u.hint, OUT_OF_MEMORY_HINT);
+        let other = ExtractError::from(candle_core::Error::Msg("shape mismatch".into()));
+        assert!(matches!(other, ExtractError::Candle(_)));
+        let JobError::User(u) = JobError::from(other) else {
+            panic!("not a user error");
+        };
+        assert_eq!(u.message, "feature extraction failed: shape mismatch");
+        assert!(u.hint.is_empty());
+    }
 }
