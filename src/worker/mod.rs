@@ -29,7 +29,7 @@
 //!
 //! Files: [`protocol`] (requests, events, progress, job kinds), [`errors`]
 //! (user-facing errors and their hints), [`handle`] (threads, lanes,
-//! coalescing) and [`jobs`] (the job bodies). The prepared features
+//! coalescing) and `jobs` (the job bodies). The prepared features
 //! ([`PairFeatures`], [`Side`]) and the view geometry ([`ViewMapping`]) live
 //! in [`crate::features`]; they are re-exported here.
 //!
