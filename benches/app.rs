@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cleandift::app::query::{self, QueryOptions, QueryPoint};
 use cleandift::app::{CleanDiftApp, LaunchOptions, SizeChoice, View};
-use cleandift::features::extract::{ExtractSettings, Mode};
+use cleandift::features::extract::{ExtractSettings, Extracted, Mode};
 use cleandift::features::preprocess::{Fit, Geometry};
 use cleandift::matching::FeatureMap;
 use cleandift::model::FeatureKey;
@@ -140,13 +140,20 @@ fn sd21_features(image_side: u32) -> PairFeatures {
     }
     let g = Geometry::new(image_side, image_side, 768, 768, Fit::Stretch);
     let hash = [0u8; 32];
+    let [a, b] = maps.map(|maps| Extracted {
+        maps,
+        geometry: g,
+        label: "bench".into(),
+        t_used: 261.0,
+        naive_clean: false,
+    });
+    let settings = ExtractSettings {
+        mode: Mode::Clean,
+        ..ExtractSettings::default()
+    };
     PairFeatures::prepare(
-        Mode::Clean,
-        ExtractSettings::default(),
-        "bench".into(),
-        261.0,
-        false,
-        [(&hash, g, &maps[0]), (&hash, g, &maps[1])],
+        settings,
+        [(&hash, &a), (&hash, &b)],
         cleandift::app::THUMB_SIDE,
         None,
         &mut |_, _| {},

@@ -8,11 +8,11 @@ use clap::Args;
 use super::engine::FeatureArgs;
 use super::progress::Bar;
 use crate::eval::{
-    Dataset, EvalOptions, FeatureSource, SpairDataset, SpairOptions, WarpConfig, WarpDataset,
-    evaluate,
+    Dataset, EvalOptions, FeatureSource, SourceError, SpairDataset, SpairOptions, WarpConfig,
+    WarpDataset, evaluate,
 };
 use crate::features::cache::FeatureCache;
-use crate::features::extract::ExtractSettings;
+use crate::features::extract::{ExtractError, ExtractSettings};
 use crate::features::preprocess::{Geometry, LoadedImage};
 use crate::matching::FeatureMap;
 use crate::model::weights::Backbone;
@@ -57,7 +57,11 @@ struct Diffusion<'a> {
 }
 
 impl Diffusion<'_> {
-    fn run(&mut self, img: &LoadedImage, prompt: String) -> anyhow::Result<(FeatureMap, Geometry)> {
+    fn run(
+        &mut self,
+        img: &LoadedImage,
+        prompt: String,
+    ) -> Result<(FeatureMap, Geometry), ExtractError> {
         let mut s = self.settings.clone();
         s.prompt = prompt;
         let e = self
@@ -69,18 +73,18 @@ impl Diffusion<'_> {
 }
 
 impl FeatureSource for Diffusion<'_> {
-    fn features(&mut self, img: &LoadedImage) -> anyhow::Result<(FeatureMap, Geometry)> {
+    fn features(&mut self, img: &LoadedImage) -> Result<(FeatureMap, Geometry), SourceError> {
         let p = self.settings.prompt.replace("{category}", "object");
-        self.run(img, p)
+        Ok(self.run(img, p)?)
     }
 
     fn features_in_category(
         &mut self,
         img: &LoadedImage,
         category: &str,
-    ) -> anyhow::Result<(FeatureMap, Geometry)> {
+    ) -> Result<(FeatureMap, Geometry), SourceError> {
         let p = self.settings.prompt.replace("{category}", category);
-        self.run(img, p)
+        Ok(self.run(img, p)?)
     }
 
     fn describe(&self) -> String {

@@ -28,9 +28,11 @@
 //! not fit their image abort the run; so does cancellation. A run in which
 //! no pair could be evaluated is an error.
 
+mod error;
 mod spair;
 mod warp;
 
+pub use error::{DatasetError, EvalError, SourceError};
 pub use spair::{SpairDataset, SpairOptions, SpairPair, Split};
 pub use warp::{
     Homography, IMAGE_EXTENSIONS, OUTSIDE_GREY, WarpConfig, WarpDataset, WarpKind, WarpSpec,
@@ -44,7 +46,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::Context;
 use serde::Serialize;
 
 use crate::features::MatchView;
@@ -57,7 +58,7 @@ use crate::matching::{DEFAULT_ALPHAS, FeatureMap, PairKeypoints, PckAccumulator,
 pub trait FeatureSource {
     /// The feature map of `img` and how it covers the image
     /// (`geometry.orig_w/orig_h` must be the image's size).
-    fn features(&mut self, img: &LoadedImage) -> anyhow::Result<(FeatureMap, Geometry)>;
+    fn features(&mut self, img: &LoadedImage) -> Result<(FeatureMap, Geometry), SourceError>;
 
     /// The features of `img` as a picture of `category` (DIFT's SPair
     /// evaluation prompts "a photo of a {category}"). Defaults to
@@ -66,7 +67,7 @@ pub trait FeatureSource {
         &mut self,
         img: &LoadedImage,
         category: &str,
-    ) -> anyhow::Result<(FeatureMap, Geometry)> {
+    ) -> Result<(FeatureMap, Geometry), SourceError> {
         let _ = category;
         self.features(img)
     }
@@ -91,11 +92,11 @@ pub trait Dataset {
 
     /// Pair `i` with its images loaded. File errors are returned (the
     /// evaluation skips the pair and records the reason).
-    fn pair(&self, i: usize) -> anyhow::Result<Pair>;
+    fn pair(&self, i: usize) -> Result<Pair, DatasetError>;
 
     /// The category of pair `i` without loading images (the default loads
     /// the pair; datasets should override it).
-    fn category(&self, i: usize) -> anyhow::Result<String> {
+    fn category(&self, i: usize) -> Result<String, DatasetError> {
         Ok(self.pair(i)?.category)
     }
 
@@ -212,48 +213,6 @@ pub struct EvalReport {
     pub wall_time_s: f64,
 }
 
-/// Why [`evaluate`] stopped without a report (inside the `anyhow::Error`;
-/// downcast to match on it).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum EvalError {
-    /// The cancel flag was set.
-    #[error("evaluation cancelled after {done} of {total} pairs")]
-    Cancelled {
-        /// Pairs finished.
-        done: usize,
-        /// Pairs selected.
-        total: usize,
-    },
-    /// Category names that match no pair.
-    #[error("unknown categor{} {} in {dataset}; it has: {}", if .unknown.len() == 1 { "y" } else { "ies" }, .unknown.join(", "), .available.join(", "))]
-    UnknownCategories {
-        /// The dataset's name.
-        dataset: String,
-        /// Names asked for but absent.
-        unknown: Vec<String>,
-        /// Categories present.
-        available: Vec<String>,
-    },
-    /// Nothing to evaluate.
-    #[error("{dataset} has no pairs to evaluate")]
-    NoPairs {
-        /// The dataset's name.
-        dataset: String,
-    },
-    /// Every selected pair was skipped.
-    #[error(
-        "none of the {selected} selected pairs of {dataset} could be evaluated (first: {first})"
-    )]
-    NoUsablePairs {
-        /// The dataset's name.
-        dataset: String,
-        /// Pairs selected.
-        selected: usize,
-        /// The first skip, `name: reason`.
-        first: String,
-    },
-}
-
 /// Runs the evaluation: selects pairs (categories, limit), matches every
 /// source keypoint into the target, and accumulates PCK. `progress(done,
 /// total)` is called once before the first pair and after every pair.
@@ -262,13 +221,13 @@ pub fn evaluate(
     src: &mut dyn FeatureSource,
     opts: &EvalOptions,
     progress: &mut dyn FnMut(usize, usize),
-) -> anyhow::Result<EvalReport> {
+) -> Result<EvalReport, EvalError> {
     let start = Instant::now();
-    let mut acc = PckAccumulator::new(&opts.alphas).context("invalid PCK alphas")?;
+    let mut acc = PckAccumulator::new(&opts.alphas).map_err(EvalError::Alphas)?;
     let dataset = ds.name();
     let (selected, mut skipped) = select_pairs(ds, opts, &dataset)?;
     if selected.is_empty() {
-        return Err(EvalError::NoPairs { dataset }.into());
+        return Err(EvalError::NoPairs { dataset });
     }
     let total = selected.len();
     let mut cache = FeatureCache::new(opts.cache_bytes);
@@ -279,7 +238,7 @@ pub fn evaluate(
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
-            return Err(EvalError::Cancelled { done, total }.into());
+            return Err(EvalError::Cancelled { done, total });
         }
         let skip = |reason: String| SkippedPair {
             index: i,
@@ -287,7 +246,7 @@ pub fn evaluate(
             reason,
         };
         match ds.pair(i) {
-            Err(e) => skipped.push(skip(format!("{e:#}"))),
+            Err(e) => skipped.push(skip(e.to_string())),
             Ok(pair) => match check_pair(&pair) {
                 Err(reason) => skipped.push(skip(reason)),
                 Ok(()) => {
@@ -311,8 +270,7 @@ pub fn evaluate(
             dataset,
             selected: total,
             first,
-        }
-        .into());
+        });
     }
     Ok(EvalReport {
         dataset,
@@ -340,7 +298,7 @@ fn select_pairs(
     ds: &dyn Dataset,
     opts: &EvalOptions,
     dataset: &str,
-) -> anyhow::Result<(Vec<usize>, Vec<SkippedPair>)> {
+) -> Result<(Vec<usize>, Vec<SkippedPair>), EvalError> {
     let limit = opts.max_pairs.unwrap_or(usize::MAX);
     let Some(wanted) = &opts.categories else {
         return Ok(((0..ds.len().min(limit)).collect(), Vec::new()));
@@ -359,7 +317,7 @@ fn select_pairs(
             Err(e) => skipped.push(SkippedPair {
                 index: i,
                 name: ds.pair_name(i),
-                reason: format!("{e:#}"),
+                reason: e.to_string(),
             }),
         }
     }
@@ -373,8 +331,7 @@ fn select_pairs(
             dataset: dataset.to_string(),
             unknown,
             available: seen.into_iter().collect(),
-        }
-        .into());
+        });
     }
     Ok((selected, skipped))
 }
@@ -413,7 +370,7 @@ fn check_pair(p: &Pair) -> Result<(), String> {
 
 /// Predicted target keypoints (original target pixels) for every source
 /// keypoint; errors only for feature maps that do not fit each other.
-fn match_pair(p: &Pair, s: &MatchView, t: &MatchView) -> anyhow::Result<PairKeypoints> {
+fn match_pair(p: &Pair, s: &MatchView, t: &MatchView) -> Result<PairKeypoints, EvalError> {
     let (sw, sh) = s.target.image_size();
     let mut vecs = Vec::with_capacity(p.src_kps.len());
     for &[x, y] in &p.src_kps {
@@ -421,18 +378,21 @@ fn match_pair(p: &Pair, s: &MatchView, t: &MatchView) -> anyhow::Result<PairKeyp
         let y = y.clamp(0.0, f64::from(p.src.height)) as f32;
         let (vx, vy) = s.to_view(x, y);
         let (vx, vy) = (vx.clamp(0.0, sw as f32), vy.clamp(0.0, sh as f32));
-        vecs.push(
-            s.target
-                .sample(vx, vy)
-                .with_context(|| format!("pair {}: sampling the source", p.name))?,
-        );
+        vecs.push(s.target.sample(vx, vy).map_err(|cause| EvalError::Match {
+            what: format!("pair {}: sampling the source", p.name),
+            cause,
+        })?);
     }
-    let matches = t.target.best_matches(&vecs).with_context(|| {
-        format!(
-            "pair {}: matching {} into {}",
-            p.name, p.src.source, p.trg.source
-        )
-    })?;
+    let matches = t
+        .target
+        .best_matches(&vecs)
+        .map_err(|cause| EvalError::Match {
+            what: format!(
+                "pair {}: matching {} into {}",
+                p.name, p.src.source, p.trg.source
+            ),
+            cause,
+        })?;
     let (tw, th) = (p.trg.width as f32, p.trg.height as f32);
     let pred = matches
         .iter()
@@ -487,7 +447,7 @@ impl FeatureCache {
         src: &mut dyn FeatureSource,
         img: &LoadedImage,
         category: &str,
-    ) -> anyhow::Result<Rc<MatchView>> {
+    ) -> Result<Rc<MatchView>, EvalError> {
         self.tick += 1;
         let key = (img.hash, category.to_string());
         if let Some(e) = self.entries.get_mut(&key) {
@@ -496,9 +456,12 @@ impl FeatureCache {
             return Ok(e.view.clone());
         }
         self.misses += 1;
-        let (map, geometry) = src
-            .features_in_category(img, category)
-            .with_context(|| format!("extracting features of {}", img.source))?;
+        let (map, geometry) =
+            src.features_in_category(img, category)
+                .map_err(|cause| EvalError::Features {
+                    image: img.source.clone(),
+                    cause,
+                })?;
         let view = Rc::new(prepare(map, geometry, img)?);
         let bytes = view_bytes(&view);
         self.used += bytes;
@@ -527,25 +490,23 @@ impl FeatureCache {
 }
 
 /// Checks that a map fits its image and prepares it for matching.
-fn prepare(map: FeatureMap, geometry: Geometry, img: &LoadedImage) -> anyhow::Result<MatchView> {
+fn prepare(map: FeatureMap, geometry: Geometry, img: &LoadedImage) -> Result<MatchView, EvalError> {
     if (geometry.orig_w, geometry.orig_h) != (img.width, img.height) {
-        anyhow::bail!(
+        return Err(EvalError::BadGeometry(format!(
             "the feature source describes {} as {}x{} pixels, but it is {}x{}",
-            img.source,
-            geometry.orig_w,
-            geometry.orig_h,
-            img.width,
-            img.height
-        );
+            img.source, geometry.orig_w, geometry.orig_h, img.width, img.height
+        )));
     }
     if geometry.fit == Fit::Letterbox && (geometry.model_w == 0 || geometry.model_h == 0) {
-        anyhow::bail!(
+        return Err(EvalError::BadGeometry(format!(
             "the feature source gives {} an empty model size",
             img.source
-        );
+        )));
     }
-    MatchView::new(&map, geometry)
-        .with_context(|| format!("preparing the feature map of {}", img.source))
+    MatchView::new(&map, geometry).map_err(|cause| EvalError::Match {
+        what: format!("preparing the feature map of {}", img.source),
+        cause,
+    })
 }
 
 /// Rough memory of a prepared map: the map, the per-pixel norms and taps,

@@ -19,7 +19,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use anyhow::{Context, bail};
+use super::error::{Context, DatasetError, invalid};
 use serde::{Deserialize, Serialize};
 
 use super::{Dataset, Pair};
@@ -56,7 +56,7 @@ impl fmt::Display for Split {
 }
 
 impl FromStr for Split {
-    type Err = anyhow::Error;
+    type Err = DatasetError;
 
     /// `test`, `trn` (or `train`), `val` (or `validation`), any case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -64,7 +64,7 @@ impl FromStr for Split {
             "test" => Ok(Split::Test),
             "trn" | "train" => Ok(Split::Trn),
             "val" | "validation" => Ok(Split::Val),
-            other => bail!("unknown SPair-71k split '{other}' (expected test, trn or val)"),
+            other => invalid!("unknown SPair-71k split '{other}' (expected test, trn or val)"),
         }
     }
 }
@@ -129,16 +129,16 @@ impl SpairDataset {
     /// `PairAnnotation`). Errors name what is missing or which file is
     /// malformed. Without a category filter only the first `max_pairs`
     /// files are parsed.
-    pub fn open(root: &Path, options: SpairOptions) -> anyhow::Result<Self> {
+    pub fn open(root: &Path, options: SpairOptions) -> Result<Self, DatasetError> {
         if !root.is_dir() {
-            bail!(
+            invalid!(
                 "SPair-71k folder {} does not exist or is not a folder (expected JPEGImages/ and PairAnnotation/ inside)",
                 root.display()
             );
         }
         let images = root.join("JPEGImages");
         if !images.is_dir() {
-            bail!(
+            invalid!(
                 "{} is not a SPair-71k folder: {} is missing",
                 root.display(),
                 images.display()
@@ -146,7 +146,7 @@ impl SpairDataset {
         }
         let ann_dir = root.join("PairAnnotation").join(options.split.dir_name());
         if !ann_dir.is_dir() {
-            bail!(
+            invalid!(
                 "{} is not a SPair-71k folder: the pair annotations of split '{}' ({}) are missing",
                 root.display(),
                 options.split,
@@ -169,7 +169,7 @@ impl SpairDataset {
         }
         files.sort();
         if files.is_empty() {
-            bail!(
+            invalid!(
                 "no pair annotations found: {} holds no .json files",
                 ann_dir.display()
             );
@@ -198,7 +198,7 @@ impl SpairDataset {
         if let Some(w) = &wanted {
             let unknown: Vec<&str> = w.iter().copied().filter(|c| !seen.contains(*c)).collect();
             if !unknown.is_empty() {
-                bail!(
+                invalid!(
                     "unknown SPair-71k categor{} {} in split '{}'; it has: {}",
                     if unknown.len() == 1 { "y" } else { "ies" },
                     unknown.join(", "),
@@ -208,7 +208,7 @@ impl SpairDataset {
             }
         }
         if pairs.is_empty() {
-            bail!("no SPair-71k pairs selected in {}", ann_dir.display());
+            invalid!("no SPair-71k pairs selected in {}", ann_dir.display());
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -238,7 +238,7 @@ impl SpairDataset {
         self.root.join("JPEGImages").join(category).join(imname)
     }
 
-    fn get(&self, i: usize) -> anyhow::Result<&SpairPair> {
+    fn get(&self, i: usize) -> Result<&SpairPair, DatasetError> {
         self.pairs
             .get(i)
             .with_context(|| format!("pair index {i} out of range ({} pairs)", self.pairs.len()))
@@ -246,7 +246,7 @@ impl SpairDataset {
 }
 
 /// Parses one annotation file; every error names it.
-fn parse_pair(path: &Path) -> anyhow::Result<SpairPair> {
+fn parse_pair(path: &Path) -> Result<SpairPair, DatasetError> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read pair annotation {}", path.display()))?;
     let raw: RawPair = serde_json::from_str(&text)
@@ -256,7 +256,7 @@ fn parse_pair(path: &Path) -> anyhow::Result<SpairPair> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if raw.src_kps.len() != raw.trg_kps.len() {
-        bail!(
+        invalid!(
             "malformed pair annotation {}: {} source but {} target keypoints",
             path.display(),
             raw.src_kps.len(),
@@ -271,14 +271,14 @@ fn parse_pair(path: &Path) -> anyhow::Result<SpairPair> {
         .chain(&raw.trg_bndbox)
         .all(|v| v.is_finite());
     if !finite {
-        bail!(
+        invalid!(
             "malformed pair annotation {}: a non-finite coordinate",
             path.display()
         );
     }
     for name in [&raw.src_imname, &raw.trg_imname, &raw.category] {
         if name.is_empty() || name.contains(['/', '\\']) || name == ".." {
-            bail!(
+            invalid!(
                 "malformed pair annotation {}: '{name}' is not a plain file or category name",
                 path.display()
             );
@@ -316,11 +316,11 @@ impl Dataset for SpairDataset {
             .map_or_else(|| format!("#{i}"), |p| p.file.clone())
     }
 
-    fn category(&self, i: usize) -> anyhow::Result<String> {
+    fn category(&self, i: usize) -> Result<String, DatasetError> {
         Ok(self.get(i)?.category.clone())
     }
 
-    fn pair(&self, i: usize) -> anyhow::Result<Pair> {
+    fn pair(&self, i: usize) -> Result<Pair, DatasetError> {
         let p = self.get(i)?;
         let load = |imname: &str| {
             let path = self.image_path(&p.category, imname);

@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{Context, bail};
+use super::error::{Context, DatasetError, invalid};
 use image::{Rgb, RgbImage};
 use nalgebra::{Matrix3, SMatrix, SVector};
 use rand::rngs::StdRng;
@@ -183,23 +183,23 @@ impl Default for WarpConfig {
 }
 
 impl WarpConfig {
-    fn check(&self) -> anyhow::Result<()> {
+    fn check(&self) -> Result<(), DatasetError> {
         let range_ok = |(a, b): (f64, f64)| a.is_finite() && b.is_finite() && 0.0 < a && a <= b;
         let frac_ok = |v: f64| v.is_finite() && v >= 0.0;
         if self.warps_per_image == 0 {
-            bail!("warps per image must be at least 1");
+            invalid!("warps per image must be at least 1");
         }
         if self.points_per_pair == 0 {
-            bail!("points per pair must be at least 1");
+            invalid!("points per pair must be at least 1");
         }
         if !range_ok(self.scale_range) {
-            bail!(
+            invalid!(
                 "invalid warp scale range {:?} (need 0 < min <= max)",
                 self.scale_range
             );
         }
         if !range_ok(self.canvas_scale_range) {
-            bail!(
+            invalid!(
                 "invalid canvas scale range {:?} (need 0 < min <= max)",
                 self.canvas_scale_range
             );
@@ -211,12 +211,12 @@ impl WarpConfig {
             && (0.0..0.5).contains(&self.margin)
             && (0.0..=1.0).contains(&self.homography_probability))
         {
-            bail!(
+            invalid!(
                 "invalid warp configuration {self:?}: amounts must be finite and >= 0, margin < 0.5, probability in [0, 1]"
             );
         }
         if self.max_side == Some(0) {
-            bail!("max side must be at least 1 pixel");
+            invalid!("max side must be at least 1 pixel");
         }
         Ok(())
     }
@@ -258,7 +258,7 @@ impl WarpDataset {
     /// header can be read; those that cannot are left out and listed in
     /// [`Self::unreadable`]. Errors when the folder cannot be read, holds no
     /// images, or none is readable.
-    pub fn open(dir: &Path, config: WarpConfig) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path, config: WarpConfig) -> Result<Self, DatasetError> {
         config.check()?;
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read image folder {}", dir.display()))?;
@@ -277,7 +277,7 @@ impl WarpDataset {
         }
         files.sort();
         if files.is_empty() {
-            bail!(
+            invalid!(
                 "no images ({}) in {}",
                 IMAGE_EXTENSIONS.join(", "),
                 dir.display()
@@ -304,7 +304,7 @@ impl WarpDataset {
         }
         if images.is_empty() {
             let (file, why) = &unreadable[0];
-            bail!(
+            invalid!(
                 "none of the {} image(s) in {} could be read (first: {file}: {why})",
                 unreadable.len(),
                 dir.display()
@@ -343,7 +343,7 @@ impl WarpDataset {
 
     /// The source image of pair `i`, decoded (and downscaled) once per run
     /// of `K` pairs.
-    fn source(&self, image: usize) -> anyhow::Result<LoadedImage> {
+    fn source(&self, image: usize) -> Result<LoadedImage, DatasetError> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((j, img)) = last.as_ref()
             && *j == image
@@ -408,16 +408,16 @@ impl Dataset for WarpDataset {
         format!("{}#{}", self.stem(i / k), i % k)
     }
 
-    fn category(&self, i: usize) -> anyhow::Result<String> {
+    fn category(&self, i: usize) -> Result<String, DatasetError> {
         if i >= self.len() {
-            bail!("pair index {i} out of range ({} pairs)", self.len());
+            invalid!("pair index {i} out of range ({} pairs)", self.len());
         }
         Ok(self.stem(i / self.config.warps_per_image))
     }
 
-    fn pair(&self, i: usize) -> anyhow::Result<Pair> {
+    fn pair(&self, i: usize) -> Result<Pair, DatasetError> {
         if i >= self.len() {
-            bail!("pair index {i} out of range ({} pairs)", self.len());
+            invalid!("pair index {i} out of range ({} pairs)", self.len());
         }
         let k = self.config.warps_per_image;
         let (image, warp) = (i / k, i % k);
@@ -450,10 +450,10 @@ pub fn draw_warp(
     src_w: u32,
     src_h: u32,
     rng: &mut impl Rng,
-) -> anyhow::Result<WarpSpec> {
+) -> Result<WarpSpec, DatasetError> {
     config.check()?;
     if src_w == 0 || src_h == 0 {
-        bail!("cannot warp an empty {src_w}x{src_h} image");
+        invalid!("cannot warp an empty {src_w}x{src_h} image");
     }
     let need = config.points_per_pair.div_ceil(2).max(1);
     let mut best: Option<WarpSpec> = None;
@@ -469,9 +469,9 @@ pub fn draw_warp(
         }
     }
     best.ok_or_else(|| {
-        anyhow::anyhow!(
+        DatasetError::Invalid(format!(
             "no warp of the {src_w}x{src_h} image kept a keypoint inside the target in 50 tries"
-        )
+        ))
     })
 }
 

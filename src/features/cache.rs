@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{ExtractError, ExtractSettings, Extracted, Mode, Stage, extract};
 use super::preprocess::{Geometry, LoadedImage, resolve_size};
-use crate::matching::FeatureMap;
-use crate::model::FeatureKey;
+use crate::matching::{FeatureMap, MatchError};
 use crate::model::weights::Backbone;
+use crate::model::{FeatureKey, ModelError};
 
 /// The parts of a request that decide its features. Values that do not
 /// matter for a mode are normalised away (clean ignores t and ensemble).
@@ -176,12 +176,47 @@ impl FeatureCache {
     }
 }
 
+/// Why a feature file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a feature file ({why})", path.display())]
+    Format { path: PathBuf, why: String },
+    #[error(transparent)]
+    Key(#[from] ModelError),
+    #[error(transparent)]
+    Map(#[from] MatchError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl CacheError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+        move |source| CacheError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn format(path: &Path) -> impl FnOnce(String) -> CacheError + '_ {
+        move |why| CacheError::Format {
+            path: path.to_path_buf(),
+            why,
+        }
+    }
+}
+
 /// Writes extracted maps as one safetensors file, atomically.
 pub fn save_extracted(
     path: &Path,
     e: &Extracted,
     extra: &BTreeMap<String, String>,
-) -> anyhow::Result<()> {
+) -> Result<(), CacheError> {
     let mut tensors = HashMap::new();
     for (k, m) in &e.maps {
         tensors.insert(
@@ -197,32 +232,36 @@ pub fn save_extracted(
     };
     let mut metadata: HashMap<String, String> =
         extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    metadata.insert("cleandift".into(), serde_json::to_string(&meta)?);
+    let meta = serde_json::to_string(&meta).map_err(|e| CacheError::format(path)(e.to_string()))?;
+    metadata.insert("cleandift".into(), meta);
     let views: Vec<(String, Tensor)> = tensors.into_iter().collect();
-    let bytes = safetensors::serialize(views.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))?;
-    crate::util::write_atomic(path, &bytes)?;
+    let bytes = safetensors::serialize(views.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))
+        .map_err(|e| CacheError::format(path)(e.to_string()))?;
+    crate::util::write_atomic(path, &bytes).map_err(CacheError::io(path))?;
     Ok(())
 }
 
-fn write_disk(dir: &Path, key: &str, e: &Extracted) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
+fn write_disk(dir: &Path, key: &str, e: &Extracted) -> Result<(), CacheError> {
+    std::fs::create_dir_all(dir).map_err(CacheError::io(dir))?;
     save_extracted(&dir.join(format!("{key}.safetensors")), e, &BTreeMap::new())
 }
 
 /// Reads a file written by [`save_extracted`]; `Ok(None)` when absent.
-pub fn read_disk(path: &Path) -> anyhow::Result<Option<Extracted>> {
+pub fn read_disk(path: &Path) -> Result<Option<Extracted>, CacheError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(CacheError::io(path)(e)),
     };
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| CacheError::format(path)(e.to_string()))?;
     let meta_json = header
         .metadata()
         .as_ref()
         .and_then(|m| m.get("cleandift"))
-        .ok_or_else(|| anyhow::anyhow!("{} has no cleandift metadata", path.display()))?;
-    let meta: Meta = serde_json::from_str(meta_json)?;
+        .ok_or_else(|| CacheError::format(path)("no cleandift metadata".into()))?;
+    let meta: Meta =
+        serde_json::from_str(meta_json).map_err(|e| CacheError::format(path)(e.to_string()))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
     let mut maps = BTreeMap::new();
     for (name, t) in tensors {

@@ -70,8 +70,22 @@ pub enum ExtractError {
     Cancelled,
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The device ran out of memory (classified once, here, by
+    /// [`crate::model::is_out_of_memory`]).
     #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    OutOfMemory(candle_core::Error),
+    #[error(transparent)]
+    Candle(candle_core::Error),
+}
+
+impl From<candle_core::Error> for ExtractError {
+    fn from(e: candle_core::Error) -> Self {
+        if crate::model::is_out_of_memory(&e) {
+            ExtractError::OutOfMemory(e)
+        } else {
+            ExtractError::Candle(e)
+        }
+    }
 }
 
 /// Everything that decides the features of an image.

@@ -465,7 +465,7 @@ impl ModelConfig {
                 Family::Sd15 => "sd15",
                 Family::Sd21 => "sd21",
             })
-            .ok_or_else(|| ModelError::Other("missing built-in preset".into()))?,
+            .ok_or_else(|| ModelError::Internal("missing built-in preset".into()))?,
         };
         let vae = match read_json(&dir.join("vae").join("config.json"))? {
             Some(v) => VaeConfig::from_diffusers_json(&v)?,

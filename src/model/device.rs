@@ -26,9 +26,7 @@ impl FromStr for DeviceChoice {
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
-                _ => Err(ModelError::Other(format!(
-                    "unknown device {s:?}; use auto, cpu, cuda or cuda:N"
-                ))),
+                _ => Err(ModelError::BadDevice(s.to_string())),
             },
         }
     }
@@ -59,13 +57,9 @@ impl DeviceChoice {
             }
             DeviceChoice::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
-                    return Err(ModelError::Other(
-                        "CUDA is not available in this build: rebuild with `--features cuda` (needs the CUDA toolkit), or use --device cpu"
-                            .into(),
-                    ));
+                    return Err(ModelError::CudaUnavailable);
                 }
-                Device::new_cuda(n)
-                    .map_err(|e| ModelError::Other(format!("cannot open cuda:{n}: {e}")))
+                Device::new_cuda(n).map_err(|source| ModelError::DeviceOpen { index: n, source })
             }
         }
     }
@@ -77,9 +71,7 @@ pub fn parse_dtype(s: &str) -> Result<DType, ModelError> {
         "f32" | "float32" => Ok(DType::F32),
         "f16" | "float16" | "half" => Ok(DType::F16),
         "bf16" | "bfloat16" => Ok(DType::BF16),
-        other => Err(ModelError::Other(format!(
-            "unknown dtype {other:?}; use f32, f16 or bf16"
-        ))),
+        other => Err(ModelError::BadDtype(other.to_string())),
     }
 }
 

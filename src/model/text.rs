@@ -535,7 +535,7 @@ impl PromptEncoder {
     /// prompts not yet cached are encoded in one batch.
     pub fn embed_batch(&self, prompts: &[String]) -> Result<Tensor, ModelError> {
         if prompts.is_empty() {
-            return Err(ModelError::Other(
+            return Err(ModelError::InvalidInput(
                 "embed_batch needs at least one prompt".into(),
             ));
         }
@@ -569,7 +569,9 @@ impl PromptEncoder {
                     .or_else(|| cache.get(p))
                     .cloned()
                     .ok_or_else(|| {
-                        ModelError::Other(format!("prompt {p:?} vanished from the embedding cache"))
+                        ModelError::Internal(format!(
+                            "prompt {p:?} vanished from the embedding cache"
+                        ))
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -585,9 +587,9 @@ impl PromptEncoder {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Tensor>>, ModelError> {
-        self.cache.lock().map_err(|_| {
-            ModelError::Other("the prompt-embedding cache was poisoned by a panic".into())
-        })
+        self.cache
+            .lock()
+            .map_err(|_| ModelError::Poisoned("prompt-embedding cache"))
     }
 }
 

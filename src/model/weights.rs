@@ -152,9 +152,9 @@ impl BackboneSpec {
             return Ok((src, Some(cfg)));
         }
         if path.exists() {
-            return Err(ModelError::Other(format!(
-                "--model {m}: is a file; give the diffusers folder that holds unet/, vae/, text_encoder/ and tokenizer/"
-            )));
+            return Err(ModelError::ModelIsFile {
+                model: m.to_string(),
+            });
         }
         if m.contains('/')
             && !m.starts_with('.')
@@ -163,10 +163,9 @@ impl BackboneSpec {
         {
             return Ok((ModelSource::Repo(m.to_string()), None));
         }
-        Err(ModelError::Other(format!(
-            "--model {m:?} is neither a preset ({}), an existing folder, nor a repo id (owner/name)",
-            super::config::PRESETS.join(", ")
-        )))
+        Err(ModelError::UnknownModel {
+            model: m.to_string(),
+        })
     }
 
     /// The student to load, if any.
@@ -240,7 +239,7 @@ impl Backbone {
         match &source {
             ModelSource::Seeded { seed, .. } => {
                 let cfg = preset
-                    .ok_or_else(|| ModelError::Other("seeded weights need a preset".into()))?;
+                    .ok_or_else(|| ModelError::Internal("seeded weights need a preset".into()))?;
                 let vb = |part: &str| {
                     VarBuilder::from_backend(
                         Box::new(SeededBackend::new(*seed, part)),
@@ -586,7 +585,7 @@ pub fn build_strict<T>(
     let state = tracker
         .state
         .lock()
-        .map_err(|_| ModelError::Other("weight tracker poisoned".into()))?;
+        .map_err(|_| ModelError::Poisoned("weight tracker"))?;
     let mut unexpected: Vec<&String> = tracker
         .tensors
         .keys()
@@ -807,7 +806,7 @@ fn count_seeded(
     ))?;
     let n =
         *c.0.lock()
-            .map_err(|_| ModelError::Other("counter poisoned".into()))?;
+            .map_err(|_| ModelError::Poisoned("parameter counter"))?;
     Ok(n)
 }
 
