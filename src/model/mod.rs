@@ -1,11 +1,9 @@
 //! The diffusion backbone in candle. Nothing here knows about UI.
 
-pub mod attn;
 pub mod config;
-pub mod conv;
 pub mod device;
+pub mod kernels;
 pub mod layers;
-pub mod norm;
 pub mod schedule;
 pub mod text;
 pub mod unet;

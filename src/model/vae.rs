@@ -6,9 +6,9 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::VaeConfig;
-use super::conv::Conv2d;
-use super::layers::{Grad, GroupNorm, attention, conv2d, linear};
-use super::unet::Resnet;
+use super::kernels::Conv2d;
+use super::layers::{Conv2dConfig, Grad, GroupNorm, attention, conv1x1, conv2d, conv3x3, linear};
+use super::unet::{Resnet, ResnetConfig};
 
 /// Key prefixes of a diffusers VAE file that the encoder does not use.
 pub const UNUSED_PREFIXES: [&str; 2] = ["decoder.", "post_quant_conv."];
@@ -76,7 +76,14 @@ impl VaeEncoder {
         let enc = vb.pp("encoder");
         let boc = &cfg.block_out_channels;
         let (g, eps) = (cfg.norm_num_groups, 1e-6);
-        let conv_in = conv2d(enc.pp("conv_in"), cfg.in_channels, boc[0], 3, 1, 1)?;
+        // The encoder's resnets have no time embedding.
+        let resnet = |out_channels| ResnetConfig {
+            out_channels,
+            temb_channels: None,
+            groups: g,
+            eps,
+        };
+        let conv_in = conv3x3(enc.pp("conv_in"), cfg.in_channels, boc[0])?;
         let mut blocks = Vec::new();
         let mut out_ch = boc[0];
         for (i, &ch) in boc.iter().enumerate() {
@@ -88,21 +95,22 @@ impl VaeEncoder {
                     Resnet::new(
                         vbb.pp(format!("resnets.{j}")),
                         if j == 0 { in_ch } else { out_ch },
-                        out_ch,
-                        None,
-                        g,
-                        eps,
+                        resnet(out_ch),
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
             let down = if i + 1 < boc.len() {
+                // Unpadded here: `encode` pads (0, 1, 0, 1) itself.
+                let cfg = Conv2dConfig {
+                    stride: 2,
+                    padding: 0,
+                };
                 Some(conv2d(
                     vbb.pp("downsamplers.0.conv"),
                     out_ch,
                     out_ch,
                     3,
-                    2,
-                    0,
+                    cfg,
                 )?)
             } else {
                 None
@@ -113,7 +121,7 @@ impl VaeEncoder {
         let vbm = enc.pp("mid_block");
         let va = vbm.pp("attentions.0");
         let mid = (
-            Resnet::new(vbm.pp("resnets.0"), top, top, None, g, eps)?,
+            Resnet::new(vbm.pp("resnets.0"), top, resnet(top))?,
             MidAttention {
                 group_norm: GroupNorm::new(va.pp("group_norm"), g, top, eps)?,
                 to_q: linear(va.pp("to_q"), top, top, true)?,
@@ -121,7 +129,7 @@ impl VaeEncoder {
                 to_v: linear(va.pp("to_v"), top, top, true)?,
                 to_out: linear(va.pp("to_out.0"), top, top, true)?,
             },
-            Resnet::new(vbm.pp("resnets.1"), top, top, None, g, eps)?,
+            Resnet::new(vbm.pp("resnets.1"), top, resnet(top))?,
         );
         let l2 = 2 * cfg.latent_channels;
         Ok(VaeEncoder {
@@ -130,8 +138,8 @@ impl VaeEncoder {
             blocks,
             mid,
             conv_norm_out: GroupNorm::new(enc.pp("conv_norm_out"), g, top, eps)?,
-            conv_out: conv2d(enc.pp("conv_out"), top, l2, 3, 1, 1)?,
-            quant_conv: conv2d(vb.pp("quant_conv"), l2, l2, 1, 1, 0)?,
+            conv_out: conv3x3(enc.pp("conv_out"), top, l2)?,
+            quant_conv: conv1x1(vb.pp("quant_conv"), l2, l2)?,
         })
     }
 
