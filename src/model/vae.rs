@@ -8,7 +8,7 @@ use candle_nn::{Linear, VarBuilder};
 use super::config::VaeConfig;
 use super::kernels::Conv2d;
 use super::layers::{Conv2dConfig, Grad, GroupNorm, attention, conv1x1, conv2d, conv3x3, linear};
-use super::unet::{Resnet, ResnetConfig};
+use super::resnet::{Resnet, ResnetConfig};
 
 /// Key prefixes of a diffusers VAE file that the encoder does not use.
 pub const UNUSED_PREFIXES: [&str; 2] = ["decoder.", "post_quant_conv."];
