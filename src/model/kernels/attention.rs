@@ -67,6 +67,8 @@ impl CustomOp3 for FusedAttention {
         if n == 0 || m == 0 || d == 0 {
             return Ok((CpuStorage::F32(out), Shape::from((b, n, c))));
         }
+        // Every task writes its own (rows × head columns) block of the
+        // output; no two blocks overlap, and `out` outlives the parallel loop.
         let dst = SharedOut::new(&mut out);
         let blocks = n.div_ceil(ROWS);
         let scale = self.scale;
