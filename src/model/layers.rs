@@ -8,8 +8,9 @@
 use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
-use super::conv::Conv2d;
-use super::norm::{group_norm, softmax_last_dim_in_place};
+use super::kernels::{
+    Conv2d, fused_applies, fused_attention, group_norm, softmax_last_dim_in_place,
+};
 
 /// Whether a forward pass must be differentiable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,24 +38,54 @@ pub fn linear(vb: VarBuilder, inp: usize, out: usize, bias: bool) -> Result<Line
     Ok(Linear::new(w, b))
 }
 
-/// A 2-D convolution with bias (the fast CPU kernel of [`super::conv`] for
-/// f32, candle's conv2d otherwise).
+/// Stride and zero padding of a square convolution, the same on both axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Default for Conv2dConfig {
+    /// Stride 1, no padding.
+    fn default() -> Self {
+        Conv2dConfig {
+            stride: 1,
+            padding: 0,
+        }
+    }
+}
+
+/// A 2-D convolution with bias and a `kernel`×`kernel` kernel (the fast CPU
+/// kernel of [`super::kernels::conv`] for f32, candle's conv2d otherwise).
 pub fn conv2d(
     vb: VarBuilder,
     inp: usize,
     out: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
+    kernel: usize,
+    cfg: Conv2dConfig,
 ) -> Result<Conv2d> {
-    let bound = 1.0 / ((inp * k * k) as f64).sqrt();
+    let bound = 1.0 / ((inp * kernel * kernel) as f64).sqrt();
     let init = Init::Uniform {
         lo: -bound,
         up: bound,
     };
-    let w = vb.get_with_hints((out, inp, k, k), "weight", init)?;
+    let w = vb.get_with_hints((out, inp, kernel, kernel), "weight", init)?;
     let b = vb.get_with_hints(out, "bias", init)?;
-    Ok(Conv2d::new(w, Some(b), stride, padding))
+    Ok(Conv2d::new(w, Some(b), cfg.stride, cfg.padding))
+}
+
+/// A 3x3 convolution with stride 1 and padding 1 (keeps the spatial size).
+pub fn conv3x3(vb: VarBuilder, inp: usize, out: usize) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    conv2d(vb, inp, out, 3, cfg)
+}
+
+/// A 1x1 (pointwise) convolution.
+pub fn conv1x1(vb: VarBuilder, inp: usize, out: usize) -> Result<Conv2d> {
+    conv2d(vb, inp, out, 1, Conv2dConfig::default())
 }
 
 /// LayerNorm over the last dimension.
@@ -156,8 +187,8 @@ pub fn attention(
     upcast: bool,
     grad: Grad,
 ) -> Result<Tensor> {
-    if grad == Grad::Off && mask.is_none() && super::attn::fused_applies(q, k, v) {
-        return super::attn::fused_attention(q, k, v, heads);
+    if grad == Grad::Off && mask.is_none() && fused_applies(q, k, v) {
+        return fused_attention(q, k, v, heads);
     }
     let (b, n, c) = q.dims3()?;
     let m = k.dim(1)?;

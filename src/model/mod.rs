@@ -1,13 +1,13 @@
 //! The diffusion backbone in candle. Nothing here knows about UI.
 
-pub mod attn;
 pub mod config;
-pub mod conv;
 pub mod device;
+pub mod kernels;
 pub mod layers;
-pub mod norm;
+pub(crate) mod resnet;
 pub mod schedule;
 pub mod text;
+pub(crate) mod transformer;
 pub mod unet;
 pub mod vae;
 pub mod weights;

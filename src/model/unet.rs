@@ -10,14 +10,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{D, DType, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::config::UNetConfig;
-use super::conv::Conv2d;
-use super::layers::{Grad, GroupNorm, LayerNorm, attention, conv2d, linear};
+use super::kernels::Conv2d;
+use super::layers::{Conv2dConfig, Grad, GroupNorm, conv2d, conv3x3, linear};
+use super::resnet::{Resnet, ResnetConfig};
+use super::transformer::{SpatialTransformer, TransformerConfig};
 
 /// A feature tap, named as in CleanDIFT (see DESIGN.md's table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -138,202 +140,6 @@ impl FromStr for FeatureKey {
 /// Feature maps by key, each (B, C, h, w).
 pub type Features = BTreeMap<FeatureKey, Tensor>;
 
-/// ResnetBlock2D (diffusers), with an optional time-embedding projection.
-#[derive(Debug, Clone)]
-pub(crate) struct Resnet {
-    norm1: GroupNorm,
-    conv1: Conv2d,
-    time_emb_proj: Option<Linear>,
-    norm2: GroupNorm,
-    conv2: Conv2d,
-    conv_shortcut: Option<Conv2d>,
-}
-
-impl Resnet {
-    pub(crate) fn new(
-        vb: VarBuilder,
-        inp: usize,
-        out: usize,
-        temb: Option<usize>,
-        groups: usize,
-        eps: f64,
-    ) -> Result<Self> {
-        Ok(Resnet {
-            norm1: GroupNorm::new(vb.pp("norm1"), groups, inp, eps)?,
-            conv1: conv2d(vb.pp("conv1"), inp, out, 3, 1, 1)?,
-            time_emb_proj: temb
-                .map(|t| linear(vb.pp("time_emb_proj"), t, out, true))
-                .transpose()?,
-            norm2: GroupNorm::new(vb.pp("norm2"), groups, out, eps)?,
-            conv2: conv2d(vb.pp("conv2"), out, out, 3, 1, 1)?,
-            conv_shortcut: if inp != out {
-                Some(conv2d(vb.pp("conv_shortcut"), inp, out, 1, 1, 0)?)
-            } else {
-                None
-            },
-        })
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
-            h = h.broadcast_add(&t)?;
-        }
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
-        let skip = match &self.conv_shortcut {
-            Some(c) => c.forward(x)?,
-            None => x.clone(),
-        };
-        skip + h
-    }
-}
-
-/// diffusers `Attention` as used in BasicTransformerBlock: q/k/v without
-/// bias, output projection with bias.
-#[derive(Debug, Clone)]
-struct CrossAttention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
-    heads: usize,
-    upcast: bool,
-}
-
-impl CrossAttention {
-    fn new(vb: VarBuilder, dim: usize, ctx_dim: usize, heads: usize, upcast: bool) -> Result<Self> {
-        Ok(CrossAttention {
-            to_q: linear(vb.pp("to_q"), dim, dim, false)?,
-            to_k: linear(vb.pp("to_k"), ctx_dim, dim, false)?,
-            to_v: linear(vb.pp("to_v"), ctx_dim, dim, false)?,
-            to_out: linear(vb.pp("to_out").pp("0"), dim, dim, true)?,
-            heads,
-            upcast,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, ctx: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
-        let ctx = ctx.unwrap_or(x);
-        let q = self.to_q.forward(x)?;
-        let k = self.to_k.forward(ctx)?;
-        let v = self.to_v.forward(ctx)?;
-        let o = attention(&q, &k, &v, self.heads, None, self.upcast, grad)?;
-        self.to_out.forward(&o)
-    }
-}
-
-/// BasicTransformerBlock: self-attention, cross-attention, GEGLU feed-forward.
-#[derive(Debug, Clone)]
-struct TransformerBlock {
-    norm1: LayerNorm,
-    attn1: CrossAttention,
-    norm2: LayerNorm,
-    attn2: CrossAttention,
-    norm3: LayerNorm,
-    ff_in: Linear,
-    ff_out: Linear,
-}
-
-impl TransformerBlock {
-    fn new(vb: VarBuilder, dim: usize, ctx_dim: usize, heads: usize, upcast: bool) -> Result<Self> {
-        let inner = dim * 4;
-        Ok(TransformerBlock {
-            norm1: LayerNorm::new(vb.pp("norm1"), dim, 1e-5)?,
-            attn1: CrossAttention::new(vb.pp("attn1"), dim, dim, heads, upcast)?,
-            norm2: LayerNorm::new(vb.pp("norm2"), dim, 1e-5)?,
-            attn2: CrossAttention::new(vb.pp("attn2"), dim, ctx_dim, heads, upcast)?,
-            norm3: LayerNorm::new(vb.pp("norm3"), dim, 1e-5)?,
-            ff_in: linear(vb.pp("ff.net.0.proj"), dim, inner * 2, true)?,
-            ff_out: linear(vb.pp("ff.net.2"), inner, dim, true)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
-        let x = (self
-            .attn1
-            .forward(&self.norm1.forward(x, grad)?, None, grad)?
-            + x)?;
-        let x = (self
-            .attn2
-            .forward(&self.norm2.forward(&x, grad)?, Some(ctx), grad)?
-            + &x)?;
-        let h = self.ff_in.forward(&self.norm3.forward(&x, grad)?)?;
-        let gated = match grad {
-            Grad::Off => super::norm::geglu(&h)?,
-            Grad::On => {
-                let half = h.dim(D::Minus1)? / 2;
-                (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?
-            }
-        };
-        self.ff_out.forward(&gated)? + x
-    }
-}
-
-/// proj_in / proj_out: 1x1 conv (SD1.5) or linear (SD2.1).
-#[derive(Debug, Clone)]
-enum Proj {
-    Conv(Conv2d),
-    Linear(Linear),
-}
-
-/// Transformer2DModel with one BasicTransformerBlock.
-#[derive(Debug, Clone)]
-struct SpatialTransformer {
-    norm: GroupNorm,
-    proj_in: Proj,
-    block: TransformerBlock,
-    proj_out: Proj,
-}
-
-impl SpatialTransformer {
-    fn new(vb: VarBuilder, dim: usize, heads: usize, cfg: &UNetConfig) -> Result<Self> {
-        let proj = |name: &str| -> Result<Proj> {
-            Ok(if cfg.use_linear_projection {
-                Proj::Linear(linear(vb.pp(name), dim, dim, true)?)
-            } else {
-                Proj::Conv(conv2d(vb.pp(name), dim, dim, 1, 1, 0)?)
-            })
-        };
-        Ok(SpatialTransformer {
-            norm: GroupNorm::new(vb.pp("norm"), cfg.norm_num_groups, dim, 1e-6)?,
-            proj_in: proj("proj_in")?,
-            block: TransformerBlock::new(
-                vb.pp("transformer_blocks.0"),
-                dim,
-                cfg.cross_attention_dim,
-                heads,
-                cfg.upcast_attention,
-            )?,
-            proj_out: proj("proj_out")?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let n = self.norm.forward(x)?;
-        // Without gradients the layout changes use the tiled transpose.
-        let tokens = |t: &Tensor| match grad {
-            Grad::Off => super::norm::transpose_12(&t.reshape((b, c, h * w))?),
-            Grad::On => t.permute((0, 2, 3, 1))?.reshape((b, h * w, c)),
-        };
-        let to_map = |t: &Tensor| match grad {
-            Grad::Off => super::norm::transpose_12(t)?.reshape((b, c, h, w)),
-            Grad::On => t.reshape((b, h, w, c))?.permute((0, 3, 1, 2)),
-        };
-        let t = match &self.proj_in {
-            Proj::Conv(conv) => tokens(&conv.forward(&n)?)?,
-            Proj::Linear(lin) => lin.forward(&tokens(&n)?)?,
-        };
-        let t = self.block.forward(&t, ctx, grad)?;
-        let out = match &self.proj_out {
-            Proj::Conv(conv) => conv.forward(&to_map(&t)?.contiguous()?)?,
-            Proj::Linear(lin) => to_map(&lin.forward(&t)?)?,
-        };
-        out + x
-    }
-}
-
 /// One resnet, optionally followed by a transformer.
 #[derive(Debug, Clone)]
 struct Layer {
@@ -342,6 +148,29 @@ struct Layer {
 }
 
 impl Layer {
+    /// `vb` at the block; this is layer `j` (`resnets.{j}`,
+    /// `attentions.{j}`), taking `in_channels` to `resnet.out_channels`.
+    fn new(
+        vb: &VarBuilder,
+        j: usize,
+        in_channels: usize,
+        resnet: ResnetConfig,
+        attn: Option<&TransformerConfig>,
+    ) -> Result<Self> {
+        Ok(Layer {
+            resnet: Resnet::new(vb.pp(format!("resnets.{j}")), in_channels, resnet)?,
+            attn: attn
+                .map(|a| {
+                    SpatialTransformer::new(
+                        vb.pp(format!("attentions.{j}")),
+                        resnet.out_channels,
+                        a,
+                    )
+                })
+                .transpose()?,
+        })
+    }
+
     fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
         let h = self.resnet.forward(x, Some(temb))?;
         match &self.attn {
@@ -351,11 +180,160 @@ impl Layer {
     }
 }
 
+/// Shape of a [`DownBlock`]: `CrossAttnDownBlock2D` when `attn` is set,
+/// `DownBlock2D` otherwise.
+#[derive(Debug, Clone, Copy)]
+struct DownBlockConfig {
+    in_channels: usize,
+    num_layers: usize,
+    /// The resnets' shape; its `out_channels` is the block's.
+    resnet: ResnetConfig,
+    attn: Option<TransformerConfig>,
+    /// A stride-2 convolution at the end (every block but the deepest).
+    add_downsample: bool,
+}
+
+/// A down block: resnet(+transformer) layers, then an optional downsampler.
+/// Every layer's output and the downsampler's are skip connections.
 #[derive(Debug, Clone)]
-struct Block {
+struct DownBlock {
     layers: Vec<Layer>,
-    /// Downsampler (down blocks) or upsampler (up blocks) conv.
-    sampler: Option<Conv2d>,
+    downsampler: Option<Conv2d>,
+}
+
+impl DownBlock {
+    fn new(vb: VarBuilder, cfg: &DownBlockConfig) -> Result<Self> {
+        let out = cfg.resnet.out_channels;
+        let layers = (0..cfg.num_layers)
+            .map(|j| {
+                let inp = if j == 0 { cfg.in_channels } else { out };
+                Layer::new(&vb, j, inp, cfg.resnet, cfg.attn.as_ref())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let downsampler = if cfg.add_downsample {
+            let conv = Conv2dConfig {
+                stride: 2,
+                padding: 1,
+            };
+            Some(conv2d(vb.pp("downsamplers.0.conv"), out, out, 3, conv)?)
+        } else {
+            None
+        };
+        Ok(DownBlock {
+            layers,
+            downsampler,
+        })
+    }
+
+    /// Runs the block on `h`, pushing each skip connection onto `skips`.
+    fn forward(
+        &self,
+        mut h: Tensor,
+        temb: &Tensor,
+        ctx: &Tensor,
+        grad: Grad,
+        skips: &mut Vec<Tensor>,
+    ) -> Result<Tensor> {
+        for layer in &self.layers {
+            h = layer.forward(&h, temb, ctx, grad)?;
+            skips.push(h.clone());
+        }
+        if let Some(conv) = &self.downsampler {
+            h = conv.forward(&h)?;
+            skips.push(h.clone());
+        }
+        Ok(h)
+    }
+}
+
+/// UNetMidBlock2DCrossAttn: resnet, transformer, resnet.
+#[derive(Debug, Clone)]
+struct MidBlock {
+    resnet_0: Resnet,
+    attn: SpatialTransformer,
+    resnet_1: Resnet,
+}
+
+impl MidBlock {
+    /// `resnet.out_channels` channels in and out.
+    fn new(vb: VarBuilder, resnet: ResnetConfig, attn: &TransformerConfig) -> Result<Self> {
+        let ch = resnet.out_channels;
+        Ok(MidBlock {
+            resnet_0: Resnet::new(vb.pp("resnets.0"), ch, resnet)?,
+            attn: SpatialTransformer::new(vb.pp("attentions.0"), ch, attn)?,
+            resnet_1: Resnet::new(vb.pp("resnets.1"), ch, resnet)?,
+        })
+    }
+
+    fn forward(&self, h: &Tensor, temb: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
+        let h = self.resnet_0.forward(h, Some(temb))?;
+        let h = self.attn.forward(&h, ctx, grad)?;
+        self.resnet_1.forward(&h, Some(temb))
+    }
+}
+
+/// Shape of an [`UpBlock`]: `CrossAttnUpBlock2D` when `attn` is set,
+/// `UpBlock2D` otherwise.
+#[derive(Debug, Clone, Copy)]
+struct UpBlockConfig {
+    /// Channels coming from the block below (or the mid block).
+    prev_output_channels: usize,
+    /// Channels of the last layer's skip connection (the matching down
+    /// block's input).
+    in_channels: usize,
+    num_layers: usize,
+    /// The resnets' shape; its `out_channels` is the block's.
+    resnet: ResnetConfig,
+    attn: Option<TransformerConfig>,
+    /// A nearest-neighbour upsample and 3x3 conv at the end (every block but
+    /// the shallowest).
+    add_upsample: bool,
+}
+
+/// An up block: layers that each take the previous output concatenated with
+/// one skip connection, then an optional upsampler.
+#[derive(Debug, Clone)]
+struct UpBlock {
+    layers: Vec<Layer>,
+    upsampler: Option<Conv2d>,
+}
+
+impl UpBlock {
+    fn new(vb: VarBuilder, cfg: &UpBlockConfig) -> Result<Self> {
+        let out = cfg.resnet.out_channels;
+        let n = cfg.num_layers;
+        let layers = (0..n)
+            .map(|j| {
+                let skip = if j == n - 1 { cfg.in_channels } else { out };
+                let inp = if j == 0 {
+                    cfg.prev_output_channels
+                } else {
+                    out
+                };
+                Layer::new(&vb, j, inp + skip, cfg.resnet, cfg.attn.as_ref())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let upsampler = if cfg.add_upsample {
+            Some(conv3x3(vb.pp("upsamplers.0.conv"), out, out)?)
+        } else {
+            None
+        };
+        Ok(UpBlock { layers, upsampler })
+    }
+
+    /// The upsampler on `h`, to the next skip's size: x2 for sides divisible
+    /// by 8, the exact size otherwise (as diffusers does). `h` itself when
+    /// the block has none.
+    fn upsample(&self, h: Tensor, next_skip: Option<&Tensor>) -> Result<Tensor> {
+        let Some(conv) = &self.upsampler else {
+            return Ok(h);
+        };
+        let (th, tw) = match next_skip {
+            Some(s) => (s.dim(2)?, s.dim(3)?),
+            None => (h.dim(2)? * 2, h.dim(3)? * 2),
+        };
+        conv.forward(&h.upsample_nearest2d(th, tw)?)
+    }
 }
 
 /// Reads the timestep embedding: sinusoidal (cos first when flipped) then
@@ -370,6 +348,18 @@ struct TimeEmbedding {
 }
 
 impl TimeEmbedding {
+    fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
+        let channels = cfg.block_out_channels[0];
+        let temb = cfg.time_embed_dim();
+        Ok(TimeEmbedding {
+            linear_1: linear(vb.pp("linear_1"), channels, temb, true)?,
+            linear_2: linear(vb.pp("linear_2"), temb, temb, true)?,
+            channels,
+            flip_sin_to_cos: cfg.flip_sin_to_cos,
+            freq_shift: cfg.freq_shift,
+        })
+    }
+
     fn sinusoidal(&self, t: &Tensor) -> Result<Tensor> {
         let half = self.channels / 2;
         let dev = t.device();
@@ -401,9 +391,9 @@ pub struct UNet {
     cfg: UNetConfig,
     conv_in: Conv2d,
     time: TimeEmbedding,
-    down: Vec<Block>,
-    mid: (Resnet, SpatialTransformer, Resnet),
-    up: Vec<Block>,
+    down: Vec<DownBlock>,
+    mid: MidBlock,
+    up: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
 }
@@ -412,131 +402,68 @@ impl UNet {
     pub fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
         let boc = &cfg.block_out_channels;
         let n = boc.len();
-        let temb = cfg.time_embed_dim();
-        let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
-        let time = TimeEmbedding {
-            linear_1: linear(vb.pp("time_embedding.linear_1"), boc[0], temb, true)?,
-            linear_2: linear(vb.pp("time_embedding.linear_2"), temb, temb, true)?,
-            channels: boc[0],
-            flip_sin_to_cos: cfg.flip_sin_to_cos,
-            freq_shift: cfg.freq_shift,
+        let resnet = |out_channels| ResnetConfig {
+            out_channels,
+            temb_channels: Some(cfg.time_embed_dim()),
+            groups: cfg.norm_num_groups,
+            eps: cfg.norm_eps,
         };
-        let conv_in = conv2d(vb.pp("conv_in"), cfg.in_channels, boc[0], 3, 1, 1)?;
+        let transformer =
+            |cross_attn: bool, heads: usize| cross_attn.then(|| TransformerConfig::of(cfg, heads));
 
-        let mut down = Vec::with_capacity(n);
-        let mut out_ch = boc[0];
-        for (i, &block_ch) in boc.iter().enumerate() {
-            let vbb = vb.pp(format!("down_blocks.{i}"));
-            let in_ch = out_ch;
-            out_ch = block_ch;
-            let layers = (0..cfg.layers_per_block)
-                .map(|j| {
-                    let rin = if j == 0 { in_ch } else { out_ch };
-                    Ok(Layer {
-                        resnet: Resnet::new(
-                            vbb.pp(format!("resnets.{j}")),
-                            rin,
-                            out_ch,
-                            Some(temb),
-                            groups,
-                            eps,
-                        )?,
-                        attn: if cfg.down_cross_attn[i] {
-                            Some(SpatialTransformer::new(
-                                vbb.pp(format!("attentions.{j}")),
-                                out_ch,
-                                cfg.attention_heads[i],
-                                cfg,
-                            )?)
-                        } else {
-                            None
-                        },
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let sampler = if i + 1 < n {
-                Some(conv2d(
-                    vbb.pp("downsamplers.0.conv"),
-                    out_ch,
-                    out_ch,
-                    3,
-                    2,
-                    1,
-                )?)
-            } else {
-                None
-            };
-            down.push(Block { layers, sampler });
-        }
+        // Down blocks, shallowest first: each takes the previous block's
+        // channels to its own.
+        let down = (0..n)
+            .map(|i| {
+                let block = DownBlockConfig {
+                    in_channels: boc[i.saturating_sub(1)],
+                    num_layers: cfg.layers_per_block,
+                    resnet: resnet(boc[i]),
+                    attn: transformer(cfg.down_cross_attn[i], cfg.attention_heads[i]),
+                    add_downsample: i + 1 < n,
+                };
+                DownBlock::new(vb.pp(format!("down_blocks.{i}")), &block)
+            })
+            .collect::<Result<Vec<_>>>()?;
 
         let top = boc[n - 1];
-        let vbm = vb.pp("mid_block");
-        let mid = (
-            Resnet::new(vbm.pp("resnets.0"), top, top, Some(temb), groups, eps)?,
-            SpatialTransformer::new(vbm.pp("attentions.0"), top, cfg.attention_heads[n - 1], cfg)?,
-            Resnet::new(vbm.pp("resnets.1"), top, top, Some(temb), groups, eps)?,
-        );
+        let mid = MidBlock::new(
+            vb.pp("mid_block"),
+            resnet(top),
+            &TransformerConfig::of(cfg, cfg.attention_heads[n - 1]),
+        )?;
 
-        let rev: Vec<usize> = boc.iter().rev().copied().collect();
-        let rev_heads: Vec<usize> = cfg.attention_heads.iter().rev().copied().collect();
-        let mut up = Vec::with_capacity(n);
-        let mut out_ch = rev[0];
-        for i in 0..n {
-            let vbb = vb.pp(format!("up_blocks.{i}"));
-            let prev = out_ch;
-            out_ch = rev[i];
-            let in_ch = rev[(i + 1).min(n - 1)];
-            let nl = cfg.layers_per_block + 1;
-            let layers = (0..nl)
-                .map(|j| {
-                    let skip = if j == nl - 1 { in_ch } else { out_ch };
-                    let rin = if j == 0 { prev } else { out_ch };
-                    Ok(Layer {
-                        resnet: Resnet::new(
-                            vbb.pp(format!("resnets.{j}")),
-                            rin + skip,
-                            out_ch,
-                            Some(temb),
-                            groups,
-                            eps,
-                        )?,
-                        attn: if cfg.up_cross_attn[i] {
-                            Some(SpatialTransformer::new(
-                                vbb.pp(format!("attentions.{j}")),
-                                out_ch,
-                                rev_heads[i],
-                                cfg,
-                            )?)
-                        } else {
-                            None
-                        },
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let sampler = if i + 1 < n {
-                Some(conv2d(
-                    vbb.pp("upsamplers.0.conv"),
-                    out_ch,
-                    out_ch,
-                    3,
-                    1,
-                    1,
-                )?)
-            } else {
-                None
-            };
-            up.push(Block { layers, sampler });
-        }
+        // Up blocks, deepest first: up block i mirrors down block n-1-i and
+        // takes its skips in reverse.
+        let up = (0..n)
+            .map(|i| {
+                let mirror = n - 1 - i;
+                let block = UpBlockConfig {
+                    prev_output_channels: boc[(mirror + 1).min(n - 1)],
+                    in_channels: boc[mirror.saturating_sub(1)],
+                    num_layers: cfg.layers_per_block + 1,
+                    resnet: resnet(boc[mirror]),
+                    attn: transformer(cfg.up_cross_attn[i], cfg.attention_heads[mirror]),
+                    add_upsample: i + 1 < n,
+                };
+                UpBlock::new(vb.pp(format!("up_blocks.{i}")), &block)
+            })
+            .collect::<Result<Vec<_>>>()?;
 
         Ok(UNet {
             cfg: cfg.clone(),
-            conv_in,
-            time,
+            conv_in: conv3x3(vb.pp("conv_in"), cfg.in_channels, boc[0])?,
+            time: TimeEmbedding::new(vb.pp("time_embedding"), cfg)?,
             down,
             mid,
             up,
-            conv_norm_out: GroupNorm::new(vb.pp("conv_norm_out"), groups, boc[0], eps)?,
-            conv_out: conv2d(vb.pp("conv_out"), boc[0], cfg.out_channels, 3, 1, 1)?,
+            conv_norm_out: GroupNorm::new(
+                vb.pp("conv_norm_out"),
+                cfg.norm_num_groups,
+                boc[0],
+                cfg.norm_eps,
+            )?,
+            conv_out: conv3x3(vb.pp("conv_out"), boc[0], cfg.out_channels)?,
         })
     }
 
@@ -587,12 +514,23 @@ impl UNet {
     ) -> Result<(Features, Option<Tensor>)> {
         let b = latent.dim(0)?;
         let dtype = latent.dtype();
+        let deepest = taps.iter().map(|k| k.index()).max();
+        let mut feats = Features::new();
+        let want = |k: FeatureKey| taps.contains(&k);
+        let done = |feats: &Features| {
+            !want_out && deepest.is_none_or(|d| feats.keys().any(|k| k.index() == d))
+        };
+
+        // 1. time: one timestep per sample, embedded.
         let t = t.flatten_all()?;
         let t = match t.dim(0)? {
             1 if b > 1 => t.broadcast_as(b)?.contiguous()?,
             n if n == b => t,
             n => candle_core::bail!("UNet: {n} timesteps for a batch of {b}"),
         };
+        let temb = self.time.forward(&t, dtype)?;
+
+        // 2. pre-process: one text condition per sample, the input conv.
         let ctx = match context.dim(0)? {
             1 if b > 1 => {
                 let (_, l, c) = context.dims3()?;
@@ -602,37 +540,24 @@ impl UNet {
             n => candle_core::bail!("UNet: {n} text conditions for a batch of {b}"),
         }
         .to_dtype(dtype)?;
-
-        let deepest = taps.iter().map(|k| k.index()).max();
-        let mut feats = Features::new();
-        let want = |k: FeatureKey| taps.contains(&k);
-
-        let temb = self.time.forward(&t, dtype)?;
         let mut h = self.conv_in.forward(latent)?;
+
+        // 3. down, keeping every skip connection.
         let mut skips = vec![h.clone()];
         for block in &self.down {
-            for layer in &block.layers {
-                h = layer.forward(&h, &temb, &ctx, grad)?;
-                skips.push(h.clone());
-            }
-            if let Some(conv) = &block.sampler {
-                h = conv.forward(&h)?;
-                skips.push(h.clone());
-            }
+            h = block.forward(h, &temb, &ctx, grad, &mut skips)?;
         }
-        h = self.mid.0.forward(&h, Some(&temb))?;
-        h = self.mid.1.forward(&h, &ctx, grad)?;
-        h = self.mid.2.forward(&h, Some(&temb))?;
+
+        // 4. mid.
+        h = self.mid.forward(&h, &temb, &ctx, grad)?;
         if want(FeatureKey::Mid) {
             feats.insert(FeatureKey::Mid, h.clone());
         }
-        let done = |feats: &Features| {
-            !want_out && deepest.is_none_or(|d| feats.keys().any(|k| k.index() == d))
-        };
         if done(&feats) {
             return Ok((feats, None));
         }
 
+        // 5. up, tapping features and stopping after the deepest tap.
         for (i, block) in self.up.iter().enumerate() {
             for (j, layer) in block.layers.iter().enumerate() {
                 let skip = skips.pop().ok_or_else(|| {
@@ -648,15 +573,7 @@ impl UNet {
                     }
                 }
             }
-            if let Some(conv) = &block.sampler {
-                // Upsample to the next skip's size: x2 for sides divisible by
-                // 8, the exact size otherwise (as diffusers does).
-                let (th, tw) = match skips.last() {
-                    Some(s) => (s.dim(2)?, s.dim(3)?),
-                    None => (h.dim(2)? * 2, h.dim(3)? * 2),
-                };
-                h = conv.forward(&h.upsample_nearest2d(th, tw)?)?;
-            }
+            h = block.upsample(h, skips.last())?;
             if let Some(key) = tap_at(i, None)
                 && want(key)
             {
@@ -669,6 +586,8 @@ impl UNet {
         if !want_out {
             return Ok((feats, None));
         }
+
+        // 6. post-process.
         let out = self
             .conv_out
             .forward(&self.conv_norm_out.forward_silu(&h)?)?;

@@ -6,9 +6,9 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::VaeConfig;
-use super::conv::Conv2d;
-use super::layers::{Grad, GroupNorm, attention, conv2d, linear};
-use super::unet::Resnet;
+use super::kernels::Conv2d;
+use super::layers::{Conv2dConfig, Grad, GroupNorm, attention, conv1x1, conv2d, conv3x3, linear};
+use super::resnet::{Resnet, ResnetConfig};
 
 /// Key prefixes of a diffusers VAE file that the encoder does not use.
 pub const UNUSED_PREFIXES: [&str; 2] = ["decoder.", "post_quant_conv."];
@@ -58,13 +58,102 @@ impl MidAttention {
     }
 }
 
+/// Shape of a [`DownEncoderBlock`].
+#[derive(Debug, Clone, Copy)]
+struct DownEncoderBlockConfig {
+    in_channels: usize,
+    num_layers: usize,
+    /// The resnets' shape; its `out_channels` is the block's.
+    resnet: ResnetConfig,
+    /// A stride-2 convolution at the end (every block but the deepest).
+    add_downsample: bool,
+}
+
+/// DownEncoderBlock2D: resnets without time input, then an optional
+/// stride-2 downsampler.
+#[derive(Debug, Clone)]
+struct DownEncoderBlock {
+    resnets: Vec<Resnet>,
+    downsampler: Option<Conv2d>,
+}
+
+impl DownEncoderBlock {
+    fn new(vb: VarBuilder, cfg: &DownEncoderBlockConfig) -> Result<Self> {
+        let out = cfg.resnet.out_channels;
+        let resnets = (0..cfg.num_layers)
+            .map(|j| {
+                let inp = if j == 0 { cfg.in_channels } else { out };
+                Resnet::new(vb.pp(format!("resnets.{j}")), inp, cfg.resnet)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let downsampler = if cfg.add_downsample {
+            // Unpadded here: `forward` pads (0, 1, 0, 1) itself.
+            let conv = Conv2dConfig {
+                stride: 2,
+                padding: 0,
+            };
+            Some(conv2d(vb.pp("downsamplers.0.conv"), out, out, 3, conv)?)
+        } else {
+            None
+        };
+        Ok(DownEncoderBlock {
+            resnets,
+            downsampler,
+        })
+    }
+
+    fn forward(&self, mut h: Tensor) -> Result<Tensor> {
+        for r in &self.resnets {
+            h = r.forward(&h, None)?;
+        }
+        if let Some(conv) = &self.downsampler {
+            // diffusers pads (0, 1, 0, 1) before a stride-2 conv without padding.
+            h = conv.forward_padded(&h, 0, 1)?;
+        }
+        Ok(h)
+    }
+}
+
+/// UNetMidBlock2D of the encoder: resnet, single-head attention, resnet.
+#[derive(Debug, Clone)]
+struct MidBlock {
+    resnet_0: Resnet,
+    attn: MidAttention,
+    resnet_1: Resnet,
+}
+
+impl MidBlock {
+    /// `resnet.out_channels` channels in and out.
+    fn new(vb: VarBuilder, resnet: ResnetConfig) -> Result<Self> {
+        let ch = resnet.out_channels;
+        let va = vb.pp("attentions.0");
+        Ok(MidBlock {
+            resnet_0: Resnet::new(vb.pp("resnets.0"), ch, resnet)?,
+            attn: MidAttention {
+                group_norm: GroupNorm::new(va.pp("group_norm"), resnet.groups, ch, resnet.eps)?,
+                to_q: linear(va.pp("to_q"), ch, ch, true)?,
+                to_k: linear(va.pp("to_k"), ch, ch, true)?,
+                to_v: linear(va.pp("to_v"), ch, ch, true)?,
+                to_out: linear(va.pp("to_out.0"), ch, ch, true)?,
+            },
+            resnet_1: Resnet::new(vb.pp("resnets.1"), ch, resnet)?,
+        })
+    }
+
+    fn forward(&self, h: &Tensor) -> Result<Tensor> {
+        let h = self.resnet_0.forward(h, None)?;
+        let h = self.attn.forward(&h)?;
+        self.resnet_1.forward(&h, None)
+    }
+}
+
 /// AutoencoderKL's encoder.
 #[derive(Debug, Clone)]
 pub struct VaeEncoder {
     cfg: VaeConfig,
     conv_in: Conv2d,
-    blocks: Vec<(Vec<Resnet>, Option<Conv2d>)>,
-    mid: (Resnet, MidAttention, Resnet),
+    blocks: Vec<DownEncoderBlock>,
+    mid: MidBlock,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
     quant_conv: Conv2d,
@@ -76,53 +165,28 @@ impl VaeEncoder {
         let enc = vb.pp("encoder");
         let boc = &cfg.block_out_channels;
         let (g, eps) = (cfg.norm_num_groups, 1e-6);
-        let conv_in = conv2d(enc.pp("conv_in"), cfg.in_channels, boc[0], 3, 1, 1)?;
-        let mut blocks = Vec::new();
-        let mut out_ch = boc[0];
-        for (i, &ch) in boc.iter().enumerate() {
-            let vbb = enc.pp(format!("down_blocks.{i}"));
-            let in_ch = out_ch;
-            out_ch = ch;
-            let resnets = (0..cfg.layers_per_block)
-                .map(|j| {
-                    Resnet::new(
-                        vbb.pp(format!("resnets.{j}")),
-                        if j == 0 { in_ch } else { out_ch },
-                        out_ch,
-                        None,
-                        g,
-                        eps,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let down = if i + 1 < boc.len() {
-                Some(conv2d(
-                    vbb.pp("downsamplers.0.conv"),
-                    out_ch,
-                    out_ch,
-                    3,
-                    2,
-                    0,
-                )?)
-            } else {
-                None
-            };
-            blocks.push((resnets, down));
-        }
-        let top = out_ch;
-        let vbm = enc.pp("mid_block");
-        let va = vbm.pp("attentions.0");
-        let mid = (
-            Resnet::new(vbm.pp("resnets.0"), top, top, None, g, eps)?,
-            MidAttention {
-                group_norm: GroupNorm::new(va.pp("group_norm"), g, top, eps)?,
-                to_q: linear(va.pp("to_q"), top, top, true)?,
-                to_k: linear(va.pp("to_k"), top, top, true)?,
-                to_v: linear(va.pp("to_v"), top, top, true)?,
-                to_out: linear(va.pp("to_out.0"), top, top, true)?,
-            },
-            Resnet::new(vbm.pp("resnets.1"), top, top, None, g, eps)?,
-        );
+        // The encoder's resnets have no time embedding.
+        let resnet = |out_channels| ResnetConfig {
+            out_channels,
+            temb_channels: None,
+            groups: g,
+            eps,
+        };
+        let conv_in = conv3x3(enc.pp("conv_in"), cfg.in_channels, boc[0])?;
+        let n = boc.len();
+        let blocks = (0..n)
+            .map(|i| {
+                let block = DownEncoderBlockConfig {
+                    in_channels: boc[i.saturating_sub(1)],
+                    num_layers: cfg.layers_per_block,
+                    resnet: resnet(boc[i]),
+                    add_downsample: i + 1 < n,
+                };
+                DownEncoderBlock::new(enc.pp(format!("down_blocks.{i}")), &block)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let top = boc[n - 1];
+        let mid = MidBlock::new(enc.pp("mid_block"), resnet(top))?;
         let l2 = 2 * cfg.latent_channels;
         Ok(VaeEncoder {
             cfg: cfg.clone(),
@@ -130,8 +194,8 @@ impl VaeEncoder {
             blocks,
             mid,
             conv_norm_out: GroupNorm::new(enc.pp("conv_norm_out"), g, top, eps)?,
-            conv_out: conv2d(enc.pp("conv_out"), top, l2, 3, 1, 1)?,
-            quant_conv: conv2d(vb.pp("quant_conv"), l2, l2, 1, 1, 0)?,
+            conv_out: conv3x3(enc.pp("conv_out"), top, l2)?,
+            quant_conv: conv1x1(vb.pp("quant_conv"), l2, l2)?,
         })
     }
 
@@ -142,18 +206,10 @@ impl VaeEncoder {
     /// Encodes images (B, 3, H, W) in [-1, 1] to the latent posterior.
     pub fn encode(&self, image: &Tensor) -> Result<Posterior> {
         let mut h = self.conv_in.forward(image)?;
-        for (resnets, down) in &self.blocks {
-            for r in resnets {
-                h = r.forward(&h, None)?;
-            }
-            if let Some(conv) = down {
-                // diffusers pads (0, 1, 0, 1) before a stride-2 conv without padding.
-                h = conv.forward_padded(&h, 0, 1)?;
-            }
+        for block in &self.blocks {
+            h = block.forward(h)?;
         }
-        h = self.mid.0.forward(&h, None)?;
-        h = self.mid.1.forward(&h)?;
-        h = self.mid.2.forward(&h, None)?;
+        h = self.mid.forward(&h)?;
         let moments = self.quant_conv.forward(
             &self
                 .conv_out

@@ -7,15 +7,14 @@
 //! multiplied by v straight into the output. No head split/merge copies, no
 //! allocation per chunk, one parallel loop instead of many small parallel
 //! GEMMs. At SD2.1's 96×96 latent (9216 tokens, 5 heads of 64) this is 1.8×
-//! as fast as the chunked candle-op path in [`super::layers`], which remains
+//! as fast as the chunked candle-op path in [`crate::model::layers`], which remains
 //! the path for masks, 16-bit types, GPUs and training.
-
-use std::cell::RefCell;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::norm::softmax_row_in_place;
+use super::cpu::{SharedOut, f32_contiguous, with_scratch};
+use super::softmax::softmax_row_in_place;
 
 /// Query rows per task. gemm packs k and v again for every task, so blocks
 /// must be tall enough to amortise that: at SD2.1's 9216 tokens (5 heads of
@@ -24,39 +23,10 @@ use super::norm::softmax_row_in_place;
 /// 372. 256 rows of 9216 scores are 9.4 MB of scratch per thread.
 const ROWS: usize = 256;
 
-thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
 /// The op: `heads` heads, scores scaled by `scale`.
 struct FusedAttention {
     heads: usize,
     scale: f32,
-}
-
-/// A pointer that tasks writing disjoint parts of one buffer may share.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every task writes its own (rows × head columns) block of the
-// output; no two blocks overlap, and the buffer outlives the parallel loop.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The pointer (a method, so closures capture the whole `Send` value).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        candle_core::bail!("fused attention: {what} must be f32");
-    };
-    let Some((o1, o2)) = l.contiguous_offsets() else {
-        candle_core::bail!("fused attention: {what} must be contiguous");
-    };
-    Ok(&data[o1..o2])
 }
 
 impl CustomOp3 for FusedAttention {
@@ -74,9 +44,9 @@ impl CustomOp3 for FusedAttention {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = (
-            f32_slice(s1, l1, "q")?,
-            f32_slice(s2, l2, "k")?,
-            f32_slice(s3, l3, "v")?,
+            f32_contiguous(s1, l1, "fused attention (q)")?,
+            f32_contiguous(s2, l2, "fused attention (k)")?,
+            f32_contiguous(s3, l3, "fused attention (v)")?,
         );
         let (b, n, c) = l1.shape().dims3()?;
         let (bk, m, ck) = l2.shape().dims3()?;
@@ -97,7 +67,9 @@ impl CustomOp3 for FusedAttention {
         if n == 0 || m == 0 || d == 0 {
             return Ok((CpuStorage::F32(out), Shape::from((b, n, c))));
         }
-        let dst = SharedOut(out.as_mut_ptr());
+        // Every task writes its own (rows × head columns) block of the
+        // output; no two blocks overlap, and `out` outlives the parallel loop.
+        let dst = SharedOut::new(&mut out);
         let blocks = n.div_ceil(ROWS);
         let scale = self.scale;
         (0..b * heads * blocks).into_par_iter().for_each(|task| {
@@ -105,12 +77,7 @@ impl CustomOp3 for FusedAttention {
             let h = (task / blocks) % heads;
             let r0 = (task % blocks) * ROWS;
             let nr = ROWS.min(n - r0);
-            SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                if scratch.len() < nr * m {
-                    scratch.resize(nr * m, 0.0);
-                }
-                let s = &mut scratch[..nr * m];
+            with_scratch(nr * m, |s| {
                 let q_off = (bi * n + r0) * c + h * d;
                 let kv_off = bi * m * c + h * d;
                 // SAFETY: q rows r0..r0+nr of head h: nr × d at row stride c
