@@ -4,7 +4,7 @@
 //!
 //! # Matching convention
 //!
-//! As DIFT and CleanDIFT evaluate (see `REFERENCE.md`): for a
+//! As DIFT and CleanDIFT evaluate (see `docs/NUMERICS.md` §7): for a
 //! [`Fit::Stretch`] geometry the target map is upsampled bilinearly to the
 //! target's *original* image size and the source vector is sampled on the
 //! source map at the keypoint's original pixel coordinates (the reference

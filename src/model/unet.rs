@@ -21,7 +21,7 @@ use super::layers::{Conv2dConfig, Grad, GroupNorm, conv2d, conv3x3, linear};
 use super::resnet::{Resnet, ResnetConfig};
 use super::transformer::{SpatialTransformer, TransformerConfig};
 
-/// A feature tap, named as in CleanDIFT (see DESIGN.md's table).
+/// A feature tap, named as in CleanDIFT (docs/NUMERICS.md §3 has the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FeatureKey {
