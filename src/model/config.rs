@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::path::Path;
 
 use super::ModelError;
+use super::layers::Activation;
 
 /// Which SD family a backbone belongs to (decides text encoder and defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +48,24 @@ pub struct UNetConfig {
     pub norm_eps: f64,
     pub flip_sin_to_cos: bool,
     pub freq_shift: f64,
+    /// `act_fn`: the resnets', time embedding's and output's non-linearity.
+    #[serde(default)]
+    pub act_fn: Activation,
+    /// `timestep_post_act`: an activation after the time embedding's second
+    /// linear (none in SD 1/2).
+    #[serde(default)]
+    pub timestep_post_act: Option<Activation>,
+    /// `mid_block_scale_factor`: the mid block's resnets divide their
+    /// output by it.
+    #[serde(default = "one")]
+    pub mid_block_scale_factor: f64,
+    /// `center_input_sample`: the latent is mapped `x -> 2x - 1` first.
+    #[serde(default)]
+    pub center_input_sample: bool,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl UNetConfig {
@@ -72,6 +91,10 @@ impl UNetConfig {
             norm_eps: 1e-5,
             flip_sin_to_cos: true,
             freq_shift: 0.0,
+            act_fn: Activation::Silu,
+            timestep_post_act: None,
+            mid_block_scale_factor: 1.0,
+            center_input_sample: false,
         }
     }
 
@@ -199,6 +222,27 @@ impl UNetConfig {
                 ));
             }
         }
+        let activation = |field: &str| -> Result<Option<Activation>, ModelError> {
+            match v.get(field) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(name)) => Activation::from_diffusers(name).map(Some).ok_or_else(|| {
+                    bad(
+                        field,
+                        format!("{name:?} is not an activation diffusers knows (silu, swish, gelu, mish, relu)"),
+                    )
+                }),
+                Some(other) => Err(bad(field, format!("unexpected value {other}"))),
+            }
+        };
+        let act_fn = activation("act_fn")?.unwrap_or_default();
+        let timestep_post_act = activation("timestep_post_act")?;
+        let mid_block_scale_factor = get_f64(v, "mid_block_scale_factor", 1.0);
+        if !mid_block_scale_factor.is_finite() || mid_block_scale_factor == 0.0 {
+            return Err(bad(
+                "mid_block_scale_factor",
+                format!("{mid_block_scale_factor} (must be a finite, non-zero number)"),
+            ));
+        }
         Ok(UNetConfig {
             sample_size: get_usize(v, "sample_size", 64),
             in_channels: get_usize(v, "in_channels", 4),
@@ -215,6 +259,10 @@ impl UNetConfig {
             norm_eps: get_f64(v, "norm_eps", 1e-5),
             flip_sin_to_cos: get_bool(v, "flip_sin_to_cos", true),
             freq_shift: get_f64(v, "freq_shift", 0.0),
+            act_fn,
+            timestep_post_act,
+            mid_block_scale_factor,
+            center_input_sample: get_bool(v, "center_input_sample", false),
         })
     }
 }

@@ -7,6 +7,7 @@
 
 use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
 
 use super::kernels::{
     Conv2d, fused_applies, fused_attention, group_norm, softmax_last_dim_in_place,
@@ -126,6 +127,47 @@ impl LayerNorm {
     }
 }
 
+/// The non-linearity of the UNet's resnets, time embedding and output
+/// (diffusers' `act_fn` / `timestep_post_act`, through `get_activation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `silu` (diffusers also calls it `swish`): every SD 1/2 checkpoint.
+    #[default]
+    Silu,
+    /// torch's `nn.GELU()`: the exact, erf-based GELU.
+    Gelu,
+    /// `x * tanh(softplus(x))`.
+    Mish,
+    Relu,
+}
+
+impl Activation {
+    /// The activation diffusers' `get_activation(name)` returns, or `None`
+    /// for a name it does not know.
+    pub fn from_diffusers(name: &str) -> Option<Self> {
+        match name {
+            "silu" | "swish" => Some(Activation::Silu),
+            "gelu" => Some(Activation::Gelu),
+            "mish" => Some(Activation::Mish),
+            "relu" => Some(Activation::Relu),
+            _ => None,
+        }
+    }
+
+    /// Applies the activation (composed of differentiable candle ops).
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Silu => x.silu(),
+            Activation::Gelu => x.gelu_erf(),
+            // softplus(x) = ln(1 + e^x); for large x, e^x overflows to inf,
+            // ln gives inf and tanh 1, which is the limit.
+            Activation::Mish => x.mul(&(x.exp()? + 1.0)?.log()?.tanh()?),
+            Activation::Relu => x.relu(),
+        }
+    }
+}
+
 /// GroupNorm over (B, C, ...) computed in f32, differentiable in both modes.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
@@ -157,6 +199,15 @@ impl GroupNorm {
     /// `silu(GroupNorm(x))`, fused into the same pass where possible.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
         group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true)
+    }
+
+    /// `act(GroupNorm(x))`: the fused pass for SiLU, the activation applied
+    /// after the norm otherwise.
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        match act {
+            Activation::Silu => self.forward_silu(x),
+            other => other.apply(&self.forward(x)?),
+        }
     }
 }
 

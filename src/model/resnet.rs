@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 use super::kernels::Conv2d;
-use super::layers::{GroupNorm, conv1x1, conv3x3, linear};
+use super::layers::{Activation, GroupNorm, conv1x1, conv3x3, linear};
 
 /// Shape of a [`Resnet`] (diffusers' `ResnetBlock2D`) given its input
 /// channels.
@@ -16,6 +16,11 @@ pub(crate) struct ResnetConfig {
     pub(crate) temb_channels: Option<usize>,
     pub(crate) groups: usize,
     pub(crate) eps: f64,
+    /// The non-linearity after each norm and before the time projection.
+    pub(crate) act: Activation,
+    /// The block's output is `(shortcut + residual) / output_scale_factor`
+    /// (diffusers: 1, or `mid_block_scale_factor` in the UNet's mid block).
+    pub(crate) output_scale_factor: f64,
 }
 
 /// ResnetBlock2D (diffusers), with an optional time-embedding projection.
@@ -27,6 +32,8 @@ pub(crate) struct Resnet {
     norm2: GroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
+    act: Activation,
+    output_scale_factor: f64,
 }
 
 impl Resnet {
@@ -46,20 +53,30 @@ impl Resnet {
             } else {
                 None
             },
+            act: cfg.act,
+            output_scale_factor: cfg.output_scale_factor,
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let mut h = self.conv1.forward(&self.norm1.forward_act(x, self.act)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
+            let t = proj
+                .forward(&self.act.apply(temb)?)?
+                .unsqueeze(2)?
+                .unsqueeze(3)?;
             h = h.broadcast_add(&t)?;
         }
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_act(&h, self.act)?)?;
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        skip + h
+        let out = (skip + h)?;
+        if self.output_scale_factor == 1.0 {
+            Ok(out)
+        } else {
+            out / self.output_scale_factor
+        }
     }
 }

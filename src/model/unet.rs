@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::ModelError;
 use super::config::UNetConfig;
 use super::kernels::Conv2d;
-use super::layers::{Conv2dConfig, Grad, GroupNorm, conv2d, conv3x3, linear};
+use super::layers::{Activation, Conv2dConfig, Grad, GroupNorm, conv2d, conv3x3, linear};
 use super::resnet::{Resnet, ResnetConfig};
 use super::transformer::{SpatialTransformer, TransformerConfig};
 
@@ -337,7 +337,7 @@ impl UpBlock {
 }
 
 /// Reads the timestep embedding: sinusoidal (cos first when flipped) then
-/// Linear -> SiLU -> Linear.
+/// Linear -> act -> Linear (-> post-act when the config names one).
 #[derive(Debug, Clone)]
 struct TimeEmbedding {
     linear_1: Linear,
@@ -345,6 +345,8 @@ struct TimeEmbedding {
     channels: usize,
     flip_sin_to_cos: bool,
     freq_shift: f64,
+    act: Activation,
+    post_act: Option<Activation>,
 }
 
 impl TimeEmbedding {
@@ -357,6 +359,8 @@ impl TimeEmbedding {
             channels,
             flip_sin_to_cos: cfg.flip_sin_to_cos,
             freq_shift: cfg.freq_shift,
+            act: cfg.act_fn,
+            post_act: cfg.timestep_post_act,
         })
     }
 
@@ -380,7 +384,13 @@ impl TimeEmbedding {
 
     fn forward(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
         let emb = self.sinusoidal(t)?.to_dtype(dtype)?;
-        self.linear_2.forward(&self.linear_1.forward(&emb)?.silu()?)
+        let emb = self
+            .linear_2
+            .forward(&self.act.apply(&self.linear_1.forward(&emb)?)?)?;
+        match self.post_act {
+            Some(act) => act.apply(&emb),
+            None => Ok(emb),
+        }
     }
 }
 
@@ -407,6 +417,8 @@ impl UNet {
             temb_channels: Some(cfg.time_embed_dim()),
             groups: cfg.norm_num_groups,
             eps: cfg.norm_eps,
+            act: cfg.act_fn,
+            output_scale_factor: 1.0,
         };
         let transformer =
             |cross_attn: bool, heads: usize| cross_attn.then(|| TransformerConfig::of(cfg, heads));
@@ -429,7 +441,10 @@ impl UNet {
         let top = boc[n - 1];
         let mid = MidBlock::new(
             vb.pp("mid_block"),
-            resnet(top),
+            ResnetConfig {
+                output_scale_factor: cfg.mid_block_scale_factor,
+                ..resnet(top)
+            },
             &TransformerConfig::of(cfg, cfg.attention_heads[n - 1]),
         )?;
 
@@ -540,7 +555,11 @@ impl UNet {
             n => candle_core::bail!("UNet: {n} text conditions for a batch of {b}"),
         }
         .to_dtype(dtype)?;
-        let mut h = self.conv_in.forward(latent)?;
+        let mut h = if self.cfg.center_input_sample {
+            self.conv_in.forward(&((latent * 2.0)? - 1.0)?)?
+        } else {
+            self.conv_in.forward(latent)?
+        };
 
         // 3. down, keeping every skip connection.
         let mut skips = vec![h.clone()];
@@ -590,7 +609,7 @@ impl UNet {
         // 6. post-process.
         let out = self
             .conv_out
-            .forward(&self.conv_norm_out.forward_silu(&h)?)?;
+            .forward(&self.conv_norm_out.forward_act(&h, self.cfg.act_fn)?)?;
         Ok((feats, Some(out)))
     }
 }

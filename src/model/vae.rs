@@ -7,7 +7,9 @@ use candle_nn::{Linear, VarBuilder};
 
 use super::config::VaeConfig;
 use super::kernels::Conv2d;
-use super::layers::{Conv2dConfig, Grad, GroupNorm, attention, conv1x1, conv2d, conv3x3, linear};
+use super::layers::{
+    Activation, Conv2dConfig, Grad, GroupNorm, attention, conv1x1, conv2d, conv3x3, linear,
+};
 use super::resnet::{Resnet, ResnetConfig};
 
 /// Key prefixes of a diffusers VAE file that the encoder does not use.
@@ -171,6 +173,8 @@ impl VaeEncoder {
             temb_channels: None,
             groups: g,
             eps,
+            act: Activation::Silu,
+            output_scale_factor: 1.0,
         };
         let conv_in = conv3x3(enc.pp("conv_in"), cfg.in_channels, boc[0])?;
         let n = boc.len();
