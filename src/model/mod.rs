@@ -7,6 +7,7 @@ pub mod device;
 pub mod layers;
 pub mod norm;
 pub mod schedule;
+pub mod single_file;
 pub mod text;
 pub mod unet;
 pub mod vae;
