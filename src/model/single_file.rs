@@ -269,6 +269,9 @@ pub fn detect(shapes: &BTreeMap<String, Vec<usize>>) -> Result<SingleFileKind> {
     })
 }
 
+/// Input-block index → (down block, `Some(layer)`, or `None` for its down-sampler).
+type DownMap = BTreeMap<usize, (usize, Option<usize>)>;
+
 fn unet_resnet(key: &str, rest: &str) -> Result<String> {
     const MAP: [(&str, &str); 6] = [
         ("in_layers.0.", "norm1."),
@@ -287,12 +290,7 @@ fn unet_resnet(key: &str, rest: &str) -> Result<String> {
 }
 
 /// LDM UNet name (without prefix) → diffusers name. `lpb`: layers per block.
-fn unet_name(
-    key: &str,
-    k: &str,
-    down_map: &BTreeMap<usize, (usize, Option<usize>)>,
-    lpb: usize,
-) -> Result<String> {
+fn unet_name(key: &str, k: &str, down_map: &DownMap, lpb: usize) -> Result<String> {
     const TOP: [(&str, &str); 5] = [
         ("time_embed.0.", "time_embedding.linear_1."),
         ("time_embed.2.", "time_embedding.linear_2."),
@@ -351,9 +349,7 @@ fn unet_name(
 }
 
 /// Input-block index → (down block, Some(layer) | None for its down-sampler), and layers per block.
-fn down_layout(
-    unet_keys: &[(&str, &str)],
-) -> Result<(BTreeMap<usize, (usize, Option<usize>)>, usize)> {
+fn down_layout(unet_keys: &[(&str, &str)]) -> Result<(DownMap, usize)> {
     // idx → is a down-sampler
     let mut blocks: BTreeMap<usize, bool> = BTreeMap::new();
     for (key, k) in unet_keys {
@@ -820,10 +816,16 @@ mod tests {
     #[test]
     fn unknown_unet_tensor_is_named() {
         let mut s = minimal(
-            &[(
-                "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
-                &[10, 8],
-            )],
+            &[
+                (
+                    "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+                    &[10, 8],
+                ),
+                (
+                    "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight",
+                    &[16, 8],
+                ),
+            ],
             8,
             &[4, 4, 1, 1],
         );
