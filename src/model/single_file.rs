@@ -194,11 +194,22 @@ pub fn detect(shapes: &BTreeMap<String, Vec<usize>>) -> Result<SingleFileKind> {
     let sd1 = shapes.keys().any(|k| k.starts_with(SD1_TEXT_PREFIX));
     let sd2 = shapes.keys().any(|k| k.starts_with(SD2_TEXT_PREFIX));
     let (family, emb_key, layer_prefix) = match (sd1, sd2) {
-        (true, false) => (
-            SdFamily::Sd1,
-            format!("{SD1_TEXT_PREFIX}text_model.embeddings.token_embedding.weight"),
-            format!("{SD1_TEXT_PREFIX}text_model.encoder.layers."),
-        ),
+        (true, false) => {
+            // Older exports lack the `text_model.` level (transformers loads both forms).
+            let tm = if shapes
+                .keys()
+                .any(|k| k.starts_with(&format!("{SD1_TEXT_PREFIX}text_model.")))
+            {
+                "text_model."
+            } else {
+                ""
+            };
+            (
+                SdFamily::Sd1,
+                format!("{SD1_TEXT_PREFIX}{tm}embeddings.token_embedding.weight"),
+                format!("{SD1_TEXT_PREFIX}{tm}encoder.layers."),
+            )
+        }
         (false, true) => (
             SdFamily::Sd2,
             format!("{SD2_TEXT_PREFIX}token_embedding.weight"),
@@ -470,7 +481,7 @@ fn text_sd2_name(key: &str, k: &str, used: usize) -> Result<Option<Vec<(String, 
         }
         "ln_final.weight" => return copy("text_model.final_layer_norm.weight".into()),
         "ln_final.bias" => return copy("text_model.final_layer_norm.bias".into()),
-        "text_projection" | "logit_scale" => return Ok(None),
+        "text_projection" | "logit_scale" | "attn_mask" => return Ok(None),
         _ => {}
     }
     let rest = k
@@ -604,15 +615,17 @@ pub fn plan(shapes: &BTreeMap<String, Vec<usize>>, opts: Options) -> Result<Plan
                     .push((key.clone(), "position ids (a constant buffer)"));
                 continue;
             }
-            if !k.starts_with("text_model.") {
+            let known = ["embeddings.", "encoder.layers.", "final_layer_norm."];
+            let bare = k.strip_prefix("text_model.").unwrap_or(k);
+            if !known.iter().any(|p| bare.starts_with(p)) {
                 return Err(key_err(
                     key,
-                    "unknown CLIP text-encoder tensor (expected `text_model.*`)",
+                    "unknown CLIP text-encoder tensor (expected `[text_model.]embeddings.*`, `encoder.layers.*` or `final_layer_norm.*`)",
                 ));
             }
             insert(
                 &mut p.text_encoder,
-                k.to_string(),
+                format!("text_model.{bare}"),
                 Source::Copy(key.clone()),
             )?;
         } else if let Some(k) = key.strip_prefix(SD2_TEXT_PREFIX) {
@@ -626,6 +639,8 @@ pub fn plan(shapes: &BTreeMap<String, Vec<usize>>, opts: Options) -> Result<Plan
                     key.clone(),
                     if k.starts_with("transformer.") {
                         "last OpenCLIP block (SD2 uses the penultimate layer)"
+                    } else if k == "attn_mask" {
+                        "causal mask buffer (rebuilt by the text encoder)"
                     } else {
                         "OpenCLIP projection head (not used for conditioning)"
                     },
@@ -787,6 +802,36 @@ mod tests {
         assert_eq!(
             (k.linear_proj_in, k.text_layers_in_file, k.text_layers_used),
             (true, 2, 1)
+        );
+    }
+
+    #[test]
+    fn sd1_text_names_without_text_model_level() {
+        let s = minimal(
+            &[
+                (
+                    "cond_stage_model.transformer.embeddings.token_embedding.weight",
+                    &[10, 8],
+                ),
+                (
+                    "cond_stage_model.transformer.encoder.layers.0.mlp.fc1.weight",
+                    &[16, 8],
+                ),
+                ("cond_stage_model.transformer.final_layer_norm.weight", &[8]),
+            ],
+            8,
+            &[4, 4, 1, 1],
+        );
+        let p = plan(&s, Options::default()).unwrap();
+        assert_eq!(p.kind.text_layers_used, 1);
+        let names: Vec<&str> = p.text_encoder.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "text_model.embeddings.token_embedding.weight",
+                "text_model.encoder.layers.0.mlp.fc1.weight",
+                "text_model.final_layer_norm.weight",
+            ]
         );
     }
 
