@@ -157,6 +157,23 @@ fn check(shape: &str, family: SdFamily) {
         Options::default(),
     )
     .unwrap();
+    let ucfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(shape).join("unet/config.json")).unwrap(),
+    )
+    .unwrap();
+    let want_ch: Vec<usize> = shape_of(&ucfg["block_out_channels"]);
+    assert_eq!(p.unet_layout.block_out_channels, want_ch, "{shape}");
+    assert_eq!(
+        p.unet_layout.layers_per_block as u64,
+        ucfg["layers_per_block"].as_u64().unwrap()
+    );
+    let want_attn: Vec<bool> = ucfg["down_block_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t == "CrossAttnDownBlock2D")
+        .collect();
+    assert_eq!(p.unet_layout.down_attention, want_attn, "{shape}");
     let ignored: BTreeSet<String> = p.ignored.iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(ignored, r.random_keys, "{shape}");
 }

@@ -113,11 +113,22 @@ impl Source {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub kind: SingleFileKind,
+    pub unet_layout: UnetLayout,
     pub unet: BTreeMap<String, Source>,
     pub vae: BTreeMap<String, Source>,
     pub text_encoder: BTreeMap<String, Source>,
     /// `(ldm key, reason)` for every tensor of the file not used by any part.
     pub ignored: Vec<(String, &'static str)>,
+}
+
+/// The UNet's block layout as found in the file (for building its config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnetLayout {
+    /// Output channels of each down block (diffusers' `block_out_channels`).
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    /// Whether each down block has cross-attention (`CrossAttnDownBlock2D`).
+    pub down_attention: Vec<bool>,
 }
 
 /// Conversion options.
@@ -561,8 +572,40 @@ pub fn plan(shapes: &BTreeMap<String, Vec<usize>>, opts: Options) -> Result<Plan
         .max()
         .map_or(0, |m| m + 1);
     let use_ema = opts.use_ema && kind.has_ema;
+    let mut unet_layout = UnetLayout {
+        block_out_channels: Vec::new(),
+        layers_per_block: lpb,
+        down_attention: Vec::new(),
+    };
+    for (idx, (i, j)) in &down_map {
+        if *j != Some(0) {
+            continue;
+        }
+        let conv1 = format!("{UNET_PREFIX}input_blocks.{idx}.0.in_layers.2.weight");
+        let ch = match shapes.get(&conv1).map(Vec::as_slice) {
+            Some([o, _, _, _]) => *o,
+            Some(s) => {
+                return Err(key_err(
+                    &conv1,
+                    format!("expected a conv weight, found shape {s:?}"),
+                ));
+            }
+            None => {
+                return Err(key_err(
+                    &conv1,
+                    format!("missing (first resnet of down block {i})"),
+                ));
+            }
+        };
+        let attn = format!("{UNET_PREFIX}input_blocks.{idx}.1.");
+        unet_layout.block_out_channels.push(ch);
+        unet_layout
+            .down_attention
+            .push(shapes.keys().any(|k| k.starts_with(&attn)));
+    }
     let mut p = Plan {
         kind: kind.clone(),
+        unet_layout,
         unet: BTreeMap::new(),
         vae: BTreeMap::new(),
         text_encoder: BTreeMap::new(),
@@ -746,6 +789,10 @@ mod tests {
                 &[4],
             ),
             (
+                "model.diffusion_model.input_blocks.1.0.in_layers.2.weight",
+                &[4, 4, 3, 3],
+            ),
+            (
                 "model.diffusion_model.input_blocks.1.1.proj_in.weight",
                 proj,
             ),
@@ -824,6 +871,8 @@ mod tests {
         );
         let p = plan(&s, Options::default()).unwrap();
         assert_eq!(p.kind.text_layers_used, 1);
+        assert_eq!(p.unet_layout.block_out_channels, [4]);
+        assert_eq!(p.unet_layout.down_attention, [true]);
         let names: Vec<&str> = p.text_encoder.keys().map(String::as_str).collect();
         assert_eq!(
             names,
