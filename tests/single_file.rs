@@ -225,3 +225,26 @@ fn ema_copies_are_used_on_request() {
         .unwrap();
     assert_eq!(z, 0.0);
 }
+
+/// The `.bin` fixture (torch.save of the tiny-sd21 text encoder) reads with candle's
+/// restricted pickle reader and equals the safetensors file bit for bit.
+#[test]
+fn bin_fixture_reads_with_candle_pickle() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let want = candle_core::safetensors::load(
+        dir.join("tiny-sd21/text_encoder/model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let got: HashMap<String, Tensor> =
+        candle_core::pickle::read_all(dir.join("tiny-sd21-bin/text_encoder/pytorch_model.bin"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let gk: BTreeSet<_> = got.keys().collect();
+    let wk: BTreeSet<_> = want.keys().collect();
+    assert_eq!(gk, wk);
+    for (k, w) in &want {
+        assert_eq!(bits(&got[k]), bits(w), "{k}");
+    }
+}
