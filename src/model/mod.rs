@@ -6,6 +6,7 @@ pub mod kernels;
 pub mod layers;
 pub(crate) mod resnet;
 pub mod schedule;
+pub mod single_file;
 pub mod text;
 pub(crate) mod transformer;
 pub mod unet;
