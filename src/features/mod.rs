@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod extract;
+pub mod fusion;
 pub mod image;
 pub mod pair;
 pub mod preprocess;
