@@ -149,6 +149,31 @@ impl FeatureCache {
         }
     }
 
+    /// Cached features under `key`, or `compute`s them (and stores them in
+    /// memory and, with a disk cache, on disk). For feature sources other
+    /// than [`extract`] (DINOv2, fused maps: see [`super::source`]), whose
+    /// keys come from [`super::source::source_cache_key`].
+    pub fn get_or_compute(
+        &self,
+        key: &str,
+        compute: impl FnOnce() -> Result<Extracted, ExtractError>,
+    ) -> Result<Arc<Extracted>, ExtractError> {
+        if let Some(e) = self.get(key) {
+            return Ok(e);
+        }
+        let e = Arc::new(compute()?);
+        self.put(key, e.clone());
+        if let Some(dir) = &self.disk
+            && let Err(err) = write_disk(dir, key, &e)
+        {
+            tracing::warn!(
+                "could not write the feature cache in {}: {err}",
+                dir.display()
+            );
+        }
+        Ok(e)
+    }
+
     /// Cached features of the request, or extracts them (and stores them).
     pub fn get_or_extract(
         &self,

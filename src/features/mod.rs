@@ -8,6 +8,7 @@ pub mod fusion;
 pub mod image;
 pub mod pair;
 pub mod preprocess;
+pub mod source;
 pub mod view;
 
 pub use view::{MatchView, ViewMapping};
