@@ -183,7 +183,7 @@ impl DinoConfig {
             },
             qkv_bias: v.get("qkv_bias").and_then(Value::as_bool).unwrap_or(true),
         };
-        if cfg.hidden_size % cfg.num_heads != 0 {
+        if !cfg.hidden_size.is_multiple_of(cfg.num_heads) {
             return Err(bad(
                 "num_attention_heads",
                 &format!(
@@ -311,6 +311,9 @@ impl Block {
     }
 }
 
+/// Tokens (B, 1 + registers + h·w, D) by layer.
+pub type Tokens = BTreeMap<DinoLayer, Tensor>;
+
 /// A DINOv2 network.
 pub struct Dino {
     pub config: DinoConfig,
@@ -418,7 +421,7 @@ impl Dino {
         &self,
         pixels: &Tensor,
         taps: &[DinoLayer],
-    ) -> Result<(BTreeMap<DinoLayer, Tensor>, (usize, usize)), ModelError> {
+    ) -> Result<(Tokens, (usize, usize)), ModelError> {
         let (b, c, hh, ww) = pixels.dims4()?;
         let p = self.config.patch_size;
         if c != 3 {
