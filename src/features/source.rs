@@ -238,9 +238,15 @@ pub fn source_cache_key(
     let key = Key {
         source,
         images: imgs.iter().map(|i| i.hash_hex()).collect(),
-        sd: models.sd.map(Backbone::describe),
+        sd: models
+            .sd
+            .filter(|_| source.needs_sd())
+            .map(Backbone::describe),
         sd_key,
-        dino: models.dino.map(DinoModel::describe),
+        dino: models
+            .dino
+            .filter(|_| source.needs_dino())
+            .map(DinoModel::describe),
         fusion: f,
         size: s.size.to_string(),
         fit: format!("{:?}", s.fit),
