@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use clap::{Args, ValueEnum};
 
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
+use crate::model::dino::{DinoLayer, DinoModel, DinoSpec};
 use crate::model::layers::Grad;
 use crate::model::vae::VaeEncoder;
 use crate::model::weights::SeededBackend;
@@ -22,6 +23,10 @@ pub enum BenchWhat {
     UnetFull,
     /// VAE encoder.
     Vae,
+    /// DINOv2 forward to its last block (`--model dinov2-{small,base,large,
+    /// giant}`, `dinov2-reg-*` or `tiny-dino`; `--res` a multiple of 14, e.g.
+    /// sd-dino's 840).
+    Dino,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -47,6 +52,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
+    if a.what == BenchWhat::Dino {
+        return run_dino(a);
+    }
     let cfg = ModelConfig::preset(&a.model).ok_or_else(|| {
         anyhow::anyhow!(
             "bench needs a preset name (sd15, sd21, tiny-sd15, tiny-sd21), got {:?}",
@@ -86,6 +94,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        BenchWhat::Dino => anyhow::bail!("internal: DINOv2 is timed by run_dino"),
         BenchWhat::Vae => {
             let vae = VaeEncoder::new(vb("vae"), &cfg.vae)?;
             let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.res, a.res), &dev)?.to_dtype(dtype)?;
@@ -105,11 +114,60 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         dev.location(),
         dtype
     );
+    time(&label, a.reps, &mut run_once)
+}
+
+/// DINOv2 at the real shape with seeded random weights.
+fn run_dino(a: &BenchArgs) -> anyhow::Result<()> {
+    // `--model` defaults to sd21 for the UNet benches; DINOv2 takes its own.
+    let model = if a.model == "sd21" {
+        "dinov2-base"
+    } else {
+        a.model.as_str()
+    };
+    if a.res == 0 || !a.res.is_multiple_of(14) {
+        anyhow::bail!(
+            "--res {} must be a positive multiple of 14 (DINOv2 patches)",
+            a.res
+        );
+    }
+    let dev = a.device.parse::<DeviceChoice>()?.open()?;
+    let dtype: DType = match &a.dtype {
+        Some(d) => parse_dtype(d)?,
+        None => default_dtype(&dev),
+    };
+    let mut spec = DinoSpec::new(model, dev.clone(), dtype);
+    spec.random_weights = true;
+    let m = DinoModel::load(&spec, &|_| {})?;
+    let last = DinoLayer::Block(m.net.config.num_layers - 1);
+    let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.res, a.res), &dev)?.to_dtype(dtype)?;
+    let mut run_once = || -> anyhow::Result<()> {
+        let (out, _) = m.net.forward(&x, &[last])?;
+        if let Some(v) = out.values().next() {
+            v.device().synchronize()?;
+        }
+        Ok(())
+    };
+    let label = format!(
+        "Dino {model} res {} batch {} {:?} {:?}",
+        a.res,
+        a.batch,
+        dev.location(),
+        dtype
+    );
+    time(&label, a.reps, &mut run_once)
+}
+
+fn time(
+    label: &str,
+    reps: usize,
+    run_once: &mut dyn FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let t0 = Instant::now();
     run_once()?;
     println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
     let mut times = Vec::new();
-    for _ in 0..a.reps {
+    for _ in 0..reps {
         let t0 = Instant::now();
         run_once()?;
         times.push(t0.elapsed().as_secs_f64());
@@ -117,7 +175,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
         "{label}: best of {} {:.2}s (runs: {})",
-        a.reps,
+        reps,
         best,
         times
             .iter()

@@ -9,12 +9,15 @@ use clap::Args;
 use super::BackboneArgs;
 use super::progress::Bar;
 use crate::features::MatchView;
-use crate::features::cache::{FeatureCache, save_extracted};
+use crate::features::cache::{FeatureCache, save_extracted, save_source_map};
 use crate::features::extract::{ExtractSettings, Extracted, Mode, Stage};
+use crate::features::fusion::{DinoSettings, FusionSettings};
 use crate::features::preprocess::{Fit, LoadedImage, SizeSpec, load_image};
+use crate::features::source::{Models, SourceKind, SourceMap, extract_pair};
 use crate::matching::{PcaMode, PcaOptions, mutual_nn, pca_rgb};
 use crate::model::FeatureKey;
-use crate::model::weights::Backbone;
+use crate::model::dino::{DinoLayer, DinoModel, DinoSpec};
+use crate::model::weights::{Backbone, LoadEvent};
 use crate::render::{Colormap, blend_heatmap, draw_marker, side_by_side, upsample_rgb};
 
 /// Everything that decides the features: backbone, mode, t, layers, …
@@ -57,6 +60,61 @@ pub struct FeatureArgs {
     /// Also cache features on disk in this folder.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Feature source: sd (diffusion, in --mode), dino (DINOv2 patch
+    /// tokens) or fused (sd-dino: --mode diffusion + DINOv2). `eval` takes a
+    /// comma-separated list and reports each.
+    #[arg(long = "features", default_value = "sd")]
+    pub sources: String,
+    /// DINOv2: dinov2-{small,base,large,giant}, dinov2-reg-*, tiny-dino
+    /// (offline, seeded), a folder (config.json + model.safetensors) or a
+    /// repo id.
+    #[arg(long, default_value = crate::model::dino::load::DEFAULT_DINO)]
+    pub dino_model: String,
+    /// DINOv2 input: the long side in pixels (rounded down to whole
+    /// 14-px patches). sd-dino: 840.
+    #[arg(long, default_value_t = crate::features::fusion::DEFAULT_DINO_SIZE)]
+    pub dino_size: u32,
+    /// DINOv2 tokens: `last` (the last block, before the final norm; sd-dino),
+    /// `final` (after it), or a block index.
+    #[arg(long, default_value = "last")]
+    pub dino_layer: String,
+    /// Fused: the diffusion layers (sd-dino's strides 64/32/16).
+    #[arg(long, default_value = "us2,us5,us8")]
+    pub fusion_layers: String,
+    /// Fused: PCA dimension per layer (one for all, or one per layer).
+    #[arg(long, default_value = "256")]
+    pub pca_dims: String,
+    /// Fused: weight of the diffusion half (DINOv2 gets 1 - w); 0.5 = the
+    /// published equal weights.
+    #[arg(long, default_value_t = crate::features::fusion::DEFAULT_SD_WEIGHT)]
+    pub fusion_weight: f32,
+}
+
+/// The models a set of feature sources needs, loaded.
+pub struct Engines {
+    pub sd: Option<Backbone>,
+    pub dino: Option<DinoModel>,
+}
+
+impl Engines {
+    pub fn models(&self) -> Models<'_> {
+        Models {
+            sd: self.sd.as_ref(),
+            dino: self.dino.as_ref(),
+        }
+    }
+
+    /// What produces the features, for reports.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(bb) = &self.sd {
+            parts.push(bb.describe());
+        }
+        if let Some(d) = &self.dino {
+            parts.push(d.describe());
+        }
+        parts.join(" + ")
+    }
 }
 
 impl FeatureArgs {
@@ -84,6 +142,132 @@ impl FeatureArgs {
     pub fn cache(&self) -> FeatureCache {
         FeatureCache::new(2 << 30, self.cache_dir.clone())
     }
+
+    /// The `--features` list.
+    pub fn kinds(&self) -> anyhow::Result<Vec<SourceKind>> {
+        Ok(SourceKind::parse_list(&self.sources)?)
+    }
+
+    /// Exactly one `--features` value (extract, match, pca).
+    pub fn kind(&self) -> anyhow::Result<SourceKind> {
+        match self.kinds()?[..] {
+            [k] => Ok(k),
+            _ => bail!(
+                "--features {:?}: this command takes one of sd, dino, fused (eval takes a list)",
+                self.sources
+            ),
+        }
+    }
+
+    /// Fusion and DINOv2 settings.
+    pub fn fusion(&self) -> anyhow::Result<FusionSettings> {
+        let layer = match self.dino_layer.trim() {
+            "last" => None,
+            "final" => Some(DinoLayer::Final),
+            n => Some(DinoLayer::Block(n.parse::<usize>().with_context(|| {
+                format!("--dino-layer {n:?}: use last, final or a block index")
+            })?)),
+        };
+        let pca_dims = self
+            .pca_dims
+            .split(',')
+            .map(|d| {
+                d.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("--pca-dims: {d:?} is not a whole number"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let f = FusionSettings {
+            layers: FeatureKey::parse_list(&self.fusion_layers)?,
+            pca_dims,
+            sd_weight: self.fusion_weight,
+            dino: DinoSettings {
+                model: self.dino_model.clone(),
+                layer,
+                size: self.dino_size,
+            },
+        };
+        f.validate()?;
+        Ok(f)
+    }
+
+    /// Loads what `kinds` need: the diffusion backbone and/or DINOv2.
+    pub fn load_engines(&self, kinds: &[SourceKind]) -> anyhow::Result<Engines> {
+        let sd = if kinds.iter().any(|k| *k != SourceKind::Dino) {
+            Some(self.backbone.load()?)
+        } else {
+            None
+        };
+        let dino = if kinds.iter().any(|k| *k != SourceKind::Sd) {
+            let bs = self.backbone.spec()?;
+            let spec = DinoSpec::new(&self.dino_model, bs.device.clone(), bs.dtype);
+            let bar = Bar::new();
+            let m = DinoModel::load(&spec, &|ev| match ev {
+                LoadEvent::Downloading { file, done, total } => bar.bytes(&file, done, total),
+                LoadEvent::Loading { part } => bar.message(&format!("loading {part}")),
+            })?;
+            bar.finish();
+            Some(m)
+        } else {
+            None
+        };
+        Ok(Engines { sd, dino })
+    }
+}
+
+/// The maps of A and B from `kind` with names: one per `--layers` key for
+/// sd, one for dino and fused.
+pub fn pair_maps(
+    kind: SourceKind,
+    engines: &Engines,
+    cache: &FeatureCache,
+    ia: &LoadedImage,
+    ib: &LoadedImage,
+    s: &ExtractSettings,
+    f: &FusionSettings,
+) -> anyhow::Result<Vec<(String, SourceMap, SourceMap)>> {
+    if kind == SourceKind::Sd {
+        let bb = engines
+            .sd
+            .as_ref()
+            .context("internal: the diffusion backbone was not loaded")?;
+        let (ea, eb) = (
+            extract_with_bar(bb, cache, ia, s)?,
+            extract_with_bar(bb, cache, ib, s)?,
+        );
+        return s
+            .layers
+            .iter()
+            .map(|&key| {
+                let side = |e: &Extracted| -> anyhow::Result<SourceMap> {
+                    Ok(SourceMap {
+                        map: e.map(key)?.clone(),
+                        geometry: e.geometry,
+                        label: e.label.clone(),
+                    })
+                };
+                Ok((key.name().to_string(), side(&ea)?, side(&eb)?))
+            })
+            .collect();
+    }
+    let bar = Bar::new();
+    let [a, b] = extract_pair(
+        kind.with_mode(s.mode),
+        engines.models(),
+        cache,
+        ia,
+        ib,
+        s,
+        f,
+        None,
+        &mut |stage| match stage {
+            Stage::Encoding => bar.message("encoding"),
+            Stage::Text => bar.message("text"),
+            Stage::Unet { done, total } => bar.steps("UNet", done as u64, total as u64),
+        },
+    )?;
+    bar.finish();
+    Ok(vec![(kind.to_string(), a, b)])
 }
 
 /// Extracts with a progress bar naming the stage.
@@ -126,25 +310,56 @@ pub struct ExtractArgs {
     /// The image.
     #[arg(long)]
     pub image: PathBuf,
-    /// Output safetensors file: one (C, h, w) tensor per layer key.
+    /// Output safetensors file: one (C, h, w) tensor per layer key (sd), or
+    /// one tensor named `dino` / `fused`.
     #[arg(long)]
     pub out: PathBuf,
+    /// `--features fused`: the other image of the pair (the fusion's PCA is
+    /// joint over both images).
+    #[arg(long)]
+    pub with: Option<PathBuf>,
 }
 
 pub fn run_extract(a: &ExtractArgs) -> anyhow::Result<()> {
     let s = a.features.settings()?;
+    let kind = a.features.kind()?;
+    let f = a.features.fusion()?;
     let img = load(&a.image)?;
-    let bb = a.features.backbone.load()?;
-    let e = extract_with_bar(&bb, &a.features.cache(), &img, &s)?;
+    let engines = a.features.load_engines(&[kind])?;
+    let cache = a.features.cache();
     let mut meta = BTreeMap::new();
     meta.insert("settings".to_string(), serde_json::to_string(&s)?);
-    meta.insert("backbone".to_string(), bb.describe());
     meta.insert("image".to_string(), a.image.display().to_string());
-    save_extracted(&a.out, &e, &meta).with_context(|| format!("writing {}", a.out.display()))?;
-    println!("{} ({})", a.out.display(), e.label);
-    for (k, m) in &e.maps {
-        println!("  {k}: {} x {} x {}", m.c, m.h, m.w);
+    if kind == SourceKind::Sd {
+        let bb = engines.sd.as_ref().context("internal: no backbone")?;
+        let e = extract_with_bar(bb, &cache, &img, &s)?;
+        meta.insert("backbone".to_string(), bb.describe());
+        save_extracted(&a.out, &e, &meta)
+            .with_context(|| format!("writing {}", a.out.display()))?;
+        println!("{} ({})", a.out.display(), e.label);
+        for (k, m) in &e.maps {
+            println!("  {k}: {} x {} x {}", m.c, m.h, m.w);
+        }
+        return Ok(());
     }
+    let other = match (kind, &a.with) {
+        (SourceKind::Fused, Some(p)) => load(p)?,
+        (SourceKind::Fused, None) => bail!(
+            "--features fused is defined on a pair (its PCA is joint): give the other image with --with B"
+        ),
+        _ => img.clone(),
+    };
+    let (name, m, _) = pair_maps(kind, &engines, &cache, &img, &other, &s, &f)?
+        .into_iter()
+        .next()
+        .context("internal: no map")?;
+    meta.insert("features".to_string(), kind.to_string());
+    meta.insert("fusion".to_string(), serde_json::to_string(&f)?);
+    meta.insert("backbone".to_string(), engines.describe());
+    save_source_map(&a.out, &name, &m, &meta)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!("{} ({})", a.out.display(), m.label);
+    println!("  {name}: {} x {} x {}", m.map.c, m.map.h, m.map.w);
     Ok(())
 }
 
@@ -202,17 +417,17 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
             ia.height
         );
     }
-    let bb = a.features.backbone.load()?;
+    let kind = a.features.kind()?;
+    let f = a.features.fusion()?;
+    let engines = a.features.load_engines(&[kind])?;
     let cache = a.features.cache();
-    let (ea, eb) = (
-        extract_with_bar(&bb, &cache, &ia, &s)?,
-        extract_with_bar(&bb, &cache, &ib, &s)?,
-    );
+    let maps = pair_maps(kind, &engines, &cache, &ia, &ib, &s, &f)?;
+    let label = maps.first().map(|m| m.1.label.clone()).unwrap_or_default();
     let mut results = Vec::new();
     let mut picture = None;
-    for &key in &s.layers {
-        let va = MatchView::new(ea.map(key)?, ea.geometry)?;
-        let vb = MatchView::new(eb.map(key)?, eb.geometry)?;
+    for (name, ma, mb) in &maps {
+        let va = MatchView::new(&ma.map, ma.geometry)?;
+        let vb = MatchView::new(&mb.map, mb.geometry)?;
         let (qx, qy) = va.to_view(x, y);
         let q = va.target.sample(qx, qy)?;
         let sim = vb.target.similarity(&q)?;
@@ -227,7 +442,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
             })
             .collect();
         results.push(serde_json::json!({
-            "layer": key.name(),
+            "layer": name,
             "matches": matches,
             "mutual_nn": m.mutual,
             "back_in_a": {"x": back.0, "y": back.1},
@@ -239,7 +454,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
     if a.json {
         let out = serde_json::json!({
             "a": a.a.display().to_string(), "b": a.b.display().to_string(),
-            "point": {"x": x, "y": y}, "features": ea.label, "backbone": bb.describe(),
+            "point": {"x": x, "y": y}, "features": label, "backbone": engines.describe(),
             "results": results,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -250,7 +465,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
             ia.width,
             ia.height
         );
-        println!("features: {} — {}", ea.label, bb.describe());
+        println!("features: {} — {}", label, engines.describe());
         for r in &results {
             println!("layer {}:", r["layer"].as_str().unwrap_or("?"));
             for (i, m) in r["matches"].as_array().into_iter().flatten().enumerate() {
@@ -357,13 +572,14 @@ pub struct PcaArgs {
 pub fn run_pca(a: &PcaArgs) -> anyhow::Result<()> {
     let s = a.features.settings()?;
     let (ia, ib) = (load(&a.a)?, load(&a.b)?);
-    let bb = a.features.backbone.load()?;
+    let kind = a.features.kind()?;
+    let f = a.features.fusion()?;
+    let engines = a.features.load_engines(&[kind])?;
     let cache = a.features.cache();
-    let (ea, eb) = (
-        extract_with_bar(&bb, &cache, &ia, &s)?,
-        extract_with_bar(&bb, &cache, &ib, &s)?,
-    );
-    let key = s.layers[0];
+    let (key, ea, eb) = pair_maps(kind, &engines, &cache, &ia, &ib, &s, &f)?
+        .into_iter()
+        .next()
+        .context("internal: no map")?;
     let opts = PcaOptions {
         mode: if a.per_image {
             PcaMode::PerImage
@@ -372,8 +588,8 @@ pub fn run_pca(a: &PcaArgs) -> anyhow::Result<()> {
         },
         ..PcaOptions::default()
     };
-    let rgb = pca_rgb(&[ea.map(key)?, eb.map(key)?], &opts)?;
-    let paint = |img: &LoadedImage, e: &Extracted, map: &crate::matching::RgbMap| {
+    let rgb = pca_rgb(&[&ea.map, &eb.map], &opts)?;
+    let paint = |img: &LoadedImage, e: &SourceMap, map: &crate::matching::RgbMap| {
         let g = e.geometry;
         let model = upsample_rgb(map, g.model_w, g.model_h);
         let mut out = img.rgb.clone();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::engine::FeatureArgs;
+use super::engine::{Engines, FeatureArgs};
 use super::progress::Bar;
 use crate::eval::{
     Dataset, EvalOptions, FeatureSource, SourceError, SpairDataset, SpairOptions, WarpConfig,
@@ -13,7 +13,9 @@ use crate::eval::{
 };
 use crate::features::cache::FeatureCache;
 use crate::features::extract::{ExtractError, ExtractSettings};
+use crate::features::fusion::FusionSettings;
 use crate::features::preprocess::{Geometry, LoadedImage};
+use crate::features::source::{SourceKind, extract_pair};
 use crate::matching::FeatureMap;
 use crate::model::weights::Backbone;
 
@@ -104,8 +106,96 @@ impl FeatureSource for Diffusion<'_> {
     }
 }
 
+/// DINOv2 or fused features as an eval [`FeatureSource`]: DINOv2 per
+/// image, fused per pair (its PCA is joint).
+struct Paired<'a> {
+    kind: SourceKind,
+    engines: &'a Engines,
+    cache: FeatureCache,
+    settings: ExtractSettings,
+    fusion: FusionSettings,
+}
+
+impl Paired<'_> {
+    fn run(
+        &mut self,
+        a: &LoadedImage,
+        b: &LoadedImage,
+        category: &str,
+    ) -> Result<[(FeatureMap, Geometry); 2], ExtractError> {
+        let mut s = self.settings.clone();
+        s.prompt = s.prompt.replace("{category}", category);
+        let [x, y] = extract_pair(
+            self.kind.with_mode(s.mode),
+            self.engines.models(),
+            &self.cache,
+            a,
+            b,
+            &s,
+            &self.fusion,
+            None,
+            &mut |_| {},
+        )?;
+        Ok([(x.map, x.geometry), (y.map, y.geometry)])
+    }
+}
+
+impl FeatureSource for Paired<'_> {
+    fn features(&mut self, img: &LoadedImage) -> Result<(FeatureMap, Geometry), SourceError> {
+        self.features_in_category(img, "object")
+    }
+
+    fn features_in_category(
+        &mut self,
+        img: &LoadedImage,
+        category: &str,
+    ) -> Result<(FeatureMap, Geometry), SourceError> {
+        let [x, _] = self.run(img, img, category)?;
+        Ok(x)
+    }
+
+    fn pair_features(
+        &mut self,
+        src: &LoadedImage,
+        trg: &LoadedImage,
+        category: &str,
+    ) -> Option<Result<[(FeatureMap, Geometry); 2], SourceError>> {
+        (self.kind == SourceKind::Fused)
+            .then(|| self.run(src, trg, category).map_err(SourceError::from))
+    }
+
+    fn describe(&self) -> String {
+        let s = &self.settings;
+        let f = &self.fusion;
+        let dino = format!(
+            "DINOv2 {} layer {} size {}",
+            f.dino.model,
+            f.dino.layer.map_or("last".to_string(), |l| l.to_string()),
+            f.dino.size
+        );
+        match self.kind {
+            SourceKind::Fused => format!(
+                "fused | {} | mode {} t {} ensemble {} seed {} layers {:?} PCA {:?} weight {} | {dino} | size {:?} fit {:?}",
+                self.engines.describe(),
+                s.mode,
+                s.t,
+                s.ensemble,
+                s.seed,
+                f.layers,
+                f.pca_dims,
+                f.sd_weight,
+                s.size,
+                s.fit
+            ),
+            _ => format!("dino | {dino} | fit {:?}", s.fit),
+        }
+    }
+}
+
 pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
     let settings = a.features.settings()?;
+    let kinds = a.features.kinds()?;
+    let fusion = a.features.fusion()?;
     let alphas = a
         .alpha
         .split(',')
@@ -146,26 +236,55 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         }
         _ => bail!("--dataset {:?}: use spair:DIR or warp:DIR", a.dataset),
     };
-    let bb = a.features.backbone.load()?;
-    let mut src = Diffusion {
-        bb: &bb,
-        cache: FeatureCache::new(1 << 30, a.features.cache_dir.clone()),
-        settings,
-    };
+    let engines = a.features.load_engines(&kinds)?;
     let opts = EvalOptions {
         alphas,
         max_pairs: a.pairs,
         categories,
         ..EvalOptions::default()
     };
-    let bar = Bar::new();
-    let report = evaluate(ds.as_ref(), &mut src, &opts, &mut |done, total| {
-        bar.steps("pairs", done as u64, total as u64)
-    })?;
-    bar.finish();
-    print!("{}", report.table());
+    let mut reports = serde_json::Map::new();
+    for &kind in &kinds {
+        let cache = FeatureCache::new(1 << 30, a.features.cache_dir.clone());
+        let mut diffusion;
+        let mut paired;
+        let src: &mut dyn FeatureSource = if kind == SourceKind::Sd {
+            diffusion = Diffusion {
+                bb: engines
+                    .sd
+                    .as_ref()
+                    .context("internal: the diffusion backbone was not loaded")?,
+                cache,
+                settings: settings.clone(),
+            };
+            &mut diffusion
+        } else {
+            paired = Paired {
+                kind,
+                engines: &engines,
+                cache,
+                settings: settings.clone(),
+                fusion: fusion.clone(),
+            };
+            &mut paired
+        };
+        let bar = Bar::new();
+        let report = evaluate(ds.as_ref(), src, &opts, &mut |done, total| {
+            bar.steps(&format!("{kind}: pairs"), done as u64, total as u64)
+        })?;
+        bar.finish();
+        if kinds.len() > 1 {
+            println!("== features: {kind} ==");
+        }
+        print!("{}", report.table());
+        reports.insert(kind.to_string(), serde_json::to_value(&report)?);
+    }
     if let Some(path) = &a.json {
-        let json = serde_json::to_vec_pretty(&report)?;
+        let json = if kinds.len() == 1 {
+            serde_json::to_vec_pretty(reports.values().next().context("internal: no report")?)?
+        } else {
+            serde_json::to_vec_pretty(&reports)?
+        };
         crate::util::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());

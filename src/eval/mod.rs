@@ -75,6 +75,20 @@ pub trait FeatureSource {
     /// One line saying what produces the features (backbone, mode, t, layer,
     /// size...), recorded in the report.
     fn describe(&self) -> String;
+
+    /// The features of a whole pair at once, for sources defined on pairs
+    /// (the SD+DINO fusion's joint PCA). `None` (the default): the
+    /// evaluation asks [`Self::features_in_category`] per image.
+    #[allow(clippy::type_complexity)]
+    fn pair_features(
+        &mut self,
+        src: &LoadedImage,
+        trg: &LoadedImage,
+        category: &str,
+    ) -> Option<Result<[(FeatureMap, Geometry); 2], SourceError>> {
+        let _ = (src, trg, category);
+        None
+    }
 }
 
 /// A set of annotated image pairs, loaded lazily one pair at a time.
@@ -250,8 +264,23 @@ pub fn evaluate(
             Ok(pair) => match check_pair(&pair) {
                 Err(reason) => skipped.push(skip(reason)),
                 Ok(()) => {
-                    let s = cache.get(src, &pair.src, &pair.category)?;
-                    let t = cache.get(src, &pair.trg, &pair.category)?;
+                    let (s, t) = match src.pair_features(&pair.src, &pair.trg, &pair.category) {
+                        Some(r) => {
+                            let [(ms, gs), (mt, gt)] = r.map_err(|cause| EvalError::Features {
+                                image: format!("{} / {}", pair.src.source, pair.trg.source),
+                                cause,
+                            })?;
+                            cache.misses += 2;
+                            (
+                                Rc::new(prepare(ms, gs, &pair.src)?),
+                                Rc::new(prepare(mt, gt, &pair.trg)?),
+                            )
+                        }
+                        None => (
+                            cache.get(src, &pair.src, &pair.category)?,
+                            cache.get(src, &pair.trg, &pair.category)?,
+                        ),
+                    };
                     let kps = match_pair(&pair, &s, &t)?;
                     if let Err(e) = acc.add(&kps) {
                         skipped.push(skip(e.to_string()));

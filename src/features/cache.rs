@@ -149,6 +149,31 @@ impl FeatureCache {
         }
     }
 
+    /// Cached features under `key`, or `compute`s them (and stores them in
+    /// memory and, with a disk cache, on disk). For feature sources other
+    /// than [`extract`] (DINOv2, fused maps: see [`super::source`]), whose
+    /// keys come from [`super::source::source_cache_key`].
+    pub fn get_or_compute(
+        &self,
+        key: &str,
+        compute: impl FnOnce() -> Result<Extracted, ExtractError>,
+    ) -> Result<Arc<Extracted>, ExtractError> {
+        if let Some(e) = self.get(key) {
+            return Ok(e);
+        }
+        let e = Arc::new(compute()?);
+        self.put(key, e.clone());
+        if let Some(dir) = &self.disk
+            && let Err(err) = write_disk(dir, key, &e)
+        {
+            tracing::warn!(
+                "could not write the feature cache in {}: {err}",
+                dir.display()
+            );
+        }
+        Ok(e)
+    }
+
     /// Cached features of the request, or extracts them (and stores them).
     pub fn get_or_extract(
         &self,
@@ -217,22 +242,49 @@ pub fn save_extracted(
     e: &Extracted,
     extra: &BTreeMap<String, String>,
 ) -> Result<(), CacheError> {
-    let mut tensors = HashMap::new();
-    for (k, m) in &e.maps {
-        tensors.insert(
-            k.name().to_string(),
-            Tensor::from_slice(&m.data, (m.c, m.h, m.w), &Device::Cpu)?,
-        );
-    }
+    let maps: Vec<(&str, &FeatureMap)> = e.maps.iter().map(|(k, m)| (k.name(), m)).collect();
     let meta = Meta {
         geometry: e.geometry,
         label: e.label.clone(),
         t_used: e.t_used,
         naive_clean: e.naive_clean,
     };
+    save_named(path, &maps, &meta, extra)
+}
+
+/// Saves one feature source's map (DINOv2, fused) as a (C, h, w) tensor
+/// called `name`, with the same metadata layout as [`save_extracted`].
+pub fn save_source_map(
+    path: &Path,
+    name: &str,
+    m: &super::source::SourceMap,
+    extra: &BTreeMap<String, String>,
+) -> Result<(), CacheError> {
+    let meta = Meta {
+        geometry: m.geometry,
+        label: m.label.clone(),
+        t_used: f64::NAN,
+        naive_clean: false,
+    };
+    save_named(path, &[(name, &m.map)], &meta, extra)
+}
+
+fn save_named(
+    path: &Path,
+    maps: &[(&str, &FeatureMap)],
+    meta: &Meta,
+    extra: &BTreeMap<String, String>,
+) -> Result<(), CacheError> {
+    let mut tensors = HashMap::new();
+    for (k, m) in maps {
+        tensors.insert(
+            k.to_string(),
+            Tensor::from_slice(&m.data, (m.c, m.h, m.w), &Device::Cpu)?,
+        );
+    }
     let mut metadata: HashMap<String, String> =
         extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let meta = serde_json::to_string(&meta).map_err(|e| CacheError::format(path)(e.to_string()))?;
+    let meta = serde_json::to_string(meta).map_err(|e| CacheError::format(path)(e.to_string()))?;
     metadata.insert("cleandift".into(), meta);
     let views: Vec<(String, Tensor)> = tensors.into_iter().collect();
     let bytes = safetensors::serialize(views.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))

@@ -4,9 +4,11 @@
 
 pub mod cache;
 pub mod extract;
+pub mod fusion;
 pub mod image;
 pub mod pair;
 pub mod preprocess;
+pub mod source;
 pub mod view;
 
 pub use view::{MatchView, ViewMapping};

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod device;
+pub mod dino;
 pub mod kernels;
 pub mod layers;
 pub(crate) mod resnet;
