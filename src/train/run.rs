@@ -635,17 +635,28 @@ pub fn train(
             match run.latest()? {
                 Some(ck) => {
                     let (trainer, step, ckpt) = resume(bb, cfg, &keys, &base, data, &run, &ck)?;
+                    check_space(run.path(), &trainer, true)?;
                     // A kill between the commit and the link leaves the
                     // stable student one checkpoint behind.
                     run.link_student(&ck)?;
                     (run, trainer, step, Some(ckpt))
                 }
                 // Killed before its first checkpoint: start it afresh.
-                None => (run, fresh()?, 0, None),
+                None => {
+                    let trainer = fresh()?;
+                    check_space(run.path(), &trainer, false)?;
+                    (run, trainer, 0, None)
+                }
             }
         }
         None => {
             let trainer = fresh()?;
+            // Writable and roomy enough, checked before the run folder exists.
+            std::fs::create_dir_all(&cfg.out_dir).map_err(|source| TrainError::Io {
+                path: cfg.out_dir.clone(),
+                source,
+            })?;
+            check_space(&cfg.out_dir, &trainer, false)?;
             let run = RunDir::create(&cfg.out_dir, &base, cfg.run_name.as_deref())?;
             (run, trainer, 0, None)
         }
@@ -679,7 +690,6 @@ pub fn train(
             settings: settings.clone(),
         })?;
     }
-    check_space(&run, &trainer, last.is_some())?;
 
     on_event(TrainEvent::Started {
         run_dir: run.path().to_path_buf(),
@@ -842,7 +852,7 @@ fn first_non_finite<'a>(
 /// Refuses to start when the run folder's file system lacks room for the
 /// checkpoints: one more (the previous one stays until the new one is
 /// complete), two when none exists yet.
-fn check_space(run: &RunDir, trainer: &Trainer, has_checkpoint: bool) -> Result<()> {
+fn check_space(dir: &Path, trainer: &Trainer, has_checkpoint: bool) -> Result<()> {
     let student: usize = trainer
         .student
         .named_tensors()
@@ -853,11 +863,11 @@ fn check_space(run: &RunDir, trainer: &Trainer, has_checkpoint: bool) -> Result<
     // scalar, plus a little for headers.
     let one = (student as u64 + 3 * trainer.trainable_scalars() as u64) * 4 + (1 << 16);
     let need = if has_checkpoint { one } else { 2 * one };
-    if let Some(free) = rundir::free_space(run.path())
+    if let Some(free) = rundir::free_space(dir)
         && free < need
     {
         return Err(TrainError::NoSpace {
-            path: run.path().to_path_buf(),
+            path: dir.to_path_buf(),
             need,
             free,
         });
