@@ -186,13 +186,15 @@ fn kill_9_at_random_instants_loses_nothing() {
     let want = contents(&reference.join("whole").join(STUDENT));
 
     let out = tmp.path().join("faulty");
-    let run = out.join("r");
     let mut rng = Rng(0x5EED_0009);
     let mut kills = 0;
+    let mut round = 0;
     let mut finished = false;
-    // Bounded: every attempt either is killed (at most KILLS times) or runs
-    // to its end.
-    for attempt in 0..(KILLS + 40) {
+    // Rounds of one run each (a run that completes before KILLS kills is
+    // checked and a new one starts). Bounded: at most 200 attempts.
+    for attempt in 0..200 {
+        let run = out.join(format!("r{round}"));
+        let name = format!("r{round}");
         let mut args = vec!["--steps", STEPS, "--save-every", "1"];
         let (out_s, run_s) = (
             out.to_str().expect("utf-8").to_string(),
@@ -201,7 +203,7 @@ fn kill_9_at_random_instants_loses_nothing() {
         if run.join("run.json").is_file() {
             args.extend(["--resume", run_s.as_str()]);
         } else {
-            args.extend(["--out", out_s.as_str(), "--run-name", "r"]);
+            args.extend(["--out", out_s.as_str(), "--run-name", name.as_str()]);
         }
         let log = tmp.path().join(format!("attempt-{attempt}.log"));
         let mut c = train_cmd(&args);
@@ -209,47 +211,48 @@ fn kill_9_at_random_instants_loses_nothing() {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"));
         let mut child = c.spawn().expect("spawn");
-        let exited = if kills < KILLS {
+        let exited = kills >= KILLS || {
             let delay = rng.next() % span_ms;
             wait_at_most(&mut child, Duration::from_millis(delay))
-        } else {
-            false
         };
-        if kills < KILLS && !exited {
+        if !exited {
             child.kill().expect("kill -9");
             let st = child.wait().expect("wait");
             assert_eq!(st.signal(), Some(9), "attempt {attempt}");
             kills += 1;
             continue;
         }
+        // It ran to its end: success, and the student of an uninterrupted run.
         let st = child.wait().expect("wait");
         let msg = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(st.success(), "attempt {attempt} failed: {st:?}\n{msg}");
+        let got = contents(&run.join(STUDENT));
+        assert_eq!(got.1, want.1, "round {round}: student metadata differs");
+        assert_eq!(got.0.len(), want.0.len());
+        for (k, v) in &want.0 {
+            assert!(got.0.get(k) == Some(v), "round {round}: tensor {k} differs");
+        }
+        // One complete checkpoint, no temporaries left.
+        assert_eq!(ckpts(&run), vec!["ckpt-00000010".to_string()]);
+        let names: Vec<String> = std::fs::read_dir(&run)
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.ends_with(".tmp") || n.ends_with(".old")),
+            "{names:?}"
+        );
         if kills >= KILLS {
             finished = true;
             break;
         }
+        round += 1;
     }
     assert!(finished && kills == KILLS, "kills {kills}");
-    let got = contents(&run.join(STUDENT));
-    assert_eq!(got.1, want.1, "student metadata differs");
-    assert_eq!(got.0.len(), want.0.len());
-    for (k, v) in &want.0 {
-        assert!(got.0.get(k) == Some(v), "tensor {k} differs");
-    }
-    // One complete checkpoint, no temporaries left.
-    assert_eq!(ckpts(&run), vec!["ckpt-00000010".to_string()]);
-    let names: Vec<String> = std::fs::read_dir(&run)
-        .expect("ls")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        !names
-            .iter()
-            .any(|n| n.ends_with(".tmp") || n.ends_with(".old")),
-        "{names:?}"
-    );
+    eprintln!("{kills} kills over {} runs", round + 1);
 }
 
 /// A rerun into the same --out gets a new run folder and leaves the first
@@ -279,11 +282,25 @@ fn reruns_never_touch_an_earlier_run() {
     assert_eq!(std::fs::read(&first_student).expect("student"), before);
 
     // An explicit name: first use creates it, the second is refused.
-    let o = run_out(train_cmd(&["--steps", "2", "--out", o_s, "--run-name", "mine"]));
+    let o = run_out(train_cmd(&[
+        "--steps",
+        "2",
+        "--out",
+        o_s,
+        "--run-name",
+        "mine",
+    ]));
     assert!(o.status.success(), "{}", text(&o));
     let mine = out.join("mine").join(STUDENT);
     let mine_before = std::fs::read(&mine).expect("student");
-    let o = run_out(train_cmd(&["--steps", "4", "--out", o_s, "--run-name", "mine"]));
+    let o = run_out(train_cmd(&[
+        "--steps",
+        "4",
+        "--out",
+        o_s,
+        "--run-name",
+        "mine",
+    ]));
     assert!(!o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -382,7 +399,14 @@ fn concurrent_runs_are_locked_and_sigterm_saves() {
         err.contains("in use") && err.contains(&format!("pid {}", a.id())),
         "{err}"
     );
-    let o = run_out(train_cmd(&["--steps", "2", "--out", o_s, "--run-name", "busy"]));
+    let o = run_out(train_cmd(&[
+        "--steps",
+        "2",
+        "--out",
+        o_s,
+        "--run-name",
+        "busy",
+    ]));
     assert!(!o.status.success(), "{}", text(&o));
 
     // The same --out: a folder of its own.
@@ -410,10 +434,7 @@ fn concurrent_runs_are_locked_and_sigterm_saves() {
     assert!(all.contains("interrupted at step"), "{all}");
     let saved = ckpts(&run);
     assert_eq!(saved.len(), 1, "{saved:?}\n{all}");
-    let step: usize = saved[0]
-        .trim_start_matches("ckpt-")
-        .parse()
-        .expect("step");
+    let step: usize = saved[0].trim_start_matches("ckpt-").parse().expect("step");
     assert!(step >= 1, "{saved:?}");
     assert!(all_finite(&run.join(STUDENT)));
     // It resumes (one more step).
@@ -462,7 +483,9 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
     assert!(err.contains(&saved[0]), "names the kept checkpoint: {err}");
     let ck = run.join(&saved[0]);
     assert!(all_finite(&ck.join(STUDENT)));
-    assert!(all_finite(&ck.join("cleandift_tiny-sd21_train_state.safetensors")));
+    assert!(all_finite(
+        &ck.join("cleandift_tiny-sd21_train_state.safetensors")
+    ));
     assert!(all_finite(&run.join(STUDENT)));
 }
 
@@ -483,6 +506,7 @@ fn a_nan_base_model_is_refused() {
         .find(|n| n.starts_with("up_blocks") && n.ends_with("weight"))
         .expect("an up-block weight")
         .clone();
+    #[allow(clippy::type_complexity)]
     let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = names
         .iter()
         .map(|n| {
@@ -492,8 +516,12 @@ fn a_nan_base_model_is_refused() {
         .collect();
     for (n, dt, _, data) in &mut owned {
         if *n == poisoned {
-            assert_eq!(*dt, safetensors::Dtype::F32);
-            data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+            match dt {
+                safetensors::Dtype::F32 => data[..4].copy_from_slice(&f32::NAN.to_le_bytes()),
+                // An f16 NaN.
+                safetensors::Dtype::F16 => data[..2].copy_from_slice(&0x7E00u16.to_le_bytes()),
+                other => panic!("unexpected dtype {other:?}"),
+            }
         }
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = owned
@@ -561,12 +589,19 @@ fn a_full_disk_is_refused_before_training() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!("SKIPPED a_full_disk_is_refused_before_training: cannot mount a small tmpfs (not root?)");
+        eprintln!(
+            "SKIPPED a_full_disk_is_refused_before_training: cannot mount a small tmpfs (not root?)"
+        );
         return;
     }
     let _guard = Mount(mnt.clone());
     let out = mnt.join("out");
-    let o = run_out(train_cmd(&["--steps", "2", "--out", out.to_str().expect("utf-8")]));
+    let o = run_out(train_cmd(&[
+        "--steps",
+        "2",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]));
     assert!(!o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -578,11 +613,13 @@ fn a_full_disk_is_refused_before_training() {
 
 fn extract_cmd(out: &Path) -> Command {
     let mut c = bin();
-    c.args(["extract", "--model", BASE, "--device", "cpu", "--size", "64"])
-        .args(["--ensemble", "1", "--image"])
-        .arg(asset("chelsea.png"))
-        .arg("--out")
-        .arg(out);
+    c.args([
+        "extract", "--model", BASE, "--device", "cpu", "--size", "64",
+    ])
+    .args(["--ensemble", "1", "--image"])
+    .arg(asset("chelsea.png"))
+    .arg("--out")
+    .arg(out);
     c
 }
 

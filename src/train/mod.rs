@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use crate::model::ModelError;
 
 pub use data::Dataset;
-pub use rundir::{RunDir, RunManifest};
 pub use run::{Checkpoint, StepReport, TrainConfig, TrainEvent, TrainOutcome, Trainable, train};
+pub use rundir::{RunDir, RunManifest};
 
 /// Everything that can stop a fine-tune, with messages a person can act on.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,9 @@ pub enum TrainError {
         kept: Option<PathBuf>,
     },
     /// The base model holds NaN or infinite weights.
-    #[error("the base model's UNet weight {key} is not finite (NaN or Inf): refusing to train from it; re-download or re-convert the model")]
+    #[error(
+        "the base model's UNet weight {key} is not finite (NaN or Inf): refusing to train from it; re-download or re-convert the model"
+    )]
     NonFiniteBase { key: String },
     /// Not enough free space for the checkpoints.
     #[error("{}: {free} bytes free, a checkpoint needs about {need} bytes: free some space or choose another --out", path.display())]

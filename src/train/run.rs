@@ -21,10 +21,10 @@ use super::checkpoint::{
     self, Entry, LoadedState, SavedSettings, StateMeta, read_state, state_file_name,
     student_file_name, write_state, write_student,
 };
-use super::rundir::{self, CkptDir, RunDir, RunManifest};
 use super::data::Dataset;
 use super::heads::{Heads, keyed_rng};
 use super::objective::{MicroBatch, StudentCopy, T_INIT, alignment_loss};
+use super::rundir::{self, CkptDir, RunDir, RunManifest};
 use super::{Result, TrainError};
 use crate::model::FeatureKey;
 use crate::model::config::PRESETS;
@@ -617,12 +617,9 @@ pub fn train(
     let fresh = || -> Result<Trainer> {
         let student = StudentCopy::from_teacher(bb, cfg.trainable)?;
         // A NaN/Inf base would train and save NaN: refuse it up front.
-        if let Some(key) = first_non_finite(
-            student
-                .named_tensors()
-                .iter()
-                .map(|(k, t)| (k.as_str(), t)),
-        )? {
+        if let Some(key) =
+            first_non_finite(student.named_tensors().iter().map(|(k, t)| (k.as_str(), t)))?
+        {
             return Err(TrainError::NonFiniteBase { key });
         }
         let heads = Heads::new(&keys, channels, cfg.seed, dev)?;
@@ -817,8 +814,7 @@ pub fn train(
             saved_at = Instant::now();
         }
     }
-    if cancelled && cfg.save_on_cancel && step > 0 && last.as_ref().is_none_or(|c| c.step < step)
-    {
+    if cancelled && cfg.save_on_cancel && step > 0 && last.as_ref().is_none_or(|c| c.step < step) {
         let ckpt = save(&trainer, &run, &base, step, &settings)?;
         on_event(TrainEvent::Saved(ckpt.clone()));
         last = Some(ckpt);

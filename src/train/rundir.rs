@@ -319,11 +319,7 @@ impl RunDir {
     /// to `ckpt-<step>/`, the run's student link is replaced, and older
     /// checkpoints are removed. On failure nothing but the temporary folder
     /// was touched (and it is removed).
-    pub fn commit(
-        &self,
-        step: usize,
-        write: impl FnOnce(&Path) -> Result<()>,
-    ) -> Result<CkptDir> {
+    pub fn commit(&self, step: usize, write: impl FnOnce(&Path) -> Result<()>) -> Result<CkptDir> {
         let name = format!("{CKPT_PREFIX}{step:08}");
         let tmp = self.path.join(format!("{name}.tmp"));
         let dir = self.path.join(&name);
@@ -391,9 +387,10 @@ impl RunDir {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(self.path.join(format!(
-            "{CKPT_PREFIX}{step:08}.replaced.old"
-        )));
+        let _ = std::fs::remove_dir_all(
+            self.path
+                .join(format!("{CKPT_PREFIX}{step:08}.replaced.old")),
+        );
     }
 }
 
@@ -493,7 +490,10 @@ pub fn free_space(dir: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct.
     let st = unsafe { st.assume_init() };
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let (avail, frsize) = (st.f_bavail as u64, st.f_frsize as u64);
+    Some(avail.saturating_mul(frsize))
 }
 
 /// Unknown off glibc Linux.
