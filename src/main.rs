@@ -33,7 +33,10 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Main::parse();
     let result = match cli.command {
-        Some(cmd) => run(cmd),
+        Some(cmd) => {
+            cleandift::util::default_sigpipe();
+            run(cmd)
+        }
         None => cleandift::app::run(cli.app),
     };
     match result {

@@ -5,8 +5,40 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder,
 /// flushed to disk, then renamed over the target. A crash mid-write leaves
-/// the previous file intact.
+/// the previous file intact. The new file's mode follows the umask.
+///
+/// Only a regular file (or nothing) is ever replaced: a symlink is written
+/// through (its target is replaced atomically; a dangling link is refused),
+/// and a FIFO, character device or socket is opened and written in place
+/// (like a shell redirect). A folder is refused.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::canonicalize(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is a symbolic link whose target cannot be reached ({e}); refusing to replace the link",
+                        path.display()
+                    ),
+                )
+            })?;
+            return write_atomic(&target, bytes);
+        }
+        Ok(m) if m.is_dir() => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                format!("{} is a folder: give a file name", path.display()),
+            ));
+        }
+        Ok(m) if !m.is_file() => {
+            // FIFO, device, socket: write into it, never replace it.
+            let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+            f.write_all(bytes)?;
+            return f.flush();
+        }
+        _ => {}
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -27,6 +59,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     result
 }
+
+/// A closed stdout (`cleandift extract ... | head`) ends a command quietly,
+/// as it does other command-line tools, instead of a panic in `println!`:
+/// SIGPIPE gets its default action back (Rust ignores it). For the commands
+/// only, not the app.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn default_sigpipe() {
+    // SAFETY: restoring a signal's default disposition has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Left as it is off glibc Linux.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn default_sigpipe() {}
 
 /// glibc serves every allocation over 32 MiB with a fresh mmap and unmaps it
 /// on free, so each large tensor is page-faulted and zeroed anew: about a
@@ -72,5 +120,31 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
         let missing = dir.path().join("no/such/dir/x");
         assert!(write_atomic(&missing, b"x").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_written_through_and_folders_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("target.bin");
+        std::fs::write(&target, b"old").expect("write");
+        let link = dir.path().join("link.bin");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        write_atomic(&link, b"new").expect("through the link");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .expect("meta")
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&target).expect("read"), b"new");
+        let dangling = dir.path().join("dangling.bin");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &dangling).expect("symlink");
+        let err = write_atomic(&dangling, b"x").expect_err("dangling");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(write_atomic(dir.path(), b"x").is_err());
+        // /dev/null is written into, not replaced.
+        write_atomic(Path::new("/dev/null"), b"x").expect("dev null");
+        assert!(!std::fs::metadata("/dev/null").expect("meta").is_file());
     }
 }

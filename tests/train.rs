@@ -356,10 +356,11 @@ fn resume_cancel_and_interrupted_writes() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut saves = Vec::new();
     // First half, cancelled from inside the loop right after step 4: the
-    // checkpoint of step 3 stays.
+    // checkpoint of step 3 stays (no save on cancel here).
     let cancel = AtomicBool::new(false);
     let mut cfg = config(6, dir.path());
     cfg.save_every = 3;
+    cfg.save_on_cancel = false;
     let half = train(&bb, &cfg, &data, &cancel, &mut |ev| match ev {
         TrainEvent::Step(r) if r.step == 4 => cancel.store(true, Ordering::Relaxed),
         TrainEvent::Saved(c) => saves.push(c.step),
@@ -372,22 +373,29 @@ fn resume_cancel_and_interrupted_writes() {
     let ckpt = half.checkpoint.clone().expect("checkpoint of step 3");
     assert_eq!(ckpt.step, 3);
     assert_eq!(&half.losses[..], &whole.losses[..4]);
+    let run_dir = half.run_dir.clone();
+    assert_eq!(run_dir.parent(), Some(dir.path()), "a run folder in --out");
+    assert_eq!(ckpt.student, run_dir.join(student_file_name("tiny-sd21")));
 
-    // Cancel before the first step: nothing runs.
+    // Cancel before the first step: nothing runs (in a run folder of its own).
     let stop = AtomicBool::new(true);
     let none = train(&bb, &config(6, dir.path()), &data, &stop, &mut |_| {}).expect("cancelled");
     assert!(none.cancelled && none.step == 0 && none.checkpoint.is_none());
+    assert_ne!(none.run_dir, run_dir);
 
-    // A write interrupted before its rename: truncated temporary files beside
-    // the checkpoint. The previous checkpoint still loads and resumes.
-    let student = dir.path().join(student_file_name("tiny-sd21"));
-    let state = dir.path().join(state_file_name("tiny-sd21"));
+    // A write interrupted before its rename: a truncated temporary
+    // checkpoint folder and stray temporary files. The previous checkpoint
+    // still loads and resumes.
+    let student = ckpt.student.clone();
+    let tmp_ckpt = run_dir.join("ckpt-00000004.tmp");
+    std::fs::create_dir(&tmp_ckpt).expect("tmp ckpt");
     let pid = std::process::id();
-    for f in [&student, &state] {
+    for f in [&ckpt.student, &ckpt.state] {
         let bytes = std::fs::read(f).expect("read");
         let name = f.file_name().and_then(|n| n.to_str()).expect("name");
+        std::fs::write(tmp_ckpt.join(name), &bytes[..bytes.len() / 3]).expect("stray temp");
         std::fs::write(
-            dir.path().join(format!(".{name}.{pid}.tmp")),
+            run_dir.join(format!(".{name}.{pid}.tmp")),
             &bytes[..bytes.len() / 3],
         )
         .expect("stray temp");
@@ -397,7 +405,7 @@ fn resume_cancel_and_interrupted_writes() {
 
     // Resume from step 3 to 6: the same losses as the uninterrupted run.
     let mut cfg = config(6, dir.path());
-    cfg.resume = Some(dir.path().to_path_buf());
+    cfg.resume = Some(run_dir.clone());
     let mut first_step = None;
     let rest = train(&bb, &cfg, &data, &quiet, &mut |ev| {
         if let TrainEvent::Started { first_step: s, .. } = ev {
@@ -407,33 +415,41 @@ fn resume_cancel_and_interrupted_writes() {
     .expect("resume");
     assert_eq!(first_step, Some(3));
     assert_eq!(rest.step, 6);
+    assert_eq!(rest.run_dir, run_dir, "resume writes into the run folder");
     assert_eq!(&rest.losses[..], &whole.losses[3..], "resume diverged");
     assert_eq!(rest.timestep, whole.timestep);
-    // The stray temporaries were replaced by the real writes and renamed away.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+    // The stray temporaries were removed; one checkpoint folder is left.
+    let names: Vec<String> = std::fs::read_dir(&run_dir)
         .expect("ls")
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("ckpt-")).count(),
+        1,
+        "{names:?}"
+    );
     // The two runs wrote the same student.
+    let whole_student = whole.student_path().expect("whole student").to_path_buf();
     let a = candle_core::safetensors::load(&student, &Device::Cpu).expect("a");
-    let b = candle_core::safetensors::load(
-        whole_dir.path().join(student_file_name("tiny-sd21")),
-        &Device::Cpu,
-    )
-    .expect("b");
+    let b = candle_core::safetensors::load(&whole_student, &Device::Cpu).expect("b");
     for (k, t) in &a {
         assert_eq!(max_diff(t, &b[k]), 0.0, "{k}");
     }
 
-    // A state and student from different steps (a crash between the two
-    // renames) is refused with a message that says so.
+    // A run folder from before run folders (student and state side by
+    // side) whose state and student are from different steps (a crash
+    // between the two renames) is refused with a message that says so.
+    let legacy = tempfile::tempdir().expect("tmp");
+    let whole_ck = whole.checkpoint.clone().expect("whole checkpoint");
+    let state = legacy.path().join(state_file_name("tiny-sd21"));
+    std::fs::copy(&whole_ck.state, &state).expect("copy state");
     std::fs::copy(
-        whole_dir.path().join(state_file_name("tiny-sd21")),
-        dir.path().join(state_file_name("tiny-sd21")),
+        &whole_student,
+        legacy.path().join(student_file_name("tiny-sd21")),
     )
-    .expect("copy state");
+    .expect("copy student");
     let mut meta = cleandift::train::checkpoint::read_state_meta(&state).expect("meta");
     meta.step = 5;
     let loaded = cleandift::train::checkpoint::read_state(&state, &Device::Cpu).expect("state");
@@ -441,7 +457,7 @@ fn resume_cancel_and_interrupted_writes() {
     let entries = cleandift::train::checkpoint::Entry::tensors(&tensors);
     cleandift::train::checkpoint::write_state(&state, &meta, &entries).expect("rewrite");
     let mut cfg = config(8, dir.path());
-    cfg.resume = Some(dir.path().to_path_buf());
+    cfg.resume = Some(legacy.path().to_path_buf());
     let err = train(&bb, &cfg, &data, &quiet, &mut |_| {}).expect_err("mismatch");
     assert!(err.to_string().contains("interrupted"), "{err}");
 }

@@ -1,7 +1,7 @@
 //! `cleandift train`: the CleanDIFT fine-tune from the command line.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -9,8 +9,8 @@ use clap::Args;
 use super::BackboneArgs;
 use super::progress::Bar;
 use crate::model::FeatureKey;
-use crate::train::checkpoint::{find_state, read_state_meta};
 use crate::train::run::{default_lr, default_warmup};
+use crate::train::rundir::run_settings;
 use crate::train::{Dataset, TrainConfig, TrainEvent, TrainOutcome, Trainable, train};
 
 /// Fine-tunes a CleanDIFT student of `--model` on a folder of images.
@@ -47,16 +47,25 @@ pub struct TrainArgs {
     /// about half the optimizer memory) [default: all].
     #[arg(long)]
     pub trainable: Option<String>,
-    /// Folder for the checkpoints.
-    #[arg(long, default_value = "cleandift-train")]
-    pub out: PathBuf,
-    /// Continue the run whose checkpoint is in this folder (its settings are
-    /// the defaults).
+    /// Folder that receives the run folder: each new run writes into
+    /// OUT/<run name>/ of its own [default: cleandift-train].
+    #[arg(long, conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Name of the new run folder inside --out; refused when that folder
+    /// already holds a run [default: <model>-<YYYYmmdd-HHMMSS>, UTC].
+    #[arg(long, conflicts_with = "resume")]
+    pub run_name: Option<String>,
+    /// Continue the run in this run folder and write into it (its settings
+    /// are the defaults).
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Save a checkpoint every N steps (0: only at the end) [default: 200].
     #[arg(long)]
     pub save_every: Option<usize>,
+    /// Also save when N seconds passed since the last save (0: off)
+    /// [default: 300].
+    #[arg(long)]
+    pub save_every_secs: Option<u64>,
     /// Seed of the heads, data order and noise [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -67,11 +76,16 @@ impl TrainArgs {
     /// defaults.
     pub fn config(&self) -> anyhow::Result<TrainConfig> {
         let saved = match &self.resume {
-            Some(dir) => Some(read_state_meta(&find_state(dir)?)?.settings),
+            Some(dir) => Some(run_settings(dir)?),
             None => None,
         };
-        let mut cfg = TrainConfig::new(self.steps, self.out.clone());
+        let out = self
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("cleandift-train"));
+        let mut cfg = TrainConfig::new(self.steps, out);
         cfg.resume = self.resume.clone();
+        cfg.run_name = self.run_name.clone();
         if let Some(s) = &saved {
             cfg.batch_size = s.batch_size;
             cfg.accum = s.accum;
@@ -108,6 +122,9 @@ impl TrainArgs {
         if let Some(s) = self.save_every {
             cfg.save_every = s;
         }
+        if let Some(s) = self.save_every_secs {
+            cfg.save_every_secs = s;
+        }
         if let Some(s) = self.seed {
             cfg.seed = s;
         }
@@ -121,15 +138,55 @@ impl TrainArgs {
             return Ok(s);
         }
         if let Some(dir) = &self.resume {
-            return Ok(read_state_meta(&find_state(dir)?)?.settings.size);
+            return Ok(run_settings(dir)?.size);
         }
         u32::try_from(model_size).context("model image size")
     }
 }
 
-/// Runs `cleandift train`.
+/// Set by the first SIGINT/SIGTERM: the run saves and stops.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" fn on_signal(_sig: libc::c_int) {
+    // A second Ctrl-C (or SIGTERM) exits at once.
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Ctrl-C and SIGTERM stop the run after the current step, saving it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and calls _exit, both
+        // async-signal-safe; installing it has no other effect.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn install_signal_handlers() {}
+
+/// Runs `cleandift train`: Ctrl-C or SIGTERM saves a checkpoint and exits
+/// non-zero; a second Ctrl-C exits at once.
 pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
-    let outcome = run_with(a, &AtomicBool::new(false))?;
+    install_signal_handlers();
+    let outcome = run_with(a, &INTERRUPTED)?;
+    if outcome.cancelled || INTERRUPTED.load(Ordering::SeqCst) {
+        bail!(
+            "interrupted at step {}: {}; continue with --resume {}",
+            outcome.step,
+            outcome.checkpoint.as_ref().map_or(
+                "no checkpoint was written".to_string(),
+                |c| format!("kept the checkpoint of step {}", c.step)
+            ),
+            outcome.run_dir.display()
+        );
+    }
     if outcome.checkpoint.is_none() {
         bail!("no checkpoint was written");
     }
@@ -181,10 +238,12 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
     let mut first = true;
     let mut on_event = |ev: TrainEvent| match ev {
         TrainEvent::Started {
+            run_dir,
             first_step,
             trainable_params,
             ..
         } => {
+            eprintln!("run folder: {}", run_dir.display());
             if first_step > 0 {
                 eprintln!("resuming at step {first_step}");
             }
@@ -221,7 +280,7 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
                 c.step,
                 outcome.timestep
             );
-            println!("training state: {}", c.state.display());
+            println!("run folder: {}", c.run_dir.display());
             println!(
                 "use it: cleandift match --model {} --student {} --a IMAGE_A --b IMAGE_B --point X,Y",
                 a.backbone.model,
@@ -235,9 +294,7 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
             println!(
                 "continue: cleandift train --model {} --data ... --steps N --resume {}",
                 a.backbone.model,
-                c.student
-                    .parent()
-                    .map_or_else(|| ".".into(), |p| p.display().to_string())
+                c.run_dir.display()
             );
         }
         None => eprintln!("no checkpoint was written"),

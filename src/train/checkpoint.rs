@@ -187,6 +187,9 @@ pub fn write_safetensors_atomic(
             path: tmp.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        // safetensors writes through a 0600 temporary file: give the file
+        // the mode any other output gets (0666 less the umask).
+        follow_umask(&tmp, &dir);
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(io_err(&tmp))?;
@@ -202,6 +205,29 @@ pub fn write_safetensors_atomic(
     }
     result
 }
+
+/// Sets `path`'s permissions to those a newly created file in `dir` gets
+/// (found once per process with a probe file).
+#[cfg(unix)]
+fn follow_umask(path: &Path, dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    static MODE: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let mode = *MODE.get_or_init(|| {
+        let probe = dir.join(format!(".mode-probe.{}.tmp", std::process::id()));
+        let mode = std::fs::File::create(&probe)
+            .and_then(|f| f.metadata())
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok();
+        let _ = std::fs::remove_file(&probe);
+        mode
+    });
+    if let Some(mode) = mode {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    }
+}
+
+#[cfg(not(unix))]
+fn follow_umask(_path: &Path, _dir: &Path) {}
 
 /// Writes the student file.
 pub fn write_student(

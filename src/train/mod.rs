@@ -9,6 +9,8 @@
 //! - [`run`]: the loop: Adam with warm-up, gradient accumulation, seeded data
 //!   order and noise, progress events, cancel, checkpoints and resume.
 //! - [`data`]: a folder (or list) of images with optional captions.
+//! - [`rundir`]: a run's own folder: created per run, locked, one atomic
+//!   commit per checkpoint, and the stable path of the run's student.
 //! - [`checkpoint`]: the student file (a diffusers UNet state dict with the
 //!   learned timestep in its metadata) and the training-state file, both
 //!   written atomically.
@@ -20,6 +22,7 @@ pub mod data;
 pub mod heads;
 pub mod objective;
 pub mod run;
+pub mod rundir;
 
 use std::path::PathBuf;
 
@@ -27,6 +30,7 @@ use crate::model::ModelError;
 
 pub use data::Dataset;
 pub use run::{Checkpoint, StepReport, TrainConfig, TrainEvent, TrainOutcome, Trainable, train};
+pub use rundir::{RunDir, RunManifest};
 
 /// Everything that can stop a fine-tune, with messages a person can act on.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,28 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process writes this run folder.
+    #[error("run folder {} is in use by another training process ({}); wait for it to end or stop it", path.display(), pid.map_or("pid unknown".to_string(), |p| format!("pid {p}")))]
+    Locked { path: PathBuf, pid: Option<u32> },
+    /// A new run was asked to write into a folder that holds a run.
+    #[error("{} already holds a run: continue it with --resume {}, or choose another run name", path.display(), path.display())]
+    RunExists { path: PathBuf },
+    /// A loss, gradient or parameter became NaN or infinite.
+    #[error("training diverged at step {step}: {what} is not finite (NaN or Inf); the run stopped{}; lower the learning rate (--lr, now {lr:e})", kept.as_ref().map_or(" before its first checkpoint".to_string(), |k| format!(" and kept its last good checkpoint {}", k.display())))]
+    Diverged {
+        step: usize,
+        what: String,
+        lr: f64,
+        kept: Option<PathBuf>,
+    },
+    /// The base model holds NaN or infinite weights.
+    #[error(
+        "the base model's UNet weight {key} is not finite (NaN or Inf): refusing to train from it; re-download or re-convert the model"
+    )]
+    NonFiniteBase { key: String },
+    /// Not enough free space for the checkpoints.
+    #[error("{}: {free} bytes free, a checkpoint needs about {need} bytes: free some space or choose another --out", path.display())]
+    NoSpace { path: PathBuf, need: u64, free: u64 },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]

@@ -24,6 +24,7 @@ use super::checkpoint::{
 use super::data::Dataset;
 use super::heads::{Heads, keyed_rng};
 use super::objective::{MicroBatch, StudentCopy, T_INIT, alignment_loss};
+use super::rundir::{self, CkptDir, RunDir, RunManifest};
 use super::{Result, TrainError};
 use crate::model::FeatureKey;
 use crate::model::config::PRESETS;
@@ -58,11 +59,30 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Save a checkpoint every this many steps (0: only at the end).
     pub save_every: usize,
-    /// Where checkpoints go (created if needed).
+    /// Also save when this many seconds passed since the last save (0: off).
+    #[serde(default)]
+    pub save_every_secs: u64,
+    /// Save a checkpoint when cancel stops the run (if a step was done
+    /// since the last save).
+    #[serde(default)]
+    pub save_on_cancel: bool,
+    /// Where new run folders go (created if needed): each new run writes
+    /// into a folder of its own, `out_dir/<run_name>` (see
+    /// [`rundir::RunDir::create`]). Not used when resuming.
     pub out_dir: PathBuf,
-    /// Continue the run whose checkpoint is in this folder.
+    /// The new run folder's name [default: `<base>-<YYYYmmdd-HHMMSS>`].
+    #[serde(default)]
+    pub run_name: Option<String>,
+    /// What this run started from besides the base model (recorded in the
+    /// run's `run.json`), e.g. the student file loaded when it started.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Continue the run in this run folder (writing into it).
     pub resume: Option<PathBuf>,
 }
+
+/// Default wall-time save cadence: every 5 minutes.
+pub const DEFAULT_SAVE_EVERY_SECS: u64 = 300;
 
 /// Learning rate when none is given: the paper's (1e-5) for real models;
 /// the tiny presets' random weights get a larger one (1e-3) so that a short
@@ -97,7 +117,11 @@ impl TrainConfig {
             trainable: Trainable::All,
             seed: 0,
             save_every: 200,
+            save_every_secs: DEFAULT_SAVE_EVERY_SECS,
+            save_on_cancel: true,
             out_dir: out_dir.into(),
+            run_name: None,
+            parent: None,
             resume: None,
         }
     }
@@ -144,10 +168,16 @@ impl TrainConfig {
 pub struct Checkpoint {
     /// Optimizer steps done when it was written.
     pub step: usize,
-    /// The student (`cleandift_<base>_unet.safetensors`).
+    /// The run's student, at its stable path
+    /// `RUN/cleandift_<base>_unet.safetensors` (the newest checkpoint's).
     pub student: PathBuf,
-    /// The training state (`cleandift_<base>_train_state.safetensors`).
+    /// The training state (`RUN/ckpt-<step>/cleandift_<base>_train_state.safetensors`).
     pub state: PathBuf,
+    /// The checkpoint folder (`RUN/ckpt-<step>`); removed when a newer
+    /// checkpoint of the run is committed.
+    pub dir: PathBuf,
+    /// The run folder (what `--resume` takes).
+    pub run_dir: PathBuf,
 }
 
 /// One optimizer step's report.
@@ -177,6 +207,8 @@ pub struct StepReport {
 pub enum TrainEvent {
     /// Set-up done; training starts at `first_step` (non-zero when resumed).
     Started {
+        /// The run folder written (new, or the resumed one).
+        run_dir: PathBuf,
         first_step: usize,
         total_steps: usize,
         images: usize,
@@ -197,8 +229,11 @@ pub struct TrainOutcome {
     /// Steps done in all (resumed steps included).
     pub step: usize,
     pub total_steps: usize,
-    /// Whether cancel stopped it (the last checkpoint is kept).
+    /// Whether cancel stopped it (the last checkpoint is kept; with
+    /// `save_on_cancel` it is the step where it stopped).
     pub cancelled: bool,
+    /// The run folder.
+    pub run_dir: PathBuf,
     /// The latest checkpoint written (or resumed from), if any.
     pub checkpoint: Option<Checkpoint>,
     /// The student's timestep at the end.
@@ -579,31 +614,54 @@ pub fn train(
     let dev = &bb.device;
     let channels = |k: FeatureKey| k.channels(&bb.config.unet);
 
-    let (mut trainer, mut step, mut last) = match &cfg.resume {
+    let fresh = || -> Result<Trainer> {
+        let student = StudentCopy::from_teacher(bb, cfg.trainable)?;
+        // A NaN/Inf base would train and save NaN: refuse it up front.
+        if let Some(key) =
+            first_non_finite(student.named_tensors().iter().map(|(k, t)| (k.as_str(), t)))?
+        {
+            return Err(TrainError::NonFiniteBase { key });
+        }
+        let heads = Heads::new(&keys, channels, cfg.seed, dev)?;
+        let adam = Adam::new(cfg.betas.0, cfg.betas.1, cfg.eps);
+        Ok(Trainer::new(student, heads, adam))
+    };
+    let (run, mut trainer, mut step, mut last) = match &cfg.resume {
         Some(dir) => {
-            let (trainer, step, ckpt) = resume(bb, cfg, &keys, &base, data, dir)?;
-            (trainer, step, Some(ckpt))
+            let run = RunDir::open(dir, &base)?;
+            match run.latest()? {
+                Some(ck) => {
+                    let (trainer, step, ckpt) = resume(bb, cfg, &keys, &base, data, &run, &ck)?;
+                    check_space(run.path(), &trainer, true)?;
+                    // A kill between the commit and the link leaves the
+                    // stable student one checkpoint behind.
+                    run.link_student(&ck)?;
+                    (run, trainer, step, Some(ckpt))
+                }
+                // Killed before its first checkpoint: start it afresh.
+                None => {
+                    let trainer = fresh()?;
+                    check_space(run.path(), &trainer, false)?;
+                    (run, trainer, 0, None)
+                }
+            }
         }
         None => {
-            let student = StudentCopy::from_teacher(bb, cfg.trainable)?;
-            let heads = Heads::new(&keys, channels, cfg.seed, dev)?;
-            let adam = Adam::new(cfg.betas.0, cfg.betas.1, cfg.eps);
-            (Trainer::new(student, heads, adam), 0, None)
+            let trainer = fresh()?;
+            // Writable and roomy enough, checked before the run folder exists.
+            std::fs::create_dir_all(&cfg.out_dir).map_err(|source| TrainError::Io {
+                path: cfg.out_dir.clone(),
+                source,
+            })?;
+            check_space(&cfg.out_dir, &trainer, false)?;
+            let run = RunDir::create(&cfg.out_dir, &base, cfg.run_name.as_deref())?;
+            (run, trainer, 0, None)
         }
     };
     // The settings given now govern the rest of the run.
     trainer.adam.beta1 = cfg.betas.0;
     trainer.adam.beta2 = cfg.betas.1;
     trainer.adam.eps = cfg.eps;
-
-    on_event(TrainEvent::Started {
-        first_step: step,
-        total_steps: cfg.steps,
-        images: data.len(),
-        skipped: data.skipped().len(),
-        trainable_params: trainer.trainable_scalars(),
-        keys: keys.clone(),
-    });
 
     let settings = SavedSettings {
         batch_size: cfg.batch_size,
@@ -618,11 +676,35 @@ pub fn train(
         size: data.size(),
         images: data.len(),
     };
+    if rundir::read_manifest(run.path())?.is_none() {
+        run.write_manifest(&RunManifest {
+            version: rundir::MANIFEST_VERSION,
+            base: base.clone(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            parent: cfg.parent.clone(),
+            settings: settings.clone(),
+        })?;
+    }
+
+    on_event(TrainEvent::Started {
+        run_dir: run.path().to_path_buf(),
+        first_step: step,
+        total_steps: cfg.steps,
+        images: data.len(),
+        skipped: data.skipped().len(),
+        trainable_params: trainer.trainable_scalars(),
+        keys: keys.clone(),
+    });
+
     let started = Instant::now();
     let first_step = step;
     let mut losses = Vec::new();
     let mut cancelled = false;
     let per_step_images = cfg.batch_size * cfg.accum;
+    let mut saved_at = Instant::now();
+    let kept = |last: &Option<Checkpoint>| last.as_ref().map(|c| c.dir.clone());
 
     'steps: while step < cfg.steps {
         if cancel.load(Ordering::Relaxed) {
@@ -669,12 +751,40 @@ pub fn train(
             }
         }
         let lr = cfg.lr_at(step);
-        trainer.adam.step(&trainer.params, &grads, lr)?;
-        drop(grads);
-        step += 1;
-
         let n = cfg.accum as f64;
         let loss = (loss_sum / n) as f32;
+        // Finite or stop: the loss and the gradients before the update (so
+        // that the parameters in memory stay the last good ones), the
+        // parameters after it.
+        let diverged = |what: String| TrainError::Diverged {
+            step: step + 1,
+            what,
+            lr,
+            kept: kept(&last),
+        };
+        if !loss.is_finite() {
+            let key = keys
+                .iter()
+                .zip(&key_sums)
+                .find(|(_, s)| !s.is_finite())
+                .map_or(String::new(), |(k, _)| format!(" (key {})", k.name()));
+            return Err(diverged(format!("the loss{key}")));
+        }
+        if let Some(name) = first_non_finite(grads.iter().map(|(k, t)| (k.as_str(), t)))? {
+            return Err(diverged(format!("the gradient of {name}")));
+        }
+        trainer.adam.step(&trainer.params, &grads, lr)?;
+        drop(grads);
+        if let Some(name) = first_non_finite(
+            trainer
+                .params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_tensor())),
+        )? {
+            return Err(diverged(format!("parameter {name} after the update")));
+        }
+        step += 1;
+
         losses.push(loss);
         let done_here = (step - first_step) as f64;
         let elapsed = started.elapsed().as_secs_f64();
@@ -694,38 +804,81 @@ pub fn train(
             step_secs: t0.elapsed().as_secs_f64(),
         }));
 
-        let due = step == cfg.steps || (cfg.save_every > 0 && step % cfg.save_every == 0);
+        let due = step == cfg.steps
+            || (cfg.save_every > 0 && step % cfg.save_every == 0)
+            || (cfg.save_every_secs > 0 && saved_at.elapsed().as_secs() >= cfg.save_every_secs);
         if due {
-            let ckpt = save(&trainer, &cfg.out_dir, &base, step, &settings)?;
+            let ckpt = save(&trainer, &run, &base, step, &settings)?;
             on_event(TrainEvent::Saved(ckpt.clone()));
             last = Some(ckpt);
+            saved_at = Instant::now();
         }
+    }
+    if cancelled && cfg.save_on_cancel && step > 0 && last.as_ref().is_none_or(|c| c.step < step) {
+        let ckpt = save(&trainer, &run, &base, step, &settings)?;
+        on_event(TrainEvent::Saved(ckpt.clone()));
+        last = Some(ckpt);
     }
 
     Ok(TrainOutcome {
         step,
         total_steps: cfg.steps,
         cancelled,
+        run_dir: run.path().to_path_buf(),
         checkpoint: last,
         timestep: trainer.student.timestep_value()?,
         losses,
     })
 }
 
-/// Writes the state, then the student, into `dir`.
+/// The name of the first tensor holding a NaN or an infinity (checked
+/// through its sum: one pass, no copy).
+fn first_non_finite<'a>(
+    tensors: impl Iterator<Item = (&'a str, &'a Tensor)>,
+) -> Result<Option<String>> {
+    for (name, t) in tensors {
+        let s = t.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !s.is_finite() {
+            return Ok(Some(name.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// Refuses to start when the run folder's file system lacks room for the
+/// checkpoints: one more (the previous one stays until the new one is
+/// complete), two when none exists yet.
+fn check_space(dir: &Path, trainer: &Trainer, has_checkpoint: bool) -> Result<()> {
+    let student: usize = trainer
+        .student
+        .named_tensors()
+        .iter()
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    // Student (f32), then parameters and Adam's two moments per trainable
+    // scalar, plus a little for headers.
+    let one = (student as u64 + 3 * trainer.trainable_scalars() as u64) * 4 + (1 << 16);
+    let need = if has_checkpoint { one } else { 2 * one };
+    if let Some(free) = rundir::free_space(dir)
+        && free < need
+    {
+        return Err(TrainError::NoSpace {
+            path: dir.to_path_buf(),
+            need,
+            free,
+        });
+    }
+    Ok(())
+}
+
+/// Commits the state and the student of `step` as one checkpoint folder.
 fn save(
     trainer: &Trainer,
-    dir: &Path,
+    run: &RunDir,
     base: &str,
     step: usize,
     settings: &SavedSettings,
 ) -> Result<Checkpoint> {
-    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let student = dir.join(student_file_name(base));
-    let state = dir.join(state_file_name(base));
     let timestep = trainer.student.timestep_value()?;
     let meta = StateMeta {
         version: checkpoint::STATE_VERSION,
@@ -743,30 +896,40 @@ fn save(
     ));
     let mut entries = Entry::tensors(&tensors);
     entries.extend(trainer.adam.state_entries());
-    write_state(&state, &meta, &entries)?;
-    write_student(
-        &student,
-        trainer.student.named_tensors(),
-        timestep,
-        step,
-        base,
-    )?;
-    Ok(Checkpoint {
-        step,
-        student,
-        state,
-    })
+    let ck = run.commit(step, |dir| {
+        write_state(&dir.join(state_file_name(base)), &meta, &entries)?;
+        write_student(
+            &dir.join(student_file_name(base)),
+            trainer.student.named_tensors(),
+            timestep,
+            step,
+            base,
+        )
+    })?;
+    Ok(checkpoint_of(run, &ck, base))
 }
 
-/// Rebuilds the trainer from the checkpoint in `dir`.
+fn checkpoint_of(run: &RunDir, ck: &CkptDir, base: &str) -> Checkpoint {
+    Checkpoint {
+        step: ck.step,
+        student: run.student_path(),
+        state: ck.dir.join(state_file_name(base)),
+        dir: ck.dir.clone(),
+        run_dir: run.path().to_path_buf(),
+    }
+}
+
+/// Rebuilds the trainer from the checkpoint `ck` of `run`.
 fn resume(
     bb: &Backbone,
     cfg: &TrainConfig,
     keys: &[FeatureKey],
     base: &str,
     data: &Dataset,
-    dir: &Path,
+    run: &RunDir,
+    ck: &CkptDir,
 ) -> Result<(Trainer, usize, Checkpoint)> {
+    let dir = ck.dir.as_path();
     let state_path = checkpoint::find_state(dir)?;
     let bad = |why: String| TrainError::Checkpoint {
         path: state_path.clone(),
@@ -848,11 +1011,14 @@ fn resume(
     Ok((
         Trainer::new(student, heads, adam),
         meta.step,
-        Checkpoint {
-            step: meta.step,
-            student: student_path,
-            state: state_path.clone(),
-        },
+        checkpoint_of(
+            run,
+            &CkptDir {
+                step: meta.step,
+                dir: dir.to_path_buf(),
+            },
+            base,
+        ),
     ))
 }
 

@@ -150,6 +150,12 @@ pub(super) fn train_error(e: TrainError) -> JobError {
         TrainError::Model(_) | TrainError::Candle(_) => {
             "Try a smaller size or the decoder-only setting; the log has details"
         }
+        TrainError::NoSpace { .. } => "Free some space or choose another output folder",
+        TrainError::Locked { .. } | TrainError::RunExists { .. } => {
+            "Wait for the other run to end, or choose another output folder"
+        }
+        TrainError::Diverged { .. } => "Lower the learning rate and start again",
+        TrainError::NonFiniteBase { .. } => "Load a model with finite weights",
     };
     JobError::User(UserError {
         message: format!("fine-tune: {e}"),
