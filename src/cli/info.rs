@@ -28,13 +28,7 @@ pub fn report(bb: &Backbone) -> String {
     let p = &bb.params;
     let _ = writeln!(s, "model:      {}", cfg.name);
     let _ = writeln!(s, "weights:    {}", bb.describe());
-    let _ = writeln!(s, "layout:     {}", bb.report.layout);
-    for (part, file) in &bb.report.parts {
-        let _ = writeln!(s, "  {part:<13} {file}");
-    }
-    for note in &bb.report.notes {
-        let _ = writeln!(s, "note:       {note}");
-    }
+    s.push_str(&bb.layout_text());
     let _ = writeln!(s, "family:     {}", cfg.family.short());
     let _ = writeln!(s, "device:     {:?}, dtype {:?}", bb.device, bb.dtype);
     let _ = writeln!(
@@ -48,12 +42,7 @@ pub fn report(bb: &Backbone) -> String {
         let t = st
             .timestep
             .map_or("261 (none stored)".to_string(), |t| format!("{t:.2}"));
-        let _ = writeln!(
-            s,
-            "student:    {} ({}, timestep {t})",
-            st.source,
-            st.layout.describe()
-        );
+        let _ = writeln!(s, "student:    {} (timestep {t})", st.source);
     }
     let _ = writeln!(
         s,

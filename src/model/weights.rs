@@ -286,6 +286,27 @@ impl Backbone {
         }
     }
 
+    /// Where each part came from, as `cleandift info` prints it: the layout,
+    /// the file of each part, the notes, and the student's layout.
+    pub fn layout_text(&self) -> String {
+        let mut s = format!("layout:     {}\n", self.report.layout);
+        for (part, file) in &self.report.parts {
+            s.push_str(&format!("  {part:<13} {file}\n"));
+        }
+        for note in &self.report.notes {
+            s.push_str(&format!("note:       {note}\n"));
+        }
+        if let Some(st) = &self.student {
+            s.push_str(&format!(
+                "  {:<13} {} ({})\n",
+                "student",
+                st.source,
+                st.layout.describe()
+            ));
+        }
+        s
+    }
+
     /// Loads a backbone as `spec` says; `progress` hears downloads and stages.
     pub fn load(spec: &BackboneSpec, progress: ProgressFn) -> Result<Backbone> {
         let (source, preset) = spec.resolve()?;
