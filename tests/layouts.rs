@@ -711,7 +711,7 @@ fn bad_student_timesteps_are_refused_with_the_value() {
                 m.insert("timestep".to_string(), t.clone());
                 m
             };
-            let err = split_student(tensors).err().expect(shown);
+            let err = split_student(tensors).expect_err(shown);
             assert!(
                 matches!(err, ModelError::StudentTimestep { .. }),
                 "{shown}: {err}"
@@ -768,7 +768,7 @@ fn set_metadata(path: &Path, key: &str, value: &str) {
         serde_json::from_slice(&bytes[8..8 + n]).expect("header json");
     header["__metadata__"] = serde_json::json!({ key: value });
     let mut h = serde_json::to_vec(&header).expect("json");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

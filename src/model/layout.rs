@@ -293,10 +293,10 @@ pub fn read_pickle(path: &Path, dev: &Device, dtype: DType) -> Result<HashMap<St
     };
     let mut pth = candle_core::pickle::PthTensors::new(path, None)
         .map_err(|e| refuse(format!("cannot parse it: {e}")))?;
-    if pth.tensor_infos().is_empty() {
-        if let Ok(inner) = candle_core::pickle::PthTensors::new(path, Some("state_dict")) {
-            pth = inner;
-        }
+    if pth.tensor_infos().is_empty()
+        && let Ok(inner) = candle_core::pickle::PthTensors::new(path, Some("state_dict"))
+    {
+        pth = inner;
     }
     if pth.tensor_infos().is_empty() {
         return Err(refuse(
