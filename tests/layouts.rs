@@ -827,6 +827,31 @@ fn single_files_are_recognised_and_refused_by_kind() {
             "{msg}"
         );
     }
+    // A `.ckpt` pickle is recognised from its tensor table (no code runs).
+    let ckpt = tmp.path().join("sd-v1-5.ckpt");
+    write_torch_file(
+        &ckpt,
+        "archive",
+        &[
+            (
+                "model.diffusion_model.out.2.bias".to_string(),
+                "HalfStorage",
+                vec![4],
+                vec![0u8; 8],
+            ),
+            (
+                "cond_stage_model.transformer.text_model.final_layer_norm.bias".to_string(),
+                "FloatStorage",
+                vec![2],
+                vec![0u8; 8],
+            ),
+        ],
+    );
+    let msg = load(&ckpt).err().expect("refused").to_string();
+    assert!(
+        msg.starts_with("single-file checkpoints:") && msg.contains("SD1.x"),
+        "{msg}"
+    );
     // A diffusers part given as --model says where it belongs.
     let err = load(&fixture_dir("tiny-sd15").join(UNET_ST))
         .err()

@@ -1,6 +1,9 @@
 //! Where weights come from: a local diffusers folder, an HF repo id through
 //! hf-hub (honouring `HF_HOME` and `HF_HUB_OFFLINE`), seeded random weights
-//! for the tiny presets, and CleanDIFT student files over a base.
+//! for the tiny presets, and CleanDIFT student files over a base. Each
+//! part's file may be in any layout of [`super::layout`] (fp16 variant,
+//! sharded, PyTorch pickle); a single checkpoint file goes through
+//! [`load_single_file`].
 //!
 //! Loading is strict: after building a module every tensor of the file must
 //! have been used with the right shape; the error lists missing and
@@ -69,6 +72,12 @@ pub enum ModelSource {
     /// them); see [`load_single_file`].
     SingleFile(PathBuf),
 }
+
+/// Text-encoder tensors that are not part of the features: transformers'
+/// position-id buffer and `CLIPTextModelWithProjection`'s projection head
+/// (SD uses the last hidden state, never the pooled projection).
+pub const TEXT_UNUSED_PREFIXES: [&str; 2] =
+    ["text_model.embeddings.position_ids", "text_projection."];
 
 /// File extensions `--model FILE` is taken as a single-file checkpoint for.
 pub const SINGLE_FILE_EXTENSIONS: [&str; 5] = ["safetensors", "ckpt", "pt", "pth", "bin"];
@@ -422,7 +431,7 @@ impl Backbone {
             &format!("text encoder ({})", files.text.path.display()),
             dev,
             dtype,
-            &["text_model.embeddings.position_ids"],
+            &TEXT_UNUSED_PREFIXES,
             |vb| TextEncoder::new(vb, &cfg.text),
         )
         .map_err(|e| pickle_hint(e, &files.text))?;
