@@ -400,7 +400,7 @@ impl Backbone {
         let prefer = prefers_variant(dtype);
         for f in [&files.unet, &files.vae, &files.text] {
             if let Some(n) = layout::variant_note(f, prefer) {
-                tracing::info!("{n}");
+                tracing::warn!("{n}");
                 notes.push(n);
             }
         }
