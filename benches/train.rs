@@ -65,6 +65,7 @@ fn backbone(preset: &str, dev: &Device) -> anyhow::Result<Backbone> {
         device: dev.clone(),
         dtype: DType::F32,
         params: ParamCount::default(),
+        report: Default::default(),
         config: cfg,
     })
 }

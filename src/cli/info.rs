@@ -28,6 +28,7 @@ pub fn report(bb: &Backbone) -> String {
     let p = &bb.params;
     let _ = writeln!(s, "model:      {}", cfg.name);
     let _ = writeln!(s, "weights:    {}", bb.describe());
+    s.push_str(&bb.layout_text());
     let _ = writeln!(s, "family:     {}", cfg.family.short());
     let _ = writeln!(s, "device:     {:?}, dtype {:?}", bb.device, bb.dtype);
     let _ = writeln!(

@@ -8,6 +8,296 @@ use std::path::Path;
 use super::ModelError;
 use super::layers::Activation;
 
+/// A value a config field must have for this build to honour the file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Expect {
+    Null,
+    False,
+    True,
+    /// `null` or `false` (a disabled option).
+    NullOrFalse,
+    Str(&'static str),
+    /// `null` or this string.
+    NullOrStr(&'static str),
+    Num(f64),
+    /// `false`, or a list of `false` (diffusers' per-block booleans).
+    FalseOrAllFalse,
+}
+
+impl Expect {
+    fn accepts(self, v: &Value) -> bool {
+        match self {
+            Expect::Null => v.is_null(),
+            Expect::False => v == &Value::Bool(false),
+            Expect::True => v == &Value::Bool(true),
+            Expect::NullOrFalse => v.is_null() || v == &Value::Bool(false),
+            Expect::Str(s) => v.as_str() == Some(s),
+            Expect::NullOrStr(s) => v.is_null() || v.as_str() == Some(s),
+            Expect::Num(x) => v.as_f64() == Some(x),
+            Expect::FalseOrAllFalse => match v {
+                Value::Bool(b) => !b,
+                Value::Array(a) => a.iter().all(|x| x == &Value::Bool(false)),
+                _ => false,
+            },
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Expect::Null => "null".into(),
+            Expect::False => "false".into(),
+            Expect::True => "true".into(),
+            Expect::NullOrFalse => "null or false".into(),
+            Expect::Str(s) => format!("{s:?}"),
+            Expect::NullOrStr(s) => format!("null or {s:?}"),
+            Expect::Num(x) => format!("{x}"),
+            Expect::FalseOrAllFalse => "false (or a list of false)".into(),
+        }
+    }
+}
+
+/// How each field of a part's config is judged. Every field of a config
+/// file is in exactly one of these lists, or it is unknown:
+/// - `honoured`: read into the config and built as the file says;
+/// - `ignored`: cannot change the features (metadata, decoder-only or
+///   training-only settings), with the reason;
+/// - `default_only`: the network implements only this value; any other is
+///   refused with the field and value named;
+/// - `not_yet`: like `default_only`, but cheap to honour and planned: moving
+///   a line from here to `honoured` (once the network implements it) is all
+///   it takes.
+///
+/// Unknown fields (newer library versions): fields starting with `_` are
+/// metadata and ignored; for the UNet and the VAE an unknown field whose
+/// value is `null` or `false` (an option switched off) is accepted with a
+/// warning naming it, any other value is refused because it could change the
+/// network; for the text encoder every unknown field is accepted with a
+/// warning, because transformers serialises many generic `PretrainedConfig`
+/// fields (generation, output flags) while the architecture is pinned by
+/// `model_type` and `architectures`.
+pub struct FieldRules {
+    pub part: &'static str,
+    pub honoured: &'static [&'static str],
+    pub ignored: &'static [(&'static str, &'static str)],
+    pub default_only: &'static [(&'static str, Expect)],
+    pub not_yet: &'static [(&'static str, Expect)],
+    /// Whether unknown fields with a value other than null/false are refused.
+    pub refuse_unknown: bool,
+}
+
+/// `unet/config.json` (diffusers `UNet2DConditionModel`).
+pub const UNET_FIELDS: FieldRules = FieldRules {
+    part: "unet",
+    honoured: &[
+        "sample_size",
+        "in_channels",
+        "out_channels",
+        "block_out_channels",
+        "layers_per_block",
+        "down_block_types",
+        "up_block_types",
+        "mid_block_type",
+        "cross_attention_dim",
+        "attention_head_dim",
+        "num_attention_heads",
+        "use_linear_projection",
+        "upcast_attention",
+        "norm_num_groups",
+        "norm_eps",
+        "flip_sin_to_cos",
+        "freq_shift",
+        "transformer_layers_per_block",
+        "center_input_sample",
+        "mid_block_scale_factor",
+        "act_fn",
+        "timestep_post_act",
+    ],
+    ignored: &[
+        (
+            "addition_embed_type_num_heads",
+            "only read when addition_embed_type is set, which is refused",
+        ),
+        (
+            "addition_time_embed_dim",
+            "only read when addition_embed_type is set, which is refused",
+        ),
+        (
+            "projection_class_embeddings_input_dim",
+            "only read when class_embed_type is set, which is refused",
+        ),
+    ],
+    default_only: &[
+        ("only_cross_attention", Expect::FalseOrAllFalse),
+        ("mid_block_only_cross_attention", Expect::NullOrFalse),
+        ("resnet_time_scale_shift", Expect::Str("default")),
+        ("dual_cross_attention", Expect::False),
+        ("class_embed_type", Expect::Null),
+        ("num_class_embeds", Expect::Null),
+        ("class_embeddings_concat", Expect::False),
+        ("addition_embed_type", Expect::Null),
+        ("encoder_hid_dim", Expect::Null),
+        ("encoder_hid_dim_type", Expect::Null),
+        ("time_embedding_type", Expect::Str("positional")),
+        ("time_embedding_dim", Expect::Null),
+        ("time_embedding_act_fn", Expect::Null),
+        ("time_cond_proj_dim", Expect::Null),
+        ("conv_in_kernel", Expect::Num(3.0)),
+        ("conv_out_kernel", Expect::Num(3.0)),
+        ("downsample_padding", Expect::Num(1.0)),
+        ("resnet_skip_time_act", Expect::False),
+        ("resnet_out_scale_factor", Expect::Num(1.0)),
+        ("cross_attention_norm", Expect::Null),
+        ("attention_type", Expect::Str("default")),
+        ("reverse_transformer_layers_per_block", Expect::Null),
+        // Training-time only, but our fine-tune has no dropout.
+        ("dropout", Expect::Num(0.0)),
+    ],
+    not_yet: &[],
+    refuse_unknown: true,
+};
+
+/// `vae/config.json` (diffusers `AutoencoderKL`; only the encoder is built).
+pub const VAE_FIELDS: FieldRules = FieldRules {
+    part: "vae",
+    honoured: &[
+        "in_channels",
+        "latent_channels",
+        "block_out_channels",
+        "layers_per_block",
+        "norm_num_groups",
+        "scaling_factor",
+        "down_block_types",
+    ],
+    ignored: &[
+        ("out_channels", "decoder only"),
+        ("up_block_types", "decoder only"),
+        ("use_post_quant_conv", "decoder only"),
+        (
+            "sample_size",
+            "a tiling hint; the image size comes from the UNet",
+        ),
+        (
+            "force_upcast",
+            "diffusers' hint to decode in f32; the encoder runs in the dtype you choose (--dtype f32 for full precision)",
+        ),
+    ],
+    default_only: &[
+        ("act_fn", Expect::Str("silu")),
+        ("use_quant_conv", Expect::True),
+        ("mid_block_add_attention", Expect::True),
+        ("shift_factor", Expect::Null),
+        ("latents_mean", Expect::Null),
+        ("latents_std", Expect::Null),
+    ],
+    not_yet: &[],
+    refuse_unknown: true,
+};
+
+/// `text_encoder/config.json` (transformers `CLIPTextConfig`).
+pub const TEXT_FIELDS: FieldRules = FieldRules {
+    part: "text_encoder",
+    honoured: &[
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+        "hidden_act",
+        "layer_norm_eps",
+        "architectures",
+        "model_type",
+    ],
+    ignored: &[
+        ("projection_dim", "the projection head is not used"),
+        (
+            "attention_dropout",
+            "training only; the text encoder is frozen",
+        ),
+        ("dropout", "training only; the text encoder is frozen"),
+        ("initializer_range", "initialisation only"),
+        ("initializer_factor", "initialisation only"),
+        ("bos_token_id", "the tokenizer files decide the tokens"),
+        (
+            "eos_token_id",
+            "only picks the pooled output, which is not used",
+        ),
+        ("pad_token_id", "the tokenizer files decide the tokens"),
+        (
+            "torch_dtype",
+            "storage dtype; --dtype decides the run dtype",
+        ),
+        ("dtype", "storage dtype; --dtype decides the run dtype"),
+        ("transformers_version", "metadata"),
+    ],
+    default_only: &[],
+    not_yet: &[],
+    refuse_unknown: false,
+};
+
+impl FieldRules {
+    /// Judges every field of `v`; returns the warnings for unknown fields
+    /// that were accepted, or the error for the first refused one.
+    pub fn judge(&self, v: &Value) -> Result<Vec<String>, ModelError> {
+        let Some(obj) = v.as_object() else {
+            return Err(ModelError::Config {
+                part: self.part,
+                field: "config.json".into(),
+                why: format!("is not a JSON object: {v}"),
+            });
+        };
+        let mut warnings = Vec::new();
+        for (k, val) in obj {
+            if k.starts_with('_')
+                || self.honoured.contains(&k.as_str())
+                || self.ignored.iter().any(|(f, _)| f == k)
+            {
+                continue;
+            }
+            if let Some((_, e)) = self.default_only.iter().find(|(f, _)| f == k) {
+                if !e.accepts(val) {
+                    return Err(ModelError::Config {
+                        part: self.part,
+                        field: k.clone(),
+                        why: format!(
+                            "= {val} is not supported by this build's network (only {}); loading it would give features different from diffusers'",
+                            e.describe()
+                        ),
+                    });
+                }
+                continue;
+            }
+            if let Some((_, e)) = self.not_yet.iter().find(|(f, _)| f == k) {
+                if !e.accepts(val) {
+                    return Err(ModelError::Config {
+                        part: self.part,
+                        field: k.clone(),
+                        why: format!(
+                            "= {val} is not implemented yet (only {}); it changes the network, so the model is refused rather than silently computed wrong",
+                            e.describe()
+                        ),
+                    });
+                }
+                continue;
+            }
+            if self.refuse_unknown && !Expect::NullOrFalse.accepts(val) {
+                return Err(ModelError::Config {
+                    part: self.part,
+                    field: k.clone(),
+                    why: format!(
+                        "= {val} is unknown to this build and could change the network, so it is refused; if you know it does not, remove it from the config or set it to null"
+                    ),
+                });
+            }
+            warnings.push(format!(
+                "{} config: field `{k}` = {val} is unknown to this build and was ignored",
+                self.part
+            ));
+        }
+        Ok(warnings)
+    }
+}
+
 /// Which SD family a backbone belongs to (decides text encoder and defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Family {
@@ -99,8 +389,15 @@ impl UNetConfig {
     }
 
     /// Reads a diffusers `unet/config.json`, refusing architectures we do not
-    /// implement with a message naming the field.
+    /// implement with a message naming the field (see [`UNET_FIELDS`]).
     pub fn from_diffusers_json(v: &Value) -> Result<Self, ModelError> {
+        Self::from_diffusers_json_notes(v).map(|(c, _)| c)
+    }
+
+    /// [`Self::from_diffusers_json`], also returning the warnings about
+    /// unknown fields that were accepted.
+    pub fn from_diffusers_json_notes(v: &Value) -> Result<(Self, Vec<String>), ModelError> {
+        let notes = UNET_FIELDS.judge(v)?;
         let bad = |field: &str, why: String| ModelError::Config {
             part: "unet",
             field: field.to_string(),
@@ -166,7 +463,9 @@ impl UNetConfig {
             }
         }
         if let Some(t) = v.get("transformer_layers_per_block")
-            && t.as_u64().is_none_or(|t| t != 1)
+            && !(t.as_u64() == Some(1)
+                || t.as_array()
+                    .is_some_and(|a| a.iter().all(|x| x.as_u64() == Some(1))))
         {
             return Err(bad(
                 "transformer_layers_per_block",
@@ -178,7 +477,15 @@ impl UNetConfig {
             _ => v.get("attention_head_dim").unwrap_or(&Value::Null),
         };
         let attention_heads = match heads_value {
-            Value::Number(x) => vec![x.as_u64().unwrap_or(8) as usize; n],
+            Value::Number(x) => match x.as_u64() {
+                Some(h) => vec![h as usize; n],
+                None => {
+                    return Err(bad(
+                        "attention_head_dim",
+                        format!("= {x} is not a whole number of heads"),
+                    ));
+                }
+            },
             Value::Array(_) => {
                 usize_list_value(heads_value).map_err(|e| bad("attention_head_dim", e))?
             }
@@ -194,7 +501,9 @@ impl UNetConfig {
             return Err(bad("attention_head_dim", format!("expected {n} entries")));
         }
         let cross_attention_dim = match v.get("cross_attention_dim") {
-            Some(Value::Number(x)) => x.as_u64().unwrap_or(768) as usize,
+            Some(Value::Number(x)) if x.as_u64().is_some() => {
+                x.as_u64().unwrap_or_default() as usize
+            }
             None => 1280,
             Some(other) => {
                 return Err(bad(
@@ -203,8 +512,8 @@ impl UNetConfig {
                 ));
             }
         };
-        let layers = get_usize(v, "layers_per_block", 2);
-        let groups = get_usize(v, "norm_num_groups", 32);
+        let layers = get_usize(v, "layers_per_block", 2).map_err(|e| bad("layers_per_block", e))?;
+        let groups = get_usize(v, "norm_num_groups", 32).map_err(|e| bad("norm_num_groups", e))?;
         for (i, &c) in blocks.iter().enumerate() {
             if groups == 0 || !c.is_multiple_of(groups) {
                 return Err(bad(
@@ -236,34 +545,38 @@ impl UNetConfig {
         };
         let act_fn = activation("act_fn")?.unwrap_or_default();
         let timestep_post_act = activation("timestep_post_act")?;
-        let mid_block_scale_factor = get_f64(v, "mid_block_scale_factor", 1.0);
+        let u = |k: &str, d: usize| get_usize(v, k, d).map_err(|e| bad(k, e));
+        let b = |k: &str, d: bool| get_bool(v, k, d).map_err(|e| bad(k, e));
+        let f = |k: &str, d: f64| get_f64(v, k, d).map_err(|e| bad(k, e));
+        let mid_block_scale_factor = f("mid_block_scale_factor", 1.0)?;
         if !mid_block_scale_factor.is_finite() || mid_block_scale_factor == 0.0 {
             return Err(bad(
                 "mid_block_scale_factor",
                 format!("{mid_block_scale_factor} (must be a finite, non-zero number)"),
             ));
         }
-        Ok(UNetConfig {
-            sample_size: get_usize(v, "sample_size", 64),
-            in_channels: get_usize(v, "in_channels", 4),
-            out_channels: get_usize(v, "out_channels", 4),
+        let cfg = UNetConfig {
+            sample_size: u("sample_size", 64)?,
+            in_channels: u("in_channels", 4)?,
+            out_channels: u("out_channels", 4)?,
             block_out_channels: blocks,
             layers_per_block: layers,
             down_cross_attn,
             up_cross_attn,
             cross_attention_dim,
             attention_heads,
-            use_linear_projection: get_bool(v, "use_linear_projection", false),
-            upcast_attention: get_bool(v, "upcast_attention", false),
+            use_linear_projection: b("use_linear_projection", false)?,
+            upcast_attention: b("upcast_attention", false)?,
             norm_num_groups: groups,
-            norm_eps: get_f64(v, "norm_eps", 1e-5),
-            flip_sin_to_cos: get_bool(v, "flip_sin_to_cos", true),
-            freq_shift: get_f64(v, "freq_shift", 0.0),
+            norm_eps: f("norm_eps", 1e-5)?,
+            flip_sin_to_cos: b("flip_sin_to_cos", true)?,
+            freq_shift: f("freq_shift", 0.0)?,
             act_fn,
             timestep_post_act,
             mid_block_scale_factor,
-            center_input_sample: get_bool(v, "center_input_sample", false),
-        })
+            center_input_sample: b("center_input_sample", false)?,
+        };
+        Ok((cfg, notes))
     }
 }
 
@@ -290,7 +603,14 @@ impl VaeConfig {
         }
     }
 
+    /// Reads a diffusers `vae/config.json` (see [`VAE_FIELDS`]).
     pub fn from_diffusers_json(v: &Value) -> Result<Self, ModelError> {
+        Self::from_diffusers_json_notes(v).map(|(c, _)| c)
+    }
+
+    /// [`Self::from_diffusers_json`] with the warnings about unknown fields.
+    pub fn from_diffusers_json_notes(v: &Value) -> Result<(Self, Vec<String>), ModelError> {
+        let notes = VAE_FIELDS.judge(v)?;
         let bad = |field: &str, why: String| ModelError::Config {
             part: "vae",
             field: field.to_string(),
@@ -301,7 +621,23 @@ impl VaeConfig {
         if blocks.is_empty() {
             return Err(bad("block_out_channels", "is empty".into()));
         }
-        let groups = get_usize(v, "norm_num_groups", 32);
+        if v.get("down_block_types").is_some() {
+            let types = str_list(v, "down_block_types").map_err(|e| bad("down_block_types", e))?;
+            if types.len() != blocks.len() {
+                return Err(bad(
+                    "down_block_types",
+                    format!("has {} entries for {} blocks", types.len(), blocks.len()),
+                ));
+            }
+            if let Some(t) = types.iter().find(|t| *t != "DownEncoderBlock2D") {
+                return Err(bad(
+                    "down_block_types",
+                    format!("{types:?} holds {t:?}; only DownEncoderBlock2D is supported"),
+                ));
+            }
+        }
+        let u = |k: &str, d: usize| get_usize(v, k, d).map_err(|e| bad(k, e));
+        let groups = u("norm_num_groups", 32)?;
         if let Some(&c) = blocks
             .iter()
             .find(|&&c| groups == 0 || !c.is_multiple_of(groups))
@@ -311,14 +647,16 @@ impl VaeConfig {
                 format!("{groups} does not divide {c} channels"),
             ));
         }
-        Ok(VaeConfig {
-            in_channels: get_usize(v, "in_channels", 3),
-            latent_channels: get_usize(v, "latent_channels", 4),
+        let cfg = VaeConfig {
+            in_channels: u("in_channels", 3)?,
+            latent_channels: u("latent_channels", 4)?,
             block_out_channels: blocks,
-            layers_per_block: get_usize(v, "layers_per_block", 2),
+            layers_per_block: u("layers_per_block", 2)?,
             norm_num_groups: groups,
-            scaling_factor: get_f64(v, "scaling_factor", 0.18215),
-        })
+            scaling_factor: get_f64(v, "scaling_factor", 0.18215)
+                .map_err(|e| bad("scaling_factor", e))?,
+        };
+        Ok((cfg, notes))
     }
 }
 
@@ -345,12 +683,45 @@ pub struct TextConfig {
 }
 
 impl TextConfig {
+    /// Reads a transformers `text_encoder/config.json` (see [`TEXT_FIELDS`]).
     pub fn from_transformers_json(v: &Value) -> Result<Self, ModelError> {
+        Self::from_transformers_json_notes(v).map(|(c, _)| c)
+    }
+
+    /// [`Self::from_transformers_json`] with the warnings about unknown fields.
+    pub fn from_transformers_json_notes(v: &Value) -> Result<(Self, Vec<String>), ModelError> {
+        let notes = TEXT_FIELDS.judge(v)?;
         let bad = |field: &str, why: String| ModelError::Config {
             part: "text_encoder",
             field: field.to_string(),
             why,
         };
+        if let Some(m) = v.get("model_type")
+            && m.as_str() != Some("clip_text_model")
+        {
+            return Err(bad(
+                "model_type",
+                format!("= {m} is not supported (only \"clip_text_model\")"),
+            ));
+        }
+        if let Some(a) = v.get("architectures")
+            && !a.is_null()
+        {
+            let ok = a.as_array().is_some_and(|a| {
+                a.iter().all(|x| {
+                    matches!(
+                        x.as_str(),
+                        Some("CLIPTextModel") | Some("CLIPTextModelWithProjection")
+                    )
+                })
+            });
+            if !ok {
+                return Err(bad(
+                    "architectures",
+                    format!("= {a} is not supported (only [\"CLIPTextModel\"])"),
+                ));
+            }
+        }
         let hidden_act = match v
             .get("hidden_act")
             .and_then(Value::as_str)
@@ -360,15 +731,17 @@ impl TextConfig {
             "gelu" => TextActivation::Gelu,
             other => return Err(bad("hidden_act", format!("{other:?} is not supported"))),
         };
+        let u = |k: &str, d: usize| get_usize(v, k, d).map_err(|e| bad(k, e));
         let cfg = TextConfig {
-            vocab_size: get_usize(v, "vocab_size", 49408),
-            hidden_size: get_usize(v, "hidden_size", 768),
-            intermediate_size: get_usize(v, "intermediate_size", 3072),
-            num_hidden_layers: get_usize(v, "num_hidden_layers", 12),
-            num_attention_heads: get_usize(v, "num_attention_heads", 12),
-            max_position_embeddings: get_usize(v, "max_position_embeddings", 77),
+            vocab_size: u("vocab_size", 49408)?,
+            hidden_size: u("hidden_size", 768)?,
+            intermediate_size: u("intermediate_size", 3072)?,
+            num_hidden_layers: u("num_hidden_layers", 12)?,
+            num_attention_heads: u("num_attention_heads", 12)?,
+            max_position_embeddings: u("max_position_embeddings", 77)?,
             hidden_act,
-            layer_norm_eps: get_f64(v, "layer_norm_eps", 1e-5),
+            layer_norm_eps: get_f64(v, "layer_norm_eps", 1e-5)
+                .map_err(|e| bad("layer_norm_eps", e))?,
         };
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
         {
@@ -380,7 +753,7 @@ impl TextConfig {
                 ),
             ));
         }
-        Ok(cfg)
+        Ok((cfg, notes))
     }
 }
 
@@ -497,11 +870,20 @@ impl ModelConfig {
         dir: &Path,
         fallback: Option<&ModelConfig>,
     ) -> Result<Self, ModelError> {
+        Self::from_diffusers_dir_notes(dir, fallback).map(|(c, _)| c)
+    }
+
+    /// [`Self::from_diffusers_dir`], also returning the warnings about
+    /// unknown config fields that were accepted (each also logged).
+    pub fn from_diffusers_dir_notes(
+        dir: &Path,
+        fallback: Option<&ModelConfig>,
+    ) -> Result<(Self, Vec<String>), ModelError> {
         let unet_json = read_json(&dir.join("unet").join("config.json"))?.ok_or_else(|| ModelError::MissingFile {
             path: dir.join("unet").join("config.json"),
             hint: "a diffusers model folder has unet/config.json and unet/diffusion_pytorch_model.safetensors".into(),
         })?;
-        let unet = UNetConfig::from_diffusers_json(&unet_json)?;
+        let (unet, mut notes) = UNetConfig::from_diffusers_json_notes(&unet_json)?;
         let family = if unet.use_linear_projection || unet.cross_attention_dim == 1024 {
             Family::Sd21
         } else {
@@ -516,11 +898,19 @@ impl ModelConfig {
             .ok_or_else(|| ModelError::Internal("missing built-in preset".into()))?,
         };
         let vae = match read_json(&dir.join("vae").join("config.json"))? {
-            Some(v) => VaeConfig::from_diffusers_json(&v)?,
+            Some(v) => {
+                let (c, n) = VaeConfig::from_diffusers_json_notes(&v)?;
+                notes.extend(n);
+                c
+            }
             None => fallback.vae.clone(),
         };
         let text = match read_json(&dir.join("text_encoder").join("config.json"))? {
-            Some(v) => TextConfig::from_transformers_json(&v)?,
+            Some(v) => {
+                let (c, n) = TextConfig::from_transformers_json_notes(&v)?;
+                notes.extend(n);
+                c
+            }
             None => fallback.text.clone(),
         };
         let pad_token = read_pad_token(&dir.join("tokenizer"))?.unwrap_or_else(|| match family {
@@ -528,7 +918,10 @@ impl ModelConfig {
             Family::Sd21 => "!".into(),
         });
         let tiny = unet.block_out_channels.iter().all(|&c| c <= 64);
-        Ok(ModelConfig {
+        for n in &notes {
+            tracing::warn!("{}: {n}", dir.display());
+        }
+        let cfg = ModelConfig {
             name: dir.display().to_string(),
             family,
             unet,
@@ -536,7 +929,8 @@ impl ModelConfig {
             text,
             pad_token,
             tiny,
-        })
+        };
+        Ok((cfg, notes))
     }
 }
 
@@ -576,18 +970,35 @@ pub(crate) fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
     }
 }
 
-fn get_usize(v: &Value, key: &str, default: usize) -> usize {
-    v.get(key)
-        .and_then(Value::as_u64)
-        .map_or(default, |x| x as usize)
+/// A field's value: the default when absent or null, an error naming the
+/// value when it has the wrong type.
+fn get_usize(v: &Value, key: &str, default: usize) -> Result<usize, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(x) => x
+            .as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| format!("= {x} is not a non-negative integer")),
+    }
 }
 
-fn get_f64(v: &Value, key: &str, default: f64) -> f64 {
-    v.get(key).and_then(Value::as_f64).unwrap_or(default)
+fn get_f64(v: &Value, key: &str, default: f64) -> Result<f64, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(x) => x
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("= {x} is not a number")),
+    }
 }
 
-fn get_bool(v: &Value, key: &str, default: bool) -> bool {
-    v.get(key).and_then(Value::as_bool).unwrap_or(default)
+fn get_bool(v: &Value, key: &str, default: bool) -> Result<bool, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(x) => x
+            .as_bool()
+            .ok_or_else(|| format!("= {x} is not true or false")),
+    }
 }
 
 fn usize_list_value(v: &Value) -> Result<Vec<usize>, String> {
@@ -658,6 +1069,66 @@ mod tests {
         let cfg = UNetConfig::from_diffusers_json(&v).expect("valid config");
         let preset = ModelConfig::preset("sd21").expect("preset").unet;
         assert_eq!(cfg, preset);
+    }
+
+    /// Every field is judged by exactly one list.
+    #[test]
+    fn field_lists_are_disjoint() {
+        for rules in [&UNET_FIELDS, &VAE_FIELDS, &TEXT_FIELDS] {
+            let mut all: Vec<&str> = rules.honoured.to_vec();
+            all.extend(rules.ignored.iter().map(|(f, _)| *f));
+            all.extend(rules.default_only.iter().map(|(f, _)| *f));
+            all.extend(rules.not_yet.iter().map(|(f, _)| *f));
+            let n = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), n, "{} lists overlap", rules.part);
+        }
+    }
+
+    /// The configs of the real SD 2.1 and SD 1.5 repos (diffusers 0.10,
+    /// transformers 4.25) pass with no warnings.
+    #[test]
+    fn real_sd_configs_pass_without_warnings() {
+        let unet: Value = serde_json::json!({
+            "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.10.0.dev0",
+            "act_fn": "silu", "attention_head_dim": [5, 10, 20, 20],
+            "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false,
+            "cross_attention_dim": 1024,
+            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+            "downsample_padding": 1, "dual_cross_attention": false, "flip_sin_to_cos": true,
+            "freq_shift": 0, "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1,
+            "norm_eps": 1e-05, "norm_num_groups": 32, "num_class_embeds": null,
+            "only_cross_attention": false, "out_channels": 4, "sample_size": 96,
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+            "upcast_attention": true, "use_linear_projection": true
+        });
+        let (cfg, notes) = UNetConfig::from_diffusers_json_notes(&unet).expect("sd21 unet");
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(cfg, ModelConfig::preset("sd21").expect("preset").unet);
+        let vae: Value = serde_json::json!({
+            "_class_name": "AutoencoderKL", "_diffusers_version": "0.10.0.dev0", "act_fn": "silu",
+            "block_out_channels": [128, 256, 512, 512],
+            "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+            "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
+            "out_channels": 3, "sample_size": 768,
+            "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
+        });
+        let (_, notes) = VaeConfig::from_diffusers_json_notes(&vae).expect("sd21 vae");
+        assert!(notes.is_empty(), "{notes:?}");
+        let text: Value = serde_json::json!({
+            "_name_or_path": "openai/clip-vit-large-patch14", "architectures": ["CLIPTextModel"],
+            "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2,
+            "hidden_act": "quick_gelu", "hidden_size": 768, "initializer_factor": 1.0,
+            "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-05,
+            "max_position_embeddings": 77, "model_type": "clip_text_model",
+            "num_attention_heads": 12, "num_hidden_layers": 12, "pad_token_id": 1,
+            "projection_dim": 768, "torch_dtype": "float32", "transformers_version": "4.22.0.dev0",
+            "vocab_size": 49408
+        });
+        let (cfg, notes) = TextConfig::from_transformers_json_notes(&text).expect("sd15 text");
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(cfg, ModelConfig::preset("sd15").expect("preset").text);
     }
 
     #[test]

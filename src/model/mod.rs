@@ -5,6 +5,7 @@ pub mod device;
 pub mod dino;
 pub mod kernels;
 pub mod layers;
+pub mod layout;
 pub(crate) mod resnet;
 pub mod schedule;
 pub mod single_file;
@@ -40,6 +41,26 @@ pub enum ModelError {
         "{path} is not a valid safetensors file ({why}); it may be truncated or not a weights file: download it again"
     )]
     BadWeightsFile { path: PathBuf, why: String },
+    /// A PyTorch pickle candle's restricted reader cannot read.
+    #[error("{path}: cannot read this PyTorch pickle ({why}); {hint}")]
+    Pickle {
+        path: PathBuf,
+        why: String,
+        hint: String,
+    },
+    /// A single-file (LDM/A1111/ComfyUI) checkpoint this build cannot load.
+    #[error("single-file checkpoints: {path}: {why}")]
+    SingleFile { path: PathBuf, why: String },
+    /// A student file's learned timestep that is not one finite number in
+    /// [0, 999].
+    #[error(
+        "student timestep {value} in {source_file}: {why}; a CleanDIFT student's timestep is one finite number in [0, 999]"
+    )]
+    StudentTimestep {
+        value: String,
+        why: String,
+        source_file: String,
+    },
     #[error("{what}: the weights do not fit the model\n{report}")]
     WeightsMismatch { what: String, report: String },
     #[error("unknown feature key {0:?}; valid keys: mid, us1 … us10")]

@@ -1,6 +1,9 @@
 //! Where weights come from: a local diffusers folder, an HF repo id through
 //! hf-hub (honouring `HF_HOME` and `HF_HUB_OFFLINE`), seeded random weights
-//! for the tiny presets, and CleanDIFT student files over a base.
+//! for the tiny presets, and CleanDIFT student files over a base. Each
+//! part's file may be in any layout of [`super::layout`] (fp16 variant,
+//! sharded, PyTorch pickle); a single checkpoint file goes through
+//! [`load_single_file`].
 //!
 //! Loading is strict: after building a module every tensor of the file must
 //! have been used with the right shape; the error lists missing and
@@ -15,6 +18,7 @@ use candle_nn::{Init, VarBuilder, var_builder::SimpleBackend};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::config::{Family, ModelConfig};
+use super::layout::{self, Format, Part, PartFile};
 use super::text::{ClipTokenizer, PromptEncoder, TextEncoder};
 use super::unet::UNet;
 use super::vae::{UNUSED_PREFIXES, VaeEncoder};
@@ -64,7 +68,19 @@ pub enum ModelSource {
     Dir(PathBuf),
     /// An HF repo id (downloaded or found in the cache).
     Repo(String),
+    /// A single-file checkpoint (LDM key names, as A1111 and ComfyUI keep
+    /// them); see [`load_single_file`].
+    SingleFile(PathBuf),
 }
+
+/// Text-encoder tensors that are not part of the features: transformers'
+/// position-id buffer and `CLIPTextModelWithProjection`'s projection head
+/// (SD uses the last hidden state, never the pooled projection).
+pub const TEXT_UNUSED_PREFIXES: [&str; 2] =
+    ["text_model.embeddings.position_ids", "text_projection."];
+
+/// File extensions `--model FILE` is taken as a single-file checkpoint for.
+pub const SINGLE_FILE_EXTENSIONS: [&str; 5] = ["safetensors", "ckpt", "pt", "pth", "bin"];
 
 /// Where a student checkpoint comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +167,14 @@ impl BackboneSpec {
             };
             return Ok((src, Some(cfg)));
         }
+        if path.is_file()
+            && path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| SINGLE_FILE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
+            return Ok((ModelSource::SingleFile(path.to_path_buf()), None));
+        }
         if path.exists() {
             return Err(ModelError::ModelIsFile {
                 model: m.to_string(),
@@ -191,6 +215,42 @@ pub struct Student {
     /// checkpoints hold one).
     pub timestep: Option<f64>,
     pub source: String,
+    pub layout: StudentLayout,
+}
+
+/// The two layouts of CleanDIFT student files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StudentLayout {
+    /// `cleandift_*_unet.safetensors`: plain diffusers UNet keys (our
+    /// fine-tune's timestep in the metadata).
+    Unet,
+    /// `cleandift_*_full.safetensors`: the student under
+    /// [`FULL_STUDENT_PREFIX`], teacher and heads beside it, a `timestep`
+    /// tensor.
+    Full,
+}
+
+impl StudentLayout {
+    pub fn describe(self) -> &'static str {
+        match self {
+            StudentLayout::Unet => "`_unet` layout (diffusers UNet keys)",
+            StudentLayout::Full => {
+                "`_full` layout (student under unet_feature_extractor_cleandift.)"
+            }
+        }
+    }
+}
+
+/// What was found where: the layout of the base and the file of each part,
+/// with notes (fp16 fallbacks, flat text-encoder keys, unknown config
+/// fields that were ignored).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// e.g. "diffusers folder", "seeded preset (no files)".
+    pub layout: String,
+    /// (part, file description) for unet, vae, text_encoder.
+    pub parts: Vec<(&'static str, String)>,
+    pub notes: Vec<String>,
 }
 
 /// A loaded backbone: base UNet (teacher), optional student, VAE encoder,
@@ -206,6 +266,8 @@ pub struct Backbone {
     pub dtype: DType,
     /// Parameters of the UNet, VAE encoder and text encoder.
     pub params: ParamCount,
+    /// The layout and files the weights came from.
+    pub report: LoadReport,
 }
 
 /// Parameter counts per part.
@@ -225,11 +287,33 @@ impl Backbone {
             }
             ModelSource::Dir(p) => format!("folder {}", p.display()),
             ModelSource::Repo(r) => format!("hub repo {r}"),
+            ModelSource::SingleFile(p) => format!("single file {}", p.display()),
         };
         match &self.student {
             Some(s) => format!("{base} + CleanDIFT student {}", s.source),
             None => base,
         }
+    }
+
+    /// Where each part came from, as `cleandift info` prints it: the layout,
+    /// the file of each part, the notes, and the student's layout.
+    pub fn layout_text(&self) -> String {
+        let mut s = format!("layout:     {}\n", self.report.layout);
+        for (part, file) in &self.report.parts {
+            s.push_str(&format!("  {part:<13} {file}\n"));
+        }
+        for note in &self.report.notes {
+            s.push_str(&format!("note:       {note}\n"));
+        }
+        if let Some(st) = &self.student {
+            s.push_str(&format!(
+                "  {:<13} {} ({})\n",
+                "student",
+                st.source,
+                st.layout.describe()
+            ));
+        }
+        s
     }
 
     /// Loads a backbone as `spec` says; `progress` hears downloads and stages.
@@ -269,9 +353,10 @@ impl Backbone {
                         TextEncoder::new(vb, &cfg.text).map(|_| ())
                     })?,
                 };
+                let layout = format!("seeded preset (random weights, seed {seed}; no files)");
                 Ok(Backbone {
                     config: cfg,
-                    source,
+                    source: source.clone(),
                     unet,
                     student,
                     vae,
@@ -279,16 +364,22 @@ impl Backbone {
                     device: dev.clone(),
                     dtype,
                     params,
+                    report: LoadReport {
+                        layout,
+                        parts: Vec::new(),
+                        notes: Vec::new(),
+                    },
                 })
             }
             ModelSource::Dir(dir) => {
-                let files = PipelineFiles::in_dir(dir)?;
+                let files = PipelineFiles::in_dir(dir, prefers_variant(dtype))?;
                 Self::from_files(spec, source.clone(), files, preset, false, progress)
             }
             ModelSource::Repo(repo) => {
-                let files = PipelineFiles::from_hub(repo, progress)?;
+                let files = PipelineFiles::from_hub(repo, prefers_variant(dtype), progress)?;
                 Self::from_files(spec, source.clone(), files, preset, true, progress)
             }
+            ModelSource::SingleFile(path) => load_single_file(path, spec, progress),
         }
     }
 
@@ -301,34 +392,66 @@ impl Backbone {
         progress: ProgressFn,
     ) -> Result<Backbone> {
         let (dev, dtype) = (&spec.device, spec.dtype);
-        let mut cfg = ModelConfig::from_diffusers_dir(&files.root, preset.as_ref())?;
+        let (mut cfg, mut notes) =
+            ModelConfig::from_diffusers_dir_notes(&files.root, preset.as_ref())?;
         if let Some(p) = &preset {
             cfg.name = p.name.clone();
         }
+        let prefer = prefers_variant(dtype);
+        for f in [&files.unet, &files.vae, &files.text] {
+            if let Some(n) = layout::variant_note(f, prefer) {
+                tracing::warn!("{n}");
+                notes.push(n);
+            }
+        }
         progress(LoadEvent::Loading { part: "unet" });
-        let (unet, unet_params) = load_strict(&files.unet, "UNet", dev, dtype, &[], |vb| {
+        let (unet, unet_params) = load_part_strict(&files.unet, "UNet", dev, dtype, &[], |vb| {
             UNet::new(vb, &cfg.unet)
         })?;
         progress(LoadEvent::Loading { part: "vae" });
         let (vae, vae_params) =
-            load_strict(&files.vae, "VAE", dev, dtype, &UNUSED_PREFIXES, |vb| {
+            load_part_strict(&files.vae, "VAE", dev, dtype, &UNUSED_PREFIXES, |vb| {
                 VaeEncoder::new(vb, &cfg.vae)
             })?;
         progress(LoadEvent::Loading {
             part: "text_encoder",
         });
-        let (text, text_params) = load_strict(
-            &files.text,
-            "text encoder",
+        let text_tensors = layout::read_part(&files.text, dev, dtype)?;
+        let (text_tensors, flat) = layout::normalize_text_keys(text_tensors);
+        if flat {
+            let n = format!(
+                "{}: keys without the `text_model.` prefix (as transformers 5 writes them)",
+                files.text.describe()
+            );
+            tracing::info!("{n}");
+            notes.push(n);
+        }
+        let (text, text_params) = build_strict(
+            text_tensors,
+            &format!("text encoder ({})", files.text.path.display()),
             dev,
             dtype,
-            &["text_model.embeddings.position_ids"],
+            &TEXT_UNUSED_PREFIXES,
             |vb| TextEncoder::new(vb, &cfg.text),
-        )?;
+        )
+        .map_err(|e| pickle_hint(e, &files.text))?;
         let tokenizer = ClipTokenizer::from_files(&files.vocab, &files.merges, &cfg.pad_token)?;
         let student = match spec.student_source(cfg.family, from_hub && preset.is_some())? {
             Some(s) => Some(load_student(&s, &cfg, dev, dtype, progress)?),
             None => None,
+        };
+        let layout = match (&source, from_hub) {
+            (ModelSource::Repo(r), _) => format!("diffusers layout from hub repo {r}"),
+            _ => "diffusers folder".to_string(),
+        };
+        let report = LoadReport {
+            layout,
+            parts: vec![
+                ("unet", files.unet.describe()),
+                ("vae", files.vae.describe()),
+                ("text_encoder", files.text.describe()),
+            ],
+            notes,
         };
         Ok(Backbone {
             config: cfg,
@@ -344,6 +467,7 @@ impl Backbone {
                 vae_encoder: vae_params,
                 text: text_params,
             },
+            report,
         })
     }
 }
@@ -351,15 +475,32 @@ impl Backbone {
 /// The files of a pipeline, wherever they are.
 struct PipelineFiles {
     root: PathBuf,
-    unet: PathBuf,
-    vae: PathBuf,
-    text: PathBuf,
+    unet: PartFile,
+    vae: PartFile,
+    text: PartFile,
     vocab: PathBuf,
     merges: PathBuf,
 }
 
+/// Whether a run in `dtype` prefers the hub's fp16 variant files.
+pub fn prefers_variant(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+}
+
+/// The config and tokenizer files of a diffusers pipeline (the weights are
+/// resolved per part, see [`layout`]).
+pub const PIPELINE_CONFIG_FILES: [&str; 7] = [
+    "unet/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "tokenizer/special_tokens_map.json",
+    "tokenizer/tokenizer_config.json",
+];
+
 impl PipelineFiles {
-    fn in_dir(dir: &Path) -> Result<Self> {
+    fn in_dir(dir: &Path, prefer_variant: bool) -> Result<Self> {
         let need = |rel: &str, hint: &str| -> Result<PathBuf> {
             let p = dir.join(rel);
             if p.is_file() {
@@ -375,15 +516,9 @@ impl PipelineFiles {
         need("unet/config.json", unet_hint)?;
         Ok(PipelineFiles {
             root: dir.to_path_buf(),
-            unet: need("unet/diffusion_pytorch_model.safetensors", unet_hint)?,
-            vae: need(
-                "vae/diffusion_pytorch_model.safetensors",
-                "the VAE weights are needed to encode images",
-            )?,
-            text: need(
-                "text_encoder/model.safetensors",
-                "the text encoder weights are needed for prompts",
-            )?,
+            unet: layout::find_in_dir(dir, Part::Unet, prefer_variant)?,
+            vae: layout::find_in_dir(dir, Part::Vae, prefer_variant)?,
+            text: layout::find_in_dir(dir, Part::TextEncoder, prefer_variant)?,
             vocab: need(
                 "tokenizer/vocab.json",
                 "the CLIP tokenizer needs vocab.json and merges.txt",
@@ -395,11 +530,11 @@ impl PipelineFiles {
         })
     }
 
-    /// Finds every pipeline file in the HF cache or downloads it. The
-    /// snapshot folder then serves as a diffusers folder.
-    fn from_hub(repo: &str, progress: ProgressFn) -> Result<Self> {
+    /// Finds every pipeline file in the HF cache or downloads it; each
+    /// part's weights in the best layout the repo has (see [`layout`]).
+    fn from_hub(repo: &str, prefer_variant: bool, progress: ProgressFn) -> Result<Self> {
         let mut root = None;
-        for rel in PIPELINE_FILES {
+        for rel in PIPELINE_CONFIG_FILES {
             let optional =
                 rel.ends_with("special_tokens_map.json") || rel.ends_with("tokenizer_config.json");
             match hub_file(repo, rel, progress) {
@@ -414,8 +549,84 @@ impl PipelineFiles {
             }
         }
         let root = root.ok_or_else(|| ModelError::Download(format!("{repo}: no files")))?;
-        Self::in_dir(&root)
+        let mut listing: Option<HashSet<String>> = None;
+        let mut part = |p: Part| -> Result<PartFile> {
+            let f = hub_part(repo, p, prefer_variant, &mut listing, progress)?;
+            Ok(f)
+        };
+        let unet = part(Part::Unet)?;
+        let vae = part(Part::Vae)?;
+        let text = part(Part::TextEncoder)?;
+        Ok(PipelineFiles {
+            unet,
+            vae,
+            text,
+            vocab: root.join("tokenizer/vocab.json"),
+            merges: root.join("tokenizer/merges.txt"),
+            root,
+        })
     }
+}
+
+/// Resolves one part's weights on the hub: the best candidate already in
+/// the cache if it is the best the repo has (or when offline), else the best
+/// one the repo lists, downloaded (with its shards).
+fn hub_part(
+    repo: &str,
+    part: Part,
+    prefer_variant: bool,
+    listing: &mut Option<HashSet<String>>,
+    progress: ProgressFn,
+) -> Result<PartFile> {
+    let cache = hf_hub::Cache::from_env();
+    let cached = |rel: &str| cache.model(repo.to_string()).get(rel).is_some();
+    let best = layout::candidates(part, prefer_variant);
+    let choice = if best.first().is_some_and(|(rel, ..)| cached(rel)) || offline() {
+        layout::pick(part, prefer_variant, cached)
+    } else {
+        if listing.is_none() {
+            let api = hf_hub::api::sync::ApiBuilder::from_env()
+                .with_progress(false)
+                .build()
+                .map_err(|e| ModelError::Download(format!("cannot start the hub client: {e}")))?;
+            let info = api.model(repo.to_string()).info().map_err(|e| {
+                ModelError::Download(format!(
+                    "cannot list the files of {repo}: {e}. {}",
+                    offline_hint(repo)
+                ))
+            })?;
+            *listing = Some(info.siblings.into_iter().map(|s| s.rfilename).collect());
+        }
+        let files = listing.as_ref();
+        layout::pick(part, prefer_variant, |rel| {
+            files.is_some_and(|f| f.contains(rel))
+        })
+    };
+    let Some((rel, format, sharded, fp16_variant)) = choice else {
+        return Err(ModelError::Download(format!(
+            "{repo} has no {} weights in a layout this build reads (looked for {}); {}",
+            part.dir(),
+            best.iter()
+                .map(|(r, ..)| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            offline_hint(repo)
+        )));
+    };
+    let path = hub_file(repo, &rel, progress)?;
+    if sharded {
+        let (shards, _) = layout::read_index(&path)?;
+        for shard in shards {
+            hub_file(repo, &format!("{}/{shard}", part.dir()), progress)?;
+        }
+    }
+    Ok(PartFile {
+        part,
+        path,
+        format,
+        sharded,
+        fp16_variant,
+    })
 }
 
 fn offline() -> bool {
@@ -565,6 +776,47 @@ pub fn load_strict<T>(
         ignore_prefixes,
         build,
     )
+}
+
+/// Builds a module from one part's weights, whatever their layout, strictly
+/// (see [`load_strict`]).
+pub fn load_part_strict<T>(
+    f: &PartFile,
+    what: &str,
+    dev: &Device,
+    dtype: DType,
+    ignore_prefixes: &[&str],
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+) -> Result<(T, usize)> {
+    let tensors = layout::read_part(f, dev, dtype)?;
+    let tensors = tensors
+        .into_iter()
+        .map(|(k, v)| (rename_legacy(&k), v))
+        .collect();
+    build_strict(
+        tensors,
+        &format!("{what} ({})", f.path.display()),
+        dev,
+        dtype,
+        ignore_prefixes,
+        build,
+    )
+    .map_err(|e| pickle_hint(e, f))
+}
+
+/// candle's pickle reader skips tensors it cannot decode (int32, bool
+/// storages); when a pickle then misses keys, say how to convert it.
+fn pickle_hint(e: ModelError, f: &PartFile) -> ModelError {
+    match e {
+        ModelError::WeightsMismatch { what, mut report } if f.format == Format::Pickle => {
+            report.push_str(&format!(
+                "\nThe weights are a PyTorch pickle; if it is the right file, {}",
+                layout::conversion_hint(&f.path)
+            ));
+            ModelError::WeightsMismatch { what, report }
+        }
+        other => other,
+    }
 }
 
 /// Builds a module from named tensors, strictly (see [`load_strict`]).
@@ -825,12 +1077,25 @@ pub fn load_student(
     };
     progress(LoadEvent::Loading { part: "student" });
     let tensors = read_safetensors(&path, dev, dtype)?;
-    let (tensors, timestep) = split_student(tensors)?;
+    let layout = if tensors.keys().any(|k| k.starts_with(FULL_STUDENT_PREFIX)) {
+        StudentLayout::Full
+    } else {
+        StudentLayout::Unet
+    };
+    let named = |e: ModelError| match e {
+        ModelError::StudentTimestep { value, why, .. } => ModelError::StudentTimestep {
+            value,
+            why,
+            source_file: path.display().to_string(),
+        },
+        other => other,
+    };
+    let (tensors, timestep) = split_student(tensors).map_err(named)?;
     // Our own fine-tune keeps the learned timestep in the file's metadata so
     // that the tensors stay a plain diffusers UNet state dict.
     let timestep = match timestep {
         Some(t) => Some(t),
-        None => metadata_timestep(&read_safetensors_metadata(&path)?),
+        None => checked_metadata_timestep(&read_safetensors_metadata(&path)?).map_err(named)?,
     };
     let (unet, _) = build_strict(
         tensors,
@@ -844,6 +1109,7 @@ pub fn load_student(
         unet,
         timestep,
         source: src.describe(),
+        layout,
     })
 }
 
@@ -852,14 +1118,7 @@ pub fn load_student(
 pub fn split_student(
     mut tensors: HashMap<String, Tensor>,
 ) -> Result<(HashMap<String, Tensor>, Option<f64>)> {
-    let scalar = |t: &Tensor| -> Result<f64> {
-        Ok(t.flatten_all()?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?
-            .first()
-            .copied()
-            .unwrap_or(261.0))
-    };
+    let scalar = |t: &Tensor| student_timestep(t);
     let is_full = tensors.keys().any(|k| k.starts_with(FULL_STUDENT_PREFIX));
     if !is_full {
         let timestep = match tensors.remove("timestep") {
@@ -895,6 +1154,67 @@ pub fn split_student(
     Ok((student, timestep))
 }
 
+/// The valid range of a student's learned timestep.
+pub const STUDENT_TIMESTEP_RANGE: std::ops::RangeInclusive<f64> = 0.0..=999.0;
+
+/// A student file's `timestep` tensor as a number: it must hold exactly one
+/// element (0-d or any shape of one element), finite, in
+/// [`STUDENT_TIMESTEP_RANGE`].
+pub fn student_timestep(t: &Tensor) -> Result<f64> {
+    let bad = |value: String, why: &str| ModelError::StudentTimestep {
+        value,
+        why: why.to_string(),
+        source_file: "the student file".into(),
+    };
+    let values = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    match values.as_slice() {
+        [] => Err(bad(
+            format!("[] (shape {:?})", t.dims()),
+            "is an empty tensor",
+        )),
+        [v] => check_timestep(*v),
+        many => {
+            let shown: Vec<String> = many.iter().take(4).map(|v| v.to_string()).collect();
+            let more = if many.len() > 4 { ", …" } else { "" };
+            Err(bad(
+                format!("[{}{more}] (shape {:?})", shown.join(", "), t.dims()),
+                &format!("holds {} values, not one", many.len()),
+            ))
+        }
+    }
+}
+
+fn check_timestep(v: f64) -> Result<f64> {
+    let bad = |why: &str| ModelError::StudentTimestep {
+        value: v.to_string(),
+        why: why.to_string(),
+        source_file: "the student file".into(),
+    };
+    if !v.is_finite() {
+        Err(bad("is not a finite number"))
+    } else if !STUDENT_TIMESTEP_RANGE.contains(&v) {
+        Err(bad("is outside [0, 999]"))
+    } else {
+        Ok(v)
+    }
+}
+
+/// The timestep recorded in a student file's metadata, validated like
+/// [`student_timestep`]; `None` when there is none.
+pub fn checked_metadata_timestep(meta: &HashMap<String, String>) -> Result<Option<f64>> {
+    let Some(s) = meta.get(TIMESTEP_METADATA) else {
+        return Ok(None);
+    };
+    match s.trim().parse::<f64>() {
+        Ok(v) => check_timestep(v).map(Some),
+        Err(_) => Err(ModelError::StudentTimestep {
+            value: format!("{s:?}"),
+            why: format!("metadata `{TIMESTEP_METADATA}` is not a number"),
+            source_file: "the student file".into(),
+        }),
+    }
+}
+
 /// Metadata key under which the fine-tune (`train`) stores the learned
 /// student timestep in a `cleandift_*_unet.safetensors` file (the tensors
 /// themselves are exactly a diffusers UNet state dict).
@@ -903,17 +1223,30 @@ pub const TIMESTEP_METADATA: &str = "cleandift_timestep";
 /// Where the base UNet's weights live inside a diffusers folder or repo.
 pub const UNET_WEIGHTS: &str = "unet/diffusion_pytorch_model.safetensors";
 
-/// The learned timestep recorded in a student file's metadata, if any (and
-/// finite).
+/// The learned timestep recorded in a student file's metadata, if any and
+/// valid (see [`checked_metadata_timestep`], which names what is wrong).
 pub fn metadata_timestep(meta: &HashMap<String, String>) -> Option<f64> {
-    meta.get(TIMESTEP_METADATA)
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| t.is_finite())
+    checked_metadata_timestep(meta).ok().flatten()
 }
 
 /// The `__metadata__` map of a safetensors file (empty when it has none).
 /// Reads only the header, so it is cheap even for multi-GB files.
 pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let v = read_safetensors_header(path)?;
+    let mut out = HashMap::new();
+    if let Some(meta) = v.get("__metadata__").and_then(|m| m.as_object()) {
+        for (k, v) in meta {
+            if let Some(s) = v.as_str() {
+                out.insert(k.clone(), s.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The JSON header of a safetensors file (tensor names, dtypes, shapes and
+/// `__metadata__`), without reading the tensors.
+pub fn read_safetensors_header(path: &Path) -> Result<serde_json::Value> {
     use std::io::Read;
     let io = |e: std::io::Error| ModelError::Io {
         path: path.to_path_buf(),
@@ -935,17 +1268,7 @@ pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>>
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header)
         .map_err(|e| bad(format!("cannot read the {n}-byte header: {e}")))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
-    let mut out = HashMap::new();
-    if let Some(meta) = v.get("__metadata__").and_then(|m| m.as_object()) {
-        for (k, v) in meta {
-            if let Some(s) = v.as_str() {
-                out.insert(k.clone(), s.to_string());
-            }
-        }
-    }
-    Ok(out)
+    serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))
 }
 
 /// The base UNet's tensors (diffusers key names) wherever `source` keeps
@@ -960,16 +1283,125 @@ pub fn base_unet_backend(
     dtype: DType,
     progress: ProgressFn,
 ) -> Result<Box<dyn SimpleBackend>> {
-    let path = match source {
+    let prefer = prefers_variant(dtype);
+    let file = match source {
         ModelSource::Seeded { seed, .. } => return Ok(Box::new(SeededBackend::new(*seed, "unet"))),
-        ModelSource::Dir(dir) => dir.join(UNET_WEIGHTS),
-        ModelSource::Repo(repo) => hub_file(repo, UNET_WEIGHTS, progress)?,
+        ModelSource::Dir(dir) => layout::find_in_dir(dir, Part::Unet, prefer)?,
+        ModelSource::Repo(repo) => hub_part(repo, Part::Unet, prefer, &mut None, progress)?,
+        ModelSource::SingleFile(path) => {
+            return Err(single_file_refusal(path, &detect_single_file(path)?));
+        }
     };
-    if !path.is_file() {
-        return Err(ModelError::MissingFile {
-            path,
-            hint: "the fine-tune copies the base UNet from this file".into(),
+    let tensors: HashMap<String, Tensor> = layout::read_part(&file, dev, dtype)?
+        .into_iter()
+        .map(|(k, v)| (rename_legacy(&k), v))
+        .collect();
+    Ok(Box::new(tensors))
+}
+
+/// What a single file holds, judged from its tensor names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SingleFileKind {
+    /// An LDM checkpoint (`model.diffusion_model.*`, `first_stage_model.*`,
+    /// `cond_stage_model.*`), with the family its text encoder names.
+    Ldm {
+        family: Option<Family>,
+        /// Whether it holds EMA weights (`model_ema.*`).
+        ema: bool,
+        format: Format,
+    },
+    /// One part of a diffusers model (e.g. a UNet's weights) or a student.
+    DiffusersPart,
+    /// Nothing we recognise.
+    Unknown,
+}
+
+/// Looks at a single file's tensor names (the header only for safetensors,
+/// the pickle's tensor table for `.ckpt`/`.pt`) to tell what it is.
+pub fn detect_single_file(path: &Path) -> Result<SingleFileKind> {
+    let is_st = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let (keys, format): (Vec<String>, Format) = if is_st {
+        let header = read_safetensors_header(path)?;
+        let keys = header
+            .as_object()
+            .map(|o| o.keys().filter(|k| *k != "__metadata__").cloned().collect())
+            .unwrap_or_default();
+        (keys, Format::Safetensors)
+    } else {
+        let refuse = |e: candle_core::Error| ModelError::Pickle {
+            path: path.to_path_buf(),
+            why: format!("cannot parse it: {e}"),
+            hint: layout::conversion_hint(path),
+        };
+        let mut infos =
+            candle_core::pickle::read_pth_tensor_info(path, false, None).map_err(refuse)?;
+        if infos.is_empty() {
+            infos = candle_core::pickle::read_pth_tensor_info(path, false, Some("state_dict"))
+                .map_err(refuse)?;
+        }
+        (infos.into_iter().map(|i| i.name).collect(), Format::Pickle)
+    };
+    let any = |p: &str| keys.iter().any(|k| k.starts_with(p));
+    if any("model.diffusion_model.") {
+        let family = if any("cond_stage_model.model.") {
+            Some(Family::Sd21)
+        } else if any("cond_stage_model.transformer.") {
+            Some(Family::Sd15)
+        } else {
+            None
+        };
+        return Ok(SingleFileKind::Ldm {
+            family,
+            ema: any("model_ema."),
+            format,
         });
     }
-    Ok(Box::new(read_safetensors(&path, dev, dtype)?))
+    if keys
+        .iter()
+        .any(|k| k == "conv_in.weight" || k.ends_with(".conv_in.weight"))
+    {
+        return Ok(SingleFileKind::DiffusersPart);
+    }
+    Ok(SingleFileKind::Unknown)
+}
+
+/// The refusal for a single file this build does not load.
+fn single_file_refusal(path: &Path, kind: &SingleFileKind) -> ModelError {
+    let why = match kind {
+        SingleFileKind::Ldm { family, .. } => {
+            let fam = match family {
+                Some(Family::Sd15) => "an SD1.x",
+                Some(Family::Sd21) => "an SD2.x",
+                None => "an LDM",
+            };
+            format!(
+                "{fam} checkpoint (model.diffusion_model.*) is recognised, but this build cannot convert it yet; convert it once to a diffusers folder with: python -c \"from diffusers import StableDiffusionPipeline as P; P.from_single_file('{}').save_pretrained('DIR')\" and pass --model DIR",
+                path.display()
+            )
+        }
+        SingleFileKind::DiffusersPart => "this holds one diffusers part (UNet keys such as conv_in.weight), not a whole checkpoint: pass the folder that holds unet/, vae/, text_encoder/ and tokenizer/ as --model (a CleanDIFT student goes to --student)".to_string(),
+        SingleFileKind::Unknown => "no `model.diffusion_model.*` keys: this is not a Stable Diffusion checkpoint".to_string(),
+    };
+    ModelError::SingleFile {
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
+/// Loads a single-file checkpoint: the integration point for the LDM →
+/// diffusers key conversion. Today it recognises the file
+/// ([`detect_single_file`]) and refuses it with a
+/// [`ModelError::SingleFile`] that says what it is and how to convert it.
+pub fn load_single_file(
+    path: &Path,
+    spec: &BackboneSpec,
+    progress: ProgressFn,
+) -> Result<Backbone> {
+    let _ = (spec, progress);
+    let kind = detect_single_file(path)?;
+    tracing::info!("{}: single file, {kind:?}", path.display());
+    Err(single_file_refusal(path, &kind))
 }

@@ -60,6 +60,14 @@ pub fn backbone_error(e: &ModelError) -> UserError {
         ModelError::UnknownModel { .. } => {
             "Use a preset, an existing folder, or a hub repo id (owner/name)".to_string()
         }
+        ModelError::Pickle { hint, .. } => hint.clone(),
+        ModelError::SingleFile { .. } => {
+            "Point Local folder at a diffusers folder (unet/, vae/, text_encoder/, tokenizer/)"
+                .to_string()
+        }
+        ModelError::StudentTimestep { .. } => {
+            "Check the student file: its timestep must be one number in [0, 999]".to_string()
+        }
         ModelError::Config { .. }
         | ModelError::Io { .. }
         | ModelError::UnknownKey(_)
