@@ -10,6 +10,7 @@
 mod dialogs;
 pub mod export;
 mod frames;
+mod jobs;
 mod launch;
 pub mod overlay;
 pub mod query;
@@ -34,6 +35,7 @@ use crate::worker::{
     Request, RequestId, Side, UserError, WorkerHandle,
 };
 use dialogs::{DialogAnswer, DialogChannel, DialogKind};
+use jobs::{PcaKey, Tracked};
 pub use launch::{AppArgs, LaunchOptions, run};
 use overlay::Overlay;
 use query::{Answer, QueryOptions, QueryPoint, StripTile};
@@ -151,10 +153,9 @@ pub enum BackboneState {
 /// Features of one mode: what is wanted, in flight, and shown.
 #[derive(Default)]
 pub struct FeatureSlot {
-    pending: Option<(RequestId, String)>,
+    /// The extraction in flight, keyed by its settings.
+    request: Tracked<String>,
     ready: Option<(String, Arc<PairFeatures>)>,
-    /// A key that failed or was cancelled: not requested again by itself.
-    blocked: Option<String>,
 }
 
 impl FeatureSlot {
@@ -165,7 +166,12 @@ impl FeatureSlot {
 
     /// Whether newer features are being extracted.
     pub fn is_pending(&self) -> bool {
-        self.pending.is_some()
+        self.request.is_pending()
+    }
+
+    /// Whether the last extraction failed or was cancelled.
+    pub fn is_blocked(&self) -> bool {
+        self.request.is_blocked()
     }
 }
 
@@ -212,9 +218,8 @@ pub struct CleanDiftApp {
     image_pending: [Option<RequestId>; 2],
     backbone: BackboneState,
     features: BTreeMap<ModeKey, FeatureSlot>,
-    pca_pending: Option<(RequestId, (u64, FeatureKey, bool))>,
+    pca_request: Tracked<PcaKey>,
     pca: Option<Arc<PcaColours>>,
-    pca_blocked: Option<(u64, FeatureKey, bool)>,
     answers: VecDeque<(AnswerKey, Arc<Answer>)>,
     strip: Option<(StripKey, Arc<Vec<StripTile>>)>,
     /// The hovered point (live preview) this frame.
@@ -361,9 +366,8 @@ impl CleanDiftApp {
             image_pending: [None, None],
             backbone: BackboneState::None,
             features: BTreeMap::new(),
-            pca_pending: None,
+            pca_request: Tracked::default(),
             pca: None,
-            pca_blocked: None,
             answers: VecDeque::new(),
             strip: None,
             hover: None,
@@ -479,10 +483,10 @@ impl CleanDiftApp {
             );
         }
         for slot in self.features.values_mut() {
-            if let Some((id, _)) = slot.pending.take() {
+            if let Some(id) = slot.request.take() {
                 self.worker.cancel(id);
             }
-            slot.blocked = None;
+            slot.request.unblock();
         }
         if let BackboneState::Loading { id, .. } = &self.backbone {
             self.worker.cancel(*id);
@@ -503,15 +507,13 @@ impl CleanDiftApp {
         let ids: Vec<RequestId> = self.progress.keys().copied().collect();
         let mut cancelled = Vec::new();
         for (k, slot) in self.features.iter_mut() {
-            if let Some((id, key)) = slot.pending.take() {
+            if let Some(id) = slot.request.block_pending() {
                 self.worker.cancel(id);
-                slot.blocked = Some(key);
                 cancelled.push(k.job());
             }
         }
-        if let Some((id, key)) = self.pca_pending.take() {
+        if let Some(id) = self.pca_request.block_pending() {
             self.worker.cancel(id);
-            self.pca_blocked = Some(key);
             cancelled.push(Job::Pca);
         }
         if let BackboneState::Loading { id, choice } = &self.backbone {
@@ -545,8 +547,7 @@ impl CleanDiftApp {
         self.worker_dead = None;
         self.progress.clear();
         self.features.clear();
-        self.pca_pending = None;
-        self.pca_blocked = None;
+        self.pca_request = Tracked::default();
         self.image_pending = [None, None];
         self.message(
             Level::Info,
@@ -580,11 +581,8 @@ impl CleanDiftApp {
     fn is_awaited(&self, id: RequestId) -> bool {
         self.image_pending.contains(&Some(id))
             || matches!(self.backbone, BackboneState::Loading { id: b, .. } if b == id)
-            || self
-                .features
-                .values()
-                .any(|s| s.pending.as_ref().is_some_and(|(p, _)| *p == id))
-            || self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id)
+            || self.features.values().any(|s| s.request.awaits(id))
+            || self.pca_request.awaits(id)
             || self.is_train_id(id)
     }
 
@@ -624,18 +622,14 @@ impl CleanDiftApp {
             }
             Event::Features { id, features } => {
                 for slot in self.features.values_mut() {
-                    if let Some((pid, key)) = &slot.pending
-                        && *pid == id
-                    {
-                        slot.ready = Some((key.clone(), features.clone()));
-                        slot.pending = None;
-                        slot.blocked = None;
+                    if let Some(key) = slot.request.finish(id) {
+                        slot.ready = Some((key, features.clone()));
+                        slot.request.unblock();
                     }
                 }
             }
             Event::Pca { id, pca } => {
-                if self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id) {
-                    self.pca_pending = None;
+                if self.pca_request.finish(id).is_some() {
                     self.pca = Some(pca);
                 }
             }
@@ -646,24 +640,7 @@ impl CleanDiftApp {
                 job: Job::Train,
             } => self.on_train_cancelled(id),
             Event::Cancelled { id, job } => {
-                let mut was_awaited = false;
-                for slot in self.features.values_mut() {
-                    if let Some((pid, key)) = &slot.pending
-                        && *pid == id
-                    {
-                        slot.blocked = Some(key.clone());
-                        slot.pending = None;
-                        was_awaited = true;
-                    }
-                }
-                if let Some((p, key)) = &self.pca_pending
-                    && *p == id
-                {
-                    self.pca_blocked = Some(*key);
-                    self.pca_pending = None;
-                    was_awaited = true;
-                }
-                if was_awaited {
+                if self.block_request(id) {
                     self.message(
                         Level::Info,
                         format!("Cancelled: {job}"),
@@ -698,17 +675,27 @@ impl CleanDiftApp {
             return Job::Image(side);
         }
         for (k, slot) in &self.features {
-            if slot.pending.as_ref().is_some_and(|(p, _)| *p == id) {
+            if slot.request.awaits(id) {
                 return k.job();
             }
         }
         if self.is_train_id(id) {
             return Job::Train;
         }
-        if self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id) {
+        if self.pca_request.awaits(id) {
             return Job::Pca;
         }
         Job::Backbone
+    }
+
+    /// Request `id` (features or PCA) failed or was cancelled: its key is
+    /// not asked for again by itself. Returns whether the app waited for it.
+    fn block_request(&mut self, id: RequestId) -> bool {
+        let mut hit = false;
+        for slot in self.features.values_mut() {
+            hit |= slot.request.block(id);
+        }
+        hit | self.pca_request.block(id)
     }
 
     fn on_failed(&mut self, id: RequestId, job: Job, error: UserError) {
@@ -738,17 +725,7 @@ impl CleanDiftApp {
             }
             Job::Train => self.on_train_failed(id, error),
             Job::Features(_) | Job::PreviousStudent => {
-                let mut hit = false;
-                for slot in self.features.values_mut() {
-                    if let Some((pid, key)) = &slot.pending
-                        && *pid == id
-                    {
-                        slot.blocked = Some(key.clone());
-                        slot.pending = None;
-                        hit = true;
-                    }
-                }
-                if hit {
+                if self.block_request(id) {
                     self.message(
                         Level::Error,
                         format!("{job}: {}", error.message),
@@ -757,11 +734,7 @@ impl CleanDiftApp {
                 }
             }
             Job::Pca => {
-                if let Some((p, key)) = &self.pca_pending
-                    && *p == id
-                {
-                    self.pca_blocked = Some(*key);
-                    self.pca_pending = None;
+                if self.pca_request.block(id) {
                     self.message(Level::Error, format!("PCA: {}", error.message), error.hint);
                 }
             }
@@ -840,11 +813,11 @@ impl CleanDiftApp {
         }
         // Features are per (A, B): ask again (the cache makes it quick).
         for slot in self.features.values_mut() {
-            if let Some((id, _)) = slot.pending.take() {
+            if let Some(id) = slot.request.take() {
                 self.worker.cancel(id);
             }
             slot.ready = None;
-            slot.blocked = None;
+            slot.request.unblock();
         }
         self.pca = None;
         self.answers.clear();
@@ -969,12 +942,10 @@ impl CleanDiftApp {
             };
             let slot = self.features.entry(col.key()).or_default();
             let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
-            let inflight = slot.pending.as_ref().is_some_and(|(_, k)| *k == key);
-            let blocked = slot.blocked.as_ref() == Some(&key);
-            if done || inflight || blocked {
+            if done || !slot.request.wants(&key) {
                 continue;
             }
-            if let Some((old, _)) = slot.pending.take() {
+            if let Some(old) = slot.request.take() {
                 self.worker.cancel(old);
             }
             let id = self.worker.next_id();
@@ -989,7 +960,7 @@ impl CleanDiftApp {
             if self.send(req)
                 && let Some(slot) = self.features.get_mut(&col.key())
             {
-                slot.pending = Some((id, key));
+                slot.request.start(id, key);
             }
         }
     }
@@ -997,9 +968,9 @@ impl CleanDiftApp {
     /// Runs the features of `mode` again even after a cancel or an error.
     pub fn retry_features(&mut self) {
         for slot in self.features.values_mut() {
-            slot.blocked = None;
+            slot.request.unblock();
         }
-        self.pca_blocked = None;
+        self.pca_request.unblock();
     }
 
     /// The features of `mode` (or column) being shown, if any.
@@ -1029,26 +1000,32 @@ impl CleanDiftApp {
         let Some(f) = self.features_of(self.settings.mode).cloned() else {
             return;
         };
-        let key = (f.generation, self.settings.layer, self.settings.pca_joint);
-        let have = self
-            .pca
-            .as_ref()
-            .is_some_and(|p| (p.features, p.layer, p.joint) == key);
-        let inflight = self.pca_pending.as_ref().is_some_and(|(_, k)| *k == key);
-        if have || inflight || self.pca_blocked == Some(key) {
+        let key = PcaKey {
+            features: f.generation,
+            layer: self.settings.layer,
+            joint: self.settings.pca_joint,
+        };
+        let have = self.pca.as_ref().is_some_and(|p| {
+            PcaKey {
+                features: p.features,
+                layer: p.layer,
+                joint: p.joint,
+            } == key
+        });
+        if have || !self.pca_request.wants(&key) {
             return;
         }
-        if let Some((old, _)) = self.pca_pending.take() {
+        if let Some(old) = self.pca_request.take() {
             self.worker.cancel(old);
         }
         let id = self.worker.next_id();
         if self.send(Request::Pca {
             id,
             features: f,
-            layer: key.1,
-            joint: key.2,
+            layer: key.layer,
+            joint: key.joint,
         }) {
-            self.pca_pending = Some((id, key));
+            self.pca_request.start(id, key);
         }
     }
 
@@ -1198,8 +1175,8 @@ impl CleanDiftApp {
     pub fn busy(&self) -> bool {
         self.image_pending.iter().any(Option::is_some)
             || matches!(self.backbone, BackboneState::Loading { .. })
-            || self.features.values().any(|s| s.pending.is_some())
-            || self.pca_pending.is_some()
+            || self.features.values().any(|s| s.is_pending())
+            || self.pca_request.is_pending()
             || self.is_training()
     }
 

@@ -346,7 +346,7 @@ fn waiting_text(app: &CleanDiftApp, mode: impl Into<Column>) -> Option<String> {
         }
         return Some(match app.feature_slot(mode) {
             Some(s) if s.is_pending() => format!("Extracting {mode} features…"),
-            Some(s) if s.blocked.is_some() => {
+            Some(s) if s.is_blocked() => {
                 format!("{mode} features were cancelled or failed: press Extract (Features panel)")
             }
             _ => format!("Waiting for {mode} features…"),
