@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::overlay::{Look, OverlayData, cpu_picture};
 use super::query::{Answer, QueryPoint, StripTile};
-use super::{CleanDiftApp, Column, QUERY_COLOR, RangeMode, View, mode_color};
+use super::{CleanDiftApp, Column, QUERY_COLOR, View, mode_color};
 use crate::features::extract::Mode;
 use crate::matching::SimilarityMap;
 use crate::render::{blend_heatmap, draw_marker, side_by_side, upsample_rgb};
@@ -158,24 +158,10 @@ fn photo(app: &CleanDiftApp, side: Side) -> anyhow::Result<RgbImage> {
         .clone())
 }
 
-fn look_of(app: &CleanDiftApp, a: &Answer) -> Look {
-    let (lo, hi) = match app.settings.range {
-        RangeMode::Auto => (a.min, a.max.max(a.min + 1e-4)),
-        RangeMode::Fixed => (app.settings.lo, app.settings.hi),
-    };
-    Look {
-        colormap: app.settings.colormap,
-        lo,
-        hi,
-        opacity: app.settings.opacity,
-        uv: a.uv,
-    }
-}
-
 /// The target image with the answer's heatmap and markers, at height `h`.
 fn target_panel(app: &CleanDiftApp, a: &Answer, h: u32, col: Column) -> anyhow::Result<Panel> {
     let base = photo(app, a.query.side.other())?;
-    let blended = heat_over(&base, &a.sim, &look_of(app, a));
+    let blended = heat_over(&base, &a.sim, &super::views::heat_look(&app.settings, a));
     let (mut img, s) = to_height(&blended, h);
     let r = (h as f32 / 512.0).max(0.6);
     if app.settings.show_top_k {

@@ -7,8 +7,11 @@
 //! colours are drawn by a wgpu paint callback ([`overlay`]), or on the CPU
 //! when the app runs on the glow renderer.
 
+mod dialogs;
 pub mod export;
 mod frames;
+mod jobs;
+mod launch;
 pub mod overlay;
 pub mod query;
 pub mod settings;
@@ -31,6 +34,9 @@ use crate::worker::{
     BackboneChoice, BackboneInfo, Event, ImageSource, Job, PairFeatures, PcaColours, Progress,
     Request, RequestId, Side, UserError, WorkerHandle,
 };
+use dialogs::{DialogAnswer, DialogChannel, DialogKind};
+use jobs::{PcaKey, Tracked};
+pub use launch::{AppArgs, LaunchOptions, run};
 use overlay::Overlay;
 use query::{Answer, QueryOptions, QueryPoint, StripTile};
 pub use settings::{ModelPreset, RangeMode, Settings, SizeChoice, View};
@@ -85,7 +91,7 @@ impl Column {
 
     fn key(self) -> ModeKey {
         if self.previous {
-            ModeKey::PREVIOUS
+            ModeKey::Previous
         } else {
             ModeKey::of(self.mode)
         }
@@ -113,297 +119,6 @@ impl std::fmt::Display for Column {
 
 /// Colour of the query crosshair.
 pub const QUERY_COLOR: Color32 = Color32::from_rgb(0, 215, 255);
-
-/// Command-line options of the app (`cleandift [OPTIONS] [A] [B]`).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct AppArgs {
-    /// Image A and image B (default: the last session's images, or the
-    /// embedded sample pair).
-    #[arg(value_name = "IMAGE", num_args = 0..=2)]
-    pub images: Vec<PathBuf>,
-    /// Model: sd21 (CleanDIFT SD 2.1, the default), sd15, tiny-sd21 or
-    /// tiny-sd15 (offline, random weights), or a local diffusers folder.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// CleanDIFT student: FILE, REPO:FILE, or `none`.
-    #[arg(long)]
-    pub student: Option<String>,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// clean, naive or noisy.
-    #[arg(long)]
-    pub mode: Option<String>,
-    /// Feature layer: mid, us1 … us10.
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// Timestep of naive and noisy modes, 0–999.
-    #[arg(long)]
-    pub t: Option<f64>,
-    /// correspondence, compare or pca.
-    #[arg(long)]
-    pub view: Option<String>,
-    /// A query point in A, original pixels: X,Y.
-    #[arg(long, value_name = "X,Y")]
-    pub query: Option<String>,
-    /// Start in talk mode: fullscreen, large markers and labels.
-    #[arg(long)]
-    pub talk: bool,
-    /// auto (wgpu on a GPU; glow with CPU colormaps when wgpu would run on a
-    /// software rasterizer or finds no adapter), wgpu, or glow.
-    #[arg(long, default_value = "auto")]
-    pub renderer: String,
-    /// Window size in points, WxH.
-    #[arg(long, value_name = "WxH")]
-    pub window_size: Option<String>,
-    /// Folder for S (PNG) and E (JSON) exports (default: the current folder).
-    #[arg(long)]
-    pub export_dir: Option<PathBuf>,
-    /// Neither read nor write the remembered settings.
-    #[arg(long)]
-    pub no_persist: bool,
-    /// Measure N frames still, N while dragging the query and up to N while
-    /// the worker extracts, print frame-time statistics, then close.
-    #[arg(long, value_name = "N")]
-    pub frame_report: Option<usize>,
-}
-
-/// How the app starts (from [`AppArgs`], or set by tests).
-#[derive(Debug, Clone)]
-pub struct LaunchOptions {
-    /// Images for A and B (`None`: remembered ones, else the sample pair).
-    pub images: Option<[ImageSource; 2]>,
-    pub model: Option<String>,
-    pub student: Option<String>,
-    pub device: Option<String>,
-    pub mode: Option<Mode>,
-    pub layer: Option<FeatureKey>,
-    pub t: Option<f64>,
-    pub view: Option<View>,
-    /// A query point in A.
-    pub query: Option<(f32, f32)>,
-    pub talk: bool,
-    /// Draw overlays on the CPU even with wgpu.
-    pub cpu_overlay: bool,
-    /// What the status area says about the renderer (e.g. the fallback).
-    pub renderer_note: Option<String>,
-    pub export_dir: Option<PathBuf>,
-    /// Read and write remembered settings.
-    pub persist: bool,
-    /// Image size override (tests: keep extraction fast).
-    pub size: Option<SizeChoice>,
-    /// `--frame-report N`.
-    pub frame_report: Option<usize>,
-}
-
-impl Default for LaunchOptions {
-    fn default() -> Self {
-        LaunchOptions {
-            images: None,
-            model: None,
-            student: None,
-            device: None,
-            mode: None,
-            layer: None,
-            t: None,
-            view: None,
-            query: None,
-            talk: false,
-            cpu_overlay: false,
-            renderer_note: None,
-            export_dir: None,
-            persist: true,
-            size: None,
-            frame_report: None,
-        }
-    }
-}
-
-impl LaunchOptions {
-    /// Checks the command line; errors name the bad value.
-    pub fn from_args(a: &AppArgs) -> anyhow::Result<LaunchOptions> {
-        let images = match a.images.as_slice() {
-            [] => None,
-            [one] => anyhow::bail!(
-                "give two images (A and B), or none for the sample pair; got only {}",
-                one.display()
-            ),
-            [x, y] => Some([ImageSource::Path(x.clone()), ImageSource::Path(y.clone())]),
-            _ => anyhow::bail!("give at most two images"),
-        };
-        let view = match a.view.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
-            None => None,
-            Some(v) => Some(match v.as_str() {
-                "correspondence" | "match" => View::Correspondence,
-                "compare" => View::Compare,
-                "pca" => View::Pca,
-                other => {
-                    anyhow::bail!("unknown view {other:?}; use correspondence, compare or pca")
-                }
-            }),
-        };
-        let query = match &a.query {
-            None => None,
-            Some(q) => {
-                let parts: Vec<&str> = q.split(',').map(str::trim).collect();
-                match parts.as_slice() {
-                    [x, y] => {
-                        let num = |v: &str| {
-                            v.parse::<f32>()
-                                .map_err(|_| anyhow::anyhow!("--query {q}: {v:?} is not a number"))
-                        };
-                        let (x, y) = (num(x)?, num(y)?);
-                        anyhow::ensure!(
-                            x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0,
-                            "--query {q}: needs two non-negative numbers"
-                        );
-                        Some((x, y))
-                    }
-                    _ => anyhow::bail!("--query {q}: expected X,Y"),
-                }
-            }
-        };
-        if let Some(t) = a.t {
-            anyhow::ensure!((0.0..=999.0).contains(&t), "--t {t} is outside 0–999");
-        }
-        anyhow::ensure!(
-            matches!(a.renderer.as_str(), "auto" | "wgpu" | "glow"),
-            "--renderer {}: use auto, wgpu or glow",
-            a.renderer
-        );
-        Ok(LaunchOptions {
-            images,
-            model: a.model.clone(),
-            student: a.student.clone(),
-            device: a.device.clone(),
-            mode: a.mode.as_deref().map(str::parse).transpose()?,
-            layer: a.layer.as_deref().map(str::parse).transpose()?,
-            t: a.t,
-            view,
-            query,
-            talk: a.talk,
-            cpu_overlay: false,
-            renderer_note: None,
-            export_dir: a.export_dir.clone(),
-            persist: !a.no_persist && a.frame_report.is_none(),
-            size: None,
-            frame_report: a.frame_report,
-        })
-    }
-}
-
-/// Parses `WxH`.
-fn parse_size(s: &str) -> anyhow::Result<[f32; 2]> {
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| anyhow::anyhow!("--window-size {s}: expected WxH, e.g. 1280x800"))?;
-    let num = |v: &str| {
-        v.trim()
-            .parse::<f32>()
-            .map_err(|_| anyhow::anyhow!("--window-size {s}: {v:?} is not a number"))
-    };
-    let (w, h) = (num(w)?, num(h)?);
-    anyhow::ensure!(
-        (320.0..=16384.0).contains(&w) && (240.0..=16384.0).contains(&h),
-        "--window-size {s}: out of range"
-    );
-    Ok([w, h])
-}
-
-/// The app creator refused wgpu on a software rasterizer (`--renderer
-/// auto`): glow draws faster there.
-#[derive(Debug, thiserror::Error)]
-#[error("wgpu would run on a software rasterizer ({0})")]
-struct SoftwareAdapter(String);
-
-/// Opens the window and runs the app until it is closed.
-///
-/// `--renderer auto` (the default): wgpu with the WGSL overlay on a GPU
-/// adapter; when wgpu finds only a software rasterizer, or no adapter, the
-/// glow renderer with CPU colormaps (several times faster on software
-/// rendering), and the status area says so. Whichever renderer starts
-/// first, the other is tried when it cannot start.
-pub fn run(args: AppArgs) -> anyhow::Result<()> {
-    let mut launch = LaunchOptions::from_args(&args)?;
-    let size = match &args.window_size {
-        Some(s) => parse_size(s)?,
-        None => [1440.0, 900.0],
-    };
-    let persist = launch.persist;
-    let options = |renderer: eframe::Renderer| eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title(TITLE)
-            .with_app_id("cleandift")
-            .with_inner_size(size)
-            .with_min_inner_size([640.0, 420.0])
-            .with_drag_and_drop(true)
-            .with_fullscreen(args.talk),
-        renderer,
-        persist_window: persist,
-        multisampling: 0,
-        ..Default::default()
-    };
-    use eframe::Renderer::{Glow, Wgpu};
-    // (renderer, status note, refuse a software adapter)
-    let plan: Vec<(eframe::Renderer, Option<String>, bool)> = match args.renderer.as_str() {
-        "glow" => vec![(
-            Glow,
-            Some("glow renderer (--renderer glow): heatmaps use the CPU colormaps".into()),
-            false,
-        )],
-        "wgpu" => vec![(Wgpu, None, false), (Glow, None, false)],
-        _ => vec![(Wgpu, None, true), (Glow, None, false), (Wgpu, None, false)],
-    };
-    let mut last_err = None;
-    for (renderer, note, refuse_software) in plan {
-        let mut l = launch.clone();
-        if note.is_some() {
-            l.renderer_note = note;
-        }
-        let creator: eframe::AppCreator<'_> = Box::new(move |cc| {
-            if refuse_software
-                && let Some(rs) = &cc.wgpu_render_state
-                && rs.adapter.get_info().device_type == egui_wgpu::wgpu::DeviceType::Cpu
-            {
-                return Err(Box::new(SoftwareAdapter(rs.adapter.get_info().name)));
-            }
-            Ok(Box::new(CleanDiftApp::new(cc, l)))
-        });
-        match eframe::run_native(TITLE, options(renderer), creator) {
-            Ok(()) => return Ok(()),
-            Err(eframe::Error::AppCreation(e)) if e.downcast_ref::<SoftwareAdapter>().is_some() => {
-                tracing::info!("{e}: using glow");
-                launch.renderer_note = Some(format!(
-                    "no GPU adapter for wgpu (only {}, a software rasterizer): glow with CPU colormaps draws faster here; --renderer wgpu uses the shader",
-                    e.downcast_ref::<SoftwareAdapter>()
-                        .map(|s| s.0.clone())
-                        .unwrap_or_default()
-                ));
-            }
-            Err(
-                e @ (eframe::Error::Wgpu(_)
-                | eframe::Error::Glutin(_)
-                | eframe::Error::NoGlutinConfigs(..)
-                | eframe::Error::OpenGL(_)),
-            ) => {
-                tracing::warn!("{renderer} could not start: {e}; trying the other renderer");
-                launch.renderer_note = Some(if renderer == Wgpu {
-                    format!(
-                        "wgpu could not start ({e}): running on the glow renderer with CPU colormaps"
-                    )
-                } else {
-                    format!("glow could not start ({e}): running on wgpu")
-                });
-                last_err = Some(e);
-            }
-            Err(e) => return Err(anyhow::anyhow!("cannot open the window: {e}")),
-        }
-    }
-    Err(anyhow::anyhow!(
-        "cannot open the window with any renderer: {}",
-        last_err.map(|e| e.to_string()).unwrap_or_default()
-    ))
-}
 
 // ---------------------------------------------------------------------------
 // State
@@ -438,10 +153,9 @@ pub enum BackboneState {
 /// Features of one mode: what is wanted, in flight, and shown.
 #[derive(Default)]
 pub struct FeatureSlot {
-    pending: Option<(RequestId, String)>,
+    /// The extraction in flight, keyed by its settings.
+    request: Tracked<String>,
     ready: Option<(String, Arc<PairFeatures>)>,
-    /// A key that failed or was cancelled: not requested again by itself.
-    blocked: Option<String>,
 }
 
 impl FeatureSlot {
@@ -452,7 +166,12 @@ impl FeatureSlot {
 
     /// Whether newer features are being extracted.
     pub fn is_pending(&self) -> bool {
-        self.pending.is_some()
+        self.request.is_pending()
+    }
+
+    /// Whether the last extraction failed or was cancelled.
+    pub fn is_blocked(&self) -> bool {
+        self.request.is_blocked()
     }
 }
 
@@ -499,9 +218,8 @@ pub struct CleanDiftApp {
     image_pending: [Option<RequestId>; 2],
     backbone: BackboneState,
     features: BTreeMap<ModeKey, FeatureSlot>,
-    pca_pending: Option<(RequestId, (u64, FeatureKey, bool))>,
+    pca_request: Tracked<PcaKey>,
     pca: Option<Arc<PcaColours>>,
-    pca_blocked: Option<(u64, FeatureKey, bool)>,
     answers: VecDeque<(AnswerKey, Arc<Answer>)>,
     strip: Option<(StripKey, Arc<Vec<StripTile>>)>,
     /// The hovered point (live preview) this frame.
@@ -531,16 +249,20 @@ pub struct CleanDiftApp {
     train_run: Option<train::TrainRun>,
 }
 
-/// `Mode` ordered for the slot map.
+/// A feature slot: one per extraction mode, plus the previous student's
+/// clean features (ordered for the slot map).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct ModeKey(u8);
+enum ModeKey {
+    Clean,
+    Noisy,
+    Naive,
+    /// The previous student's clean features.
+    Previous,
+}
 
 impl ModeKey {
-    /// The previous student's clean features.
-    const PREVIOUS: ModeKey = ModeKey(3);
-
     fn job(self) -> Job {
-        if self == ModeKey::PREVIOUS {
+        if self == ModeKey::Previous {
             Job::PreviousStudent
         } else {
             Job::Features(self.mode())
@@ -548,35 +270,20 @@ impl ModeKey {
     }
 
     fn mode(self) -> Mode {
-        match self.0 {
-            0 | 3 => Mode::Clean,
-            1 => Mode::Noisy,
-            _ => Mode::Naive,
+        match self {
+            ModeKey::Clean | ModeKey::Previous => Mode::Clean,
+            ModeKey::Noisy => Mode::Noisy,
+            ModeKey::Naive => Mode::Naive,
         }
     }
 
     fn of(m: Mode) -> ModeKey {
-        ModeKey(match m {
-            Mode::Clean => 0,
-            Mode::Noisy => 1,
-            Mode::Naive => 2,
-        })
+        match m {
+            Mode::Clean => ModeKey::Clean,
+            Mode::Noisy => ModeKey::Noisy,
+            Mode::Naive => ModeKey::Naive,
+        }
     }
-}
-
-type DialogChannel = (
-    crossbeam_channel::Sender<DialogAnswer>,
-    crossbeam_channel::Receiver<DialogAnswer>,
-);
-
-enum DialogAnswer {
-    Open(Side, PathBuf),
-    SavePng(PathBuf),
-    SaveJson(PathBuf),
-    Folder(PathBuf),
-    ExportDir(PathBuf),
-    TrainFolder(PathBuf),
-    TrainOut(PathBuf),
 }
 
 impl CleanDiftApp {
@@ -659,9 +366,8 @@ impl CleanDiftApp {
             image_pending: [None, None],
             backbone: BackboneState::None,
             features: BTreeMap::new(),
-            pca_pending: None,
+            pca_request: Tracked::default(),
             pca: None,
-            pca_blocked: None,
             answers: VecDeque::new(),
             strip: None,
             hover: None,
@@ -777,10 +483,10 @@ impl CleanDiftApp {
             );
         }
         for slot in self.features.values_mut() {
-            if let Some((id, _)) = slot.pending.take() {
+            if let Some(id) = slot.request.take() {
                 self.worker.cancel(id);
             }
-            slot.blocked = None;
+            slot.request.unblock();
         }
         if let BackboneState::Loading { id, .. } = &self.backbone {
             self.worker.cancel(*id);
@@ -801,15 +507,13 @@ impl CleanDiftApp {
         let ids: Vec<RequestId> = self.progress.keys().copied().collect();
         let mut cancelled = Vec::new();
         for (k, slot) in self.features.iter_mut() {
-            if let Some((id, key)) = slot.pending.take() {
+            if let Some(id) = slot.request.block_pending() {
                 self.worker.cancel(id);
-                slot.blocked = Some(key);
                 cancelled.push(k.job());
             }
         }
-        if let Some((id, key)) = self.pca_pending.take() {
+        if let Some(id) = self.pca_request.block_pending() {
             self.worker.cancel(id);
-            self.pca_blocked = Some(key);
             cancelled.push(Job::Pca);
         }
         if let BackboneState::Loading { id, choice } = &self.backbone {
@@ -843,8 +547,7 @@ impl CleanDiftApp {
         self.worker_dead = None;
         self.progress.clear();
         self.features.clear();
-        self.pca_pending = None;
-        self.pca_blocked = None;
+        self.pca_request = Tracked::default();
         self.image_pending = [None, None];
         self.message(
             Level::Info,
@@ -878,11 +581,8 @@ impl CleanDiftApp {
     fn is_awaited(&self, id: RequestId) -> bool {
         self.image_pending.contains(&Some(id))
             || matches!(self.backbone, BackboneState::Loading { id: b, .. } if b == id)
-            || self
-                .features
-                .values()
-                .any(|s| s.pending.as_ref().is_some_and(|(p, _)| *p == id))
-            || self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id)
+            || self.features.values().any(|s| s.request.awaits(id))
+            || self.pca_request.awaits(id)
             || self.is_train_id(id)
     }
 
@@ -922,18 +622,14 @@ impl CleanDiftApp {
             }
             Event::Features { id, features } => {
                 for slot in self.features.values_mut() {
-                    if let Some((pid, key)) = &slot.pending
-                        && *pid == id
-                    {
-                        slot.ready = Some((key.clone(), features.clone()));
-                        slot.pending = None;
-                        slot.blocked = None;
+                    if let Some(key) = slot.request.finish(id) {
+                        slot.ready = Some((key, features.clone()));
+                        slot.request.unblock();
                     }
                 }
             }
             Event::Pca { id, pca } => {
-                if self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id) {
-                    self.pca_pending = None;
+                if self.pca_request.finish(id).is_some() {
                     self.pca = Some(pca);
                 }
             }
@@ -944,24 +640,7 @@ impl CleanDiftApp {
                 job: Job::Train,
             } => self.on_train_cancelled(id),
             Event::Cancelled { id, job } => {
-                let mut was_awaited = false;
-                for slot in self.features.values_mut() {
-                    if let Some((pid, key)) = &slot.pending
-                        && *pid == id
-                    {
-                        slot.blocked = Some(key.clone());
-                        slot.pending = None;
-                        was_awaited = true;
-                    }
-                }
-                if let Some((p, key)) = &self.pca_pending
-                    && *p == id
-                {
-                    self.pca_blocked = Some(*key);
-                    self.pca_pending = None;
-                    was_awaited = true;
-                }
-                if was_awaited {
+                if self.block_request(id) {
                     self.message(
                         Level::Info,
                         format!("Cancelled: {job}"),
@@ -996,17 +675,27 @@ impl CleanDiftApp {
             return Job::Image(side);
         }
         for (k, slot) in &self.features {
-            if slot.pending.as_ref().is_some_and(|(p, _)| *p == id) {
+            if slot.request.awaits(id) {
                 return k.job();
             }
         }
         if self.is_train_id(id) {
             return Job::Train;
         }
-        if self.pca_pending.as_ref().is_some_and(|(p, _)| *p == id) {
+        if self.pca_request.awaits(id) {
             return Job::Pca;
         }
         Job::Backbone
+    }
+
+    /// Request `id` (features or PCA) failed or was cancelled: its key is
+    /// not asked for again by itself. Returns whether the app waited for it.
+    fn block_request(&mut self, id: RequestId) -> bool {
+        let mut hit = false;
+        for slot in self.features.values_mut() {
+            hit |= slot.request.block(id);
+        }
+        hit | self.pca_request.block(id)
     }
 
     fn on_failed(&mut self, id: RequestId, job: Job, error: UserError) {
@@ -1036,17 +725,7 @@ impl CleanDiftApp {
             }
             Job::Train => self.on_train_failed(id, error),
             Job::Features(_) | Job::PreviousStudent => {
-                let mut hit = false;
-                for slot in self.features.values_mut() {
-                    if let Some((pid, key)) = &slot.pending
-                        && *pid == id
-                    {
-                        slot.blocked = Some(key.clone());
-                        slot.pending = None;
-                        hit = true;
-                    }
-                }
-                if hit {
+                if self.block_request(id) {
                     self.message(
                         Level::Error,
                         format!("{job}: {}", error.message),
@@ -1055,11 +734,7 @@ impl CleanDiftApp {
                 }
             }
             Job::Pca => {
-                if let Some((p, key)) = &self.pca_pending
-                    && *p == id
-                {
-                    self.pca_blocked = Some(*key);
-                    self.pca_pending = None;
+                if self.pca_request.block(id) {
                     self.message(Level::Error, format!("PCA: {}", error.message), error.hint);
                 }
             }
@@ -1067,20 +742,21 @@ impl CleanDiftApp {
     }
 
     fn handle_dialog(&mut self, d: DialogAnswer) {
-        match d {
-            DialogAnswer::Open(side, path) => self.load_image(side, ImageSource::Path(path)),
-            DialogAnswer::SavePng(path) => self.save_png(&path),
-            DialogAnswer::SaveJson(path) => self.save_json(&path),
-            DialogAnswer::Folder(path) => {
+        let path = d.path;
+        match d.kind {
+            DialogKind::Open(side) => self.load_image(side, ImageSource::Path(path)),
+            DialogKind::SavePng => self.save_png(&path),
+            DialogKind::SaveJson => self.save_json(&path),
+            DialogKind::Folder => {
                 self.settings.preset = ModelPreset::Folder;
                 self.settings.folder = path.display().to_string();
             }
-            DialogAnswer::ExportDir(path) => self.settings.export_dir = Some(path),
-            DialogAnswer::TrainFolder(path) => {
+            DialogKind::ExportDir => self.settings.export_dir = Some(path),
+            DialogKind::TrainFolder => {
                 self.settings.train.source = settings::TrainSource::Folder;
                 self.settings.train.folder = Some(path);
             }
-            DialogAnswer::TrainOut(path) => self.settings.train.out_dir = Some(path),
+            DialogKind::TrainOut => self.settings.train.out_dir = Some(path),
         }
     }
 
@@ -1137,11 +813,11 @@ impl CleanDiftApp {
         }
         // Features are per (A, B): ask again (the cache makes it quick).
         for slot in self.features.values_mut() {
-            if let Some((id, _)) = slot.pending.take() {
+            if let Some(id) = slot.request.take() {
                 self.worker.cancel(id);
             }
             slot.ready = None;
-            slot.blocked = None;
+            slot.request.unblock();
         }
         self.pca = None;
         self.answers.clear();
@@ -1266,12 +942,10 @@ impl CleanDiftApp {
             };
             let slot = self.features.entry(col.key()).or_default();
             let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
-            let inflight = slot.pending.as_ref().is_some_and(|(_, k)| *k == key);
-            let blocked = slot.blocked.as_ref() == Some(&key);
-            if done || inflight || blocked {
+            if done || !slot.request.wants(&key) {
                 continue;
             }
-            if let Some((old, _)) = slot.pending.take() {
+            if let Some(old) = slot.request.take() {
                 self.worker.cancel(old);
             }
             let id = self.worker.next_id();
@@ -1286,7 +960,7 @@ impl CleanDiftApp {
             if self.send(req)
                 && let Some(slot) = self.features.get_mut(&col.key())
             {
-                slot.pending = Some((id, key));
+                slot.request.start(id, key);
             }
         }
     }
@@ -1294,9 +968,9 @@ impl CleanDiftApp {
     /// Runs the features of `mode` again even after a cancel or an error.
     pub fn retry_features(&mut self) {
         for slot in self.features.values_mut() {
-            slot.blocked = None;
+            slot.request.unblock();
         }
-        self.pca_blocked = None;
+        self.pca_request.unblock();
     }
 
     /// The features of `mode` (or column) being shown, if any.
@@ -1326,26 +1000,32 @@ impl CleanDiftApp {
         let Some(f) = self.features_of(self.settings.mode).cloned() else {
             return;
         };
-        let key = (f.generation, self.settings.layer, self.settings.pca_joint);
-        let have = self
-            .pca
-            .as_ref()
-            .is_some_and(|p| (p.features, p.layer, p.joint) == key);
-        let inflight = self.pca_pending.as_ref().is_some_and(|(_, k)| *k == key);
-        if have || inflight || self.pca_blocked == Some(key) {
+        let key = PcaKey {
+            features: f.generation,
+            layer: self.settings.layer,
+            joint: self.settings.pca_joint,
+        };
+        let have = self.pca.as_ref().is_some_and(|p| {
+            PcaKey {
+                features: p.features,
+                layer: p.layer,
+                joint: p.joint,
+            } == key
+        });
+        if have || !self.pca_request.wants(&key) {
             return;
         }
-        if let Some((old, _)) = self.pca_pending.take() {
+        if let Some(old) = self.pca_request.take() {
             self.worker.cancel(old);
         }
         let id = self.worker.next_id();
         if self.send(Request::Pca {
             id,
             features: f,
-            layer: key.1,
-            joint: key.2,
+            layer: key.layer,
+            joint: key.joint,
         }) {
-            self.pca_pending = Some((id, key));
+            self.pca_request.start(id, key);
         }
     }
 
@@ -1495,8 +1175,8 @@ impl CleanDiftApp {
     pub fn busy(&self) -> bool {
         self.image_pending.iter().any(Option::is_some)
             || matches!(self.backbone, BackboneState::Loading { .. })
-            || self.features.values().any(|s| s.pending.is_some())
-            || self.pca_pending.is_some()
+            || self.features.values().any(|s| s.is_pending())
+            || self.pca_request.is_pending()
             || self.is_training()
     }
 
@@ -1614,74 +1294,13 @@ impl CleanDiftApp {
     /// Opens a file dialog on its own thread; the answer arrives as a
     /// [`DialogAnswer`].
     fn dialog(&self, kind: DialogKind) {
-        let tx = self.dialogs.0.clone();
-        let ctx = self.ctx.clone();
-        let dir = self.export_dir();
-        let spawned = std::thread::Builder::new()
-            .name("cleandift-dialog".into())
-            .spawn(move || {
-                let answer = match kind {
-                    DialogKind::Open(side) => rfd::FileDialog::new()
-                        .set_title(format!("Open image {side}"))
-                        .add_filter(
-                            "Images",
-                            &[
-                                "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "tga",
-                            ],
-                        )
-                        .pick_file()
-                        .map(|p| DialogAnswer::Open(side, p)),
-                    DialogKind::SavePng => rfd::FileDialog::new()
-                        .set_title("Save the view as PNG")
-                        .set_directory(&dir)
-                        .set_file_name("cleandift-view.png")
-                        .save_file()
-                        .map(DialogAnswer::SavePng),
-                    DialogKind::SaveJson => rfd::FileDialog::new()
-                        .set_title("Export correspondences as JSON")
-                        .set_directory(&dir)
-                        .set_file_name("cleandift-correspondences.json")
-                        .save_file()
-                        .map(DialogAnswer::SaveJson),
-                    DialogKind::Folder => rfd::FileDialog::new()
-                        .set_title("Choose a diffusers folder")
-                        .pick_folder()
-                        .map(DialogAnswer::Folder),
-                    DialogKind::ExportDir => rfd::FileDialog::new()
-                        .set_title("Choose the export folder")
-                        .set_directory(&dir)
-                        .pick_folder()
-                        .map(DialogAnswer::ExportDir),
-                    DialogKind::TrainFolder => rfd::FileDialog::new()
-                        .set_title("Choose a folder of training images")
-                        .pick_folder()
-                        .map(DialogAnswer::TrainFolder),
-                    DialogKind::TrainOut => rfd::FileDialog::new()
-                        .set_title("Choose where the fine-tune writes its checkpoints")
-                        .set_directory(&dir)
-                        .pick_folder()
-                        .map(DialogAnswer::TrainOut),
-                };
-                if let Some(a) = answer {
-                    let _ = tx.send(a);
-                    ctx.request_repaint();
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot open a file dialog: {e}");
-        }
+        dialogs::spawn(
+            kind,
+            &self.export_dir(),
+            self.dialogs.0.clone(),
+            self.ctx.clone(),
+        );
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum DialogKind {
-    Open(Side),
-    SavePng,
-    SaveJson,
-    Folder,
-    ExportDir,
-    TrainFolder,
-    TrainOut,
 }
 
 fn spawn_worker(ctx: &egui::Context) -> WorkerHandle {

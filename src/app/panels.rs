@@ -395,7 +395,7 @@ fn features_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             let blocked = app
                 .needed_modes()
                 .iter()
-                .any(|m| app.feature_slot(*m).is_some_and(|s| s.blocked.is_some()));
+                .any(|m| app.feature_slot(*m).is_some_and(|s| s.is_blocked()));
             if blocked
                 && ui
                     .button("Extract")

@@ -196,7 +196,7 @@ impl CleanDiftApp {
         // Extractions wait behind the run and would answer for the old
         // student: drop them; they are asked again when it ends.
         for slot in self.features.values_mut() {
-            if let Some((id, _)) = slot.pending.take() {
+            if let Some(id) = slot.request.take() {
                 self.worker.cancel(id);
             }
         }

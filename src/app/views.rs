@@ -9,7 +9,9 @@ use egui::{
 
 use super::overlay::{Look, Marker, MarkerStyle, OverlayData};
 use super::query::{Answer, QueryPoint};
-use super::{BackboneState, CleanDiftApp, Column, QUERY_COLOR, RangeMode, View, mode_color, slots};
+use super::{
+    BackboneState, CleanDiftApp, Column, QUERY_COLOR, RangeMode, Settings, View, mode_color, slots,
+};
 use crate::worker::Side;
 
 pub(super) fn central(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
@@ -114,17 +116,18 @@ fn placeholder(ui: &egui::Ui, cell: Rect, text: &str) {
     );
 }
 
-/// The heatmap look of an answer.
-fn heat_look(app: &CleanDiftApp, a: &Answer) -> Look {
-    let (lo, hi) = match app.settings.range {
+/// The heatmap look of an answer under the current settings (the view and
+/// the PNG export share it).
+pub(super) fn heat_look(settings: &Settings, a: &Answer) -> Look {
+    let (lo, hi) = match settings.range {
         RangeMode::Auto => (a.min, a.max.max(a.min + 1e-4)),
-        RangeMode::Fixed => (app.settings.lo, app.settings.hi),
+        RangeMode::Fixed => (settings.lo, settings.hi),
     };
     Look {
-        colormap: app.settings.colormap,
+        colormap: settings.colormap,
         lo,
         hi,
-        opacity: app.settings.opacity,
+        opacity: settings.opacity,
         uv: a.uv,
     }
 }
@@ -343,7 +346,7 @@ fn waiting_text(app: &CleanDiftApp, mode: impl Into<Column>) -> Option<String> {
         }
         return Some(match app.feature_slot(mode) {
             Some(s) if s.is_pending() => format!("Extracting {mode} features…"),
-            Some(s) if s.blocked.is_some() => {
+            Some(s) if s.is_blocked() => {
                 format!("{mode} features were cancelled or failed: press Extract (Features panel)")
             }
             _ => format!("Waiting for {mode} features…"),
@@ -465,7 +468,7 @@ fn correspondence(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     generation: a.generation,
                     map: a.sim.clone(),
                 };
-                let look = heat_look(app, a);
+                let look = heat_look(&app.settings, a);
                 let markers = target_markers(app, a, w, h, mode_color(mode));
                 app.overlay
                     .paint(&painter, rect, slot, Some(&data), &look, &markers);
@@ -525,7 +528,7 @@ fn correspondence(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                 .size(11.0 * b)
                 .color(mode_color(mode)),
             );
-            let look = heat_look(app, a);
+            let look = heat_look(&app.settings, a);
             let bar = Rect::from_min_size(
                 Pos2::new(footer.max.x - 230.0 * b, footer.min.y + 40.0 * b),
                 Vec2::new(220.0 * b, 8.0 * b),
@@ -676,7 +679,7 @@ fn compare(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     generation: a.generation,
                     map: a.sim.clone(),
                 };
-                let look = heat_look(app, a);
+                let look = heat_look(&app.settings, a);
                 let markers = target_markers(app, a, w, h, color);
                 app.overlay.paint(
                     &painter,
