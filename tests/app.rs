@@ -1096,6 +1096,51 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
         a_new.best.y
     );
     assert!((a_new.best.score - m.score).abs() < 1e-4);
+
+    // Cancel after finish: a second, long run cancelled after its first
+    // step keeps the finished student loaded and its file byte for byte;
+    // the cancelled run's checkpoint lies in a run folder of its own and is
+    // offered as a separate choice.
+    let first = std::path::PathBuf::from(h.state().settings.student.clone());
+    let first_bytes = std::fs::read(&first).expect("first student");
+    let first_info = h.state().backbone_info().expect("backbone").clone();
+    h.state_mut().settings.train.steps = 100_000;
+    click_label(&mut h, "Start fine-tune");
+    wait(&mut h, "the first step of run 2", 120, |app| {
+        app.training().is_some_and(|r| !r.loss.is_empty())
+    });
+    click_label(&mut h, "Cancel fine-tune");
+    wait(&mut h, "the cancel of run 2", 60, |app| !app.is_training());
+    let run2 = h.state().training().expect("run 2").clone();
+    let s2 = run2.finished.clone().expect("finished");
+    assert!(s2.cancelled, "{s2:?}");
+    assert_eq!(h.state().settings.student, first.display().to_string());
+    let info = h.state().backbone_info().expect("backbone").clone();
+    assert_eq!(info.choice, first_info.choice);
+    assert!(info.has_student);
+    assert_eq!(
+        std::fs::read(&first).expect("first student after cancel"),
+        first_bytes,
+        "the finished student changed on disk"
+    );
+    let second = s2
+        .student_file
+        .clone()
+        .expect("the cancelled run's checkpoint");
+    assert!(second.is_file() && second != first, "{}", second.display());
+    assert_ne!(second.parent(), first.parent(), "runs share a folder");
+    let msgs = messages(h.state());
+    assert!(
+        msgs.contains("stays loaded") && msgs.contains(&second.display().to_string()),
+        "{msgs}"
+    );
+    // The separate choice loads the cancelled run's student.
+    click_label(&mut h, "Use the cancelled run's student");
+    assert_eq!(h.state().settings.student, second.display().to_string());
+    wait(&mut h, "the backbone with run 2's student", 120, |app| {
+        app.backbone_info()
+            .is_some_and(|i| i.choice.student.as_deref() == Some(&*second.display().to_string()))
+    });
 }
 
 #[test]

@@ -318,17 +318,26 @@ impl CleanDiftApp {
             self.message(Level::Warn, format!("Fine-tune: {n}"), String::new());
         }
         if summary.cancelled {
+            let kept = match self.settings.student.trim() {
+                "" | "none" => "the backbone is unchanged".to_string(),
+                s => format!("the student {s} stays loaded and on disk, unchanged"),
+            };
+            let run_dir = summary
+                .run_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
             self.message(
                 Level::Info,
                 format!(
-                    "Fine-tune cancelled at step {}/{}",
+                    "Fine-tune cancelled at step {}/{}: {kept}",
                     summary.step, summary.total_steps
                 ),
                 match file {
                     Some(f) => format!(
-                        "The backbone is unchanged; the last checkpoint is {f} (load it as the student, or resume with `cleandift train --resume`)"
+                        "The cancelled run's last checkpoint is kept in its own folder: {f} (\"Use the cancelled run's student\" in the Fine-tune panel loads it; `cleandift train --resume {run_dir}` continues the run)"
                     ),
-                    None => "The backbone is unchanged; no checkpoint was written".into(),
+                    None => "The cancelled run wrote no checkpoint".into(),
                 },
             );
         } else if switched {
@@ -373,6 +382,7 @@ impl CleanDiftApp {
                 cancelled: true,
                 student_file: run.saved.as_ref().map(|c| c.student.clone()),
                 state_file: run.saved.as_ref().map(|c| c.state.clone()),
+                run_dir: run.saved.as_ref().map(|c| c.run_dir.clone()),
                 timestep: run.last.as_ref().map_or(0.0, |r| r.timestep),
                 images: run.images.unwrap_or(0),
                 notes: Vec::new(),
@@ -569,6 +579,12 @@ fn run_ui(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
         ui.add(egui::ProgressBar::new(frac).desired_width(240.0));
     }
     if let Some(c) = &run.saved {
+        let name = c.run_dir.file_name().map_or_else(
+            || c.run_dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        ui.label(RichText::new(format!("run {name}")).small())
+            .on_hover_text(c.run_dir.display().to_string());
         ui.label(
             RichText::new(format!(
                 "checkpoint (step {}): {}",
@@ -578,6 +594,22 @@ fn run_ui(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             .weak()
             .small(),
         );
+        // A cancelled run never replaces the loaded student; its last
+        // checkpoint is a separate choice.
+        let cancelled = run.finished.as_ref().is_some_and(|s| s.cancelled);
+        let path = c.student.display().to_string();
+        if cancelled && app.settings.student != path {
+            let use_it = ui
+                .button("Use the cancelled run's student")
+                .on_hover_text(format!(
+                    "Loads {path} (step {}) as the clean-mode student",
+                    c.step
+                ));
+            if use_it.clicked() {
+                app.settings.student = path;
+                app.load_backbone();
+            }
+        }
     }
     if !run.loss.is_empty() {
         ui.label(RichText::new("Loss (sum over keys)").small());

@@ -321,6 +321,7 @@ impl LaneState {
             cancelled: outcome.cancelled,
             student_file: outcome.checkpoint.as_ref().map(|c| c.student.clone()),
             state_file: outcome.checkpoint.as_ref().map(|c| c.state.clone()),
+            run_dir: Some(outcome.run_dir.clone()),
             timestep: outcome.timestep,
             images,
             notes,

@@ -323,6 +323,9 @@ pub struct TrainSummary {
     pub student_file: Option<PathBuf>,
     /// The training-state file written last (for `--resume`).
     pub state_file: Option<PathBuf>,
+    /// The run's own folder (`<output>/<base>-<date>-<time>`), when it was
+    /// created.
+    pub run_dir: Option<PathBuf>,
     /// The student's learned timestep at the end.
     pub timestep: f32,
     /// Images used and files skipped, with the reasons.
