@@ -22,6 +22,9 @@ pub enum BenchWhat {
     UnetFull,
     /// VAE encoder.
     Vae,
+    /// Every tap of the tiny fixtures against the CPU f32 reference
+    /// (`--fixtures`); exits non-zero beyond the dtype's tolerance.
+    Parity,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -44,9 +47,15 @@ pub struct BenchArgs {
     pub device: String,
     #[arg(long)]
     pub dtype: Option<String>,
+    /// `parity`: the folder holding tiny-sd15/ and tiny-sd21/.
+    #[arg(long, default_value = "tests/fixtures")]
+    pub fixtures: std::path::PathBuf,
 }
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
+    if a.what == BenchWhat::Parity {
+        return super::bench_parity::run(&a.fixtures, &a.device, a.dtype.as_deref());
+    }
     let cfg = ModelConfig::preset(&a.model).ok_or_else(|| {
         anyhow::anyhow!(
             "bench needs a preset name (sd15, sd21, tiny-sd15, tiny-sd21), got {:?}",
@@ -86,6 +95,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        BenchWhat::Parity => unreachable!("handled above"),
         BenchWhat::Vae => {
             let vae = VaeEncoder::new(vb("vae"), &cfg.vae)?;
             let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.res, a.res), &dev)?.to_dtype(dtype)?;

@@ -1,6 +1,7 @@
 //! Headless commands: `info` (and the engine's commands).
 
 mod bench;
+mod bench_parity;
 pub mod engine;
 mod eval;
 mod info;
