@@ -35,11 +35,12 @@ pub struct BenchArgs {
     /// Shapes of this preset (weights are seeded random).
     #[arg(long, default_value = "sd21")]
     pub model: String,
-    /// Image side in pixels.
-    #[arg(long, default_value_t = 768)]
-    pub res: usize,
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    /// Image side in pixels; a comma-separated list times each (one model).
+    #[arg(long, default_value = "768", value_delimiter = ',')]
+    pub res: Vec<usize>,
+    /// Batch size; a comma-separated list times each.
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    pub batch: Vec<usize>,
     /// Timed repetitions (after one warm-up run).
     #[arg(long, default_value_t = 2)]
     pub reps: usize,
@@ -62,8 +63,11 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             a.model
         )
     })?;
-    if !a.res.is_multiple_of(8) || a.res == 0 {
-        anyhow::bail!("--res {} must be a positive multiple of 8", a.res);
+    if let Some(r) = a.res.iter().find(|r| !r.is_multiple_of(8) || **r == 0) {
+        anyhow::bail!("--res {r} must be a positive multiple of 8");
+    }
+    if a.batch.contains(&0) {
+        anyhow::bail!("--batch must be at least 1");
     }
     let dev = a.device.parse::<DeviceChoice>()?.open()?;
     let dtype: DType = match &a.dtype {
@@ -73,67 +77,78 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let vb = |part: &str| {
         VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone())
     };
-    let lat = a.res / 8;
-    let mut run_once: Box<dyn FnMut() -> anyhow::Result<()>> = match a.what {
-        BenchWhat::UnetUs6 | BenchWhat::UnetFull => {
-            let unet = UNet::new(vb("unet"), &cfg.unet)?;
-            let x = Tensor::randn(0f32, 1.0, (a.batch, 4, lat, lat), &dev)?.to_dtype(dtype)?;
-            let t = Tensor::full(261f32, a.batch, &dev)?;
-            let ctx = Tensor::randn(0f32, 1.0, (a.batch, 77, cfg.unet.cross_attention_dim), &dev)?
-                .to_dtype(dtype)?;
-            let full = a.what == BenchWhat::UnetFull;
-            Box::new(move || {
-                if full {
-                    let (_, out) = unet.forward_full(&x, &t, &ctx, &[], Grad::Off)?;
-                    out.device().synchronize()?;
-                } else {
-                    let f = unet.forward(&x, &t, &ctx, &[FeatureKey::Us6], Grad::Off)?;
-                    if let Some(v) = f.values().next() {
-                        v.device().synchronize()?;
-                    }
-                }
-                Ok(())
-            })
-        }
-        BenchWhat::Parity => unreachable!("handled above"),
-        BenchWhat::Vae => {
-            let vae = VaeEncoder::new(vb("vae"), &cfg.vae)?;
-            let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.res, a.res), &dev)?.to_dtype(dtype)?;
-            Box::new(move || {
-                let p = vae.encode(&x)?;
-                p.mean.device().synchronize()?;
-                Ok(())
-            })
-        }
-    };
-    let label = format!(
-        "{:?} {} res {} batch {} {:?} {:?}",
-        a.what,
-        a.model,
-        a.res,
-        a.batch,
-        dev.location(),
-        dtype
-    );
-    let t0 = Instant::now();
-    run_once()?;
-    println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
-    let mut times = Vec::new();
-    for _ in 0..a.reps {
-        let t0 = Instant::now();
-        run_once()?;
-        times.push(t0.elapsed().as_secs_f64());
+    enum Net {
+        Unet(UNet),
+        Vae(VaeEncoder),
     }
-    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    println!(
-        "{label}: best of {} {:.2}s (runs: {})",
-        a.reps,
-        best,
-        times
-            .iter()
-            .map(|t| format!("{t:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let net = match a.what {
+        BenchWhat::UnetUs6 | BenchWhat::UnetFull => Net::Unet(UNet::new(vb("unet"), &cfg.unet)?),
+        BenchWhat::Vae => Net::Vae(VaeEncoder::new(vb("vae"), &cfg.vae)?),
+        BenchWhat::Parity => unreachable!("handled above"),
+    };
+    for &res in &a.res {
+        for &batch in &a.batch {
+            let lat = res / 8;
+            let mut run_once: Box<dyn FnMut() -> anyhow::Result<()>> = match &net {
+                Net::Unet(unet) => {
+                    let x =
+                        Tensor::randn(0f32, 1.0, (batch, 4, lat, lat), &dev)?.to_dtype(dtype)?;
+                    let t = Tensor::full(261f32, batch, &dev)?;
+                    let ctx =
+                        Tensor::randn(0f32, 1.0, (batch, 77, cfg.unet.cross_attention_dim), &dev)?
+                            .to_dtype(dtype)?;
+                    let full = a.what == BenchWhat::UnetFull;
+                    Box::new(move || {
+                        if full {
+                            let (_, out) = unet.forward_full(&x, &t, &ctx, &[], Grad::Off)?;
+                            out.device().synchronize()?;
+                        } else {
+                            let f = unet.forward(&x, &t, &ctx, &[FeatureKey::Us6], Grad::Off)?;
+                            if let Some(v) = f.values().next() {
+                                v.device().synchronize()?;
+                            }
+                        }
+                        Ok(())
+                    })
+                }
+                Net::Vae(vae) => {
+                    let x =
+                        Tensor::randn(0f32, 1.0, (batch, 3, res, res), &dev)?.to_dtype(dtype)?;
+                    Box::new(move || {
+                        let p = vae.encode(&x)?;
+                        p.mean.device().synchronize()?;
+                        Ok(())
+                    })
+                }
+            };
+            let label = format!(
+                "{:?} {} res {res} batch {batch} {:?} {:?}",
+                a.what,
+                a.model,
+                dev.location(),
+                dtype
+            );
+            let t0 = Instant::now();
+            run_once()?;
+            println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
+            let mut times = Vec::new();
+            for _ in 0..a.reps {
+                let t0 = Instant::now();
+                run_once()?;
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+            println!(
+                "{label}: best of {} {:.4}s (runs: {})",
+                a.reps,
+                best,
+                times
+                    .iter()
+                    .map(|t| format!("{t:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     Ok(())
 }
