@@ -78,12 +78,14 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone())
     };
     enum Net {
-        Unet(UNet),
-        Vae(VaeEncoder),
+        Unet(Box<UNet>),
+        Vae(Box<VaeEncoder>),
     }
     let net = match a.what {
-        BenchWhat::UnetUs6 | BenchWhat::UnetFull => Net::Unet(UNet::new(vb("unet"), &cfg.unet)?),
-        BenchWhat::Vae => Net::Vae(VaeEncoder::new(vb("vae"), &cfg.vae)?),
+        BenchWhat::UnetUs6 | BenchWhat::UnetFull => {
+            Net::Unet(Box::new(UNet::new(vb("unet"), &cfg.unet)?))
+        }
+        BenchWhat::Vae => Net::Vae(Box::new(VaeEncoder::new(vb("vae"), &cfg.vae)?)),
         BenchWhat::Parity => unreachable!("handled above"),
     };
     for &res in &a.res {
