@@ -24,9 +24,12 @@ pub enum BenchWhat {
     /// VAE encoder.
     Vae,
     /// DINOv2 forward to its last block (`--model dinov2-{small,base,large,
-    /// giant}`, `dinov2-reg-*` or `tiny-dino`; `--res` a multiple of 14, e.g.
-    /// sd-dino's 840).
+    /// giant}`, `dinov2-reg-*` or `tiny-dino`, default dinov2-base; `--res` a
+    /// multiple of 14, e.g. sd-dino's 840).
     Dino,
+    /// Every tap of the tiny fixtures against the CPU f32 reference
+    /// (`--fixtures`); exits non-zero beyond the dtype's tolerance.
+    Parity,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -37,11 +40,12 @@ pub struct BenchArgs {
     /// Shapes of this preset (weights are seeded random).
     #[arg(long, default_value = "sd21")]
     pub model: String,
-    /// Image side in pixels.
-    #[arg(long, default_value_t = 768)]
-    pub res: usize,
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    /// Image side in pixels; a comma-separated list times each (one model).
+    #[arg(long, default_value = "768", value_delimiter = ',')]
+    pub res: Vec<usize>,
+    /// Batch size; a comma-separated list times each.
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    pub batch: Vec<usize>,
     /// Timed repetitions (after one warm-up run).
     #[arg(long, default_value_t = 2)]
     pub reps: usize,
@@ -49,20 +53,41 @@ pub struct BenchArgs {
     pub device: String,
     #[arg(long)]
     pub dtype: Option<String>,
+    /// `parity`: the folder holding tiny-sd15/ and tiny-sd21/.
+    #[arg(long, default_value = "tests/fixtures")]
+    pub fixtures: std::path::PathBuf,
 }
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
-    if a.what == BenchWhat::Dino {
-        return run_dino(a);
+    if a.what == BenchWhat::Parity {
+        return super::bench_parity::run(&a.fixtures, &a.device, a.dtype.as_deref());
     }
-    let cfg = ModelConfig::preset(&a.model).ok_or_else(|| {
-        anyhow::anyhow!(
-            "bench needs a preset name (sd15, sd21, tiny-sd15, tiny-sd21), got {:?}",
-            a.model
-        )
-    })?;
-    if !a.res.is_multiple_of(8) || a.res == 0 {
-        anyhow::bail!("--res {} must be a positive multiple of 8", a.res);
+    let dino = a.what == BenchWhat::Dino;
+    // `--model` defaults to sd21 for the UNet benches; DINOv2 takes its own.
+    let model = if dino && a.model == "sd21" {
+        "dinov2-base"
+    } else {
+        a.model.as_str()
+    };
+    let cfg = if dino {
+        None
+    } else {
+        Some(ModelConfig::preset(model).ok_or_else(|| {
+            anyhow::anyhow!(
+                "bench needs a preset name (sd15, sd21, tiny-sd15, tiny-sd21), got {model:?}"
+            )
+        })?)
+    };
+    let multiple = if dino { 14 } else { 8 };
+    if let Some(r) = a
+        .res
+        .iter()
+        .find(|r| !r.is_multiple_of(multiple) || **r == 0)
+    {
+        anyhow::bail!("--res {r} must be a positive multiple of {multiple}");
+    }
+    if a.batch.contains(&0) {
+        anyhow::bail!("--batch must be at least 1");
     }
     let dev = a.device.parse::<DeviceChoice>()?.open()?;
     let dtype: DType = match &a.dtype {
@@ -72,116 +97,100 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let vb = |part: &str| {
         VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone())
     };
-    let lat = a.res / 8;
-    let mut run_once: Box<dyn FnMut() -> anyhow::Result<()>> = match a.what {
-        BenchWhat::UnetUs6 | BenchWhat::UnetFull => {
-            let unet = UNet::new(vb("unet"), &cfg.unet)?;
-            let x = Tensor::randn(0f32, 1.0, (a.batch, 4, lat, lat), &dev)?.to_dtype(dtype)?;
-            let t = Tensor::full(261f32, a.batch, &dev)?;
-            let ctx = Tensor::randn(0f32, 1.0, (a.batch, 77, cfg.unet.cross_attention_dim), &dev)?
-                .to_dtype(dtype)?;
-            let full = a.what == BenchWhat::UnetFull;
-            Box::new(move || {
-                if full {
-                    let (_, out) = unet.forward_full(&x, &t, &ctx, &[], Grad::Off)?;
-                    out.device().synchronize()?;
-                } else {
-                    let f = unet.forward(&x, &t, &ctx, &[FeatureKey::Us6], Grad::Off)?;
-                    if let Some(v) = f.values().next() {
-                        v.device().synchronize()?;
-                    }
+    enum Net {
+        Unet(Box<UNet>, usize),
+        Vae(Box<VaeEncoder>),
+        Dino(Box<DinoModel>, DinoLayer),
+    }
+    let net = match (a.what, &cfg) {
+        (BenchWhat::UnetUs6 | BenchWhat::UnetFull, Some(cfg)) => Net::Unet(
+            Box::new(UNet::new(vb("unet"), &cfg.unet)?),
+            cfg.unet.cross_attention_dim,
+        ),
+        (BenchWhat::Vae, Some(cfg)) => Net::Vae(Box::new(VaeEncoder::new(vb("vae"), &cfg.vae)?)),
+        (BenchWhat::Dino, _) => {
+            let mut spec = DinoSpec::new(model, dev.clone(), dtype);
+            spec.random_weights = true;
+            let m = DinoModel::load(&spec, &|_| {})?;
+            let last = DinoLayer::Block(m.net.config.num_layers - 1);
+            Net::Dino(Box::new(m), last)
+        }
+        _ => anyhow::bail!("internal: no network for {:?}", a.what),
+    };
+    for &res in &a.res {
+        for &batch in &a.batch {
+            let lat = res / 8;
+            let mut run_once: Box<dyn FnMut() -> anyhow::Result<()>> = match &net {
+                Net::Unet(unet, ctx_dim) => {
+                    let x =
+                        Tensor::randn(0f32, 1.0, (batch, 4, lat, lat), &dev)?.to_dtype(dtype)?;
+                    let t = Tensor::full(261f32, batch, &dev)?;
+                    let ctx =
+                        Tensor::randn(0f32, 1.0, (batch, 77, *ctx_dim), &dev)?.to_dtype(dtype)?;
+                    let full = a.what == BenchWhat::UnetFull;
+                    Box::new(move || {
+                        if full {
+                            let (_, out) = unet.forward_full(&x, &t, &ctx, &[], Grad::Off)?;
+                            out.device().synchronize()?;
+                        } else {
+                            let f = unet.forward(&x, &t, &ctx, &[FeatureKey::Us6], Grad::Off)?;
+                            if let Some(v) = f.values().next() {
+                                v.device().synchronize()?;
+                            }
+                        }
+                        Ok(())
+                    })
                 }
-                Ok(())
-            })
+                Net::Dino(m, last) => {
+                    let x =
+                        Tensor::randn(0f32, 1.0, (batch, 3, res, res), &dev)?.to_dtype(dtype)?;
+                    let last = *last;
+                    Box::new(move || {
+                        let (out, _) = m.net.forward(&x, &[last])?;
+                        if let Some(v) = out.values().next() {
+                            v.device().synchronize()?;
+                        }
+                        Ok(())
+                    })
+                }
+                Net::Vae(vae) => {
+                    let x =
+                        Tensor::randn(0f32, 1.0, (batch, 3, res, res), &dev)?.to_dtype(dtype)?;
+                    Box::new(move || {
+                        let p = vae.encode(&x)?;
+                        p.mean.device().synchronize()?;
+                        Ok(())
+                    })
+                }
+            };
+            let label = format!(
+                "{:?} {} res {res} batch {batch} {:?} {:?}",
+                a.what,
+                model,
+                dev.location(),
+                dtype
+            );
+            let t0 = Instant::now();
+            run_once()?;
+            println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
+            let mut times = Vec::new();
+            for _ in 0..a.reps {
+                let t0 = Instant::now();
+                run_once()?;
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+            println!(
+                "{label}: best of {} {:.4}s (runs: {})",
+                a.reps,
+                best,
+                times
+                    .iter()
+                    .map(|t| format!("{t:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
-        BenchWhat::Dino => anyhow::bail!("internal: DINOv2 is timed by run_dino"),
-        BenchWhat::Vae => {
-            let vae = VaeEncoder::new(vb("vae"), &cfg.vae)?;
-            let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.res, a.res), &dev)?.to_dtype(dtype)?;
-            Box::new(move || {
-                let p = vae.encode(&x)?;
-                p.mean.device().synchronize()?;
-                Ok(())
-            })
-        }
-    };
-    let label = format!(
-        "{:?} {} res {} batch {} {:?} {:?}",
-        a.what,
-        a.model,
-        a.res,
-        a.batch,
-        dev.location(),
-        dtype
-    );
-    time(&label, a.reps, &mut run_once)
-}
-
-/// DINOv2 at the real shape with seeded random weights.
-fn run_dino(a: &BenchArgs) -> anyhow::Result<()> {
-    // `--model` defaults to sd21 for the UNet benches; DINOv2 takes its own.
-    let model = if a.model == "sd21" {
-        "dinov2-base"
-    } else {
-        a.model.as_str()
-    };
-    if a.res == 0 || !a.res.is_multiple_of(14) {
-        anyhow::bail!(
-            "--res {} must be a positive multiple of 14 (DINOv2 patches)",
-            a.res
-        );
     }
-    let dev = a.device.parse::<DeviceChoice>()?.open()?;
-    let dtype: DType = match &a.dtype {
-        Some(d) => parse_dtype(d)?,
-        None => default_dtype(&dev),
-    };
-    let mut spec = DinoSpec::new(model, dev.clone(), dtype);
-    spec.random_weights = true;
-    let m = DinoModel::load(&spec, &|_| {})?;
-    let last = DinoLayer::Block(m.net.config.num_layers - 1);
-    let x = Tensor::randn(0f32, 1.0, (a.batch, 3, a.res, a.res), &dev)?.to_dtype(dtype)?;
-    let mut run_once = || -> anyhow::Result<()> {
-        let (out, _) = m.net.forward(&x, &[last])?;
-        if let Some(v) = out.values().next() {
-            v.device().synchronize()?;
-        }
-        Ok(())
-    };
-    let label = format!(
-        "Dino {model} res {} batch {} {:?} {:?}",
-        a.res,
-        a.batch,
-        dev.location(),
-        dtype
-    );
-    time(&label, a.reps, &mut run_once)
-}
-
-fn time(
-    label: &str,
-    reps: usize,
-    run_once: &mut dyn FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let t0 = Instant::now();
-    run_once()?;
-    println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
-    let mut times = Vec::new();
-    for _ in 0..reps {
-        let t0 = Instant::now();
-        run_once()?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    println!(
-        "{label}: best of {} {:.2}s (runs: {})",
-        reps,
-        best,
-        times
-            .iter()
-            .map(|t| format!("{t:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     Ok(())
 }

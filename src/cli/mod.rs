@@ -1,6 +1,7 @@
 //! Headless commands: `info` (and the engine's commands).
 
 mod bench;
+mod bench_parity;
 pub mod engine;
 mod eval;
 mod info;
@@ -55,7 +56,7 @@ pub struct BackboneArgs {
     /// auto, cpu, cuda or cuda:N (auto = CUDA when compiled in and present).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// f32, f16 or bf16 (default: f32 on CPU, f16 on CUDA).
+    /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
     #[arg(long)]
     pub dtype: Option<String>,
 }

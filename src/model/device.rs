@@ -75,10 +75,12 @@ pub fn parse_dtype(s: &str) -> Result<DType, ModelError> {
     }
 }
 
-/// The default dtype for a device: f32 on CPU, f16 on CUDA.
+/// The default dtype for a device: f32 on the CPU, bf16 on CUDA (f32's
+/// exponent range, so SD2.1's activations cannot overflow as they do in
+/// f16; CleanDIFT trains and runs its student in bf16; docs/NUMERICS.md §9).
 pub fn default_dtype(device: &Device) -> DType {
     if device.is_cuda() {
-        DType::F16
+        DType::BF16
     } else {
         DType::F32
     }

@@ -225,10 +225,28 @@ pub fn softmax_last(x: &Tensor, grad: Grad) -> Result<Tensor> {
 /// block at 768² about 10x slower on CPU).
 const ATTENTION_CHUNK_BYTES: usize = 8 << 20;
 
+/// Upper bound on the bytes of one chunk of attention scores on an
+/// accelerator: there one batched matmul per head group is the fast path
+/// (every chunk is a kernel launch), so the scores are chunked only when they
+/// would exceed this much memory (SD2.1 at 768², batch 8, f32 scores:
+/// 8·5·9216²·4 B ≈ 13.6 GB, split into 2 GiB pieces).
+const ATTENTION_CHUNK_BYTES_GPU: usize = 2 << 30;
+
+/// The score-chunk bound for the device `t` lives on.
+fn attention_chunk_bytes(t: &Tensor) -> usize {
+    if t.device().is_cpu() {
+        ATTENTION_CHUNK_BYTES
+    } else {
+        ATTENTION_CHUNK_BYTES_GPU
+    }
+}
+
 /// Multi-head scaled dot-product attention on (B, N, heads*d) inputs,
 /// chunked over batch-heads and query rows so that the score matrix never
-/// exceeds [`ATTENTION_CHUNK_BYTES`]. `mask` (N, M) is added to the scores.
-/// With `upcast` the scores and softmax are computed in f32.
+/// exceeds [`ATTENTION_CHUNK_BYTES`] on the CPU (cache-sized) or
+/// [`ATTENTION_CHUNK_BYTES_GPU`] elsewhere (usually one batched matmul for
+/// all heads). `mask` (N, M) is added to the scores. With `upcast` the
+/// scores and softmax are computed in f32 (docs/NUMERICS.md §9).
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -258,7 +276,7 @@ pub fn attention(
     let v = split(v, m)?.to_dtype(work)?;
     let bh = b * heads;
     let row_bytes = m * work.size_in_bytes();
-    let rows = (ATTENTION_CHUNK_BYTES / row_bytes).max(1);
+    let rows = (attention_chunk_bytes(&q) / row_bytes).max(1);
     let (bh_chunk, row_chunk) = if rows >= n {
         ((rows / n).clamp(1, bh), n)
     } else {

@@ -54,3 +54,121 @@ pub(crate) mod testing {
         max_abs(&(a - b).unwrap()) / max_abs(b).max(1e-12)
     }
 }
+
+/// Every custom op runs only for f32 on the CPU; any other dtype or device
+/// takes candle's ops. The fallback is forced here with f16 on the CPU (the
+/// path a CUDA device takes, on candle's CPU implementations of the same
+/// ops) and compared with the f32 fast path.
+#[cfg(test)]
+mod fallback_tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::testing::rel_err;
+    use super::*;
+    use crate::model::layers::{Grad, attention};
+
+    /// f16 keeps 11 significant bits (unit roundoff 2^-11 ≈ 4.9e-4); each of
+    /// these ops is one or two roundings of inputs, a reduction of at most a
+    /// few hundred terms and an output rounding, so a few 1e-3 of the output
+    /// scale; 1e-2 leaves a margin and still catches a wrong formula (≈ 1).
+    const F16_TOL: f32 = 1e-2;
+
+    /// Deterministic values in [-√3, √3) (unit variance) from an LCG.
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let u = (state >> 40) as f32 / (1u64 << 24) as f32;
+                (u * 2.0 - 1.0) * 3f32.sqrt()
+            })
+            .collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn half(t: &Tensor) -> Tensor {
+        t.to_dtype(DType::F16).unwrap()
+    }
+
+    fn f32_of(t: &Tensor) -> Tensor {
+        assert_eq!(t.dtype(), DType::F16, "the fallback must keep the dtype");
+        t.to_dtype(DType::F32).unwrap()
+    }
+
+    #[test]
+    fn attention_fallback_matches_fused() {
+        let (q, k, v) = (
+            rand(&[2, 24, 32], 1),
+            rand(&[2, 24, 32], 2),
+            rand(&[2, 24, 32], 3),
+        );
+        assert!(fused_applies(&q, &k, &v));
+        assert!(!fused_applies(&half(&q), &half(&k), &half(&v)));
+        let fast = attention(&q, &k, &v, 4, None, false, Grad::Off).unwrap();
+        for upcast in [false, true] {
+            let slow =
+                attention(&half(&q), &half(&k), &half(&v), 4, None, upcast, Grad::Off).unwrap();
+            let e = rel_err(&f32_of(&slow), &fast);
+            assert!(e <= F16_TOL, "attention upcast={upcast}: {e}");
+        }
+    }
+
+    #[test]
+    fn conv_fallback_matches_fast() {
+        let x = rand(&[1, 8, 9, 9], 4);
+        let w = (rand(&[6, 8, 3, 3], 5) * 0.2).unwrap();
+        let b = rand(&[6], 6);
+        let fast = conv2d(&x, &w, Some(&b), 1, 1).unwrap();
+        let slow = conv2d(&half(&x), &half(&w), Some(&half(&b)), 1, 1).unwrap();
+        let e = rel_err(&f32_of(&slow), &fast);
+        assert!(e <= F16_TOL, "conv: {e}");
+    }
+
+    #[test]
+    fn group_norm_fallback_matches_fast_in_f32_statistics() {
+        // An offset of 300 and a spread of 1: the variance computed in f16
+        // would lose the spread entirely (300² needs 17 bits); the fallback
+        // computes the statistics in f32 and must still normalise.
+        let x = (rand(&[2, 8, 5, 5], 7) + 300.0).unwrap();
+        let w = rand(&[8], 8);
+        let b = rand(&[8], 9);
+        for silu in [false, true] {
+            let fast = group_norm(&x, &w, &b, 4, 1e-5, silu).unwrap();
+            let slow = group_norm(&half(&x), &half(&w), &half(&b), 4, 1e-5, silu).unwrap();
+            // The input itself is rounded to f16 at 300 (step 0.25): that,
+            // not the norm, bounds the agreement.
+            let e = rel_err(&f32_of(&slow), &fast);
+            assert!(e <= 0.2, "group norm silu={silu}: {e}");
+            let x16 = half(&x).to_dtype(DType::F32).unwrap();
+            let fast16 = group_norm(&x16, &w, &b, 4, 1e-5, silu).unwrap();
+            let e = rel_err(&f32_of(&slow), &fast16);
+            assert!(
+                e <= F16_TOL,
+                "group norm silu={silu} on the same input: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn softmax_geglu_transpose_fallbacks_match_fast() {
+        let s = rand(&[3, 7, 40], 10);
+        let fast = softmax_last_dim_in_place(s.copy().unwrap()).unwrap();
+        let slow = softmax_last_dim_in_place(half(&s)).unwrap();
+        let e = rel_err(&f32_of(&slow), &fast);
+        assert!(e <= F16_TOL, "softmax: {e}");
+
+        let h = rand(&[2, 5, 48], 11);
+        let e = rel_err(&f32_of(&geglu(&half(&h)).unwrap()), &geglu(&h).unwrap());
+        assert!(e <= F16_TOL, "geglu: {e}");
+
+        let t = rand(&[2, 6, 10], 12);
+        let fast = transpose_12(&t).unwrap();
+        let slow = transpose_12(&half(&t)).unwrap();
+        assert_eq!(slow.dims(), &[2, 10, 6]);
+        let e = rel_err(&f32_of(&slow), &fast);
+        assert!(e <= 1e-3, "transpose: {e}");
+    }
+}
