@@ -114,9 +114,25 @@ if [ "$device" != cpu ]; then
 else
   gpu="cpu (dry run)"
 fi
+# The CUDA build also links the CUDA 13 runtime libraries (libcudart.so.13,
+# libcublas.so.13, libcurand.so.10), which a driver install does not bring.
+# PyTorch's CUDA 13 wheels carry them (site-packages/nvidia/cu13/lib); so do
+# /usr/local/cuda-13*/lib64 and the toolkit venv of scripts/build-cuda.sh.
+if command -v ldd >/dev/null && ldd "$bin" 2>/dev/null | grep -q 'libcudart.so.13 => not found'; then
+  found=""
+  for d in $("$python" -c 'import site, glob; [print(p) for s in site.getsitepackages() for p in glob.glob(s + "/nvidia/cu13/lib")]' 2>/dev/null) \
+           /usr/local/cuda-13*/lib64 /usr/local/cuda/lib64 "$HOME/.cache/cleandift/cuda-venv"/lib/python3*/site-packages/nvidia/cu13/lib; do
+    if [ -e "$d/libcudart.so.13" ] && [ -e "$d/libcublas.so.13" ]; then found="$d"; break; fi
+  done
+  if [ -n "$found" ]; then
+    export LD_LIBRARY_PATH="$found${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    say "CUDA 13 runtime libraries from $found"
+  fi
+fi
 if ! out="$("$bin" --version 2>&1)"; then
   case "$out" in
     *libcuda.so*) die "the binary cannot load libcuda.so.1 ($out): a CUDA build runs only where the NVIDIA driver is installed" ;;
+    *libcudart.so*|*libcublas*|*libcurand*) die "the binary cannot load the CUDA 13 runtime ($out): install the wheels nvidia-cuda-runtime==13.0.96 nvidia-cublas==13.1.0.3 nvidia-curand==10.4.0.35 into '$python' (pip install --no-index --find-links DIR ...) or pass --python to a Python whose torch is built for CUDA 13" ;;
     *) die "the binary does not start: $out" ;;
   esac
 fi
