@@ -148,3 +148,39 @@ mod tests {
         assert!(!std::fs::metadata("/dev/null").expect("meta").is_file());
     }
 }
+
+/// Why a point `X,Y` did not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PointError {
+    #[error("expected X,Y")]
+    Shape,
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+}
+
+/// Parses a point `X,Y` (two numbers, spaces allowed around each). Range
+/// checks (finite, inside an image) are the caller's.
+pub fn parse_point(s: &str) -> Result<(f32, f32), PointError> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [x, y] = parts[..] else {
+        return Err(PointError::Shape);
+    };
+    let num = |v: &str| {
+        v.parse::<f32>()
+            .map_err(|_| PointError::NotANumber(v.to_string()))
+    };
+    Ok((num(x)?, num(y)?))
+}
+
+#[cfg(test)]
+mod point_tests {
+    use super::{PointError, parse_point};
+
+    #[test]
+    fn parses_points() {
+        assert_eq!(parse_point("10, 20.5"), Ok((10.0, 20.5)));
+        assert_eq!(parse_point("1"), Err(PointError::Shape));
+        assert_eq!(parse_point("1,2,3"), Err(PointError::Shape));
+        assert_eq!(parse_point("x,2"), Err(PointError::NotANumber("x".into())));
+    }
+}

@@ -141,22 +141,13 @@ impl LaunchOptions {
         let query = match &a.query {
             None => None,
             Some(q) => {
-                let parts: Vec<&str> = q.split(',').map(str::trim).collect();
-                match parts.as_slice() {
-                    [x, y] => {
-                        let num = |v: &str| {
-                            v.parse::<f32>()
-                                .map_err(|_| anyhow::anyhow!("--query {q}: {v:?} is not a number"))
-                        };
-                        let (x, y) = (num(x)?, num(y)?);
-                        anyhow::ensure!(
-                            x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0,
-                            "--query {q}: needs two non-negative numbers"
-                        );
-                        Some((x, y))
-                    }
-                    _ => anyhow::bail!("--query {q}: expected X,Y"),
-                }
+                let (x, y) =
+                    crate::util::parse_point(q).map_err(|e| anyhow::anyhow!("--query {q}: {e}"))?;
+                anyhow::ensure!(
+                    x.is_finite() && y.is_finite() && x >= 0.0 && y >= 0.0,
+                    "--query {q}: needs two non-negative numbers"
+                );
+                Some((x, y))
             }
         };
         if let Some(t) = a.t {

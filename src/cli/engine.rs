@@ -392,9 +392,7 @@ pub struct MatchArgs {
 
 /// Parses `x,y`.
 pub fn parse_point(s: &str) -> anyhow::Result<(f32, f32)> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    if let [x, y] = parts[..]
-        && let (Ok(x), Ok(y)) = (x.parse::<f32>(), y.parse::<f32>())
+    if let Ok((x, y)) = crate::util::parse_point(s)
         && x.is_finite()
         && y.is_finite()
     {
