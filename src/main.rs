@@ -24,11 +24,20 @@ struct Main {
 
 fn main() -> std::process::ExitCode {
     cleandift::util::tune_allocator();
+    // eframe logs every failed start at ERROR before returning the error to
+    // us; `app::run` reports each one itself (the software-rasterizer
+    // fallback to glow is not an error), so eframe's line is silenced unless
+    // RUST_LOG names eframe.
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    if !rust_log.contains("eframe")
+        && let Ok(d) = "eframe::native::run=off".parse()
+    {
+        filter = filter.add_directive(d);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let cli = Main::parse();

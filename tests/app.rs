@@ -544,6 +544,14 @@ fn talk_mode_keys_move_switch_and_save() {
         (q1.x - q0.x - 32.0).abs() < 1e-3 && q1.y == q0.y,
         "{q0:?} -> {q1:?}"
     );
+    // Shift+Arrow moves four cells.
+    h.key_press_modifiers(egui::Modifiers::SHIFT, Key::ArrowDown);
+    h.step();
+    let q2 = h.state().settings.query.expect("query");
+    assert!(
+        (q2.y - q1.y - 4.0 * 32.0).abs() < 1e-3 && q2.x == q1.x,
+        "{q1:?} -> {q2:?}"
+    );
     h.key_press(Key::Num9);
     h.step();
     assert_eq!(h.state().settings.layer, FeatureKey::Us9);

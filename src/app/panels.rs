@@ -763,9 +763,12 @@ impl CleanDiftApp {
                 (Key::ArrowUp, 0.0, -1.0),
                 (Key::ArrowDown, 0.0, 1.0),
             ] {
-                for (mods, cells) in [(Modifiers::NONE, 1.0), (Modifiers::SHIFT, 4.0)] {
+                // Shift first: egui matches `NONE` logically, so a
+                // Shift+Arrow would otherwise be taken as a plain arrow.
+                for (mods, cells) in [(Modifiers::SHIFT, 4.0), (Modifiers::NONE, 1.0)] {
                     if ctx.input_mut(|i| i.consume_key(mods, key)) {
                         self.move_query(dx * cells, dy * cells);
+                        break;
                     }
                 }
             }
