@@ -1186,3 +1186,24 @@ fn the_fine_tune_panel_reports_a_folder_without_images() {
     wait_settled(&mut h);
     assert!(h.state().features_current(Mode::Clean));
 }
+
+#[test]
+fn a_model_change_says_it_is_not_applied_until_load() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    assert!(h.query_by_label("not applied — press Load").is_none());
+    h.state_mut().settings.preset = cleandift::app::ModelPreset::TinySd15;
+    h.step();
+    h.step();
+    assert!(
+        h.query_by_label("not applied — press Load").is_some(),
+        "the Backbone panel does not say the change waits for Load"
+    );
+    click_label(&mut h, "Load");
+    wait(&mut h, "the tiny-sd15 backbone", 120, |app| {
+        app.backbone_info()
+            .is_some_and(|i| i.choice.model == "tiny-sd15")
+    });
+    h.step();
+    assert!(h.query_by_label("not applied — press Load").is_none());
+}

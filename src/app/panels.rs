@@ -264,7 +264,7 @@ fn backbone_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     Some(Color32::from_rgb(110, 200, 120)),
                     Some(info.choice.clone()),
                 ),
-                BackboneState::Failed { error, .. } => (
+                BackboneState::Failed { error, choice } => (
                     if error.hint.is_empty() {
                         format!("failed: {}", shorten(&error.message, 220))
                     } else {
@@ -275,7 +275,7 @@ fn backbone_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                         )
                     },
                     Some(ERROR),
-                    None,
+                    Some(choice.clone()),
                 ),
             };
             ui.horizontal(|ui| {
@@ -289,7 +289,10 @@ fn backbone_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     app.load_backbone();
                 }
                 if changed && loaded_choice.is_some() {
-                    ui.label(RichText::new("(not applied)").weak());
+                    ui.label(
+                        RichText::new("not applied — press Load")
+                            .color(Color32::from_rgb(230, 190, 90)),
+                    );
                 }
             });
             let mut t = RichText::new(state_text).small();

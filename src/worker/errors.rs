@@ -30,8 +30,8 @@ impl fmt::Display for UserError {
 
 /// What the offline hint says in the app.
 pub const OFFLINE_HINT: &str = "No model hub is reachable and the weights are not cached: choose \
-     \"tiny-sd21 (offline)\" under Model, or \"Local folder\" and point it at a diffusers folder \
-     (unet/, vae/, text_encoder/, tokenizer/), or copy a Hugging Face cache here and set HF_HOME";
+     \"tiny-sd21 (offline)\" under Model and press Load, or \"Local folder\" and point it at a diffusers folder \
+     (unet/, vae/, text_encoder/, tokenizer/) and press Load, or copy a Hugging Face cache here and set HF_HOME";
 
 /// What to do when the device ran out of memory.
 const OUT_OF_MEMORY_HINT: &str =
