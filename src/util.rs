@@ -184,3 +184,40 @@ mod point_tests {
         assert_eq!(parse_point("x,2"), Err(PointError::NotANumber("x".into())));
     }
 }
+
+/// `YYYYmmdd-HHMMSS` (UTC) of `secs` since the Unix epoch (civil date from
+/// days, proleptic Gregorian): the stamp of run folders and exported files.
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::utc_stamp;
+
+    #[test]
+    fn stamps_are_civil_utc() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+        // 2024-02-29 12:34:56 UTC.
+        assert_eq!(utc_stamp(1_709_210_096), "20240229-123456");
+        assert_eq!(utc_stamp(1_764_096_123), "20251125-184203");
+        assert_eq!(utc_stamp(1_798_761_599), "20261231-235959");
+    }
+}

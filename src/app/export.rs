@@ -29,7 +29,7 @@ pub fn next_name(dir: &Path, ext: &str) -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let stamp = utc_stamp(secs);
+    let stamp = crate::util::utc_stamp(secs);
     let mut p = dir.join(format!("cleandift-{stamp}.{ext}"));
     let mut n = 2;
     while p.exists() {
@@ -37,27 +37,6 @@ pub fn next_name(dir: &Path, ext: &str) -> PathBuf {
         n += 1;
     }
     p
-}
-
-/// `YYYYMMDD-HHMMSS` of a Unix time (UTC; civil-from-days).
-fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// Encodes `img` as PNG and writes it atomically (creating the folder).
@@ -475,16 +454,4 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         layer_strip: strip,
     };
     Ok(serde_json::to_string_pretty(&doc)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_stamps() {
-        assert_eq!(utc_stamp(0), "19700101-000000");
-        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
-        assert_eq!(utc_stamp(1_764_096_123), "20251125-184203");
-    }
 }

@@ -68,28 +68,6 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// `YYYYmmdd-HHMMSS` (UTC) of `secs` since the Unix epoch.
-pub fn timestamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
 fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -226,7 +204,7 @@ impl RunDir {
             run.clean_leftovers()?;
             return Ok(run);
         }
-        let stem = format!("{base}-{}", timestamp(now_unix()));
+        let stem = format!("{base}-{}", crate::util::utc_stamp(now_unix()));
         for n in 1..=1000u32 {
             let name = if n == 1 {
                 stem.clone()
@@ -505,14 +483,6 @@ pub fn free_space(_dir: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_civil_utc() {
-        assert_eq!(timestamp(0), "19700101-000000");
-        // 2024-02-29 12:34:56 UTC.
-        assert_eq!(timestamp(1_709_210_096), "20240229-123456");
-        assert_eq!(timestamp(1_798_761_599), "20261231-235959");
-    }
 
     #[test]
     fn names_leftovers_and_locks() {
