@@ -41,10 +41,14 @@ const OUT_OF_MEMORY_HINT: &str =
 pub fn dino_error(name: &str, e: &ModelError) -> UserError {
     let base = backbone_error(e);
     let hint = match e {
-        ModelError::Download(_) | ModelError::UnknownModel { .. } => {
-            "Choose \"tiny-dino (offline)\" as the DINOv2 model (Compare and PCA), or copy a \
-             Hugging Face cache with facebook/dinov2-* here and set HF_HOME"
+        ModelError::Download(_) | ModelError::UnknownModel { .. } | ModelError::InvalidInput(_) => {
+            "Choose \"tiny-dino (offline)\" as the DINOv2 model \
+             (Compare and PCA), or copy a Hugging Face cache with facebook/dinov2-* here and \
+             set HF_HOME"
                 .to_string()
+        }
+        ModelError::MissingFile { hint, .. } => {
+            format!("{hint}; or choose \"tiny-dino (offline)\" as the DINOv2 model")
         }
         _ => base.hint,
     };
