@@ -348,6 +348,24 @@ fn compare_shows_dino_and_fused_columns_that_answer_clicks() {
     // The DINOv2 column does not depend on the diffusion layer.
     click_label(&mut h, "us9");
     assert!(h.state_mut().committed_answer(Column::DINO).is_some());
+
+    // PCA of the fused features (the same prepared features as the column).
+    click_label(&mut h, "PCA");
+    click_label(&mut h, "fused");
+    assert_eq!(h.state().pca_column(), fused);
+    wait(&mut h, "PCA of fused features", 120, |app| {
+        app.pca().is_some()
+    });
+    let pca = h.state().pca().expect("pca").clone();
+    let f = h.state().features_of(fused).expect("fused").clone();
+    assert_eq!(pca.features, f.generation);
+    assert_eq!(f.layers(), vec![pca.layer]);
+    assert!(
+        pca.rgb
+            .iter()
+            .all(|m| !m.data.is_empty() && m.data.iter().flatten().all(|v| v.is_finite())),
+        "PCA colours"
+    );
     assert!(
         messages(h.state()).find("[Error]").is_none(),
         "{}",

@@ -71,7 +71,7 @@ pub const DINO_COLOR: Color32 = Color32::from_rgb(240, 90, 110);
 pub const FUSED_COLOR: Color32 = Color32::from_rgb(235, 215, 60);
 
 /// Which features a column shows besides its mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum ColumnSource {
     /// Diffusion features in the column's mode.
     #[default]
@@ -929,6 +929,9 @@ impl CleanDiftApp {
     /// The DINOv2 and fused columns compare mode shows (as enabled).
     pub fn source_columns(&self) -> Vec<Column> {
         let mut m = Vec::new();
+        if self.settings.view == View::Pca && self.settings.pca_source != ColumnSource::Sd {
+            m.push(self.pca_column());
+        }
         if self.settings.view != View::Compare {
             return m;
         }
@@ -939,6 +942,16 @@ impl CleanDiftApp {
             m.push(Column::fused(self.settings.mode));
         }
         m
+    }
+
+    /// What the PCA view shows: the main mode's diffusion features, DINOv2
+    /// or fused features (with the main mode's diffusion part).
+    pub fn pca_column(&self) -> Column {
+        match self.settings.pca_source {
+            ColumnSource::Sd => self.settings.mode.into(),
+            ColumnSource::Dino => Column::DINO,
+            ColumnSource::Fused => Column::fused(self.settings.mode),
+        }
     }
 
     /// The DINOv2 model the DINOv2 and fused columns use with the loaded
@@ -1102,12 +1115,15 @@ impl CleanDiftApp {
         if self.settings.view != View::Pca || self.worker_dead.is_some() {
             return;
         }
-        let Some(f) = self.features_of(self.settings.mode).cloned() else {
+        let Some(f) = self.features_of(self.pca_column()).cloned() else {
+            return;
+        };
+        let Some(layer) = answer_layer(&f, self.settings.layer) else {
             return;
         };
         let key = PcaKey {
             features: f.generation,
-            layer: self.settings.layer,
+            layer,
             joint: self.settings.pca_joint,
         };
         let have = self.pca.as_ref().is_some_and(|p| {
@@ -1136,11 +1152,10 @@ impl CleanDiftApp {
 
     /// The PCA colours for the current layer and mode, if ready.
     pub fn pca(&self) -> Option<&Arc<PcaColours>> {
-        let f = self.features_of(self.settings.mode)?;
+        let f = self.features_of(self.pca_column())?;
+        let layer = answer_layer(f, self.settings.layer)?;
         self.pca.as_ref().filter(|p| {
-            p.features == f.generation
-                && p.layer == self.settings.layer
-                && p.joint == self.settings.pca_joint
+            p.features == f.generation && p.layer == layer && p.joint == self.settings.pca_joint
         })
     }
 

@@ -482,7 +482,19 @@ fn compare_pca_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                     "sd-dino fusion as a column: the diffusion features of the main mode \
                      (clean, naive or noisy; PCA-reduced) with DINOv2 tokens",
                 );
-            if s.compare_dino || s.compare_fused {
+            ui.horizontal(|ui| {
+                ui.label("PCA of");
+                for (v, label) in [
+                    (super::ColumnSource::Sd, "diffusion"),
+                    (super::ColumnSource::Dino, "DINOv2 tokens"),
+                    (super::ColumnSource::Fused, "fused"),
+                ] {
+                    ui.selectable_value(&mut s.pca_source, v, label);
+                }
+            })
+            .response
+            .on_hover_text("Which features the PCA view colours (fused: SD+DINO in the main mode)");
+            if s.compare_dino || s.compare_fused || s.pca_source != super::ColumnSource::Sd {
                 let auto = s.dino_model_for(&s.backbone_choice().model);
                 let shown = match super::settings::DINO_CHOICES
                     .iter()

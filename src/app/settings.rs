@@ -209,6 +209,8 @@ pub struct Settings {
     /// dinov2-small, dinov2-base, ...); empty = automatic (tiny-dino with a
     /// tiny backbone, else dinov2-base).
     pub dino_model: String,
+    /// What the PCA view colours: diffusion (main mode), DINOv2 or fused.
+    pub pca_source: super::ColumnSource,
     /// The Fine-tune panel.
     pub train: TrainSettings,
 }
@@ -313,6 +315,7 @@ impl Default for Settings {
             compare_dino: false,
             compare_fused: false,
             dino_model: String::new(),
+            pca_source: super::ColumnSource::Sd,
             train: TrainSettings::default(),
         }
     }
