@@ -280,13 +280,19 @@ impl LaneState {
     /// is loaded; returns its index in `self.dino`.
     fn ensure_dino(&mut self, id: RequestId, name: &str, out: &Outbox) -> Result<usize, JobError> {
         let name = name.trim();
-        if let Some(i) = self.dino.iter().position(|(n, _)| n == name) {
-            return Ok(i);
-        }
         let Some((_, bb)) = &self.backbone else {
             return Err(no_backbone());
         };
+        // Kept per name, on the backbone's device and dtype (a backbone
+        // loaded on another device loads DINOv2 again there).
+        if let Some(i) = self.dino.iter().position(|(n, m)| {
+            n == name && m.net.device().same_device(&bb.device) && m.net.dtype() == bb.dtype
+        }) {
+            return Ok(i);
+        }
         let spec = DinoSpec::new(name, bb.device.clone(), bb.dtype);
+        // One DINOv2 at a time: the old one's memory goes first.
+        self.dino.clear();
         out.progress(
             id,
             Progress::Loading {
@@ -314,8 +320,6 @@ impl LaneState {
             out.progress(id, progress);
         })
         .map_err(|e| JobError::User(dino_error(name, &e)))?;
-        // One DINOv2 at a time: a second one would only hold memory.
-        self.dino.clear();
         self.dino.push((name.to_string(), m));
         Ok(0)
     }
