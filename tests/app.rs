@@ -299,6 +299,81 @@ fn widgets_switch_layer_mode_and_compare() {
 }
 
 #[test]
+fn compare_shows_dino_and_fused_columns_that_answer_clicks() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    click_label(&mut h, "Compare");
+    wait_settled(&mut h);
+    assert_eq!(
+        h.state().compare_modes(),
+        vec![Mode::Clean.into(), Mode::Noisy.into()],
+        "the new columns are off by default"
+    );
+    click_label(&mut h, "DINOv2");
+    click_label(&mut h, "Fused (SD+DINO)");
+    assert!(h.state().settings.compare_dino && h.state().settings.compare_fused);
+    // tiny-sd21 picks the offline tiny-dino automatically.
+    assert_eq!(h.state().dino_model(), "tiny-dino");
+    let fused = Column::fused(Mode::Clean);
+    assert_eq!(
+        h.state().compare_modes(),
+        vec![Mode::Clean.into(), Mode::Noisy.into(), Column::DINO, fused]
+    );
+    assert_eq!(fused.to_string(), "fused (clean+DINO)");
+    wait(&mut h, "DINOv2 and fused features", 240, |app| {
+        settled(app) && app.features_current(Column::DINO) && app.features_current(fused)
+    });
+    let dino = h.state().features_of(Column::DINO).expect("dino").clone();
+    assert!(dino.label.contains("DINOv2 tiny-dino"), "{}", dino.label);
+    let f = h.state().features_of(fused).expect("fused").clone();
+    assert!(f.label.starts_with("fused"), "{}", f.label);
+    assert_eq!(f.mode, Mode::Clean);
+    click_image(&mut h, Side::A, 256.5, 200.5);
+    h.step();
+    for col in h.state().compare_modes() {
+        let a = h
+            .state_mut()
+            .committed_answer(col)
+            .unwrap_or_else(|| panic!("no answer in {col}"));
+        assert!(
+            a.best.score.is_finite() && a.best.score.abs() <= 1.0 + 1e-4,
+            "{col}: {:?}",
+            a.best
+        );
+        assert!(
+            h.state().image_rects().iter().any(|r| r.2 == Some(col)),
+            "{col} is not drawn"
+        );
+    }
+    // The DINOv2 column does not depend on the diffusion layer.
+    click_label(&mut h, "us9");
+    assert!(h.state_mut().committed_answer(Column::DINO).is_some());
+
+    // PCA of the fused features (the same prepared features as the column).
+    click_label(&mut h, "PCA");
+    click_label(&mut h, "fused");
+    assert_eq!(h.state().pca_column(), fused);
+    wait(&mut h, "PCA of fused features", 120, |app| {
+        app.pca().is_some()
+    });
+    let pca = h.state().pca().expect("pca").clone();
+    let f = h.state().features_of(fused).expect("fused").clone();
+    assert_eq!(pca.features, f.generation);
+    assert_eq!(f.layers(), vec![pca.layer]);
+    assert!(
+        pca.rgb
+            .iter()
+            .all(|m| !m.data.is_empty() && m.data.iter().flatten().all(|v| v.is_finite())),
+        "PCA colours"
+    );
+    assert!(
+        messages(h.state()).find("[Error]").is_none(),
+        "{}",
+        messages(h.state())
+    );
+}
+
+#[test]
 fn snapshots_of_the_main_views() {
     let mut h = harness();
     wait_settled(&mut h);

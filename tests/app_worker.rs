@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use cleandift::app::sample_source;
 use cleandift::features::extract::{ExtractSettings, Mode};
 use cleandift::features::preprocess::{LoadedImage, SizeSpec};
+use cleandift::features::source::Source;
 use cleandift::model::FeatureKey;
 use cleandift::worker::{
-    BackboneChoice, Event, ImageSource, Job, Request, RequestId, Side, WorkerGone, WorkerHandle,
+    BackboneChoice, Event, ImageSource, Job, Request, RequestId, SOURCE_LAYER, Side, WorkerGone,
+    WorkerHandle,
 };
 
 fn spawn() -> (WorkerHandle, Arc<AtomicUsize>) {
@@ -189,6 +191,119 @@ fn cancel_stops_a_running_extraction_and_skips_a_queued_one() {
     );
     eprintln!("cancel answered in {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(20));
+}
+
+fn extract_source(
+    w: &mut WorkerHandle,
+    backbone: RequestId,
+    imgs: &[Arc<LoadedImage>; 2],
+    s: ExtractSettings,
+    source: Source,
+    dino_model: &str,
+) -> RequestId {
+    let id = w.next_id();
+    w.send(Request::ExtractSource {
+        id,
+        backbone,
+        images: imgs.clone(),
+        settings: s,
+        source,
+        dino_model: dino_model.into(),
+        thumb_side: 64,
+    })
+    .expect("send");
+    id
+}
+
+#[test]
+fn dino_and_fused_sources_extract_cancel_and_explain_a_bad_model() {
+    let (mut w, _) = spawn();
+    let imgs = images(&mut w);
+    let bb = w.next_id();
+    w.send(Request::LoadBackbone {
+        id: bb,
+        choice: tiny(),
+    })
+    .expect("send");
+    collect(&w, 60, |e| matches!(e, Event::BackboneReady { .. }));
+
+    // DINOv2 (loaded on first need): one prepared layer.
+    let id = extract_source(
+        &mut w,
+        bb,
+        &imgs,
+        settings(Mode::Clean, 128, 1),
+        Source::Dino,
+        "tiny-dino",
+    );
+    let evs = collect(&w, 120, |e| {
+        matches!(e, Event::Features { .. } | Event::Failed { .. })
+    });
+    match evs.last() {
+        Some(Event::Features { id: i, features }) => {
+            assert_eq!(*i, id);
+            assert_eq!(features.layers(), vec![SOURCE_LAYER]);
+            assert!(
+                features.label.contains("DINOv2 tiny-dino"),
+                "{}",
+                features.label
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::Progress { id: i, progress }
+            if *i == id && progress.to_string().contains("DINOv2"))),
+        "{evs:#?}"
+    );
+
+    // A long fused extraction is cancelled while its UNet runs.
+    let long = extract_source(
+        &mut w,
+        bb,
+        &imgs,
+        settings(Mode::Noisy, 512, 64),
+        Source::Fused(Mode::Noisy),
+        "tiny-dino",
+    );
+    collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Progress { id, progress } if *id == long && progress.to_string().contains("UNet")),
+    );
+    w.cancel(long);
+    let evs = collect(&w, 60, |e| {
+        matches!(
+            e,
+            Event::Cancelled { .. } | Event::Features { .. } | Event::Failed { .. }
+        )
+    });
+    match evs.last() {
+        Some(Event::Cancelled { id, job }) => assert_eq!((*id, *job), (long, Job::Fused)),
+        other => panic!("{other:?}"),
+    }
+
+    // A DINOv2 model that does not exist: the hint names tiny-dino.
+    let id = extract_source(
+        &mut w,
+        bb,
+        &imgs,
+        settings(Mode::Clean, 128, 1),
+        Source::Dino,
+        "no-such-dino",
+    );
+    let evs = collect(&w, 60, |e| {
+        matches!(e, Event::Failed { .. } | Event::Features { .. })
+    });
+    match evs.last() {
+        Some(Event::Failed { id: i, job, error }) => {
+            assert_eq!((*i, *job), (id, Job::Dino));
+            assert!(error.message.contains("no-such-dino"), "{error}");
+            assert!(error.hint.contains("tiny-dino"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -29,6 +29,7 @@ use egui::{Color32, TextureHandle, TextureOptions};
 
 use crate::features::extract::{DEFAULT_T, ExtractSettings, Mode};
 use crate::features::preprocess::{Fit, LoadedImage};
+use crate::features::source::Source;
 use crate::model::FeatureKey;
 use crate::worker::{
     BackboneChoice, BackboneInfo, Event, ImageSource, Job, PairFeatures, PcaColours, Progress,
@@ -64,13 +65,34 @@ pub fn mode_color(mode: Mode) -> Color32 {
 /// Colour of the previous-student column (compare mode after a fine-tune).
 pub const PREVIOUS_COLOR: Color32 = Color32::from_rgb(120, 190, 230);
 
-/// What one set of features answers for: a mode, or (compare mode after a
-/// fine-tune) clean features of the student the fine-tune replaced.
+/// Colour of the DINOv2 column.
+pub const DINO_COLOR: Color32 = Color32::from_rgb(240, 90, 110);
+/// Colour of the fused (diffusion + DINOv2) column.
+pub const FUSED_COLOR: Color32 = Color32::from_rgb(235, 215, 60);
+
+/// Which features a column shows besides its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum ColumnSource {
+    /// Diffusion features in the column's mode.
+    #[default]
+    Sd,
+    /// DINOv2 patch tokens (the mode does not matter).
+    Dino,
+    /// sd-dino fusion of the diffusion features in the column's mode with
+    /// DINOv2.
+    Fused,
+}
+
+/// What one set of features answers for: a mode, (compare mode after a
+/// fine-tune) clean features of the student the fine-tune replaced, or
+/// DINOv2 / fused features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Column {
     pub mode: Mode,
     /// The previous student (then `mode` is clean).
     pub previous: bool,
+    /// Diffusion, DINOv2 or fused features.
+    pub source: ColumnSource,
 }
 
 impl Column {
@@ -78,22 +100,50 @@ impl Column {
     pub const PREVIOUS: Column = Column {
         mode: Mode::Clean,
         previous: true,
+        source: ColumnSource::Sd,
     };
+
+    /// DINOv2 features.
+    pub const DINO: Column = Column {
+        mode: Mode::Clean,
+        previous: false,
+        source: ColumnSource::Dino,
+    };
+
+    /// Fused features with the diffusion part in `mode`.
+    pub fn fused(mode: Mode) -> Column {
+        Column {
+            mode,
+            previous: false,
+            source: ColumnSource::Fused,
+        }
+    }
 
     /// Marker and title colour.
     pub fn color(self) -> Color32 {
-        if self.previous {
-            PREVIOUS_COLOR
-        } else {
-            mode_color(self.mode)
+        match self.source {
+            ColumnSource::Dino => DINO_COLOR,
+            ColumnSource::Fused => FUSED_COLOR,
+            ColumnSource::Sd if self.previous => PREVIOUS_COLOR,
+            ColumnSource::Sd => mode_color(self.mode),
+        }
+    }
+
+    /// The library's feature source of a DINOv2 or fused column.
+    pub fn feature_source(self) -> Option<Source> {
+        match self.source {
+            ColumnSource::Sd => None,
+            ColumnSource::Dino => Some(Source::Dino),
+            ColumnSource::Fused => Some(Source::Fused(self.mode)),
         }
     }
 
     fn key(self) -> ModeKey {
-        if self.previous {
-            ModeKey::Previous
-        } else {
-            ModeKey::of(self.mode)
+        match self.source {
+            ColumnSource::Dino => ModeKey::Dino,
+            ColumnSource::Fused => ModeKey::Fused,
+            ColumnSource::Sd if self.previous => ModeKey::Previous,
+            ColumnSource::Sd => ModeKey::of(self.mode),
         }
     }
 }
@@ -103,16 +153,18 @@ impl From<Mode> for Column {
         Column {
             mode,
             previous: false,
+            source: ColumnSource::Sd,
         }
     }
 }
 
 impl std::fmt::Display for Column {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.previous {
-            f.write_str("clean (previous student)")
-        } else {
-            write!(f, "{}", self.mode)
+        match self.source {
+            ColumnSource::Dino => f.write_str("DINOv2"),
+            ColumnSource::Fused => write!(f, "fused ({}+DINO)", self.mode),
+            ColumnSource::Sd if self.previous => f.write_str("clean (previous student)"),
+            ColumnSource::Sd => write!(f, "{}", self.mode),
         }
     }
 }
@@ -258,22 +310,21 @@ enum ModeKey {
     Naive,
     /// The previous student's clean features.
     Previous,
+    /// DINOv2 features.
+    Dino,
+    /// Fused diffusion + DINOv2 features.
+    Fused,
 }
 
 impl ModeKey {
     fn job(self) -> Job {
-        if self == ModeKey::Previous {
-            Job::PreviousStudent
-        } else {
-            Job::Features(self.mode())
-        }
-    }
-
-    fn mode(self) -> Mode {
         match self {
-            ModeKey::Clean | ModeKey::Previous => Mode::Clean,
-            ModeKey::Noisy => Mode::Noisy,
-            ModeKey::Naive => Mode::Naive,
+            ModeKey::Previous => Job::PreviousStudent,
+            ModeKey::Dino => Job::Dino,
+            ModeKey::Fused => Job::Fused,
+            ModeKey::Clean => Job::Features(Mode::Clean),
+            ModeKey::Noisy => Job::Features(Mode::Noisy),
+            ModeKey::Naive => Job::Features(Mode::Naive),
         }
     }
 
@@ -283,6 +334,17 @@ impl ModeKey {
             Mode::Noisy => ModeKey::Noisy,
             Mode::Naive => ModeKey::Naive,
         }
+    }
+}
+
+/// The layer a query answers on: `wanted`, or the only layer of
+/// single-layer features (DINOv2, fused).
+fn answer_layer(f: &PairFeatures, wanted: FeatureKey) -> Option<FeatureKey> {
+    let layers = f.layers();
+    if layers.contains(&wanted) {
+        Some(wanted)
+    } else {
+        layers.first().copied()
     }
 }
 
@@ -724,7 +786,7 @@ impl CleanDiftApp {
                 }
             }
             Job::Train => self.on_train_failed(id, error),
-            Job::Features(_) | Job::PreviousStudent => {
+            Job::Features(_) | Job::PreviousStudent | Job::Dino | Job::Fused => {
                 if self.block_request(id) {
                     self.message(
                         Level::Error,
@@ -860,7 +922,46 @@ impl CleanDiftApp {
         if self.settings.compare_naive {
             m.push(Mode::Naive.into());
         }
+        m.extend(self.source_columns());
         m
+    }
+
+    /// The DINOv2 and fused columns compare mode shows (as enabled).
+    pub fn source_columns(&self) -> Vec<Column> {
+        let mut m = Vec::new();
+        if self.settings.view == View::Pca && self.settings.pca_source != ColumnSource::Sd {
+            m.push(self.pca_column());
+        }
+        if self.settings.view != View::Compare {
+            return m;
+        }
+        if self.settings.compare_dino {
+            m.push(Column::DINO);
+        }
+        if self.settings.compare_fused {
+            m.push(Column::fused(self.settings.mode));
+        }
+        m
+    }
+
+    /// What the PCA view shows: the main mode's diffusion features, DINOv2
+    /// or fused features (with the main mode's diffusion part).
+    pub fn pca_column(&self) -> Column {
+        match self.settings.pca_source {
+            ColumnSource::Sd => self.settings.mode.into(),
+            ColumnSource::Dino => Column::DINO,
+            ColumnSource::Fused => Column::fused(self.settings.mode),
+        }
+    }
+
+    /// The DINOv2 model the DINOv2 and fused columns use with the loaded
+    /// backbone.
+    pub fn dino_model(&self) -> String {
+        let model = match &self.backbone {
+            BackboneState::Ready { info, .. } => info.choice.model.clone(),
+            _ => self.settings.backbone_choice().model,
+        };
+        self.settings.dino_model_for(&model)
     }
 
     /// Extraction settings of `mode` (values that do not matter for the mode
@@ -908,8 +1009,12 @@ impl CleanDiftApp {
             return None;
         };
         let s = self.extract_settings(mode);
+        let source = match col.feature_source() {
+            Some(src) => format!("{src}|{}", self.dino_model()),
+            None => String::new(),
+        };
         let key = format!(
-            "{id}|{}|{}|{}|{}|{}",
+            "{id}|{}{source}|{}|{}|{}|{}",
             if col.previous { "previous" } else { "current" },
             hex8(&a.image.hash),
             hex8(&b.image.hash),
@@ -936,6 +1041,8 @@ impl CleanDiftApp {
         if self.shows_previous() {
             columns.push(Column::PREVIOUS);
         }
+        columns.extend(self.source_columns());
+        let dino_model = self.dino_model();
         for col in columns {
             let Some((key, images, settings)) = self.feature_key(col) else {
                 continue;
@@ -949,13 +1056,24 @@ impl CleanDiftApp {
                 self.worker.cancel(old);
             }
             let id = self.worker.next_id();
-            let req = Request::Extract {
-                id,
-                backbone: bb,
-                images,
-                settings,
-                thumb_side: THUMB_SIDE,
-                previous_student: col.previous,
+            let req = match col.feature_source() {
+                Some(source) => Request::ExtractSource {
+                    id,
+                    backbone: bb,
+                    images,
+                    settings,
+                    source,
+                    dino_model: dino_model.clone(),
+                    thumb_side: THUMB_SIDE,
+                },
+                None => Request::Extract {
+                    id,
+                    backbone: bb,
+                    images,
+                    settings,
+                    thumb_side: THUMB_SIDE,
+                    previous_student: col.previous,
+                },
             };
             if self.send(req)
                 && let Some(slot) = self.features.get_mut(&col.key())
@@ -997,12 +1115,15 @@ impl CleanDiftApp {
         if self.settings.view != View::Pca || self.worker_dead.is_some() {
             return;
         }
-        let Some(f) = self.features_of(self.settings.mode).cloned() else {
+        let Some(f) = self.features_of(self.pca_column()).cloned() else {
+            return;
+        };
+        let Some(layer) = answer_layer(&f, self.settings.layer) else {
             return;
         };
         let key = PcaKey {
             features: f.generation,
-            layer: self.settings.layer,
+            layer,
             joint: self.settings.pca_joint,
         };
         let have = self.pca.as_ref().is_some_and(|p| {
@@ -1031,11 +1152,10 @@ impl CleanDiftApp {
 
     /// The PCA colours for the current layer and mode, if ready.
     pub fn pca(&self) -> Option<&Arc<PcaColours>> {
-        let f = self.features_of(self.settings.mode)?;
+        let f = self.features_of(self.pca_column())?;
+        let layer = answer_layer(f, self.settings.layer)?;
         self.pca.as_ref().filter(|p| {
-            p.features == f.generation
-                && p.layer == self.settings.layer
-                && p.joint == self.settings.pca_joint
+            p.features == f.generation && p.layer == layer && p.joint == self.settings.pca_joint
         })
     }
 
@@ -1062,7 +1182,7 @@ impl CleanDiftApp {
     /// cached).
     pub fn answer(&mut self, col: impl Into<Column>, q: QueryPoint) -> Option<Arc<Answer>> {
         let f = self.features_of(col)?.clone();
-        let layer = self.settings.layer;
+        let layer = answer_layer(&f, self.settings.layer)?;
         let mut opts = self.query_options();
         if self.settings.query != Some(q) || !self.settings.show_top_k {
             // Hover previews skip the top-k search: they change every frame.

@@ -478,6 +478,48 @@ fn compare_pca_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
                         "Old vs new after a fine-tune: clean features of {previous}"
                     ));
             }
+            ui.checkbox(&mut s.compare_dino, "DINOv2")
+                .on_hover_text("DINOv2 patch tokens as a column");
+            ui.checkbox(&mut s.compare_fused, "Fused (SD+DINO)")
+                .on_hover_text(
+                    "sd-dino fusion as a column: the diffusion features of the main mode \
+                     (clean, naive or noisy; PCA-reduced) with DINOv2 tokens",
+                );
+            ui.horizontal(|ui| {
+                ui.label("PCA of");
+                for (v, label) in [
+                    (super::ColumnSource::Sd, "diffusion"),
+                    (super::ColumnSource::Dino, "DINOv2 tokens"),
+                    (super::ColumnSource::Fused, "fused"),
+                ] {
+                    ui.selectable_value(&mut s.pca_source, v, label);
+                }
+            })
+            .response
+            .on_hover_text("Which features the PCA view colours (fused: SD+DINO in the main mode)");
+            if s.compare_dino || s.compare_fused || s.pca_source != super::ColumnSource::Sd {
+                let auto = s.dino_model_for(&s.backbone_choice().model);
+                let shown = match super::settings::DINO_CHOICES
+                    .iter()
+                    .find(|(v, _)| *v == s.dino_model.trim())
+                {
+                    Some(("", _)) => format!("auto ({auto})"),
+                    Some((_, label)) => (*label).to_string(),
+                    None => s.dino_model.clone(),
+                };
+                egui::ComboBox::from_label("DINOv2 model")
+                    .selected_text(shown)
+                    .show_ui(ui, |ui| {
+                        for (value, label) in super::settings::DINO_CHOICES {
+                            let label = if value.is_empty() {
+                                format!("auto ({auto})")
+                            } else {
+                                label.to_string()
+                            };
+                            ui.selectable_value(&mut s.dino_model, value.to_string(), label);
+                        }
+                    });
+            }
             ui.checkbox(&mut s.show_strip, "Layer strip");
             ui.add(egui::Slider::new(&mut s.pca_opacity, 0.0..=1.0).text("PCA opacity"))
                 .on_hover_text("1 shows PCA colours instead of the photos");

@@ -200,6 +200,17 @@ pub struct Settings {
     /// Compare mode shows the student the last fine-tune replaced as a
     /// column (old vs new student).
     pub compare_previous: bool,
+    /// Compare mode shows DINOv2 features as a column.
+    pub compare_dino: bool,
+    /// Compare mode shows fused (diffusion in the main mode + DINOv2)
+    /// features as a column.
+    pub compare_fused: bool,
+    /// The DINOv2 model of those columns: a preset (tiny-dino,
+    /// dinov2-small, dinov2-base, ...); empty = automatic (tiny-dino with a
+    /// tiny backbone, else dinov2-base).
+    pub dino_model: String,
+    /// What the PCA view colours: diffusion (main mode), DINOv2 or fused.
+    pub pca_source: super::ColumnSource,
     /// The Fine-tune panel.
     pub train: TrainSettings,
 }
@@ -259,6 +270,14 @@ impl TrainSettings {
     }
 }
 
+/// The DINOv2 models the Compare section offers (empty = automatic).
+pub const DINO_CHOICES: [(&str, &str); 4] = [
+    ("", "auto"),
+    ("tiny-dino", "tiny-dino (offline)"),
+    ("dinov2-small", "dinov2-small"),
+    ("dinov2-base", "dinov2-base"),
+];
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -293,6 +312,10 @@ impl Default for Settings {
             query: None,
             export_dir: None,
             compare_previous: true,
+            compare_dino: false,
+            compare_fused: false,
+            dino_model: String::new(),
+            pca_source: super::ColumnSource::Sd,
             train: TrainSettings::default(),
         }
     }
@@ -300,6 +323,22 @@ impl Default for Settings {
 
 impl Settings {
     /// The backbone the settings describe.
+    /// The DINOv2 model of the DINOv2 and fused columns with the backbone
+    /// `backbone_model` loaded: the chosen one, or automatically tiny-dino
+    /// with a tiny backbone and dinov2-base (sd-dino's default) otherwise.
+    pub fn dino_model_for(&self, backbone_model: &str) -> String {
+        match self.dino_model.trim() {
+            "" | "auto" => {
+                if backbone_model.trim().starts_with("tiny") {
+                    "tiny-dino".to_string()
+                } else {
+                    crate::model::dino::load::DEFAULT_DINO.to_string()
+                }
+            }
+            m => m.to_string(),
+        }
+    }
+
     pub fn backbone_choice(&self) -> BackboneChoice {
         let model = match self.preset.preset_name() {
             Some(p) => p.to_string(),

@@ -849,7 +849,13 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
     let gap = 12.0;
     let col_w = ((area.width() - gap) / 2.0).max(10.0);
     let mode = app.settings.mode;
+    let col = app.pca_column();
     let layer = app.settings.layer;
+    let what = if col.source == super::ColumnSource::Sd {
+        format!("{layer} ({mode}, ")
+    } else {
+        format!("{col} (")
+    };
 
     let mut rects: [Option<Rect>; 2] = [None, None];
     for side in Side::BOTH {
@@ -862,7 +868,7 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             Some((w, h)) => {
                 let r = fit(cell, w, h);
                 pointer(app, ui, r, side, "pca");
-                app.image_rects.push((side, r, Some(mode.into())));
+                app.image_rects.push((side, r, Some(col)));
                 rects[side.index()] = Some(r);
             }
             None => placeholder(ui, cell, &format!("Loading {side}…")),
@@ -879,7 +885,7 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
         header(
             ui,
             Rect::from_min_size(Pos2::new(x0, area.min.y), Vec2::new(col_w, header_h)),
-            &format!("{name} · PCA of {layer} ({mode}, {basis})"),
+            &format!("{name} · PCA of {what}{basis})"),
             ui.visuals().strong_text_color(),
             14.0 * b,
         );
@@ -887,7 +893,7 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
 
     let pca = app.pca().cloned();
     let q = app.shown_query();
-    let answer = q.and_then(|q| app.answer(mode, q));
+    let answer = q.and_then(|q| app.answer(col, q));
     let painter = ui.painter().clone();
     for side in Side::BOTH {
         let (Some(rect), Some((w, h))) = (rects[side.index()], image_size(app, side)) else {
@@ -897,13 +903,13 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
         let mut markers = Vec::new();
         if let (Some(a), Some(q)) = (&answer, q) {
             if side == q.side {
-                markers = source_markers(app, q, &[(a.clone(), mode_color(mode))], w, h);
+                markers = source_markers(app, q, &[(a.clone(), col.color())], w, h);
             } else {
                 markers.push(Marker {
                     pos: frac(w, h, a.best.x, a.best.y),
                     radius: 10.0 * b,
                     style: MarkerStyle::Ring,
-                    color: mode_color(mode),
+                    color: col.color(),
                 });
             }
         }
@@ -925,7 +931,7 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
             None => {
                 app.overlay
                     .paint(&painter, rect, slot, None, &Look::default(), &markers);
-                let text = waiting_text(app, mode).unwrap_or_else(|| "computing PCA…".into());
+                let text = waiting_text(app, col).unwrap_or_else(|| "computing PCA…".into());
                 outlined_text(
                     &painter,
                     rect.center(),
@@ -946,11 +952,7 @@ fn pca_view(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
         .size(12.0 * b),
     );
     if let Some(a) = &answer {
-        child.label(
-            RichText::new(describe(a))
-                .size(11.0 * b)
-                .color(mode_color(mode)),
-        );
+        child.label(RichText::new(describe(a)).size(11.0 * b).color(col.color()));
     }
 }
 

@@ -37,6 +37,27 @@ pub const OFFLINE_HINT: &str = "No model hub is reachable and the weights are no
 const OUT_OF_MEMORY_HINT: &str =
     "Out of memory: use a smaller size, a smaller ensemble, or the CPU";
 
+/// A DINOv2 model `name` could not be loaded.
+pub fn dino_error(name: &str, e: &ModelError) -> UserError {
+    let base = backbone_error(e);
+    let hint = match e {
+        ModelError::Download(_) | ModelError::UnknownModel { .. } | ModelError::InvalidInput(_) => {
+            "Choose \"tiny-dino (offline)\" as the DINOv2 model \
+             (Compare and PCA), or copy a Hugging Face cache with facebook/dinov2-* here and \
+             set HF_HOME"
+                .to_string()
+        }
+        ModelError::MissingFile { hint, .. } => {
+            format!("{hint}; or choose \"tiny-dino (offline)\" as the DINOv2 model")
+        }
+        _ => base.hint,
+    };
+    UserError {
+        message: format!("cannot load DINOv2 {name}: {}", base.message),
+        hint,
+    }
+}
+
 /// Turns a backbone error into a message with what to do.
 pub fn backbone_error(e: &ModelError) -> UserError {
     let message = e.to_string();

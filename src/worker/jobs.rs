@@ -7,18 +7,23 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::errors::{JobError, UserError, backbone_error, internal, no_backbone, train_error};
+use super::errors::{
+    JobError, UserError, backbone_error, dino_error, internal, no_backbone, train_error,
+};
 use super::handle::Outbox;
 use super::protocol::{
     BackboneChoice, BackboneInfo, Event, ImageSource, Lane, PcaColours, Progress, Request,
-    RequestId, TrainData, TrainSummary,
+    RequestId, SOURCE_LAYER, TrainData, TrainSummary,
 };
 use crate::features::cache::{FeatureCache, cache_key};
 use crate::features::extract::{ExtractSettings, Mode, Stage};
+use crate::features::fusion::FusionSettings;
 use crate::features::pair::{LayerViews, PairFeatures, Side};
 use crate::features::preprocess::{LoadedImage, decode_image, load_image};
+use crate::features::source::{Models, Source, extract_pair, source_cache_key};
 use crate::matching::{PcaMode, PcaOptions, pca_rgb};
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
+use crate::model::dino::{DinoModel, DinoSpec};
 use crate::model::weights::{Backbone, BackboneSpec, LoadEvent, Student};
 use crate::model::{FeatureKey, ModelError};
 use crate::train::{TrainConfig, TrainEvent, train};
@@ -51,6 +56,9 @@ pub(super) struct LaneState {
     choice: Option<BackboneChoice>,
     cache: Option<FeatureCache>,
     prepared: VecDeque<(String, Arc<PairFeatures>)>,
+    /// DINOv2 models loaded for [`Request::ExtractSource`], by the name
+    /// asked for (kept across backbones: they do not depend on them).
+    dino: Vec<(String, DinoModel)>,
 }
 
 impl LaneState {
@@ -61,6 +69,7 @@ impl LaneState {
             choice: None,
             cache: (lane == Lane::Model).then(|| FeatureCache::new(CACHE_BYTES, None)),
             prepared: VecDeque::new(),
+            dino: Vec::new(),
         }
     }
 
@@ -90,6 +99,24 @@ impl LaneState {
                 } else {
                     self.extract(job, cancel, out)
                 }
+            }
+            Request::ExtractSource {
+                id,
+                backbone,
+                images,
+                settings,
+                source,
+                dino_model,
+                thumb_side,
+            } => {
+                let job = ExtractJob {
+                    id,
+                    backbone,
+                    images,
+                    settings,
+                    thumb_side,
+                };
+                self.extract_source(job, source, &dino_model, cancel, out)
             }
             Request::Train {
                 id,
@@ -249,6 +276,162 @@ impl LaneState {
 }
 
 impl LaneState {
+    /// Loads DINOv2 `name` (on the backbone's device and dtype) unless it
+    /// is loaded; returns its index in `self.dino`.
+    fn ensure_dino(&mut self, id: RequestId, name: &str, out: &Outbox) -> Result<usize, JobError> {
+        let name = name.trim();
+        let Some((_, bb)) = &self.backbone else {
+            return Err(no_backbone());
+        };
+        // Kept per name, on the backbone's device and dtype (a backbone
+        // loaded on another device loads DINOv2 again there).
+        if let Some(i) = self.dino.iter().position(|(n, m)| {
+            n == name && m.net.device().same_device(&bb.device) && m.net.dtype() == bb.dtype
+        }) {
+            return Ok(i);
+        }
+        let spec = DinoSpec::new(name, bb.device.clone(), bb.dtype);
+        // One DINOv2 at a time: the old one's memory goes first.
+        self.dino.clear();
+        out.progress(
+            id,
+            Progress::Loading {
+                part: format!("DINOv2 {name}"),
+            },
+        );
+        let last = Mutex::new(Instant::now() - PROGRESS_EVERY);
+        let m = DinoModel::load(&spec, &|ev| {
+            let progress = match ev {
+                LoadEvent::Downloading { file, done, total } => {
+                    let mut last = match last.lock() {
+                        Ok(l) => l,
+                        Err(p) => p.into_inner(),
+                    };
+                    if done < total && last.elapsed() < PROGRESS_EVERY {
+                        return;
+                    }
+                    *last = Instant::now();
+                    Progress::Downloading { file, done, total }
+                }
+                LoadEvent::Loading { part } => Progress::Loading {
+                    part: format!("DINOv2 {part}"),
+                },
+            };
+            out.progress(id, progress);
+        })
+        .map_err(|e| JobError::User(dino_error(name, &e)))?;
+        self.dino.push((name.to_string(), m));
+        Ok(0)
+    }
+
+    /// Features of a [`Source`] (DINOv2, fused), prepared as one layer
+    /// ([`SOURCE_LAYER`]).
+    fn extract_source(
+        &mut self,
+        job: ExtractJob,
+        source: Source,
+        dino_model: &str,
+        cancel: &AtomicBool,
+        out: &Outbox,
+    ) -> Result<(), JobError> {
+        let ExtractJob {
+            id,
+            backbone,
+            images,
+            settings,
+            thumb_side,
+        } = job;
+        match &self.backbone {
+            None => return Err(no_backbone()),
+            Some((bb_id, _)) if *bb_id != backbone => {
+                return Err(JobError::User(UserError {
+                    message: "the backbone changed before these features were extracted".into(),
+                    hint: String::new(),
+                }));
+            }
+            Some(_) => {}
+        }
+        settings.validate()?;
+        let dino = if source.needs_dino() {
+            Some(self.ensure_dino(id, dino_model, out)?)
+        } else {
+            None
+        };
+        let (Some((_, bb)), Some(cache)) = (&self.backbone, &self.cache) else {
+            return Err(JobError::User(internal(
+                "no backbone or feature cache on this lane",
+            )));
+        };
+        let models = Models {
+            sd: Some(bb),
+            dino: dino.and_then(|i| self.dino.get(i)).map(|(_, m)| m),
+        };
+        let fusion = FusionSettings::default();
+        let key = format!(
+            "{}|{thumb_side}",
+            source_cache_key(
+                source,
+                models,
+                &[&images[0], &images[1]],
+                &settings,
+                &fusion
+            )
+        );
+        if let Some(pos) = self.prepared.iter().position(|(k, _)| *k == key)
+            && let Some(entry) = self.prepared.remove(pos)
+        {
+            let features = entry.1.clone();
+            self.prepared.push_back(entry);
+            out.send(Event::Features { id, features });
+            return Ok(());
+        }
+        out.progress(id, Progress::Preprocessing { side: Side::A });
+        // Stages restart per image: the second encode starts side B.
+        let mut encodes = 0u32;
+        let pair = extract_pair(
+            source,
+            models,
+            cache,
+            &images[0],
+            &images[1],
+            &settings,
+            &fusion,
+            Some(cancel),
+            &mut |stage| {
+                if matches!(stage, Stage::Encoding) {
+                    encodes += 1;
+                }
+                let side = if encodes >= 2 { Side::B } else { Side::A };
+                let progress = match stage {
+                    Stage::Encoding => Progress::Encoding { side },
+                    Stage::Text => Progress::Text { side },
+                    Stage::Unet { done, total } => Progress::Unet { side, done, total },
+                };
+                out.progress(id, progress);
+            },
+        )?;
+        let [a, b] = pair.map(|m| m.into_extracted(SOURCE_LAYER));
+        let mut s2 = settings;
+        if let Source::Sd(m) | Source::Fused(m) = source {
+            s2.mode = m;
+        }
+        s2.layers = vec![SOURCE_LAYER];
+        let features = PairFeatures::prepare(
+            s2,
+            [(&images[0].hash, &a), (&images[1].hash, &b)],
+            thumb_side,
+            Some(cancel),
+            &mut |done, total| out.progress(id, Progress::Preparing { done, total }),
+        )?;
+        let features = Arc::new(features);
+        self.prepared.push_back((key, features.clone()));
+        while self.prepared.len() > PREPARED_KEEP {
+            self.prepared.pop_front();
+        }
+        out.send(Event::Features { id, features });
+        Ok(())
+    }
+
     /// Clean features of the student the last fine-tune replaced: the
     /// students are swapped for the one extraction (the cache keys name the
     /// student, so nothing is mixed up).

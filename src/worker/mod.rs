@@ -50,5 +50,5 @@ pub use errors::{JobError, OFFLINE_HINT, UserError, backbone_error};
 pub use handle::{WorkerGone, WorkerHandle};
 pub use protocol::{
     BackboneChoice, BackboneInfo, Event, ImageSource, Job, Notify, PcaColours, Progress, Request,
-    RequestId, TrainData, TrainSummary, human_bytes,
+    RequestId, SOURCE_LAYER, TrainData, TrainSummary, human_bytes,
 };

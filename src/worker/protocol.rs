@@ -11,10 +11,15 @@ use super::errors::UserError;
 use crate::features::extract::{ExtractSettings, Mode};
 use crate::features::pair::{PairFeatures, Side};
 use crate::features::preprocess::LoadedImage;
+use crate::features::source::Source;
 use crate::matching::RgbMap;
 use crate::model::FeatureKey;
 use crate::train::TrainConfig;
 use crate::train::{Dataset, TrainError, TrainEvent};
+
+/// The layer slot under which [`Request::ExtractSource`] features are
+/// prepared (they have one map per image).
+pub const SOURCE_LAYER: FeatureKey = FeatureKey::Mid;
 
 /// Identifies a request; chosen by the UI through [`WorkerHandle::next_id`].
 pub type RequestId = u64;
@@ -108,6 +113,21 @@ pub enum Request {
         /// (compare old vs new student); an error when there is none.
         previous_student: bool,
     },
+    /// Features of both images from a [`Source`] (DINOv2 or fused; a
+    /// diffusion source works too), prepared for matching as one layer
+    /// ([`SOURCE_LAYER`]). DINOv2 `dino_model` is loaded on first need and
+    /// kept; `backbone` as for [`Request::Extract`].
+    ExtractSource {
+        id: RequestId,
+        backbone: RequestId,
+        images: [Arc<LoadedImage>; 2],
+        /// The diffusion settings (for the fused source's diffusion part).
+        settings: ExtractSettings,
+        source: Source,
+        /// A DINOv2 preset, folder or hub repo id.
+        dino_model: String,
+        thumb_side: u32,
+    },
     /// Fine-tunes a CleanDIFT student of the loaded backbone (`backbone`,
     /// as for [`Request::Extract`]). On success the backbone's student is
     /// replaced by the new one (the old one is kept for
@@ -144,6 +164,7 @@ impl Request {
             Request::LoadBackbone { id, .. }
             | Request::LoadImage { id, .. }
             | Request::Extract { id, .. }
+            | Request::ExtractSource { id, .. }
             | Request::Pca { id, .. }
             | Request::Train { id, .. }
             | Request::Crash { id } => *id,
@@ -160,6 +181,11 @@ impl Request {
                 ..
             } => Job::PreviousStudent,
             Request::Extract { settings, .. } => Job::Features(settings.mode),
+            Request::ExtractSource { source, .. } => match source {
+                Source::Sd(m) => Job::Features(*m),
+                Source::Dino => Job::Dino,
+                Source::Fused(_) => Job::Fused,
+            },
             Request::Train { .. } => Job::Train,
             Request::Pca { .. } => Job::Pca,
             Request::Crash { .. } => Job::Backbone,
@@ -179,6 +205,7 @@ impl Request {
         match self {
             Request::LoadBackbone { .. }
             | Request::Extract { .. }
+            | Request::ExtractSource { .. }
             | Request::Train { .. }
             | Request::Crash { .. } => Lane::Model,
             Request::LoadImage { .. } | Request::Pca { .. } => Lane::Light,
@@ -194,6 +221,10 @@ pub enum Job {
     Features(Mode),
     /// Clean features of the student a fine-tune replaced.
     PreviousStudent,
+    /// DINOv2 features (compare column).
+    Dino,
+    /// Fused diffusion + DINOv2 features (compare column).
+    Fused,
     Pca,
     Train,
 }
@@ -205,6 +236,8 @@ impl fmt::Display for Job {
             Job::Image(s) => write!(f, "image {s}"),
             Job::Features(m) => write!(f, "{m} features"),
             Job::PreviousStudent => f.write_str("previous-student features"),
+            Job::Dino => f.write_str("DINOv2 features"),
+            Job::Fused => f.write_str("fused features"),
             Job::Pca => f.write_str("PCA"),
             Job::Train => f.write_str("fine-tune"),
         }
