@@ -3,6 +3,8 @@
 //! with diffusers' `from_single_file` by tests/fixtures/single_file_export.py), converts it
 //! back, and checks every tensor bit for bit.
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
@@ -247,4 +249,88 @@ fn bin_fixture_reads_with_candle_pickle() {
     for (k, w) in &want {
         assert_eq!(bits(&got[k]), bits(w), "{k}");
     }
+}
+
+/// The rebuilt single file, written to disk and loaded as `--model FILE`,
+/// gives diffusers' taps, VAE posterior and text embeddings (the SD2 file's
+/// extra OpenCLIP block is ignored, as diffusers ignores it).
+fn loads_as_model_with_parity(shape: &str) {
+    use cleandift::model::FeatureKey;
+    use cleandift::model::layers::Grad;
+    use cleandift::model::weights::{Backbone, BackboneSpec};
+    use common::{assert_close, get, reference};
+    let rebuilt = rebuild(shape);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("model.safetensors");
+    candle_core::safetensors::save(&rebuilt.file, &path).expect("write single file");
+    let mut spec = BackboneSpec::new(&path.display().to_string(), Device::Cpu, DType::F32);
+    spec.student = Some("none".into());
+    let bb = Backbone::load(&spec, &|_| {}).unwrap_or_else(|e| panic!("{shape}: {e}"));
+    assert!(
+        bb.config.name == shape,
+        "{shape}: config {}",
+        bb.config.name
+    );
+    let layout = bb.layout_text();
+    assert!(layout.contains("single file"), "{layout}");
+    let r = reference(shape);
+    let (feats, out) = bb
+        .unet
+        .forward_full(
+            get(&r, "unet.latent"),
+            get(&r, "unet.t"),
+            get(&r, "unet.context"),
+            &FeatureKey::ALL,
+            Grad::Off,
+        )
+        .expect("forward");
+    for key in FeatureKey::ALL {
+        assert_close(
+            &format!("single file {shape} {key}"),
+            &feats[&key],
+            get(&r, &format!("unet.tap.{key}")),
+        );
+    }
+    assert_close(
+        &format!("single file {shape} out"),
+        &out,
+        get(&r, "unet.out"),
+    );
+    let post = bb.vae.encode(get(&r, "vae.image")).expect("encode");
+    assert_close(
+        &format!("single file {shape} vae"),
+        &post.mean,
+        get(&r, "vae.mean"),
+    );
+    for key in ["empty", "sentence"] {
+        let ids: Vec<u32> = get(&r, &format!("text.ids.{key}"))
+            .to_vec1::<i64>()
+            .expect("ids")
+            .into_iter()
+            .map(|x| x as u32)
+            .collect();
+        let ids = Tensor::from_vec(ids, (1, 77), &Device::Cpu).expect("ids");
+        let emb = bb
+            .text
+            .encoder()
+            .forward(&ids)
+            .expect("text")
+            .squeeze(0)
+            .expect("squeeze");
+        assert_close(
+            &format!("single file {shape} text {key}"),
+            &emb,
+            get(&r, &format!("text.emb.{key}")),
+        );
+    }
+}
+
+#[test]
+fn sd1_single_file_loads_and_matches_diffusers() {
+    loads_as_model_with_parity("tiny-sd15");
+}
+
+#[test]
+fn sd2_single_file_loads_and_matches_diffusers() {
+    loads_as_model_with_parity("tiny-sd21");
 }

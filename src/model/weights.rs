@@ -1289,7 +1289,12 @@ pub fn base_unet_backend(
         ModelSource::Dir(dir) => layout::find_in_dir(dir, Part::Unet, prefer)?,
         ModelSource::Repo(repo) => hub_part(repo, Part::Unet, prefer, &mut None, progress)?,
         ModelSource::SingleFile(path) => {
-            return Err(single_file_refusal(path, &detect_single_file(path)?));
+            let unet: HashMap<String, Tensor> = convert_single_file(path)?
+                .unet
+                .into_iter()
+                .map(|(k, t)| Ok((k, t.to_device(dev)?.to_dtype(dtype)?)))
+                .collect::<Result<_>>()?;
+            return Ok(Box::new(unet));
         }
     };
     let tensors: HashMap<String, Tensor> = layout::read_part(&file, dev, dtype)?
@@ -1391,17 +1396,179 @@ fn single_file_refusal(path: &Path, kind: &SingleFileKind) -> ModelError {
     }
 }
 
-/// Loads a single-file checkpoint: the integration point for the LDM →
-/// diffusers key conversion. Today it recognises the file
-/// ([`detect_single_file`]) and refuses it with a
-/// [`ModelError::SingleFile`] that says what it is and how to convert it.
+/// Loads a single-file checkpoint (the original LDM key names that A1111 and
+/// ComfyUI model folders hold): reads its tensors (safetensors, or a
+/// `.ckpt`/`.pt` through candle's restricted pickle reader), converts them to
+/// diffusers names ([`super::single_file`]: SD1's CLIP or SD2's OpenCLIP
+/// text encoder, penultimate layer for SD2), takes the configuration of the
+/// preset whose layout the tensors have (sd15 / sd21 / tiny-sd15 /
+/// tiny-sd21), and builds every part strictly.
 pub fn load_single_file(
     path: &Path,
     spec: &BackboneSpec,
     progress: ProgressFn,
 ) -> Result<Backbone> {
-    let _ = (spec, progress);
+    use super::single_file::SdFamily;
+    let (dev, dtype) = (&spec.device, spec.dtype);
+    let refuse = |why: String| ModelError::SingleFile {
+        path: path.to_path_buf(),
+        why,
+    };
+    progress(LoadEvent::Loading { part: "unet" });
+    let converted = convert_single_file(path)?;
+    let k = &converted.kind;
+    let candidates: &[&str] = match k.family {
+        SdFamily::Sd1 => &["sd15", "tiny-sd15"],
+        SdFamily::Sd2 => &["sd21", "tiny-sd21"],
+    };
+    let conv_in = converted
+        .unet
+        .get("conv_in.weight")
+        .map(|t| t.dims().to_vec())
+        .unwrap_or_default();
+    let cfg = candidates
+        .iter()
+        .filter_map(|name| ModelConfig::preset(name))
+        .find(|c| {
+            conv_in.first() == c.unet.block_out_channels.first()
+                && c.unet.cross_attention_dim == k.context_dim
+                && c.text.hidden_size == k.text_hidden
+                && c.text.num_hidden_layers == k.text_layers_used
+        })
+        .ok_or_else(|| {
+            refuse(format!(
+                "its layout (first block {:?} channels, context {}, text encoder {} wide with {} layers) is none of the presets {candidates:?}; convert it to a diffusers folder (python -c \"from diffusers import StableDiffusionPipeline as P; P.from_single_file('{}').save_pretrained('DIR')\") and pass --model DIR",
+                conv_in.first(),
+                k.context_dim,
+                k.text_hidden,
+                k.text_layers_used,
+                path.display()
+            ))
+        })?;
+    let on_device = |m: HashMap<String, Tensor>| -> Result<HashMap<String, Tensor>> {
+        m.into_iter()
+            .map(|(name, t)| Ok((name, t.to_device(dev)?.to_dtype(dtype)?)))
+            .collect()
+    };
+    let what = |part: &str| format!("{part} of {}", path.display());
+    let (unet, unet_params) = build_strict(
+        on_device(converted.unet)?,
+        &what("UNet"),
+        dev,
+        dtype,
+        &[],
+        |vb| UNet::new(vb, &cfg.unet),
+    )?;
+    progress(LoadEvent::Loading { part: "vae" });
+    let (vae, vae_params) = build_strict(
+        on_device(converted.vae)?,
+        &what("VAE"),
+        dev,
+        dtype,
+        &UNUSED_PREFIXES,
+        |vb| VaeEncoder::new(vb, &cfg.vae),
+    )?;
+    progress(LoadEvent::Loading {
+        part: "text_encoder",
+    });
+    let (text, text_params) = build_strict(
+        on_device(converted.text_encoder)?,
+        &what("text encoder"),
+        dev,
+        dtype,
+        &TEXT_UNUSED_PREFIXES,
+        |vb| TextEncoder::new(vb, &cfg.text),
+    )?;
+    let tokenizer = if cfg.tiny {
+        ClipTokenizer::tiny(&cfg.pad_token)?
+    } else {
+        let repo = match cfg.family {
+            Family::Sd15 => SD15_REPO,
+            Family::Sd21 => SD21_REPO,
+        };
+        let file = |name: &str| {
+            hub_file(repo, &format!("tokenizer/{name}"), progress).map_err(|e| {
+                refuse(format!(
+                    "a single file holds no tokenizer, and {repo}'s tokenizer/{name} could not be had ({e}); copy tokenizer/vocab.json and tokenizer/merges.txt of {repo} into the Hugging Face cache (or run once with network)"
+                ))
+            })
+        };
+        ClipTokenizer::from_files(&file("vocab.json")?, &file("merges.txt")?, &cfg.pad_token)?
+    };
+    let student = match spec.student_source(cfg.family, false)? {
+        Some(s) => Some(load_student(&s, &cfg, dev, dtype, progress)?),
+        None => None,
+    };
+    let fam = match k.family {
+        SdFamily::Sd1 => "SD1",
+        SdFamily::Sd2 => "SD2",
+    };
+    let file = path.display().to_string();
+    let report = LoadReport {
+        layout: format!(
+            "single file ({fam}, original LDM key names; {} config; text encoder: {} of {} blocks used)",
+            cfg.name, k.text_layers_used, k.text_layers_in_file
+        ),
+        parts: vec![
+            ("unet", format!("{file} (model.diffusion_model.*)")),
+            ("vae", format!("{file} (first_stage_model.*)")),
+            ("text_encoder", format!("{file} (cond_stage_model.*)")),
+        ],
+        notes: Vec::new(),
+    };
+    Ok(Backbone {
+        config: cfg,
+        source: ModelSource::SingleFile(path.to_path_buf()),
+        unet,
+        student,
+        vae,
+        text: PromptEncoder::new(tokenizer, text),
+        device: dev.clone(),
+        dtype,
+        params: ParamCount {
+            unet: unet_params,
+            vae_encoder: vae_params,
+            text: text_params,
+        },
+        report,
+    })
+}
+
+/// Reads a single LDM checkpoint (safetensors, or `.ckpt`/`.pt` through
+/// candle's restricted pickle reader, which runs no code) and converts its
+/// tensors to diffusers names.
+fn convert_single_file(path: &Path) -> Result<super::single_file::Converted> {
+    use super::single_file;
     let kind = detect_single_file(path)?;
     tracing::info!("{}: single file, {kind:?}", path.display());
-    Err(single_file_refusal(path, &kind))
+    let SingleFileKind::Ldm { format, .. } = &kind else {
+        return Err(single_file_refusal(path, &kind));
+    };
+    let tensors: HashMap<String, Tensor> = match format {
+        Format::Safetensors => candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+            ModelError::BadWeightsFile {
+                path: path.to_path_buf(),
+                why: e.to_string(),
+            }
+        })?,
+        Format::Pickle => {
+            let pickle = |e: candle_core::Error| ModelError::Pickle {
+                path: path.to_path_buf(),
+                why: format!("cannot read it: {e}"),
+                hint: layout::conversion_hint(path),
+            };
+            let mut all = candle_core::pickle::read_all(path).map_err(pickle)?;
+            if all.is_empty() {
+                all = candle_core::pickle::read_all_with_key(path, Some("state_dict"))
+                    .map_err(pickle)?;
+            }
+            all.into_iter().collect()
+        }
+    };
+    single_file::convert(&tensors, single_file::Options::default()).map_err(|e| {
+        ModelError::SingleFile {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        }
+    })
 }
