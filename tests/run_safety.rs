@@ -717,3 +717,47 @@ fn a_closed_stdout_is_a_quiet_exit() {
     let bytes = std::fs::read(&out).expect("written");
     assert!(safetensors::SafeTensors::deserialize(&bytes).is_ok());
 }
+
+/// `--resume RUN` without `--model` loads the model the run recorded (no
+/// download of the default sd21 is attempted, even offline); a different
+/// `--model` is refused, naming both.
+#[test]
+fn resume_uses_the_runs_own_model() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = run_out({
+        let mut c = train_cmd(&["--steps", "1", "--out"]);
+        c.arg(out.path());
+        c
+    });
+    assert!(o.status.success(), "{}", text(&o));
+    let run = runs(out.path()).pop().expect("a run folder");
+    let manifest = std::fs::read_to_string(run.join("run.json")).expect("run.json");
+    assert!(
+        manifest.contains(&format!("\"model\": \"{BASE}\"")),
+        "{manifest}"
+    );
+    let resume = |model: Option<&str>| {
+        let mut c = bin();
+        c.env("HF_HUB_OFFLINE", "1").arg("train");
+        if let Some(m) = model {
+            c.args(["--model", m]);
+        }
+        c.arg("--data")
+            .arg(asset("chelsea.png"))
+            .arg(asset("coffee.png"))
+            .args(["--device", "cpu", "--steps", "2", "--resume"])
+            .arg(&run);
+        run_out(c)
+    };
+    let other = resume(Some("tiny-sd15"));
+    assert!(!other.status.success(), "{}", text(&other));
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        err.contains("tiny-sd15") && err.contains(BASE),
+        "{}",
+        text(&other)
+    );
+    let o = resume(None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(ckpts(&run), vec!["ckpt-2".to_string()], "{}", text(&o));
+}

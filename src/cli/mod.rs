@@ -47,8 +47,9 @@ pub enum Command {
 pub struct BackboneArgs {
     /// A preset (sd15, sd21, tiny-sd15, tiny-sd21), a local diffusers folder,
     /// or an HF repo id. tiny-* run offline with seeded random weights.
-    #[arg(long, default_value = "sd21")]
-    pub model: String,
+    /// [default: sd21; with `train --resume`, the run's own model]
+    #[arg(long)]
+    pub model: Option<String>,
     /// CleanDIFT student: FILE or REPO:FILE; `none` for no student. Default:
     /// CompVis/cleandift's for sd15/sd21, none otherwise.
     #[arg(long)]
@@ -62,6 +63,11 @@ pub struct BackboneArgs {
 }
 
 impl BackboneArgs {
+    /// `--model`, or the default preset (sd21).
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or("sd21")
+    }
+
     /// Resolves device and dtype into a loader spec.
     pub fn spec(&self) -> anyhow::Result<BackboneSpec> {
         let device = self.device.parse::<DeviceChoice>()?.open()?;
@@ -69,7 +75,7 @@ impl BackboneArgs {
             Some(d) => parse_dtype(d)?,
             None => default_dtype(&device),
         };
-        let mut spec = BackboneSpec::new(&self.model, device, dtype);
+        let mut spec = BackboneSpec::new(self.model(), device, dtype);
         spec.student = self.student.clone();
         Ok(spec)
     }

@@ -72,6 +72,25 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The base model: `--model`; with `--resume` and no `--model`, the one
+    /// the run recorded (a different `--model` is refused, naming both).
+    pub fn model(&self) -> anyhow::Result<String> {
+        let recorded = match &self.resume {
+            Some(dir) => cleandift_manifest_model(dir)?,
+            None => None,
+        };
+        Ok(match (&self.backbone.model, recorded) {
+            (None, Some(r)) => r,
+            (Some(given), Some(r)) if *given != r => bail!(
+                "--model {given} is not the model run {} was trained from ({r}); leave --model out to resume it with its own",
+                self.resume
+                    .as_deref()
+                    .map_or(String::new(), |d| d.display().to_string())
+            ),
+            _ => self.backbone.model().to_string(),
+        })
+    }
+
     /// The run's settings: explicit flags, else the resumed run's, else the
     /// defaults.
     pub fn config(&self) -> anyhow::Result<TrainConfig> {
@@ -97,7 +116,7 @@ impl TrainArgs {
             cfg.trainable = s.trainable;
             cfg.seed = s.seed;
         } else {
-            cfg.lr = default_lr(&self.backbone.model);
+            cfg.lr = default_lr(&self.model()?);
         }
         if let Some(b) = self.batch {
             cfg.batch_size = b;
@@ -197,6 +216,7 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
 pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutcome> {
     let cfg = a.config()?;
     let mut bargs = a.backbone.clone();
+    bargs.model = Some(a.model()?);
     match bargs.student.as_deref().map(str::trim) {
         None | Some("none") | Some("") => bargs.student = Some("none".into()),
         Some(other) => bail!(
@@ -283,21 +303,27 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
             println!("run folder: {}", c.run_dir.display());
             println!(
                 "use it: cleandift match --model {} --student {} --a IMAGE_A --b IMAGE_B --point X,Y",
-                a.backbone.model,
+                a.backbone.model(),
                 c.student.display()
             );
             println!(
                 "in the app: cleandift --model {} --student {}",
-                a.backbone.model,
+                a.backbone.model(),
                 c.student.display()
             );
             println!(
                 "continue: cleandift train --model {} --data ... --steps N --resume {}",
-                a.backbone.model,
+                a.backbone.model(),
                 c.run_dir.display()
             );
         }
         None => eprintln!("no checkpoint was written"),
     }
     Ok(outcome)
+}
+
+/// The `--model` recorded in a run folder's `run.json` (older runs: their
+/// preset base), if any.
+fn cleandift_manifest_model(dir: &std::path::Path) -> anyhow::Result<Option<String>> {
+    Ok(crate::train::rundir::read_manifest(dir)?.map(|m| m.model.unwrap_or(m.base)))
 }

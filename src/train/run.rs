@@ -276,6 +276,23 @@ pub fn base_name(bb: &Backbone) -> String {
     }
 }
 
+/// The `--model` value that loads `bb`'s base again: the preset name, the
+/// repo id, or the absolute path of the folder or single file.
+pub fn model_arg(bb: &Backbone) -> String {
+    use crate::model::weights::ModelSource;
+    if PRESETS.contains(&bb.config.name.as_str()) {
+        return bb.config.name.clone();
+    }
+    match &bb.source {
+        ModelSource::Seeded { preset, .. } => preset.clone(),
+        ModelSource::Repo(r) => r.clone(),
+        ModelSource::Dir(p) | ModelSource::SingleFile(p) => std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string(),
+    }
+}
+
 /// Adam without weight decay (as `torch.optim.Adam`), with its moments
 /// visible so that they can be saved and restored.
 ///
@@ -684,6 +701,7 @@ pub fn train(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             parent: cfg.parent.clone(),
+            model: Some(model_arg(bb)),
             settings: settings.clone(),
         })?;
     }

@@ -48,6 +48,10 @@ pub struct RunManifest {
     /// What the run started from besides the base model (a student file or
     /// an earlier run), if anything.
     pub parent: Option<String>,
+    /// The `--model` the run was started with (a preset name, a repo id or
+    /// an absolute path): what `--resume` loads when no `--model` is given.
+    #[serde(default)]
+    pub model: Option<String>,
     /// The settings the run was started with.
     pub settings: SavedSettings,
 }
