@@ -759,5 +759,10 @@ fn resume_uses_the_runs_own_model() {
     );
     let o = resume(None);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(ckpts(&run), vec!["ckpt-2".to_string()], "{}", text(&o));
+    assert_eq!(
+        ckpts(&run),
+        vec!["ckpt-00000002".to_string()],
+        "{}",
+        text(&o)
+    );
 }

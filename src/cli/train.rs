@@ -303,17 +303,17 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
             println!("run folder: {}", c.run_dir.display());
             println!(
                 "use it: cleandift match --model {} --student {} --a IMAGE_A --b IMAGE_B --point X,Y",
-                a.backbone.model(),
+                bargs.model(),
                 c.student.display()
             );
             println!(
                 "in the app: cleandift --model {} --student {}",
-                a.backbone.model(),
+                bargs.model(),
                 c.student.display()
             );
             println!(
                 "continue: cleandift train --model {} --data ... --steps N --resume {}",
-                a.backbone.model(),
+                bargs.model(),
                 c.run_dir.display()
             );
         }
