@@ -334,3 +334,38 @@ fn sd1_single_file_loads_and_matches_diffusers() {
 fn sd2_single_file_loads_and_matches_diffusers() {
     loads_as_model_with_parity("tiny-sd21");
 }
+
+/// `--tokenizer DIR` gives a single file the tokenizer it lacks: the tiny
+/// fixture's files give the ids transformers gives; a folder without them is
+/// refused naming the missing file.
+#[test]
+fn single_file_with_a_tokenizer_folder() {
+    use cleandift::model::weights::{Backbone, BackboneSpec};
+    use common::{get, reference};
+    let rebuilt = rebuild("tiny-sd21");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("model.safetensors");
+    candle_core::safetensors::save(&rebuilt.file, &path).expect("write single file");
+    let mut spec = BackboneSpec::new(&path.display().to_string(), Device::Cpu, DType::F32);
+    spec.student = Some("none".into());
+    spec.tokenizer = Some(fixture("tiny-sd21"));
+    let bb = Backbone::load(&spec, &|_| {}).expect("loads with --tokenizer");
+    let r = reference("tiny-sd21");
+    let want: Vec<u32> = get(&r, "text.ids.sentence")
+        .to_vec1::<i64>()
+        .expect("ids")
+        .into_iter()
+        .map(|x| x as u32)
+        .collect();
+    let ids = bb
+        .text
+        .tokenizer()
+        .encode("A photo of the Astronaut!")
+        .expect("encode");
+    assert_eq!(ids, want);
+    spec.tokenizer = Some(tmp.path().to_path_buf());
+    let err = Backbone::load(&spec, &|_| {})
+        .err()
+        .expect("no tokenizer files");
+    assert!(err.to_string().contains("vocab.json"), "{err}");
+}

@@ -60,6 +60,11 @@ pub struct BackboneArgs {
     /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
     #[arg(long)]
     pub dtype: Option<String>,
+    /// For a single-file checkpoint (which holds no tokenizer): a folder
+    /// with the CLIP tokenizer's vocab.json and merges.txt. Default: the
+    /// preset's, from the Hugging Face cache.
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
 }
 
 impl BackboneArgs {
@@ -77,6 +82,7 @@ impl BackboneArgs {
         };
         let mut spec = BackboneSpec::new(self.model(), device, dtype);
         spec.student = self.student.clone();
+        spec.tokenizer = self.tokenizer.clone();
         Ok(spec)
     }
 

@@ -137,6 +137,10 @@ pub struct BackboneSpec {
     pub student: Option<String>,
     pub device: Device,
     pub dtype: DType,
+    /// A folder with the CLIP tokenizer's `vocab.json` and `merges.txt`
+    /// (directly or under `tokenizer/`), for single-file checkpoints, which
+    /// hold none; `None`: the preset's, from the Hugging Face cache.
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl BackboneSpec {
@@ -146,6 +150,7 @@ impl BackboneSpec {
             student: None,
             device,
             dtype,
+            tokenizer: None,
         }
     }
 
@@ -1479,7 +1484,26 @@ pub fn load_single_file(
         &TEXT_UNUSED_PREFIXES,
         |vb| TextEncoder::new(vb, &cfg.text),
     )?;
-    let tokenizer = if cfg.tiny {
+    let tokenizer = if let Some(dir) = &spec.tokenizer {
+        let dir = if dir.join("tokenizer/vocab.json").is_file() {
+            dir.join("tokenizer")
+        } else {
+            dir.clone()
+        };
+        for f in ["vocab.json", "merges.txt"] {
+            if !dir.join(f).is_file() {
+                return Err(ModelError::MissingFile {
+                    path: dir.join(f),
+                    hint: "--tokenizer DIR needs the CLIP tokenizer's vocab.json and merges.txt (the tokenizer/ folder of the SD repo)".into(),
+                });
+            }
+        }
+        ClipTokenizer::from_files(
+            &dir.join("vocab.json"),
+            &dir.join("merges.txt"),
+            &cfg.pad_token,
+        )?
+    } else if cfg.tiny {
         ClipTokenizer::tiny(&cfg.pad_token)?
     } else {
         let repo = match cfg.family {
@@ -1489,7 +1513,7 @@ pub fn load_single_file(
         let file = |name: &str| {
             hub_file(repo, &format!("tokenizer/{name}"), progress).map_err(|e| {
                 refuse(format!(
-                    "a single file holds no tokenizer, and {repo}'s tokenizer/{name} could not be had ({e}); copy tokenizer/vocab.json and tokenizer/merges.txt of {repo} into the Hugging Face cache (or run once with network)"
+                    "a single file holds no tokenizer, and {repo}'s tokenizer/{name} could not be had ({e}); pass --tokenizer DIR with its vocab.json and merges.txt, copy them into the Hugging Face cache, or run once with network"
                 ))
             })
         };
