@@ -6,6 +6,8 @@ mod eval;
 mod info;
 pub mod train;
 
+use std::path::PathBuf;
+
 use candle_core::DType;
 use clap::{Args, Parser, Subcommand};
 
@@ -45,7 +47,8 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct BackboneArgs {
     /// A preset (sd15, sd21, tiny-sd15, tiny-sd21), a local diffusers folder,
-    /// or an HF repo id. tiny-* run offline with seeded random weights.
+    /// an HF repo id, or a single-file checkpoint (.safetensors/.ckpt with
+    /// LDM key names). tiny-* run offline with seeded random weights.
     #[arg(long, default_value = "sd21")]
     pub model: String,
     /// CleanDIFT student: FILE or REPO:FILE; `none` for no student. Default:
@@ -58,6 +61,16 @@ pub struct BackboneArgs {
     /// f32, f16 or bf16 (default: f32 on CPU, f16 on CUDA).
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Single-file checkpoints only: a diffusers folder whose unet/, vae/
+    /// and text_encoder/ config.json describe the file (for layouts no
+    /// preset has).
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Single-file checkpoints only: a folder with the CLIP tokenizer's
+    /// vocab.json and merges.txt [default: the sd15/sd21 repo's, from the HF
+    /// cache].
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl BackboneArgs {
@@ -70,6 +83,8 @@ impl BackboneArgs {
         };
         let mut spec = BackboneSpec::new(&self.model, device, dtype);
         spec.student = self.student.clone();
+        spec.config_dir = self.config.clone();
+        spec.tokenizer_dir = self.tokenizer.clone();
         Ok(spec)
     }
 

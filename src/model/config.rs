@@ -936,7 +936,7 @@ impl ModelConfig {
 
 /// Reads the pad token from `tokenizer/special_tokens_map.json` or
 /// `tokenizer_config.json` (either a string or `{"content": ...}`).
-fn read_pad_token(tok_dir: &Path) -> Result<Option<String>, ModelError> {
+pub(crate) fn read_pad_token(tok_dir: &Path) -> Result<Option<String>, ModelError> {
     for file in ["special_tokens_map.json", "tokenizer_config.json"] {
         if let Some(v) = read_json(&tok_dir.join(file))?
             && let Some(p) = v.get("pad_token")

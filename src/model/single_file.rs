@@ -142,6 +142,8 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Converted {
     pub kind: SingleFileKind,
+    /// The UNet's block layout found in the file (for choosing its config).
+    pub unet_layout: UnetLayout,
     pub unet: HashMap<String, Tensor>,
     pub vae: HashMap<String, Tensor>,
     pub text_encoder: HashMap<String, Tensor>,
@@ -761,6 +763,7 @@ pub fn convert(tensors: &HashMap<String, Tensor>, opts: Options) -> Result<Conve
         vae: apply(&p.vae, tensors)?,
         text_encoder: apply(&p.text_encoder, tensors)?,
         kind: p.kind,
+        unet_layout: p.unet_layout,
     })
 }
 

@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::config::{Family, ModelConfig};
 use super::layout::{self, Format, Part, PartFile};
+use super::single_file::{self, Converted, SdFamily};
 use super::text::{ClipTokenizer, PromptEncoder, TextEncoder};
 use super::unet::UNet;
 use super::vae::{UNUSED_PREFIXES, VaeEncoder};
@@ -137,6 +138,14 @@ pub struct BackboneSpec {
     pub student: Option<String>,
     pub device: Device,
     pub dtype: DType,
+    /// Single-file checkpoints only (`--config DIR`): a diffusers folder
+    /// whose `unet/`, `vae/`, `text_encoder/` `config.json` describe the
+    /// file, for layouts no preset has.
+    pub config_dir: Option<PathBuf>,
+    /// Single-file checkpoints only (`--tokenizer DIR`): a folder holding
+    /// the CLIP tokenizer's `vocab.json` and `merges.txt` (or a diffusers
+    /// folder with them under `tokenizer/`).
+    pub tokenizer_dir: Option<PathBuf>,
 }
 
 impl BackboneSpec {
@@ -146,6 +155,8 @@ impl BackboneSpec {
             student: None,
             device,
             dtype,
+            config_dir: None,
+            tokenizer_dir: None,
         }
     }
 
@@ -320,6 +331,19 @@ impl Backbone {
     pub fn load(spec: &BackboneSpec, progress: ProgressFn) -> Result<Backbone> {
         let (source, preset) = spec.resolve()?;
         let (dev, dtype) = (&spec.device, spec.dtype);
+        if !matches!(source, ModelSource::SingleFile(_)) {
+            for (flag, given) in [
+                ("--config", spec.config_dir.is_some()),
+                ("--tokenizer", spec.tokenizer_dir.is_some()),
+            ] {
+                if given {
+                    return Err(ModelError::InvalidInput(format!(
+                        "{flag} DIR applies to single-file checkpoints only (--model FILE.safetensors or .ckpt); --model {} brings its own configs and tokenizer",
+                        spec.model.trim()
+                    )));
+                }
+            }
+        }
         match &source {
             ModelSource::Seeded { seed, .. } => {
                 let cfg = preset
@@ -405,14 +429,23 @@ impl Backbone {
             }
         }
         progress(LoadEvent::Loading { part: "unet" });
-        let (unet, unet_params) = load_part_strict(&files.unet, "UNet", dev, dtype, &[], |vb| {
-            UNet::new(vb, &cfg.unet)
-        })?;
+        let (unet, unet_params) = build_unet(
+            layout::read_part(&files.unet, dev, dtype)?,
+            &format!("UNet ({})", files.unet.path.display()),
+            &cfg,
+            dev,
+            dtype,
+        )
+        .map_err(|e| pickle_hint(e, &files.unet))?;
         progress(LoadEvent::Loading { part: "vae" });
-        let (vae, vae_params) =
-            load_part_strict(&files.vae, "VAE", dev, dtype, &UNUSED_PREFIXES, |vb| {
-                VaeEncoder::new(vb, &cfg.vae)
-            })?;
+        let (vae, vae_params) = build_vae(
+            layout::read_part(&files.vae, dev, dtype)?,
+            &format!("VAE ({})", files.vae.path.display()),
+            &cfg,
+            dev,
+            dtype,
+        )
+        .map_err(|e| pickle_hint(e, &files.vae))?;
         progress(LoadEvent::Loading {
             part: "text_encoder",
         });
@@ -426,20 +459,15 @@ impl Backbone {
             tracing::info!("{n}");
             notes.push(n);
         }
-        let (text, text_params) = build_strict(
+        let (text, text_params) = build_text(
             text_tensors,
             &format!("text encoder ({})", files.text.path.display()),
+            &cfg,
             dev,
             dtype,
-            &TEXT_UNUSED_PREFIXES,
-            |vb| TextEncoder::new(vb, &cfg.text),
         )
         .map_err(|e| pickle_hint(e, &files.text))?;
         let tokenizer = ClipTokenizer::from_files(&files.vocab, &files.merges, &cfg.pad_token)?;
-        let student = match spec.student_source(cfg.family, from_hub && preset.is_some())? {
-            Some(s) => Some(load_student(&s, &cfg, dev, dtype, progress)?),
-            None => None,
-        };
         let layout = match (&source, from_hub) {
             (ModelSource::Repo(r), _) => format!("diffusers layout from hub repo {r}"),
             _ => "diffusers folder".to_string(),
@@ -453,23 +481,116 @@ impl Backbone {
             ],
             notes,
         };
+        let default_student = from_hub && preset.is_some();
+        Self::assemble(
+            spec,
+            source,
+            cfg,
+            BuiltParts {
+                unet,
+                vae,
+                text,
+                tokenizer,
+                params: ParamCount {
+                    unet: unet_params,
+                    vae_encoder: vae_params,
+                    text: text_params,
+                },
+            },
+            default_student,
+            report,
+            progress,
+        )
+    }
+
+    /// The last step of every file-backed load: the student (if any) over
+    /// the built parts.
+    fn assemble(
+        spec: &BackboneSpec,
+        source: ModelSource,
+        cfg: ModelConfig,
+        parts: BuiltParts,
+        default_student: bool,
+        report: LoadReport,
+        progress: ProgressFn,
+    ) -> Result<Backbone> {
+        let (dev, dtype) = (&spec.device, spec.dtype);
+        let student = match spec.student_source(cfg.family, default_student)? {
+            Some(s) => Some(load_student(&s, &cfg, dev, dtype, progress)?),
+            None => None,
+        };
         Ok(Backbone {
             config: cfg,
             source,
-            unet,
+            unet: parts.unet,
             student,
-            vae,
-            text: PromptEncoder::new(tokenizer, text),
+            vae: parts.vae,
+            text: PromptEncoder::new(parts.tokenizer, parts.text),
             device: dev.clone(),
             dtype,
-            params: ParamCount {
-                unet: unet_params,
-                vae_encoder: vae_params,
-                text: text_params,
-            },
+            params: parts.params,
             report,
         })
     }
+}
+
+/// The three built parts of a backbone and its tokenizer.
+struct BuiltParts {
+    unet: UNet,
+    vae: VaeEncoder,
+    text: TextEncoder,
+    tokenizer: ClipTokenizer,
+    params: ParamCount,
+}
+
+/// Builds the UNet from diffusers-named tensors, strictly (see
+/// [`build_strict`]); the folder and single-file loaders both come here.
+pub fn build_unet(
+    tensors: HashMap<String, Tensor>,
+    what: &str,
+    cfg: &ModelConfig,
+    dev: &Device,
+    dtype: DType,
+) -> Result<(UNet, usize)> {
+    build_strict(renamed(tensors), what, dev, dtype, &[], |vb| {
+        UNet::new(vb, &cfg.unet)
+    })
+}
+
+/// Builds the VAE encoder from diffusers-named tensors, strictly; the
+/// decoder's tensors ([`UNUSED_PREFIXES`]) are allowed and unused.
+pub fn build_vae(
+    tensors: HashMap<String, Tensor>,
+    what: &str,
+    cfg: &ModelConfig,
+    dev: &Device,
+    dtype: DType,
+) -> Result<(VaeEncoder, usize)> {
+    build_strict(renamed(tensors), what, dev, dtype, &UNUSED_PREFIXES, |vb| {
+        VaeEncoder::new(vb, &cfg.vae)
+    })
+}
+
+/// Builds the text encoder from transformers-named tensors (with the
+/// `text_model.` prefix), strictly; [`TEXT_UNUSED_PREFIXES`] are allowed.
+pub fn build_text(
+    tensors: HashMap<String, Tensor>,
+    what: &str,
+    cfg: &ModelConfig,
+    dev: &Device,
+    dtype: DType,
+) -> Result<(TextEncoder, usize)> {
+    build_strict(tensors, what, dev, dtype, &TEXT_UNUSED_PREFIXES, |vb| {
+        TextEncoder::new(vb, &cfg.text)
+    })
+}
+
+/// Tensors with old diffusers names brought up to date ([`rename_legacy`]).
+fn renamed(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    tensors
+        .into_iter()
+        .map(|(k, v)| (rename_legacy(&k), v))
+        .collect()
 }
 
 /// The files of a pipeline, wherever they are.
@@ -1289,7 +1410,7 @@ pub fn base_unet_backend(
         ModelSource::Dir(dir) => layout::find_in_dir(dir, Part::Unet, prefer)?,
         ModelSource::Repo(repo) => hub_part(repo, Part::Unet, prefer, &mut None, progress)?,
         ModelSource::SingleFile(path) => {
-            return Err(single_file_refusal(path, &detect_single_file(path)?));
+            return Ok(Box::new(read_single_file(path, dev, dtype)?.unet));
         }
     };
     let tensors: HashMap<String, Tensor> = layout::read_part(&file, dev, dtype)?
@@ -1368,19 +1489,15 @@ pub fn detect_single_file(path: &Path) -> Result<SingleFileKind> {
     Ok(SingleFileKind::Unknown)
 }
 
-/// The refusal for a single file this build does not load.
+/// The refusal for a single file that is not an LDM checkpoint (LDM files
+/// are converted, see [`load_single_file`]).
 fn single_file_refusal(path: &Path, kind: &SingleFileKind) -> ModelError {
     let why = match kind {
-        SingleFileKind::Ldm { family, .. } => {
-            let fam = match family {
-                Some(Family::Sd15) => "an SD1.x",
-                Some(Family::Sd21) => "an SD2.x",
-                None => "an LDM",
-            };
-            format!(
-                "{fam} checkpoint (model.diffusion_model.*) is recognised, but this build cannot convert it yet; convert it once to a diffusers folder with: python -c \"from diffusers import StableDiffusionPipeline as P; P.from_single_file('{}').save_pretrained('DIR')\" and pass --model DIR",
+        SingleFileKind::Ldm { .. } => {
+            return ModelError::Internal(format!(
+                "{}: an LDM checkpoint reached the refusal for other files",
                 path.display()
-            )
+            ));
         }
         SingleFileKind::DiffusersPart => "this holds one diffusers part (UNet keys such as conv_in.weight), not a whole checkpoint: pass the folder that holds unet/, vae/, text_encoder/ and tokenizer/ as --model (a CleanDIFT student goes to --student)".to_string(),
         SingleFileKind::Unknown => "no `model.diffusion_model.*` keys: this is not a Stable Diffusion checkpoint".to_string(),
@@ -1391,17 +1508,284 @@ fn single_file_refusal(path: &Path, kind: &SingleFileKind) -> ModelError {
     }
 }
 
-/// Loads a single-file checkpoint: the integration point for the LDM →
-/// diffusers key conversion. Today it recognises the file
-/// ([`detect_single_file`]) and refuses it with a
-/// [`ModelError::SingleFile`] that says what it is and how to convert it.
+/// Reads a single-file checkpoint (safetensors, or a `.ckpt`/`.pt` pickle
+/// through candle's restricted reader, its `state_dict` when the top level
+/// holds none) and converts it to diffusers-named parts
+/// ([`single_file::convert`], diffusers' default of the non-EMA weights).
+pub fn read_single_file(path: &Path, dev: &Device, dtype: DType) -> Result<Converted> {
+    let kind = detect_single_file(path)?;
+    let SingleFileKind::Ldm { format, .. } = kind else {
+        return Err(single_file_refusal(path, &kind));
+    };
+    let tensors = layout::read_weights_file(path, format, dev, dtype)?;
+    single_file::convert(&tensors, single_file::Options::default()).map_err(|e| {
+        ModelError::SingleFile {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        }
+    })
+}
+
+/// The family a single file's text encoder names.
+fn single_file_family(f: SdFamily) -> Family {
+    match f {
+        SdFamily::Sd1 => Family::Sd15,
+        SdFamily::Sd2 => Family::Sd21,
+    }
+}
+
+/// Whether a config describes the network a single file holds (the UNet's
+/// blocks and widths, its cross-attention and projection, the text
+/// encoder's width and depth).
+fn config_fits(cfg: &ModelConfig, c: &Converted) -> bool {
+    let (u, l, k) = (&cfg.unet, &c.unet_layout, &c.kind);
+    cfg.family == single_file_family(k.family)
+        && u.block_out_channels == l.block_out_channels
+        && u.layers_per_block == l.layers_per_block
+        && u.down_cross_attn == l.down_attention
+        && u.cross_attention_dim == k.context_dim
+        && u.use_linear_projection == k.linear_proj_in
+        && cfg.text.hidden_size == k.text_hidden
+        && cfg.text.num_hidden_layers == k.text_layers_used
+}
+
+/// What the tensors say about the network, for refusals.
+fn describe_layout(c: &Converted) -> String {
+    let (l, k) = (&c.unet_layout, &c.kind);
+    format!(
+        "UNet block_out_channels {:?}, layers_per_block {}, cross-attention down blocks {:?}, context width {}, {} proj_in; text encoder {} layers of width {}",
+        l.block_out_channels,
+        l.layers_per_block,
+        l.down_attention,
+        k.context_dim,
+        if k.linear_proj_in { "linear" } else { "conv" },
+        k.text_layers_used,
+        k.text_hidden
+    )
+}
+
+/// A single file's config: from `--config DIR` when given, else the preset
+/// of the file's family whose layout equals the file's (`sd15`/`tiny-sd15`
+/// for SD1, `sd21`/`tiny-sd21` for SD2: heads, context, linear projection
+/// and `upcast_attention` as diffusers sets them for 2.1). Returns the
+/// config and where it came from.
+fn single_file_config(
+    path: &Path,
+    c: &Converted,
+    spec: &BackboneSpec,
+) -> Result<(ModelConfig, String)> {
+    let family = single_file_family(c.kind.family);
+    let presets: [&str; 2] = match family {
+        Family::Sd15 => ["sd15", "tiny-sd15"],
+        Family::Sd21 => ["sd21", "tiny-sd21"],
+    };
+    if let Some(dir) = &spec.config_dir {
+        let fallback = ModelConfig::preset(presets[0])
+            .ok_or_else(|| ModelError::Internal("missing built-in preset".into()))?;
+        let (mut cfg, _) = ModelConfig::from_diffusers_dir_notes(dir, Some(&fallback))?;
+        if !config_fits(&cfg, c) {
+            return Err(ModelError::SingleFile {
+                path: path.to_path_buf(),
+                why: format!(
+                    "the configs in --config {} do not describe this file: the file has {}; the configs say {:?} with UNet block_out_channels {:?}, layers_per_block {}, context width {}, text encoder {} layers of width {}",
+                    dir.display(),
+                    describe_layout(c),
+                    cfg.family,
+                    cfg.unet.block_out_channels,
+                    cfg.unet.layers_per_block,
+                    cfg.unet.cross_attention_dim,
+                    cfg.text.num_hidden_layers,
+                    cfg.text.hidden_size
+                ),
+            });
+        }
+        cfg.name = path.display().to_string();
+        return Ok((cfg, format!("configs from --config {}", dir.display())));
+    }
+    for name in presets {
+        if let Some(cfg) = ModelConfig::preset(name).filter(|cfg| config_fits(cfg, c)) {
+            return Ok((cfg, format!("config of preset {name} (same layout)")));
+        }
+    }
+    Err(ModelError::SingleFile {
+        path: path.to_path_buf(),
+        why: format!(
+            "no preset has this file's layout ({}); pass --config DIR, a diffusers folder whose unet/, vae/ and text_encoder/ config.json describe it",
+            describe_layout(c)
+        ),
+    })
+}
+
+/// The files a CLIP tokenizer needs.
+const TOKENIZER_FILES: [&str; 2] = ["vocab.json", "merges.txt"];
+
+/// A single file's tokenizer: `--tokenizer DIR`, else the `tokenizer/` of
+/// `--config DIR`, else the procedural one of the tiny presets, else the
+/// family's preset repo's vocab/merges from the HF cache (downloaded unless
+/// offline). Returns it and where it came from.
+pub fn single_file_tokenizer(
+    cfg: &ModelConfig,
+    spec: &BackboneSpec,
+    progress: ProgressFn,
+) -> Result<(ClipTokenizer, String)> {
+    let from_dir = |dir: &Path| -> Result<(ClipTokenizer, String)> {
+        let base = if dir.join(TOKENIZER_FILES[0]).is_file() {
+            dir.to_path_buf()
+        } else {
+            dir.join("tokenizer")
+        };
+        let mut files = Vec::new();
+        for f in TOKENIZER_FILES {
+            let p = base.join(f);
+            if !p.is_file() {
+                return Err(ModelError::MissingFile {
+                    path: p,
+                    hint: format!(
+                        "the CLIP tokenizer needs {} in {} (or in its tokenizer/)",
+                        TOKENIZER_FILES.join(" and "),
+                        dir.display()
+                    ),
+                });
+            }
+            files.push(p);
+        }
+        let pad = super::config::read_pad_token(&base)?.unwrap_or_else(|| cfg.pad_token.clone());
+        let tok = ClipTokenizer::from_files(&files[0], &files[1], &pad)?;
+        Ok((tok, base.display().to_string()))
+    };
+    if let Some(dir) = &spec.tokenizer_dir {
+        return from_dir(dir);
+    }
+    if let Some(dir) = &spec.config_dir
+        && dir.join("tokenizer").join(TOKENIZER_FILES[0]).is_file()
+    {
+        return from_dir(dir);
+    }
+    if cfg.tiny && cfg.text.vocab_size == super::text::TINY_VOCAB_SIZE {
+        let tok = ClipTokenizer::tiny(&cfg.pad_token)?;
+        return Ok((tok, "procedural tiny tokenizer".into()));
+    }
+    let repo = match cfg.family {
+        Family::Sd15 => SD15_REPO,
+        Family::Sd21 => SD21_REPO,
+    };
+    let mut paths = Vec::new();
+    for f in TOKENIZER_FILES {
+        let rel = format!("tokenizer/{f}");
+        match hub_file(repo, &rel, progress) {
+            Ok(p) => paths.push(p),
+            Err(e) => {
+                return Err(ModelError::Tokenizer(format!(
+                    "a single-file checkpoint carries no tokenizer, and {repo}/{rel} is not at hand ({e}). Copy {} from {repo}'s tokenizer/ folder into a folder and pass --tokenizer DIR",
+                    TOKENIZER_FILES.join(" and ")
+                )));
+            }
+        }
+    }
+    let tok = ClipTokenizer::from_files(&paths[0], &paths[1], &cfg.pad_token)?;
+    Ok((tok, format!("{repo}/tokenizer (HF cache)")))
+}
+
+/// Loads a single-file checkpoint (LDM key names, SD1.x or SD2.x): converts
+/// its tensors to diffusers names ([`read_single_file`]), picks the config
+/// ([`single_file_config`]) and the tokenizer, and builds the parts through
+/// the same strict builders as folders.
 pub fn load_single_file(
     path: &Path,
     spec: &BackboneSpec,
     progress: ProgressFn,
 ) -> Result<Backbone> {
-    let _ = (spec, progress);
+    let (dev, dtype) = (&spec.device, spec.dtype);
     let kind = detect_single_file(path)?;
     tracing::info!("{}: single file, {kind:?}", path.display());
-    Err(single_file_refusal(path, &kind))
+    let format = match &kind {
+        SingleFileKind::Ldm { format, .. } => *format,
+        other => return Err(single_file_refusal(path, other)),
+    };
+    progress(LoadEvent::Loading {
+        part: "single file",
+    });
+    let c = read_single_file(path, dev, dtype)?;
+    let (cfg, config_origin) = single_file_config(path, &c, spec)?;
+    let (tokenizer, tokenizer_origin) = single_file_tokenizer(&cfg, spec, progress)?;
+    let fam = match c.kind.family {
+        SdFamily::Sd1 => "SD1",
+        SdFamily::Sd2 => "SD2",
+    };
+    let file_format = match format {
+        Format::Safetensors => "safetensors",
+        Format::Pickle => "PyTorch pickle",
+    };
+    let mut notes = vec![config_origin, format!("tokenizer: {tokenizer_origin}")];
+    if c.kind.family == SdFamily::Sd2 {
+        notes.push(format!(
+            "text encoder: {} of the file's {} OpenCLIP blocks (SD2 conditions on the penultimate layer)",
+            c.kind.text_layers_used, c.kind.text_layers_in_file
+        ));
+    }
+    if c.kind.has_ema {
+        notes.push("the file also holds EMA weights (model_ema.*); the non-EMA weights are used, as diffusers does by default".into());
+    }
+    let shown = path.display();
+    progress(LoadEvent::Loading { part: "unet" });
+    let (unet, unet_params) = build_unet(
+        c.unet,
+        &format!("UNet ({shown}, {}*)", single_file::UNET_PREFIX),
+        &cfg,
+        dev,
+        dtype,
+    )?;
+    progress(LoadEvent::Loading { part: "vae" });
+    let (vae, vae_params) = build_vae(
+        c.vae,
+        &format!("VAE ({shown}, {}*)", single_file::VAE_PREFIX),
+        &cfg,
+        dev,
+        dtype,
+    )?;
+    progress(LoadEvent::Loading {
+        part: "text_encoder",
+    });
+    let text_prefix = match c.kind.family {
+        SdFamily::Sd1 => single_file::SD1_TEXT_PREFIX,
+        SdFamily::Sd2 => single_file::SD2_TEXT_PREFIX,
+    };
+    let (text, text_params) = build_text(
+        c.text_encoder,
+        &format!("text encoder ({shown}, {text_prefix}*)"),
+        &cfg,
+        dev,
+        dtype,
+    )?;
+    let report = LoadReport {
+        layout: format!("single file ({fam}, LDM key names, {file_format})"),
+        parts: vec![
+            ("unet", format!("{shown} ({}*)", single_file::UNET_PREFIX)),
+            ("vae", format!("{shown} ({}*)", single_file::VAE_PREFIX)),
+            ("text_encoder", format!("{shown} ({text_prefix}*)")),
+        ],
+        notes,
+    };
+    for n in &report.notes {
+        tracing::info!("{shown}: {n}");
+    }
+    Backbone::assemble(
+        spec,
+        ModelSource::SingleFile(path.to_path_buf()),
+        cfg,
+        BuiltParts {
+            unet,
+            vae,
+            text,
+            tokenizer,
+            params: ParamCount {
+                unet: unet_params,
+                vae_encoder: vae_params,
+                text: text_params,
+            },
+        },
+        false,
+        report,
+        progress,
+    )
 }
