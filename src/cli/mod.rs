@@ -48,9 +48,10 @@ pub enum Command {
 pub struct BackboneArgs {
     /// A preset (sd15, sd21, tiny-sd15, tiny-sd21), a local diffusers folder,
     /// an HF repo id, or a single-file checkpoint (.safetensors/.ckpt with
-    /// LDM key names). tiny-* run offline with seeded random weights.
-    #[arg(long, default_value = "sd21")]
-    pub model: String,
+    /// LDM key names). tiny-* run offline with seeded random weights
+    /// [default: sd21; `train --resume`: the run's base].
+    #[arg(long)]
+    pub model: Option<String>,
     /// CleanDIFT student: FILE or REPO:FILE; `none` for no student. Default:
     /// CompVis/cleandift's for sd15/sd21, none otherwise.
     #[arg(long)]
@@ -73,7 +74,15 @@ pub struct BackboneArgs {
     pub tokenizer: Option<PathBuf>,
 }
 
+/// `--model` when none is given.
+pub const DEFAULT_MODEL: &str = "sd21";
+
 impl BackboneArgs {
+    /// `--model`, or [`DEFAULT_MODEL`].
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or(DEFAULT_MODEL)
+    }
+
     /// Resolves device and dtype into a loader spec.
     pub fn spec(&self) -> anyhow::Result<BackboneSpec> {
         let device = self.device.parse::<DeviceChoice>()?.open()?;
@@ -81,7 +90,7 @@ impl BackboneArgs {
             Some(d) => parse_dtype(d)?,
             None => default_dtype(&device),
         };
-        let mut spec = BackboneSpec::new(&self.model, device, dtype);
+        let mut spec = BackboneSpec::new(self.model(), device, dtype);
         spec.student = self.student.clone();
         spec.config_dir = self.config.clone();
         spec.tokenizer_dir = self.tokenizer.clone();
