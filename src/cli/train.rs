@@ -9,8 +9,9 @@ use clap::Args;
 use super::BackboneArgs;
 use super::progress::Bar;
 use crate::model::FeatureKey;
+use crate::model::config::PRESETS;
 use crate::train::run::{default_lr, default_warmup};
-use crate::train::rundir::run_settings;
+use crate::train::rundir::{RecordedBase as RunBase, run_base, run_settings};
 use crate::train::{Dataset, TrainConfig, TrainEvent, TrainOutcome, Trainable, train};
 
 /// Fine-tunes a CleanDIFT student of `--model` on a folder of images.
@@ -72,25 +73,6 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// The base model: `--model`; with `--resume` and no `--model`, the one
-    /// the run recorded (a different `--model` is refused, naming both).
-    pub fn model(&self) -> anyhow::Result<String> {
-        let recorded = match &self.resume {
-            Some(dir) => cleandift_manifest_model(dir)?,
-            None => None,
-        };
-        Ok(match (&self.backbone.model, recorded) {
-            (None, Some(r)) => r,
-            (Some(given), Some(r)) if *given != r => bail!(
-                "--model {given} is not the model run {} was trained from ({r}); leave --model out to resume it with its own",
-                self.resume
-                    .as_deref()
-                    .map_or(String::new(), |d| d.display().to_string())
-            ),
-            _ => self.backbone.model().to_string(),
-        })
-    }
-
     /// The run's settings: explicit flags, else the resumed run's, else the
     /// defaults.
     pub fn config(&self) -> anyhow::Result<TrainConfig> {
@@ -116,7 +98,7 @@ impl TrainArgs {
             cfg.trainable = s.trainable;
             cfg.seed = s.seed;
         } else {
-            cfg.lr = default_lr(&self.model()?);
+            cfg.lr = default_lr(self.backbone.model());
         }
         if let Some(b) = self.batch {
             cfg.batch_size = b;
@@ -151,6 +133,29 @@ impl TrainArgs {
         Ok(cfg)
     }
 
+    /// The backbone to train over: `--model`; when resuming, the base the
+    /// run recorded (refused when `--model` names another one).
+    pub fn backbone_args(&self) -> anyhow::Result<BackboneArgs> {
+        let mut b = self.backbone.clone();
+        let Some(dir) = &self.resume else {
+            return Ok(b);
+        };
+        let rec = run_base(dir)?;
+        let recorded = rec.model_arg().to_string();
+        match b.model.as_deref().map(str::trim) {
+            None => {
+                tracing::info!("--resume {}: base model {recorded}", dir.display());
+                b.model = Some(recorded);
+            }
+            Some(given) if same_model(given, &rec) => {}
+            Some(given) => bail!(
+                "--model {given} differs from the base model of the run in {} ({recorded}); leave --model out to continue over the run's base, or start a new run without --resume",
+                dir.display()
+            ),
+        }
+        Ok(b)
+    }
+
     /// The training size: `--size`, else the resumed run's, else the model's.
     fn size(&self, model_size: usize) -> anyhow::Result<u32> {
         if let Some(s) = self.size {
@@ -160,6 +165,21 @@ impl TrainArgs {
             return Ok(run_settings(dir)?.size);
         }
         u32::try_from(model_size).context("model image size")
+    }
+}
+
+/// Whether `--model given` names the base a run recorded: the same text or
+/// the same path; for runs that recorded only the base's name, a preset of
+/// that name, or (not a preset) undecided here and checked against the
+/// checkpoints once loaded.
+fn same_model(given: &str, rec: &RunBase) -> bool {
+    let same_path = |a: &str, b: &str| {
+        let (a, b) = (std::path::Path::new(a), std::path::Path::new(b));
+        a.exists() && b.exists() && a.canonicalize().ok() == b.canonicalize().ok()
+    };
+    match &rec.model {
+        Some(m) => given == m || same_path(given, m),
+        None => !PRESETS.contains(&given) || given == rec.base,
     }
 }
 
@@ -215,8 +235,7 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
 /// `cleandift train` with a cancel flag; returns how the run ended.
 pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutcome> {
     let cfg = a.config()?;
-    let mut bargs = a.backbone.clone();
-    bargs.model = Some(a.model()?);
+    let mut bargs = a.backbone_args()?;
     match bargs.student.as_deref().map(str::trim) {
         None | Some("none") | Some("") => bargs.student = Some("none".into()),
         Some(other) => bail!(
@@ -320,10 +339,4 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
         None => eprintln!("no checkpoint was written"),
     }
     Ok(outcome)
-}
-
-/// The `--model` recorded in a run folder's `run.json` (older runs: their
-/// preset base), if any.
-fn cleandift_manifest_model(dir: &std::path::Path) -> anyhow::Result<Option<String>> {
-    Ok(crate::train::rundir::read_manifest(dir)?.map(|m| m.model.unwrap_or(m.base)))
 }

@@ -29,7 +29,7 @@ use super::{Result, TrainError};
 use crate::model::FeatureKey;
 use crate::model::config::PRESETS;
 use crate::model::vae::Posterior;
-use crate::model::weights::{Backbone, Student, StudentSource, load_student};
+use crate::model::weights::{Backbone, ModelSource, Student, StudentSource, load_student};
 
 pub use super::objective::Trainable;
 
@@ -276,20 +276,20 @@ pub fn base_name(bb: &Backbone) -> String {
     }
 }
 
-/// The `--model` value that loads `bb`'s base again: the preset name, the
-/// repo id, or the absolute path of the folder or single file.
+/// The `--model` that loads `bb`'s base again (recorded in the run
+/// manifest for `--resume` without `--model`): the preset name, else the
+/// folder or single file (absolute), else the repo id.
 pub fn model_arg(bb: &Backbone) -> String {
-    use crate::model::weights::ModelSource;
     if PRESETS.contains(&bb.config.name.as_str()) {
         return bb.config.name.clone();
     }
     match &bb.source {
         ModelSource::Seeded { preset, .. } => preset.clone(),
-        ModelSource::Repo(r) => r.clone(),
         ModelSource::Dir(p) | ModelSource::SingleFile(p) => std::path::absolute(p)
             .unwrap_or_else(|_| p.clone())
             .display()
             .to_string(),
+        ModelSource::Repo(r) => r.clone(),
     }
 }
 
@@ -697,11 +697,11 @@ pub fn train(
         run.write_manifest(&RunManifest {
             version: rundir::MANIFEST_VERSION,
             base: base.clone(),
+            model: Some(model_arg(bb)),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             parent: cfg.parent.clone(),
-            model: Some(model_arg(bb)),
             settings: settings.clone(),
         })?;
     }

@@ -43,15 +43,16 @@ pub struct RunManifest {
     pub version: u32,
     /// The base model (`tiny-sd21`, `sd21`, ...).
     pub base: String,
+    /// The `--model` the base was loaded from (a preset, a folder, a repo id
+    /// or a single file), for `--resume` without `--model`; absent in runs
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Seconds since the Unix epoch when the run folder was created.
     pub created_unix: u64,
     /// What the run started from besides the base model (a student file or
     /// an earlier run), if anything.
     pub parent: Option<String>,
-    /// The `--model` the run was started with (a preset name, a repo id or
-    /// an absolute path): what `--resume` loads when no `--model` is given.
-    #[serde(default)]
-    pub model: Option<String>,
     /// The settings the run was started with.
     pub settings: SavedSettings,
 }
@@ -423,16 +424,9 @@ pub fn read_manifest(dir: &Path) -> Result<Option<RunManifest>> {
     Ok(Some(m))
 }
 
-/// The settings of the run in `dir` (for `--resume`): its newest
-/// checkpoint's, else its manifest's, else (no run here) an error.
-pub fn run_settings(dir: &Path) -> Result<SavedSettings> {
-    let bad = |why: String| TrainError::Checkpoint {
-        path: dir.to_path_buf(),
-        why,
-    };
-    if !dir.is_dir() {
-        return Err(bad("no such run folder".into()));
-    }
+/// The state metadata of the run in `dir`: its newest checkpoint's, else a
+/// state file in the folder itself (runs written before run folders).
+fn newest_state_meta(dir: &Path) -> Result<Option<super::checkpoint::StateMeta>> {
     let rd = std::fs::read_dir(dir).map_err(io_at(dir))?;
     let best = rd
         .flatten()
@@ -443,17 +437,77 @@ pub fn run_settings(dir: &Path) -> Result<SavedSettings> {
         .filter_map(|(s, p)| super::checkpoint::find_state(&p).ok().map(|f| (s, f)))
         .max_by_key(|(s, _)| *s);
     if let Some((_, state)) = best {
-        return Ok(super::checkpoint::read_state_meta(&state)?.settings);
+        return Ok(Some(super::checkpoint::read_state_meta(&state)?));
     }
     if let Ok(state) = super::checkpoint::find_state(dir) {
-        return Ok(super::checkpoint::read_state_meta(&state)?.settings);
+        return Ok(Some(super::checkpoint::read_state_meta(&state)?));
+    }
+    Ok(None)
+}
+
+fn not_a_run(dir: &Path) -> TrainError {
+    TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        why: "not a run folder (no run.json and no checkpoint): give a folder that `train` created"
+            .into(),
+    }
+}
+
+/// The settings of the run in `dir` (for `--resume`): its newest
+/// checkpoint's, else its manifest's, else (no run here) an error.
+pub fn run_settings(dir: &Path) -> Result<SavedSettings> {
+    if !dir.is_dir() {
+        return Err(TrainError::Checkpoint {
+            path: dir.to_path_buf(),
+            why: "no such run folder".into(),
+        });
+    }
+    if let Some(meta) = newest_state_meta(dir)? {
+        return Ok(meta.settings);
     }
     match read_manifest(dir)? {
         Some(m) => Ok(m.settings),
-        None => Err(bad(
-            "not a run folder (no run.json and no checkpoint): give a folder that `train` created"
-                .into(),
-        )),
+        None => Err(not_a_run(dir)),
+    }
+}
+
+/// The base model a run recorded (for `--resume` without `--model`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedBase {
+    /// The base's name in file names (`tiny-sd21`, `sd21`, ...).
+    pub base: String,
+    /// The `--model` it was loaded from, when the run recorded it.
+    pub model: Option<String>,
+}
+
+impl RecordedBase {
+    /// What to pass as `--model`: the recorded one, else the base name.
+    pub fn model_arg(&self) -> &str {
+        self.model.as_deref().unwrap_or(&self.base)
+    }
+}
+
+/// The base model of the run in `dir`: its manifest's, else (runs written
+/// before manifests) its newest checkpoint's.
+pub fn run_base(dir: &Path) -> Result<RecordedBase> {
+    if !dir.is_dir() {
+        return Err(TrainError::Checkpoint {
+            path: dir.to_path_buf(),
+            why: "no such run folder".into(),
+        });
+    }
+    if let Some(m) = read_manifest(dir)? {
+        return Ok(RecordedBase {
+            base: m.base,
+            model: m.model,
+        });
+    }
+    match newest_state_meta(dir)? {
+        Some(meta) => Ok(RecordedBase {
+            base: meta.base,
+            model: None,
+        }),
+        None => Err(not_a_run(dir)),
     }
 }
 

@@ -83,7 +83,8 @@ pub fn backbone_error(e: &ModelError) -> UserError {
         }
         ModelError::Pickle { hint, .. } => hint.clone(),
         ModelError::SingleFile { .. } => {
-            "Point Local folder at a diffusers folder (unet/, vae/, text_encoder/, tokenizer/)"
+            "Use a complete SD1.x/SD2.x single-file checkpoint, or point Local folder at a \
+             diffusers folder (unet/, vae/, text_encoder/, tokenizer/)"
                 .to_string()
         }
         ModelError::StudentTimestep { .. } => {

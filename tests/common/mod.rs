@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: fixtures and comparisons.
 #![allow(dead_code)]
 
+pub mod single_file;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -55,4 +57,58 @@ pub fn assert_close(what: &str, ours: &Tensor, reference: &Tensor) {
         err <= tol,
         "{what}: max error {err:e} > tolerance {tol:e} (max|ref| = {scale})"
     );
+}
+
+/// Every tap, the UNet output, the VAE posterior and both prompts' text
+/// embeddings of a loaded backbone equal diffusers/transformers within the
+/// usual tolerance (the text from the reference's token ids).
+pub fn assert_parity(bb: &cleandift::model::weights::Backbone, shape: &str, what: &str) {
+    use cleandift::model::FeatureKey;
+    use cleandift::model::layers::Grad;
+    let r = reference(shape);
+    let (feats, out) = bb
+        .unet
+        .forward_full(
+            get(&r, "unet.latent"),
+            get(&r, "unet.t"),
+            get(&r, "unet.context"),
+            &FeatureKey::ALL,
+            Grad::Off,
+        )
+        .expect("forward");
+    for key in FeatureKey::ALL {
+        assert_close(
+            &format!("{what} {shape} {key}"),
+            &feats[&key],
+            get(&r, &format!("unet.tap.{key}")),
+        );
+    }
+    assert_close(&format!("{what} {shape} out"), &out, get(&r, "unet.out"));
+    let post = bb.vae.encode(get(&r, "vae.image")).expect("encode");
+    assert_close(
+        &format!("{what} {shape} vae"),
+        &post.mean,
+        get(&r, "vae.mean"),
+    );
+    for key in ["empty", "sentence"] {
+        let ids: Vec<u32> = get(&r, &format!("text.ids.{key}"))
+            .to_vec1::<i64>()
+            .expect("ids")
+            .into_iter()
+            .map(|x| x as u32)
+            .collect();
+        let ids = Tensor::from_vec(ids, (1, 77), &Device::Cpu).expect("ids");
+        let emb = bb
+            .text
+            .encoder()
+            .forward(&ids)
+            .expect("text")
+            .squeeze(0)
+            .expect("squeeze");
+        assert_close(
+            &format!("{what} {shape} text {key}"),
+            &emb,
+            get(&r, &format!("text.emb.{key}")),
+        );
+    }
 }
