@@ -1,0 +1,212 @@
+//! The layout holds from 1280×720 to 1920×1080 (issue #11): in
+//! correspondence, compare (2, 3 and 5 columns) and talk mode, with a square
+//! + portrait pair and a landscape pair, no two pieces of text overlap, no
+//! text is cut at the side of the area that clips it, and none leaves the
+//! window. The checks read the text shapes egui painted in the last frame
+//! (`FullOutput::shapes`), so they see exactly what a person sees.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cleandift::app::{CleanDiftApp, LaunchOptions, SizeChoice, View};
+use cleandift::worker::ImageSource;
+use egui::epaint::{ClippedShape, Shape};
+use egui::{Pos2, Rect};
+use egui_kittest::Harness;
+
+fn asset(name: &str) -> ImageSource {
+    ImageSource::Path(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("assets")
+            .join(name),
+    )
+}
+
+fn harness(
+    size: [f32; 2],
+    images: Option<[ImageSource; 2]>,
+    talk: bool,
+) -> Harness<'static, CleanDiftApp> {
+    let o = LaunchOptions {
+        model: Some("tiny-sd21".into()),
+        device: Some("cpu".into()),
+        persist: false,
+        renderer_note: Some("wgpu · test renderer".into()),
+        images,
+        query: Some((200.5, 150.5)),
+        talk,
+        size: Some(SizeChoice::Model),
+        ..LaunchOptions::default()
+    };
+    Harness::builder()
+        .with_size(size)
+        .wgpu()
+        .build_eframe(move |cc| CleanDiftApp::new(cc, o))
+}
+
+fn settle(h: &mut Harness<'_, CleanDiftApp>) {
+    let start = Instant::now();
+    let mut quiet = 0;
+    while quiet < 3 {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+        if h.state().busy() {
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the app did not settle in 180 s"
+        );
+    }
+    h.remove_cursor();
+    h.step();
+    h.step();
+}
+
+/// One painted piece of text.
+#[derive(Debug)]
+struct Text {
+    text: String,
+    rect: Rect,
+    clip: Rect,
+}
+
+fn collect(shape: &Shape, clip: Rect, out: &mut Vec<Text>) {
+    match shape {
+        Shape::Vec(v) => v.iter().for_each(|s| collect(s, clip, out)),
+        Shape::Text(t) => {
+            let text = t.galley.job.text.trim().to_string();
+            if !text.is_empty() && t.angle == 0.0 {
+                out.push(Text {
+                    text,
+                    rect: t.galley.rect.translate(t.pos.to_vec2()),
+                    clip,
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The painted texts, with copies of one label drawn a pixel or two apart
+/// (a halo around marker numbers) merged into one.
+fn texts(shapes: &[ClippedShape]) -> Vec<Text> {
+    let mut raw = Vec::new();
+    for s in shapes {
+        collect(&s.shape, s.clip_rect, &mut raw);
+    }
+    let mut out: Vec<Text> = Vec::new();
+    for t in raw {
+        match out
+            .iter_mut()
+            .find(|o| o.text == t.text && (o.rect.center() - t.rect.center()).length() <= 3.0)
+        {
+            Some(_) => {}
+            None => out.push(t),
+        }
+    }
+    out
+}
+
+/// What is wrong with the text layout of the last frame.
+fn problems(h: &Harness<'_, CleanDiftApp>, screen: Rect) -> Vec<String> {
+    const SLACK: f32 = 1.5;
+    let all = texts(&h.output().shapes);
+    let mut bad = Vec::new();
+    let mut shown = Vec::new();
+    for t in &all {
+        let vis = t.rect.intersect(t.clip).intersect(screen);
+        if vis.width() <= SLACK || vis.height() <= SLACK {
+            continue; // scrolled away, not seen
+        }
+        if t.rect.left() < t.clip.left() - SLACK || t.rect.right() > t.clip.right() + SLACK {
+            bad.push(format!(
+                "{:?} is cut at the side: text {:?}, clip {:?}",
+                t.text, t.rect, t.clip
+            ));
+        }
+        if t.rect.left() < screen.left() - SLACK || t.rect.right() > screen.right() + SLACK {
+            bad.push(format!("{:?} leaves the window: {:?}", t.text, t.rect));
+        }
+        shown.push((t, vis));
+    }
+    for (i, (a, va)) in shown.iter().enumerate() {
+        for (b, vb) in &shown[i + 1..] {
+            let o = va.intersect(*vb);
+            if o.width() > SLACK && o.height() > SLACK {
+                bad.push(format!(
+                    "{:?} {:?} overlaps {:?} {:?}",
+                    a.text, a.rect, b.text, b.rect
+                ));
+            }
+        }
+    }
+    bad
+}
+
+fn check(h: &Harness<'_, CleanDiftApp>, size: [f32; 2], what: &str, all: &mut Vec<String>) {
+    let screen = Rect::from_min_max(Pos2::ZERO, Pos2::new(size[0], size[1]));
+    for p in problems(h, screen) {
+        all.push(format!("{what} at {}×{}: {p}", size[0], size[1]));
+    }
+}
+
+const SIZES: [[f32; 2]; 3] = [[1280.0, 720.0], [1440.0, 900.0], [1920.0, 1080.0]];
+
+fn run_views(images: Option<[ImageSource; 2]>, pair: &str) -> Vec<String> {
+    let mut all = Vec::new();
+    for size in SIZES {
+        let mut h = harness(size, images.clone(), false);
+        settle(&mut h);
+        check(&h, size, &format!("{pair} correspondence"), &mut all);
+        h.state_mut().settings.view = View::Compare;
+        settle(&mut h);
+        check(&h, size, &format!("{pair} compare, 2 columns"), &mut all);
+        h.state_mut().settings.compare_naive = true;
+        settle(&mut h);
+        check(&h, size, &format!("{pair} compare, 3 columns"), &mut all);
+        h.state_mut().settings.compare_dino = true;
+        h.state_mut().settings.compare_fused = true;
+        settle(&mut h);
+        check(&h, size, &format!("{pair} compare, 5 columns"), &mut all);
+        h.state_mut().set_talk(true);
+        settle(&mut h);
+        check(
+            &h,
+            size,
+            &format!("{pair} talk compare, 5 columns"),
+            &mut all,
+        );
+        h.state_mut().settings.view = View::Correspondence;
+        settle(&mut h);
+        check(&h, size, &format!("{pair} talk correspondence"), &mut all);
+    }
+    all
+}
+
+#[test]
+fn no_text_overlaps_or_is_cut_with_the_sample_pair() {
+    let all = run_views(None, "sample pair");
+    assert!(
+        all.is_empty(),
+        "{} layout problems:\n{}",
+        all.len(),
+        all.join("\n")
+    );
+}
+
+#[test]
+fn no_text_overlaps_or_is_cut_with_a_landscape_pair() {
+    let all = run_views(
+        Some([asset("chelsea.png"), asset("coffee.png")]),
+        "landscape pair",
+    );
+    assert!(
+        all.is_empty(),
+        "{} layout problems:\n{}",
+        all.len(),
+        all.join("\n")
+    );
+}
