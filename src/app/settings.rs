@@ -359,6 +359,30 @@ impl Settings {
         }
     }
 
+    /// What the PCA view shows: the main mode's diffusion features, DINOv2
+    /// or fused features (with the main mode's diffusion part).
+    pub fn pca_column(&self) -> super::Column {
+        match self.pca_source {
+            super::ColumnSource::Sd => self.mode.into(),
+            super::ColumnSource::Dino => super::Column::DINO,
+            super::ColumnSource::Fused => super::Column::fused(self.mode),
+        }
+    }
+
+    /// Moves to the next (`+1`) or previous (`-1`) layer.
+    pub fn step_layer(&mut self, delta: i32) {
+        let i = self.layer.index() as i32 + delta;
+        let i = i.clamp(0, FeatureKey::ALL.len() as i32 - 1) as usize;
+        self.layer = FeatureKey::ALL[i];
+    }
+
+    /// The folder exports go to.
+    pub fn export_dir(&self) -> PathBuf {
+        self.export_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
     /// Puts values a hand-edited or older settings file may hold back in range.
     pub fn sanitize(&mut self) {
         if !self.t.is_finite() {
