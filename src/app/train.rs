@@ -17,7 +17,7 @@ use super::settings::TrainSource;
 use super::{BackboneState, CleanDiftApp, Level};
 use crate::model::FeatureKey;
 use crate::train::run::default_lr;
-use crate::train::{Checkpoint, StepReport, TrainConfig, TrainEvent};
+use crate::train::{Checkpoint, StepReport, TrainEvent};
 use crate::worker::{BackboneInfo, Request, RequestId, TrainData, TrainSummary, UserError};
 
 /// Sizes offered for training (square, pixels).
@@ -27,7 +27,7 @@ pub const TRAIN_SIZES: [u32; 8] = [64, 128, 192, 256, 320, 384, 512, 768];
 pub(crate) const LRS: [f64; 6] = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6];
 
 /// Default output folder (relative to the current folder).
-pub const DEFAULT_TRAIN_OUT: &str = "cleandift-train";
+pub const DEFAULT_TRAIN_OUT: &str = crate::train::choices::DEFAULT_OUT_DIR;
 
 /// One fine-tune as the panel shows it.
 #[derive(Debug, Clone)]
@@ -137,17 +137,14 @@ impl CleanDiftApp {
 
     /// The output folder of the Fine-tune panel.
     pub fn train_out_dir(&self) -> PathBuf {
-        self.settings
-            .train
-            .out_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_TRAIN_OUT))
+        self.settings.train.run.out_dir()
     }
 
     /// The learning rate a run would use.
     pub fn train_lr(&self) -> f64 {
         self.settings
             .train
+            .run
             .lr
             .unwrap_or_else(|| self.default_train_lr())
     }
@@ -186,16 +183,12 @@ impl CleanDiftApp {
         };
         let backbone = *backbone;
         let (data, text) = self.train_data()?;
-        let t = self.settings.train.clone();
+        let t = self.settings.train.run.clone();
         // Absolute, so the student path the Backbone panel remembers works
         // from any folder the app starts in next time.
         let out_dir = std::path::absolute(self.train_out_dir())
             .map_err(|e| format!("output folder {}: {e}", self.train_out_dir().display()))?;
-        let mut config = TrainConfig::new(t.steps, &out_dir);
-        config.lr = self.train_lr();
-        config.trainable = t.trainable;
-        config.seed = t.seed;
-        config.save_every = (t.steps / 4).max(1).min(config.save_every);
+        let config = t.config(&out_dir, self.train_lr());
         config.validate().map_err(|e| e.to_string())?;
         // Extractions wait behind the run and would answer for the old
         // student: drop them; they are asked again when it ends.

@@ -265,7 +265,7 @@ impl CleanDiftApp {
                 self.settings.train.source = settings::TrainSource::Folder;
                 self.settings.train.folder = Some(path);
             }
-            DialogKind::TrainOut => self.settings.train.out_dir = Some(path),
+            DialogKind::TrainOut => self.settings.train.run.out_dir = Some(path),
         }
     }
 

@@ -2,15 +2,13 @@
 //! folder, the cancelled run's checkpoint as a separate choice. The run's
 //! state lives in [`crate::app::train::TrainPanel`].
 
-use std::path::PathBuf;
-
 use egui::{Color32, RichText};
 use egui_plot::{Legend, Line, Plot};
 
 use crate::app::Command;
 use crate::app::dialogs::DialogKind;
 use crate::app::settings::{Settings, TrainSource};
-use crate::app::train::{DEFAULT_TRAIN_OUT, LRS, TRAIN_SIZES, TrainRun};
+use crate::app::train::{LRS, TRAIN_SIZES, TrainRun};
 use crate::train::Trainable;
 
 /// What the Fine-tune section shows besides its settings.
@@ -107,7 +105,7 @@ fn settings_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mu
     egui::Grid::new("train_grid").num_columns(2).show(ui, |ui| {
         ui.label("Steps");
         ui.add(
-            egui::DragValue::new(&mut t.steps)
+            egui::DragValue::new(&mut t.run.steps)
                 .range(1..=100_000)
                 .speed(1.0),
         )
@@ -124,42 +122,39 @@ fn settings_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mu
         ui.end_row();
         ui.label("Learning rate");
         egui::ComboBox::from_id_salt("train_lr")
-            .selected_text(match t.lr {
+            .selected_text(match t.run.lr {
                 None => format!("default ({})", lr_text(default_lr)),
                 Some(lr) => lr_text(lr),
             })
             .show_ui(ui, |ui| {
                 ui.selectable_value(
-                    &mut t.lr,
+                    &mut t.run.lr,
                     None,
                     format!("default ({})", lr_text(default_lr)),
                 );
                 for lr in LRS {
-                    ui.selectable_value(&mut t.lr, Some(lr), lr_text(lr));
+                    ui.selectable_value(&mut t.run.lr, Some(lr), lr_text(lr));
                 }
             });
         ui.end_row();
         ui.label("Trains");
         egui::ComboBox::from_id_salt("train_trainable")
-            .selected_text(match t.trainable {
+            .selected_text(match t.run.trainable {
                 Trainable::All => "whole UNet",
                 Trainable::Decoder => "decoder only",
             })
             .show_ui(ui, |ui| {
-                ui.selectable_value(&mut t.trainable, Trainable::All, "whole UNet")
+                ui.selectable_value(&mut t.run.trainable, Trainable::All, "whole UNet")
                     .on_hover_text("Every UNet parameter and the timestep (the paper's setup)");
-                ui.selectable_value(&mut t.trainable, Trainable::Decoder, "decoder only")
+                ui.selectable_value(&mut t.run.trainable, Trainable::Decoder, "decoder only")
                     .on_hover_text("mid and up blocks: fits sd21 on a 24 GiB CPU machine");
             });
         ui.end_row();
         ui.label("Seed");
-        ui.add(egui::DragValue::new(&mut t.seed));
+        ui.add(egui::DragValue::new(&mut t.run.seed));
         ui.end_row();
     });
-    let out = t
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_TRAIN_OUT));
+    let out = t.run.out_dir();
     ui.horizontal(|ui| {
         ui.label("Output");
         ui.label(RichText::new(out.display().to_string()).small());
