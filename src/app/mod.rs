@@ -6,12 +6,12 @@
 //! on prepared features within the frame ([`query`]). Heatmaps and PCA
 //! colours are drawn by a wgpu paint callback ([`overlay`]), or on the CPU
 //! when the app runs on the glow renderer.
-
 //!
 //! `CleanDiftApp` is small: it owns one state struct per view and panel
 //! ([`state`]) and hands each UI function only the state it draws. UI code
-//! that wants work done returns a [`Command`] the app applies afterwards
-//! ([`update`]).
+//! that wants work done pushes a `Command` the app applies right after that
+//! panel (`update.rs`). `docs/ARCHITECTURE.md` ("The app room") maps the
+//! files.
 
 mod column;
 mod dialogs;

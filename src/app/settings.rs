@@ -262,19 +262,36 @@ impl TrainSettings {
 /// [`TrainSettings`] as stored: the current form (`run: (...)`), or the
 /// flat form of settings files written before the run's choices became
 /// [`TrainChoices`] (`steps`, `lr`, `trainable`, `seed`, `out_dir` beside
-/// `source`), which still loads.
+/// `source`), which still loads. A field given is `Some` (see [`given`]).
 #[derive(Deserialize)]
 #[serde(default)]
 struct TrainSettingsFile {
     source: TrainSource,
     folder: Option<PathBuf>,
     size: u32,
+    #[serde(deserialize_with = "given")]
     run: Option<TrainChoices>,
+    #[serde(deserialize_with = "given")]
     steps: Option<usize>,
-    lr: Option<f64>,
+    #[serde(deserialize_with = "given")]
+    lr: Option<Option<f64>>,
+    #[serde(deserialize_with = "given")]
     trainable: Option<Trainable>,
+    #[serde(deserialize_with = "given")]
     seed: Option<u64>,
-    out_dir: Option<PathBuf>,
+    #[serde(deserialize_with = "given")]
+    out_dir: Option<Option<PathBuf>>,
+}
+
+/// A field that is present: its value as written (RON writes a plain value
+/// for a non-`Option` field, so `Option`'s own `Some(...)` cannot be asked
+/// for); an absent one stays `None` through `#[serde(default)]`.
+fn given<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 impl Default for TrainSettingsFile {
@@ -300,10 +317,10 @@ impl From<TrainSettingsFile> for TrainSettings {
             let d = TrainChoices::default();
             TrainChoices {
                 steps: f.steps.unwrap_or(d.steps),
-                lr: f.lr,
+                lr: f.lr.flatten(),
                 trainable: f.trainable.unwrap_or(d.trainable),
                 seed: f.seed.unwrap_or(d.seed),
-                out_dir: f.out_dir,
+                out_dir: f.out_dir.flatten(),
             }
         });
         TrainSettings {
@@ -471,6 +488,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eframe::Storage as _;
 
     #[test]
     fn train_settings_round_trip_with_the_library_choices() {
@@ -504,5 +522,50 @@ mod tests {
         assert_eq!(t.run.out_dir, Some(PathBuf::from("runs")));
         let empty: TrainSettings = serde_json::from_str("{}").expect("empty");
         assert_eq!(empty, TrainSettings::default());
+    }
+
+    /// eframe's storage: one RON string per key.
+    #[derive(Default)]
+    struct Ron(std::collections::HashMap<String, String>);
+
+    impl eframe::Storage for Ron {
+        fn get_string(&self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+        fn set_string(&mut self, key: &str, value: String) {
+            self.0.insert(key.into(), value);
+        }
+        fn remove_string(&mut self, key: &str) {
+            self.0.remove(key);
+        }
+        fn flush(&mut self) {}
+    }
+
+    #[test]
+    fn settings_round_trip_through_ron_and_old_flat_train_settings_load() {
+        let mut s = Settings::default();
+        s.train.size = 128;
+        s.train.run.steps = 40;
+        s.train.run.lr = Some(3e-4);
+        s.train.run.out_dir = Some(PathBuf::from("runs"));
+        let mut storage = Ron::default();
+        eframe::set_value(&mut storage, "app", &s);
+        let back: Option<Settings> = eframe::get_value(&storage, "app");
+        assert_eq!(back, Some(s));
+
+        // What the flat TrainSettings wrote before TrainChoices.
+        storage.set_string(
+            "old",
+            r#"(source:Folder,folder:Some("imgs"),steps:7,size:64,lr:Some(0.001),trainable:decoder,seed:3,out_dir:Some("runs"))"#
+                .into(),
+        );
+        let old: TrainSettings = eframe::get_value(&storage, "old").expect("old form loads");
+        assert_eq!(old.source, TrainSource::Folder);
+        assert_eq!(old.size, 64);
+        assert_eq!(old.run.steps, 7);
+        assert_eq!(old.run.lr, Some(0.001));
+        assert_eq!(old.run.trainable, Trainable::Decoder);
+        assert_eq!(old.run.seed, 3);
+        assert_eq!(old.run.out_dir, Some(PathBuf::from("runs")));
     }
 }
