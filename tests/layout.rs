@@ -146,7 +146,14 @@ fn problems(h: &Harness<'_, CleanDiftApp>, screen: Rect) -> Vec<String> {
     bad
 }
 
-fn check(h: &Harness<'_, CleanDiftApp>, size: [f32; 2], what: &str, all: &mut Vec<String>) {
+fn check(h: &mut Harness<'_, CleanDiftApp>, size: [f32; 2], what: &str, all: &mut Vec<String>) {
+    // For a person to look at: CLEANDIFT_LAYOUT_SHOTS=DIR saves each frame.
+    if let Some(dir) = std::env::var_os("CLEANDIFT_LAYOUT_SHOTS") {
+        let name = format!("{what} {}x{}.png", size[0], size[1]).replace([' ', ','], "_");
+        let img = h.render().expect("render");
+        img.save(std::path::Path::new(&dir).join(name))
+            .expect("save");
+    }
     let screen = Rect::from_min_max(Pos2::ZERO, Pos2::new(size[0], size[1]));
     for p in problems(h, screen) {
         all.push(format!("{what} at {}×{}: {p}", size[0], size[1]));
@@ -160,17 +167,32 @@ fn run_views(images: Option<[ImageSource; 2]>, pair: &str) -> Vec<String> {
     for size in SIZES {
         let mut h = harness(size, images.clone(), false);
         settle(&mut h);
-        check(&h, size, &format!("{pair} correspondence"), &mut all);
+        check(&mut h, size, &format!("{pair} correspondence"), &mut all);
         h.state_mut().settings.view = View::Compare;
         settle(&mut h);
-        check(&h, size, &format!("{pair} compare, 2 columns"), &mut all);
+        check(
+            &mut h,
+            size,
+            &format!("{pair} compare, 2 columns"),
+            &mut all,
+        );
         h.state_mut().settings.compare_naive = true;
         settle(&mut h);
-        check(&h, size, &format!("{pair} compare, 3 columns"), &mut all);
+        check(
+            &mut h,
+            size,
+            &format!("{pair} compare, 3 columns"),
+            &mut all,
+        );
         h.state_mut().settings.compare_dino = true;
         h.state_mut().settings.compare_fused = true;
         settle(&mut h);
-        check(&h, size, &format!("{pair} compare, 5 columns"), &mut all);
+        check(
+            &mut h,
+            size,
+            &format!("{pair} compare, 5 columns"),
+            &mut all,
+        );
         h.state_mut().set_talk(true);
         settle(&mut h);
         check(
@@ -181,7 +203,12 @@ fn run_views(images: Option<[ImageSource; 2]>, pair: &str) -> Vec<String> {
         );
         h.state_mut().settings.view = View::Correspondence;
         settle(&mut h);
-        check(&h, size, &format!("{pair} talk correspondence"), &mut all);
+        check(
+            &mut h,
+            size,
+            &format!("{pair} talk correspondence"),
+            &mut all,
+        );
     }
     all
 }

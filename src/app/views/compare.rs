@@ -3,12 +3,46 @@
 
 use std::sync::Arc;
 
-use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Stroke, StrokeKind, Vec2};
+use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Vec2};
 
 use super::*;
 use crate::app::mode_color;
 use crate::app::overlay::OverlayData;
 use crate::app::slots;
+
+/// Where the compare view's columns go: `n` cells of `w`×`h` pictures in
+/// `rows` rows, chosen so the pictures come out largest (5 landscape
+/// columns on a tall window use two rows instead of a thin band).
+fn grid(area: Rect, n: usize, w: u32, h: u32, chrome: f32, gap: f32) -> Vec<Rect> {
+    let (iw, ih) = (w.max(1) as f32, h.max(1) as f32);
+    let mut best = (0.0_f32, 1_usize);
+    for rows in 1..=n.min(3) {
+        let cols = n.div_ceil(rows);
+        let cw = (area.width() - gap * (cols - 1) as f32) / cols as f32;
+        let ch = (area.height() - gap * (rows - 1) as f32) / rows as f32 - chrome;
+        let scale = (cw / iw).min(ch / ih);
+        // A new row must win clearly: one row reads as one comparison.
+        if scale > best.0 * 1.15 {
+            best = (scale, rows);
+        }
+    }
+    let rows = best.1;
+    let cols = n.div_ceil(rows);
+    let cw = ((area.width() - gap * (cols - 1) as f32) / cols as f32).max(10.0);
+    let ch = ((area.height() - gap * (rows - 1) as f32) / rows as f32).max(10.0);
+    (0..n)
+        .map(|i| {
+            let (r, k) = (i / cols, i % cols);
+            Rect::from_min_size(
+                Pos2::new(
+                    area.min.x + k as f32 * (cw + gap),
+                    area.min.y + r as f32 * (ch + gap),
+                ),
+                Vec2::new(cw, ch),
+            )
+        })
+        .collect()
+}
 
 pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
     let area = ui.available_rect_before_wrap();
@@ -20,33 +54,40 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
     } else {
         0.0
     };
-    let header_h = 38.0 * b;
-    let footer_h = 40.0 * b;
+    let title = 14.0 * b;
+    let sub = 10.5 * b;
+    let size = 13.0 * b;
+    let header_h = (title + sub) * 1.3 + 4.0;
+    let footer_h = size * 1.4 + 4.0;
     let gap = 10.0;
-    let col_w = ((area.width() - gap * (ncols - 1) as f32) / ncols as f32).max(10.0);
     let top = Rect::from_min_max(area.min, Pos2::new(area.max.x, area.max.y - strip_h));
     let src = c.shown_query().map_or(Side::A, |q| q.side);
     let tgt = src.other();
+    let (gw, gh) = c
+        .images
+        .size(tgt)
+        .or_else(|| c.images.size(src))
+        .unwrap_or((1, 1));
+    let cells = grid(top, ncols, gw, gh, header_h + footer_h, gap);
 
     // Cells and interaction first, painting after (the hover decides).
     let mut rects: Vec<Option<Rect>> = Vec::with_capacity(ncols);
-    for col in 0..ncols {
+    for (col, cell) in cells.iter().enumerate() {
         let side = if col == 0 { src } else { tgt };
-        let x0 = top.min.x + col as f32 * (col_w + gap);
-        let cell = Rect::from_min_max(
-            Pos2::new(x0, top.min.y + header_h),
-            Pos2::new(x0 + col_w, top.max.y - footer_h),
+        let pic = Rect::from_min_max(
+            Pos2::new(cell.min.x, cell.min.y + header_h),
+            Pos2::new(cell.max.x, cell.max.y - footer_h),
         );
         match c.images.size(side) {
             Some((w, h)) => {
-                let r = fit(cell, w, h);
+                let r = fit(pic, w, h);
                 pointer(c, ui, r, side, &format!("cmp{col}"));
                 let shows = (col > 0).then(|| modes[col - 1]);
                 c.view.image_rects.push((side, r, shows));
                 rects.push(Some(r));
             }
             None => {
-                placeholder(ui, cell, &format!("Loading {side}…"));
+                placeholder(ui, pic, &format!("Loading {side}…"));
                 rects.push(None);
             }
         }
@@ -58,16 +99,21 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
         .map(|m| q.and_then(|q| c.answer(*m, q)))
         .collect();
     let painter = ui.painter().clone();
-    let size = 13.0 * b;
 
-    for col in 0..ncols {
-        let x0 = top.min.x + col as f32 * (col_w + gap);
-        let head = Rect::from_min_size(Pos2::new(x0, top.min.y), Vec2::new(col_w, header_h));
-        // Under the image (the columns are often narrower than tall).
-        let foot_y = rects[col].map_or(top.max.y - footer_h, |r| {
-            (r.max.y + 2.0).min(top.max.y - footer_h)
-        });
-        let foot = Rect::from_min_size(Pos2::new(x0, foot_y), Vec2::new(col_w, footer_h * 0.6));
+    for (col, cell) in cells.iter().enumerate() {
+        let Some(rect) = rects[col] else {
+            continue;
+        };
+        // Titles right above the picture, the answer right under it.
+        let head = Rect::from_min_max(
+            Pos2::new(cell.min.x, (rect.min.y - header_h).max(cell.min.y)),
+            Pos2::new(cell.max.x, rect.min.y),
+        );
+        let foot = Rect::from_min_size(
+            Pos2::new(cell.min.x, rect.max.y + 2.0),
+            Vec2::new(cell.width(), footer_h - 2.0),
+        );
+        let (title_row, sub_row) = head.split_top_bottom_at_fraction(title / (title + sub));
         let side = if col == 0 { src } else { tgt };
         let Some((w, h)) = c.images.size(side) else {
             continue;
@@ -75,29 +121,27 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
         if col == 0 {
             header(
                 ui,
-                head,
+                title_row,
                 &format!("{side} (query)"),
                 ui.visuals().strong_text_color(),
-                14.0 * b,
+                title,
             );
-            if let Some(rect) = rects[0] {
-                paint_photo(c, &painter, rect, side);
-                if let Some(q) = q {
-                    let found: Vec<_> = answers
-                        .iter()
-                        .zip(&modes)
-                        .filter_map(|(a, m)| a.clone().map(|a| (a, m.color())))
-                        .collect();
-                    let markers = source_markers(c, q, &found, w, h);
-                    c.view.overlay.paint(
-                        &painter,
-                        rect,
-                        slots::COMPARE_SOURCE,
-                        None,
-                        &Look::default(),
-                        &markers,
-                    );
-                }
+            paint_photo(c, &painter, rect, side);
+            if let Some(q) = q {
+                let found: Vec<_> = answers
+                    .iter()
+                    .zip(&modes)
+                    .filter_map(|(a, m)| a.clone().map(|a| (a, m.color())))
+                    .collect();
+                let markers = source_markers(c, q, &found, w, h);
+                c.view.overlay.paint(
+                    &painter,
+                    rect,
+                    slots::COMPARE_SOURCE,
+                    None,
+                    &Look::default(),
+                    &markers,
+                );
             }
             let text = match q {
                 Some(q) => format!("({:.0}, {:.0})", q.x.floor(), q.y.floor()),
@@ -112,17 +156,20 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
             .features_of(mode)
             .map(|f| f.label.clone())
             .unwrap_or_else(|| mode.to_string());
-        let mut child = ui.new_child(egui::UiBuilder::new().max_rect(head));
-        child.label(
-            RichText::new(format!("{side} · {mode}"))
-                .color(color)
-                .strong()
-                .size(14.0 * b),
+        let name = format!("{side} · {mode}");
+        let r = fitted_line(
+            ui,
+            title_row,
+            &[name.clone(), mode.to_string()],
+            color,
+            title,
+            Align2::LEFT_CENTER,
         );
-        child.label(RichText::new(label).color(color).size(10.5 * b));
-        let Some(rect) = rects[col] else {
-            continue;
-        };
+        // The column's name for screen readers and tests.
+        let id = ui.make_persistent_id(("column title", col));
+        ui.interact(r, id, Sense::hover())
+            .widget_info(|| WidgetInfo::labeled(Role::Label, true, name.clone()));
+        header(ui, sub_row, &label, color, sub);
         paint_photo(c, &painter, rect, side);
         match &answers[col - 1] {
             Some(a) => {
@@ -143,17 +190,19 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                 rank_labels(c, &painter, rect, a, w, h);
                 hover_value(c, ui, rect, a);
                 let m = if a.mutual { "mutual" } else { "not mutual" };
-                header(
+                let (x, y, s) = (a.best.x.floor(), a.best.y.floor(), a.best.score);
+                fitted_line(
                     ui,
                     foot,
-                    &format!(
-                        "({:.0}, {:.0}) · cos {:.3} · {m}",
-                        a.best.x.floor(),
-                        a.best.y.floor(),
-                        a.best.score
-                    ),
+                    &[
+                        format!("({x:.0}, {y:.0}) · cos {s:.3} · {m}"),
+                        format!("({x:.0}, {y:.0}) · {s:.3} · {m}"),
+                        format!("{s:.3} · {m}"),
+                        format!("{s:.3}"),
+                    ],
                     color,
                     size,
+                    Align2::LEFT_CENTER,
                 );
             }
             None => {
@@ -161,13 +210,15 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                     waiting_text(c, mode).unwrap_or_else(|| "click in the query image".into());
                 let p = ui.painter();
                 p.rect_filled(rect, 0.0, Color32::from_black_alpha(110));
-                p.text(
-                    rect.center(),
-                    Align2::CENTER_CENTER,
+                let job = egui::text::LayoutJob::simple(
                     text,
                     FontId::proportional(13.0 * b),
                     Color32::WHITE,
+                    rect.width() - 8.0,
                 );
+                let g = p.layout_job(job);
+                let at = Align2::CENTER_CENTER.align_size_within_rect(g.size(), rect);
+                p.galley(at.min, g, Color32::WHITE);
             }
         }
         updating_badge(c, ui, rect, mode);

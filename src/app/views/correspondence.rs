@@ -11,7 +11,7 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
     let area = ui.available_rect_before_wrap();
     let b = c.big;
     let header_h = 24.0 * b;
-    let footer_h = 62.0 * b;
+    let footer_h = 70.0 * b;
     let gap = 12.0;
     let col_w = ((area.width() - gap) / 2.0).max(10.0);
     let mode = c.settings.mode;
@@ -91,10 +91,21 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
         }
     }
 
-    // Footer: what the query found.
+    // Footer: what the query found; the colour bar on its right when the
+    // footer is wide enough, the text in the rest (cut, whole on hover).
     let footer = Rect::from_min_max(Pos2::new(area.min.x, area.max.y - footer_h), area.max);
+    let bar_w = 220.0 * b;
+    let show_bar = answer.is_some() && footer.width() > bar_w * 2.5;
+    let text_rect = if show_bar {
+        Rect::from_min_max(
+            footer.min,
+            Pos2::new(footer.max.x - bar_w - 24.0 * b, footer.max.y),
+        )
+    } else {
+        footer
+    };
     let mut child =
-        ui.new_child(egui::UiBuilder::new().max_rect(footer.shrink2(Vec2::new(4.0, 4.0))));
+        ui.new_child(egui::UiBuilder::new().max_rect(text_rect.shrink2(Vec2::new(4.0, 4.0))));
     let size = 14.0 * b;
     match (&answer, waiting_text(c, mode)) {
         (Some(a), _) => {
@@ -103,54 +114,79 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
             } else {
                 ""
             };
-            child.label(
-                RichText::new(format!("{preview}{}", describe(a)))
-                    .size(size)
-                    .strong(),
+            child.add(
+                egui::Label::new(
+                    RichText::new(format!("{preview}{}", describe(a)))
+                        .size(size)
+                        .strong(),
+                )
+                .truncate(),
             );
             let label = c
                 .features_of(mode)
                 .map(|f| f.label.clone())
                 .unwrap_or_default();
+            child.add(
+                egui::Label::new(
+                    RichText::new(format!("{label} · layer {}", a.layer))
+                        .size(11.0 * b)
+                        .color(mode_color(mode)),
+                )
+                .truncate(),
+            );
             let top: Vec<String> = a
                 .top_k
                 .iter()
-                .map(|s| format!("({:.0}, {:.0}) {:.2}", s.x.floor(), s.y.floor(), s.score))
+                .enumerate()
+                .map(|(i, s)| {
+                    format!(
+                        "{} ({:.0}, {:.0}) {:.2}",
+                        i + 1,
+                        s.x.floor(),
+                        s.y.floor(),
+                        s.score
+                    )
+                })
                 .collect();
-            child.label(
-                RichText::new(format!(
-                    "{} · layer {} · top-{}: {}",
-                    label,
-                    a.layer,
-                    a.top_k.len(),
-                    top.join("  ")
-                ))
-                .size(11.0 * b)
-                .color(mode_color(mode)),
+            child.add(
+                egui::Label::new(
+                    RichText::new(format!("top-{}: {}", a.top_k.len(), top.join("   ")))
+                        .size(11.0 * b)
+                        .color(mode_color(mode)),
+                )
+                .truncate(),
             );
-            let look = heat_look(c.settings, a);
-            let bar = Rect::from_min_size(
-                Pos2::new(footer.max.x - 230.0 * b, footer.min.y + 40.0 * b),
-                Vec2::new(220.0 * b, 8.0 * b),
-            );
-            if footer.width() > 600.0 {
+            if show_bar {
+                let look = heat_look(c.settings, a);
+                let bar = Rect::from_min_size(
+                    Pos2::new(footer.max.x - bar_w - 8.0 * b, footer.min.y + 12.0 * b),
+                    Vec2::new(bar_w, 10.0 * b),
+                );
                 colorbar(c, ui.visuals(), &painter, bar, look.lo, look.hi);
             }
         }
         (None, Some(wait)) => {
-            child.label(RichText::new(wait).size(size));
+            child.add(egui::Label::new(RichText::new(wait).size(size)).wrap());
         }
         (None, None) => {
-            child.label(
-                RichText::new("Click a point in A (or B) to see where it lands in the other image")
+            child.add(
+                egui::Label::new(
+                    RichText::new(
+                        "Click a point in A (or B) to see where it lands in the other image",
+                    )
                     .size(size),
-            );
-            child.label(
-                RichText::new(
-                    "Hovering previews live · arrows move the point · 1–9/0 switch layers",
                 )
-                .weak()
-                .size(11.0 * b),
+                .truncate(),
+            );
+            child.add(
+                egui::Label::new(
+                    RichText::new(
+                        "Hovering previews live · arrows move the point · 1–9/0 switch layers",
+                    )
+                    .weak()
+                    .size(11.0 * b),
+                )
+                .truncate(),
             );
         }
     }

@@ -270,16 +270,43 @@ fn rank_labels(c: &Canvas, painter: &egui::Painter, rect: Rect, a: &Answer, w: u
         return;
     }
     let b = c.big;
-    for (i, s) in a.top_k.iter().enumerate().skip(1) {
-        let p = to_screen(rect, w, h, s.x, s.y) + Vec2::new(8.0 * b, -8.0 * b);
-        outlined_text(
-            painter,
-            p,
-            Align2::LEFT_BOTTOM,
-            &format!("{}", i + 1),
-            12.0 * b,
-            Color32::WHITE,
-        );
+    let size = 12.0 * b;
+    let off = 7.0 * b;
+    let markers: Vec<Pos2> = a
+        .top_k
+        .iter()
+        .map(|s| to_screen(rect, w, h, s.x, s.y))
+        .collect();
+    let mut placed: Vec<Rect> = Vec::new();
+    for (i, p) in markers.iter().enumerate().skip(1) {
+        let text = format!("{}", i + 1);
+        let g = painter.layout_no_wrap(text.clone(), FontId::proportional(size), Color32::WHITE);
+        // Halo included: the label's footprint on screen.
+        let sz = g.size() + Vec2::splat(2.0);
+        // Beside the marker, each corner in turn, then farther out; a label
+        // stays inside the picture and clear of the others and of the
+        // markers, and is left out when the cluster leaves no room (the
+        // footer and exports still list every match).
+        let spots = [1.0, 2.2].iter().flat_map(|k| {
+            [
+                (Vec2::new(off, -off), Align2::LEFT_BOTTOM),
+                (Vec2::new(-off, -off), Align2::RIGHT_BOTTOM),
+                (Vec2::new(off, off), Align2::LEFT_TOP),
+                (Vec2::new(-off, off), Align2::RIGHT_TOP),
+            ]
+            .map(|(d, al)| (*p + d * *k, al))
+        });
+        let found = spots
+            .map(|(pos, al)| (pos, al, al.anchor_size(pos, sz)))
+            .find(|(_, _, r)| {
+                rect.contains_rect(*r)
+                    && !placed.iter().any(|o| o.intersects(*r))
+                    && !markers.iter().any(|m| r.expand(2.0).contains(*m))
+            });
+        if let Some((pos, al, r)) = found {
+            placed.push(r);
+            outlined_text(painter, pos, al, &text, size, Color32::WHITE);
+        }
     }
 }
 
@@ -426,14 +453,58 @@ fn waiting_text(c: &Canvas, mode: impl Into<Column>) -> Option<String> {
     None
 }
 
+/// One line of text in `rect`, left-aligned and vertically centred, cut
+/// with "…" when it does not fit (the whole text then shows on hover).
 fn header(ui: &egui::Ui, rect: Rect, text: &str, color: Color32, size: f32) {
-    ui.painter().text(
-        rect.left_center(),
-        Align2::LEFT_CENTER,
-        text,
-        FontId::proportional(size),
+    fitted_line(
+        ui,
+        rect,
+        &[text.to_string()],
         color,
+        size,
+        Align2::LEFT_CENTER,
     );
+}
+
+/// The first of `candidates` (longest first) that fits `rect`'s width on
+/// one line; when none does, the last one cut with "…". Whatever is cut or
+/// shortened shows in full on hover. Returns the drawn text's rect.
+fn fitted_line(
+    ui: &egui::Ui,
+    rect: Rect,
+    candidates: &[String],
+    color: Color32,
+    size: f32,
+    align: Align2,
+) -> Rect {
+    let painter = ui.painter();
+    let font = FontId::proportional(size);
+    let width = rect.width().max(1.0);
+    let full = candidates.first().cloned().unwrap_or_default();
+    let mut chosen = None;
+    for text in candidates {
+        let g = painter.layout_no_wrap(text.clone(), font.clone(), color);
+        if g.size().x <= width {
+            chosen = Some((g, text == &full));
+            break;
+        }
+    }
+    let (galley, complete) = match chosen {
+        Some(c) => c,
+        None => {
+            let last = candidates.last().cloned().unwrap_or_default();
+            let mut job = egui::text::LayoutJob::simple_singleline(last, font, color);
+            job.wrap = egui::text::TextWrapping::truncate_at_width(width);
+            (painter.layout_job(job), false)
+        }
+    };
+    let r = align.align_size_within_rect(galley.size(), rect);
+    painter.galley(r.min, galley, color);
+    if !complete && !full.is_empty() {
+        let id = ui.make_persistent_id(("fitted", rect.min.x as i32, rect.min.y as i32));
+        ui.interact(r, id, Sense::hover()).on_hover_text(full);
+    }
+    r
 }
 
 /// A small "updating" badge on a view whose features are being replaced.
