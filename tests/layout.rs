@@ -196,7 +196,7 @@ fn run_views(images: Option<[ImageSource; 2]>, pair: &str) -> Vec<String> {
         h.state_mut().set_talk(true);
         settle(&mut h);
         check(
-            &h,
+            &mut h,
             size,
             &format!("{pair} talk compare, 5 columns"),
             &mut all,
