@@ -459,39 +459,33 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
 impl CleanDiftApp {
     /// Writes the current view as PNG to `path` (atomically).
     pub fn save_png(&mut self, path: &Path) {
-        match render_view(self).and_then(|img| write_png(path, &img)) {
-            Ok(()) => {
-                self.message(
-                    Level::Info,
-                    format!("Saved the view to {}", path.display()),
-                    String::new(),
-                );
-                self.last_export = Some(path.to_path_buf());
-            }
-            Err(e) => self.message(
-                Level::Error,
-                format!("Cannot save {}: {e:#}", path.display()),
-                "Choose another folder under Export".into(),
-            ),
-        }
+        let r = render_view(self).and_then(|img| write_png(path, &img));
+        self.report_export(path, r, "Saved the view to", "save");
     }
 
     /// Writes the current correspondences as JSON to `path` (atomically).
     pub fn save_json(&mut self, path: &Path) {
-        match correspondences_json(self).and_then(|j| {
+        let r = correspondences_json(self).and_then(|j| {
             crate::util::write_atomic(path, j.as_bytes()).map_err(anyhow::Error::from)
-        }) {
+        });
+        self.report_export(path, r, "Exported correspondences to", "export");
+    }
+
+    /// Says in the status area how writing `path` went (`done` before the
+    /// path on success, "Cannot `verb`" on failure) and remembers it.
+    fn report_export(&mut self, path: &Path, r: anyhow::Result<()>, done: &str, verb: &str) {
+        match r {
             Ok(()) => {
                 self.message(
                     Level::Info,
-                    format!("Exported correspondences to {}", path.display()),
+                    format!("{done} {}", path.display()),
                     String::new(),
                 );
                 self.last_export = Some(path.to_path_buf());
             }
             Err(e) => self.message(
                 Level::Error,
-                format!("Cannot export {}: {e:#}", path.display()),
+                format!("Cannot {verb} {}: {e:#}", path.display()),
                 "Choose another folder under Export".into(),
             ),
         }
