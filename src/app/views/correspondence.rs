@@ -4,7 +4,6 @@ use egui::{Pos2, Rect, RichText, Vec2};
 
 use super::*;
 use crate::app::mode_color;
-use crate::app::overlay::OverlayData;
 use crate::app::slots;
 
 pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
@@ -50,10 +49,7 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
         let slot = slots::CORR + side.index() as u64;
         match (&answer, q) {
             (Some(a), Some(q)) if side == q.side.other() => {
-                let data = OverlayData::Heat {
-                    generation: a.generation,
-                    map: a.sim.clone(),
-                };
+                let data = a.heat.overlay_data();
                 let look = heat_look(c.settings, a);
                 let markers = target_markers(c, a, w, h, mode_color(mode));
                 c.view

@@ -261,7 +261,7 @@ pub(super) fn heat_look(settings: &Settings, a: &Answer) -> Look {
         lo,
         hi,
         opacity: settings.opacity,
-        uv: a.uv,
+        uv: a.heat.uv,
     }
 }
 
@@ -379,11 +379,11 @@ fn hover_value(c: &Canvas, ui: &egui::Ui, rect: Rect, a: &Answer) {
     };
     let (x, y) = to_orig(rect, w, h, pos);
     // Original pixels -> similarity-map pixels through the content uv.
-    let u = a.uv[0] + (a.uv[2] - a.uv[0]) * x / w as f32;
-    let v = a.uv[1] + (a.uv[3] - a.uv[1]) * y / h as f32;
-    let sx = ((u * a.sim.w as f32) as usize).min(a.sim.w.saturating_sub(1));
-    let sy = ((v * a.sim.h as f32) as usize).min(a.sim.h.saturating_sub(1));
-    if let Some(s) = a.sim.data.get(sy * a.sim.w + sx) {
+    let u = a.heat.uv[0] + (a.heat.uv[2] - a.heat.uv[0]) * x / w as f32;
+    let v = a.heat.uv[1] + (a.heat.uv[3] - a.heat.uv[1]) * y / h as f32;
+    let sx = ((u * a.heat.sim.w as f32) as usize).min(a.heat.sim.w.saturating_sub(1));
+    let sy = ((v * a.heat.sim.h as f32) as usize).min(a.heat.sim.h.saturating_sub(1));
+    if let Some(s) = a.heat.sim.data.get(sy * a.heat.sim.w + sx) {
         let b = c.big;
         outlined_text(
             ui.painter(),
