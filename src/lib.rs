@@ -4,6 +4,7 @@
 //! Arrows point one way: `cli` -> `features` -> `model`; `matching` depends
 //! on nothing above it.
 
+pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod eval;
