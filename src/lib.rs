@@ -11,6 +11,7 @@ pub mod eval;
 pub mod features;
 pub mod matching;
 pub mod model;
+pub mod plot;
 pub mod render;
 pub mod train;
 pub mod util;

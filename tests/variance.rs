@@ -44,7 +44,10 @@ fn matches_the_numpy_reference_and_sums_to_one() {
             );
         }
         assert!((got.sum() - 1.0).abs() <= 1e-6, "t={t}: sum {}", got.sum());
-        assert!(got.frac_residual > 0.01, "t={t}: the fixture has a residual");
+        assert!(
+            got.frac_residual > 0.01,
+            "t={t}: the fixture has a residual"
+        );
     }
     // The endpoints decompose into themselves.
     let at0 = fit_variance(&f0, &f0, &f9).expect("fit at 0");

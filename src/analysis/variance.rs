@@ -201,9 +201,8 @@ pub fn fit_variance(
             .zip(&f0.data[r.clone()])
             .zip(&f999.data[r])
         {
-            let e = (f64::from(z) - mz[ch])
-                - a * (f64::from(x) - mx[ch])
-                - b * (f64::from(y) - my[ch]);
+            let e =
+                (f64::from(z) - mz[ch]) - a * (f64::from(x) - mx[ch]) - b * (f64::from(y) - my[ch]);
             srr += e * e;
         }
     }
@@ -269,7 +268,9 @@ mod tests {
     #[test]
     fn noisy_fit_sums_to_one() {
         let f0 = map(5, 4, 4, |c, n| hash(5, c * 16 + n));
-        let f9 = map(5, 4, 4, |c, n| 0.5 * f0.data[c * 16 + n] + hash(6, c * 16 + n));
+        let f9 = map(5, 4, 4, |c, n| {
+            0.5 * f0.data[c * 16 + n] + hash(6, c * 16 + n)
+        });
         let ft = map(5, 4, 4, |c, n| {
             (f0.data[c * 16 + n] + f9.data[c * 16 + n]).tanh() + 0.2 * hash(7, c * 16 + n)
         });
