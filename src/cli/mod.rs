@@ -5,6 +5,7 @@ mod bench;
 mod bench_parity;
 pub mod engine;
 mod eval;
+mod eval_sweep;
 mod info;
 pub mod train;
 

@@ -150,7 +150,15 @@ impl Canvas {
         c: Rgb,
         vertical: bool,
     ) {
-        let s = ((size / 9.0).round() as u32).max(1);
+        let mut s = ((size / 9.0).round() as u32).max(1);
+        let room = if vertical {
+            self.img.height()
+        } else {
+            self.img.width()
+        };
+        while s > 1 && font::width(text, s) + 8 > room {
+            s -= 1;
+        }
         let tw = font::width(text, s) as f32;
         let shift = match anchor {
             Anchor::Start => 0.0,
