@@ -106,6 +106,12 @@ impl SweepPlan {
             "image" => Threshold::Image,
             other => bail!("--sweep-threshold {other:?}: use bbox or image"),
         };
+        if a.features.mode.trim() != "clean" || a.features.t != DEFAULT_T {
+            eprintln!(
+                "note: --sweep-t evaluates noisy and naive features at each t and clean once; --mode {} and --t {} are not used",
+                a.features.mode, a.features.t
+            );
+        }
         Ok(Self {
             ts,
             out,
