@@ -183,10 +183,14 @@ impl SweepPlan {
         } else {
             format!("clean without a student = naive at t={}", trim(student_t))
         };
+        // The highest PCK; on a tie the smallest t (the first reached).
         let best = |v: &[Point]| {
             v.iter()
                 .filter(|p| p.pck.is_finite())
-                .max_by(|x, y| x.pck.total_cmp(&y.pck))
+                .fold(None::<&Point>, |b, p| match b {
+                    Some(b) if b.pck >= p.pck => Some(b),
+                    _ => Some(p),
+                })
                 .map_or((f64::NAN, f64::NAN), |p| (p.t, p.pck))
         };
         let (best_noisy_t, best_noisy_pck) = best(&noisy);
