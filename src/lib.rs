@@ -4,12 +4,14 @@
 //! Arrows point one way: `cli` -> `features` -> `model`; `matching` depends
 //! on nothing above it.
 
+pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod eval;
 pub mod features;
 pub mod matching;
 pub mod model;
+pub mod plot;
 pub mod render;
 pub mod train;
 pub mod util;

@@ -221,3 +221,71 @@ mod stamp_tests {
         assert_eq!(utc_stamp(1_798_761_599), "20261231-235959");
     }
 }
+
+/// Why a timestep range `START:END:STEP` did not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TRangeError {
+    #[error("expected START:END:STEP (whole timesteps, e.g. 0:950:50)")]
+    Shape,
+    #[error("{0:?} is not a whole number")]
+    NotANumber(String),
+    #[error("timestep {0} is outside [0, 999]")]
+    OutOfRange(u32),
+    #[error("START {start} is after END {end}")]
+    Reversed { start: u32, end: u32 },
+    #[error("STEP must be at least 1")]
+    ZeroStep,
+}
+
+/// Parses `START:END:STEP` into `START, START+STEP, …` up to and including
+/// `END` when a step lands on it (`0:950:50` gives 20 timesteps). Every
+/// timestep must lie in `[0, 999]`.
+pub fn parse_t_range(s: &str) -> Result<Vec<u32>, TRangeError> {
+    let parts: Vec<&str> = s.split(':').map(str::trim).collect();
+    let [a, b, c] = parts[..] else {
+        return Err(TRangeError::Shape);
+    };
+    let num = |v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| TRangeError::NotANumber(v.to_string()))
+    };
+    let (start, end, step) = (num(a)?, num(b)?, num(c)?);
+    if step == 0 {
+        return Err(TRangeError::ZeroStep);
+    }
+    if let Some(&bad) = [start, end].iter().find(|&&t| t > 999) {
+        return Err(TRangeError::OutOfRange(bad));
+    }
+    if start > end {
+        return Err(TRangeError::Reversed { start, end });
+    }
+    Ok((start..=end).step_by(step as usize).collect())
+}
+
+#[cfg(test)]
+mod t_range_tests {
+    use super::{TRangeError, parse_t_range};
+
+    #[test]
+    fn parses_ranges() {
+        let v = parse_t_range("0:950:50").unwrap();
+        assert_eq!(v.len(), 20);
+        assert_eq!((v[0], v[19]), (0, 950));
+        assert_eq!(parse_t_range("100:260:100"), Ok(vec![100, 200]));
+        assert_eq!(parse_t_range("5:5:1"), Ok(vec![5]));
+        assert_eq!(parse_t_range("0:999"), Err(TRangeError::Shape));
+        assert_eq!(
+            parse_t_range("0:1000:1"),
+            Err(TRangeError::OutOfRange(1000))
+        );
+        assert_eq!(
+            parse_t_range("9:1:1"),
+            Err(TRangeError::Reversed { start: 9, end: 1 })
+        );
+        assert_eq!(parse_t_range("0:9:0"), Err(TRangeError::ZeroStep));
+        assert_eq!(
+            parse_t_range("0:x:1"),
+            Err(TRangeError::NotANumber("x".into()))
+        );
+    }
+}

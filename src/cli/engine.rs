@@ -290,7 +290,7 @@ pub fn extract_with_bar(
     Ok(e)
 }
 
-fn load(path: &Path) -> anyhow::Result<LoadedImage> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<LoadedImage> {
     let img = load_image(path)?;
     if let Some((w, h)) = img.downscaled_from {
         eprintln!(

@@ -48,14 +48,31 @@ pub struct EvalArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// PCK against t: noisy and naive-clean features at each timestep of
+    /// START:END:STEP (END included when a step lands on it), and clean
+    /// (student) features once; `--mode` and `--t` are not used. Needs
+    /// `--features sd` and `--out DIR`.
+    #[arg(long, value_name = "START:END:STEP")]
+    pub sweep_t: Option<String>,
+    /// `--sweep-t`: output folder (created) for sweep.csv, sweep.json,
+    /// sweep.png and sweep.svg.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// `--sweep-t`: the alpha plotted and tabled (one of `--alpha`).
+    #[arg(long, default_value_t = 0.1)]
+    pub sweep_alpha: f64,
+    /// `--sweep-t`: the threshold plotted and tabled: bbox or image (per
+    /// point, as the paper reports).
+    #[arg(long, default_value = "bbox")]
+    pub sweep_threshold: String,
 }
 
 /// The diffusion extractor as an eval [`FeatureSource`]: one layer (the
 /// first of `--layers`), `{category}` in the prompt replaced per pair.
-struct Diffusion<'a> {
-    bb: &'a Backbone,
-    cache: FeatureCache,
-    settings: ExtractSettings,
+pub(super) struct Diffusion<'a> {
+    pub(super) bb: &'a Backbone,
+    pub(super) cache: FeatureCache,
+    pub(super) settings: ExtractSettings,
 }
 
 impl Diffusion<'_> {
@@ -236,6 +253,15 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         }
         _ => bail!("--dataset {:?}: use spair:DIR or warp:DIR", a.dataset),
     };
+    if a.sweep_t.is_none() && a.out.is_some() {
+        bail!("--out is the folder of a --sweep-t run; for a single evaluation use --json FILE");
+    }
+    let sweep = match &a.sweep_t {
+        Some(range) => Some(super::eval_sweep::SweepPlan::new(
+            a, range, &kinds, &alphas,
+        )?),
+        None => None,
+    };
     let engines = a.features.load_engines(&kinds)?;
     let opts = EvalOptions {
         alphas,
@@ -243,6 +269,9 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         categories,
         ..EvalOptions::default()
     };
+    if let Some(plan) = sweep {
+        return plan.run(a, ds.as_ref(), &engines, &settings, &opts);
+    }
     let mut reports = serde_json::Map::new();
     for &kind in &kinds {
         let cache = FeatureCache::new(1 << 30, a.features.cache_dir.clone());

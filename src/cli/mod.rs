@@ -1,9 +1,11 @@
 //! Headless commands: `info` (and the engine's commands).
 
+mod analyze;
 mod bench;
 mod bench_parity;
 pub mod engine;
 mod eval;
+mod eval_sweep;
 mod info;
 pub mod train;
 
@@ -42,6 +44,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Fine-tunes a CleanDIFT student on a folder of images.
     Train(train::TrainArgs),
+    /// Analyses across timesteps: `analyze variance` (fraction of variance
+    /// of the noisy features explained by the t=0 and t=999 features).
+    Analyze(analyze::AnalyzeArgs),
 }
 
 /// `--model`, `--student`, `--device`, `--dtype`: shared by every command.
@@ -121,6 +126,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Train(a) => train::run(&a),
+        Command::Analyze(a) => analyze::run(&a),
     }
 }
 
