@@ -1283,3 +1283,129 @@ fn a_model_change_says_it_is_not_applied_until_load() {
     h.step();
     assert!(h.query_by_label("not applied — press Load").is_none());
 }
+
+#[test]
+fn the_side_panel_hides_and_shows_with_h_and_the_button_in_both_modes() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    let panel = |h: &Harness<'_, CleanDiftApp>| h.query_by_label("Images").is_some();
+    let width = |h: &Harness<'_, CleanDiftApp>| rect_of(h.state(), Side::A, None).width();
+    assert!(panel(&h), "the side panel shows at start");
+    let narrow = width(&h);
+    h.key_press(Key::H);
+    h.step();
+    h.step();
+    assert!(!panel(&h), "H hides the side panel");
+    assert!(
+        width(&h) > narrow + 20.0,
+        "the pictures use the freed room: {} vs {narrow}",
+        width(&h)
+    );
+    h.get_by_label("Show panel").click();
+    h.step();
+    h.step();
+    assert!(panel(&h), "the button shows it again");
+    // Talk mode starts without it and remembers its own choice.
+    h.state_mut().set_talk(true);
+    h.step();
+    h.step();
+    assert!(!panel(&h), "talk mode starts with the panel hidden");
+    h.key_press(Key::H);
+    h.step();
+    h.step();
+    assert!(panel(&h), "H shows it in talk mode");
+    h.state_mut().set_talk(false);
+    h.step();
+    assert!(panel(&h), "normal mode kept its own choice (shown)");
+}
+
+#[test]
+fn a_bad_image_on_the_command_line_leaves_b_empty_with_the_error_standing() {
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let missing = assets.join("no-such-picture.png");
+    let mut o = opts();
+    o.images = Some([
+        cleandift::worker::ImageSource::Path(assets.join("chelsea.png")),
+        cleandift::worker::ImageSource::Path(missing.clone()),
+    ]);
+    let mut h = harness_with(o);
+    wait(&mut h, "the backbone", 120, |app| {
+        app.backbone_info().is_some()
+    });
+    wait_settled(&mut h);
+    assert!(h.state().image(Side::A).is_some(), "A loads");
+    assert!(
+        h.state().image(Side::B).is_none(),
+        "B must stay empty, not fall back to the sample"
+    );
+    // The error outlives the later "Loaded tiny-sd21" note.
+    let current = h.state().current_message().expect("a message").clone();
+    assert_eq!(
+        current.level,
+        cleandift::app::Level::Error,
+        "{}",
+        current.text
+    );
+    assert!(
+        current.text.contains("no-such-picture.png"),
+        "the error names the file: {}",
+        current.text
+    );
+    assert!(
+        messages(h.state()).contains("Loaded tiny-sd21"),
+        "{}",
+        messages(h.state())
+    );
+    // The Messages button flags it until the log is opened.
+    let flag = "new error";
+    assert!(h.query_by_label_contains(flag).is_some(), "no flag");
+    h.get_by_label_contains("Messages (").click();
+    h.step();
+    h.step();
+    assert!(h.query_by_label_contains(flag).is_none(), "flag stays");
+
+    // Opening a good B retires the error from the status line.
+    h.state_mut().load_image(
+        Side::B,
+        cleandift::worker::ImageSource::Path(assets.join("coffee.png")),
+    );
+    wait(&mut h, "B", 60, |app| app.image(Side::B).is_some());
+    wait_settled(&mut h);
+    let now = h
+        .state()
+        .current_message()
+        .map(|m| (m.level, m.text.clone()));
+    assert!(
+        now.as_ref()
+            .is_none_or(|(l, _)| *l != cleandift::app::Level::Error),
+        "the old error still stands: {now:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_extraction_note_goes_when_the_features_arrive() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    h.state_mut().settings.mode = Mode::Noisy;
+    h.state_mut().settings.ensemble = 4;
+    h.step();
+    // Checked before the next frame drains the worker's answer, so the
+    // outcome does not depend on how fast the extraction was.
+    h.state_mut().cancel_all();
+    let cancelled = h.state().current_message().map(|m| m.text.clone());
+    assert!(
+        cancelled
+            .as_deref()
+            .is_some_and(|t| t.starts_with("Cancelled")),
+        "{cancelled:?}\n{}",
+        messages(h.state())
+    );
+    h.state_mut().retry_features();
+    wait_settled(&mut h);
+    assert!(h.state().features_current(Mode::Noisy));
+    let now = h.state().current_message().map(|m| m.text.clone());
+    assert!(
+        now.as_deref().is_none_or(|t| !t.starts_with("Cancelled")),
+        "the cancel note outlived the finished extraction: {now:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! The layout holds from 1280×720 to 1920×1080 (issue #11): in
-//! correspondence, compare (2, 3 and 5 columns) and talk mode, with a square
-//! + portrait pair and a landscape pair, no two pieces of text overlap, no
+//! correspondence, compare (2, 3 and 5 columns) and talk mode, with a
+//! square and portrait pair and a landscape pair, no two pieces of text overlap, no
 //! text is cut at the side of the area that clips it, and none leaves the
 //! window. The checks read the text shapes egui painted in the last frame
 //! (`FullOutput::shapes`), so they see exactly what a person sees.

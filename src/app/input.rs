@@ -77,6 +77,9 @@ impl CleanDiftApp {
         if self.flags.talk && pressed(Key::Escape) {
             self.set_talk(false);
         }
+        if pressed(Key::H) {
+            self.flags.toggle_panel();
+        }
         if pressed(Key::F1) {
             self.flags.show_help = !self.flags.show_help;
         }

@@ -44,7 +44,7 @@ pub use launch::{AppArgs, LaunchOptions, run};
 use overlay::Overlay;
 use query::QueryPoint;
 pub use settings::{ModelPreset, RangeMode, Settings, SizeChoice, View};
-pub use state::{BackboneState, FeatureSlot, ImageSlot, Level, StatusMessage};
+pub use state::{BackboneState, FeatureSlot, ImageSlot, Level, StatusMessage, Topic};
 use state::{FeatureState, ImagesState, MessagesState, UiFlags, ViewState};
 use train::TrainPanel;
 pub(crate) use update::Command;
@@ -169,6 +169,7 @@ impl CleanDiftApp {
             flags: UiFlags {
                 persist: launch.persist,
                 renderer_note,
+                panel_hidden: [false, true],
                 ..UiFlags::default()
             },
             train: TrainPanel::default(),
@@ -276,6 +277,17 @@ impl CleanDiftApp {
     /// Adds a status message (kept: the last 200).
     pub fn message(&mut self, level: Level, text: String, hint: String) {
         self.messages.push(level, text, hint);
+    }
+
+    /// Adds a status message about `topic` (it replaces the last word on
+    /// that topic in the status line).
+    pub fn message_on(&mut self, topic: Topic, level: Level, text: String, hint: String) {
+        self.messages.push_on(topic, level, text, hint);
+    }
+
+    /// The message the status line shows now.
+    pub fn current_message(&self) -> Option<&StatusMessage> {
+        self.messages.current()
     }
 
     /// Status messages, oldest first.

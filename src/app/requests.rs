@@ -104,7 +104,8 @@ impl CleanDiftApp {
         }
         self.progress.clear();
         for job in cancelled {
-            self.message(
+            self.message_on(
+                super::Topic::Job(job),
                 Level::Info,
                 format!("Cancelled: {job}"),
                 "Change a setting or press Extract to run it again".into(),

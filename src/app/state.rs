@@ -97,6 +97,23 @@ pub struct StatusMessage {
     /// What to do, for warnings and errors.
     pub hint: String,
     pub at: Instant,
+    /// What it is about: a later success or message on the same topic
+    /// retires it from the status line (it stays in the log).
+    pub topic: Topic,
+    /// Still the word on its topic (not retired, not dismissed).
+    pub active: bool,
+}
+
+/// What a status message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// Anything without a lifecycle of its own.
+    General,
+    /// A kind of job: opening an image into a side, loading the backbone,
+    /// one column's features, PCA, the fine-tune.
+    Job(Job),
+    /// Saving and exporting.
+    Export,
 }
 
 /// The layer strip is cached by (features, query point, side).
@@ -129,6 +146,8 @@ pub(super) fn answer_layer(f: &PairFeatures, wanted: FeatureKey) -> Option<Featu
 pub struct ImagesState {
     pub(super) slots: [Option<ImageSlot>; 2],
     pub(super) pending: [Option<RequestId>; 2],
+    /// Why an empty side has no image (its last decode failed).
+    pub(super) errors: [Option<String>; 2],
 }
 
 impl ImagesState {
@@ -147,6 +166,16 @@ impl ImagesState {
         Side::BOTH
             .into_iter()
             .find(|s| self.pending[s.index()] == Some(id))
+    }
+
+    /// What an empty side shows instead of a picture.
+    pub fn placeholder(&self, side: Side) -> String {
+        match &self.errors[side.index()] {
+            Some(e) => format!(
+                "{side}: {e}\n\nOpen another image (File > Open image {side}…) or drop one here"
+            ),
+            None => format!("Loading {side}…"),
+        }
     }
 
     pub(super) fn is_pending(&self) -> bool {
@@ -395,25 +424,86 @@ pub struct MessagesState {
     /// The worker died with this message (until restarted).
     pub(super) worker_dead: Option<String>,
     pub(super) show_log: bool,
+    /// Messages pushed so far, the count at the last error, and the count
+    /// the log window had shown (for the Messages button's flag).
+    pushed: u64,
+    errors_pushed: u64,
+    seen: u64,
 }
 
 impl MessagesState {
-    /// Adds a status message (kept: the last 200).
+    /// Adds a status message without a topic (kept: the last 200).
     pub fn push(&mut self, level: Level, text: String, hint: String) {
+        self.push_on(Topic::General, level, text, hint);
+    }
+
+    /// Adds a status message about `topic`: earlier ones on that topic
+    /// retire from the status line (a new word on it replaces the old).
+    pub fn push_on(&mut self, topic: Topic, level: Level, text: String, hint: String) {
         match level {
             Level::Info => tracing::info!("{text}"),
             Level::Warn => tracing::warn!("{text} {hint}"),
             Level::Error => tracing::error!("{text} {hint}"),
+        }
+        if topic != Topic::General {
+            self.resolve(topic);
         }
         self.list.push_back(StatusMessage {
             level,
             text,
             hint,
             at: Instant::now(),
+            topic,
+            active: true,
         });
+        self.pushed += 1;
+        if level == Level::Error {
+            self.errors_pushed = self.pushed;
+        }
         while self.list.len() > 200 {
             self.list.pop_front();
         }
+    }
+
+    /// `topic` went well: its warnings and errors (and stale notes such as
+    /// "cancelled") leave the status line.
+    pub fn resolve(&mut self, topic: Topic) {
+        for m in self.list.iter_mut().filter(|m| m.topic == topic) {
+            m.active = false;
+        }
+    }
+
+    /// The message the status line shows: the latest error or warning
+    /// still standing, else the latest note still standing.
+    pub fn current(&self) -> Option<&StatusMessage> {
+        let active = || self.list.iter().rev().filter(|m| m.active);
+        active()
+            .find(|m| m.level != Level::Info)
+            .or_else(|| active().next())
+    }
+
+    /// Takes the shown message off the status line (the log keeps it).
+    pub fn dismiss_current(&mut self) {
+        let shown = self.current().map(|m| (m.at, m.text.clone()));
+        if let Some((at, text)) = shown
+            && let Some(m) = self
+                .list
+                .iter_mut()
+                .rev()
+                .find(|m| m.at == at && m.text == text)
+        {
+            m.active = false;
+        }
+    }
+
+    /// Errors since the log was last opened.
+    pub fn unseen_errors(&self) -> bool {
+        self.errors_pushed > self.seen
+    }
+
+    /// The log window shows everything up to now.
+    pub fn mark_seen(&mut self) {
+        self.seen = self.pushed;
     }
 }
 
@@ -429,10 +519,24 @@ pub struct UiFlags {
     pub(super) software_adapter: bool,
     /// What the status area says about the renderer.
     pub(super) renderer_note: String,
+    /// The side panel is hidden (H or the top bar's button), remembered
+    /// separately for normal and talk mode (talk mode starts hidden).
+    pub(super) panel_hidden: [bool; 2],
 }
 
 impl UiFlags {
     /// Scale of markers and labels (talk mode: bigger).
+    /// Whether the side panel shows in the current mode.
+    pub(super) fn panel_shown(&self) -> bool {
+        !self.panel_hidden[usize::from(self.talk)]
+    }
+
+    /// Shows or hides the side panel in the current mode.
+    pub(super) fn toggle_panel(&mut self) {
+        let i = usize::from(self.talk);
+        self.panel_hidden[i] = !self.panel_hidden[i];
+    }
+
     pub(super) fn big(&self) -> f32 {
         if self.talk { 1.6 } else { 1.0 }
     }

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::settings::TrainSource;
-use super::{BackboneState, CleanDiftApp, Level};
+use super::{BackboneState, CleanDiftApp, Level, Topic};
 use crate::model::FeatureKey;
 use crate::train::run::default_lr;
 use crate::train::{Checkpoint, StepReport, TrainEvent};
-use crate::worker::{BackboneInfo, Request, RequestId, TrainData, TrainSummary, UserError};
+use crate::worker::{BackboneInfo, Job, Request, RequestId, TrainData, TrainSummary, UserError};
 
 /// Sizes offered for training (square, pixels).
 pub const TRAIN_SIZES: [u32; 8] = [64, 128, 192, 256, 320, 384, 512, 768];
@@ -162,7 +162,8 @@ impl CleanDiftApp {
     pub fn start_training(&mut self) -> Result<(), String> {
         let r = self.try_start_training();
         if let Err(e) = &r {
-            self.message(
+            self.message_on(
+                Topic::Job(Job::Train),
                 Level::Error,
                 format!("Cannot start the fine-tune: {e}"),
                 String::new(),
@@ -311,7 +312,12 @@ impl CleanDiftApp {
             run.switched = switched;
         }
         for n in notes {
-            self.message(Level::Warn, format!("Fine-tune: {n}"), String::new());
+            self.message_on(
+                Topic::Job(Job::Train),
+                Level::Warn,
+                format!("Fine-tune: {n}"),
+                String::new(),
+            );
         }
         if summary.cancelled {
             let kept = match self.settings.student.trim() {
@@ -323,7 +329,8 @@ impl CleanDiftApp {
                 .as_ref()
                 .map(|d| d.display().to_string())
                 .unwrap_or_default();
-            self.message(
+            self.message_on(
+                Topic::Job(Job::Train),
                 Level::Info,
                 format!(
                     "Fine-tune cancelled at step {}/{}: {kept}",
@@ -337,7 +344,8 @@ impl CleanDiftApp {
                 },
             );
         } else if switched {
-            self.message(
+            self.message_on(
+                Topic::Job(Job::Train),
                 Level::Info,
                 format!(
                     "Fine-tune done ({} steps, t = {:.1}): clean mode now uses the new student",
@@ -349,7 +357,8 @@ impl CleanDiftApp {
                 ),
             );
         } else {
-            self.message(
+            self.message_on(
+                Topic::Job(Job::Train),
                 Level::Info,
                 format!("Fine-tune done ({} steps)", summary.step),
                 format!(
@@ -363,7 +372,12 @@ impl CleanDiftApp {
     pub(super) fn on_train_failed(&mut self, id: RequestId, error: UserError) {
         if let Some(run) = self.train.run.as_mut().filter(|r| r.id == id) {
             run.error = Some(error.clone());
-            self.message(Level::Error, error.message, error.hint);
+            self.message_on(
+                Topic::Job(Job::Train),
+                Level::Error,
+                error.message,
+                error.hint,
+            );
         }
     }
 
@@ -383,7 +397,8 @@ impl CleanDiftApp {
                 images: run.images.unwrap_or(0),
                 notes: Vec::new(),
             });
-            self.message(
+            self.message_on(
+                Topic::Job(Job::Train),
                 Level::Info,
                 "Fine-tune cancelled before it started".into(),
                 "The backbone is unchanged".into(),

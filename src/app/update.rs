@@ -10,9 +10,9 @@ use egui::TextureOptions;
 
 use super::dialogs::{DialogAnswer, DialogKind};
 use super::panels::{SidePanel, StatusInfo, TrainView};
-use super::state::{BackboneState, ImageSlot, Level};
+use super::state::{BackboneState, ImageSlot, Level, Topic};
 use super::views::Canvas;
-use super::{CleanDiftApp, ModelPreset, hex8, panels, sample_source, settings, views};
+use super::{CleanDiftApp, ModelPreset, hex8, panels, settings, views};
 use crate::features::preprocess::LoadedImage;
 use crate::worker::{BackboneInfo, Event, ImageSource, Job, RequestId, Side, UserError};
 
@@ -100,7 +100,8 @@ impl CleanDiftApp {
             }
             Event::BackboneReady { id, info } => {
                 if matches!(self.backbone, BackboneState::Loading { id: b, .. } if b == id) {
-                    self.message(
+                    self.message_on(
+                        Topic::Job(Job::Backbone),
                         Level::Info,
                         format!("Loaded {} on {}", info.description, info.device),
                         String::new(),
@@ -116,20 +117,23 @@ impl CleanDiftApp {
             } => {
                 if self.images.pending[side.index()] == Some(id) {
                     self.images.pending[side.index()] = None;
+                    self.messages.resolve(Topic::Job(Job::Image(side)));
                     self.set_image(side, image, path);
                 }
             }
             Event::Features { id, features } => {
-                for slot in self.features.slots.values_mut() {
+                for (mode, slot) in self.features.slots.iter_mut() {
                     if let Some(key) = slot.request.finish(id) {
                         slot.ready = Some((key, features.clone()));
                         slot.request.unblock();
+                        self.messages.resolve(Topic::Job(mode.job()));
                     }
                 }
             }
             Event::Pca { id, pca } => {
                 if self.features.pca_request.finish(id).is_some() {
                     self.features.pca = Some(pca);
+                    self.messages.resolve(Topic::Job(Job::Pca));
                 }
             }
             Event::Training { id, event } => self.on_training(id, event),
@@ -140,7 +144,8 @@ impl CleanDiftApp {
             } => self.on_train_cancelled(id),
             Event::Cancelled { id, job } => {
                 if self.features.block(id) {
-                    self.message(
+                    self.message_on(
+                        Topic::Job(job),
                         Level::Info,
                         format!("Cancelled: {job}"),
                         "Change a setting or press Extract to run it again".into(),
@@ -182,10 +187,16 @@ impl CleanDiftApp {
             Job::Image(side) => {
                 if self.images.pending[side.index()] == Some(id) {
                     self.images.pending[side.index()] = None;
-                    self.message(Level::Error, error.message.clone(), error.hint.clone());
-                    // A side must never stay empty: fall back to the sample.
+                    self.message_on(
+                        Topic::Job(job),
+                        Level::Error,
+                        error.message.clone(),
+                        error.hint.clone(),
+                    );
+                    // An empty side stays empty and says why (never a
+                    // silent stand-in); a loaded one keeps its image.
                     if self.images.get(side).is_none() {
-                        self.load_image(side, sample_source(side));
+                        self.images.errors[side.index()] = Some(error.message.clone());
                     }
                 }
             }
@@ -194,7 +205,8 @@ impl CleanDiftApp {
                     && *b == id
                 {
                     let choice = choice.clone();
-                    self.message(
+                    self.message_on(
+                        Topic::Job(job),
                         Level::Error,
                         format!("Cannot load {}: {}", choice.model, error.message),
                         error.hint.clone(),
@@ -205,7 +217,8 @@ impl CleanDiftApp {
             Job::Train => self.on_train_failed(id, error),
             Job::Features(_) | Job::PreviousStudent | Job::Dino | Job::Fused => {
                 if self.features.block(id) {
-                    self.message(
+                    self.message_on(
+                        Topic::Job(job),
                         Level::Error,
                         format!("{job}: {}", error.message),
                         error.hint,
@@ -214,7 +227,12 @@ impl CleanDiftApp {
             }
             Job::Pca => {
                 if self.features.pca_request.block(id) {
-                    self.message(Level::Error, format!("PCA: {}", error.message), error.hint);
+                    self.message_on(
+                        Topic::Job(job),
+                        Level::Error,
+                        format!("PCA: {}", error.message),
+                        error.hint,
+                    );
                 }
             }
         }
@@ -304,6 +322,7 @@ impl CleanDiftApp {
             q.x = q.x.clamp(0.0, image.width as f32 - 0.5);
             q.y = q.y.clamp(0.0, image.height as f32 - 0.5);
         }
+        self.images.errors[side.index()] = None;
         self.images.slots[side.index()] = Some(ImageSlot {
             image,
             texture,
@@ -347,7 +366,7 @@ impl eframe::App for CleanDiftApp {
         };
         panels::status_bar(ui, &mut self.messages, &info, &mut cmds);
         self.apply(std::mem::take(&mut cmds));
-        if !self.flags.talk {
+        if self.flags.panel_shown() {
             self.side_panel(ui, &mut cmds);
             self.apply(std::mem::take(&mut cmds));
         }

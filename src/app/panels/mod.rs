@@ -113,6 +113,18 @@ pub(super) fn top_bar(
                     let on = !flags.talk;
                     cmds.push(Command::SetTalk(on));
                 }
+                let panel = if flags.panel_shown() {
+                    "Hide panel"
+                } else {
+                    "Show panel"
+                };
+                if ui
+                    .button(panel)
+                    .on_hover_text("The settings panel on the left (H)")
+                    .clicked()
+                {
+                    flags.toggle_panel();
+                }
                 if ui
                     .button("Shortcuts")
                     .on_hover_text("Keyboard shortcuts (F1)")

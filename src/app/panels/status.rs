@@ -39,8 +39,14 @@ pub(in crate::app) fn status_bar(
         }
         ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
             let n = messages.list.len();
+            let flagged = messages.unseen_errors();
+            let text = if flagged {
+                RichText::new(format!("Messages ({n}) · new error")).color(ERROR)
+            } else {
+                RichText::new(format!("Messages ({n})"))
+            };
             if ui
-                .small_button(format!("Messages ({n})"))
+                .small_button(text)
                 .on_hover_text("Everything the app said, with what to do")
                 .clicked()
             {
@@ -63,7 +69,7 @@ const WARN: Color32 = Color32::from_rgb(240, 190, 80);
 /// to do about it.
 fn status_line(
     ui: &mut egui::Ui,
-    messages: &MessagesState,
+    messages: &mut MessagesState,
     info: &StatusInfo<'_>,
     cmds: &mut Vec<Command>,
 ) {
@@ -92,7 +98,14 @@ fn status_line(
         if ui.button("Cancel").clicked() {
             cmds.push(Command::CancelAll);
         }
-    } else if let Some(m) = messages.list.back().cloned() {
+    } else if let Some(m) = messages.current().cloned() {
+        if ui
+            .small_button("Dismiss")
+            .on_hover_text("Dismiss (the Messages log keeps it)")
+            .clicked()
+        {
+            messages.dismiss_current();
+        }
         let color = match m.level {
             Level::Info => ui.visuals().text_color(),
             Level::Warn => WARN,
@@ -174,6 +187,9 @@ pub(in crate::app) fn windows(
                 });
         });
     messages.show_log = open;
+    if open {
+        messages.mark_seen();
+    }
 }
 
 /// The shortcuts and what they do (the help window lists them).
@@ -192,5 +208,6 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("E", "export the correspondences as JSON"),
     ("T / F11", "talk mode: fullscreen, large markers"),
     ("Esc", "leave talk mode"),
+    ("H", "hide or show the side panel"),
     ("F1", "this help"),
 ];

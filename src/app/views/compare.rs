@@ -86,7 +86,7 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                 rects.push(Some(r));
             }
             None => {
-                placeholder(ui, pic, &format!("Loading {side}…"));
+                placeholder(ui, pic, &c.images.placeholder(side));
                 rects.push(None);
             }
         }

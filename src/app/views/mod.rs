@@ -156,7 +156,7 @@ fn two_columns(
                 rects[side.index()] = Some(r);
                 c.view.image_rects.push((side, r, shows(side)));
             }
-            None => placeholder(ui, cell, &format!("Loading {side}…")),
+            None => placeholder(ui, cell, &c.images.placeholder(side)),
         }
         header(
             ui,
@@ -240,13 +240,16 @@ fn paint_photo(c: &Canvas, painter: &egui::Painter, rect: Rect, side: Side) {
 fn placeholder(ui: &egui::Ui, cell: Rect, text: &str) {
     let p = ui.painter();
     p.rect_filled(cell.shrink(4.0), 6.0, ui.visuals().faint_bg_color);
-    p.text(
-        cell.center(),
-        Align2::CENTER_CENTER,
-        text,
+    let color = ui.visuals().weak_text_color();
+    let job = egui::text::LayoutJob::simple(
+        text.to_string(),
         FontId::proportional(15.0),
-        ui.visuals().weak_text_color(),
+        color,
+        (cell.width() - 32.0).max(40.0),
     );
+    let g = p.layout_job(job);
+    let at = Align2::CENTER_CENTER.align_size_within_rect(g.size(), cell);
+    p.galley(at.min, g, color);
 }
 
 /// The heatmap look of an answer under the current settings (the view and
