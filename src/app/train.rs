@@ -29,6 +29,18 @@ pub(crate) const LRS: [f64; 6] = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6];
 /// Default output folder (relative to the current folder).
 pub const DEFAULT_TRAIN_OUT: &str = crate::train::choices::DEFAULT_OUT_DIR;
 
+/// Where the app's runs go: the chosen folder, else `~/cleandift-train`
+/// (never the working directory of whatever launched the app), as an
+/// absolute path so the panel shows where it really is.
+pub fn app_out_dir(run: &crate::train::TrainChoices) -> PathBuf {
+    let dir = match (&run.out_dir, std::env::var_os("HOME")) {
+        (Some(d), _) => d.clone(),
+        (None, Some(home)) if !home.is_empty() => PathBuf::from(home).join(DEFAULT_TRAIN_OUT),
+        (None, _) => PathBuf::from(DEFAULT_TRAIN_OUT),
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
 /// One fine-tune as the panel shows it.
 #[derive(Debug, Clone)]
 pub struct TrainRun {
@@ -137,7 +149,7 @@ impl CleanDiftApp {
 
     /// The output folder of the Fine-tune panel.
     pub fn train_out_dir(&self) -> PathBuf {
-        self.settings.train.run.out_dir()
+        app_out_dir(&self.settings.train.run)
     }
 
     /// The learning rate a run would use.

@@ -20,10 +20,21 @@ pub(super) fn images_section(ui: &mut egui::Ui, images: &ImagesState, cmds: &mut
                             let text = format!("{} · {}×{}", s.name, s.image.width, s.image.height);
                             ui.label(text).on_hover_text(s.image.source.clone());
                         }
-                        None => {
-                            ui.spinner();
-                            ui.label("loading…");
-                        }
+                        None => match &images.errors[side.index()] {
+                            Some(e) => {
+                                ui.add(
+                                    egui::Label::new(
+                                        RichText::new(format!("not loaded: {e}"))
+                                            .color(super::status::ERROR),
+                                    )
+                                    .truncate(),
+                                );
+                            }
+                            None => {
+                                ui.spinner();
+                                ui.label("loading…");
+                            }
+                        },
                     }
                 });
                 ui.horizontal(|ui| {
@@ -41,14 +52,27 @@ pub(super) fn images_section(ui: &mut egui::Ui, images: &ImagesState, cmds: &mut
             }
             let id = ui.make_persistent_id("image_path");
             let mut path: String = ui.data(|d| d.get_temp(id)).unwrap_or_default();
+            ui.label(
+                RichText::new("Or type a path: Enter loads it into B, or press A or B").small(),
+            );
             ui.horizontal(|ui| {
+                let w = (ui.available_width() - 70.0).max(80.0);
                 let r = ui.add(
                     egui::TextEdit::singleline(&mut path)
-                        .hint_text("or type a path, then A or B")
-                        .desired_width(150.0),
+                        .hint_text("/path/to/image.png")
+                        .desired_width(w),
                 );
                 if r.changed() {
                     ui.data_mut(|d| d.insert_temp(id, path.clone()));
+                }
+                if r.lost_focus()
+                    && ui.input(|i| i.key_pressed(egui::Key::Enter))
+                    && !path.trim().is_empty()
+                {
+                    cmds.push(Command::LoadImage(
+                        Side::B,
+                        ImageSource::Path(path.trim().into()),
+                    ));
                 }
                 for side in Side::BOTH {
                     if ui

@@ -3,7 +3,7 @@
 //! state lives in [`crate::app::train::TrainPanel`].
 
 use egui::{Color32, RichText};
-use egui_plot::{Legend, Line, Plot};
+use egui_plot::{Line, Plot};
 
 use crate::app::Command;
 use crate::app::dialogs::DialogKind;
@@ -26,19 +26,18 @@ pub(in crate::app) struct TrainView<'a> {
     pub previous_student: Option<String>,
 }
 
-const KEY_COLORS: [Color32; 11] = [
-    Color32::from_rgb(230, 25, 75),
-    Color32::from_rgb(60, 180, 75),
-    Color32::from_rgb(255, 225, 25),
-    Color32::from_rgb(67, 99, 216),
-    Color32::from_rgb(245, 130, 49),
-    Color32::from_rgb(145, 30, 180),
-    Color32::from_rgb(66, 212, 244),
-    Color32::from_rgb(240, 50, 230),
-    Color32::from_rgb(191, 239, 69),
-    Color32::from_rgb(250, 190, 212),
-    Color32::from_rgb(170, 110, 40),
-];
+/// A key's curve colour: the keys run from the mid block to the last up
+/// block, so a turbo ramp over that order makes neighbours similar and the
+/// order readable at a glance (and the legend below names each).
+fn key_color(i: usize, n: usize) -> Color32 {
+    let v = 0.08 + 0.84 * i as f32 / (n.max(2) - 1) as f32;
+    let c = crate::render::Colormap::Turbo.rgb(v);
+    Color32::from_rgb(
+        (c[0] * 255.0) as u8,
+        (c[1] * 255.0) as u8,
+        (c[2] * 255.0) as u8,
+    )
+}
 
 fn lr_text(lr: f64) -> String {
     format!("{lr:.0e}")
@@ -154,12 +153,13 @@ fn settings_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mu
         ui.add(egui::DragValue::new(&mut t.run.seed));
         ui.end_row();
     });
-    let out = t.run.out_dir();
+    let out = crate::app::train::app_out_dir(&t.run);
     ui.horizontal(|ui| {
         ui.label("Output");
-        ui.label(RichText::new(out.display().to_string()).small());
         pick_out = ui.button("Folder…").clicked();
     });
+    // The whole path, wrapped: run folders are created inside it.
+    ui.add(egui::Label::new(RichText::new(out.display().to_string()).small()).wrap());
     if pick_folder {
         s.train.source = TrainSource::Folder;
         cmds.push(Command::Dialog(DialogKind::TrainFolder));
@@ -241,7 +241,14 @@ fn run_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mut Vec
         }
     }
     if !run.loss.is_empty() {
-        ui.label(RichText::new("Loss (sum over keys)").small());
+        let title = ui.label(RichText::new("Loss (sum over keys)").small());
+        // Bring the curves into view once when a run starts to draw them
+        // (they sit below the fold of a 900 px window).
+        let id = ui.make_persistent_id(("train plot shown", run.started));
+        if !ui.ctx().data(|d| d.get_temp::<bool>(id).unwrap_or(false)) {
+            ui.ctx().data_mut(|d| d.insert_temp(id, true));
+            title.scroll_to_me(Some(egui::Align::TOP));
+        }
         Plot::new("train_loss_total")
             .height(110.0)
             .allow_scroll(false)
@@ -259,21 +266,27 @@ fn run_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mut Vec
             .allow_scroll(false)
             .allow_drag(false)
             .allow_zoom(false)
-            .legend(
-                Legend::default()
-                    .position(egui_plot::Corner::RightTop)
-                    .text_style(egui::TextStyle::Small)
-                    .background_alpha(0.6),
-            )
             .x_axis_label("step")
             .show(ui, |p| {
+                let n = run.per_key.len();
                 for (i, (k, pts)) in run.per_key.iter().enumerate() {
-                    p.line(
-                        Line::new(k.to_string(), pts.clone())
-                            .color(KEY_COLORS[i % KEY_COLORS.len()]),
-                    );
+                    p.line(Line::new(k.to_string(), pts.clone()).color(key_color(i, n)));
                 }
             });
+        // The legend under the plot, never over the curves.
+        ui.horizontal_wrapped(|ui| {
+            ui.spacing_mut().item_spacing.x = 10.0;
+            let n = run.per_key.len();
+            for (i, (k, _)) in run.per_key.iter().enumerate() {
+                ui.horizontal(|ui| {
+                    ui.spacing_mut().item_spacing.x = 3.0;
+                    let (r, _) =
+                        ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+                    ui.painter().rect_filled(r, 2.0, key_color(i, n));
+                    ui.label(RichText::new(k.to_string()).small());
+                });
+            }
+        });
     }
     if run.switched
         && let Some(previous) = &v.previous_student
