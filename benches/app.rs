@@ -9,6 +9,9 @@
 //!
 //! `cargo build --release && cargo bench --bench app`. Prints tables.
 
+#[path = "../tests/common/xvfb.rs"]
+mod xvfb_server;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ use cleandift::worker::{PairFeatures, Side};
 use egui::{Event, Modifiers, PointerButton, Pos2};
 use egui_kittest::Harness;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use xvfb_server::{have, start_xvfb};
 
 struct Stats {
     median: Duration,
@@ -164,12 +168,7 @@ fn sd21_features(image_side: u32) -> PairFeatures {
 /// The real binary's own `--frame-report` under Xvfb (renderer and
 /// presentation included), when Xvfb is installed.
 fn real_binary_reports() {
-    use std::io::Read;
     use std::process::{Command, Stdio};
-    let have = |tool: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-    };
     if !have("Xvfb") {
         println!("(Xvfb not installed: no real-binary frame report)");
         return;
@@ -181,30 +180,13 @@ fn real_binary_reports() {
         );
         return;
     }
-    let Ok(mut xvfb) = Command::new("Xvfb")
-        .args([
-            "-displayfd",
-            "1",
-            "-screen",
-            "0",
-            "1280x800x24",
-            "-nolisten",
-            "tcp",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        println!("(Xvfb did not start)");
-        return;
-    };
-    let mut number = String::new();
-    if let Some(out) = xvfb.stdout.as_mut() {
-        let mut b = [0u8; 1];
-        while out.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
-            number.push(char::from(b[0]));
+    let (xvfb, display) = match start_xvfb() {
+        Ok(x) => x,
+        Err(e) => {
+            println!("({e})");
+            return;
         }
-    }
+    };
     let home = std::env::temp_dir().join(format!("cleandift-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&home);
     for renderer in ["auto", "wgpu"] {
@@ -221,7 +203,7 @@ fn real_binary_reports() {
                 "--renderer",
                 renderer,
             ])
-            .env("DISPLAY", format!(":{}", number.trim()))
+            .env("DISPLAY", &display)
             .env("HOME", &home)
             .env("XDG_RUNTIME_DIR", &home)
             .stderr(Stdio::null())
@@ -234,11 +216,7 @@ fn real_binary_reports() {
             Err(e) => println!("(cannot run {}: {e})", bin.display()),
         }
     }
-    // SIGTERM, so Xvfb removes its lock file and socket.
-    let _ = Command::new("kill").arg(xvfb.id().to_string()).status();
-    if xvfb.wait().is_err() {
-        let _ = xvfb.kill();
-    }
+    drop(xvfb);
     let _ = std::fs::remove_dir_all(&home);
 }
 

@@ -12,7 +12,7 @@ use candle_core::{DType, Device};
 use cleandift::model::FeatureKey;
 use cleandift::model::layers::Grad;
 use cleandift::model::weights::{Backbone, BackboneSpec};
-use common::{assert_close, fixture_dir, get, reference};
+use common::{assert_close, copy_dir, fixture_dir, get, reference};
 
 /// A copy of the tiny-sd21 fixture folder whose `unet/config.json` has
 /// `field` set to `value`.
@@ -26,19 +26,6 @@ fn variant_folder(dir: &Path, field: &str, value: serde_json::Value) -> PathBuf 
     cfg[field] = value;
     std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).expect("json")).expect("write");
     dst
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for entry in std::fs::read_dir(src).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let to = dst.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), &to).expect("copy");
-        }
-    }
 }
 
 fn load(folder: &Path) -> Result<Backbone, String> {

@@ -36,6 +36,34 @@ const TINY: [&str; 10] = [
     "112",
 ];
 
+/// The `source` record each output carries for `kind` with [`TINY`] and the
+/// default layers: tiny-dino has two blocks, so its default tokens are
+/// block 1's.
+fn source_record(kind: &str) -> serde_json::Value {
+    let dino = "tiny-dino (seeded random weights)";
+    match kind {
+        "sd" => serde_json::json!({"source": "sd", "sd_layers": ["us6"]}),
+        "dino" => {
+            serde_json::json!({"source": "dino", "dino_model": dino, "dino_layer": "block 1"})
+        }
+        _ => serde_json::json!({
+            "source": "fused",
+            "sd_layers": ["us2", "us5", "us8"],
+            "dino_model": dino,
+            "dino_layer": "block 1",
+        }),
+    }
+}
+
+/// The JSON object that `text` (stdout and stderr) holds.
+fn json_in(text: &str) -> serde_json::Value {
+    let (start, end) = (text.find('{'), text.rfind('}'));
+    let (Some(start), Some(end)) = (start, end) else {
+        panic!("no JSON in {text}");
+    };
+    serde_json::from_str(&text[start..=end]).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
 #[test]
 fn eval_reports_pck_for_each_source() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,6 +95,7 @@ fn eval_reports_pck_for_each_source() {
     for kind in ["sd", "dino", "fused"] {
         let r = &v[kind];
         assert!(r["pairs_evaluated"].as_u64().unwrap() >= 1, "{kind}: {r}");
+        assert_eq!(r["source"], source_record(kind), "{kind}");
         let at = r["pck"]["overall"]["at"]
             .as_array()
             .expect("overall PCK rows");
@@ -109,6 +138,7 @@ fn match_pca_extract_take_dino_and_fused() {
             out.contains(&format!("\"layer\": \"{kind}\"")),
             "{kind}: {out}"
         );
+        assert_eq!(json_in(&out)["source"], source_record(kind), "{out}");
 
         let png = dir.path().join(format!("{kind}.png"));
         let mut args = vec![
@@ -154,5 +184,11 @@ fn match_pca_extract_take_dino_and_fused() {
             assert!(ok, "{out}");
             assert!(out.contains("dino: 48 x 8 x 8"), "{out}");
         }
+        let bytes = std::fs::read(&st).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
+        let meta = header.metadata().clone().expect("metadata");
+        let record: serde_json::Value =
+            serde_json::from_str(meta.get("source").expect("a source record")).unwrap();
+        assert_eq!(record, source_record(kind), "{kind}");
     }
 }

@@ -12,25 +12,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use cleandift::model::weights::{Backbone, BackboneSpec, FULL_STUDENT_PREFIX, split_student};
 use cleandift::model::{ModelError, UNetConfig};
-use common::{assert_parity, fixture_dir};
+use common::{assert_parity, copy_dir, fixture_dir};
 
 const SHAPES: [&str; 2] = ["tiny-sd15", "tiny-sd21"];
 const UNET_ST: &str = "unet/diffusion_pytorch_model.safetensors";
 const VAE_ST: &str = "vae/diffusion_pytorch_model.safetensors";
 const TEXT_ST: &str = "text_encoder/model.safetensors";
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for e in std::fs::read_dir(src).expect("read_dir") {
-        let e = e.expect("entry");
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).expect("copy");
-        }
-    }
-}
 
 fn copy_fixture(shape: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -5,6 +5,8 @@
 //! step short.
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -13,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::copy_dir;
 
 const BASE: &str = "tiny-sd21";
 const STUDENT: &str = "cleandift_tiny-sd21_unet.safetensors";
@@ -624,19 +628,6 @@ fn a_nan_base_model_is_refused() {
         "{err}"
     );
     assert!(runs(&out).is_empty(), "no run folder for a refused run");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("ls").flatten() {
-        let p = e.path();
-        let dst = to.join(e.file_name());
-        if p.is_dir() {
-            copy_dir(&p, &dst);
-        } else {
-            std::fs::copy(&p, &dst).expect("copy");
-        }
-    }
 }
 
 /// Unmounts on drop (also when an assertion fails).

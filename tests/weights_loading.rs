@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use cleandift::model::layers::Grad;
 use cleandift::model::weights::{Backbone, BackboneSpec, FULL_STUDENT_PREFIX, read_safetensors};
 use cleandift::model::{FeatureKey, ModelError};
-use common::{assert_close, fixture_dir, get, reference};
+use common::{assert_close, copy_dir, fixture_dir, get, reference};
 
 const UNET_FILE: &str = "unet/diffusion_pytorch_model.safetensors";
 
@@ -20,19 +20,6 @@ fn copy_fixture(shape: &str) -> (tempfile::TempDir, PathBuf) {
     let dst = tmp.path().join(shape);
     copy_dir(&fixture_dir(shape), &dst);
     (tmp, dst)
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).expect("mkdir");
-    for e in std::fs::read_dir(src).expect("read_dir") {
-        let e = e.expect("entry");
-        let to = dst.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).expect("copy");
-        }
-    }
 }
 
 fn load(model: &Path, student: Option<&str>) -> Result<Backbone, ModelError> {

@@ -6,106 +6,18 @@
 //! Needs `Xvfb`, `xwd` and `xwininfo` (Debian: xvfb, x11-apps, x11-utils);
 //! .ci/run installs them. Without them the tests say so and skip.
 
+#[path = "common/xvfb.rs"]
+mod xvfb_server;
+
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use xvfb_server::{Reaper, have, start_xvfb};
 
 const W: u32 = 1024;
 const H: u32 = 640;
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
-}
-
-/// Kills and reaps a child process when dropped.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        // SIGTERM first, so Xvfb removes its lock file and socket.
-        let _ = Command::new("kill")
-            .arg(self.0.id().to_string())
-            .stderr(Stdio::null())
-            .status();
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(2) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts Xvfb on a display number it picks itself (`-displayfd`), so
-/// parallel tests never share a server.
-/// Serialises Xvfb starts and stops: a server that is shutting down
-/// removes its socket, which must not be a newer server's.
-static XVFB: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// An Xvfb that stops (under the lock) when dropped.
-struct Xvfb(Option<Reaper>);
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _one = XVFB.lock().unwrap_or_else(|p| p.into_inner());
-        self.0.take();
-    }
-}
-
-fn start_xvfb() -> (Xvfb, String) {
-    let _one = XVFB.lock().unwrap_or_else(|p| p.into_inner());
-    let mut child = Command::new("Xvfb")
-        .args([
-            "-displayfd",
-            "1",
-            "-screen",
-            "0",
-            "1280x800x24",
-            "-nolisten",
-            "tcp",
-            "-dpi",
-            "96",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb starts");
-    let mut out = child.stdout.take().expect("Xvfb stdout");
-    let reaper = Reaper(child);
-    let mut number = String::new();
-    let mut byte = [0u8; 1];
-    while out.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
-        if byte[0] == b'\n' {
-            break;
-        }
-        number.push(char::from(byte[0]));
-    }
-    let n: u32 = number
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("Xvfb did not report a display number ({number:?})"));
-    let display = format!(":{n}");
-    // Ready means a client can connect.
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        let ok = Command::new("xwininfo")
-            .args(["-root", "-display", &display])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Xvfb(Some(reaper)), display)
-}
 
 /// The id and size of the window titled `title`.
 fn find_window(display: &str, title: &str) -> Option<(String, u32, u32)> {
@@ -273,7 +185,7 @@ fn run_binary_once(
             return Ok(None);
         }
     }
-    let (_xvfb, display) = start_xvfb();
+    let (_xvfb, display) = start_xvfb().unwrap_or_else(|e| panic!("{e}"));
     let home = tempfile::tempdir().expect("tempdir");
     let log_path = home.path().join("app.log");
     let log = std::fs::File::create(&log_path).expect("log file");

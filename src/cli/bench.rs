@@ -8,12 +8,19 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use clap::{Args, ValueEnum};
 
+use crate::features::fusion::DEFAULT_DINO_SIZE;
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
 use crate::model::dino::{DinoLayer, DinoModel, DinoSpec};
 use crate::model::layers::Grad;
 use crate::model::vae::VaeEncoder;
 use crate::model::weights::SeededBackend;
 use crate::model::{FeatureKey, ModelConfig, UNet};
+
+/// Default image side of the SD benches (SD 2.1's 768 px).
+pub const SD_DEFAULT_RES: usize = 768;
+/// Default image side of the DINOv2 bench: sd-dino's DINOv2 input size
+/// ([`DEFAULT_DINO_SIZE`], 840 px).
+pub const DINO_DEFAULT_RES: usize = DEFAULT_DINO_SIZE as usize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BenchWhat {
@@ -25,7 +32,8 @@ pub enum BenchWhat {
     Vae,
     /// DINOv2 forward to its last block (`--model dinov2-{small,base,large,
     /// giant}`, `dinov2-reg-*` or `tiny-dino`, default dinov2-base; `--res` a
-    /// multiple of 14, e.g. sd-dino's 840).
+    /// multiple of 14, default sd-dino's 840). The peer is
+    /// `scripts/peer/dinov2_bench.py`.
     Dino,
     /// Every tap of the tiny fixtures against the CPU f32 reference
     /// (`--fixtures`); exits non-zero beyond the dtype's tolerance.
@@ -40,8 +48,9 @@ pub struct BenchArgs {
     /// Shapes of this preset (weights are seeded random).
     #[arg(long, default_value = "sd21")]
     pub model: String,
-    /// Image side in pixels; a comma-separated list times each (one model).
-    #[arg(long, default_value = "768", value_delimiter = ',')]
+    /// Image side in pixels; a comma-separated list times each (one model)
+    /// [default: 768; 840 for dino].
+    #[arg(long, value_delimiter = ',')]
     pub res: Vec<usize>,
     /// Batch size; a comma-separated list times each.
     #[arg(long, default_value = "1", value_delimiter = ',')]
@@ -79,8 +88,16 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         })?)
     };
     let multiple = if dino { 14 } else { 8 };
-    if let Some(r) = a
-        .res
+    let res_list = if a.res.is_empty() {
+        vec![if dino {
+            DINO_DEFAULT_RES
+        } else {
+            SD_DEFAULT_RES
+        }]
+    } else {
+        a.res.clone()
+    };
+    if let Some(r) = res_list
         .iter()
         .find(|r| !r.is_multiple_of(multiple) || **r == 0)
     {
@@ -117,7 +134,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("internal: no network for {:?}", a.what),
     };
-    for &res in &a.res {
+    for &res in &res_list {
         for &batch in &a.batch {
             let lat = res / 8;
             let mut run_once: Box<dyn FnMut() -> anyhow::Result<()>> = match &net {
@@ -173,6 +190,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             let t0 = Instant::now();
             run_once()?;
             println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
+            let reset = reset_peak_rss();
             let mut times = Vec::new();
             for _ in 0..a.reps {
                 let t0 = Instant::now();
@@ -180,8 +198,12 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 times.push(t0.elapsed().as_secs_f64());
             }
             let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let peak = match peak_rss_mib() {
+                Some(m) if reset => format!("{m:.0} MiB"),
+                _ => "n/a".to_string(),
+            };
             println!(
-                "{label}: best of {} {:.4}s (runs: {})",
+                "{label}: best of {} {:.4}s (runs: {}); peak RSS {peak}",
                 a.reps,
                 best,
                 times
@@ -193,4 +215,38 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Resets the process's resident-set high-water mark (Linux:
+/// `/proc/self/clear_refs` ← "5"), so that the peak read afterwards belongs
+/// to the timed runs (weights, inputs and the passes' working memory).
+/// Whether it could.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak resident memory in MiB (`VmHWM` of
+/// `/proc/self/status`), where the system says.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&status)
+}
+
+/// `VmHWM:   123456 kB` → MiB.
+fn parse_vm_hwm(status: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_peak_from_proc_status() {
+        let status = "Name:\tcleandift\nVmPeak:\t 9000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1024 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(2.0));
+        assert_eq!(parse_vm_hwm("VmRSS: 1 kB\n"), None);
+    }
 }

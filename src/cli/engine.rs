@@ -215,6 +215,66 @@ impl FeatureArgs {
     }
 }
 
+/// What a map of a feature source is made of, recorded in `match --json`,
+/// `eval --json` and `extract`'s metadata: the source, the diffusion layers
+/// (sd, fused) and the DINOv2 model and layer (dino, fused; the default
+/// resolved to its block).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceRecord {
+    /// `sd`, `dino` or `fused`.
+    pub source: String,
+    /// The diffusion layers: `--layers` (sd) or `--fusion-layers` (fused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sd_layers: Option<Vec<String>>,
+    /// The DINOv2 model as loaded (dino, fused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dino_model: Option<String>,
+    /// The DINOv2 tokens used, e.g. `block 11` (dino, fused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dino_layer: Option<String>,
+}
+
+impl SourceRecord {
+    pub fn new(
+        kind: SourceKind,
+        engines: &Engines,
+        s: &ExtractSettings,
+        f: &FusionSettings,
+    ) -> Self {
+        let names = |keys: &[FeatureKey]| keys.iter().map(|k| k.name().to_string()).collect();
+        let sd_layers = match kind {
+            SourceKind::Sd => Some(names(&s.layers)),
+            SourceKind::Fused => Some(names(&f.layers)),
+            SourceKind::Dino => None,
+        };
+        let (dino_model, dino_layer) = if kind == SourceKind::Sd {
+            (None, None)
+        } else {
+            let layer = f.dino.layer.or_else(|| {
+                engines
+                    .dino
+                    .as_ref()
+                    .map(|d| DinoLayer::Block(d.net.config.num_layers.saturating_sub(1)))
+            });
+            (
+                Some(
+                    engines
+                        .dino
+                        .as_ref()
+                        .map_or_else(|| f.dino.model.clone(), |d| d.name.clone()),
+                ),
+                Some(layer.map_or_else(|| "last".to_string(), |l| l.to_string())),
+            )
+        };
+        SourceRecord {
+            source: kind.to_string(),
+            sd_layers,
+            dino_model,
+            dino_layer,
+        }
+    }
+}
+
 /// The maps of A and B from `kind` with names: one per `--layers` key for
 /// sd, one for dino and fused.
 pub fn pair_maps(
@@ -330,6 +390,10 @@ pub fn run_extract(a: &ExtractArgs) -> anyhow::Result<()> {
     let mut meta = BTreeMap::new();
     meta.insert("settings".to_string(), serde_json::to_string(&s)?);
     meta.insert("image".to_string(), a.image.display().to_string());
+    meta.insert(
+        "source".to_string(),
+        serde_json::to_string(&SourceRecord::new(kind, &engines, &s, &f))?,
+    );
     if kind == SourceKind::Sd {
         let bb = engines.sd.as_ref().context("internal: no backbone")?;
         let e = extract_with_bar(bb, &cache, &img, &s)?;
@@ -453,6 +517,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
         let out = serde_json::json!({
             "a": a.a.display().to_string(), "b": a.b.display().to_string(),
             "point": {"x": x, "y": y}, "features": label, "backbone": engines.describe(),
+            "source": SourceRecord::new(kind, &engines, &s, &f),
             "results": results,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::engine::{Engines, FeatureArgs};
+use super::engine::{Engines, FeatureArgs, SourceRecord};
 use super::progress::Bar;
 use crate::eval::{
     Dataset, EvalOptions, FeatureSource, SourceError, SpairDataset, SpairOptions, WarpConfig,
@@ -306,7 +306,14 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
             println!("== features: {kind} ==");
         }
         print!("{}", report.table());
-        reports.insert(kind.to_string(), serde_json::to_value(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert(
+                "source".to_string(),
+                serde_json::to_value(SourceRecord::new(kind, &engines, &settings, &fusion))?,
+            );
+        }
+        reports.insert(kind.to_string(), value);
     }
     if let Some(path) = &a.json {
         let json = if kinds.len() == 1 {
