@@ -16,7 +16,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Module, Result as CandleResult, Tensor};
-use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use candle_nn::{Embedding, Init, VarBuilder};
+
+use super::kernels::Linear;
 use tokenizers::models::bpe::{BPE, Merges, Vocab};
 use tokenizers::normalizers::replace::ReplacePattern;
 use tokenizers::normalizers::{Lowercase, NFC, Replace, Sequence as NormalizerSequence};

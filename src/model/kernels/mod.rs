@@ -16,9 +16,11 @@
 //! and the layers call them only with `Grad::Off`.
 
 pub mod attention;
+pub mod bf16;
 pub mod conv;
 pub(crate) mod cpu;
 pub mod geglu;
+pub(crate) mod gemm16;
 pub mod group_norm;
 mod im2col;
 pub(crate) mod simd;
@@ -26,6 +28,7 @@ pub mod softmax;
 pub mod transpose;
 
 pub use attention::{fused_applies, fused_attention};
+pub use bf16::{Linear, linear};
 pub use conv::{Conv2d, conv2d, conv2d_padded};
 pub use geglu::geglu;
 pub use group_norm::{group_norm, group_norm_composed};
