@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
 use crate::model::dino::{DinoLayer, DinoModel, DinoSpec};
+use crate::model::kernels::{flops, linear};
 use crate::model::layers::Grad;
 use crate::model::vae::VaeEncoder;
 use crate::model::weights::SeededBackend;
@@ -51,8 +52,11 @@ pub struct BenchArgs {
     pub reps: usize,
     #[arg(long, default_value = "auto")]
     pub device: String,
-    #[arg(long)]
-    pub dtype: Option<String>,
+    /// f32, f16 or bf16; a comma-separated list times each (one row per
+    /// dtype, each with its GFLOP/s and share of the GEMM peak measured in
+    /// that dtype). Default: f32 on the CPU, bf16 on CUDA.
+    #[arg(long, value_delimiter = ',')]
+    pub dtype: Vec<String>,
     /// `parity`: the folder holding tiny-sd15/ and tiny-sd21/.
     #[arg(long, default_value = "tests/fixtures")]
     pub fixtures: std::path::PathBuf,
@@ -60,7 +64,14 @@ pub struct BenchArgs {
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     if a.what == BenchWhat::Parity {
-        return super::bench_parity::run(&a.fixtures, &a.device, a.dtype.as_deref());
+        if a.dtype.len() > 1 {
+            anyhow::bail!("bench parity takes one --dtype");
+        }
+        return super::bench_parity::run(
+            &a.fixtures,
+            &a.device,
+            a.dtype.first().map(String::as_str),
+        );
     }
     let dino = a.what == BenchWhat::Dino;
     // `--model` defaults to sd21 for the UNet benches; DINOv2 takes its own.
@@ -90,10 +101,54 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--batch must be at least 1");
     }
     let dev = a.device.parse::<DeviceChoice>()?.open()?;
-    let dtype: DType = match &a.dtype {
-        Some(d) => parse_dtype(d)?,
-        None => default_dtype(&dev),
+    let dtypes: Vec<DType> = if a.dtype.is_empty() {
+        vec![default_dtype(&dev)]
+    } else {
+        a.dtype
+            .iter()
+            .map(|d| parse_dtype(d))
+            .collect::<Result<_, _>>()?
     };
+    for dtype in dtypes {
+        bench_dtype(a, model, cfg.as_ref(), &dev, dtype)?;
+    }
+    Ok(())
+}
+
+/// The matrix-product peak in `dtype` on `dev`: the best of a few
+/// `n`×`n` by `n`×`n` products through the path the model's linear layers
+/// take (candle's matmul, or the bf16 kernel on the CPU), in GFLOP/s.
+fn gemm_peak(dev: &candle_core::Device, dtype: DType, n: usize) -> anyhow::Result<f64> {
+    let x = Tensor::randn(0f32, 1.0, (n, n), dev)?.to_dtype(dtype)?;
+    let w = Tensor::randn(0f32, 1.0, (n, n), dev)?.to_dtype(dtype)?;
+    linear(&x, &w, None)?.device().synchronize()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let y = linear(&x, &w, None)?;
+        y.device().synchronize()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    flops::take();
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+/// Times `a.what` in one dtype: one row per resolution and batch, with the
+/// pass's GFLOP (counted by the kernels), GFLOP/s and share of the GEMM
+/// peak measured in the same dtype.
+fn bench_dtype(
+    a: &BenchArgs,
+    model: &str,
+    cfg: Option<&ModelConfig>,
+    dev: &candle_core::Device,
+    dtype: DType,
+) -> anyhow::Result<()> {
+    let dev = dev.clone();
+    let peak = gemm_peak(&dev, dtype, 2048)?;
+    println!(
+        "GEMM peak {:?} {dtype:?} (2048³, the linear layers' path): {peak:.0} GFLOP/s",
+        dev.location()
+    );
     let vb = |part: &str| {
         VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone())
     };
@@ -102,7 +157,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         Vae(Box<VaeEncoder>),
         Dino(Box<DinoModel>, DinoLayer),
     }
-    let net = match (a.what, &cfg) {
+    let net = match (a.what, cfg) {
         (BenchWhat::UnetUs6 | BenchWhat::UnetFull, Some(cfg)) => Net::Unet(
             Box::new(UNet::new(vb("unet"), &cfg.unet)?),
             cfg.unet.cross_attention_dim,
@@ -171,7 +226,9 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 dtype
             );
             let t0 = Instant::now();
+            flops::take();
             run_once()?;
+            let gflop = flops::take() as f64 / 1e9;
             println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
             let mut times = Vec::new();
             for _ in 0..a.reps {
@@ -189,6 +246,11 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                     .map(|t| format!("{t:.4}"))
                     .collect::<Vec<_>>()
                     .join(", ")
+            );
+            println!(
+                "{label}: {gflop:.1} GFLOP, {:.0} GFLOP/s, {:.0}% of the {dtype:?} GEMM peak",
+                gflop / best,
+                100.0 * gflop / best / peak
             );
         }
     }

@@ -256,6 +256,10 @@ pub fn attention(
     upcast: bool,
     grad: Grad,
 ) -> Result<Tensor> {
+    if let (Ok((b, n, c)), Ok(m)) = (q.dims3(), k.dim(1)) {
+        // q·kᵀ and p·v: 2 · (B·N × M × C) products over all heads.
+        super::kernels::flops::add_product(2 * b * n, m, c);
+    }
     if grad == Grad::Off && mask.is_none() && fused_applies(q, k, v) {
         return fused_attention(q, k, v, heads);
     }

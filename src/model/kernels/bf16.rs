@@ -145,6 +145,9 @@ impl Module for Linear {
 
 /// `x·Wᵀ (+ b)` for x (…, in), W (out, in), b (out).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if let (Ok((n, k)), true) = (w.dims2(), x.rank() > 0) {
+        super::flops::add_product(x.elem_count() / k.max(1), n, k);
+    }
     let bf16_cpu = x.device().is_cpu()
         && x.dtype() == DType::BF16
         && w.dtype() == DType::BF16

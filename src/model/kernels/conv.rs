@@ -121,6 +121,15 @@ pub fn conv2d_padded(
     begin: usize,
     end: usize,
 ) -> Result<Tensor> {
+    if let (Ok((b, _, h, wd)), Ok((cout, cin, kh, kw))) = (x.dims4(), w.dims4())
+        && stride > 0
+        && h + begin + end >= kh
+        && wd + begin + end >= kw
+    {
+        let oh = (h + begin + end - kh) / stride + 1;
+        let ow = (wd + begin + end - kw) / stride + 1;
+        super::flops::add_product(cout, b * oh * ow, cin * kh * kw);
+    }
     let fast = x.device().is_cpu()
         && w.device().is_cpu()
         && x.dtype() == DType::F32

@@ -10,6 +10,7 @@ use super::bf16;
 use super::conv::Conv2dOp;
 use super::cpu::{SharedOut, gather, row_major, with_scratch};
 use super::gemm16::{MR, MatRef, PackedA, PackedB, Src, gemm_packed_panels, round_row};
+use super::winograd;
 
 /// Upper bound on the bytes of all column buffers of one convolution
 /// (one buffer per worker thread).
@@ -148,6 +149,23 @@ pub(super) fn conv2d_f32(
         }
         None => None,
     };
+    if g.kh == 3 && g.kw == 3 && g.stride == 1 {
+        let s3 = winograd::Shape3 {
+            b,
+            cin: g.cin,
+            h: g.h,
+            w: g.w,
+            cout,
+            oh,
+            ow,
+            pad: g.pad,
+            x_off: g.x_off,
+            xs: g.xs,
+        };
+        if winograd::pays(&s3) {
+            return Ok((winograd::conv3x3(&s3, x, &weight, bias.as_deref()), shape));
+        }
+    }
 
     let threads = rayon::current_num_threads().max(1);
     let (rows, tiles) = tiling(&g, b, std::mem::size_of::<f32>());

@@ -19,6 +19,7 @@ pub mod attention;
 pub mod bf16;
 pub mod conv;
 pub(crate) mod cpu;
+pub mod flops;
 pub mod geglu;
 pub(crate) mod gemm16;
 pub mod group_norm;
@@ -26,6 +27,7 @@ mod im2col;
 pub(crate) mod simd;
 pub mod softmax;
 pub mod transpose;
+mod winograd;
 
 pub use attention::{fused_applies, fused_attention};
 pub use bf16::{Linear, linear};
