@@ -194,17 +194,29 @@ impl PackedB {
     }
 
     /// Packs the K×N matrix whose row `r` is `src[off + r·rs ..][..n]`
-    /// (contiguous rows: the fast path of im2col columns and activations).
+    /// (contiguous rows: the fast path of activations).
     pub(crate) fn repack_rows(&mut self, src: Src<'_>, off: usize, rs: usize, k: usize, n: usize) {
+        self.repack_with(k, n, |r, row| row_bits(src, off + r * rs, row));
+    }
+
+    /// Packs the K×N matrix whose row `r` (as bf16 bits) `fill(r, row)`
+    /// writes into `row` (n values; e.g. an im2col row, so that the column
+    /// matrix never exists unpacked).
+    pub(crate) fn repack_with(
+        &mut self,
+        k: usize,
+        n: usize,
+        mut fill: impl FnMut(usize, &mut [u16]),
+    ) {
         self.reset(k, n);
         let kp = k.div_ceil(2);
         let np = n.div_ceil(NR);
         let mut lo = vec![0u16; n];
         let mut hi = vec![0u16; n];
         for p in 0..kp {
-            row_bits(src, off + 2 * p * rs, &mut lo);
+            fill(2 * p, &mut lo);
             if 2 * p + 1 < k {
-                row_bits(src, off + (2 * p + 1) * rs, &mut hi);
+                fill(2 * p + 1, &mut hi);
             } else {
                 hi.fill(0);
             }

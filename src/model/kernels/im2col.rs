@@ -435,14 +435,8 @@ pub(super) fn conv2d_bf16(
                 n,
             );
         } else {
-            let mut col = vec![0u16; k * n];
-            let fill = |(r, row): (usize, &mut [u16])| im2col_row(&g, x, row, r, bi, y0, y1);
-            if parallel {
-                col.par_chunks_mut(n).enumerate().for_each(fill);
-            } else {
-                col.chunks_mut(n).enumerate().for_each(fill);
-            }
-            pb.repack_rows(Src::Bf16(&col), 0, n, k, n);
+            // im2col rows straight into the packed pairs.
+            pb.repack_with(k, n, |r, row| im2col_row(&g, x, row, r, bi, y0, y1));
         }
         let mut acc = vec![0f32; g.cout * n];
         if let Some(bias) = &bias {

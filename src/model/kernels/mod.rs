@@ -1,5 +1,8 @@
-//! The CPU kernels behind the model's layers, for f32 tensors on the CPU;
-//! every entry point falls back to candle's ops for other devices and types.
+//! The CPU kernels behind the model's layers, for f32 and bf16 tensors on
+//! the CPU; every entry point falls back to candle's ops for other devices
+//! and types. bf16 products run on [`gemm16`] (f32 accumulation) through
+//! [`bf16`]; stride-1 3×3 f32 convolutions of enough channels and pixels on
+//! [`winograd`].
 //!
 //! * [`cpu`]: what every kernel shares (f32 views of storage, [`cpu::gather`],
 //!   the shared output pointer, the per-thread scratch buffer);
@@ -60,8 +63,8 @@ pub(crate) mod testing {
     }
 }
 
-/// Every custom op runs only for f32 on the CPU; any other dtype or device
-/// takes candle's ops. The fallback is forced here with f16 on the CPU (the
+/// Every custom op runs only for f32 (and bf16) on the CPU; any other dtype
+/// or device takes candle's ops. The fallback is forced here with f16 on the CPU (the
 /// path a CUDA device takes, on candle's CPU implementations of the same
 /// ops) and compared with the f32 fast path.
 #[cfg(test)]
