@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// that dtype). Default: f32 on the CPU, bf16 on CUDA.
     #[arg(long, value_delimiter = ',')]
     pub dtype: Vec<String>,
+    /// Winograd F(2×2,3×3) for the f32 3×3 convolutions it is chosen for:
+    /// `off` times the im2col path instead (to measure the choice).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub winograd: String,
     /// `parity`: the folder holding tiny-sd15/ and tiny-sd21/.
     #[arg(long, default_value = "tests/fixtures")]
     pub fixtures: std::path::PathBuf,
@@ -101,6 +105,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--batch must be at least 1");
     }
     let dev = a.device.parse::<DeviceChoice>()?.open()?;
+    crate::model::kernels::set_winograd(a.winograd == "on");
     let dtypes: Vec<DType> = if a.dtype.is_empty() {
         vec![default_dtype(&dev)]
     } else {

@@ -39,6 +39,7 @@ pub use geglu::geglu;
 pub use group_norm::{group_norm, group_norm_composed};
 pub use softmax::softmax_last_dim_in_place;
 pub use transpose::transpose_12;
+pub use winograd::set_enabled as set_winograd;
 
 /// Error measures shared by the kernels' tests.
 #[cfg(test)]

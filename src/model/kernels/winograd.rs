@@ -25,6 +25,15 @@ use rayon::prelude::*;
 use super::cpu::SharedOut;
 use super::simd::multiversion;
 
+/// Whether Winograd may be used at all (`cleandift bench --winograd off`
+/// turns it off to measure the rule).
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns Winograd on (the default) or off for the whole process.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Bytes of one band's V and M buffers together (L2/L3-sized).
 const BAND_BYTES: usize = 6 << 20;
 
@@ -52,7 +61,10 @@ pub(super) struct Shape3 {
 /// pixels (to amortise the kernel transform, 16·C_out·C_in values, over many
 /// tiles).
 pub(super) fn pays(s: &Shape3) -> bool {
-    s.cin >= 64 && s.cout >= 64 && s.oh * s.ow >= 32 * 32
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+        && s.cin >= 64
+        && s.cout >= 64
+        && s.oh * s.ow >= 32 * 32
 }
 
 /// The convolution: `x` the input storage, `wt` the contiguous kernel
