@@ -4,11 +4,9 @@
 //! as f32), plus the two overflow hazards of 16-bit SD: attention scores
 //! without SD2.1's upcast, and the VAE on large activations.
 //!
-//! bf16: no bf16 forward runs on candle 0.11's CPU backend (its conv2d's
-//! matmul refuses bf16); bf16 on the CPU comes from issue 13. Until then the
-//! bf16 path is checked on a GPU by `cleandift bench parity --dtype bf16`
-//! (scripts/gpu-check.sh), and [`bf16_forward_on_the_cpu_comes_from_issue_13`]
-//! fails once the CPU can run it, so that the bf16 checks get switched on.
+//! bf16: candle 0.11's CPU backend has no bf16 matmul; our kernels
+//! (`model::kernels::bf16`) run the bf16 forward on the CPU, checked here
+//! like f16 (and on a GPU by `cleandift bench parity --dtype bf16`).
 //!
 //! Tolerance. f16 has an 11-bit significand: each rounding is off by at most
 //! u = 2^-11 ≈ 4.9e-4 relative. The tiny UNets are about 40 rounding stages
@@ -74,7 +72,7 @@ fn rel(ours: &Tensor, reference: &Tensor) -> f32 {
     err / b.iter().map(|y| y.abs()).fold(0f32, f32::max).max(1e-12)
 }
 
-/// Runs `shape` in f16 on the CPU and returns (name, ours, key) for every
+/// Runs `shape` in `dtype` (16-bit) on the CPU and returns (name, ours, key) for every
 /// tap, the UNet output and the VAE mean.
 fn outputs(shape: &str, dtype: DType) -> Vec<(String, Tensor, String)> {
     let bb = load(shape, dtype).expect("load");
@@ -143,30 +141,17 @@ fn sd21_f16_matches_f32_and_diffusers_f16() {
     check("tiny-sd21", DType::F16);
 }
 
-/// bf16 on the CPU comes from issue 13: candle 0.11's CPU backend has a
-/// bf16 matmul for plain layouts, but the strided one inside its conv2d
-/// refuses bf16 ("unsupported dtype BF16 for op matmul"), so no bf16 forward
-/// runs on the CPU yet. This test records that and fails once it changes:
-/// then replace it with `check(shape, DType::BF16)` for both fixtures
-/// (diffusers' bf16 taps are already in reference16.safetensors).
+/// bf16 on the CPU (issue 13): weights and activations in bf16, products
+/// with f32 accumulation, norms, softmax and time embedding in f32; against
+/// the f32 reference and diffusers' own bf16 forward within [`BF16_TOL`].
 #[test]
-fn bf16_forward_on_the_cpu_comes_from_issue_13() {
-    let bb = load("tiny-sd15", DType::BF16).expect("load bf16");
-    let r = reference("tiny-sd15");
-    let h = |k: &str| get(&r, k).to_dtype(DType::BF16).expect("cast");
-    let res = bb.unet.forward_full(
-        &h("unet.latent"),
-        get(&r, "unet.t"),
-        &h("unet.context"),
-        &FeatureKey::ALL,
-        Grad::Off,
-    );
-    match res {
-        Err(e) => assert!(e.to_string().contains("BF16"), "unexpected error: {e}"),
-        Ok(_) => {
-            panic!("the bf16 forward now runs on the CPU: test it with check(shape, DType::BF16)")
-        }
-    }
+fn sd15_bf16_matches_f32_and_diffusers_bf16() {
+    check("tiny-sd15", DType::BF16);
+}
+
+#[test]
+fn sd21_bf16_matches_f32_and_diffusers_bf16() {
+    check("tiny-sd21", DType::BF16);
 }
 
 /// SD2.1's rule: with `upcast_attention` the scores and the softmax are

@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use crate::features::fusion::DEFAULT_DINO_SIZE;
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
 use crate::model::dino::{DinoLayer, DinoModel, DinoSpec};
+use crate::model::kernels::{flops, linear};
 use crate::model::layers::Grad;
 use crate::model::vae::VaeEncoder;
 use crate::model::weights::SeededBackend;
@@ -60,8 +61,15 @@ pub struct BenchArgs {
     pub reps: usize,
     #[arg(long, default_value = "auto")]
     pub device: String,
-    #[arg(long)]
-    pub dtype: Option<String>,
+    /// f32, f16 or bf16; a comma-separated list times each (one row per
+    /// dtype, each with its GFLOP/s and share of the GEMM peak measured in
+    /// that dtype). Default: f32 on the CPU, bf16 on CUDA.
+    #[arg(long, value_delimiter = ',')]
+    pub dtype: Vec<String>,
+    /// Winograd F(2×2,3×3) for the f32 3×3 convolutions it is chosen for:
+    /// `off` times the im2col path instead (to measure the choice).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub winograd: String,
     /// `parity`: the folder holding tiny-sd15/ and tiny-sd21/.
     #[arg(long, default_value = "tests/fixtures")]
     pub fixtures: std::path::PathBuf,
@@ -69,7 +77,14 @@ pub struct BenchArgs {
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     if a.what == BenchWhat::Parity {
-        return super::bench_parity::run(&a.fixtures, &a.device, a.dtype.as_deref());
+        if a.dtype.len() > 1 {
+            anyhow::bail!("bench parity takes one --dtype");
+        }
+        return super::bench_parity::run(
+            &a.fixtures,
+            &a.device,
+            a.dtype.first().map(String::as_str),
+        );
     }
     let dino = a.what == BenchWhat::Dino;
     // `--model` defaults to sd21 for the UNet benches; DINOv2 takes its own.
@@ -107,10 +122,56 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--batch must be at least 1");
     }
     let dev = a.device.parse::<DeviceChoice>()?.open()?;
-    let dtype: DType = match &a.dtype {
-        Some(d) => parse_dtype(d)?,
-        None => default_dtype(&dev),
+    crate::model::kernels::set_winograd(a.winograd == "on");
+    let dtypes: Vec<DType> = if a.dtype.is_empty() {
+        vec![default_dtype(&dev)]
+    } else {
+        a.dtype
+            .iter()
+            .map(|d| parse_dtype(d))
+            .collect::<Result<_, _>>()?
     };
+    for dtype in dtypes {
+        bench_dtype(a, model, cfg.as_ref(), &dev, dtype, &res_list)?;
+    }
+    Ok(())
+}
+
+/// The matrix-product peak in `dtype` on `dev`: the best of a few
+/// `n`×`n` by `n`×`n` products through the path the model's linear layers
+/// take (candle's matmul, or the bf16 kernel on the CPU), in GFLOP/s.
+fn gemm_peak(dev: &candle_core::Device, dtype: DType, n: usize) -> anyhow::Result<f64> {
+    let x = Tensor::randn(0f32, 1.0, (n, n), dev)?.to_dtype(dtype)?;
+    let w = Tensor::randn(0f32, 1.0, (n, n), dev)?.to_dtype(dtype)?;
+    linear(&x, &w, None)?.device().synchronize()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let y = linear(&x, &w, None)?;
+        y.device().synchronize()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    flops::take();
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+/// Times `a.what` in one dtype: one row per resolution and batch, with the
+/// pass's GFLOP (counted by the kernels), GFLOP/s and share of the GEMM
+/// peak measured in the same dtype.
+fn bench_dtype(
+    a: &BenchArgs,
+    model: &str,
+    cfg: Option<&ModelConfig>,
+    dev: &candle_core::Device,
+    dtype: DType,
+    res_list: &[usize],
+) -> anyhow::Result<()> {
+    let dev = dev.clone();
+    let peak = gemm_peak(&dev, dtype, 2048)?;
+    println!(
+        "GEMM peak {:?} {dtype:?} (2048³, the linear layers' path): {peak:.0} GFLOP/s",
+        dev.location()
+    );
     let vb = |part: &str| {
         VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone())
     };
@@ -119,7 +180,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         Vae(Box<VaeEncoder>),
         Dino(Box<DinoModel>, DinoLayer),
     }
-    let net = match (a.what, &cfg) {
+    let net = match (a.what, cfg) {
         (BenchWhat::UnetUs6 | BenchWhat::UnetFull, Some(cfg)) => Net::Unet(
             Box::new(UNet::new(vb("unet"), &cfg.unet)?),
             cfg.unet.cross_attention_dim,
@@ -134,7 +195,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("internal: no network for {:?}", a.what),
     };
-    for &res in &res_list {
+    for &res in res_list {
         for &batch in &a.batch {
             let lat = res / 8;
             let mut run_once: Box<dyn FnMut() -> anyhow::Result<()>> = match &net {
@@ -188,7 +249,9 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 dtype
             );
             let t0 = Instant::now();
+            flops::take();
             run_once()?;
+            let gflop = flops::take() as f64 / 1e9;
             println!("{label}: warm-up {:.2}s", t0.elapsed().as_secs_f64());
             let reset = reset_peak_rss();
             let mut times = Vec::new();
@@ -198,12 +261,12 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                 times.push(t0.elapsed().as_secs_f64());
             }
             let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-            let peak = match peak_rss_mib() {
+            let memory = match peak_rss_mib() {
                 Some(m) if reset => format!("{m:.0} MiB"),
                 _ => "n/a".to_string(),
             };
             println!(
-                "{label}: best of {} {:.4}s (runs: {}); peak RSS {peak}",
+                "{label}: best of {} {:.4}s (runs: {}); peak RSS {memory}",
                 a.reps,
                 best,
                 times
@@ -211,6 +274,11 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
                     .map(|t| format!("{t:.4}"))
                     .collect::<Vec<_>>()
                     .join(", ")
+            );
+            println!(
+                "{label}: {gflop:.1} GFLOP, {:.0} GFLOP/s, {:.0}% of the {dtype:?} GEMM peak",
+                gflop / best,
+                100.0 * gflop / best / peak
             );
         }
     }

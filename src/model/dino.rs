@@ -26,7 +26,9 @@ pub mod load;
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
+
+use super::kernels::Linear;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -6,11 +6,11 @@
 //! backpropagate through the same code.
 
 use candle_core::{D, DType, Result, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::kernels::{
-    Conv2d, fused_applies, fused_attention, group_norm, softmax_last_dim_in_place,
+    Conv2d, Linear, fused_applies, fused_attention, group_norm, softmax_last_dim_in_place,
 };
 
 /// Whether a forward pass must be differentiable.
@@ -256,6 +256,10 @@ pub fn attention(
     upcast: bool,
     grad: Grad,
 ) -> Result<Tensor> {
+    if let (Ok((b, n, c)), Ok(m)) = (q.dims3(), k.dim(1)) {
+        // q·kᵀ and p·v: 2 · (B·N × M × C) products over all heads.
+        super::kernels::flops::add_product(2 * b * n, m, c);
+    }
     if grad == Grad::Off && mask.is_none() && fused_applies(q, k, v) {
         return fused_attention(q, k, v, heads);
     }
@@ -270,7 +274,13 @@ pub fn attention(
     };
     let scale = 1.0 / (d as f64).sqrt();
     let in_dtype = q.dtype();
-    let work = if upcast { DType::F32 } else { in_dtype };
+    // candle's CPU backend has no bf16 matmul: the composed path (masks,
+    // training) computes bf16 attention on the CPU in f32.
+    let work = if upcast || (q.device().is_cpu() && in_dtype == DType::BF16) {
+        DType::F32
+    } else {
+        in_dtype
+    };
     let q = (split(q, n)?.to_dtype(work)? * scale)?;
     let kt = split(k, m)?.to_dtype(work)?.t()?.contiguous()?;
     let v = split(v, m)?.to_dtype(work)?;

@@ -1,7 +1,9 @@
 //! diffusers' `ResnetBlock2D`, shared by the UNet and the VAE encoder.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::kernels::Linear;
 
 use super::kernels::Conv2d;
 use super::layers::{Activation, GroupNorm, conv1x1, conv3x3, linear};

@@ -2,7 +2,9 @@
 //! cross-attention, GEGLU feed-forward) between its resnets.
 
 use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::kernels::Linear;
 
 use super::config::UNetConfig;
 use super::kernels::{Conv2d, geglu, transpose_12};

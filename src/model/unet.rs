@@ -11,7 +11,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::kernels::Linear;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
@@ -383,6 +385,24 @@ impl TimeEmbedding {
     }
 
     fn forward(&self, t: &Tensor, dtype: DType) -> Result<Tensor> {
+        if dtype == DType::BF16 && t.device().is_cpu() {
+            // bf16 on the CPU: the embedding MLP runs in f32 (weights
+            // widened, a few million values) and only its output is rounded
+            // (docs/NUMERICS.md §9).
+            let up = |l: &Linear| -> Result<Linear> {
+                Ok(Linear::new(
+                    l.weight().to_dtype(DType::F32)?,
+                    l.bias().map(|b| b.to_dtype(DType::F32)).transpose()?,
+                ))
+            };
+            let (l1, l2) = (up(&self.linear_1)?, up(&self.linear_2)?);
+            let emb = l2.forward(&self.act.apply(&l1.forward(&self.sinusoidal(t)?)?)?)?;
+            let emb = match self.post_act {
+                Some(act) => act.apply(&emb)?,
+                None => emb,
+            };
+            return emb.to_dtype(dtype);
+        }
         let emb = self.sinusoidal(t)?.to_dtype(dtype)?;
         let emb = self
             .linear_2

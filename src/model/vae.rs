@@ -3,7 +3,9 @@
 //! decoder weights are recognised and skipped by the loader.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::kernels::Linear;
 
 use super::config::VaeConfig;
 use super::kernels::Conv2d;

@@ -13,7 +13,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::bf16::{self, bf16_from_bits, bf16_storage};
 use super::cpu::{SharedOut, f32_contiguous, with_scratch};
+use super::gemm16::{MatRef, PackedA, PackedB, Src, gemm_packed, round_row};
 use super::softmax::softmax_row_in_place;
 
 /// Query rows per task. gemm packs k and v again for every task, so blocks
@@ -43,6 +45,9 @@ impl CustomOp3 for FusedAttention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        if let CpuStorage::BF16(_) = s1 {
+            return self.bf16_fwd(s1, l1, s2, l2, s3, l3);
+        }
         let (q, k, v) = (
             f32_contiguous(s1, l1, "fused attention (q)")?,
             f32_contiguous(s2, l2, "fused attention (k)")?,
@@ -142,11 +147,164 @@ impl CustomOp3 for FusedAttention {
     }
 }
 
-/// Whether [`fused_attention`] can run these inputs: CPU, f32.
+impl FusedAttention {
+    /// The bf16 forward: q·kᵀ and p·v as bf16 products with f32
+    /// accumulation, scores and softmax in f32 (SD2.1's upcast), the
+    /// probabilities rounded to bf16 for p·v (as diffusers does), output in
+    /// bf16. K and V are packed once per (batch, head), not per block.
+    fn bf16_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "fused attention (bf16)";
+        let (b, n, c) = l1.shape().dims3()?;
+        let (bk, m, ck) = l2.shape().dims3()?;
+        if l3.shape().dims3()? != (bk, m, ck) || bk != b || ck != c {
+            candle_core::bail!(
+                "fused attention: shapes q {:?}, k {:?}, v {:?} do not fit",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let heads = self.heads;
+        if heads == 0 || !c.is_multiple_of(heads) {
+            candle_core::bail!("fused attention: {c} channels do not split into {heads} heads");
+        }
+        let ((q, q0), (k, k0), (v, v0)) = (
+            bf16_contiguous(s1, l1, OP)?,
+            bf16_contiguous(s2, l2, OP)?,
+            bf16_contiguous(s3, l3, OP)?,
+        );
+        let d = c / heads;
+        let mut out = vec![0u16; b * n * c];
+        if n == 0 || m == 0 || d == 0 {
+            return Ok((bf16_from_bits(out), Shape::from((b, n, c))));
+        }
+        let kernel = bf16::kernel();
+        // kᵀ (d × m) and v (m × d) of every (batch, head), packed once.
+        let packed: Vec<(PackedB, PackedB)> = (0..b * heads)
+            .into_par_iter()
+            .map(|bh| {
+                let (bi, h) = (bh / heads, bh % heads);
+                let off = bi * m * c + h * d;
+                let kt = PackedB::new(
+                    MatRef {
+                        src: k,
+                        off: k0 + off,
+                        rs: 1,
+                        cs: c,
+                    },
+                    d,
+                    m,
+                );
+                let vv = PackedB::new(
+                    MatRef {
+                        src: v,
+                        off: v0 + off,
+                        rs: c,
+                        cs: 1,
+                    },
+                    m,
+                    d,
+                );
+                (kt, vv)
+            })
+            .collect();
+        let dst = SharedBits::new(&mut out);
+        let blocks = n.div_ceil(ROWS);
+        let scale = self.scale;
+        (0..b * heads * blocks).into_par_iter().for_each(|task| {
+            let bh = task / blocks;
+            let (bi, h) = (bh / heads, bh % heads);
+            let r0 = (task % blocks) * ROWS;
+            let nr = ROWS.min(n - r0);
+            let (kt, vv) = &packed[bh];
+            let q_off = (bi * n + r0) * c + h * d;
+            let pq = PackedA::new(
+                MatRef {
+                    src: q,
+                    off: q0 + q_off,
+                    rs: c,
+                    cs: 1,
+                },
+                nr,
+                d,
+            );
+            with_scratch(nr * m + nr * d, |buf| {
+                let (s, o) = buf.split_at_mut(nr * m);
+                // SAFETY: `s` is nr rows of m floats, this thread's scratch.
+                unsafe { gemm_packed(kernel, &pq, kt, s.as_mut_ptr(), m, false, scale) };
+                for row in s.chunks_mut(m) {
+                    softmax_row_in_place(row);
+                }
+                let pp = PackedA::new(
+                    MatRef {
+                        src: Src::F32(s),
+                        off: 0,
+                        rs: m,
+                        cs: 1,
+                    },
+                    nr,
+                    m,
+                );
+                // SAFETY: `o` is nr rows of d floats, this thread's scratch.
+                unsafe { gemm_packed(kernel, &pp, vv, o.as_mut_ptr(), d, false, 1.0) };
+                for (r, row) in o.chunks_exact(d).enumerate() {
+                    // SAFETY: output row r0 + r, columns h·d..h·d+d: this
+                    // task's block only; `out` outlives the loop.
+                    let seg =
+                        unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(q_off + r * c), d) };
+                    round_row(row, seg);
+                }
+            });
+        });
+        Ok((bf16_from_bits(out), Shape::from((b, n, c))))
+    }
+}
+
+/// The bf16 elements of a contiguous tensor and its start offset.
+fn bf16_contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<(Src<'a>, usize)> {
+    let Some((o, _)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: expected contiguous inputs");
+    };
+    Ok((Src::Bf16(bf16_storage(s, op)?), o))
+}
+
+/// A raw pointer into the bf16 output shared by the attention tasks (each
+/// writes its own rows × head columns block).
+#[derive(Clone, Copy)]
+struct SharedBits(*mut u16);
+
+// SAFETY: dereferenced only on disjoint blocks of one live buffer.
+unsafe impl Send for SharedBits {}
+// SAFETY: as above.
+unsafe impl Sync for SharedBits {}
+
+impl SharedBits {
+    fn new(buf: &mut [u16]) -> Self {
+        SharedBits(buf.as_mut_ptr())
+    }
+
+    fn ptr(self) -> *mut u16 {
+        self.0
+    }
+}
+
+/// Whether [`fused_attention`] can run these inputs: CPU, and all f32 or
+/// all bf16.
 pub fn fused_applies(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
-    [q, k, v]
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32)
+    use candle_core::DType;
+    let dt = q.dtype();
+    matches!(dt, DType::F32 | DType::BF16)
+        && [q, k, v]
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == dt)
 }
 
 /// `softmax(q·kᵀ/√d)·v` per head on (B, N, heads·d) / (B, M, heads·d)

@@ -24,8 +24,9 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 
+use super::bf16::{bf16_from_bits, bf16_storage, f32_vector};
 use super::cpu::f32_storage;
-use super::im2col::conv2d_f32;
+use super::im2col::{conv2d_bf16, conv2d_f32};
 
 /// The op's name in errors.
 const OP: &str = "fast conv2d";
@@ -120,13 +121,29 @@ pub fn conv2d_padded(
     begin: usize,
     end: usize,
 ) -> Result<Tensor> {
+    if let (Ok((b, _, h, wd)), Ok((cout, cin, kh, kw))) = (x.dims4(), w.dims4())
+        && stride > 0
+        && h + begin + end >= kh
+        && wd + begin + end >= kw
+    {
+        let oh = (h + begin + end - kh) / stride + 1;
+        let ow = (wd + begin + end - kw) / stride + 1;
+        super::flops::add_product(cout, b * oh * ow, cin * kh * kw);
+    }
     let fast = x.device().is_cpu()
         && w.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && bias.is_none_or(|b| b.dtype() == DType::F32 && b.device().is_cpu())
         && stride > 0;
-    if fast {
+    let bf16_cpu = x.device().is_cpu()
+        && w.device().is_cpu()
+        && x.dtype() == DType::BF16
+        && w.dtype() == DType::BF16
+        && bias.is_none_or(|b| b.dtype() == DType::BF16 && b.device().is_cpu())
+        && stride > 0;
+    if fast || bf16_cpu {
+        let w = &w.contiguous()?;
         let op = Conv2dOp {
             stride,
             padding: begin,
@@ -170,6 +187,13 @@ impl Conv2dOp {
     /// same as candle's backprop of `Op::Conv2D`). Asymmetric padding is
     /// differentiated through an explicit padded copy.
     fn grads(&self, arg: &Tensor, kernel: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        if arg.device().is_cpu() && arg.dtype() == DType::BF16 {
+            // candle's CPU convolutions have no bf16 matmul: differentiate in
+            // f32 and cast back.
+            let f = |t: &Tensor| t.to_dtype(DType::F32);
+            let (ga, gk) = self.grads(&f(arg)?, &f(kernel)?, &f(grad)?)?;
+            return Ok((ga.to_dtype(DType::BF16)?, gk.to_dtype(DType::BF16)?));
+        }
         if self.pad_end != self.padding {
             let (_, _, ih, iw) = arg.dims4()?;
             let sym = Conv2dOp {
@@ -226,6 +250,17 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        if let CpuStorage::BF16(_) = s1 {
+            let (out, shape) = conv2d_bf16(
+                bf16_storage(s1, OP)?,
+                l1,
+                bf16_storage(s2, OP)?,
+                l2,
+                None,
+                self,
+            )?;
+            return Ok((bf16_from_bits(out), shape));
+        }
         let (out, shape) = conv2d_f32(
             f32_storage(s1, OP)?,
             l1,
@@ -263,6 +298,19 @@ impl CustomOp3 for Conv2dOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        if let CpuStorage::BF16(_) = s1 {
+            let cout = l2.dims().first().copied().unwrap_or(0);
+            let bias = f32_vector(s3, l3, cout, OP)?;
+            let (out, shape) = conv2d_bf16(
+                bf16_storage(s1, OP)?,
+                l1,
+                bf16_storage(s2, OP)?,
+                l2,
+                Some(bias),
+                self,
+            )?;
+            return Ok((bf16_from_bits(out), shape));
+        }
         let (out, shape) = conv2d_f32(
             f32_storage(s1, OP)?,
             l1,

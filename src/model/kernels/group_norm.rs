@@ -35,6 +35,14 @@ pub fn group_norm(
         && x.rank() >= 2;
     if fast {
         x.apply_op3(weight, bias, GroupNormOp { groups, eps, silu })
+    } else if x.device().is_cpu() && x.dtype() == DType::BF16 && x.rank() >= 2 {
+        // bf16 on the CPU: the fused f32 kernel on the widened input (the
+        // statistics are f32 either way), rounded back to bf16.
+        let f = |t: &Tensor| t.to_dtype(DType::F32);
+        let op = GroupNormOp { groups, eps, silu };
+        f(x)?
+            .apply_op3(&f(weight)?, &f(bias)?, op)?
+            .to_dtype(DType::BF16)
     } else {
         let y = group_norm_composed(x, weight, bias, groups, eps)?;
         if silu { y.silu() } else { Ok(y) }

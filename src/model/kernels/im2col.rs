@@ -6,8 +6,11 @@
 use candle_core::{Layout, Result, Shape};
 use rayon::prelude::*;
 
+use super::bf16;
 use super::conv::Conv2dOp;
 use super::cpu::{SharedOut, gather, row_major, with_scratch};
+use super::gemm16::{MR, MatRef, PackedA, PackedB, Src, gemm_packed_panels, round_row};
+use super::winograd;
 
 /// Upper bound on the bytes of all column buffers of one convolution
 /// (one buffer per worker thread).
@@ -56,14 +59,9 @@ impl Geom {
 
 /// The convolution on raw f32 storage with arbitrary layouts. Returns the
 /// contiguous (B, C_out, H_out, W_out) output.
-pub(super) fn conv2d_f32(
-    x: &[f32],
-    xl: &Layout,
-    w: &[f32],
-    wl: &Layout,
-    bias: Option<(&[f32], &Layout)>,
-    op: &Conv2dOp,
-) -> Result<(Vec<f32>, Shape)> {
+/// The geometry of one convolution (x: (B, C_in, H, W), kernel (C_out,
+/// C_in, kh, kw)) and its output shape (B, C_out, H_out, W_out).
+fn geometry(xl: &Layout, wl: &Layout, op: &Conv2dOp) -> Result<(Geom, Shape, usize)> {
     let (stride, pad, pad_end) = (op.stride, op.padding, op.pad_end);
     let (b, cin, h, wd) = xl.shape().dims4()?;
     let (cout, cin_k, kh, kw) = wl.shape().dims4()?;
@@ -95,11 +93,49 @@ pub(super) fn conv2d_f32(
         x_off: xl.start_offset(),
         xs: [xs[0], xs[1], xs[2], xs[3]],
     };
+    Ok((g, shape, b))
+}
+
+/// Output rows per tile and tiles per image, for `elem` bytes per column
+/// element. A tile's GEMM streams the whole kernel once, so a tile gets at
+/// least C_out columns (pixels) to amortise that, else about
+/// TILE_TARGET_BYTES of columns; never more than the per-thread share of
+/// COL_BUDGET_BYTES.
+fn tiling(g: &Geom, b: usize, elem: usize) -> (usize, usize) {
+    let threads = rayon::current_num_threads().max(1);
+    let row_bytes = g.k() * g.ow * elem;
+    let cap_rows = ((COL_BUDGET_BYTES / threads) / row_bytes.max(1)).max(1);
+    let rows = (TILE_TARGET_BYTES / row_bytes.max(1))
+        .max(g.cout.div_ceil(g.ow))
+        .min(cap_rows)
+        .min(g.oh)
+        .max(1);
+    let mut tiles = g.oh.div_ceil(rows);
+    if b * tiles >= threads && b * tiles < 4 * threads {
+        // A few tiles over all threads: make their count a multiple of the
+        // threads so that none idles at the end.
+        tiles = (b * tiles).next_multiple_of(threads).div_ceil(b).min(g.oh);
+    }
+    let rows = g.oh.div_ceil(tiles);
+    (rows, g.oh.div_ceil(rows))
+}
+
+/// The convolution on raw f32 storage with arbitrary layouts. Returns the
+/// contiguous (B, C_out, H_out, W_out) output.
+pub(super) fn conv2d_f32(
+    x: &[f32],
+    xl: &Layout,
+    w: &[f32],
+    wl: &Layout,
+    bias: Option<(&[f32], &Layout)>,
+    op: &Conv2dOp,
+) -> Result<(Vec<f32>, Shape)> {
+    let (g, shape, b) = geometry(xl, wl, op)?;
+    let (cout, oh, ow) = (g.cout, g.oh, g.ow);
     let mut out = vec![0f32; b * cout * oh * ow];
     if out.is_empty() {
         return Ok((out, shape));
     }
-    let k = g.k();
     let weight = row_major(w, wl);
     let bias: Option<Vec<f32>> = match bias {
         Some((bs, bl)) => {
@@ -113,27 +149,26 @@ pub(super) fn conv2d_f32(
         }
         None => None,
     };
-
-    // Tiling over whole output rows. A tile's GEMM streams the whole kernel
-    // once, so a tile gets at least C_out columns (pixels) to amortise that,
-    // else about TILE_TARGET_BYTES of columns; never more than the per-thread
-    // share of COL_BUDGET_BYTES.
-    let threads = rayon::current_num_threads().max(1);
-    let row_bytes = k * ow * std::mem::size_of::<f32>();
-    let cap_rows = ((COL_BUDGET_BYTES / threads) / row_bytes).max(1);
-    let rows = (TILE_TARGET_BYTES / row_bytes)
-        .max(cout.div_ceil(ow))
-        .min(cap_rows)
-        .min(oh)
-        .max(1);
-    let mut tiles = oh.div_ceil(rows);
-    if b * tiles >= threads && b * tiles < 4 * threads {
-        // A few tiles over all threads: make their count a multiple of the
-        // threads so that none idles at the end.
-        tiles = (b * tiles).next_multiple_of(threads).div_ceil(b).min(oh);
+    if g.kh == 3 && g.kw == 3 && g.stride == 1 {
+        let s3 = winograd::Shape3 {
+            b,
+            cin: g.cin,
+            h: g.h,
+            w: g.w,
+            cout,
+            oh,
+            ow,
+            pad: g.pad,
+            x_off: g.x_off,
+            xs: g.xs,
+        };
+        if winograd::pays(&s3) {
+            return Ok((winograd::conv3x3(&s3, x, &weight, bias.as_deref()), shape));
+        }
     }
-    let rows = oh.div_ceil(tiles);
-    let tiles = oh.div_ceil(rows);
+
+    let threads = rayon::current_num_threads().max(1);
+    let (rows, tiles) = tiling(&g, b, std::mem::size_of::<f32>());
     let items = b * tiles;
     // The pointer is only dereferenced on disjoint tiles of one live Vec.
     let ptr = SharedOut::new(&mut out);
@@ -288,42 +323,176 @@ impl Tile<'_> {
     /// Fills row `r` = (ci, ky, kx) of the column matrix for output rows
     /// `y0..y1` of batch element `bi`.
     fn im2col_row(&self, row: &mut [f32], r: usize, bi: usize, y0: usize, y1: usize) {
-        let g = self.g;
-        let (ci, ky, kx) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
-        let (s, p) = (g.stride, g.pad);
-        // Output columns whose input column ox*s + kx - p lies in [0, w).
-        let lo = if kx >= p { 0 } else { (p - kx).div_ceil(s) }.min(g.ow);
-        let hi = if g.w + p > kx {
-            ((g.w - 1 + p - kx) / s + 1).min(g.ow)
+        im2col_row(self.g, self.x, row, r, bi, y0, y1);
+    }
+}
+
+/// Fills row `r` = (ci, ky, kx) of the column matrix of input `x` for
+/// output rows `y0..y1` of batch element `bi` (zeros where the kernel reads
+/// padding).
+fn im2col_row<T: Copy + Default>(
+    g: &Geom,
+    x: &[T],
+    row: &mut [T],
+    r: usize,
+    bi: usize,
+    y0: usize,
+    y1: usize,
+) {
+    let zero = T::default();
+    let (ci, ky, kx) = (r / (g.kh * g.kw), (r / g.kw) % g.kh, r % g.kw);
+    let (s, p) = (g.stride, g.pad);
+    // Output columns whose input column ox*s + kx - p lies in [0, w).
+    let lo = if kx >= p { 0 } else { (p - kx).div_ceil(s) }.min(g.ow);
+    let hi = if g.w + p > kx {
+        ((g.w - 1 + p - kx) / s + 1).min(g.ow)
+    } else {
+        0
+    };
+    let lo = lo.min(hi);
+    let [_, s1, s2, s3] = g.xs;
+    for (y, seg) in (y0..y1).zip(row.chunks_mut(g.ow)) {
+        let iy = (y * s + ky) as isize - p as isize;
+        if iy < 0 || iy >= g.h as isize {
+            seg.fill(zero);
+            continue;
+        }
+        seg[..lo].fill(zero);
+        seg[hi..].fill(zero);
+        if lo == hi {
+            continue;
+        }
+        let base = g.x_off + bi * g.xs[0] + ci * s1 + iy as usize * s2;
+        // First input column: lo*s + kx - p >= 0 by construction of lo.
+        let ix0 = lo * s + kx - p;
+        if s == 1 && s3 == 1 {
+            seg[lo..hi].copy_from_slice(&x[base + ix0..base + ix0 + (hi - lo)]);
         } else {
-            0
-        };
-        let lo = lo.min(hi);
-        let x = self.x;
-        let [_, s1, s2, s3] = g.xs;
-        for (y, seg) in (y0..y1).zip(row.chunks_mut(g.ow)) {
-            let iy = (y * s + ky) as isize - p as isize;
-            if iy < 0 || iy >= g.h as isize {
-                seg.fill(0.0);
-                continue;
-            }
-            seg[..lo].fill(0.0);
-            seg[hi..].fill(0.0);
-            if lo == hi {
-                continue;
-            }
-            let base = g.x_off + bi * g.xs[0] + ci * s1 + iy as usize * s2;
-            // First input column: lo*s + kx - p >= 0 by construction of lo.
-            let ix0 = lo * s + kx - p;
-            if s == 1 && s3 == 1 {
-                seg[lo..hi].copy_from_slice(&x[base + ix0..base + ix0 + (hi - lo)]);
-            } else {
-                let step = s * s3;
-                let src = base + ix0 * s3;
-                for (j, v) in seg[lo..hi].iter_mut().enumerate() {
-                    *v = x[src + j * step];
-                }
+            let step = s * s3;
+            let src = base + ix0 * s3;
+            for (j, v) in seg[lo..hi].iter_mut().enumerate() {
+                *v = x[src + j * step];
             }
         }
+    }
+}
+
+/// The convolution for bf16 input and kernel (bf16 products, f32
+/// accumulation and bias, bf16 output): tiles as in [`conv2d_f32`], each an
+/// im2col of bf16 bits packed for [`super::gemm16`], the kernel packed once.
+pub(super) fn conv2d_bf16(
+    x: &[u16],
+    xl: &Layout,
+    w: &[u16],
+    wl: &Layout,
+    bias: Option<Vec<f32>>,
+    op: &Conv2dOp,
+) -> Result<(Vec<u16>, Shape)> {
+    let (g, shape, b) = geometry(xl, wl, op)?;
+    let mut out = vec![0u16; shape.elem_count()];
+    if out.is_empty() {
+        return Ok((out, shape));
+    }
+    if bias.as_ref().is_some_and(|v| v.len() != g.cout) {
+        candle_core::bail!("fast conv2d: bias does not have {} channels", g.cout);
+    }
+    let Some((w0, _)) = wl.contiguous_offsets() else {
+        candle_core::bail!("fast conv2d: expected a contiguous bf16 kernel");
+    };
+    let k = g.k();
+    let pa = PackedA::new(
+        MatRef {
+            src: Src::Bf16(w),
+            off: w0,
+            rs: k,
+            cs: 1,
+        },
+        g.cout,
+        k,
+    );
+    let kernel = bf16::kernel();
+    let threads = rayon::current_num_threads().max(1);
+    let (rows, tiles) = tiling(&g, b, std::mem::size_of::<u16>());
+    let items = b * tiles;
+    let plane = g.oh * g.ow;
+    let dst = SharedBits(out.as_mut_ptr());
+    let run = |item: usize, parallel: bool| {
+        let (bi, t) = (item / tiles, item % tiles);
+        let y0 = t * rows;
+        let y1 = (y0 + rows).min(g.oh);
+        let n = (y1 - y0) * g.ow;
+        let mut pb = PackedB::empty();
+        if g.pointwise() {
+            let off = g.x_off + bi * g.xs[0] + y0 * g.w * g.xs[3];
+            pb.repack(
+                MatRef {
+                    src: Src::Bf16(x),
+                    off,
+                    rs: g.xs[1],
+                    cs: g.xs[3],
+                },
+                k,
+                n,
+            );
+        } else {
+            // im2col rows straight into the packed pairs.
+            pb.repack_with(k, n, |r, row| im2col_row(&g, x, row, r, bi, y0, y1));
+        }
+        let mut acc = vec![0f32; g.cout * n];
+        if let Some(bias) = &bias {
+            for (row, &bv) in acc.chunks_exact_mut(n).zip(bias) {
+                row.fill(bv);
+            }
+        }
+        if parallel {
+            bf16::gemm_parallel(kernel, &pa, &pb, &mut acc, n, bias.is_some(), 1.0);
+        } else {
+            // SAFETY: `acc` is C_out rows of n floats, local to this call.
+            unsafe {
+                gemm_packed_panels(
+                    kernel,
+                    &pa,
+                    0..g.cout.div_ceil(MR),
+                    &pb,
+                    acc.as_mut_ptr(),
+                    n,
+                    bias.is_some(),
+                    1.0,
+                )
+            };
+        }
+        let dst_off = bi * g.cout * plane + y0 * g.ow;
+        for (co, row) in acc.chunks_exact(n).enumerate() {
+            // SAFETY: [dst_off + co·plane, +n) lies inside the output and
+            // belongs to this tile only (tiles cover disjoint row ranges).
+            let seg =
+                unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(dst_off + co * plane), n) };
+            round_row(row, seg);
+        }
+    };
+    if items >= threads {
+        (0..items).into_par_iter().for_each(|item| run(item, false));
+    } else {
+        for item in 0..items {
+            run(item, true);
+        }
+    }
+    Ok((out, shape))
+}
+
+/// A raw pointer into the bf16 output, shared by the tiles (each writes its
+/// own disjoint rows).
+#[derive(Clone, Copy)]
+struct SharedBits(*mut u16);
+
+// SAFETY: only dereferenced on disjoint blocks of one live buffer (see
+// `conv2d_bf16`).
+unsafe impl Send for SharedBits {}
+// SAFETY: as above.
+unsafe impl Sync for SharedBits {}
+
+impl SharedBits {
+    fn ptr(self) -> *mut u16 {
+        self.0
     }
 }

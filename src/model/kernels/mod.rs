@@ -1,5 +1,8 @@
-//! The CPU kernels behind the model's layers, for f32 tensors on the CPU;
-//! every entry point falls back to candle's ops for other devices and types.
+//! The CPU kernels behind the model's layers, for f32 and bf16 tensors on
+//! the CPU; every entry point falls back to candle's ops for other devices
+//! and types. bf16 products run on [`gemm16`] (f32 accumulation) through
+//! [`bf16`]; stride-1 3×3 f32 convolutions of enough channels and pixels on
+//! [`winograd`].
 //!
 //! * [`cpu`]: what every kernel shares (f32 views of storage, [`cpu::gather`],
 //!   the shared output pointer, the per-thread scratch buffer);
@@ -16,21 +19,27 @@
 //! and the layers call them only with `Grad::Off`.
 
 pub mod attention;
+pub mod bf16;
 pub mod conv;
 pub(crate) mod cpu;
+pub mod flops;
 pub mod geglu;
+pub(crate) mod gemm16;
 pub mod group_norm;
 mod im2col;
 pub(crate) mod simd;
 pub mod softmax;
 pub mod transpose;
+mod winograd;
 
 pub use attention::{fused_applies, fused_attention};
+pub use bf16::{Linear, linear};
 pub use conv::{Conv2d, conv2d, conv2d_padded};
 pub use geglu::geglu;
 pub use group_norm::{group_norm, group_norm_composed};
 pub use softmax::softmax_last_dim_in_place;
 pub use transpose::transpose_12;
+pub use winograd::set_enabled as set_winograd;
 
 /// Error measures shared by the kernels' tests.
 #[cfg(test)]
@@ -55,8 +64,8 @@ pub(crate) mod testing {
     }
 }
 
-/// Every custom op runs only for f32 on the CPU; any other dtype or device
-/// takes candle's ops. The fallback is forced here with f16 on the CPU (the
+/// Every custom op runs only for f32 (and bf16) on the CPU; any other dtype
+/// or device takes candle's ops. The fallback is forced here with f16 on the CPU (the
 /// path a CUDA device takes, on candle's CPU implementations of the same
 /// ops) and compared with the f32 fast path.
 #[cfg(test)]

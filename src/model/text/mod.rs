@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Module, Result as CandleResult, Tensor};
-use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use candle_nn::{Embedding, Init, VarBuilder};
+
+use super::kernels::Linear;
 
 use super::ModelError;
 use super::config::{TextActivation, TextConfig};

@@ -1,0 +1,419 @@
+//! Winograd F(2×2, 3×3) for stride-1 3×3 convolutions in f32: each 2×2
+//! block of outputs from a 4×4 input tile with 16 multiplications per
+//! (C_out, C_in) pair instead of 36 (2.25× fewer), as 16 GEMMs
+//! `M[ξ] = U[ξ] · V[ξ]` of (C_out × C_in) by (C_in × tiles):
+//!
+//! * kernel transform `U = G g Gᵀ` (once per call),
+//! * input transform `V = Bᵀ d B` of every 4×4 tile (zero padding read as
+//!   zeros),
+//! * output transform `Y = Aᵀ M A` plus the bias, clipped at the edges,
+//!
+//! with `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`,
+//! `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`, `Aᵀ = [1 1 1 0; 0 1 −1 −1]` (Lavin &
+//! Gray, "Fast Algorithms for Convolutional Neural Networks", 2016). The
+//! transforms only add and halve, so F(2×2, 3×3) keeps f32 accuracy (a few
+//! ulp more than direct summation); the larger F(4×4, 3×3) would save more
+//! multiplications but amplifies rounding by its larger transform
+//! constants.
+//!
+//! Work is split into bands of whole tile rows per batch element, each band
+//! transformed into per-thread buffers and multiplied with a
+//! single-threaded GEMM (like the im2col path).
+
+use rayon::prelude::*;
+
+use super::cpu::SharedOut;
+use super::simd::multiversion;
+
+/// Whether Winograd may be used at all (`cleandift bench --winograd off`
+/// turns it off to measure the rule).
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns Winograd on (the default) or off for the whole process.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Bytes of one band's V and M buffers together (L2/L3-sized).
+const BAND_BYTES: usize = 6 << 20;
+
+/// Shapes of a 3×3 stride-1 convolution.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Shape3 {
+    pub(super) b: usize,
+    pub(super) cin: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) cout: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+    /// Zero padding before (top, left).
+    pub(super) pad: usize,
+    /// Offset of element (0, 0, 0, 0) of the input and its strides
+    /// (B, C, H, W).
+    pub(super) x_off: usize,
+    pub(super) xs: [usize; 4],
+}
+
+/// Whether Winograd pays for this shape: both channel counts at least 64
+/// (the transforms cost about as much as a GEMM with K ≈ 32 per pixel and
+/// channel, so small channel counts gain nothing) and at least 32×32 output
+/// pixels (to amortise the kernel transform, 16·C_out·C_in values, over many
+/// tiles).
+pub(super) fn pays(s: &Shape3) -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+        && s.cin >= 64
+        && s.cout >= 64
+        && s.oh * s.ow >= 32 * 32
+}
+
+/// The convolution: `x` the input storage, `wt` the contiguous kernel
+/// (C_out, C_in, 3, 3), `bias` (C_out) or none. Returns the contiguous
+/// (B, C_out, H_out, W_out) output.
+pub(super) fn conv3x3(s: &Shape3, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (cin, cout) = (s.cin, s.cout);
+    let u = kernel_transform(wt, cout, cin);
+    let (th, tw) = (s.oh.div_ceil(2), s.ow.div_ceil(2));
+    let mut out = vec![0f32; s.b * cout * s.oh * s.ow];
+    if out.is_empty() {
+        return out;
+    }
+    // Tile rows per band: V (16·C_in·T) and M (16·C_out·T) within
+    // BAND_BYTES, at least one row.
+    let per_tile = 16 * (cin + cout) * std::mem::size_of::<f32>();
+    let rows = (BAND_BYTES / (per_tile * tw)).clamp(1, th);
+    let threads = rayon::current_num_threads().max(1);
+    // At least two bands per thread when the image allows it.
+    let rows = rows.min(th.div_ceil(2 * threads).max(1));
+    let bands = th.div_ceil(rows);
+    let dst = SharedOut::new(&mut out);
+    (0..s.b * bands).into_par_iter().for_each(|item| {
+        let (bi, band) = (item / bands, item % bands);
+        let ty0 = band * rows;
+        let ty1 = (ty0 + rows).min(th);
+        let t = (ty1 - ty0) * tw;
+        let mut v = vec![0f32; 16 * cin * t];
+        let mut m = vec![0f32; 16 * cout * t];
+        input_transform(s, x, bi, ty0, ty1, &mut v);
+        for xi in 0..16 {
+            // SAFETY: M[ξ] is (C_out × T) row-major in `m`, U[ξ] (C_out ×
+            // C_in) in `u`, V[ξ] (C_in × T) in `v`: all inside their
+            // buffers, which live for the call.
+            unsafe {
+                gemm::gemm(
+                    cout,
+                    t,
+                    cin,
+                    m.as_mut_ptr().add(xi * cout * t),
+                    1,
+                    t as isize,
+                    false,
+                    u.as_ptr().add(xi * cout * cin),
+                    1,
+                    cin as isize,
+                    v.as_ptr().add(xi * cin * t),
+                    1,
+                    t as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+        // SAFETY: this band writes output rows 2·ty0 .. min(2·ty1, H_out)
+        // of batch element bi only; bands and batch elements are disjoint
+        // and `out` outlives the loop.
+        let plane = s.oh * s.ow;
+        let y0 = 2 * ty0;
+        let y1 = (2 * ty1).min(s.oh);
+        for co in 0..cout {
+            let base = (bi * cout + co) * plane + y0 * s.ow;
+            let seg =
+                unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(base), (y1 - y0) * s.ow) };
+            let bv = bias.map_or(0.0, |b| b[co]);
+            output_transform(s, &m, co, t, ty1 - ty0, tw, bv, seg);
+        }
+    });
+    out
+}
+
+/// U[ξ][co][ci] = (G g Gᵀ)[ξ] for every kernel g = wt[co][ci].
+fn kernel_transform(wt: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let mut u = vec![0f32; 16 * cout * cin];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let g = &wt[(co * cin + ci) * 9..][..9];
+            // t = G g (4×3).
+            let mut t = [[0f32; 3]; 4];
+            for c in 0..3 {
+                let (g0, g1, g2) = (g[c], g[3 + c], g[6 + c]);
+                t[0][c] = g0;
+                t[1][c] = 0.5 * (g0 + g1 + g2);
+                t[2][c] = 0.5 * (g0 - g1 + g2);
+                t[3][c] = g2;
+            }
+            // (G g) Gᵀ (4×4).
+            for (r, row) in t.iter().enumerate() {
+                let (a, b, c) = (row[0], row[1], row[2]);
+                let vals = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+                for (j, &val) in vals.iter().enumerate() {
+                    u[((r * 4 + j) * cout + co) * cin + ci] = val;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// V[ξ][ci][t] for the tiles of tile rows ty0..ty1 of batch element `bi`
+/// (t = (ty − ty0)·tw + tx).
+fn input_transform(s: &Shape3, x: &[f32], bi: usize, ty0: usize, ty1: usize, v: &mut [f32]) {
+    let tw = s.ow.div_ceil(2);
+    let t = (ty1 - ty0) * tw;
+    // Four zero-padded input rows of one tile row: 2·tw + 2 columns.
+    let width = 2 * tw + 2;
+    let mut rows = vec![0f32; 4 * width];
+    let [s0, s1, s2, s3] = s.xs;
+    for ci in 0..s.cin {
+        for ty in ty0..ty1 {
+            for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+                let iy = (2 * ty + r) as isize - s.pad as isize;
+                row.fill(0.0);
+                if iy < 0 || iy >= s.h as isize {
+                    continue;
+                }
+                let base = s.x_off + bi * s0 + ci * s1 + iy as usize * s2;
+                // Padded column j reads input column j − pad.
+                let lo = s.pad.min(width);
+                let hi = (s.pad + s.w).min(width);
+                if lo >= hi {
+                    continue;
+                }
+                if s3 == 1 {
+                    row[lo..hi].copy_from_slice(&x[base..base + (hi - lo)]);
+                } else {
+                    for (j, d) in row[lo..hi].iter_mut().enumerate() {
+                        *d = x[base + j * s3];
+                    }
+                }
+            }
+            let off = ci * t + (ty - ty0) * tw;
+            transform_tile_row(&rows, width, tw, v, off, s.cin * t);
+        }
+    }
+}
+
+multiversion! {
+    /// Bᵀ d B for the tw tiles of one tile row: `rows` holds the four
+    /// padded input rows (`width` each); V[ξ] lands at `v[ξ·xi_stride + off
+    /// + tx]`.
+    fn transform_tile_row(rows: &[f32], width: usize, tw: usize, v: &mut [f32], off: usize, xi_stride: usize) -> () = transform_tile_row_body;
+}
+
+#[inline(always)]
+fn transform_tile_row_body(
+    rows: &[f32],
+    width: usize,
+    tw: usize,
+    v: &mut [f32],
+    off: usize,
+    xi_stride: usize,
+) {
+    let (r0, rest) = rows.split_at(width);
+    let (r1, rest) = rest.split_at(width);
+    let (r2, r3) = rest.split_at(width);
+    // Column transform (d B) per row, then the row transform (Bᵀ ·).
+    for tx in 0..tw {
+        let c = 2 * tx;
+        let h = |r: &[f32]| {
+            let (a, b, cc, d) = (r[c], r[c + 1], r[c + 2], r[c + 3]);
+            [a - cc, b + cc, cc - b, b - d]
+        };
+        let (a, b, cc, d) = (h(r0), h(r1), h(r2), h(r3));
+        for j in 0..4 {
+            v[j * xi_stride + off + tx] = a[j] - cc[j];
+            v[(4 + j) * xi_stride + off + tx] = b[j] + cc[j];
+            v[(8 + j) * xi_stride + off + tx] = cc[j] - b[j];
+            v[(12 + j) * xi_stride + off + tx] = b[j] - d[j];
+        }
+    }
+}
+
+/// Aᵀ M A + bias for output channel `co` of a band of `band_rows` tile
+/// rows, written into `seg` (the band's output rows of that channel,
+/// clipped to H_out × W_out).
+#[allow(clippy::too_many_arguments)]
+fn output_transform(
+    s: &Shape3,
+    m: &[f32],
+    co: usize,
+    t: usize,
+    band_rows: usize,
+    tw: usize,
+    bias: f32,
+    seg: &mut [f32],
+) {
+    let stride = s.cout * t;
+    let ow = s.ow;
+    let out_rows = seg.len() / ow;
+    let mut y0 = vec![0f32; 2 * tw];
+    let mut y1 = vec![0f32; 2 * tw];
+    for r in 0..band_rows {
+        let off = co * t + r * tw;
+        output_tile_row(m, stride, off, tw, bias, &mut y0, &mut y1);
+        let oy = 2 * r;
+        if oy < out_rows {
+            seg[oy * ow..(oy + 1) * ow].copy_from_slice(&y0[..ow]);
+        }
+        if oy + 1 < out_rows {
+            seg[(oy + 1) * ow..(oy + 2) * ow].copy_from_slice(&y1[..ow]);
+        }
+    }
+}
+
+multiversion! {
+    /// Aᵀ M A (+ bias) for the tw tiles of one tile row: the two output rows
+    /// into `y0`, `y1` (2·tw columns each).
+    fn output_tile_row(m: &[f32], stride: usize, off: usize, tw: usize, bias: f32, y0: &mut [f32], y1: &mut [f32]) -> () = output_tile_row_body;
+}
+
+#[inline(always)]
+fn output_tile_row_body(
+    m: &[f32],
+    stride: usize,
+    off: usize,
+    tw: usize,
+    bias: f32,
+    y0: &mut [f32],
+    y1: &mut [f32],
+) {
+    for tx in 0..tw {
+        let g = |xi: usize| m[xi * stride + off + tx];
+        // Rows of Aᵀ M: s_j = M0j + M1j + M2j, d_j = M1j − M2j − M3j.
+        let mut sr = [0f32; 4];
+        let mut dr = [0f32; 4];
+        for j in 0..4 {
+            let (a, b, c, d) = (g(j), g(4 + j), g(8 + j), g(12 + j));
+            sr[j] = a + b + c;
+            dr[j] = b - c - d;
+        }
+        y0[2 * tx] = sr[0] + sr[1] + sr[2] + bias;
+        y0[2 * tx + 1] = sr[1] - sr[2] - sr[3] + bias;
+        y1[2 * tx] = dr[0] + dr[1] + dr[2] + bias;
+        y1[2 * tx + 1] = dr[1] - dr[2] - dr[3] + bias;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::super::testing::rel_err;
+    use super::*;
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut st = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                st = st
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (st >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Winograd against candle's direct convolution on edge shapes: odd
+    /// output sizes (partial tiles), 1×1 and 2×2 inputs, channels that are
+    /// not multiples of the vector width, asymmetric padding, batches and a
+    /// transposed (non-contiguous) input, within the parity tests' 1e-4 of
+    /// max|ref| (F(2×2, 3×3) only adds, subtracts and halves around the
+    /// GEMM, so it stays within a few f32 ulp of the direct sum; measured
+    /// ~1e-7).
+    #[test]
+    fn winograd_matches_direct_convolution() {
+        // (batch, C_in, C_out, H, W, pad before, pad after, transposed)
+        for (b, cin, cout, h, w, pad, pad_end, transposed) in [
+            (1, 5, 7, 9, 11, 1, 1, false),
+            (2, 3, 17, 1, 1, 1, 1, false),
+            (1, 4, 4, 2, 2, 1, 1, false),
+            (1, 6, 5, 8, 7, 0, 0, false),
+            (1, 6, 5, 8, 7, 0, 1, false),
+            (2, 19, 33, 13, 10, 1, 1, true),
+            (1, 70, 66, 33, 35, 1, 1, false),
+        ] {
+            let xt = randn(&[b, cin, h, w], 1);
+            let wt = (randn(&[cout, cin, 3, 3], 2) * 0.3).unwrap();
+            let bias = randn(&[cout], 3);
+            let reference = xt
+                .pad_with_zeros(2, pad, pad_end)
+                .unwrap()
+                .pad_with_zeros(3, pad, pad_end)
+                .unwrap()
+                .conv2d(&wt, 0, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap();
+            let (_, _, oh, ow) = reference.dims4().unwrap();
+            // The input as stored: contiguous, or as the transposed view of
+            // a (B, C, W, H) buffer.
+            let (data, xs) = if transposed {
+                let stored = xt.transpose(2, 3).unwrap().contiguous().unwrap();
+                (stored, [cin * h * w, h * w, 1, h])
+            } else {
+                (xt.clone(), [cin * h * w, h * w, w, 1])
+            };
+            let x: Vec<f32> = data.flatten_all().unwrap().to_vec1().unwrap();
+            let s = Shape3 {
+                b,
+                cin,
+                h,
+                w,
+                cout,
+                oh,
+                ow,
+                pad,
+                x_off: 0,
+                xs,
+            };
+            let wv: Vec<f32> = wt.flatten_all().unwrap().to_vec1().unwrap();
+            let bv: Vec<f32> = bias.to_vec1().unwrap();
+            let ours = conv3x3(&s, &x, &wv, Some(&bv));
+            let ours = Tensor::from_vec(ours, (b, cout, oh, ow), &Device::Cpu).unwrap();
+            let e = rel_err(&ours, &reference);
+            assert!(
+                e <= 1e-4,
+                "b{b} {cin}->{cout} {h}x{w} pad ({pad}, {pad_end}) t{transposed}: {e}"
+            );
+        }
+    }
+
+    /// The public conv2d takes Winograd for a shape the rule selects and
+    /// still equals candle's convolution.
+    #[test]
+    fn conv2d_selects_winograd_and_stays_exact() {
+        let s = Shape3 {
+            b: 1,
+            cin: 64,
+            h: 32,
+            w: 32,
+            cout: 64,
+            oh: 32,
+            ow: 32,
+            pad: 1,
+            x_off: 0,
+            xs: [0; 4],
+        };
+        assert!(pays(&s));
+        let x = randn(&[1, 64, 32, 32], 4);
+        let w = (randn(&[64, 64, 3, 3], 5) * 0.1).unwrap();
+        let ours = super::super::conv2d(&x, &w, None, 1, 1).unwrap();
+        let theirs = x.conv2d(&w, 1, 1, 1, 1).unwrap();
+        assert!(rel_err(&ours, &theirs) <= 1e-4);
+    }
+}
