@@ -199,7 +199,15 @@ fn run_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mut Vec
             run.started.elapsed().as_secs_f32()
         ))
     };
-    ui.label(status.small());
+    let status = ui.label(status.small());
+    // When a run starts, the panel scrolls once to put its status at the
+    // top: the loss curves then draw right below it, in view (they sat
+    // below the fold of a 900 px window).
+    let id = ui.make_persistent_id(("train run shown", run.started));
+    if !ui.ctx().data(|d| d.get_temp::<bool>(id).unwrap_or(false)) {
+        ui.ctx().data_mut(|d| d.insert_temp(id, true));
+        status.scroll_to_me(Some(egui::Align::TOP));
+    }
     if run.running() {
         let frac = run
             .last
@@ -241,14 +249,7 @@ fn run_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mut Vec
         }
     }
     if !run.loss.is_empty() {
-        let title = ui.label(RichText::new("Loss (sum over keys)").small());
-        // Bring the curves into view once when a run starts to draw them
-        // (they sit below the fold of a 900 px window).
-        let id = ui.make_persistent_id(("train plot shown", run.started));
-        if !ui.ctx().data(|d| d.get_temp::<bool>(id).unwrap_or(false)) {
-            ui.ctx().data_mut(|d| d.insert_temp(id, true));
-            title.scroll_to_me(Some(egui::Align::TOP));
-        }
+        ui.label(RichText::new("Loss (sum over keys)").small());
         Plot::new("train_loss_total")
             .height(110.0)
             .allow_scroll(false)
