@@ -9,6 +9,7 @@
 
 mod dialogs;
 pub mod export;
+pub mod file_browser;
 mod frames;
 mod jobs;
 mod launch;
