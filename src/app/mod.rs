@@ -9,10 +9,12 @@
 
 mod dialogs;
 pub mod export;
+pub mod export_dir;
 pub mod file_browser;
 mod frames;
 mod jobs;
 mod launch;
+pub mod native_dialog;
 pub mod overlay;
 pub mod query;
 pub mod settings;
