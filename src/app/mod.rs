@@ -10,6 +10,7 @@
 mod dialogs;
 pub mod export;
 pub mod export_dir;
+pub mod figure_view;
 pub mod file_browser;
 mod frames;
 mod jobs;
