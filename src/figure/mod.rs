@@ -411,23 +411,50 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
                 shape: mk.shape,
             });
         }
-        // Badges after all markers so none is hidden under a ring.
+        // Badges after all markers so none is hidden under a ring. Each
+        // goes to the first free spot around its marker (up-right first,
+        // inside the image), further out when all four are taken, so
+        // clustered matches keep readable numbers.
+        let mut placed: Vec<(f32, f32)> = Vec::new();
         for mk in &p.markers {
             let Some(label) = &mk.label else { continue };
             let (mx, my) = (x + mk.x * k, img_y + mk.y * k);
             let br = 8.5;
-            let off = mk.radius + br - 2.0;
-            // Up-right of the marker, mirrored where that leaves the image.
-            let bx = if mx + off + br <= x + bw {
-                mx + off
-            } else {
-                mx - off
+            let inside = |bx: f32, by: f32| {
+                bx - br >= x && bx + br <= x + bw && by - br >= img_y && by + br <= img_y + bh
             };
-            let by = if my - off - br >= img_y {
-                my - off
-            } else {
-                my + off
+            let free = |bx: f32, by: f32| {
+                placed
+                    .iter()
+                    .all(|(px, py)| (bx - px).hypot(by - py) >= 2.0 * br + 1.0)
             };
+            let mut spot = None;
+            'search: for ring in 0..4 {
+                let off = mk.radius + br - 2.0 + ring as f32 * (2.0 * br + 1.0);
+                for (dx, dy) in [(1.0, -1.0), (-1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)] {
+                    let (bx, by) = (mx + dx * off, my + dy * off);
+                    if inside(bx, by) && free(bx, by) {
+                        spot = Some((bx, by));
+                        break 'search;
+                    }
+                }
+            }
+            let (bx, by) = spot.unwrap_or_else(|| {
+                let off = mk.radius + br - 2.0;
+                (
+                    if mx + off + br <= x + bw {
+                        mx + off
+                    } else {
+                        mx - off
+                    },
+                    if my - off - br >= img_y {
+                        my - off
+                    } else {
+                        my + off
+                    },
+                )
+            });
+            placed.push((bx, by));
             let size = 12.0;
             let (asc, row) = m.metrics(size);
             items.push(Item::Badge {

@@ -159,3 +159,34 @@ fn refusals_and_wrapping() {
     assert_eq!(tick_label(-0.0), "0");
     assert_eq!(tick_label(0.12345), "0.123");
 }
+
+#[test]
+fn clustered_badges_do_not_overlap() {
+    let mut b = Panel::new("B", RgbImage::from_pixel(200, 200, Rgb([0, 0, 0])));
+    for i in 0..5 {
+        b.markers.push(Marker::ring(
+            100.0 + i as f32 * 2.0,
+            100.0,
+            [0, 200, 0],
+            (i + 1).to_string(),
+        ));
+    }
+    let mut f = Figure::new("t");
+    f.panels.push(b);
+    f.panel_height = 200.0;
+    let l = f.layout().unwrap();
+    let badges: Vec<(f32, f32, f32)> = l
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Badge { x, y, r, .. } => Some((*x, *y, *r)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(badges.len(), 5);
+    for (i, a) in badges.iter().enumerate() {
+        for b in &badges[i + 1..] {
+            assert!((a.0 - b.0).hypot(a.1 - b.1) >= a.2 + b.2, "{a:?} {b:?}");
+        }
+    }
+}
