@@ -917,9 +917,9 @@ fn docs_screenshots() {
     let out = tempfile::tempdir().expect("tempdir");
     {
         let s = &mut h.state_mut().settings.train;
-        s.out_dir = Some(out.path().to_path_buf());
+        s.run.out_dir = Some(out.path().to_path_buf());
         s.size = 128;
-        s.steps = 40;
+        s.run.steps = 40;
     }
     for section in ["Images", "Backbone", "Features", "Overlay"] {
         click_label(&mut h, section);
@@ -989,9 +989,9 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     wait_settled(&mut h);
     {
         let s = &mut h.state_mut().settings.train;
-        s.out_dir = Some(out.path().to_path_buf());
+        s.run.out_dir = Some(out.path().to_path_buf());
         s.size = 64;
-        s.steps = 100_000;
+        s.run.steps = 100_000;
     }
     let before = h
         .state()
@@ -1036,7 +1036,7 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     // A short run: the loss curves fill step by step, then clean mode
     // switches to the new student.
     let steps = 6;
-    h.state_mut().settings.train.steps = steps;
+    h.state_mut().settings.train.run.steps = steps;
     click_label(&mut h, "Start fine-tune");
     wait(&mut h, "the fine-tune", 300, |app| !app.is_training());
     let run = h.state().training().expect("run").clone();
@@ -1187,7 +1187,7 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     let first = std::path::PathBuf::from(h.state().settings.student.clone());
     let first_bytes = std::fs::read(&first).expect("first student");
     let first_info = h.state().backbone_info().expect("backbone").clone();
-    h.state_mut().settings.train.steps = 100_000;
+    h.state_mut().settings.train.run.steps = 100_000;
     click_label(&mut h, "Start fine-tune");
     wait(&mut h, "the first step of run 2", 120, |app| {
         app.training().is_some_and(|r| !r.loss.is_empty())
@@ -1236,9 +1236,9 @@ fn the_fine_tune_panel_reports_a_folder_without_images() {
         let s = &mut h.state_mut().settings.train;
         s.source = TrainSource::Folder;
         s.folder = Some(empty.path().to_path_buf());
-        s.out_dir = Some(out.path().to_path_buf());
+        s.run.out_dir = Some(out.path().to_path_buf());
         s.size = 64;
-        s.steps = 3;
+        s.run.steps = 3;
     }
     click_label(&mut h, "Fine-tune");
     click_label(&mut h, "Start fine-tune");

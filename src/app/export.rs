@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::overlay::{Look, OverlayData, cpu_picture};
 use super::query::{Answer, QueryPoint, StripTile};
-use super::{CleanDiftApp, Column, QUERY_COLOR, View, mode_color};
+use super::{CleanDiftApp, Column, Level, QUERY_COLOR, View, mode_color};
 use crate::features::extract::Mode;
 use crate::matching::SimilarityMap;
 use crate::render::{blend_heatmap, draw_marker, side_by_side, upsample_rgb};
@@ -454,4 +454,58 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         layer_strip: strip,
     };
     Ok(serde_json::to_string_pretty(&doc)?)
+}
+
+impl CleanDiftApp {
+    /// Writes the current view as PNG to `path` (atomically).
+    pub fn save_png(&mut self, path: &Path) {
+        match render_view(self).and_then(|img| write_png(path, &img)) {
+            Ok(()) => {
+                self.message(
+                    Level::Info,
+                    format!("Saved the view to {}", path.display()),
+                    String::new(),
+                );
+                self.last_export = Some(path.to_path_buf());
+            }
+            Err(e) => self.message(
+                Level::Error,
+                format!("Cannot save {}: {e:#}", path.display()),
+                "Choose another folder under Export".into(),
+            ),
+        }
+    }
+
+    /// Writes the current correspondences as JSON to `path` (atomically).
+    pub fn save_json(&mut self, path: &Path) {
+        match correspondences_json(self).and_then(|j| {
+            crate::util::write_atomic(path, j.as_bytes()).map_err(anyhow::Error::from)
+        }) {
+            Ok(()) => {
+                self.message(
+                    Level::Info,
+                    format!("Exported correspondences to {}", path.display()),
+                    String::new(),
+                );
+                self.last_export = Some(path.to_path_buf());
+            }
+            Err(e) => self.message(
+                Level::Error,
+                format!("Cannot export {}: {e:#}", path.display()),
+                "Choose another folder under Export".into(),
+            ),
+        }
+    }
+
+    /// S: the view as PNG into the export folder.
+    pub fn quick_save_png(&mut self) {
+        let path = next_name(&self.export_dir(), "png");
+        self.save_png(&path);
+    }
+
+    /// E: the correspondences as JSON into the export folder.
+    pub fn quick_save_json(&mut self) {
+        let path = next_name(&self.export_dir(), "json");
+        self.save_json(&path);
+    }
 }

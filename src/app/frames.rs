@@ -176,7 +176,7 @@ impl CleanDiftApp {
             Phase::Done => {}
         }
         if r.phase == Phase::Done {
-            println!("{}", r.table(&self.renderer_note));
+            println!("{}", r.table(&self.flags.renderer_note));
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             return;
         }

@@ -10,7 +10,7 @@ use crate::features::extract::{DEFAULT_T, Mode};
 use crate::features::preprocess::SizeSpec;
 use crate::model::FeatureKey;
 use crate::render::Colormap;
-use crate::train::Trainable;
+use crate::train::{TrainChoices, Trainable};
 use crate::worker::BackboneChoice;
 
 /// The three views of the central area.
@@ -224,22 +224,20 @@ pub enum TrainSource {
     Folder,
 }
 
-/// The Fine-tune panel's settings.
+/// The Fine-tune panel's settings: where the images come from and their
+/// size; steps, learning rate, what trains, seed and output folder are the
+/// library's [`TrainChoices`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(from = "TrainSettingsFile")]
 pub struct TrainSettings {
     pub source: TrainSource,
     /// The folder of [`TrainSource::Folder`].
     pub folder: Option<PathBuf>,
-    pub steps: usize,
     /// Square training size, pixels (a multiple of 8).
     pub size: u32,
-    /// `None`: the model's default (1e-5; 1e-3 for the tiny presets).
-    pub lr: Option<f64>,
-    pub trainable: Trainable,
-    pub seed: u64,
-    /// Where checkpoints go (default `cleandift-train` in the current folder).
-    pub out_dir: Option<PathBuf>,
+    /// Steps, learning rate (`None`: the model's default), what trains,
+    /// seed, where run folders go.
+    pub run: TrainChoices,
 }
 
 impl Default for TrainSettings {
@@ -247,12 +245,8 @@ impl Default for TrainSettings {
         TrainSettings {
             source: TrainSource::LoadedAndAssets,
             folder: None,
-            steps: 50,
             size: 256,
-            lr: None,
-            trainable: Trainable::All,
-            seed: 0,
-            out_dir: None,
+            run: TrainChoices::default(),
         }
     }
 }
@@ -260,12 +254,80 @@ impl Default for TrainSettings {
 impl TrainSettings {
     /// Puts values back in range.
     pub fn sanitize(&mut self) {
-        self.steps = self.steps.clamp(1, 100_000);
         self.size = (self.size.clamp(64, 2048) / 8) * 8;
-        if let Some(lr) = self.lr
-            && !(lr.is_finite() && lr > 0.0 && lr < 1.0)
-        {
-            self.lr = None;
+        self.run.sanitize();
+    }
+}
+
+/// [`TrainSettings`] as stored: the current form (`run: (...)`), or the
+/// flat form of settings files written before the run's choices became
+/// [`TrainChoices`] (`steps`, `lr`, `trainable`, `seed`, `out_dir` beside
+/// `source`), which still loads. A field given is `Some` (see [`given`]).
+#[derive(Deserialize)]
+#[serde(default)]
+struct TrainSettingsFile {
+    source: TrainSource,
+    folder: Option<PathBuf>,
+    size: u32,
+    #[serde(deserialize_with = "given")]
+    run: Option<TrainChoices>,
+    #[serde(deserialize_with = "given")]
+    steps: Option<usize>,
+    #[serde(deserialize_with = "given")]
+    lr: Option<Option<f64>>,
+    #[serde(deserialize_with = "given")]
+    trainable: Option<Trainable>,
+    #[serde(deserialize_with = "given")]
+    seed: Option<u64>,
+    #[serde(deserialize_with = "given")]
+    out_dir: Option<Option<PathBuf>>,
+}
+
+/// A field that is present: its value as written (RON writes a plain value
+/// for a non-`Option` field, so `Option`'s own `Some(...)` cannot be asked
+/// for); an absent one stays `None` through `#[serde(default)]`.
+fn given<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+impl Default for TrainSettingsFile {
+    fn default() -> Self {
+        let d = TrainSettings::default();
+        TrainSettingsFile {
+            source: d.source,
+            folder: d.folder,
+            size: d.size,
+            run: None,
+            steps: None,
+            lr: None,
+            trainable: None,
+            seed: None,
+            out_dir: None,
+        }
+    }
+}
+
+impl From<TrainSettingsFile> for TrainSettings {
+    fn from(f: TrainSettingsFile) -> TrainSettings {
+        let run = f.run.unwrap_or_else(|| {
+            let d = TrainChoices::default();
+            TrainChoices {
+                steps: f.steps.unwrap_or(d.steps),
+                lr: f.lr.flatten(),
+                trainable: f.trainable.unwrap_or(d.trainable),
+                seed: f.seed.unwrap_or(d.seed),
+                out_dir: f.out_dir.flatten(),
+            }
+        });
+        TrainSettings {
+            source: f.source,
+            folder: f.folder,
+            size: f.size,
+            run,
         }
     }
 }
@@ -359,6 +421,30 @@ impl Settings {
         }
     }
 
+    /// What the PCA view shows: the main mode's diffusion features, DINOv2
+    /// or fused features (with the main mode's diffusion part).
+    pub fn pca_column(&self) -> super::Column {
+        match self.pca_source {
+            super::ColumnSource::Sd => self.mode.into(),
+            super::ColumnSource::Dino => super::Column::DINO,
+            super::ColumnSource::Fused => super::Column::fused(self.mode),
+        }
+    }
+
+    /// Moves to the next (`+1`) or previous (`-1`) layer.
+    pub fn step_layer(&mut self, delta: i32) {
+        let i = self.layer.index() as i32 + delta;
+        let i = i.clamp(0, FeatureKey::ALL.len() as i32 - 1) as usize;
+        self.layer = FeatureKey::ALL[i];
+    }
+
+    /// The folder exports go to.
+    pub fn export_dir(&self) -> PathBuf {
+        self.export_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
     /// Puts values a hand-edited or older settings file may hold back in range.
     pub fn sanitize(&mut self) {
         if !self.t.is_finite() {
@@ -396,5 +482,90 @@ impl Settings {
             self.query = None;
         }
         self.train.sanitize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eframe::Storage as _;
+
+    #[test]
+    fn train_settings_round_trip_with_the_library_choices() {
+        let t = TrainSettings {
+            size: 128,
+            run: TrainChoices {
+                steps: 40,
+                lr: Some(3e-4),
+                trainable: Trainable::Decoder,
+                ..TrainChoices::default()
+            },
+            ..TrainSettings::default()
+        };
+        let json = serde_json::to_string(&t).expect("serialise");
+        let back: TrainSettings = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn flat_train_settings_of_older_files_still_load() {
+        let old = r#"{"source":"Folder","folder":"imgs","steps":7,"size":64,
+            "lr":0.001,"trainable":"decoder","seed":3,"out_dir":"runs"}"#;
+        let t: TrainSettings = serde_json::from_str(old).expect("old form");
+        assert_eq!(t.source, TrainSource::Folder);
+        assert_eq!(t.folder, Some(PathBuf::from("imgs")));
+        assert_eq!(t.size, 64);
+        assert_eq!(t.run.steps, 7);
+        assert_eq!(t.run.lr, Some(0.001));
+        assert_eq!(t.run.trainable, Trainable::Decoder);
+        assert_eq!(t.run.seed, 3);
+        assert_eq!(t.run.out_dir, Some(PathBuf::from("runs")));
+        let empty: TrainSettings = serde_json::from_str("{}").expect("empty");
+        assert_eq!(empty, TrainSettings::default());
+    }
+
+    /// eframe's storage: one RON string per key.
+    #[derive(Default)]
+    struct Ron(std::collections::HashMap<String, String>);
+
+    impl eframe::Storage for Ron {
+        fn get_string(&self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+        fn set_string(&mut self, key: &str, value: String) {
+            self.0.insert(key.into(), value);
+        }
+        fn remove_string(&mut self, key: &str) {
+            self.0.remove(key);
+        }
+        fn flush(&mut self) {}
+    }
+
+    #[test]
+    fn settings_round_trip_through_ron_and_old_flat_train_settings_load() {
+        let mut s = Settings::default();
+        s.train.size = 128;
+        s.train.run.steps = 40;
+        s.train.run.lr = Some(3e-4);
+        s.train.run.out_dir = Some(PathBuf::from("runs"));
+        let mut storage = Ron::default();
+        eframe::set_value(&mut storage, "app", &s);
+        let back: Option<Settings> = eframe::get_value(&storage, "app");
+        assert_eq!(back, Some(s));
+
+        // What the flat TrainSettings wrote before TrainChoices.
+        storage.set_string(
+            "old",
+            r#"(source:Folder,folder:Some("imgs"),steps:7,size:64,lr:Some(0.001),trainable:decoder,seed:3,out_dir:Some("runs"))"#
+                .into(),
+        );
+        let old: TrainSettings = eframe::get_value(&storage, "old").expect("old form loads");
+        assert_eq!(old.source, TrainSource::Folder);
+        assert_eq!(old.size, 64);
+        assert_eq!(old.run.steps, 7);
+        assert_eq!(old.run.lr, Some(0.001));
+        assert_eq!(old.run.trainable, Trainable::Decoder);
+        assert_eq!(old.run.seed, 3);
+        assert_eq!(old.run.out_dir, Some(PathBuf::from("runs")));
     }
 }

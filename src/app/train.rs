@@ -1,35 +1,33 @@
-//! The Fine-tune panel: a short CleanDIFT fine-tune of the loaded backbone
+//! The Fine-tune panel's run: a short CleanDIFT fine-tune of the loaded backbone
 //! on the loaded images plus `assets/` (or a chosen folder), with a live
 //! loss curve per aligned key. When it finishes the backbone's student is
 //! replaced by the new one (clean mode uses it at once) and compare mode can
 //! show the student it replaced as a column (old vs new).
 //!
 //! The run itself is [`crate::train::train`] on the worker's model lane
-//! ([`Request::Train`]); extraction requests wait until it ends.
+//! ([`Request::Train`]); extraction requests wait until it ends. The
+//! section itself is drawn by `panels/train.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use egui::{Color32, RichText};
-use egui_plot::{Legend, Line, Plot};
-
 use super::settings::TrainSource;
-use super::{BackboneState, CleanDiftApp, DialogKind, Level};
+use super::{BackboneState, CleanDiftApp, Level};
 use crate::model::FeatureKey;
 use crate::train::run::default_lr;
-use crate::train::{Checkpoint, StepReport, TrainConfig, TrainEvent, Trainable};
+use crate::train::{Checkpoint, StepReport, TrainEvent};
 use crate::worker::{BackboneInfo, Request, RequestId, TrainData, TrainSummary, UserError};
 
 /// Sizes offered for training (square, pixels).
 pub const TRAIN_SIZES: [u32; 8] = [64, 128, 192, 256, 320, 384, 512, 768];
 
 /// Learning rates offered besides the model's default.
-const LRS: [f64; 6] = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6];
+pub(crate) const LRS: [f64; 6] = [1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6];
 
 /// Default output folder (relative to the current folder).
-pub const DEFAULT_TRAIN_OUT: &str = "cleandift-train";
+pub const DEFAULT_TRAIN_OUT: &str = crate::train::choices::DEFAULT_OUT_DIR;
 
 /// One fine-tune as the panel shows it.
 #[derive(Debug, Clone)]
@@ -60,6 +58,12 @@ impl TrainRun {
     }
 }
 
+/// The Fine-tune panel's state: the current or last run.
+#[derive(Debug, Default)]
+pub struct TrainPanel {
+    pub(super) run: Option<TrainRun>,
+}
+
 /// The sample folder shipped with the project and its image count:
 /// `./assets` when run from a checkout, else the one beside the sources this
 /// binary was built from. Looked up once (the panel shows it every frame).
@@ -83,16 +87,16 @@ pub fn assets_dir() -> Option<(PathBuf, usize)> {
 impl CleanDiftApp {
     /// The current or last fine-tune.
     pub fn training(&self) -> Option<&TrainRun> {
-        self.train_run.as_ref()
+        self.train.run.as_ref()
     }
 
     /// Whether a fine-tune is running (extractions wait for it).
     pub fn is_training(&self) -> bool {
-        self.train_run.as_ref().is_some_and(TrainRun::running)
+        self.train.run.as_ref().is_some_and(TrainRun::running)
     }
 
     /// What the panel's images are, in words (and the data to send).
-    fn train_data(&self) -> Result<(TrainData, String), String> {
+    pub(super) fn train_data(&self) -> Result<(TrainData, String), String> {
         let t = &self.settings.train;
         let mut data = TrainData {
             size: t.size,
@@ -101,7 +105,7 @@ impl CleanDiftApp {
         let text = match t.source {
             TrainSource::LoadedAndAssets => {
                 let prompt = self.settings.prompt.trim().to_string();
-                for slot in self.images.iter().flatten() {
+                for slot in self.images.slots.iter().flatten() {
                     data.images.push((slot.image.clone(), prompt.clone()));
                 }
                 let loaded = data.images.len();
@@ -133,23 +137,20 @@ impl CleanDiftApp {
 
     /// The output folder of the Fine-tune panel.
     pub fn train_out_dir(&self) -> PathBuf {
-        self.settings
-            .train
-            .out_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_TRAIN_OUT))
+        self.settings.train.run.out_dir()
     }
 
     /// The learning rate a run would use.
     pub fn train_lr(&self) -> f64 {
         self.settings
             .train
+            .run
             .lr
             .unwrap_or_else(|| self.default_train_lr())
     }
 
     /// The model's default learning rate (tiny presets learn faster).
-    fn default_train_lr(&self) -> f64 {
+    pub(super) fn default_train_lr(&self) -> f64 {
         match &self.backbone {
             BackboneState::Ready { info, .. } => default_lr(&info.choice.model),
             _ => default_lr(&self.settings.backbone_choice().model),
@@ -174,7 +175,7 @@ impl CleanDiftApp {
         if self.is_training() {
             return Err("a fine-tune is already running".into());
         }
-        if self.worker_dead.is_some() {
+        if self.messages.worker_dead.is_some() {
             return Err("the background worker stopped: restart it first".into());
         }
         let BackboneState::Ready { id: backbone, .. } = &self.backbone else {
@@ -182,23 +183,17 @@ impl CleanDiftApp {
         };
         let backbone = *backbone;
         let (data, text) = self.train_data()?;
-        let t = self.settings.train.clone();
+        let t = self.settings.train.run.clone();
         // Absolute, so the student path the Backbone panel remembers works
         // from any folder the app starts in next time.
         let out_dir = std::path::absolute(self.train_out_dir())
             .map_err(|e| format!("output folder {}: {e}", self.train_out_dir().display()))?;
-        let mut config = TrainConfig::new(t.steps, &out_dir);
-        config.lr = self.train_lr();
-        config.trainable = t.trainable;
-        config.seed = t.seed;
-        config.save_every = (t.steps / 4).max(1).min(config.save_every);
+        let config = t.config(&out_dir, self.train_lr());
         config.validate().map_err(|e| e.to_string())?;
         // Extractions wait behind the run and would answer for the old
         // student: drop them; they are asked again when it ends.
-        for slot in self.features.values_mut() {
-            if let Some(id) = slot.request.take() {
-                self.worker.cancel(id);
-            }
+        for id in self.features.take_pending() {
+            self.worker.cancel(id);
         }
         let id = self.worker.next_id();
         if !self.send(Request::Train {
@@ -209,7 +204,7 @@ impl CleanDiftApp {
         }) {
             return Err("the background worker stopped".into());
         }
-        self.train_run = Some(TrainRun {
+        self.train.run = Some(TrainRun {
             id,
             started: Instant::now(),
             data: text,
@@ -229,7 +224,7 @@ impl CleanDiftApp {
     /// Stops the running fine-tune after its current step (the last
     /// checkpoint is kept).
     pub fn cancel_training(&mut self) {
-        if let Some(run) = &self.train_run
+        if let Some(run) = &self.train.run
             && run.running()
         {
             self.worker.cancel(run.id);
@@ -239,14 +234,15 @@ impl CleanDiftApp {
     /// `id` is the running fine-tune's (ids restart with a new worker, so
     /// a finished run's id may be reused).
     pub(super) fn is_train_id(&self, id: RequestId) -> bool {
-        self.train_run
+        self.train
+            .run
             .as_ref()
             .is_some_and(|r| r.id == id && r.running())
     }
 
     /// Marks a running fine-tune failed because the worker stopped.
     pub(super) fn fail_running_training(&mut self) {
-        if let Some(run) = self.train_run.as_mut()
+        if let Some(run) = self.train.run.as_mut()
             && run.running()
         {
             run.error = Some(UserError {
@@ -257,7 +253,7 @@ impl CleanDiftApp {
     }
 
     pub(super) fn on_training(&mut self, id: RequestId, event: TrainEvent) {
-        let Some(run) = self.train_run.as_mut().filter(|r| r.id == id) else {
+        let Some(run) = self.train.run.as_mut().filter(|r| r.id == id) else {
             return;
         };
         match event {
@@ -289,7 +285,7 @@ impl CleanDiftApp {
         summary: TrainSummary,
         info: Option<Arc<BackboneInfo>>,
     ) {
-        let Some(run) = self.train_run.as_mut().filter(|r| r.id == id) else {
+        let Some(run) = self.train.run.as_mut().filter(|r| r.id == id) else {
             return;
         };
         let file = summary
@@ -311,7 +307,7 @@ impl CleanDiftApp {
             self.set_backbone_ready(id, info);
             switched = true;
         }
-        if let Some(run) = self.train_run.as_mut() {
+        if let Some(run) = self.train.run.as_mut() {
             run.switched = switched;
         }
         for n in notes {
@@ -365,14 +361,14 @@ impl CleanDiftApp {
     }
 
     pub(super) fn on_train_failed(&mut self, id: RequestId, error: UserError) {
-        if let Some(run) = self.train_run.as_mut().filter(|r| r.id == id) {
+        if let Some(run) = self.train.run.as_mut().filter(|r| r.id == id) {
             run.error = Some(error.clone());
             self.message(Level::Error, error.message, error.hint);
         }
     }
 
     pub(super) fn on_train_cancelled(&mut self, id: RequestId) {
-        if let Some(run) = self.train_run.as_mut().filter(|r| r.id == id)
+        if let Some(run) = self.train.run.as_mut().filter(|r| r.id == id)
             && run.running()
         {
             let step = run.last.as_ref().map_or(0, |r| r.step);
@@ -393,266 +389,5 @@ impl CleanDiftApp {
                 "The backbone is unchanged".into(),
             );
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Panel
-
-const KEY_COLORS: [Color32; 11] = [
-    Color32::from_rgb(230, 25, 75),
-    Color32::from_rgb(60, 180, 75),
-    Color32::from_rgb(255, 225, 25),
-    Color32::from_rgb(67, 99, 216),
-    Color32::from_rgb(245, 130, 49),
-    Color32::from_rgb(145, 30, 180),
-    Color32::from_rgb(66, 212, 244),
-    Color32::from_rgb(240, 50, 230),
-    Color32::from_rgb(191, 239, 69),
-    Color32::from_rgb(250, 190, 212),
-    Color32::from_rgb(170, 110, 40),
-];
-
-fn lr_text(lr: f64) -> String {
-    format!("{lr:.0e}")
-}
-
-pub(super) fn train_section(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
-    egui::CollapsingHeader::new("Fine-tune")
-        .id_salt("fine_tune_section")
-        .default_open(false)
-        .show(ui, |ui| {
-            let running = app.is_training();
-            ui.add_enabled_ui(!running, |ui| settings_ui(app, ui));
-            ui.horizontal(|ui| {
-                if running {
-                    if ui
-                        .button("Cancel fine-tune")
-                        .on_hover_text("Stops after the current step; the last checkpoint is kept")
-                        .clicked()
-                    {
-                        app.cancel_training();
-                    }
-                } else {
-                    let ready = matches!(app.backbone, BackboneState::Ready { .. });
-                    let button = ui
-                        .add_enabled(ready, egui::Button::new("Start fine-tune"))
-                        .on_hover_text(
-                            "Trains a CleanDIFT student of the loaded backbone; clean mode switches to it when done",
-                        )
-                        .on_disabled_hover_text("Load a backbone first");
-                    if button.clicked() {
-                        let _ = app.start_training();
-                    }
-                }
-            });
-            run_ui(app, ui);
-        });
-}
-
-fn settings_ui(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
-    let default_lr = app.default_train_lr();
-    let data_text = app.train_data().map_or_else(|e| e, |(_, t)| t);
-    let mut pick_folder = false;
-    let mut pick_out = false;
-    let t = &mut app.settings.train;
-    ui.label("Images");
-    ui.radio_value(
-        &mut t.source,
-        TrainSource::LoadedAndAssets,
-        "Loaded A and B + assets/",
-    );
-    ui.horizontal(|ui| {
-        ui.radio_value(&mut t.source, TrainSource::Folder, "Folder");
-        pick_folder = ui
-            .button("Choose…")
-            .on_hover_text("A folder of JPEG/PNG images, each with an optional caption .txt")
-            .clicked();
-    });
-    ui.label(RichText::new(data_text).weak().small());
-    egui::Grid::new("train_grid").num_columns(2).show(ui, |ui| {
-        ui.label("Steps");
-        ui.add(
-            egui::DragValue::new(&mut t.steps)
-                .range(1..=100_000)
-                .speed(1.0),
-        )
-        .on_hover_text("Optimizer steps (batch 1)");
-        ui.end_row();
-        ui.label("Size");
-        egui::ComboBox::from_id_salt("train_size")
-            .selected_text(format!("{} px", t.size))
-            .show_ui(ui, |ui| {
-                for s in TRAIN_SIZES {
-                    ui.selectable_value(&mut t.size, s, format!("{s} px"));
-                }
-            });
-        ui.end_row();
-        ui.label("Learning rate");
-        egui::ComboBox::from_id_salt("train_lr")
-            .selected_text(match t.lr {
-                None => format!("default ({})", lr_text(default_lr)),
-                Some(lr) => lr_text(lr),
-            })
-            .show_ui(ui, |ui| {
-                ui.selectable_value(
-                    &mut t.lr,
-                    None,
-                    format!("default ({})", lr_text(default_lr)),
-                );
-                for lr in LRS {
-                    ui.selectable_value(&mut t.lr, Some(lr), lr_text(lr));
-                }
-            });
-        ui.end_row();
-        ui.label("Trains");
-        egui::ComboBox::from_id_salt("train_trainable")
-            .selected_text(match t.trainable {
-                Trainable::All => "whole UNet",
-                Trainable::Decoder => "decoder only",
-            })
-            .show_ui(ui, |ui| {
-                ui.selectable_value(&mut t.trainable, Trainable::All, "whole UNet")
-                    .on_hover_text("Every UNet parameter and the timestep (the paper's setup)");
-                ui.selectable_value(&mut t.trainable, Trainable::Decoder, "decoder only")
-                    .on_hover_text("mid and up blocks: fits sd21 on a 24 GiB CPU machine");
-            });
-        ui.end_row();
-        ui.label("Seed");
-        ui.add(egui::DragValue::new(&mut t.seed));
-        ui.end_row();
-    });
-    let out = t
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_TRAIN_OUT));
-    ui.horizontal(|ui| {
-        ui.label("Output");
-        ui.label(RichText::new(out.display().to_string()).small());
-        pick_out = ui.button("Folder…").clicked();
-    });
-    if pick_folder {
-        app.settings.train.source = TrainSource::Folder;
-        app.dialog(DialogKind::TrainFolder);
-    }
-    if pick_out {
-        app.dialog(DialogKind::TrainOut);
-    }
-}
-
-fn run_ui(app: &mut CleanDiftApp, ui: &mut egui::Ui) {
-    let Some(run) = app.train_run.clone() else {
-        return;
-    };
-    let status = if let Some(e) = &run.error {
-        RichText::new(format!("failed: {}\nWhat to do: {}", e.message, e.hint))
-            .color(Color32::from_rgb(255, 110, 90))
-    } else if let Some(s) = &run.finished {
-        let text = if s.cancelled {
-            format!("cancelled at step {}/{}", s.step, s.total_steps)
-        } else if run.switched {
-            format!(
-                "done: {} steps, t = {:.1}; clean mode uses the new student",
-                s.step, s.timestep
-            )
-        } else {
-            format!("done: {} steps (backbone changed; not switched)", s.step)
-        };
-        RichText::new(text).color(Color32::from_rgb(110, 200, 120))
-    } else if let Some(r) = &run.last {
-        RichText::new(format!(
-            "step {}/{} · loss {:.4} · t {:.1} · {:.2} img/s · {:.0} s left",
-            r.step, r.total_steps, r.loss, r.timestep, r.images_per_sec, r.eta_secs
-        ))
-    } else {
-        RichText::new(format!(
-            "preparing ({:.0} s)…",
-            run.started.elapsed().as_secs_f32()
-        ))
-    };
-    ui.label(status.small());
-    if run.running() {
-        let frac = run
-            .last
-            .as_ref()
-            .map_or(0.0, |r| r.step as f32 / r.total_steps.max(1) as f32);
-        ui.add(egui::ProgressBar::new(frac).desired_width(240.0));
-    }
-    if let Some(c) = &run.saved {
-        let name = c.run_dir.file_name().map_or_else(
-            || c.run_dir.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        ui.label(RichText::new(format!("run {name}")).small())
-            .on_hover_text(c.run_dir.display().to_string());
-        ui.label(
-            RichText::new(format!(
-                "checkpoint (step {}): {}",
-                c.step,
-                c.student.display()
-            ))
-            .weak()
-            .small(),
-        );
-        // A cancelled run never replaces the loaded student; its last
-        // checkpoint is a separate choice.
-        let cancelled = run.finished.as_ref().is_some_and(|s| s.cancelled);
-        let path = c.student.display().to_string();
-        if cancelled && app.settings.student != path {
-            let use_it = ui
-                .button("Use the cancelled run's student")
-                .on_hover_text(format!(
-                    "Loads {path} (step {}) as the clean-mode student",
-                    c.step
-                ));
-            if use_it.clicked() {
-                app.settings.student = path;
-                app.load_backbone();
-            }
-        }
-    }
-    if !run.loss.is_empty() {
-        ui.label(RichText::new("Loss (sum over keys)").small());
-        Plot::new("train_loss_total")
-            .height(110.0)
-            .allow_scroll(false)
-            .allow_drag(false)
-            .allow_zoom(false)
-            .x_axis_label("step")
-            .show(ui, |p| {
-                p.line(
-                    Line::new("total", run.loss.clone()).color(Color32::from_rgb(230, 230, 230)),
-                );
-            });
-        ui.label(RichText::new("Per key (mean −cos)").small());
-        Plot::new("train_loss_keys")
-            .height(220.0)
-            .allow_scroll(false)
-            .allow_drag(false)
-            .allow_zoom(false)
-            .legend(
-                Legend::default()
-                    .position(egui_plot::Corner::RightTop)
-                    .text_style(egui::TextStyle::Small)
-                    .background_alpha(0.6),
-            )
-            .x_axis_label("step")
-            .show(ui, |p| {
-                for (i, (k, pts)) in run.per_key.iter().enumerate() {
-                    p.line(
-                        Line::new(k.to_string(), pts.clone())
-                            .color(KEY_COLORS[i % KEY_COLORS.len()]),
-                    );
-                }
-            });
-    }
-    if run.switched
-        && let Some(previous) = app.backbone_info().and_then(|i| i.previous_student.clone())
-    {
-        ui.checkbox(
-            &mut app.settings.compare_previous,
-            "Compare: show the previous student as a column",
-        )
-        .on_hover_text(format!("Old vs new: clean features of {previous}"));
     }
 }

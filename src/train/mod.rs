@@ -8,6 +8,7 @@
 //!   (three stratified timesteps per image, negative cosine per key).
 //! - [`run`]: the loop: Adam with warm-up, gradient accumulation, seeded data
 //!   order and noise, progress events, cancel, checkpoints and resume.
+//! - [`choices`]: what a person picks for a run (the app persists it).
 //! - [`data`]: a folder (or list) of images with optional captions.
 //! - [`rundir`]: a run's own folder: created per run, locked, one atomic
 //!   commit per checkpoint, and the stable path of the run's student.
@@ -18,6 +19,7 @@
 //! See `REFERENCE.md` ("Training objective") for the facts implemented here.
 
 pub mod checkpoint;
+pub mod choices;
 pub mod data;
 pub mod heads;
 pub mod objective;
@@ -28,6 +30,7 @@ use std::path::PathBuf;
 
 use crate::model::ModelError;
 
+pub use choices::TrainChoices;
 pub use data::Dataset;
 pub use run::{Checkpoint, StepReport, TrainConfig, TrainEvent, TrainOutcome, Trainable, train};
 pub use rundir::{RunDir, RunManifest};

@@ -1,0 +1,203 @@
+//! The top bar, the side panel (images, backbone, features, overlay, PCA,
+//! fine-tune, export), the status area and the help and message windows.
+//! Each panel gets the state it draws and pushes [`Command`]s for the app
+//! to apply.
+
+mod backbone;
+mod features;
+mod images;
+mod status;
+mod train;
+
+use std::path::Path;
+
+use egui::{Align, Layout, RichText};
+
+use super::dialogs::DialogKind;
+use super::settings::Settings;
+use super::state::{BackboneState, ImagesState, MessagesState, UiFlags};
+use super::{Command, View, mode_color, sample_source};
+use crate::features::extract::Mode;
+use crate::worker::Side;
+pub(super) use status::{StatusInfo, shorten, status_bar, windows};
+pub(super) use train::TrainView;
+
+// ---------------------------------------------------------------------------
+// Top bar
+
+pub(super) fn top_bar(
+    ui: &mut egui::Ui,
+    s: &mut Settings,
+    flags: &mut UiFlags,
+    messages: &mut MessagesState,
+    cmds: &mut Vec<Command>,
+) {
+    egui::Panel::top("top_bar").show(ui, |ui| {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open image A…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::Open(Side::A)));
+                }
+                if ui.button("Open image B…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::Open(Side::B)));
+                }
+                if ui.button("Swap A and B").clicked() {
+                    cmds.push(Command::Swap);
+                }
+                if ui.button("Sample pair").clicked() {
+                    cmds.push(Command::LoadImage(Side::A, sample_source(Side::A)));
+                    cmds.push(Command::LoadImage(Side::B, sample_source(Side::B)));
+                }
+                ui.separator();
+                if ui.button("Save view as PNG…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::SavePng));
+                }
+                if ui.button("Export correspondences as JSON…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::SaveJson));
+                }
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                for v in View::ALL {
+                    ui.radio_value(&mut s.view, v, format!("{} view", v.label()));
+                }
+                ui.separator();
+                let mut talk = flags.talk;
+                if ui.checkbox(&mut talk, "Talk mode (T)").changed() {
+                    cmds.push(Command::SetTalk(talk));
+                }
+                ui.checkbox(&mut messages.show_log, "Messages");
+            });
+            ui.menu_button("Help", |ui| {
+                if ui.button("Keyboard shortcuts (F1)").clicked() {
+                    flags.show_help = true;
+                }
+            });
+            ui.separator();
+            for v in View::ALL {
+                ui.selectable_value(&mut s.view, v, v.label())
+                    .on_hover_text(match v {
+                        View::Correspondence => "Click in A, see where it lands in B",
+                        View::Compare => {
+                            "Clean vs noisy for the same click, plus the layer strip (M)"
+                        }
+                        View::Pca => "Joint PCA colours of A and B (P)",
+                    });
+            }
+            ui.separator();
+            let layer = s.layer;
+            let mode = s.mode;
+            ui.label(RichText::new(format!("layer {layer} · stride {}", layer.stride())).strong());
+            ui.label(
+                RichText::new(format!("mode: {mode}"))
+                    .color(mode_color(mode))
+                    .strong(),
+            );
+            if mode != Mode::Clean || s.view == View::Compare {
+                ui.label(format!("t = {:.0}", s.t));
+            }
+            ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
+                let label = if flags.talk {
+                    "Leave talk mode"
+                } else {
+                    "Talk mode"
+                };
+                if ui
+                    .button(label)
+                    .on_hover_text("Fullscreen, large markers and labels (T, Esc to leave)")
+                    .clicked()
+                {
+                    let on = !flags.talk;
+                    cmds.push(Command::SetTalk(on));
+                }
+                if ui
+                    .button("Shortcuts")
+                    .on_hover_text("Keyboard shortcuts (F1)")
+                    .clicked()
+                {
+                    flags.show_help = true;
+                }
+            });
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Side panel
+
+/// What the side panel draws.
+pub(super) struct SidePanel<'a> {
+    pub settings: &'a mut Settings,
+    pub images: &'a ImagesState,
+    pub backbone: &'a BackboneState,
+    /// An extraction the view needs failed or was cancelled.
+    pub extract_blocked: bool,
+    pub train: TrainView<'a>,
+    pub export_dir: &'a Path,
+    pub last_export: Option<&'a Path>,
+}
+
+pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Command>) {
+    let SidePanel {
+        settings,
+        images,
+        backbone,
+        extract_blocked,
+        train,
+        export_dir,
+        last_export,
+    } = p;
+    egui::Panel::left("side_panel")
+        .resizable(true)
+        .default_size(300.0)
+        .min_size(240.0)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                images::images_section(ui, images, cmds);
+                backbone::backbone_section(ui, settings, backbone, cmds);
+                let channels = backbone.info().map(|i| i.channels.clone());
+                features::features_section(ui, settings, channels, extract_blocked, cmds);
+                features::overlay_section(ui, settings);
+                let previous = backbone.info().and_then(|i| i.previous_student.clone());
+                features::compare_pca_section(ui, settings, previous);
+                train::train_section(ui, settings, &train, cmds);
+                export_section(ui, export_dir, last_export, cmds);
+            });
+        });
+}
+
+fn export_section(
+    ui: &mut egui::Ui,
+    export_dir: &Path,
+    last_export: Option<&Path>,
+    cmds: &mut Vec<Command>,
+) {
+    egui::CollapsingHeader::new("Export")
+        .default_open(false)
+        .show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(export_dir.display().to_string()).small());
+                if ui.button("Folder…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::ExportDir));
+                }
+            });
+            ui.horizontal(|ui| {
+                if ui.button("Save PNG (S)").clicked() {
+                    cmds.push(Command::QuickSavePng);
+                }
+                if ui.button("Export JSON (E)").clicked() {
+                    cmds.push(Command::QuickSaveJson);
+                }
+            });
+            if let Some(p) = last_export {
+                ui.label(
+                    RichText::new(format!("last: {}", p.display()))
+                        .weak()
+                        .small(),
+                );
+            }
+        });
+}

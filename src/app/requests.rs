@@ -1,0 +1,449 @@
+//! Requests to the worker: images, the backbone, features per column, PCA
+//! colours; cancelling and restarting. Which request is awaited under which
+//! key lives in the state structs ([`super::jobs::Tracked`]).
+
+use std::sync::Arc;
+
+use super::column::Column;
+use super::jobs::{PcaKey, Tracked};
+use super::settings::Settings;
+use super::state::{BackboneState, FeatureState, ImagesState, Level, answer_layer};
+use super::{CleanDiftApp, THUMB_SIDE, View, hex8, spawn_worker};
+use crate::features::extract::{DEFAULT_T, ExtractSettings, Mode};
+use crate::features::preprocess::{Fit, LoadedImage};
+use crate::model::FeatureKey;
+use crate::worker::{ImageSource, Job, Request, RequestId, Side, UserError, WorkerHandle};
+
+impl CleanDiftApp {
+    // -- requests ----------------------------------------------------------
+
+    pub(super) fn send(&mut self, req: Request) -> bool {
+        match self.worker.send(req) {
+            Ok(()) => true,
+            Err(e) => {
+                self.messages
+                    .worker_dead
+                    .get_or_insert_with(|| e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Decodes an image for `side` (on the worker's light lane).
+    pub fn load_image(&mut self, side: Side, source: ImageSource) {
+        let id = self.worker.next_id();
+        if self.send(Request::LoadImage { id, side, source }) {
+            self.images.pending[side.index()] = Some(id);
+        }
+    }
+
+    /// Loads the backbone the settings describe.
+    pub fn load_backbone(&mut self) {
+        let choice = self.settings.backbone_choice();
+        if choice.model.is_empty() {
+            self.backbone = BackboneState::Failed {
+                choice,
+                error: UserError {
+                    message: "no folder given for the local model".into(),
+                    hint: "Type the path of a diffusers folder under Model, or choose tiny-sd21 (offline)"
+                        .into(),
+                },
+            };
+            return;
+        }
+        // Everything in flight belongs to the old backbone: a fine-tune
+        // too (its student could not be switched in any more, and the load
+        // would wait behind it).
+        if self.is_training() {
+            self.cancel_training();
+            self.message(
+                Level::Info,
+                "Cancelling the fine-tune to load another backbone".into(),
+                "Its last checkpoint is kept".into(),
+            );
+        }
+        for id in self.features.take_pending() {
+            self.worker.cancel(id);
+        }
+        self.features.unblock_features();
+        if let BackboneState::Loading { id, .. } = &self.backbone {
+            self.worker.cancel(*id);
+        }
+        let id = self.worker.next_id();
+        if self.send(Request::LoadBackbone {
+            id,
+            choice: choice.clone(),
+        }) {
+            self.backbone = BackboneState::Loading { id, choice };
+        }
+    }
+
+    /// Cancels every job in flight; nothing is requested again by itself
+    /// until a setting changes.
+    pub fn cancel_all(&mut self) {
+        self.cancel_training();
+        let ids: Vec<RequestId> = self.progress.keys().copied().collect();
+        let mut cancelled = Vec::new();
+        for (id, job) in self.features.block_pending() {
+            self.worker.cancel(id);
+            cancelled.push(job);
+        }
+        if let BackboneState::Loading { id, choice } = &self.backbone {
+            self.worker.cancel(*id);
+            self.backbone = BackboneState::Failed {
+                choice: choice.clone(),
+                error: UserError {
+                    message: "loading was cancelled".into(),
+                    hint: "Press Load to try again".into(),
+                },
+            };
+            cancelled.push(Job::Backbone);
+        }
+        for id in ids {
+            self.worker.cancel(id);
+        }
+        self.progress.clear();
+        for job in cancelled {
+            self.message(
+                Level::Info,
+                format!("Cancelled: {job}"),
+                "Change a setting or press Extract to run it again".into(),
+            );
+        }
+    }
+
+    /// Replaces a dead worker and asks again for what was shown.
+    pub fn restart_worker(&mut self) {
+        self.fail_running_training();
+        self.worker = spawn_worker(&self.ctx);
+        self.messages.worker_dead = None;
+        self.progress.clear();
+        self.features.slots.clear();
+        self.features.pca_request = Tracked::default();
+        self.images.pending = [None, None];
+        self.message(
+            Level::Info,
+            "Worker restarted; loading the backbone again".into(),
+            String::new(),
+        );
+        self.load_backbone();
+    }
+
+    /// The worker, for tests that need to poke it.
+    #[doc(hidden)]
+    pub fn worker_mut(&mut self) -> &mut WorkerHandle {
+        &mut self.worker
+    }
+
+    /// Swaps A and B (images, features and the query side).
+    pub fn swap(&mut self) {
+        self.images.slots.swap(0, 1);
+        self.images.pending.swap(0, 1);
+        self.settings.image_paths.swap(0, 1);
+        if let Some(q) = &mut self.settings.query {
+            q.side = q.side.other();
+        }
+        // Features are per (A, B): ask again (the cache makes it quick).
+        for id in self.features.take_pending() {
+            self.worker.cancel(id);
+        }
+        for slot in self.features.slots.values_mut() {
+            slot.ready = None;
+        }
+        self.features.unblock_features();
+        self.features.clear_derived();
+    }
+
+    // -- features ----------------------------------------------------------
+
+    /// The modes the current view needs.
+    pub fn needed_modes(&self) -> Vec<Mode> {
+        needed_modes(&self.settings)
+    }
+
+    /// Whether compare mode shows the previous student's column.
+    pub fn shows_previous(&self) -> bool {
+        shows_previous(&self.settings, &self.backbone)
+    }
+
+    /// The columns shown side by side in compare mode: clean, then (after
+    /// a fine-tune) the previous student's clean, noisy, and naive.
+    pub fn compare_modes(&self) -> Vec<Column> {
+        compare_modes(&self.settings, &self.backbone)
+    }
+
+    /// The DINOv2 and fused columns compare mode shows (as enabled).
+    pub fn source_columns(&self) -> Vec<Column> {
+        source_columns(&self.settings)
+    }
+
+    /// What the PCA view shows: the main mode's diffusion features, DINOv2
+    /// or fused features (with the main mode's diffusion part).
+    pub fn pca_column(&self) -> Column {
+        self.settings.pca_column()
+    }
+
+    /// The DINOv2 model the DINOv2 and fused columns use with the loaded
+    /// backbone.
+    pub fn dino_model(&self) -> String {
+        dino_model(&self.settings, &self.backbone)
+    }
+
+    /// Extraction settings of `mode` (values that do not matter for the mode
+    /// normalised away, so e.g. moving t never re-extracts clean features).
+    pub fn extract_settings(&self, mode: Mode) -> ExtractSettings {
+        extract_settings(&self.settings, &self.backbone, mode)
+    }
+
+    /// Asks for the features the view needs (once per settings).
+    pub(super) fn request_features(&mut self) {
+        if self.messages.worker_dead.is_some() {
+            return;
+        }
+        let BackboneState::Ready { id: bb, .. } = &self.backbone else {
+            return;
+        };
+        let bb = *bb;
+        if self.is_training() {
+            // The model lane is busy; the student changes when it ends.
+            return;
+        }
+        let mut columns: Vec<Column> = self.needed_modes().into_iter().map(Column::from).collect();
+        if self.shows_previous() {
+            columns.push(Column::PREVIOUS);
+        }
+        columns.extend(self.source_columns());
+        let dino_model = self.dino_model();
+        for col in columns {
+            let Some((key, images, settings)) =
+                feature_key(&self.settings, &self.backbone, &self.images, col)
+            else {
+                continue;
+            };
+            let slot = self.features.slots.entry(col.key()).or_default();
+            let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
+            if done || !slot.request.wants(&key) {
+                continue;
+            }
+            if let Some(old) = slot.request.take() {
+                self.worker.cancel(old);
+            }
+            let id = self.worker.next_id();
+            let req = match col.feature_source() {
+                Some(source) => Request::ExtractSource {
+                    id,
+                    backbone: bb,
+                    images,
+                    settings,
+                    source,
+                    dino_model: dino_model.clone(),
+                    thumb_side: THUMB_SIDE,
+                },
+                None => Request::Extract {
+                    id,
+                    backbone: bb,
+                    images,
+                    settings,
+                    thumb_side: THUMB_SIDE,
+                    previous_student: col.previous,
+                },
+            };
+            if self.send(req)
+                && let Some(slot) = self.features.slots.get_mut(&col.key())
+            {
+                slot.request.start(id, key);
+            }
+        }
+    }
+
+    /// Runs the features of `mode` again even after a cancel or an error.
+    pub fn retry_features(&mut self) {
+        self.features.unblock();
+    }
+
+    /// The features of `mode` (or column) match the current settings and
+    /// images.
+    pub fn features_current(&self, col: impl Into<Column>) -> bool {
+        features_current(
+            &self.settings,
+            &self.backbone,
+            &self.images,
+            &self.features,
+            col.into(),
+        )
+    }
+
+    pub(super) fn request_pca(&mut self) {
+        if self.settings.view != View::Pca || self.messages.worker_dead.is_some() {
+            return;
+        }
+        let Some(f) = self.features_of(self.pca_column()).cloned() else {
+            return;
+        };
+        let Some(layer) = answer_layer(&f, self.settings.layer) else {
+            return;
+        };
+        let key = PcaKey {
+            features: f.generation,
+            layer,
+            joint: self.settings.pca_joint,
+        };
+        let have = self.features.pca.as_ref().is_some_and(|p| {
+            PcaKey {
+                features: p.features,
+                layer: p.layer,
+                joint: p.joint,
+            } == key
+        });
+        if have || !self.features.pca_request.wants(&key) {
+            return;
+        }
+        if let Some(old) = self.features.pca_request.take() {
+            self.worker.cancel(old);
+        }
+        let id = self.worker.next_id();
+        if self.send(Request::Pca {
+            id,
+            features: f,
+            layer: key.layer,
+            joint: key.joint,
+        }) {
+            self.features.pca_request.start(id, key);
+        }
+    }
+}
+
+/// The modes the current view needs.
+fn needed_modes(s: &Settings) -> Vec<Mode> {
+    match s.view {
+        View::Compare => {
+            let mut m = vec![Mode::Clean, Mode::Noisy];
+            if s.compare_naive || s.mode == Mode::Naive {
+                m.push(Mode::Naive);
+            }
+            m
+        }
+        _ => vec![s.mode],
+    }
+}
+
+/// Whether compare mode shows the previous student's column.
+fn shows_previous(s: &Settings, backbone: &BackboneState) -> bool {
+    s.view == View::Compare
+        && s.compare_previous
+        && backbone
+            .info()
+            .is_some_and(|i| i.previous_student.is_some())
+}
+
+/// The columns shown side by side in compare mode.
+pub(super) fn compare_modes(s: &Settings, backbone: &BackboneState) -> Vec<Column> {
+    let mut m = vec![Column::from(Mode::Clean)];
+    if shows_previous(s, backbone) {
+        m.push(Column::PREVIOUS);
+    }
+    m.push(Mode::Noisy.into());
+    if s.compare_naive {
+        m.push(Mode::Naive.into());
+    }
+    m.extend(source_columns(s));
+    m
+}
+
+/// The DINOv2 and fused columns the view shows (as enabled).
+fn source_columns(s: &Settings) -> Vec<Column> {
+    let mut m = Vec::new();
+    if s.view == View::Pca && s.pca_source != super::ColumnSource::Sd {
+        m.push(s.pca_column());
+    }
+    if s.view != View::Compare {
+        return m;
+    }
+    if s.compare_dino {
+        m.push(Column::DINO);
+    }
+    if s.compare_fused {
+        m.push(Column::fused(s.mode));
+    }
+    m
+}
+
+/// The DINOv2 model of the DINOv2 and fused columns with the loaded backbone.
+fn dino_model(s: &Settings, backbone: &BackboneState) -> String {
+    let model = match backbone {
+        BackboneState::Ready { info, .. } => info.choice.model.clone(),
+        _ => s.backbone_choice().model,
+    };
+    s.dino_model_for(&model)
+}
+
+/// Extraction settings of `mode`, normalised.
+fn extract_settings(s: &Settings, backbone: &BackboneState, mode: Mode) -> ExtractSettings {
+    let cuda = matches!(backbone, BackboneState::Ready { info, .. } if info.cuda);
+    ExtractSettings {
+        mode,
+        t: if mode == Mode::Clean {
+            DEFAULT_T
+        } else {
+            s.t.round().clamp(0.0, 999.0)
+        },
+        ensemble: if mode == Mode::Noisy {
+            s.ensemble.max(1)
+        } else {
+            1
+        },
+        seed: if mode == Mode::Noisy { s.seed } else { 0 },
+        prompt: s.prompt.clone(),
+        layers: FeatureKey::ALL.to_vec(),
+        size: s.size.spec(),
+        fit: if s.letterbox {
+            Fit::Letterbox
+        } else {
+            Fit::Stretch
+        },
+        vae_sample: false,
+        // One member per pass on the CPU so cancel answers quickly.
+        max_batch: if cuda { 8 } else { 1 },
+    }
+}
+
+/// What a column's features are made for (a key string), from which
+/// images and with which settings; `None` before a backbone and both images.
+fn feature_key(
+    s: &Settings,
+    backbone: &BackboneState,
+    images: &ImagesState,
+    col: Column,
+) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
+    let BackboneState::Ready { id, .. } = backbone else {
+        return None;
+    };
+    let (Some(a), Some(b)) = (images.get(Side::A), images.get(Side::B)) else {
+        return None;
+    };
+    let es = extract_settings(s, backbone, col.mode);
+    let source = match col.feature_source() {
+        Some(src) => format!("{src}|{}", dino_model(s, backbone)),
+        None => String::new(),
+    };
+    let key = format!(
+        "{id}|{}{source}|{}|{}|{}|{}",
+        if col.previous { "previous" } else { "current" },
+        hex8(&a.image.hash),
+        hex8(&b.image.hash),
+        serde_json::to_string(&es).unwrap_or_default(),
+        es.size
+    );
+    Some((key, [a.image.clone(), b.image.clone()], es))
+}
+
+/// Whether the column's shown features match the current settings and images.
+pub(super) fn features_current(
+    s: &Settings,
+    backbone: &BackboneState,
+    images: &ImagesState,
+    features: &FeatureState,
+    col: Column,
+) -> bool {
+    feature_key(s, backbone, images, col).is_some_and(|(key, ..)| features.is_current(col, &key))
+}

@@ -1,0 +1,439 @@
+//! The app's state, one struct per view or panel (egui-demo style): each UI
+//! function gets the parts it draws, never the whole app.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use egui::TextureHandle;
+
+use super::column::{Column, ModeKey};
+use super::jobs::{PcaKey, Tracked};
+use super::overlay::Overlay;
+use super::query::{self, Answer, QueryOptions, QueryPoint, StripTile};
+use super::settings::Settings;
+use crate::features::preprocess::LoadedImage;
+use crate::model::FeatureKey;
+use crate::worker::{
+    BackboneChoice, BackboneInfo, Job, PairFeatures, PcaColours, RequestId, Side, UserError,
+};
+
+/// A loaded image with its texture.
+pub struct ImageSlot {
+    pub image: Arc<LoadedImage>,
+    pub texture: TextureHandle,
+    /// The file, when it came from one.
+    pub path: Option<PathBuf>,
+    /// A short name (file name or sample name).
+    pub name: String,
+}
+
+/// The backbone's state.
+pub enum BackboneState {
+    None,
+    Loading {
+        id: RequestId,
+        choice: BackboneChoice,
+    },
+    Ready {
+        id: RequestId,
+        info: Arc<BackboneInfo>,
+    },
+    Failed {
+        choice: BackboneChoice,
+        error: UserError,
+    },
+}
+
+impl BackboneState {
+    /// The loaded backbone.
+    pub fn info(&self) -> Option<&Arc<BackboneInfo>> {
+        match self {
+            BackboneState::Ready { info, .. } => Some(info),
+            _ => None,
+        }
+    }
+}
+
+/// Features of one mode: what is wanted, in flight, and shown.
+#[derive(Default)]
+pub struct FeatureSlot {
+    /// The extraction in flight, keyed by its settings.
+    pub(super) request: Tracked<String>,
+    pub(super) ready: Option<(String, Arc<PairFeatures>)>,
+}
+
+impl FeatureSlot {
+    /// The features shown (maybe of older settings while newer ones come).
+    pub fn ready(&self) -> Option<&Arc<PairFeatures>> {
+        self.ready.as_ref().map(|(_, f)| f)
+    }
+
+    /// Whether newer features are being extracted.
+    pub fn is_pending(&self) -> bool {
+        self.request.is_pending()
+    }
+
+    /// Whether the last extraction failed or was cancelled.
+    pub fn is_blocked(&self) -> bool {
+        self.request.is_blocked()
+    }
+}
+
+/// Severity of a status message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// A line of the status area.
+#[derive(Debug, Clone)]
+pub struct StatusMessage {
+    pub level: Level,
+    pub text: String,
+    /// What to do, for warnings and errors.
+    pub hint: String,
+    pub at: Instant,
+}
+
+/// The layer strip is cached by (features, query point, side).
+type StripKey = (u64, [u32; 2], Side);
+
+/// Hover or committed query answers are cached by these.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AnswerKey {
+    features: u64,
+    layer: FeatureKey,
+    q: [u32; 2],
+    side: Side,
+    k: usize,
+    tol: u32,
+}
+
+/// The layer a query answers on: `wanted`, or the only layer of
+/// single-layer features (DINOv2, fused).
+pub(super) fn answer_layer(f: &PairFeatures, wanted: FeatureKey) -> Option<FeatureKey> {
+    let layers = f.layers();
+    if layers.contains(&wanted) {
+        Some(wanted)
+    } else {
+        layers.first().copied()
+    }
+}
+
+/// The images A and B: loaded, and the decode awaited per side.
+#[derive(Default)]
+pub struct ImagesState {
+    pub(super) slots: [Option<ImageSlot>; 2],
+    pub(super) pending: [Option<RequestId>; 2],
+}
+
+impl ImagesState {
+    /// The image of a side, if loaded.
+    pub fn get(&self, side: Side) -> Option<&ImageSlot> {
+        self.slots[side.index()].as_ref()
+    }
+
+    /// Width and height of a side's image, if loaded.
+    pub fn size(&self, side: Side) -> Option<(u32, u32)> {
+        self.get(side).map(|s| (s.image.width, s.image.height))
+    }
+
+    /// The side the decode `id` is for, if it is awaited.
+    pub(super) fn side_of(&self, id: RequestId) -> Option<Side> {
+        Side::BOTH
+            .into_iter()
+            .find(|s| self.pending[s.index()] == Some(id))
+    }
+
+    pub(super) fn is_pending(&self) -> bool {
+        self.pending.iter().any(Option::is_some)
+    }
+}
+
+/// Features per column, PCA colours, and what is derived from them within
+/// the frame (query answers, the layer strip).
+#[derive(Default)]
+pub struct FeatureState {
+    pub(super) slots: BTreeMap<ModeKey, FeatureSlot>,
+    pub(super) pca_request: Tracked<PcaKey>,
+    pub(super) pca: Option<Arc<PcaColours>>,
+    answers: VecDeque<(AnswerKey, Arc<Answer>)>,
+    strip: Option<(StripKey, Arc<Vec<StripTile>>)>,
+}
+
+impl FeatureState {
+    /// The features of a column being shown, if any.
+    pub fn features_of(&self, col: impl Into<Column>) -> Option<&Arc<PairFeatures>> {
+        self.slots.get(&col.into().key()).and_then(|s| s.ready())
+    }
+
+    /// The feature slot of a column.
+    pub fn slot(&self, col: impl Into<Column>) -> Option<&FeatureSlot> {
+        self.slots.get(&col.into().key())
+    }
+
+    /// Whether the column's shown features were made for `key`.
+    pub(super) fn is_current(&self, col: Column, key: &str) -> bool {
+        self.slots
+            .get(&col.key())
+            .and_then(|s| s.ready.as_ref())
+            .is_some_and(|(k, _)| k == key)
+    }
+
+    /// Whether an extraction or PCA is in flight.
+    pub(super) fn is_pending(&self) -> bool {
+        self.slots.values().any(|s| s.is_pending()) || self.pca_request.is_pending()
+    }
+
+    /// Whether `id` is an extraction or PCA in flight.
+    pub(super) fn awaits(&self, id: RequestId) -> bool {
+        self.slots.values().any(|s| s.request.awaits(id)) || self.pca_request.awaits(id)
+    }
+
+    /// The job of the extraction or PCA `id`, if in flight.
+    pub(super) fn job_of(&self, id: RequestId) -> Option<Job> {
+        self.slots
+            .iter()
+            .find(|(_, s)| s.request.awaits(id))
+            .map(|(k, _)| k.job())
+            .or_else(|| self.pca_request.awaits(id).then_some(Job::Pca))
+    }
+
+    /// Forgets every extraction in flight (to cancel them) and returns their
+    /// ids.
+    pub(super) fn take_pending(&mut self) -> Vec<RequestId> {
+        self.slots
+            .values_mut()
+            .filter_map(|s| s.request.take())
+            .collect()
+    }
+
+    /// Request `id` (features or PCA) failed or was cancelled: its key is
+    /// not asked for again by itself. Returns whether the app waited for it.
+    pub(super) fn block(&mut self, id: RequestId) -> bool {
+        let mut hit = false;
+        for slot in self.slots.values_mut() {
+            hit |= slot.request.block(id);
+        }
+        hit | self.pca_request.block(id)
+    }
+
+    /// Blocks everything in flight (cancel all): returns the ids with their
+    /// jobs.
+    pub(super) fn block_pending(&mut self) -> Vec<(RequestId, Job)> {
+        let mut out: Vec<(RequestId, Job)> = self
+            .slots
+            .iter_mut()
+            .filter_map(|(k, s)| s.request.block_pending().map(|id| (id, k.job())))
+            .collect();
+        if let Some(id) = self.pca_request.block_pending() {
+            out.push((id, Job::Pca));
+        }
+        out
+    }
+
+    /// Lets failed or cancelled extractions be asked for again.
+    pub(super) fn unblock_features(&mut self) {
+        for slot in self.slots.values_mut() {
+            slot.request.unblock();
+        }
+    }
+
+    /// Lets failed or cancelled keys (extractions and PCA) be asked for
+    /// again.
+    pub(super) fn unblock(&mut self) {
+        self.unblock_features();
+        self.pca_request.unblock();
+    }
+
+    /// Drops what was derived from the features (new backbone, swap).
+    pub(super) fn clear_derived(&mut self) {
+        self.pca = None;
+        self.answers.clear();
+        self.strip = None;
+    }
+
+    /// The PCA colours of `col` on the current layer, if ready.
+    pub fn pca(&self, settings: &Settings, col: Column) -> Option<&Arc<PcaColours>> {
+        let f = self.features_of(col)?;
+        let layer = answer_layer(f, settings.layer)?;
+        self.pca.as_ref().filter(|p| {
+            p.features == f.generation && p.layer == layer && p.joint == settings.pca_joint
+        })
+    }
+
+    /// The answer of `q` in a column on the current layer (computed on
+    /// demand, cached).
+    pub fn answer(
+        &mut self,
+        settings: &Settings,
+        col: impl Into<Column>,
+        q: QueryPoint,
+    ) -> Option<Arc<Answer>> {
+        let f = self.features_of(col)?.clone();
+        let layer = answer_layer(&f, settings.layer)?;
+        let mut opts = QueryOptions {
+            k: settings.top_k.max(1),
+            tolerance_cells: settings.tolerance_cells,
+        };
+        if settings.query != Some(q) || !settings.show_top_k {
+            // Hover previews skip the top-k search: they change every frame.
+            opts.k = 1;
+        }
+        let key = AnswerKey {
+            features: f.generation,
+            layer,
+            q: [q.x.to_bits(), q.y.to_bits()],
+            side: q.side,
+            k: opts.k,
+            tol: opts.tolerance_cells.to_bits(),
+        };
+        if let Some((_, a)) = self.answers.iter().find(|(k, _)| *k == key) {
+            return Some(a.clone());
+        }
+        match query::answer(&f, layer, q, &opts) {
+            Ok(a) => {
+                let a = Arc::new(a);
+                self.answers.push_back((key, a.clone()));
+                // At most 24 answers and ~200 MB of similarity maps (a
+                // 4096-px image's map is 64 MB).
+                let floats = |q: &VecDeque<(AnswerKey, Arc<Answer>)>| {
+                    q.iter().map(|(_, a)| a.sim.data.len()).sum::<usize>()
+                };
+                while self.answers.len() > 24
+                    || (self.answers.len() > 1 && floats(&self.answers) > 50_000_000)
+                {
+                    self.answers.pop_front();
+                }
+                Some(a)
+            }
+            Err(e) => {
+                tracing::debug!("query {q:?} failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// The layer strip of the committed query in the current mode.
+    pub fn strip_tiles(&mut self, settings: &Settings) -> Option<Arc<Vec<StripTile>>> {
+        let q = settings.query?;
+        let f = self.features_of(settings.mode)?.clone();
+        let key = (f.generation, [q.x.to_bits(), q.y.to_bits()], q.side);
+        if let Some((k, tiles)) = &self.strip
+            && *k == key
+        {
+            return Some(tiles.clone());
+        }
+        let tiles = Arc::new(query::strip(&f, q));
+        self.strip = Some((key, tiles.clone()));
+        Some(tiles)
+    }
+}
+
+/// The central view's per-frame state: the hover preview, where images and
+/// strip tiles were drawn, and the overlay painter.
+pub struct ViewState {
+    /// The hovered point (live preview) this frame.
+    pub(super) hover: Option<QueryPoint>,
+    /// Screen rects of the images drawn last frame (tests, drops).
+    pub(super) image_rects: Vec<(Side, egui::Rect, Option<Column>)>,
+    pub(super) strip_rects: Vec<(FeatureKey, egui::Rect)>,
+    pub(super) overlay: Overlay,
+}
+
+impl ViewState {
+    pub(super) fn new(overlay: Overlay) -> ViewState {
+        ViewState {
+            hover: None,
+            image_rects: Vec::new(),
+            strip_rects: Vec::new(),
+            overlay,
+        }
+    }
+
+    /// The side whose image (or half of the window of `width`) lies under
+    /// `pos`.
+    pub(super) fn side_at(&self, pos: Option<egui::Pos2>, width: f32) -> Side {
+        let Some(pos) = pos else {
+            return Side::A;
+        };
+        if let Some((side, _, _)) = self
+            .image_rects
+            .iter()
+            .find(|(_, r, _)| r.expand(8.0).contains(pos))
+        {
+            return *side;
+        }
+        let centre = |side: Side| {
+            self.image_rects
+                .iter()
+                .find(|(s, _, _)| *s == side)
+                .map(|(_, r, _)| r.center().x)
+        };
+        match (centre(Side::A), centre(Side::B)) {
+            (Some(a), Some(b)) if (pos.x - b).abs() < (pos.x - a).abs() => Side::B,
+            (Some(_), Some(_)) => Side::A,
+            _ => {
+                if pos.x > width / 2.0 {
+                    Side::B
+                } else {
+                    Side::A
+                }
+            }
+        }
+    }
+}
+
+/// The status area: messages, the dead worker's last words, the log window.
+#[derive(Default)]
+pub struct MessagesState {
+    pub(super) list: VecDeque<StatusMessage>,
+    /// The worker died with this message (until restarted).
+    pub(super) worker_dead: Option<String>,
+    pub(super) show_log: bool,
+}
+
+impl MessagesState {
+    /// Adds a status message (kept: the last 200).
+    pub fn push(&mut self, level: Level, text: String, hint: String) {
+        match level {
+            Level::Info => tracing::info!("{text}"),
+            Level::Warn => tracing::warn!("{text} {hint}"),
+            Level::Error => tracing::error!("{text} {hint}"),
+        }
+        self.list.push_back(StatusMessage {
+            level,
+            text,
+            hint,
+            at: Instant::now(),
+        });
+        while self.list.len() > 200 {
+            self.list.pop_front();
+        }
+    }
+}
+
+/// Switches of the window as a whole.
+#[derive(Default)]
+pub struct UiFlags {
+    /// Talk mode: fullscreen, bigger everything.
+    pub(super) talk: bool,
+    pub(super) show_help: bool,
+    /// Settings and egui memory persist between runs.
+    pub(super) persist: bool,
+    /// wgpu runs on a CPU adapter (lavapipe, llvmpipe, WARP).
+    pub(super) software_adapter: bool,
+    /// What the status area says about the renderer.
+    pub(super) renderer_note: String,
+}
+
+impl UiFlags {
+    /// Scale of markers and labels (talk mode: bigger).
+    pub(super) fn big(&self) -> f32 {
+        if self.talk { 1.6 } else { 1.0 }
+    }
+}

@@ -1,0 +1,392 @@
+//! One frame of the app: worker events and dialog answers are applied,
+//! features and PCA asked for, the panels and the view drawn; what the UI
+//! asked for comes back as [`Command`]s applied right after each panel.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::TextureOptions;
+
+use super::dialogs::{DialogAnswer, DialogKind};
+use super::panels::{SidePanel, StatusInfo, TrainView};
+use super::state::{BackboneState, ImageSlot, Level};
+use super::views::Canvas;
+use super::{CleanDiftApp, ModelPreset, hex8, panels, sample_source, settings, views};
+use crate::features::preprocess::LoadedImage;
+use crate::worker::{BackboneInfo, Event, ImageSource, Job, RequestId, Side, UserError};
+
+/// What a UI function asks the app to do; applied after the panel that
+/// asked was drawn.
+#[derive(Debug, Clone)]
+pub(crate) enum Command {
+    /// Opens a native file dialog.
+    Dialog(DialogKind),
+    LoadImage(Side, ImageSource),
+    /// Swaps A and B.
+    Swap,
+    LoadBackbone,
+    /// Runs cancelled or failed extractions again.
+    RetryFeatures,
+    CancelAll,
+    RestartWorker,
+    /// S: the view as PNG into the export folder.
+    QuickSavePng,
+    /// E: the correspondences as JSON into the export folder.
+    QuickSaveJson,
+    SetTalk(bool),
+    StartTraining,
+    CancelTraining,
+}
+
+impl CleanDiftApp {
+    /// Applies what the UI asked for, in order.
+    pub(super) fn apply(&mut self, commands: Vec<Command>) {
+        for c in commands {
+            match c {
+                Command::Dialog(kind) => self.dialog(kind),
+                Command::LoadImage(side, source) => self.load_image(side, source),
+                Command::Swap => self.swap(),
+                Command::LoadBackbone => self.load_backbone(),
+                Command::RetryFeatures => self.retry_features(),
+                Command::CancelAll => self.cancel_all(),
+                Command::RestartWorker => self.restart_worker(),
+                Command::QuickSavePng => self.quick_save_png(),
+                Command::QuickSaveJson => self.quick_save_json(),
+                Command::SetTalk(on) => self.set_talk(on),
+                Command::StartTraining => {
+                    // Errors are shown in the status area.
+                    let _ = self.start_training();
+                }
+                Command::CancelTraining => self.cancel_training(),
+            }
+        }
+    }
+
+    // -- events ------------------------------------------------------------
+
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.worker.try_recv() {
+            self.handle_event(ev);
+        }
+        if !self.worker.is_alive() && self.messages.worker_dead.is_none() {
+            self.messages.worker_dead = Some("the background worker stopped".into());
+            self.fail_running_training();
+        }
+        while let Ok(d) = self.dialogs.1.try_recv() {
+            self.handle_dialog(d);
+        }
+    }
+
+    fn is_awaited(&self, id: RequestId) -> bool {
+        self.images.side_of(id).is_some()
+            || matches!(self.backbone, BackboneState::Loading { id: b, .. } if b == id)
+            || self.features.awaits(id)
+            || self.is_train_id(id)
+    }
+
+    fn handle_event(&mut self, ev: Event) {
+        if let Some(id) = ev.id()
+            && !matches!(ev, Event::Progress { .. } | Event::Training { .. })
+        {
+            self.progress.remove(&id);
+        }
+        match ev {
+            Event::Progress { id, progress } => {
+                if self.is_awaited(id) {
+                    let job = self.job_of(id);
+                    self.progress.insert(id, (job, progress));
+                }
+            }
+            Event::BackboneReady { id, info } => {
+                if matches!(self.backbone, BackboneState::Loading { id: b, .. } if b == id) {
+                    self.message(
+                        Level::Info,
+                        format!("Loaded {} on {}", info.description, info.device),
+                        String::new(),
+                    );
+                    self.set_backbone_ready(id, info);
+                }
+            }
+            Event::ImageLoaded {
+                id,
+                side,
+                image,
+                path,
+            } => {
+                if self.images.pending[side.index()] == Some(id) {
+                    self.images.pending[side.index()] = None;
+                    self.set_image(side, image, path);
+                }
+            }
+            Event::Features { id, features } => {
+                for slot in self.features.slots.values_mut() {
+                    if let Some(key) = slot.request.finish(id) {
+                        slot.ready = Some((key, features.clone()));
+                        slot.request.unblock();
+                    }
+                }
+            }
+            Event::Pca { id, pca } => {
+                if self.features.pca_request.finish(id).is_some() {
+                    self.features.pca = Some(pca);
+                }
+            }
+            Event::Training { id, event } => self.on_training(id, event),
+            Event::Trained { id, summary, info } => self.on_trained(id, summary, info),
+            Event::Cancelled {
+                id,
+                job: Job::Train,
+            } => self.on_train_cancelled(id),
+            Event::Cancelled { id, job } => {
+                if self.features.block(id) {
+                    self.message(
+                        Level::Info,
+                        format!("Cancelled: {job}"),
+                        "Change a setting or press Extract to run it again".into(),
+                    );
+                }
+            }
+            Event::Failed { id, job, error } => self.on_failed(id, job, error),
+            Event::Died { message } => {
+                self.messages.worker_dead = Some(message);
+                self.progress.clear();
+                self.fail_running_training();
+            }
+        }
+    }
+
+    /// The backbone `id` is ready (loaded, or given a new student): every
+    /// feature and everything derived from them is asked for again.
+    pub(super) fn set_backbone_ready(&mut self, id: RequestId, info: Arc<BackboneInfo>) {
+        self.backbone = BackboneState::Ready { id, info };
+        self.features.slots.clear();
+        self.features.clear_derived();
+    }
+
+    fn job_of(&self, id: RequestId) -> Job {
+        if let Some(side) = self.images.side_of(id) {
+            return Job::Image(side);
+        }
+        if let Some(job) = self.features.job_of(id) {
+            return job;
+        }
+        if self.is_train_id(id) {
+            return Job::Train;
+        }
+        Job::Backbone
+    }
+
+    fn on_failed(&mut self, id: RequestId, job: Job, error: UserError) {
+        match job {
+            Job::Image(side) => {
+                if self.images.pending[side.index()] == Some(id) {
+                    self.images.pending[side.index()] = None;
+                    self.message(Level::Error, error.message.clone(), error.hint.clone());
+                    // A side must never stay empty: fall back to the sample.
+                    if self.images.get(side).is_none() {
+                        self.load_image(side, sample_source(side));
+                    }
+                }
+            }
+            Job::Backbone => {
+                if let BackboneState::Loading { id: b, choice } = &self.backbone
+                    && *b == id
+                {
+                    let choice = choice.clone();
+                    self.message(
+                        Level::Error,
+                        format!("Cannot load {}: {}", choice.model, error.message),
+                        error.hint.clone(),
+                    );
+                    self.backbone = BackboneState::Failed { choice, error };
+                }
+            }
+            Job::Train => self.on_train_failed(id, error),
+            Job::Features(_) | Job::PreviousStudent | Job::Dino | Job::Fused => {
+                if self.features.block(id) {
+                    self.message(
+                        Level::Error,
+                        format!("{job}: {}", error.message),
+                        error.hint,
+                    );
+                }
+            }
+            Job::Pca => {
+                if self.features.pca_request.block(id) {
+                    self.message(Level::Error, format!("PCA: {}", error.message), error.hint);
+                }
+            }
+        }
+    }
+
+    /// Draws the side panel with the parts of the app it shows.
+    fn side_panel(&mut self, ui: &mut egui::Ui, cmds: &mut Vec<Command>) {
+        let extract_blocked = self
+            .needed_modes()
+            .iter()
+            .any(|m| self.feature_slot(*m).is_some_and(|s| s.is_blocked()));
+        let train = TrainView {
+            run: self.train.run.as_ref(),
+            running: self.is_training(),
+            backbone_ready: matches!(self.backbone, BackboneState::Ready { .. }),
+            data_text: self.train_data().map_or_else(|e| e, |(_, t)| t),
+            default_lr: self.default_train_lr(),
+            previous_student: self
+                .backbone
+                .info()
+                .and_then(|i| i.previous_student.clone()),
+        };
+        let export_dir = self.export_dir();
+        let side = SidePanel {
+            settings: &mut self.settings,
+            images: &self.images,
+            backbone: &self.backbone,
+            extract_blocked,
+            train,
+            export_dir: &export_dir,
+            last_export: self.last_export.as_deref(),
+        };
+        panels::side_panel(ui, side, cmds);
+    }
+
+    fn handle_dialog(&mut self, d: DialogAnswer) {
+        let path = d.path;
+        match d.kind {
+            DialogKind::Open(side) => self.load_image(side, ImageSource::Path(path)),
+            DialogKind::SavePng => self.save_png(&path),
+            DialogKind::SaveJson => self.save_json(&path),
+            DialogKind::Folder => {
+                self.settings.preset = ModelPreset::Folder;
+                self.settings.folder = path.display().to_string();
+            }
+            DialogKind::ExportDir => self.settings.export_dir = Some(path),
+            DialogKind::TrainFolder => {
+                self.settings.train.source = settings::TrainSource::Folder;
+                self.settings.train.folder = Some(path);
+            }
+            DialogKind::TrainOut => self.settings.train.run.out_dir = Some(path),
+        }
+    }
+
+    fn set_image(&mut self, side: Side, image: Arc<LoadedImage>, path: Option<PathBuf>) {
+        let name = match &path {
+            Some(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+            None => image.source.clone(),
+        };
+        let color = egui::ColorImage::from_rgb(
+            [image.width as usize, image.height as usize],
+            image.rgb.as_raw(),
+        );
+        let texture = self.ctx.load_texture(
+            format!("image-{}-{}", side.name(), hex8(&image.hash)),
+            color,
+            TextureOptions::LINEAR,
+        );
+        if let Some((w, h)) = image.downscaled_from {
+            self.message(
+                Level::Info,
+                format!(
+                    "{side}: {name} is {w}×{h}; it was downscaled to {}×{} and coordinates refer to that size",
+                    image.width, image.height
+                ),
+                String::new(),
+            );
+        }
+        self.settings.image_paths[side.index()] = path.clone();
+        // A query on this side keeps its place, clamped into the new image.
+        if let Some(q) = &mut self.settings.query
+            && q.side == side
+        {
+            q.x = q.x.clamp(0.0, image.width as f32 - 0.5);
+            q.y = q.y.clamp(0.0, image.height as f32 - 0.5);
+        }
+        self.images.slots[side.index()] = Some(ImageSlot {
+            image,
+            texture,
+            path,
+            name,
+        });
+    }
+}
+
+impl eframe::App for CleanDiftApp {
+    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.drain_events();
+        self.request_features();
+        self.request_pca();
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        let start = Instant::now();
+        self.frames += 1;
+        // `logic` runs first under eframe; kittest calls both too. Draining
+        // again is cheap and keeps the order right when only `ui` runs.
+        self.drain_events();
+        self.request_features();
+        self.request_pca();
+        self.handle_keys(ui.ctx());
+        self.handle_drops(ui.ctx());
+        self.view.hover = None;
+        let mut cmds = Vec::new();
+        panels::top_bar(
+            ui,
+            &mut self.settings,
+            &mut self.flags,
+            &mut self.messages,
+            &mut cmds,
+        );
+        self.apply(std::mem::take(&mut cmds));
+        let info = StatusInfo {
+            jobs: self.progress.values().cloned().collect(),
+            busy: self.busy(),
+            renderer_note: &self.flags.renderer_note,
+        };
+        panels::status_bar(ui, &mut self.messages, &info, &mut cmds);
+        self.apply(std::mem::take(&mut cmds));
+        if !self.flags.talk {
+            self.side_panel(ui, &mut cmds);
+            self.apply(std::mem::take(&mut cmds));
+        }
+        let training = self.is_training();
+        let mut canvas = Canvas {
+            settings: &mut self.settings,
+            images: &self.images,
+            backbone: &self.backbone,
+            features: &mut self.features,
+            view: &mut self.view,
+            training,
+            big: self.flags.big(),
+        };
+        views::central(ui, &mut canvas);
+        panels::windows(ui.ctx(), &mut self.flags, &mut self.messages);
+        if self.busy() {
+            // Keep the progress bar moving even between worker events.
+            ui.ctx().request_repaint_after(Duration::from_millis(100));
+        }
+        if self.flags.software_adapter && self.frames == 1 {
+            // A software rasterizer (lavapipe, llvmpipe): pipeline two frames
+            // and do not wait for a vsync that does not exist; frame rates
+            // measured under Xvfb went up by a third.
+            frame.set_wgpu_surface_config(egui_wgpu::SurfaceConfig {
+                present_mode: egui_wgpu::wgpu::PresentMode::AutoNoVsync,
+                desired_maximum_frame_latency: Some(2),
+            });
+        }
+        self.frame_report_tick(ui.ctx(), frame);
+        self.last_frame = start.elapsed();
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        if self.flags.persist {
+            eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+        }
+    }
+
+    fn persist_egui_memory(&self) -> bool {
+        self.flags.persist
+    }
+}

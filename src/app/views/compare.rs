@@ -1,0 +1,290 @@
+//! The compare view: the query image and one column per feature set, plus
+//! the layer strip.
+
+use std::sync::Arc;
+
+use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Stroke, StrokeKind, Vec2};
+
+use super::*;
+use crate::app::mode_color;
+use crate::app::overlay::OverlayData;
+use crate::app::slots;
+
+pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
+    let area = ui.available_rect_before_wrap();
+    let b = c.big;
+    let modes = c.compare_modes();
+    let ncols = 1 + modes.len();
+    let strip_h = if c.settings.show_strip {
+        (area.height() * 0.26).clamp(90.0, 190.0 * b)
+    } else {
+        0.0
+    };
+    let header_h = 38.0 * b;
+    let footer_h = 40.0 * b;
+    let gap = 10.0;
+    let col_w = ((area.width() - gap * (ncols - 1) as f32) / ncols as f32).max(10.0);
+    let top = Rect::from_min_max(area.min, Pos2::new(area.max.x, area.max.y - strip_h));
+    let src = c.shown_query().map_or(Side::A, |q| q.side);
+    let tgt = src.other();
+
+    // Cells and interaction first, painting after (the hover decides).
+    let mut rects: Vec<Option<Rect>> = Vec::with_capacity(ncols);
+    for col in 0..ncols {
+        let side = if col == 0 { src } else { tgt };
+        let x0 = top.min.x + col as f32 * (col_w + gap);
+        let cell = Rect::from_min_max(
+            Pos2::new(x0, top.min.y + header_h),
+            Pos2::new(x0 + col_w, top.max.y - footer_h),
+        );
+        match c.images.size(side) {
+            Some((w, h)) => {
+                let r = fit(cell, w, h);
+                pointer(c, ui, r, side, &format!("cmp{col}"));
+                let shows = (col > 0).then(|| modes[col - 1]);
+                c.view.image_rects.push((side, r, shows));
+                rects.push(Some(r));
+            }
+            None => {
+                placeholder(ui, cell, &format!("Loading {side}…"));
+                rects.push(None);
+            }
+        }
+    }
+
+    let q = c.shown_query();
+    let answers: Vec<Option<Arc<Answer>>> = modes
+        .iter()
+        .map(|m| q.and_then(|q| c.answer(*m, q)))
+        .collect();
+    let painter = ui.painter().clone();
+    let size = 13.0 * b;
+
+    for col in 0..ncols {
+        let x0 = top.min.x + col as f32 * (col_w + gap);
+        let head = Rect::from_min_size(Pos2::new(x0, top.min.y), Vec2::new(col_w, header_h));
+        // Under the image (the columns are often narrower than tall).
+        let foot_y = rects[col].map_or(top.max.y - footer_h, |r| {
+            (r.max.y + 2.0).min(top.max.y - footer_h)
+        });
+        let foot = Rect::from_min_size(Pos2::new(x0, foot_y), Vec2::new(col_w, footer_h * 0.6));
+        let side = if col == 0 { src } else { tgt };
+        let Some((w, h)) = c.images.size(side) else {
+            continue;
+        };
+        if col == 0 {
+            header(
+                ui,
+                head,
+                &format!("{side} (query)"),
+                ui.visuals().strong_text_color(),
+                14.0 * b,
+            );
+            if let Some(rect) = rects[0] {
+                paint_photo(c, &painter, rect, side);
+                if let Some(q) = q {
+                    let found: Vec<_> = answers
+                        .iter()
+                        .zip(&modes)
+                        .filter_map(|(a, m)| a.clone().map(|a| (a, m.color())))
+                        .collect();
+                    let markers = source_markers(c, q, &found, w, h);
+                    c.view.overlay.paint(
+                        &painter,
+                        rect,
+                        slots::COMPARE_SOURCE,
+                        None,
+                        &Look::default(),
+                        &markers,
+                    );
+                }
+            }
+            let text = match q {
+                Some(q) => format!("({:.0}, {:.0})", q.x.floor(), q.y.floor()),
+                None => "click to query".into(),
+            };
+            header(ui, foot, &text, ui.visuals().text_color(), size);
+            continue;
+        }
+        let mode = modes[col - 1];
+        let color = mode.color();
+        let label = c
+            .features_of(mode)
+            .map(|f| f.label.clone())
+            .unwrap_or_else(|| mode.to_string());
+        let mut child = ui.new_child(egui::UiBuilder::new().max_rect(head));
+        child.label(
+            RichText::new(format!("{side} · {mode}"))
+                .color(color)
+                .strong()
+                .size(14.0 * b),
+        );
+        child.label(RichText::new(label).color(color).size(10.5 * b));
+        let Some(rect) = rects[col] else {
+            continue;
+        };
+        paint_photo(c, &painter, rect, side);
+        match &answers[col - 1] {
+            Some(a) => {
+                let data = OverlayData::Heat {
+                    generation: a.generation,
+                    map: a.sim.clone(),
+                };
+                let look = heat_look(c.settings, a);
+                let markers = target_markers(c, a, w, h, color);
+                c.view.overlay.paint(
+                    &painter,
+                    rect,
+                    slots::COMPARE + (col - 1) as u64,
+                    Some(&data),
+                    &look,
+                    &markers,
+                );
+                rank_labels(c, &painter, rect, a, w, h);
+                hover_value(c, ui, rect, a);
+                let m = if a.mutual { "mutual" } else { "not mutual" };
+                header(
+                    ui,
+                    foot,
+                    &format!(
+                        "({:.0}, {:.0}) · cos {:.3} · {m}",
+                        a.best.x.floor(),
+                        a.best.y.floor(),
+                        a.best.score
+                    ),
+                    color,
+                    size,
+                );
+            }
+            None => {
+                let text =
+                    waiting_text(c, mode).unwrap_or_else(|| "click in the query image".into());
+                let p = ui.painter();
+                p.rect_filled(rect, 0.0, Color32::from_black_alpha(110));
+                p.text(
+                    rect.center(),
+                    Align2::CENTER_CENTER,
+                    text,
+                    FontId::proportional(13.0 * b),
+                    Color32::WHITE,
+                );
+            }
+        }
+        updating_badge(c, ui, rect, mode);
+    }
+
+    if strip_h > 0.0 {
+        let strip_rect = Rect::from_min_max(Pos2::new(area.min.x, area.max.y - strip_h), area.max);
+        layer_strip(c, ui, strip_rect);
+    }
+}
+
+fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
+    let b = c.big;
+    let mode = c.settings.mode;
+    let title_h = 20.0 * b;
+    let label_h = 16.0 * b;
+    let q = c.settings.query;
+    let tgt = q.map_or(Side::B, |q| q.side.other());
+    let Some((w, h)) = c.images.size(tgt) else {
+        return;
+    };
+    header(
+        ui,
+        Rect::from_min_size(area.min, Vec2::new(area.width(), title_h)),
+        &format!(
+            "Layer strip · {mode} features · the query's heatmap in {tgt} on every layer — click a tile to switch"
+        ),
+        mode_color(mode),
+        12.0 * b,
+    );
+    let tiles = c.strip_tiles();
+    let layers = crate::model::FeatureKey::ALL;
+    let n = layers.len() as f32;
+    let gap = 6.0;
+    let tile_w = ((area.width() - gap * (n - 1.0)) / n).max(8.0);
+    let painter = ui.painter().clone();
+    for (i, key) in layers.iter().enumerate() {
+        let x0 = area.min.x + i as f32 * (tile_w + gap);
+        let cell = Rect::from_min_max(
+            Pos2::new(x0, area.min.y + title_h),
+            Pos2::new(x0 + tile_w, area.max.y - label_h),
+        );
+        let rect = fit(cell, w, h);
+        let resp = ui.interact(rect, ui.make_persistent_id(("strip", i)), Sense::click());
+        let name = format!("layer {key}");
+        resp.widget_info(|| WidgetInfo::labeled(Role::Button, true, name.clone()));
+        if resp.clicked() {
+            c.set_layer(*key);
+        }
+        c.view.strip_rects.push((*key, rect));
+        paint_photo(c, &painter, rect, tgt);
+        let tile = tiles
+            .as_ref()
+            .and_then(|t| t.iter().find(|t| t.layer == *key));
+        if let Some(t) = tile {
+            let data = OverlayData::Heat {
+                generation: t.generation,
+                map: t.sim.clone(),
+            };
+            let look = Look {
+                colormap: c.settings.colormap,
+                lo: match c.settings.range {
+                    RangeMode::Auto => t.min,
+                    RangeMode::Fixed => c.settings.lo,
+                },
+                hi: match c.settings.range {
+                    RangeMode::Auto => t.max.max(t.min + 1e-4),
+                    RangeMode::Fixed => c.settings.hi,
+                },
+                opacity: c.settings.opacity.max(0.5),
+                uv: t.uv,
+            };
+            let marker = Marker {
+                pos: frac(w, h, t.best.x, t.best.y),
+                radius: 4.0 * b,
+                style: MarkerStyle::Ring,
+                color: mode_color(mode),
+            };
+            c.view.overlay.paint(
+                &painter,
+                rect,
+                slots::STRIP + i as u64,
+                Some(&data),
+                &look,
+                &[marker],
+            );
+        }
+        let current = c.settings.layer == *key;
+        let stroke = if current {
+            Stroke::new(2.5, mode_color(mode))
+        } else if resp.hovered() {
+            Stroke::new(1.5, ui.visuals().strong_text_color())
+        } else {
+            Stroke::new(1.0, ui.visuals().weak_text_color())
+        };
+        painter.rect_stroke(rect.expand(2.0), 3.0, stroke, StrokeKind::Outside);
+        let text = format!("{key} /{}", key.stride());
+        let color = if current {
+            mode_color(mode)
+        } else {
+            ui.visuals().text_color()
+        };
+        painter.text(
+            Pos2::new(cell.center().x, area.max.y - label_h * 0.5),
+            Align2::CENTER_CENTER,
+            text,
+            FontId::proportional(11.0 * b),
+            color,
+        );
+    }
+    if q.is_none() {
+        painter.text(
+            area.center(),
+            Align2::CENTER_CENTER,
+            "click in the query image to fill the strip",
+            FontId::proportional(13.0 * b),
+            Color32::WHITE,
+        );
+    }
+}

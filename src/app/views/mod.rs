@@ -1,0 +1,509 @@
+//! The central area: correspondence, compare (+ layer strip) and PCA views,
+//! and the drawing helpers they share. A view gets a [`Canvas`]: the state it
+//! draws, not the whole app.
+
+mod compare;
+mod correspondence;
+mod pca;
+
+use std::sync::Arc;
+
+use egui::{
+    Align2, Color32, FontId, Pos2, Rect, Role, Sense, Stroke, StrokeKind, Vec2, WidgetInfo,
+};
+
+use super::column::Column;
+use super::overlay::{Look, Marker, MarkerStyle};
+use super::query::{Answer, QueryPoint, StripTile};
+use super::requests;
+use super::state::{BackboneState, FeatureSlot, FeatureState, ImageSlot, ImagesState, ViewState};
+use super::{QUERY_COLOR, RangeMode, Settings, View};
+use crate::model::FeatureKey;
+use crate::worker::{PairFeatures, PcaColours, Side};
+
+/// What the central views draw and change: the settings (query, layer),
+/// images, the backbone's state, features and their derived answers, and the
+/// view's own state (hover, rects, overlay).
+pub(super) struct Canvas<'a> {
+    pub settings: &'a mut Settings,
+    pub images: &'a ImagesState,
+    pub backbone: &'a BackboneState,
+    pub features: &'a mut FeatureState,
+    pub view: &'a mut ViewState,
+    /// A fine-tune runs (extractions wait for it).
+    pub training: bool,
+    /// Scale of markers and labels (talk mode: bigger).
+    pub big: f32,
+}
+
+impl Canvas<'_> {
+    fn image(&self, side: Side) -> Option<&ImageSlot> {
+        self.images.get(side)
+    }
+
+    /// The hovered point while hovering, else the clicked one.
+    fn shown_query(&self) -> Option<QueryPoint> {
+        self.view.hover.or(self.settings.query)
+    }
+
+    fn set_query(&mut self, q: Option<QueryPoint>) {
+        self.settings.query = q;
+    }
+
+    fn set_layer(&mut self, layer: FeatureKey) {
+        self.settings.layer = layer;
+    }
+
+    fn answer(&mut self, col: impl Into<Column>, q: QueryPoint) -> Option<Arc<Answer>> {
+        self.features.answer(self.settings, col, q)
+    }
+
+    fn features_of(&self, col: impl Into<Column>) -> Option<&Arc<PairFeatures>> {
+        self.features.features_of(col)
+    }
+
+    fn features_current(&self, col: impl Into<Column>) -> bool {
+        requests::features_current(
+            self.settings,
+            self.backbone,
+            self.images,
+            self.features,
+            col.into(),
+        )
+    }
+
+    fn feature_slot(&self, col: impl Into<Column>) -> Option<&FeatureSlot> {
+        self.features.slot(col)
+    }
+
+    fn compare_modes(&self) -> Vec<Column> {
+        requests::compare_modes(self.settings, self.backbone)
+    }
+
+    fn pca_column(&self) -> Column {
+        self.settings.pca_column()
+    }
+
+    fn pca(&self) -> Option<&Arc<PcaColours>> {
+        self.features.pca(self.settings, self.pca_column())
+    }
+
+    fn strip_tiles(&mut self) -> Option<Arc<Vec<StripTile>>> {
+        self.features.strip_tiles(self.settings)
+    }
+
+    fn backbone_state(&self) -> &BackboneState {
+        self.backbone
+    }
+
+    fn is_training(&self) -> bool {
+        self.training
+    }
+}
+
+pub(super) fn central(ui: &mut egui::Ui, c: &mut Canvas) {
+    c.view.image_rects.clear();
+    c.view.strip_rects.clear();
+    egui::CentralPanel::default().show(ui, |ui| {
+        match c.settings.view {
+            View::Correspondence => correspondence::correspondence(c, ui),
+            View::Compare => compare::compare(c, ui),
+            View::Pca => pca::pca_view(c, ui),
+        }
+        drop_hint(c, ui);
+    });
+}
+
+/// The largest rect of the image's aspect inside `cell`, centred.
+pub fn fit(cell: Rect, w: u32, h: u32) -> Rect {
+    let (w, h) = (w.max(1) as f32, h.max(1) as f32);
+    let s = (cell.width() / w).min(cell.height() / h).max(0.0);
+    Rect::from_center_size(cell.center(), Vec2::new(w * s, h * s))
+}
+
+/// Screen position -> original pixels of an image drawn at `rect`.
+pub fn to_orig(rect: Rect, w: u32, h: u32, pos: Pos2) -> (f32, f32) {
+    let fx = ((pos.x - rect.min.x) / rect.width()).clamp(0.0, 1.0);
+    let fy = ((pos.y - rect.min.y) / rect.height()).clamp(0.0, 1.0);
+    let (w, h) = (w as f32, h as f32);
+    (
+        (fx * w).clamp(0.0, (w - 1e-3).max(0.0)),
+        (fy * h).clamp(0.0, (h - 1e-3).max(0.0)),
+    )
+}
+
+/// Original pixels -> screen position of an image drawn at `rect`.
+pub fn to_screen(rect: Rect, w: u32, h: u32, x: f32, y: f32) -> Pos2 {
+    Pos2::new(
+        rect.min.x + x / w.max(1) as f32 * rect.width(),
+        rect.min.y + y / h.max(1) as f32 * rect.height(),
+    )
+}
+
+fn frac(w: u32, h: u32, x: f32, y: f32) -> Vec2 {
+    Vec2::new(x / w.max(1) as f32, y / h.max(1) as f32)
+}
+
+/// Makes an image rect interactive: click or drag sets the query, hovering
+/// previews it.
+fn pointer(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, side: Side, salt: &str) {
+    let Some((w, h)) = c.images.size(side) else {
+        return;
+    };
+    let resp = ui.interact(
+        rect,
+        ui.make_persistent_id(("image", salt, side)),
+        Sense::click_and_drag(),
+    );
+    let name = format!("image {side}");
+    resp.widget_info(|| WidgetInfo::labeled(Role::Image, true, name.clone()));
+    let pressed = resp.clicked() || resp.dragged() || resp.is_pointer_button_down_on();
+    if pressed && let Some(pos) = resp.interact_pointer_pos() {
+        let (x, y) = to_orig(rect, w, h, pos);
+        c.set_query(Some(QueryPoint { side, x, y }));
+        c.view.hover = None;
+    } else if c.settings.hover_preview
+        && let Some(pos) = resp.hover_pos()
+        && c.settings.query.is_none_or(|q| q.side == side)
+    {
+        let (x, y) = to_orig(rect, w, h, pos);
+        c.view.hover = Some(QueryPoint { side, x, y });
+    }
+}
+
+fn paint_photo(c: &Canvas, painter: &egui::Painter, rect: Rect, side: Side) {
+    if let Some(s) = c.image(side) {
+        painter.image(
+            s.texture.id(),
+            rect,
+            Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+            Color32::WHITE,
+        );
+    }
+}
+
+fn placeholder(ui: &egui::Ui, cell: Rect, text: &str) {
+    let p = ui.painter();
+    p.rect_filled(cell.shrink(4.0), 6.0, ui.visuals().faint_bg_color);
+    p.text(
+        cell.center(),
+        Align2::CENTER_CENTER,
+        text,
+        FontId::proportional(15.0),
+        ui.visuals().weak_text_color(),
+    );
+}
+
+/// The heatmap look of an answer under the current settings (the view and
+/// the PNG export share it).
+pub(super) fn heat_look(settings: &Settings, a: &Answer) -> Look {
+    let (lo, hi) = match settings.range {
+        RangeMode::Auto => (a.min, a.max.max(a.min + 1e-4)),
+        RangeMode::Fixed => (settings.lo, settings.hi),
+    };
+    Look {
+        colormap: settings.colormap,
+        lo,
+        hi,
+        opacity: settings.opacity,
+        uv: a.uv,
+    }
+}
+
+/// Markers on the target image: the best match and the top-k.
+fn target_markers(c: &Canvas, a: &Answer, w: u32, h: u32, color: Color32) -> Vec<Marker> {
+    let b = c.big;
+    let mut m = Vec::new();
+    if c.settings.show_top_k {
+        for s in a.top_k.iter().skip(1) {
+            m.push(Marker {
+                pos: frac(w, h, s.x, s.y),
+                radius: 6.0 * b,
+                style: MarkerStyle::SmallRing,
+                color: Color32::from_rgb(250, 250, 250),
+            });
+        }
+    }
+    m.push(Marker {
+        pos: frac(w, h, a.best.x, a.best.y),
+        radius: 10.0 * b,
+        style: MarkerStyle::Ring,
+        color,
+    });
+    m
+}
+
+/// Markers on the query image: the query and where the match leads back.
+fn source_markers(
+    c: &Canvas,
+    q: QueryPoint,
+    answers: &[(Arc<Answer>, Color32)],
+    w: u32,
+    h: u32,
+) -> Vec<Marker> {
+    let b = c.big;
+    let mut m = Vec::new();
+    for (a, color) in answers {
+        m.push(Marker {
+            pos: frac(w, h, a.back.x, a.back.y),
+            radius: if a.mutual { 5.0 } else { 7.0 } * b,
+            style: if a.mutual {
+                MarkerStyle::SmallRing
+            } else {
+                MarkerStyle::Cross
+            },
+            color: *color,
+        });
+    }
+    m.push(Marker {
+        pos: frac(w, h, q.x, q.y),
+        radius: 11.0 * b,
+        style: MarkerStyle::Crosshair,
+        color: QUERY_COLOR,
+    });
+    m
+}
+
+/// Rank labels next to the top-k markers.
+fn rank_labels(c: &Canvas, painter: &egui::Painter, rect: Rect, a: &Answer, w: u32, h: u32) {
+    if !c.settings.show_top_k {
+        return;
+    }
+    let b = c.big;
+    for (i, s) in a.top_k.iter().enumerate().skip(1) {
+        let p = to_screen(rect, w, h, s.x, s.y) + Vec2::new(8.0 * b, -8.0 * b);
+        outlined_text(
+            painter,
+            p,
+            Align2::LEFT_BOTTOM,
+            &format!("{}", i + 1),
+            12.0 * b,
+            Color32::WHITE,
+        );
+    }
+}
+
+/// Text with a dark outline, readable over any picture.
+fn outlined_text(
+    painter: &egui::Painter,
+    pos: Pos2,
+    align: Align2,
+    text: &str,
+    size: f32,
+    color: Color32,
+) {
+    let font = FontId::proportional(size);
+    for d in [
+        Vec2::new(1.0, 1.0),
+        Vec2::new(-1.0, -1.0),
+        Vec2::new(1.0, -1.0),
+        Vec2::new(-1.0, 1.0),
+    ] {
+        painter.text(
+            pos + d,
+            align,
+            text,
+            font.clone(),
+            Color32::from_black_alpha(200),
+        );
+    }
+    painter.text(pos, align, text, font, color);
+}
+
+/// The similarity under the pointer, when it hovers a heatmap.
+fn hover_value(c: &Canvas, ui: &egui::Ui, rect: Rect, a: &Answer) {
+    let Some(pos) = ui.ctx().pointer_hover_pos() else {
+        return;
+    };
+    if !rect.contains(pos) {
+        return;
+    }
+    let side = a.query.side.other();
+    let Some((w, h)) = c.images.size(side) else {
+        return;
+    };
+    let (x, y) = to_orig(rect, w, h, pos);
+    // Original pixels -> similarity-map pixels through the content uv.
+    let u = a.uv[0] + (a.uv[2] - a.uv[0]) * x / w as f32;
+    let v = a.uv[1] + (a.uv[3] - a.uv[1]) * y / h as f32;
+    let sx = ((u * a.sim.w as f32) as usize).min(a.sim.w.saturating_sub(1));
+    let sy = ((v * a.sim.h as f32) as usize).min(a.sim.h.saturating_sub(1));
+    if let Some(s) = a.sim.data.get(sy * a.sim.w + sx) {
+        let b = c.big;
+        outlined_text(
+            ui.painter(),
+            pos + Vec2::new(14.0, 14.0),
+            Align2::LEFT_TOP,
+            &format!("({:.0}, {:.0}) cos {s:.3}", x.floor(), y.floor()),
+            12.0 * b,
+            Color32::WHITE,
+        );
+    }
+}
+
+/// A horizontal colour bar with its range.
+fn colorbar(
+    c: &Canvas,
+    visuals: &egui::Visuals,
+    painter: &egui::Painter,
+    rect: Rect,
+    lo: f32,
+    hi: f32,
+) {
+    let n = 48;
+    let w = rect.width() / n as f32;
+    for i in 0..n {
+        let v = (i as f32 + 0.5) / n as f32;
+        let c = c.settings.colormap.rgb(v);
+        let col = Color32::from_rgb(
+            (c[0] * 255.0) as u8,
+            (c[1] * 255.0) as u8,
+            (c[2] * 255.0) as u8,
+        );
+        let r = Rect::from_min_size(
+            Pos2::new(rect.min.x + i as f32 * w, rect.min.y),
+            Vec2::new(w + 0.5, rect.height()),
+        );
+        painter.rect_filled(r, 0.0, col);
+    }
+    let size = 11.0 * c.big;
+    let color = visuals.text_color();
+    painter.text(
+        rect.left_bottom() + Vec2::new(0.0, 2.0),
+        Align2::LEFT_TOP,
+        format!("{lo:.2}"),
+        FontId::proportional(size),
+        color,
+    );
+    painter.text(
+        rect.right_bottom() + Vec2::new(0.0, 2.0),
+        Align2::RIGHT_TOP,
+        format!("{hi:.2}"),
+        FontId::proportional(size),
+        color,
+    );
+    painter.text(
+        rect.center_bottom() + Vec2::new(0.0, 2.0),
+        Align2::CENTER_TOP,
+        "cosine",
+        FontId::proportional(size),
+        visuals.weak_text_color(),
+    );
+}
+
+/// Why there is no answer to show, if there is none.
+fn waiting_text(c: &Canvas, mode: impl Into<Column>) -> Option<String> {
+    let mode = mode.into();
+    match c.backbone_state() {
+        BackboneState::None => return Some("Load a backbone (Backbone panel)".into()),
+        BackboneState::Loading { choice, .. } => {
+            return Some(format!("Loading {}…", choice.model));
+        }
+        BackboneState::Failed { error, .. } => {
+            let detail = super::panels::shorten(&error.message, 180);
+            return Some(if error.hint.is_empty() {
+                format!("No backbone: {detail}")
+            } else {
+                format!("No backbone. {}\n({detail})", error.hint)
+            });
+        }
+        BackboneState::Ready { .. } => {}
+    }
+    if c.features_of(mode).is_none() {
+        if c.is_training() {
+            return Some(format!(
+                "{mode} features wait for the fine-tune to finish (Fine-tune panel)"
+            ));
+        }
+        return Some(match c.feature_slot(mode) {
+            Some(s) if s.is_pending() => format!("Extracting {mode} features…"),
+            Some(s) if s.is_blocked() => {
+                format!("{mode} features were cancelled or failed: press Extract (Features panel)")
+            }
+            _ => format!("Waiting for {mode} features…"),
+        });
+    }
+    None
+}
+
+fn header(ui: &egui::Ui, rect: Rect, text: &str, color: Color32, size: f32) {
+    ui.painter().text(
+        rect.left_center(),
+        Align2::LEFT_CENTER,
+        text,
+        FontId::proportional(size),
+        color,
+    );
+}
+
+/// A small "updating" badge on a view whose features are being replaced.
+fn updating_badge(c: &Canvas, ui: &egui::Ui, rect: Rect, mode: impl Into<Column>) {
+    let mode = mode.into();
+    if c.features_of(mode).is_some() && !c.features_current(mode) {
+        let p = rect.right_top() + Vec2::new(-8.0, 8.0);
+        outlined_text(
+            ui.painter(),
+            p,
+            Align2::RIGHT_TOP,
+            &if c.is_training() {
+                format!("{mode}: waits for the fine-tune")
+            } else {
+                format!("updating {mode}…")
+            },
+            12.0 * c.big,
+            Color32::from_rgb(255, 220, 120),
+        );
+    }
+}
+
+fn describe(a: &Answer) -> String {
+    let src = a.query.side;
+    let tgt = src.other();
+    let mutual = if a.mutual {
+        format!("mutual (back within {:.1} px)", a.back_distance)
+    } else {
+        format!(
+            "not mutual: {tgt}->{src} lands {:.0} px away (tolerance {:.0} px)",
+            a.back_distance, a.tolerance
+        )
+    };
+    format!(
+        "{src} ({:.0}, {:.0}) -> {tgt} ({:.0}, {:.0}) · cos {:.3} · {mutual}",
+        a.query.x.floor(),
+        a.query.y.floor(),
+        a.best.x.floor(),
+        a.best.y.floor(),
+        a.best.score
+    )
+}
+
+/// While files are dragged over the window: where they will go.
+fn drop_hint(c: &Canvas, ui: &egui::Ui) {
+    let hovering = ui.ctx().input(|i| !i.raw.hovered_files.is_empty());
+    if !hovering {
+        return;
+    }
+    let pos = ui.ctx().pointer_latest_pos();
+    for (side, rect, _) in c.view.image_rects.iter() {
+        let active = pos.is_some_and(|p| rect.expand(8.0).contains(p));
+        let color = if active {
+            Color32::from_rgb(90, 200, 255)
+        } else {
+            Color32::from_gray(140)
+        };
+        ui.painter().rect_stroke(
+            rect.expand(4.0),
+            6.0,
+            Stroke::new(3.0, color),
+            StrokeKind::Outside,
+        );
+        outlined_text(
+            ui.painter(),
+            rect.center(),
+            Align2::CENTER_CENTER,
+            &format!("drop to load into {side}"),
+            18.0,
+            color,
+        );
+    }
+}

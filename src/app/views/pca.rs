@@ -1,0 +1,125 @@
+//! The PCA view: the first three principal components of the features as
+//! RGB over A and B.
+
+use egui::{Align2, Color32, Pos2, Rect, RichText, Vec2};
+
+use super::*;
+use crate::app::overlay::OverlayData;
+use crate::app::slots;
+
+pub(super) fn pca_view(c: &mut Canvas, ui: &mut egui::Ui) {
+    let area = ui.available_rect_before_wrap();
+    let b = c.big;
+    let header_h = 24.0 * b;
+    let footer_h = 44.0 * b;
+    let gap = 12.0;
+    let col_w = ((area.width() - gap) / 2.0).max(10.0);
+    let mode = c.settings.mode;
+    let col = c.pca_column();
+    let layer = c.settings.layer;
+    let what = if col.source == crate::app::ColumnSource::Sd {
+        format!("{layer} ({mode}, ")
+    } else {
+        format!("{col} (")
+    };
+
+    let mut rects: [Option<Rect>; 2] = [None, None];
+    for side in Side::BOTH {
+        let x0 = area.min.x + side.index() as f32 * (col_w + gap);
+        let cell = Rect::from_min_max(
+            Pos2::new(x0, area.min.y + header_h),
+            Pos2::new(x0 + col_w, area.max.y - footer_h),
+        );
+        match c.images.size(side) {
+            Some((w, h)) => {
+                let r = fit(cell, w, h);
+                pointer(c, ui, r, side, "pca");
+                c.view.image_rects.push((side, r, Some(col)));
+                rects[side.index()] = Some(r);
+            }
+            None => placeholder(ui, cell, &format!("Loading {side}…")),
+        }
+        let name = c
+            .image(side)
+            .map(|s| format!("{side} · {}", s.name))
+            .unwrap_or_else(|| side.name().to_string());
+        let basis = if c.settings.pca_joint {
+            "joint basis"
+        } else {
+            "per-image basis"
+        };
+        header(
+            ui,
+            Rect::from_min_size(Pos2::new(x0, area.min.y), Vec2::new(col_w, header_h)),
+            &format!("{name} · PCA of {what}{basis})"),
+            ui.visuals().strong_text_color(),
+            14.0 * b,
+        );
+    }
+
+    let pca = c.pca().cloned();
+    let q = c.shown_query();
+    let answer = q.and_then(|q| c.answer(col, q));
+    let painter = ui.painter().clone();
+    for side in Side::BOTH {
+        let (Some(rect), Some((w, h))) = (rects[side.index()], c.images.size(side)) else {
+            continue;
+        };
+        paint_photo(c, &painter, rect, side);
+        let mut markers = Vec::new();
+        if let (Some(a), Some(q)) = (&answer, q) {
+            if side == q.side {
+                markers = source_markers(c, q, &[(a.clone(), col.color())], w, h);
+            } else {
+                markers.push(Marker {
+                    pos: frac(w, h, a.best.x, a.best.y),
+                    radius: 10.0 * b,
+                    style: MarkerStyle::Ring,
+                    color: col.color(),
+                });
+            }
+        }
+        let slot = slots::PCA + side.index() as u64;
+        match &pca {
+            Some(p) => {
+                let data = OverlayData::Rgb {
+                    generation: p.generation ^ ((side.index() as u64) << 60),
+                    map: p.rgb[side.index()].clone(),
+                };
+                let look = Look {
+                    opacity: c.settings.pca_opacity,
+                    uv: p.uv[side.index()],
+                    ..Look::default()
+                };
+                c.view
+                    .overlay
+                    .paint(&painter, rect, slot, Some(&data), &look, &markers);
+            }
+            None => {
+                c.view
+                    .overlay
+                    .paint(&painter, rect, slot, None, &Look::default(), &markers);
+                let text = waiting_text(c, col).unwrap_or_else(|| "computing PCA…".into());
+                outlined_text(
+                    &painter,
+                    rect.center(),
+                    Align2::CENTER_CENTER,
+                    &text,
+                    14.0 * b,
+                    Color32::WHITE,
+                );
+            }
+        }
+    }
+    let footer = Rect::from_min_max(Pos2::new(area.min.x, area.max.y - footer_h), area.max);
+    let mut child = ui.new_child(egui::UiBuilder::new().max_rect(footer.shrink(4.0)));
+    child.label(
+        RichText::new(
+            "First three principal components of the features as RGB: equal colours in A and B mean similar features.",
+        )
+        .size(12.0 * b),
+    );
+    if let Some(a) = &answer {
+        child.label(RichText::new(describe(a)).size(11.0 * b).color(col.color()));
+    }
+}
