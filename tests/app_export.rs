@@ -8,10 +8,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cleandift::app::dialogs::DialogKind;
 use cleandift::app::native_dialog::ProbeEnv;
 use cleandift::app::{CleanDiftApp, LaunchOptions, View};
 use cleandift::render::Colormap;
 use cleandift::worker::Side;
+use egui::accesskit::Role;
 use egui::{Event, Key, Modifiers, PointerButton, Pos2, Rect};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -146,7 +148,10 @@ fn without_portal_or_zenity_file_open_uses_the_in_app_chooser() {
     click_label(&mut h, "Open image A…");
     h.step();
     {
-        let b = h.state().file_browser().expect("the in-app chooser is open");
+        let b = h
+            .state()
+            .file_browser()
+            .expect("the in-app chooser is open");
         assert_eq!(b.title, "Open image A");
     }
     assert!(
@@ -156,11 +161,9 @@ fn without_portal_or_zenity_file_open_uses_the_in_app_chooser() {
     );
     h.get_by_label("Open image A");
     // Go to the folder through the path field (Enter), pick the image.
-    h.state_mut()
-        .file_browser_mut()
-        .expect("chooser")
-        .path_text = pics.path().display().to_string();
-    h.get_by_label("Path (Enter goes there)").focus();
+    h.state_mut().file_browser_mut().expect("chooser").path_text =
+        pics.path().display().to_string();
+    h.get_by_role_and_label(Role::TextInput, "Path:").focus();
     h.step();
     h.key_press(Key::Enter);
     h.step();
@@ -191,7 +194,7 @@ fn without_portal_or_zenity_file_open_uses_the_in_app_chooser() {
     h.step();
     h.step();
     assert!(h.state().file_browser().is_none(), "Escape closes");
-    h.state_mut().open_export_dir_dialog();
+    h.state_mut().open_dialog(DialogKind::ExportDir);
     h.step();
     assert_eq!(
         h.state().file_browser().map(|b| b.title.clone()).as_deref(),

@@ -457,25 +457,6 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
 }
 
 impl CleanDiftApp {
-    /// Writes the current view as PNG to `path` (atomically).
-    pub fn save_png(&mut self, path: &Path) {
-        match render_view(self).and_then(|img| write_png(path, &img)) {
-            Ok(()) => {
-                self.message(
-                    Level::Info,
-                    format!("Saved the view to {}", path.display()),
-                    String::new(),
-                );
-                self.last_export = Some(path.to_path_buf());
-            }
-            Err(e) => self.message(
-                Level::Error,
-                format!("Cannot save {}: {e:#}", path.display()),
-                "Choose another folder under Export".into(),
-            ),
-        }
-    }
-
     /// Writes the current correspondences as JSON to `path` (atomically).
     pub fn save_json(&mut self, path: &Path) {
         match correspondences_json(self).and_then(|j| {
@@ -495,17 +476,5 @@ impl CleanDiftApp {
                 "Choose another folder under Export".into(),
             ),
         }
-    }
-
-    /// S: the view as PNG into the export folder.
-    pub fn quick_save_png(&mut self) {
-        let path = next_name(&self.export_dir(), "png");
-        self.save_png(&path);
-    }
-
-    /// E: the correspondences as JSON into the export folder.
-    pub fn quick_save_json(&mut self) {
-        let path = next_name(&self.export_dir(), "json");
-        self.save_json(&path);
     }
 }

@@ -12,7 +12,7 @@ use super::export::{correspondences_json, heat_over, photo, rgb8, to_height};
 use super::export_dir::{free_stem, stamp_now, with_ext, write_new};
 use super::overlay::{Look, OverlayData};
 use super::query::{Answer, QueryPoint};
-use super::{CleanDiftApp, Column, QUERY_COLOR, RangeMode, View};
+use super::{CleanDiftApp, Column, Level, QUERY_COLOR, RangeMode, View};
 use crate::figure::{ColorBar, Figure, Marker, MarkerShape, Panel};
 use crate::render::upsample_rgb;
 use crate::worker::Side;
@@ -308,4 +308,132 @@ pub fn export_figure(
         write_new(p, j.as_bytes()).with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(files)
+}
+
+/// Screenshots on their way from the renderer to the app.
+pub struct ExportState {
+    shots: (
+        crossbeam_channel::Sender<std::sync::Arc<egui::ColorImage>>,
+        crossbeam_channel::Receiver<std::sync::Arc<egui::ColorImage>>,
+    ),
+}
+
+impl Default for ExportState {
+    fn default() -> ExportState {
+        ExportState {
+            shots: crossbeam_channel::unbounded(),
+        }
+    }
+}
+
+/// A screenshot as RGB (the window has no transparency worth keeping).
+fn color_image_to_rgb(img: &egui::ColorImage) -> RgbImage {
+    let [w, h] = img.size;
+    let mut out = RgbImage::new(w as u32, h as u32);
+    for (p, c) in out.pixels_mut().zip(&img.pixels) {
+        p.0 = [c.r(), c.g(), c.b()];
+    }
+    out
+}
+
+impl CleanDiftApp {
+    /// S: asks the renderer for exactly what is on screen; it arrives in a
+    /// later frame and is written by [`Self::drain_screenshots`].
+    pub fn request_screenshot(&mut self) {
+        let tx = self.exports.shots.0.clone();
+        let ctx = self.ctx.clone();
+        let cb = egui::ScreenshotCallback::new(move |img| {
+            let _ = tx.send(img);
+            ctx.request_repaint();
+        });
+        self.ctx
+            .send_viewport_cmd(egui::ViewportCommand::Screenshot(cb));
+        self.ctx.request_repaint();
+    }
+
+    /// Writes screenshots that arrived (PNG, native resolution) into the
+    /// export folder under fresh names.
+    pub(super) fn drain_screenshots(&mut self) {
+        while let Ok(img) = self.exports.shots.1.try_recv() {
+            let dir = self.export_dir();
+            let path = with_ext(&free_stem(&dir, &stamp_now(), &["png"]), "png");
+            let rgb = color_image_to_rgb(&img);
+            let result = super::export::write_png(&path, &rgb);
+            self.exported(result, "Saved the window", &path);
+        }
+    }
+
+    /// E: the view's figure (PNG at the figure scale, SVG) and the JSON into
+    /// the export folder.
+    pub fn export_figure_now(&mut self) {
+        let dir = self.export_dir();
+        let scale = self.settings.figure_scale.clamp(1, 3);
+        match export_figure(self, &dir, scale) {
+            Ok(files) => {
+                let mut names = vec![files.png.clone(), files.svg.clone()];
+                names.extend(files.json.clone());
+                let list: Vec<String> = names
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect();
+                let text = format!(
+                    "Exported the figure ({scale}×) to {}: {}",
+                    dir.display(),
+                    list.join(", ")
+                );
+                self.message_with_folder(Level::Info, text, String::new(), Some(dir));
+                self.last_export = Some(files.png);
+            }
+            Err(e) => self.message(
+                Level::Error,
+                format!("Cannot export the figure: {e:#}"),
+                "Choose another export folder in the side panel".into(),
+            ),
+        }
+    }
+
+    /// Writes the view's figure to `path`: SVG, or PNG at the figure scale.
+    pub fn save_figure(&mut self, path: &Path, svg: bool) {
+        let scale = self.settings.figure_scale.clamp(1, 3);
+        let result = view_figure(self).and_then(|f| {
+            let bytes = if svg {
+                f.to_svg()?.into_bytes()
+            } else {
+                f.to_png(scale as f32)?
+            };
+            write_new(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+        });
+        self.exported(result, "Saved the figure", path);
+    }
+
+    fn exported(&mut self, result: anyhow::Result<()>, what: &str, path: &Path) {
+        match result {
+            Ok(()) => {
+                let folder = path.parent().map(Path::to_path_buf);
+                self.message_with_folder(
+                    Level::Info,
+                    format!("{what} to {}", path.display()),
+                    String::new(),
+                    folder,
+                );
+                self.last_export = Some(path.to_path_buf());
+            }
+            Err(e) => self.message(
+                Level::Error,
+                format!("Cannot save {}: {e:#}", path.display()),
+                "Choose another export folder in the side panel".into(),
+            ),
+        }
+    }
+
+    /// Opens `dir` in the file manager; an error goes to the status area.
+    pub fn open_folder(&mut self, dir: &Path) {
+        if let Err(e) = super::export_dir::open_folder(dir) {
+            self.message(
+                Level::Error,
+                format!("Cannot open the folder: {e}"),
+                format!("Open {} in your file manager", dir.display()),
+            );
+        }
+    }
 }

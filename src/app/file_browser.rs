@@ -417,12 +417,17 @@ impl FileBrowser {
                     self.refresh();
                 }
             });
-            let path_field = ui.add(
-                egui::TextEdit::singleline(&mut self.path_text)
-                    .desired_width(f32::INFINITY)
-                    .hint_text("a folder or file path; Enter goes there"),
-            );
-            let path_field = path_field.on_hover_text("Path (Enter goes there)");
+            let path_field = ui
+                .horizontal(|ui| {
+                    let label = ui.label("Path:");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut self.path_text)
+                            .desired_width(f32::INFINITY)
+                            .hint_text("a folder or file path; Enter goes there"),
+                    )
+                    .labelled_by(label.id)
+                })
+                .inner;
             let path_enter = path_field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
             if path_enter && let Some(p) = self.submit_path() {
                 outcome = Outcome::Chosen(p);

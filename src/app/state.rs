@@ -97,6 +97,8 @@ pub struct StatusMessage {
     /// What to do, for warnings and errors.
     pub hint: String,
     pub at: Instant,
+    /// A folder the message is about (exports): an "Open folder" button.
+    pub folder: Option<std::path::PathBuf>,
 }
 
 /// The layer strip is cached by (features, query point, side).
@@ -400,6 +402,17 @@ pub struct MessagesState {
 impl MessagesState {
     /// Adds a status message (kept: the last 200).
     pub fn push(&mut self, level: Level, text: String, hint: String) {
+        self.push_with_folder(level, text, hint, None);
+    }
+
+    /// Adds a status message about `folder` (shown with "Open folder").
+    pub fn push_with_folder(
+        &mut self,
+        level: Level,
+        text: String,
+        hint: String,
+        folder: Option<std::path::PathBuf>,
+    ) {
         match level {
             Level::Info => tracing::info!("{text}"),
             Level::Warn => tracing::warn!("{text} {hint}"),
@@ -410,6 +423,7 @@ impl MessagesState {
             text,
             hint,
             at: Instant::now(),
+            folder,
         });
         while self.list.len() > 200 {
             self.list.pop_front();
