@@ -394,20 +394,20 @@ impl FileBrowser {
             ui.heading(&self.title);
             ui.horizontal(|ui| {
                 if ui
-                    .button("⬆ Parent")
+                    .button("Parent")
                     .on_hover_text("the folder above")
                     .clicked()
                 {
                     self.go_parent();
                 }
-                if ui.button("🏠 Home").clicked() {
+                if ui.button("Home").clicked() {
                     self.go_home();
                 }
                 if self.assets.is_some() && ui.button("Assets").clicked() {
                     self.go_assets();
                 }
                 if ui
-                    .button("⟳")
+                    .button("Reload")
                     .on_hover_text("read the folder again")
                     .clicked()
                 {
@@ -447,9 +447,9 @@ impl FileBrowser {
                     }
                     for (i, e) in self.entries.iter().enumerate() {
                         let label = if e.is_dir {
-                            format!("📁 {}", e.name)
+                            format!("{}/", e.name)
                         } else {
-                            format!("📄 {}", e.name)
+                            e.name.clone()
                         };
                         let r = ui.selectable_label(self.selected == Some(i), label);
                         if r.double_clicked() {
