@@ -1151,10 +1151,11 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
             .any(|r| r.2 == Some(Column::PREVIOUS))
     );
     let diff = a_new
+        .heat
         .sim
         .data
         .iter()
-        .zip(&a_old.sim.data)
+        .zip(&a_old.heat.sim.data)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(diff > 1e-3, "old and new similarity maps agree ({diff})");

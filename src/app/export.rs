@@ -140,7 +140,11 @@ pub(super) fn photo(app: &CleanDiftApp, side: Side) -> anyhow::Result<RgbImage> 
 /// The target image with the answer's heatmap and markers, at height `h`.
 fn target_panel(app: &CleanDiftApp, a: &Answer, h: u32, col: Column) -> anyhow::Result<Panel> {
     let base = photo(app, a.query.side.other())?;
-    let blended = heat_over(&base, &a.sim, &super::views::heat_look(&app.settings, a));
+    let blended = heat_over(
+        &base,
+        &a.heat.sim,
+        &super::views::heat_look(&app.settings, a),
+    );
     let (mut img, s) = to_height(&blended, h);
     let r = (h as f32 / 512.0).max(0.6);
     if app.settings.show_top_k {
@@ -325,11 +329,11 @@ fn strip_tile(
         lo: t.min,
         hi: t.max.max(t.min + 1e-4),
         opacity: app.settings.opacity.max(0.5),
-        uv: t.uv,
+        uv: t.heat.uv,
     };
     let data = OverlayData::Heat {
         generation: 0,
-        map: t.sim.clone(),
+        map: t.heat.sim.clone(),
     };
     let mut img = blend_picture(base, &data, &look);
     let k = base.height() as f32 / orig_h.max(1) as f32;
@@ -459,20 +463,27 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
 impl CleanDiftApp {
     /// Writes the current correspondences as JSON to `path` (atomically).
     pub fn save_json(&mut self, path: &Path) {
-        match correspondences_json(self).and_then(|j| {
+        let r = correspondences_json(self).and_then(|j| {
             crate::util::write_atomic(path, j.as_bytes()).map_err(anyhow::Error::from)
-        }) {
+        });
+        self.report_export(path, r, "Exported correspondences to", "export");
+    }
+
+    /// Says in the status area how writing `path` went (`done` before the
+    /// path on success, "Cannot `verb`" on failure) and remembers it.
+    fn report_export(&mut self, path: &Path, r: anyhow::Result<()>, done: &str, verb: &str) {
+        match r {
             Ok(()) => {
                 self.message(
                     Level::Info,
-                    format!("Exported correspondences to {}", path.display()),
+                    format!("{done} {}", path.display()),
                     String::new(),
                 );
                 self.last_export = Some(path.to_path_buf());
             }
             Err(e) => self.message(
                 Level::Error,
-                format!("Cannot export {}: {e:#}", path.display()),
+                format!("Cannot {verb} {}: {e:#}", path.display()),
                 "Choose another folder under Export".into(),
             ),
         }

@@ -102,7 +102,7 @@ fn target_panel(
     let side = a.query.side.other();
     let base = photo(app, side)?;
     let look = super::views::heat_look(&app.settings, a);
-    let blended = heat_over(&base, &a.sim, &look);
+    let blended = heat_over(&base, &a.heat.sim, &look);
     let (img, k) = if blended.height() > MAX_EMBED_H {
         to_height(&blended, MAX_EMBED_H)
     } else {

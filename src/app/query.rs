@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::overlay::OverlayData;
 use crate::features::extract::Mode;
 use crate::matching::{MatchError, SimilarityMap};
 use crate::model::FeatureKey;
@@ -37,16 +38,9 @@ pub struct Answer {
     #[serde(skip)]
     pub features: u64,
     pub query: QueryPoint,
-    /// Similarity of the query with every pixel of the other image's
-    /// prepared map (see `uv`).
+    /// The similarity map over the other image.
     #[serde(skip)]
-    pub sim: Arc<SimilarityMap>,
-    /// Unique per answer (the overlay uploads on change).
-    #[serde(skip)]
-    pub generation: u64,
-    /// The target image's rectangle in `sim`, as fractions.
-    #[serde(skip)]
-    pub uv: [f32; 4],
+    pub heat: Heatmap,
     /// Best match in the other image.
     pub best: Scored,
     /// Up to k best matches, best first, at least one feature cell apart.
@@ -62,6 +56,45 @@ pub struct Answer {
     /// Smallest and largest similarity over the target image.
     pub min: f32,
     pub max: f32,
+}
+
+/// The similarity of a query with every pixel of the other image's prepared
+/// map, as the overlay draws it.
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    pub sim: Arc<SimilarityMap>,
+    /// Unique per map (the overlay uploads on change).
+    pub generation: u64,
+    /// The target image's rectangle in `sim`, as fractions.
+    pub uv: [f32; 4],
+}
+
+impl Heatmap {
+    /// A new map (a new generation) with the target's rectangle `uv`.
+    fn new(sim: SimilarityMap, uv: [f32; 4]) -> Heatmap {
+        Heatmap {
+            sim: Arc::new(sim),
+            generation: next_generation(),
+            uv,
+        }
+    }
+
+    /// What the overlay uploads and draws.
+    pub fn overlay_data(&self) -> OverlayData {
+        OverlayData::Heat {
+            generation: self.generation,
+            map: self.sim.clone(),
+        }
+    }
+}
+
+/// Smallest and largest value of a similarity map.
+fn min_max(sim: &SimilarityMap) -> (f32, f32) {
+    sim.data
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
 /// What to compute besides the best match.
@@ -131,12 +164,7 @@ pub fn answer(
         .best_match(&tgt.full.target.sample(best.x, best.y)?)?;
     let (bx, by) = src_map.to_orig(back.x, back.y);
     let back_distance = (bx - q.x).hypot(by - q.y);
-    let (min, max) = sim
-        .data
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
+    let (min, max) = min_max(&sim);
     Ok(Answer {
         mode: f.mode,
         layer,
@@ -154,9 +182,7 @@ pub fn answer(
         tolerance,
         min,
         max,
-        uv: tgt_map.content_uv(),
-        sim: Arc::new(sim),
-        generation: next_generation(),
+        heat: Heatmap::new(sim, tgt_map.content_uv()),
     })
 }
 
@@ -164,12 +190,9 @@ pub fn answer(
 #[derive(Debug, Clone, Serialize)]
 pub struct StripTile {
     pub layer: FeatureKey,
+    /// The query's map over the other image's thumbnail.
     #[serde(skip)]
-    pub sim: Arc<SimilarityMap>,
-    #[serde(skip)]
-    pub generation: u64,
-    #[serde(skip)]
-    pub uv: [f32; 4],
+    pub heat: Heatmap,
     /// Best match in original pixels of the other image (thumbnail
     /// resolution: within a thumbnail pixel of the full answer).
     pub best: Scored,
@@ -196,15 +219,10 @@ pub fn strip(f: &PairFeatures, q: QueryPoint) -> Vec<StripTile> {
             continue;
         };
         let (x, y) = tgt.thumb_mapping.to_orig(best.x, best.y);
-        let (min, max) = sim
-            .data
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
+        let (min, max) = min_max(&sim);
         out.push(StripTile {
             layer,
-            uv: tgt.thumb_mapping.content_uv(),
+            heat: Heatmap::new(sim, tgt.thumb_mapping.content_uv()),
             best: Scored {
                 x,
                 y,
@@ -212,8 +230,6 @@ pub fn strip(f: &PairFeatures, q: QueryPoint) -> Vec<StripTile> {
             },
             min,
             max,
-            sim: Arc::new(sim),
-            generation: next_generation(),
         });
     }
     out

@@ -304,7 +304,7 @@ impl FeatureState {
                 // At most 24 answers and ~200 MB of similarity maps (a
                 // 4096-px image's map is 64 MB).
                 let floats = |q: &VecDeque<(AnswerKey, Arc<Answer>)>| {
-                    q.iter().map(|(_, a)| a.sim.data.len()).sum::<usize>()
+                    q.iter().map(|(_, a)| a.heat.sim.data.len()).sum::<usize>()
                 };
                 while self.answers.len() > 24
                     || (self.answers.len() > 1 && floats(&self.answers) > 50_000_000)

@@ -7,7 +7,6 @@ use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Stroke, StrokeK
 
 use super::*;
 use crate::app::mode_color;
-use crate::app::overlay::OverlayData;
 use crate::app::slots;
 
 pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
@@ -126,10 +125,7 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
         paint_photo(c, &painter, rect, side);
         match &answers[col - 1] {
             Some(a) => {
-                let data = OverlayData::Heat {
-                    generation: a.generation,
-                    map: a.sim.clone(),
-                };
+                let data = a.heat.overlay_data();
                 let look = heat_look(c.settings, a);
                 let markers = target_markers(c, a, w, h, color);
                 c.view.overlay.paint(
@@ -223,10 +219,7 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
             .as_ref()
             .and_then(|t| t.iter().find(|t| t.layer == *key));
         if let Some(t) = tile {
-            let data = OverlayData::Heat {
-                generation: t.generation,
-                map: t.sim.clone(),
-            };
+            let data = t.heat.overlay_data();
             let look = Look {
                 colormap: c.settings.colormap,
                 lo: match c.settings.range {
@@ -238,7 +231,7 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
                     RangeMode::Fixed => c.settings.hi,
                 },
                 opacity: c.settings.opacity.max(0.5),
-                uv: t.uv,
+                uv: t.heat.uv,
             };
             let marker = Marker {
                 pos: frac(w, h, t.best.x, t.best.y),

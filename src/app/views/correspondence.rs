@@ -4,7 +4,6 @@ use egui::{Pos2, Rect, RichText, Vec2};
 
 use super::*;
 use crate::app::mode_color;
-use crate::app::overlay::OverlayData;
 use crate::app::slots;
 
 pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
@@ -12,41 +11,29 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
     let b = c.big;
     let header_h = 24.0 * b;
     let footer_h = 62.0 * b;
-    let gap = 12.0;
-    let col_w = ((area.width() - gap) / 2.0).max(10.0);
     let mode = c.settings.mode;
     let src = c.shown_query().map_or(Side::A, |q| q.side);
 
-    let mut rects: [Option<Rect>; 2] = [None, None];
-    for side in Side::BOTH {
-        let x0 = area.min.x + side.index() as f32 * (col_w + gap);
-        let cell = Rect::from_min_max(
-            Pos2::new(x0, area.min.y + header_h),
-            Pos2::new(x0 + col_w, area.max.y - footer_h),
-        );
-        match c.images.size(side) {
-            Some((w, h)) => {
-                let r = fit(cell, w, h);
-                pointer(c, ui, r, side, "corr");
-                rects[side.index()] = Some(r);
-                let shows = (side != src).then_some(mode.into());
-                c.view.image_rects.push((side, r, shows));
-            }
-            None => placeholder(ui, cell, &format!("Loading {side}…")),
-        }
-        let name = c
-            .image(side)
-            .map(|s| format!("{side} · {} · {}×{}", s.name, s.image.width, s.image.height))
-            .unwrap_or_else(|| side.name().to_string());
-        let role = if side == src { "query" } else { "match" };
-        header(
-            ui,
-            Rect::from_min_size(Pos2::new(x0, area.min.y), Vec2::new(col_w, header_h)),
-            &format!("{name}   ({role})"),
-            ui.visuals().strong_text_color(),
-            14.0 * b,
-        );
-    }
+    let layout = TwoColumns {
+        area,
+        header_h,
+        footer_h,
+        salt: "corr",
+    };
+    let rects = two_columns(
+        c,
+        ui,
+        &layout,
+        |side| (side != src).then_some(mode.into()),
+        |c, side| {
+            let name = c
+                .image(side)
+                .map(|s| format!("{side} · {} · {}×{}", s.name, s.image.width, s.image.height))
+                .unwrap_or_else(|| side.name().to_string());
+            let role = if side == src { "query" } else { "match" };
+            format!("{name}   ({role})")
+        },
+    );
 
     let q = c.shown_query();
     let answer = q.and_then(|q| c.answer(mode, q));
@@ -62,10 +49,7 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
         let slot = slots::CORR + side.index() as u64;
         match (&answer, q) {
             (Some(a), Some(q)) if side == q.side.other() => {
-                let data = OverlayData::Heat {
-                    generation: a.generation,
-                    map: a.sim.clone(),
-                };
+                let data = a.heat.overlay_data();
                 let look = heat_look(c.settings, a);
                 let markers = target_markers(c, a, w, h, mode_color(mode));
                 c.view

@@ -114,6 +114,61 @@ pub(super) fn central(ui: &mut egui::Ui, c: &mut Canvas) {
     });
 }
 
+/// Where a two-column view (A left, B right) puts its images.
+struct TwoColumns<'s> {
+    area: Rect,
+    header_h: f32,
+    footer_h: f32,
+    /// Tells the views' pointer ids apart.
+    salt: &'s str,
+}
+
+/// Lays out A and B side by side: each image fitted into its cell, made
+/// interactive and recorded with the column whose picture it shows
+/// (`shows`), a placeholder while it loads, and the header `title` above
+/// it. Returns where the images went.
+fn two_columns(
+    c: &mut Canvas,
+    ui: &mut egui::Ui,
+    layout: &TwoColumns<'_>,
+    shows: impl Fn(Side) -> Option<Column>,
+    title: impl Fn(&Canvas, Side) -> String,
+) -> [Option<Rect>; 2] {
+    let TwoColumns {
+        area,
+        header_h,
+        footer_h,
+        salt,
+    } = *layout;
+    let gap = 12.0;
+    let col_w = ((area.width() - gap) / 2.0).max(10.0);
+    let mut rects: [Option<Rect>; 2] = [None, None];
+    for side in Side::BOTH {
+        let x0 = area.min.x + side.index() as f32 * (col_w + gap);
+        let cell = Rect::from_min_max(
+            Pos2::new(x0, area.min.y + header_h),
+            Pos2::new(x0 + col_w, area.max.y - footer_h),
+        );
+        match c.images.size(side) {
+            Some((w, h)) => {
+                let r = fit(cell, w, h);
+                pointer(c, ui, r, side, salt);
+                rects[side.index()] = Some(r);
+                c.view.image_rects.push((side, r, shows(side)));
+            }
+            None => placeholder(ui, cell, &format!("Loading {side}…")),
+        }
+        header(
+            ui,
+            Rect::from_min_size(Pos2::new(x0, area.min.y), Vec2::new(col_w, header_h)),
+            &title(c, side),
+            ui.visuals().strong_text_color(),
+            14.0 * c.big,
+        );
+    }
+    rects
+}
+
 /// The largest rect of the image's aspect inside `cell`, centred.
 pub fn fit(cell: Rect, w: u32, h: u32) -> Rect {
     let (w, h) = (w.max(1) as f32, h.max(1) as f32);
@@ -206,7 +261,7 @@ pub(super) fn heat_look(settings: &Settings, a: &Answer) -> Look {
         lo,
         hi,
         opacity: settings.opacity,
-        uv: a.uv,
+        uv: a.heat.uv,
     }
 }
 
@@ -324,11 +379,11 @@ fn hover_value(c: &Canvas, ui: &egui::Ui, rect: Rect, a: &Answer) {
     };
     let (x, y) = to_orig(rect, w, h, pos);
     // Original pixels -> similarity-map pixels through the content uv.
-    let u = a.uv[0] + (a.uv[2] - a.uv[0]) * x / w as f32;
-    let v = a.uv[1] + (a.uv[3] - a.uv[1]) * y / h as f32;
-    let sx = ((u * a.sim.w as f32) as usize).min(a.sim.w.saturating_sub(1));
-    let sy = ((v * a.sim.h as f32) as usize).min(a.sim.h.saturating_sub(1));
-    if let Some(s) = a.sim.data.get(sy * a.sim.w + sx) {
+    let u = a.heat.uv[0] + (a.heat.uv[2] - a.heat.uv[0]) * x / w as f32;
+    let v = a.heat.uv[1] + (a.heat.uv[3] - a.heat.uv[1]) * y / h as f32;
+    let sx = ((u * a.heat.sim.w as f32) as usize).min(a.heat.sim.w.saturating_sub(1));
+    let sy = ((v * a.heat.sim.h as f32) as usize).min(a.heat.sim.h.saturating_sub(1));
+    if let Some(s) = a.heat.sim.data.get(sy * a.heat.sim.w + sx) {
         let b = c.big;
         outlined_text(
             ui.painter(),

@@ -1,7 +1,7 @@
 //! The PCA view: the first three principal components of the features as
 //! RGB over A and B.
 
-use egui::{Align2, Color32, Pos2, Rect, RichText, Vec2};
+use egui::{Align2, Color32, Pos2, Rect, RichText};
 
 use super::*;
 use crate::app::overlay::OverlayData;
@@ -12,8 +12,6 @@ pub(super) fn pca_view(c: &mut Canvas, ui: &mut egui::Ui) {
     let b = c.big;
     let header_h = 24.0 * b;
     let footer_h = 44.0 * b;
-    let gap = 12.0;
-    let col_w = ((area.width() - gap) / 2.0).max(10.0);
     let mode = c.settings.mode;
     let col = c.pca_column();
     let layer = c.settings.layer;
@@ -23,39 +21,30 @@ pub(super) fn pca_view(c: &mut Canvas, ui: &mut egui::Ui) {
         format!("{col} (")
     };
 
-    let mut rects: [Option<Rect>; 2] = [None, None];
-    for side in Side::BOTH {
-        let x0 = area.min.x + side.index() as f32 * (col_w + gap);
-        let cell = Rect::from_min_max(
-            Pos2::new(x0, area.min.y + header_h),
-            Pos2::new(x0 + col_w, area.max.y - footer_h),
-        );
-        match c.images.size(side) {
-            Some((w, h)) => {
-                let r = fit(cell, w, h);
-                pointer(c, ui, r, side, "pca");
-                c.view.image_rects.push((side, r, Some(col)));
-                rects[side.index()] = Some(r);
-            }
-            None => placeholder(ui, cell, &format!("Loading {side}…")),
-        }
-        let name = c
-            .image(side)
-            .map(|s| format!("{side} · {}", s.name))
-            .unwrap_or_else(|| side.name().to_string());
-        let basis = if c.settings.pca_joint {
-            "joint basis"
-        } else {
-            "per-image basis"
-        };
-        header(
-            ui,
-            Rect::from_min_size(Pos2::new(x0, area.min.y), Vec2::new(col_w, header_h)),
-            &format!("{name} · PCA of {what}{basis})"),
-            ui.visuals().strong_text_color(),
-            14.0 * b,
-        );
-    }
+    let basis = if c.settings.pca_joint {
+        "joint basis"
+    } else {
+        "per-image basis"
+    };
+    let layout = TwoColumns {
+        area,
+        header_h,
+        footer_h,
+        salt: "pca",
+    };
+    let rects = two_columns(
+        c,
+        ui,
+        &layout,
+        |_| Some(col),
+        |c, side| {
+            let name = c
+                .image(side)
+                .map(|s| format!("{side} · {}", s.name))
+                .unwrap_or_else(|| side.name().to_string());
+            format!("{name} · PCA of {what}{basis})")
+        },
+    );
 
     let pca = c.pca().cloned();
     let q = c.shown_query();
