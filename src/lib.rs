@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod eval;
 pub mod features;
+pub mod figure;
 pub mod matching;
 pub mod model;
 pub mod plot;

@@ -660,17 +660,26 @@ fn talk_mode_keys_move_switch_and_save() {
     wait_settled(&mut h);
 
     h.key_press(Key::S);
-    h.step();
+    wait(&mut h, "the screenshot", 60, |app| {
+        app.last_export.is_some()
+    });
     let png = h.state().last_export.clone().expect("a PNG was written");
     assert_eq!(png.parent(), Some(dir.path()));
     let img = image::open(&png).expect("PNG readable");
-    // Both images at 600 px high (the taller one's height): A 512x512
-    // becomes 600 wide, B 512x600 stays; 8 px between.
-    assert_eq!((img.width(), img.height()), (600 + 8 + 512, 600));
+    // S saves the window as it is, at its native resolution (the harness
+    // renders one pixel per window unit; talk mode's zoom does not change
+    // the window's pixel size).
+    assert_eq!(
+        (img.width(), img.height()),
+        (SIZE[0] as u32, SIZE[1] as u32)
+    );
+    // E writes the figure (PNG, SVG) and the JSON beside it.
     h.key_press(Key::E);
     h.step();
-    let json = h.state().last_export.clone().expect("a JSON was written");
-    assert_eq!(json.extension().and_then(|e| e.to_str()), Some("json"));
+    let fig = h.state().last_export.clone().expect("a figure was written");
+    assert_ne!(fig, png);
+    let json = fig.with_extension("json");
+    assert!(fig.with_extension("svg").exists());
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("read")).expect("json");
     let a = h.state_mut().committed_answer(Mode::Clean).expect("answer");
@@ -685,7 +694,9 @@ fn talk_mode_keys_move_switch_and_save() {
     assert_eq!(h.state().settings.view, View::Pca);
     wait(&mut h, "PCA colours", 60, |app| app.pca().is_some());
     h.key_press(Key::S);
-    h.step();
+    wait(&mut h, "the PCA screenshot", 60, |app| {
+        app.last_export.as_ref().is_some_and(|p| *p != fig)
+    });
     let pca_png = h.state().last_export.clone().expect("PCA PNG");
     assert!(image::open(&pca_png).is_ok());
     h.key_press(Key::Escape);
@@ -697,7 +708,8 @@ fn talk_mode_keys_move_switch_and_save() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
-    assert_eq!(names.len(), 3, "{names:?}");
+    // Two screenshots, the figure's PNG, SVG and JSON.
+    assert_eq!(names.len(), 5, "{names:?}");
 }
 
 #[test]

@@ -1,9 +1,16 @@
-//! Native file dialogs: one entry point, [`spawn`], parameterised by
-//! [`DialogKind`]. Each dialog runs on its own thread (rfd blocks) and its
-//! answer arrives on the app's channel as a [`DialogAnswer`].
+//! File dialogs: one entry point, [`DialogState::open`], parameterised by
+//! [`DialogKind`]. The native dialog (rfd: the XDG portal, else zenity)
+//! runs on its own thread (it blocks) and its answer arrives on the app's
+//! channel as a [`DialogAnswer`]. Where it cannot open (found out before:
+//! [`super::native_dialog::probe`]; or on the thread: no portal on the bus,
+//! or rfd gave up at once) the in-app chooser ([`FileBrowser`]) opens
+//! instead, and the status area says why.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use super::file_browser::{BrowseMode, FileBrowser, Filter, IMAGE_EXTENSIONS, Outcome};
+use super::native_dialog::{Chooser, ProbeEnv, portal_on_bus, probe};
 use crate::worker::Side;
 
 /// What a dialog is for.
@@ -11,12 +18,16 @@ use crate::worker::Side;
 pub enum DialogKind {
     /// Open an image for a side.
     Open(Side),
-    /// Save the view as PNG.
+    /// Save the view's figure as PNG (at the figure scale).
     SavePng,
+    /// Save the view's figure as SVG.
+    SaveSvg,
     /// Export the correspondences as JSON.
     SaveJson,
     /// A local diffusers folder.
     Folder,
+    /// A student checkpoint (.safetensors).
+    Student,
     /// The export folder.
     ExportDir,
     /// A folder of training images.
@@ -25,11 +36,12 @@ pub enum DialogKind {
     TrainOut,
 }
 
-/// A chosen path for a dialog of `kind`.
+/// A dialog's answer: a chosen path, or why the native dialog could not
+/// open (then the in-app chooser takes over).
 #[derive(Debug, Clone)]
 pub struct DialogAnswer {
     pub kind: DialogKind,
-    pub path: PathBuf,
+    pub result: Result<PathBuf, String>,
 }
 
 /// The app end of the dialog channel.
@@ -38,120 +50,197 @@ pub type DialogChannel = (
     crossbeam_channel::Receiver<DialogAnswer>,
 );
 
-/// What the dialog picks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pick {
-    File,
-    Save,
-    Folder,
-}
-
 /// How a dialog of a kind looks.
 struct Spec {
-    title: String,
-    pick: Pick,
-    /// Start in the export folder.
-    in_export_dir: bool,
+    title: &'static str,
+    mode: BrowseMode,
     /// Suggested file name (save dialogs).
-    file_name: Option<&'static str>,
-    /// Image file filter (open dialogs).
-    images: bool,
+    file_name: &'static str,
 }
-
-const IMAGE_EXTENSIONS: [&str; 9] = [
-    "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "tga",
-];
 
 impl DialogKind {
     fn spec(self) -> Spec {
-        let spec = |title: String, pick, in_export_dir, file_name| Spec {
-            title,
-            pick,
-            in_export_dir,
-            file_name,
-            images: false,
-        };
-        match self {
-            DialogKind::Open(side) => Spec {
-                images: true,
-                ..spec(format!("Open image {side}"), Pick::File, false, None)
-            },
-            DialogKind::SavePng => spec(
-                "Save the view as PNG".into(),
-                Pick::Save,
-                true,
-                Some("cleandift-view.png"),
+        let (title, mode, file_name) = match self {
+            DialogKind::Open(Side::A) => ("Open image A", BrowseMode::Open(Filter::Images), ""),
+            DialogKind::Open(Side::B) => ("Open image B", BrowseMode::Open(Filter::Images), ""),
+            DialogKind::SavePng => (
+                "Save the figure as PNG",
+                BrowseMode::Save(Filter::Png),
+                "cleandift-figure.png",
             ),
-            DialogKind::SaveJson => spec(
-                "Export correspondences as JSON".into(),
-                Pick::Save,
-                true,
-                Some("cleandift-correspondences.json"),
+            DialogKind::SaveSvg => (
+                "Save the figure as SVG",
+                BrowseMode::Save(Filter::Svg),
+                "cleandift-figure.svg",
             ),
-            DialogKind::Folder => spec(
-                "Choose a diffusers folder".into(),
-                Pick::Folder,
-                false,
-                None,
+            DialogKind::SaveJson => (
+                "Export correspondences as JSON",
+                BrowseMode::Save(Filter::Json),
+                "cleandift-correspondences.json",
             ),
-            DialogKind::ExportDir => {
-                spec("Choose the export folder".into(), Pick::Folder, true, None)
+            DialogKind::Folder => ("Choose a diffusers folder", BrowseMode::Folder, ""),
+            DialogKind::Student => (
+                "Choose a student checkpoint",
+                BrowseMode::Open(Filter::Safetensors),
+                "",
+            ),
+            DialogKind::ExportDir => ("Choose the export folder", BrowseMode::Folder, ""),
+            DialogKind::TrainFolder => {
+                ("Choose a folder of training images", BrowseMode::Folder, "")
             }
-            DialogKind::TrainFolder => spec(
-                "Choose a folder of training images".into(),
-                Pick::Folder,
-                false,
-                None,
+            DialogKind::TrainOut => (
+                "Choose where the fine-tune writes its checkpoints",
+                BrowseMode::Folder,
+                "",
             ),
-            DialogKind::TrainOut => spec(
-                "Choose where the fine-tune writes its checkpoints".into(),
-                Pick::Folder,
-                true,
-                None,
-            ),
+        };
+        Spec {
+            title,
+            mode,
+            file_name,
         }
     }
 }
 
-/// Opens a dialog of `kind` on its own thread; a chosen path is sent on
-/// `tx` and the UI is woken up. `export_dir` is where save and export
-/// dialogs start.
-pub fn spawn(
-    kind: DialogKind,
-    export_dir: &Path,
-    tx: crossbeam_channel::Sender<DialogAnswer>,
-    ctx: egui::Context,
-) {
-    let dir = export_dir.to_path_buf();
-    let spawned = std::thread::Builder::new()
-        .name("cleandift-dialog".into())
-        .spawn(move || {
-            if let Some(path) = ask(kind, &dir) {
-                let _ = tx.send(DialogAnswer { kind, path });
-                ctx.request_repaint();
+/// The app's dialogs: the channel of native answers and the in-app chooser
+/// when it is open.
+pub struct DialogState {
+    pub channel: DialogChannel,
+    /// The in-app chooser and what it is for.
+    pub browser: Option<(DialogKind, FileBrowser)>,
+    /// What the probe looks at (tests set their own).
+    pub env: ProbeEnv,
+    /// The project's sample folder (the chooser's Assets shortcut).
+    pub assets: Option<PathBuf>,
+}
+
+impl Default for DialogState {
+    fn default() -> DialogState {
+        DialogState {
+            channel: crossbeam_channel::unbounded(),
+            browser: None,
+            env: ProbeEnv::from_env(),
+            assets: super::train::assets_dir().map(|(p, _)| p),
+        }
+    }
+}
+
+/// rfd returning nothing sooner than this after it was asked means it
+/// could not open (nobody cancels a dialog that fast).
+const GAVE_UP_AT_ONCE: Duration = Duration::from_millis(250);
+
+impl DialogState {
+    /// Opens a dialog of `kind` starting in `start`: the native one on its
+    /// own thread, or the in-app chooser. Returns why the in-app chooser
+    /// opened (for the status area) or why nothing could open.
+    pub fn open(
+        &mut self,
+        kind: DialogKind,
+        start: &Path,
+        builtin_setting: bool,
+        ctx: &egui::Context,
+    ) -> Result<Option<String>, String> {
+        match probe(&self.env, builtin_setting) {
+            Chooser::Builtin(why) => {
+                self.open_builtin(kind, start);
+                Ok(Some(why))
             }
-        });
-    if let Err(e) = spawned {
-        tracing::error!("cannot open a file dialog: {e}");
+            c => {
+                let check_portal = c == Chooser::NativeIfPortal;
+                let env = self.env.clone();
+                let tx = self.channel.0.clone();
+                let ctx = ctx.clone();
+                let dir = start.to_path_buf();
+                std::thread::Builder::new()
+                    .name("cleandift-dialog".into())
+                    .spawn(move || {
+                        let result = native(kind, &dir, check_portal, &env);
+                        if let Some(result) = result {
+                            let _ = tx.send(DialogAnswer { kind, result });
+                            ctx.request_repaint();
+                        }
+                    })
+                    .map(|_| None)
+                    .map_err(|e| format!("cannot start a file dialog: {e}"))
+            }
+        }
+    }
+
+    /// Opens the in-app chooser for `kind` in `start`.
+    pub fn open_builtin(&mut self, kind: DialogKind, start: &Path) {
+        let spec = kind.spec();
+        let b = FileBrowser::new(
+            spec.title,
+            spec.mode,
+            start,
+            spec.file_name,
+            self.assets.clone(),
+        );
+        self.browser = Some((kind, b));
+    }
+
+    /// Draws the in-app chooser if open; a chosen path comes back with its
+    /// kind (the chooser then closes, as it does when cancelled).
+    pub fn show(&mut self, ctx: &egui::Context) -> Option<(DialogKind, PathBuf)> {
+        let (kind, b) = self.browser.as_mut()?;
+        let kind = *kind;
+        match b.show(ctx) {
+            Outcome::Open => None,
+            Outcome::Cancelled => {
+                self.browser = None;
+                None
+            }
+            Outcome::Chosen(p) => {
+                self.browser = None;
+                Some((kind, p))
+            }
+        }
+    }
+}
+
+/// The native dialog, on the dialog thread: `Some(Err)` when it could not
+/// open, `None` when cancelled.
+fn native(
+    kind: DialogKind,
+    start: &Path,
+    check_portal: bool,
+    env: &ProbeEnv,
+) -> Option<Result<PathBuf, String>> {
+    if check_portal && portal_on_bus(env, Duration::from_secs(3)) == Some(false) {
+        return Some(Err(
+            "no desktop portal on the session bus and no zenity on PATH".into(),
+        ));
+    }
+    let t0 = Instant::now();
+    match ask(kind, start) {
+        Some(p) => Some(Ok(p)),
+        None if t0.elapsed() < GAVE_UP_AT_ONCE => Some(Err(
+            "the desktop file dialog could not open (see the log)".into(),
+        )),
+        None => None,
     }
 }
 
 /// Runs the native dialog (blocking) and returns the chosen path.
-fn ask(kind: DialogKind, export_dir: &Path) -> Option<PathBuf> {
+fn ask(kind: DialogKind, start: &Path) -> Option<PathBuf> {
     let spec = kind.spec();
     let mut d = rfd::FileDialog::new().set_title(spec.title);
-    if spec.images {
-        d = d.add_filter("Images", &IMAGE_EXTENSIONS);
+    match spec.mode {
+        BrowseMode::Open(Filter::Images) => d = d.add_filter("Images", &IMAGE_EXTENSIONS),
+        BrowseMode::Open(f) | BrowseMode::Save(f) if !f.extensions().is_empty() => {
+            d = d.add_filter(format!("*.{}", f.extensions()[0]), f.extensions());
+        }
+        _ => {}
     }
-    if spec.in_export_dir {
-        d = d.set_directory(export_dir);
+    if !start.as_os_str().is_empty() {
+        d = d.set_directory(start);
     }
-    if let Some(name) = spec.file_name {
-        d = d.set_file_name(name);
+    if !spec.file_name.is_empty() {
+        d = d.set_file_name(spec.file_name);
     }
-    match spec.pick {
-        Pick::File => d.pick_file(),
-        Pick::Save => d.save_file(),
-        Pick::Folder => d.pick_folder(),
+    match spec.mode {
+        BrowseMode::Open(_) => d.pick_file(),
+        BrowseMode::Save(_) => d.save_file(),
+        BrowseMode::Folder => d.pick_folder(),
     }
 }

@@ -56,12 +56,12 @@ pub fn write_png(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rgb8(c: egui::Color32) -> [u8; 3] {
+pub(super) fn rgb8(c: egui::Color32) -> [u8; 3] {
     [c.r(), c.g(), c.b()]
 }
 
 /// Scales `img` to height `h` (aspect kept) and the factor used.
-fn to_height(img: &RgbImage, h: u32) -> (RgbImage, f32) {
+pub(super) fn to_height(img: &RgbImage, h: u32) -> (RgbImage, f32) {
     let s = h as f32 / img.height().max(1) as f32;
     let w = ((img.width() as f32 * s).round() as u32).max(1);
     if w == img.width() && h == img.height() {
@@ -74,7 +74,7 @@ fn to_height(img: &RgbImage, h: u32) -> (RgbImage, f32) {
 }
 
 /// The heatmap of `a` blended over `photo` (both at the photo's size).
-fn heat_over(photo: &RgbImage, sim: &SimilarityMap, look: &Look) -> RgbImage {
+pub(super) fn heat_over(photo: &RgbImage, sim: &SimilarityMap, look: &Look) -> RgbImage {
     let full = look.uv == [0.0, 0.0, 1.0, 1.0];
     if full && sim.w == photo.width() as usize && sim.h == photo.height() as usize {
         return blend_heatmap(photo, sim, look.colormap, look.lo, look.hi, look.opacity);
@@ -87,7 +87,7 @@ fn heat_over(photo: &RgbImage, sim: &SimilarityMap, look: &Look) -> RgbImage {
 }
 
 /// Any overlay picture blended over `photo` through the CPU sampler.
-fn blend_picture(photo: &RgbImage, data: &OverlayData, look: &Look) -> RgbImage {
+pub(super) fn blend_picture(photo: &RgbImage, data: &OverlayData, look: &Look) -> RgbImage {
     let (w, h) = (photo.width() as usize, photo.height() as usize);
     let pic = cpu_picture(data, look, w, h);
     let mut out = photo.clone();
@@ -128,7 +128,7 @@ struct Panel {
     img: RgbImage,
 }
 
-fn photo(app: &CleanDiftApp, side: Side) -> anyhow::Result<RgbImage> {
+pub(super) fn photo(app: &CleanDiftApp, side: Side) -> anyhow::Result<RgbImage> {
     Ok(app
         .image(side)
         .with_context(|| format!("image {side} is not loaded"))?
@@ -461,12 +461,6 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
 }
 
 impl CleanDiftApp {
-    /// Writes the current view as PNG to `path` (atomically).
-    pub fn save_png(&mut self, path: &Path) {
-        let r = render_view(self).and_then(|img| write_png(path, &img));
-        self.report_export(path, r, "Saved the view to", "save");
-    }
-
     /// Writes the current correspondences as JSON to `path` (atomically).
     pub fn save_json(&mut self, path: &Path) {
         let r = correspondences_json(self).and_then(|j| {
@@ -480,30 +474,20 @@ impl CleanDiftApp {
     fn report_export(&mut self, path: &Path, r: anyhow::Result<()>, done: &str, verb: &str) {
         match r {
             Ok(()) => {
-                self.message(
+                self.message_on(
+                    super::Topic::Export,
                     Level::Info,
                     format!("{done} {}", path.display()),
                     String::new(),
                 );
                 self.last_export = Some(path.to_path_buf());
             }
-            Err(e) => self.message(
+            Err(e) => self.message_on(
+                super::Topic::Export,
                 Level::Error,
                 format!("Cannot {verb} {}: {e:#}", path.display()),
                 "Choose another folder under Export".into(),
             ),
         }
-    }
-
-    /// S: the view as PNG into the export folder.
-    pub fn quick_save_png(&mut self) {
-        let path = next_name(&self.export_dir(), "png");
-        self.save_png(&path);
-    }
-
-    /// E: the correspondences as JSON into the export folder.
-    pub fn quick_save_json(&mut self) {
-        let path = next_name(&self.export_dir(), "json");
-        self.save_json(&path);
     }
 }

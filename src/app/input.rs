@@ -10,7 +10,8 @@ use crate::worker::{ImageSource, Side};
 
 impl CleanDiftApp {
     pub(super) fn handle_keys(&mut self, ctx: &egui::Context) {
-        if ctx.egui_wants_keyboard_input() {
+        // The in-app file chooser takes the keys (Enter, Escape) while open.
+        if ctx.egui_wants_keyboard_input() || self.dialogs.browser.is_some() {
             return;
         }
         let pressed = |key: Key| ctx.input_mut(|i| i.consume_key(Modifiers::NONE, key));
@@ -65,10 +66,10 @@ impl CleanDiftApp {
             };
         }
         if pressed(Key::S) {
-            self.quick_save_png();
+            self.request_screenshot();
         }
         if pressed(Key::E) {
-            self.quick_save_json();
+            self.export_figure_now();
         }
         if pressed(Key::T) || pressed(Key::F11) {
             let on = !self.flags.talk;

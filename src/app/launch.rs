@@ -52,7 +52,8 @@ pub struct AppArgs {
     /// Window size in points, WxH.
     #[arg(long, value_name = "WxH")]
     pub window_size: Option<String>,
-    /// Folder for S (PNG) and E (JSON) exports (default: the current folder).
+    /// Folder for S (screenshot) and E (figure PNG/SVG + JSON) exports
+    /// (default: your Pictures folder, else home).
     #[arg(long)]
     pub export_dir: Option<PathBuf>,
     /// Neither read nor write the remembered settings.

@@ -14,12 +14,16 @@
 //! files.
 
 mod column;
-mod dialogs;
+pub mod dialogs;
 pub mod export;
+pub mod export_dir;
+pub mod figure_view;
+pub mod file_browser;
 mod frames;
 mod input;
 mod jobs;
 mod launch;
+pub mod native_dialog;
 pub mod overlay;
 mod panels;
 pub mod query;
@@ -39,7 +43,7 @@ use crate::worker::{BackboneInfo, ImageSource, Job, Progress, RequestId, Side, W
 pub use column::{
     Column, ColumnSource, DINO_COLOR, FUSED_COLOR, PREVIOUS_COLOR, QUERY_COLOR, mode_color,
 };
-use dialogs::{DialogChannel, DialogKind};
+use dialogs::{DialogKind, DialogState};
 pub use launch::{AppArgs, LaunchOptions, run};
 use overlay::Overlay;
 use query::QueryPoint;
@@ -78,8 +82,10 @@ pub struct CleanDiftApp {
     frames: u64,
     /// Time the last frame's `ui` took.
     pub last_frame: Duration,
-    /// File dialogs run on their own threads and answer here.
-    dialogs: DialogChannel,
+    /// Native dialogs answer here; the in-app chooser when open.
+    dialogs: DialogState,
+    /// Screenshots (S) on their way from the renderer.
+    exports: figure_view::ExportState,
     /// Last export written (tests, status).
     pub last_export: Option<PathBuf>,
     /// `--frame-report` in progress.
@@ -175,7 +181,8 @@ impl CleanDiftApp {
             train: TrainPanel::default(),
             frames: 0,
             last_frame: Duration::ZERO,
-            dialogs: crossbeam_channel::unbounded(),
+            dialogs: DialogState::default(),
+            exports: figure_view::ExportState::default(),
             last_export: None,
             frame_report: launch.frame_report.map(frames::FrameReport::new),
         };
@@ -290,6 +297,17 @@ impl CleanDiftApp {
         self.messages.current()
     }
 
+    /// A status message about `folder` (with an "Open folder" button).
+    pub fn message_with_folder(
+        &mut self,
+        level: Level,
+        text: String,
+        hint: String,
+        folder: Option<PathBuf>,
+    ) {
+        self.messages.push_with_folder(level, text, hint, folder);
+    }
+
     /// Status messages, oldest first.
     pub fn messages(&self) -> impl Iterator<Item = &StatusMessage> {
         self.messages.list.iter()
@@ -377,15 +395,74 @@ impl CleanDiftApp {
         self.settings.export_dir()
     }
 
-    /// Opens a file dialog on its own thread; the answer arrives as a
-    /// [`dialogs::DialogAnswer`].
-    fn dialog(&self, kind: DialogKind) {
-        dialogs::spawn(
-            kind,
-            &self.export_dir(),
-            self.dialogs.0.clone(),
-            self.ctx.clone(),
-        );
+    /// Opens a file dialog: the native one on its own thread (its answer
+    /// arrives as a [`dialogs::DialogAnswer`]), or the in-app chooser where
+    /// the native one cannot open; the status area says which and why.
+    pub fn open_dialog(&mut self, kind: DialogKind) {
+        let start = self.dialog_start(kind);
+        let builtin = self.settings.builtin_file_dialog;
+        match self.dialogs.open(kind, &start, builtin, &self.ctx) {
+            Ok(None) => {}
+            Ok(Some(why)) => self.message(
+                Level::Info,
+                format!("Using the in-app file chooser: {why}"),
+                String::new(),
+            ),
+            Err(e) => self.message(
+                Level::Error,
+                format!("No file dialog could open: {e}"),
+                "Type the path in the field instead, or drop the file on the window".into(),
+            ),
+        }
+    }
+
+    /// Where a dialog of `kind` starts.
+    pub(super) fn dialog_start(&self, kind: DialogKind) -> PathBuf {
+        let home = || file_browser::home_dir().unwrap_or_default();
+        let dir_of = |p: &std::path::Path| p.parent().map(std::path::Path::to_path_buf);
+        match kind {
+            DialogKind::Open(side) => self
+                .image(side)
+                .and_then(|s| s.path.as_deref().and_then(dir_of))
+                .or_else(|| self.dialogs.assets.clone())
+                .unwrap_or_else(home),
+            DialogKind::SavePng
+            | DialogKind::SaveSvg
+            | DialogKind::SaveJson
+            | DialogKind::ExportDir => self.export_dir(),
+            DialogKind::Folder if !self.settings.folder.trim().is_empty() => {
+                PathBuf::from(self.settings.folder.trim())
+            }
+            DialogKind::Student if !self.settings.student.trim().is_empty() => {
+                let p = PathBuf::from(self.settings.student.trim());
+                dir_of(&p).unwrap_or(p)
+            }
+            DialogKind::TrainFolder => self.settings.train.folder.clone().unwrap_or_else(home),
+            DialogKind::TrainOut => self
+                .settings
+                .train
+                .run
+                .out_dir
+                .clone()
+                .unwrap_or_else(|| self.export_dir()),
+            DialogKind::Folder | DialogKind::Student => home(),
+        }
+    }
+
+    /// The in-app file chooser, while it is open.
+    pub fn file_browser(&self) -> Option<&file_browser::FileBrowser> {
+        self.dialogs.browser.as_ref().map(|(_, b)| b)
+    }
+
+    /// The in-app file chooser, while it is open (tests drive it).
+    pub fn file_browser_mut(&mut self) -> Option<&mut file_browser::FileBrowser> {
+        self.dialogs.browser.as_mut().map(|(_, b)| b)
+    }
+
+    /// What the dialog probe looks at instead of the process environment
+    /// (tests: no portal, no zenity).
+    pub fn set_dialog_env(&mut self, env: native_dialog::ProbeEnv) {
+        self.dialogs.env = env;
     }
 }
 

@@ -195,8 +195,12 @@ pub struct Settings {
     pub pca_joint: bool,
     /// The last query point.
     pub query: Option<QueryPoint>,
-    /// Where S and E write (default: the current folder).
+    /// Where S and E write (default: Pictures, else home).
     pub export_dir: Option<PathBuf>,
+    /// Scale of figure exports (1, 2 or 3).
+    pub figure_scale: u32,
+    /// Always use the in-app file chooser (never the desktop's dialog).
+    pub builtin_file_dialog: bool,
     /// Compare mode shows the student the last fine-tune replaced as a
     /// column (old vs new student).
     pub compare_previous: bool,
@@ -373,6 +377,8 @@ impl Default for Settings {
             pca_joint: true,
             query: None,
             export_dir: None,
+            figure_scale: 2,
+            builtin_file_dialog: false,
             compare_previous: true,
             compare_dino: false,
             compare_fused: false,
@@ -440,9 +446,11 @@ impl Settings {
 
     /// The folder exports go to.
     pub fn export_dir(&self) -> PathBuf {
-        self.export_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("."))
+        match &self.export_dir {
+            // Shown and used in full, whatever the working folder.
+            Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.clone()),
+            None => default_export_dir(),
+        }
     }
 
     /// Puts values a hand-edited or older settings file may hold back in range.
@@ -451,6 +459,7 @@ impl Settings {
             self.t = DEFAULT_T;
         }
         self.t = self.t.round().clamp(0.0, 999.0);
+        self.figure_scale = self.figure_scale.clamp(1, 3);
         self.ensemble = self.ensemble.clamp(1, 64);
         self.opacity = if self.opacity.is_finite() {
             self.opacity.clamp(0.0, 1.0)
@@ -483,6 +492,14 @@ impl Settings {
         }
         self.train.sanitize();
     }
+}
+
+/// The user's Pictures folder, else home (looked up once: it may run
+/// `xdg-user-dir`); never the working folder.
+fn default_export_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(super::export_dir::default_export_dir)
+        .clone()
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ pub struct StatusMessage {
     pub topic: Topic,
     /// Still the word on its topic (not retired, not dismissed).
     pub active: bool,
+    /// A folder the message is about (exports): an "Open folder" button.
+    pub folder: Option<std::path::PathBuf>,
 }
 
 /// What a status message is about.
@@ -434,12 +436,34 @@ pub struct MessagesState {
 impl MessagesState {
     /// Adds a status message without a topic (kept: the last 200).
     pub fn push(&mut self, level: Level, text: String, hint: String) {
-        self.push_on(Topic::General, level, text, hint);
+        self.push_full(Topic::General, level, text, hint, None);
     }
 
     /// Adds a status message about `topic`: earlier ones on that topic
     /// retire from the status line (a new word on it replaces the old).
     pub fn push_on(&mut self, topic: Topic, level: Level, text: String, hint: String) {
+        self.push_full(topic, level, text, hint, None);
+    }
+
+    /// Adds an export message about `folder` (shown with "Open folder").
+    pub fn push_with_folder(
+        &mut self,
+        level: Level,
+        text: String,
+        hint: String,
+        folder: Option<std::path::PathBuf>,
+    ) {
+        self.push_full(Topic::Export, level, text, hint, folder);
+    }
+
+    fn push_full(
+        &mut self,
+        topic: Topic,
+        level: Level,
+        text: String,
+        hint: String,
+        folder: Option<std::path::PathBuf>,
+    ) {
         match level {
             Level::Info => tracing::info!("{text}"),
             Level::Warn => tracing::warn!("{text} {hint}"),
@@ -455,6 +479,7 @@ impl MessagesState {
             at: Instant::now(),
             topic,
             active: true,
+            folder,
         });
         self.pushed += 1;
         if level == Level::Error {

@@ -20,8 +20,10 @@ use crate::worker::{BackboneInfo, Event, ImageSource, Job, RequestId, Side, User
 /// asked was drawn.
 #[derive(Debug, Clone)]
 pub(crate) enum Command {
-    /// Opens a native file dialog.
+    /// Opens a file dialog (native, else the in-app chooser).
     Dialog(DialogKind),
+    /// Opens a folder in the file manager.
+    OpenFolder(PathBuf),
     LoadImage(Side, ImageSource),
     /// Swaps A and B.
     Swap,
@@ -30,10 +32,10 @@ pub(crate) enum Command {
     RetryFeatures,
     CancelAll,
     RestartWorker,
-    /// S: the view as PNG into the export folder.
-    QuickSavePng,
-    /// E: the correspondences as JSON into the export folder.
-    QuickSaveJson,
+    /// S: a screenshot of the window into the export folder.
+    Screenshot,
+    /// E: the view's figure (PNG, SVG) and JSON into the export folder.
+    ExportFigure,
     SetTalk(bool),
     StartTraining,
     CancelTraining,
@@ -44,15 +46,16 @@ impl CleanDiftApp {
     pub(super) fn apply(&mut self, commands: Vec<Command>) {
         for c in commands {
             match c {
-                Command::Dialog(kind) => self.dialog(kind),
+                Command::Dialog(kind) => self.open_dialog(kind),
+                Command::OpenFolder(dir) => self.open_folder(&dir),
                 Command::LoadImage(side, source) => self.load_image(side, source),
                 Command::Swap => self.swap(),
                 Command::LoadBackbone => self.load_backbone(),
                 Command::RetryFeatures => self.retry_features(),
                 Command::CancelAll => self.cancel_all(),
                 Command::RestartWorker => self.restart_worker(),
-                Command::QuickSavePng => self.quick_save_png(),
-                Command::QuickSaveJson => self.quick_save_json(),
+                Command::Screenshot => self.request_screenshot(),
+                Command::ExportFigure => self.export_figure_now(),
                 Command::SetTalk(on) => self.set_talk(on),
                 Command::StartTraining => {
                     // Errors are shown in the status area.
@@ -73,9 +76,10 @@ impl CleanDiftApp {
             self.messages.worker_dead = Some("the background worker stopped".into());
             self.fail_running_training();
         }
-        while let Ok(d) = self.dialogs.1.try_recv() {
+        while let Ok(d) = self.dialogs.channel.1.try_recv() {
             self.handle_dialog(d);
         }
+        self.drain_screenshots();
     }
 
     fn is_awaited(&self, id: RequestId) -> bool {
@@ -269,11 +273,31 @@ impl CleanDiftApp {
     }
 
     fn handle_dialog(&mut self, d: DialogAnswer) {
-        let path = d.path;
-        match d.kind {
+        let path = match d.result {
+            Ok(p) => p,
+            Err(why) => {
+                // The native dialog could not open: the in-app one does.
+                self.message(
+                    Level::Info,
+                    format!("Using the in-app file chooser: {why}"),
+                    String::new(),
+                );
+                let start = self.dialog_start(d.kind);
+                self.dialogs.open_builtin(d.kind, &start);
+                return;
+            }
+        };
+        self.use_chosen(d.kind, path);
+    }
+
+    /// Applies a path chosen in a dialog of `kind`.
+    fn use_chosen(&mut self, kind: DialogKind, path: PathBuf) {
+        match kind {
             DialogKind::Open(side) => self.load_image(side, ImageSource::Path(path)),
-            DialogKind::SavePng => self.save_png(&path),
+            DialogKind::SavePng => self.save_figure(&path, false),
+            DialogKind::SaveSvg => self.save_figure(&path, true),
             DialogKind::SaveJson => self.save_json(&path),
+            DialogKind::Student => self.settings.student = path.display().to_string(),
             DialogKind::Folder => {
                 self.settings.preset = ModelPreset::Folder;
                 self.settings.folder = path.display().to_string();
@@ -382,6 +406,9 @@ impl eframe::App for CleanDiftApp {
         };
         views::central(ui, &mut canvas);
         panels::windows(ui.ctx(), &mut self.flags, &mut self.messages);
+        if let Some((kind, path)) = self.dialogs.show(ui.ctx()) {
+            self.use_chosen(kind, path);
+        }
         if self.busy() {
             // Keep the progress bar moving even between worker events.
             ui.ctx().request_repaint_after(Duration::from_millis(100));

@@ -449,6 +449,13 @@ pub struct MatchArgs {
     /// Write a picture of A and B with markers and B's heatmap.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write a figure (titles, layer, numbered matches with cosines, colour
+    /// bar; one B panel per layer): `.svg`, or `.png` at `--figure-scale`.
+    #[arg(long)]
+    pub figure: Option<PathBuf>,
+    /// Scale of a PNG `--figure` (1 to 4).
+    #[arg(long, default_value_t = 2.0)]
+    pub figure_scale: f32,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -487,6 +494,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
     let label = maps.first().map(|m| m.1.label.clone()).unwrap_or_default();
     let mut results = Vec::new();
     let mut picture = None;
+    let mut layers = Vec::new();
     for (name, ma, mb) in &maps {
         let va = MatchView::new(&ma.map, ma.geometry)?;
         let vb = MatchView::new(&mb.map, mb.geometry)?;
@@ -509,6 +517,24 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
             "mutual_nn": m.mutual,
             "back_in_a": {"x": back.0, "y": back.1},
         }));
+        if a.figure.is_some() {
+            let top_orig: Vec<_> = top
+                .iter()
+                .map(|t| {
+                    let (ox, oy) = vb.to_orig(t.x, t.y);
+                    (ox, oy, t.score)
+                })
+                .collect();
+            let heat = heat_in_orig(&ib, &sim, &vb);
+            layers.push((
+                name.to_string(),
+                heat,
+                top_orig,
+                back,
+                m.mutual,
+                range(&sim),
+            ));
+        }
         if picture.is_none() && a.out.is_some() {
             picture = Some((sim, top, vb.clone()));
         }
@@ -567,7 +593,103 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
         save_png(&side_by_side(&[&pa, &pb], 8), out)?;
         println!("wrote {}", out.display());
     }
+    if let Some(path) = &a.figure {
+        let mut fig = crate::figure::Figure::new("Correspondence");
+        fig.subtitle = format!("{label} · {}", engines.describe());
+        let mut pa = crate::figure::Panel::new(
+            format!("A · query ({}, {})", x.floor(), y.floor()),
+            ia.rgb.clone(),
+        );
+        for (name, _, _, back, mutual, _) in &layers {
+            pa.markers.push(crate::figure::Marker {
+                x: back.0,
+                y: back.1,
+                color: [255, 200, 0],
+                shape: if *mutual {
+                    crate::figure::MarkerShape::Ring
+                } else {
+                    crate::figure::MarkerShape::Cross
+                },
+                radius: 6.0,
+                label: None,
+            });
+            pa.caption.push(format!(
+                "{name}: back to ({:.0}, {:.0}), {}",
+                back.0.floor(),
+                back.1.floor(),
+                if *mutual { "mutual" } else { "not mutual" }
+            ));
+        }
+        pa.markers
+            .push(crate::figure::Marker::ring(x, y, [0, 215, 255], "Q"));
+        fig.panels.push(pa);
+        for (name, heat, top, _, _, (lo, hi)) in layers {
+            let mut pb = crate::figure::Panel::new(format!("B · layer {name}"), heat);
+            for (i, (mx, my, _)) in top.iter().enumerate().rev() {
+                let color = if i == 0 {
+                    [255, 40, 40]
+                } else {
+                    [245, 245, 245]
+                };
+                let mut m = crate::figure::Marker::ring(*mx, *my, color, (i + 1).to_string());
+                if i > 0 {
+                    m.radius = 6.0;
+                }
+                pb.markers.push(m);
+            }
+            let list: Vec<String> = top
+                .iter()
+                .enumerate()
+                .map(|(i, (mx, my, c))| {
+                    format!(
+                        "{}: ({:.0}, {:.0}) cos {c:.3}",
+                        i + 1,
+                        mx.floor(),
+                        my.floor()
+                    )
+                })
+                .collect();
+            pb.caption.push(list.join(" · "));
+            pb.caption.push(format!("range {lo:.3} to {hi:.3}"));
+            if maps.len() == 1 {
+                fig.colorbar = Some(crate::figure::ColorBar {
+                    colormap: Colormap::Turbo,
+                    lo,
+                    hi,
+                    label: "cosine similarity".into(),
+                });
+            }
+            fig.panels.push(pb);
+        }
+        if fig.colorbar.is_none() {
+            fig.colorbar = Some(crate::figure::ColorBar {
+                colormap: Colormap::Turbo,
+                lo: 0.0,
+                hi: 1.0,
+                label: "cosine similarity, each panel from its min (0) to its max (1), ranges in the captions"
+                    .into(),
+            });
+        }
+        let is_svg = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+        let bytes = if is_svg {
+            fig.to_svg()?.into_bytes()
+        } else {
+            fig.to_png(a.figure_scale)?
+        };
+        crate::util::write_atomic(path, &bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
+}
+
+/// Smallest and largest value of a similarity map.
+fn range(sim: &crate::matching::SimilarityMap) -> (f32, f32) {
+    sim.data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)))
 }
 
 /// The similarity map (prepared at the view's size) blended over B in

@@ -42,12 +42,21 @@ pub(super) fn backbone_section(
                 ModelPreset::Sd21 | ModelPreset::Sd15 => "student: CompVis/cleandift (default)",
                 _ => "student: none, FILE or REPO:FILE",
             };
-            ui.add(
-                egui::TextEdit::singleline(&mut s.student)
-                    .hint_text(student_hint)
-                    .desired_width(230.0),
-            )
-            .on_hover_text("CleanDIFT student: empty = the preset's default, `none`, a .safetensors file, or REPO:FILE");
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::TextEdit::singleline(&mut s.student)
+                        .hint_text(student_hint)
+                        .desired_width(170.0),
+                )
+                .on_hover_text("CleanDIFT student: empty = the preset's default, `none`, a .safetensors file, or REPO:FILE");
+                if ui
+                    .button("File…")
+                    .on_hover_text("Choose a student .safetensors file")
+                    .clicked()
+                {
+                    cmds.push(Command::Dialog(DialogKind::Student));
+                }
+            });
             egui::ComboBox::from_label("Device")
                 .selected_text(s.device.clone())
                 .show_ui(ui, |ui| {

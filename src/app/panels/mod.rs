@@ -49,12 +49,31 @@ pub(super) fn top_bar(
                     cmds.push(Command::LoadImage(Side::B, sample_source(Side::B)));
                 }
                 ui.separator();
-                if ui.button("Save view as PNG…").clicked() {
+                if ui.button("Save screenshot (S)").clicked() {
+                    cmds.push(Command::Screenshot);
+                }
+                if ui.button("Export figure: PNG + SVG + JSON (E)").clicked() {
+                    cmds.push(Command::ExportFigure);
+                }
+                if ui.button("Save figure as PNG…").clicked() {
                     cmds.push(Command::Dialog(DialogKind::SavePng));
+                }
+                if ui.button("Save figure as SVG…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::SaveSvg));
                 }
                 if ui.button("Export correspondences as JSON…").clicked() {
                     cmds.push(Command::Dialog(DialogKind::SaveJson));
                 }
+                ui.horizontal(|ui| {
+                    ui.label("Figure scale:");
+                    for k in [1u32, 2, 3] {
+                        ui.selectable_value(&mut s.figure_scale, k, format!("{k}×"));
+                    }
+                });
+                ui.checkbox(
+                    &mut s.builtin_file_dialog,
+                    "Always use the in-app file chooser",
+                );
                 ui.separator();
                 if ui.button("Quit").clicked() {
                     ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
@@ -176,13 +195,14 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
                 let previous = backbone.info().and_then(|i| i.previous_student.clone());
                 features::compare_pca_section(ui, settings, previous);
                 train::train_section(ui, settings, &train, cmds);
-                export_section(ui, export_dir, last_export, cmds);
+                export_section(ui, settings, export_dir, last_export, cmds);
             });
         });
 }
 
 fn export_section(
     ui: &mut egui::Ui,
+    s: &mut Settings,
     export_dir: &Path,
     last_export: Option<&Path>,
     cmds: &mut Vec<Command>,
@@ -197,13 +217,35 @@ fn export_section(
                 }
             });
             ui.horizontal(|ui| {
-                if ui.button("Save PNG (S)").clicked() {
-                    cmds.push(Command::QuickSavePng);
+                if ui
+                    .button("Screenshot (S)")
+                    .on_hover_text("Exactly what is on screen, as PNG")
+                    .clicked()
+                {
+                    cmds.push(Command::Screenshot);
                 }
-                if ui.button("Export JSON (E)").clicked() {
-                    cmds.push(Command::QuickSaveJson);
+                if ui
+                    .button("Figure (E)")
+                    .on_hover_text("The view as a figure: PNG at the scale, SVG, and JSON")
+                    .clicked()
+                {
+                    cmds.push(Command::ExportFigure);
+                }
+                if ui.button("Open folder").clicked() {
+                    cmds.push(Command::OpenFolder(export_dir.to_path_buf()));
                 }
             });
+            ui.horizontal(|ui| {
+                ui.label("Figure scale:");
+                for k in [1u32, 2, 3] {
+                    ui.selectable_value(&mut s.figure_scale, k, format!("{k}×"));
+                }
+            });
+            ui.checkbox(
+                &mut s.builtin_file_dialog,
+                "Always use the in-app file chooser",
+            )
+            .on_hover_text("Instead of the desktop's dialog (also CLEANDIFT_FILE_DIALOG=builtin)");
             if let Some(p) = last_export {
                 ui.label(
                     RichText::new(format!("last: {}", p.display()))

@@ -116,6 +116,14 @@ fn status_line(
         } else {
             format!("{}\n\nWhat to do: {}", m.text, m.hint)
         };
+        if let Some(dir) = &m.folder
+            && ui
+                .button("Open folder")
+                .on_hover_text(dir.display().to_string())
+                .clicked()
+        {
+            cmds.push(Command::OpenFolder(dir.clone()));
+        }
         ui.vertical(|ui| {
             ui.add(egui::Label::new(RichText::new(&m.text).color(color)).truncate())
                 .on_hover_text(&full);

@@ -1,0 +1,552 @@
+//! Figures for papers and talks. A [`Figure`] describes what a view shows:
+//! a title and a subtitle (layer, mode, t), panels (an image each, with a
+//! title, numbered markers and caption lines such as cosines) and a colour
+//! bar with its scale. [`Figure::to_png`] renders it at a scale (1×, 2×,
+//! 3× ...) on the CPU; [`Figure::to_svg`] writes SVG with the images
+//! embedded as base64 PNG and the text, markers and colour bar as SVG
+//! elements. Both draw the same [`layout`](Figure::layout), so the two files
+//! agree.
+//!
+//! Text is shaped and rasterized with egui's own font system (epaint), so a
+//! figure needs no system fonts and no GPU.
+
+mod png;
+mod svg;
+#[cfg(test)]
+mod tests;
+mod text;
+
+use image::RgbImage;
+
+use crate::render::Colormap;
+
+/// Figure errors.
+#[derive(Debug, thiserror::Error)]
+pub enum FigureError {
+    #[error("the figure has no panels")]
+    Empty,
+    #[error("panel {0:?} has an empty image")]
+    EmptyImage(String),
+    #[error("figure scale {0} is out of range: use 1 to 4")]
+    Scale(f32),
+    #[error("the figure would be {0}×{1} pixels: too large")]
+    TooLarge(u32, u32),
+    #[error("cannot encode the figure as PNG: {0}")]
+    Png(#[from] image::ImageError),
+}
+
+/// The largest side of a rendered PNG, in pixels.
+const MAX_SIDE: u32 = 16_384;
+
+/// What a marker looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerShape {
+    /// A ring (a point, a match).
+    Ring,
+    /// An x (a match that is not mutual).
+    Cross,
+}
+
+/// A marker on a panel's image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    /// Position in the panel image's own pixels (pixel i spans [i, i+1)).
+    pub x: f32,
+    pub y: f32,
+    pub color: [u8; 3],
+    pub shape: MarkerShape,
+    /// Radius in figure units (1 unit = 1 pixel at scale 1).
+    pub radius: f32,
+    /// A short label drawn in a badge beside the marker ("1", "Q").
+    pub label: Option<String>,
+}
+
+impl Marker {
+    /// A ring of radius 9 with a label.
+    pub fn ring(x: f32, y: f32, color: [u8; 3], label: impl Into<String>) -> Marker {
+        Marker {
+            x,
+            y,
+            color,
+            shape: MarkerShape::Ring,
+            radius: 9.0,
+            label: Some(label.into()).filter(|l: &String| !l.is_empty()),
+        }
+    }
+}
+
+/// One image of a figure.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    /// Drawn above the image.
+    pub title: String,
+    /// The image (heatmap or PCA colours already blended in).
+    pub image: RgbImage,
+    pub markers: Vec<Marker>,
+    /// Lines under the image (wrapped to its width).
+    pub caption: Vec<String>,
+    /// Colour of the panel title (e.g. the mode's colour); default dark.
+    pub title_color: Option<[u8; 3]>,
+}
+
+impl Panel {
+    pub fn new(title: impl Into<String>, image: RgbImage) -> Panel {
+        Panel {
+            title: title.into(),
+            image,
+            markers: Vec::new(),
+            caption: Vec::new(),
+            title_color: None,
+        }
+    }
+}
+
+/// A horizontal colour bar: `colormap` from `lo` (left) to `hi` (right).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColorBar {
+    pub colormap: Colormap,
+    pub lo: f32,
+    pub hi: f32,
+    /// What the colours mean, e.g. "cosine similarity".
+    pub label: String,
+}
+
+/// A figure: title, subtitle, a row of panels, an optional colour bar and
+/// footnote lines.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub title: String,
+    /// Layer, mode, t ... under the title.
+    pub subtitle: String,
+    pub panels: Vec<Panel>,
+    pub colorbar: Option<ColorBar>,
+    /// Lines under everything (small).
+    pub notes: Vec<String>,
+    /// Height of the panels' images in figure units (each keeps its aspect).
+    pub panel_height: f32,
+}
+
+impl Figure {
+    pub fn new(title: impl Into<String>) -> Figure {
+        Figure {
+            title: title.into(),
+            subtitle: String::new(),
+            panels: Vec::new(),
+            colorbar: None,
+            notes: Vec::new(),
+            panel_height: 320.0,
+        }
+    }
+
+    fn check(&self) -> Result<(), FigureError> {
+        if self.panels.is_empty() {
+            return Err(FigureError::Empty);
+        }
+        if let Some(p) = self
+            .panels
+            .iter()
+            .find(|p| p.image.width() == 0 || p.image.height() == 0)
+        {
+            return Err(FigureError::EmptyImage(p.title.clone()));
+        }
+        Ok(())
+    }
+
+    /// Where everything goes, in figure units.
+    pub fn layout(&self) -> Result<Layout, FigureError> {
+        self.check()?;
+        let mut m = text::Measure::new();
+        Ok(layout(self, &mut m))
+    }
+
+    /// The figure as SVG (text and markers as elements, images as base64 PNG).
+    pub fn to_svg(&self) -> Result<String, FigureError> {
+        let l = self.layout()?;
+        svg::render(self, &l)
+    }
+
+    /// The figure as an image at `scale` (1 = one pixel per figure unit).
+    pub fn to_image(&self, scale: f32) -> Result<RgbImage, FigureError> {
+        if !(scale.is_finite() && (0.25..=4.0).contains(&scale)) {
+            return Err(FigureError::Scale(scale));
+        }
+        let l = self.layout()?;
+        let (w, h) = (
+            (l.width * scale).round() as u32,
+            (l.height * scale).round() as u32,
+        );
+        if w > MAX_SIDE || h > MAX_SIDE {
+            return Err(FigureError::TooLarge(w, h));
+        }
+        Ok(png::render(self, &l, scale))
+    }
+
+    /// The figure as PNG bytes at `scale`.
+    pub fn to_png(&self, scale: f32) -> Result<Vec<u8>, FigureError> {
+        let img = self.to_image(scale)?;
+        let mut bytes = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )?;
+        Ok(bytes)
+    }
+}
+
+/// Text alignment relative to an item's x.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    Start,
+    Middle,
+    End,
+}
+
+/// A rectangle in figure units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rect {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+/// One thing to draw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// A line of text; `y` is its top, `baseline` its baseline.
+    Text {
+        x: f32,
+        y: f32,
+        baseline: f32,
+        size: f32,
+        text: String,
+        color: [u8; 3],
+        anchor: Anchor,
+    },
+    /// Panel `panel`'s image.
+    Image { panel: usize, rect: Rect },
+    /// A marker at (x, y) with radius `r`.
+    Marker {
+        x: f32,
+        y: f32,
+        r: f32,
+        color: [u8; 3],
+        shape: MarkerShape,
+    },
+    /// A label badge: a filled circle with centred text.
+    Badge {
+        x: f32,
+        y: f32,
+        r: f32,
+        color: [u8; 3],
+        text: String,
+        size: f32,
+        /// Top and baseline of the text.
+        top: f32,
+        baseline: f32,
+    },
+    /// The colour bar's gradient.
+    Bar { rect: Rect, colormap: Colormap },
+    /// A thin outline.
+    Frame { rect: Rect, color: [u8; 3] },
+}
+
+/// A laid-out figure.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub width: f32,
+    pub height: f32,
+    pub items: Vec<Item>,
+}
+
+impl Layout {
+    /// The rectangle of each panel's image, in panel order.
+    pub fn image_rects(&self) -> Vec<Rect> {
+        self.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Image { rect, .. } => Some(*rect),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The colour bar's rectangle.
+    pub fn bar_rect(&self) -> Option<Rect> {
+        self.items.iter().find_map(|i| match i {
+            Item::Bar { rect, .. } => Some(*rect),
+            _ => None,
+        })
+    }
+}
+
+pub const BACKGROUND: [u8; 3] = [255, 255, 255];
+const INK: [u8; 3] = [20, 20, 20];
+const MUTED: [u8; 3] = [90, 90, 90];
+const MARGIN: f32 = 20.0;
+const GAP: f32 = 16.0;
+const TITLE: f32 = 22.0;
+const SUBTITLE: f32 = 15.0;
+const PANEL_TITLE: f32 = 16.0;
+const CAPTION: f32 = 13.0;
+const TICK: f32 = 13.0;
+const BAR_H: f32 = 14.0;
+
+/// Formats a colour-bar tick: at most 3 decimals, no trailing zeros.
+pub fn tick_label(v: f32) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
+    let mut items = Vec::new();
+    let h = f.panel_height.max(32.0);
+    let widths: Vec<f32> = f
+        .panels
+        .iter()
+        .map(|p| (p.image.width() as f32 * h / p.image.height() as f32).max(1.0))
+        .collect();
+    let row_w = widths.iter().sum::<f32>() + GAP * (widths.len().saturating_sub(1)) as f32;
+    let title_w = m.width(&f.title, TITLE).max(m.width(&f.subtitle, SUBTITLE));
+    let content_w = row_w.max(title_w).max(240.0);
+    let width = content_w + 2.0 * MARGIN;
+    let mut y = MARGIN;
+    let line = |items: &mut Vec<Item>,
+                m: &mut text::Measure,
+                x,
+                y: &mut f32,
+                s: &str,
+                size,
+                color,
+                anchor| {
+        let (asc, row) = m.metrics(size);
+        items.push(Item::Text {
+            x,
+            y: *y,
+            baseline: *y + asc,
+            size,
+            text: s.to_string(),
+            color,
+            anchor,
+        });
+        *y += row;
+    };
+    if !f.title.is_empty() {
+        line(
+            &mut items,
+            m,
+            MARGIN,
+            &mut y,
+            &f.title,
+            TITLE,
+            INK,
+            Anchor::Start,
+        );
+    }
+    if !f.subtitle.is_empty() {
+        line(
+            &mut items,
+            m,
+            MARGIN,
+            &mut y,
+            &f.subtitle,
+            SUBTITLE,
+            MUTED,
+            Anchor::Start,
+        );
+    }
+    y += 10.0;
+    // Panels: title, image, caption; centred as a row.
+    let mut x = MARGIN + (content_w - row_w) / 2.0;
+    let titled = f.panels.iter().any(|p| !p.title.is_empty());
+    let img_y = y + if titled {
+        m.metrics(PANEL_TITLE).1 + 4.0
+    } else {
+        0.0
+    };
+    let mut bottom = img_y + h;
+    for (i, (p, w)) in f.panels.iter().zip(&widths).enumerate() {
+        let cx = x + w / 2.0;
+        if !p.title.is_empty() {
+            let mut ty = y;
+            let color = p.title_color.unwrap_or(INK);
+            // A title wider than its image wraps.
+            for l in m
+                .wrap(&p.title, PANEL_TITLE, w + GAP - 4.0)
+                .into_iter()
+                .take(1)
+            {
+                line(
+                    &mut items,
+                    m,
+                    cx,
+                    &mut ty,
+                    &l,
+                    PANEL_TITLE,
+                    color,
+                    Anchor::Middle,
+                );
+            }
+        }
+        let rect = Rect {
+            x,
+            y: img_y,
+            w: *w,
+            h,
+        };
+        items.push(Item::Image { panel: i, rect });
+        let k = h / p.image.height() as f32;
+        let (bw, bh) = (w * 1.0, h);
+        for mk in &p.markers {
+            let (mx, my) = (x + mk.x * k, img_y + mk.y * k);
+            if mx < x - 1.0 || my < img_y - 1.0 || mx > x + bw + 1.0 || my > img_y + bh + 1.0 {
+                continue;
+            }
+            items.push(Item::Marker {
+                x: mx,
+                y: my,
+                r: mk.radius,
+                color: mk.color,
+                shape: mk.shape,
+            });
+        }
+        // Badges after all markers so none is hidden under a ring. Each
+        // goes to the first free spot around its marker (up-right first,
+        // inside the image), further out when all four are taken, so
+        // clustered matches keep readable numbers.
+        let mut placed: Vec<(f32, f32)> = Vec::new();
+        for mk in &p.markers {
+            let Some(label) = &mk.label else { continue };
+            let (mx, my) = (x + mk.x * k, img_y + mk.y * k);
+            let br = 8.5;
+            let inside = |bx: f32, by: f32| {
+                bx - br >= x && bx + br <= x + bw && by - br >= img_y && by + br <= img_y + bh
+            };
+            let free = |bx: f32, by: f32| {
+                placed
+                    .iter()
+                    .all(|(px, py)| (bx - px).hypot(by - py) >= 2.0 * br + 1.0)
+            };
+            let mut spot = None;
+            'search: for ring in 0..4 {
+                let off = mk.radius + br - 2.0 + ring as f32 * (2.0 * br + 1.0);
+                for (dx, dy) in [(1.0, -1.0), (-1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)] {
+                    let (bx, by) = (mx + dx * off, my + dy * off);
+                    if inside(bx, by) && free(bx, by) {
+                        spot = Some((bx, by));
+                        break 'search;
+                    }
+                }
+            }
+            let (bx, by) = spot.unwrap_or_else(|| {
+                let off = mk.radius + br - 2.0;
+                (
+                    if mx + off + br <= x + bw {
+                        mx + off
+                    } else {
+                        mx - off
+                    },
+                    if my - off - br >= img_y {
+                        my - off
+                    } else {
+                        my + off
+                    },
+                )
+            });
+            placed.push((bx, by));
+            let size = 12.0;
+            let (asc, row) = m.metrics(size);
+            items.push(Item::Badge {
+                x: bx,
+                y: by,
+                r: br,
+                color: mk.color,
+                text: label.clone(),
+                size,
+                top: by - row / 2.0,
+                baseline: by - row / 2.0 + asc,
+            });
+        }
+        items.push(Item::Frame {
+            rect,
+            color: [200, 200, 200],
+        });
+        let mut cy = img_y + h + 6.0;
+        for c in &p.caption {
+            for l in m.wrap(c, CAPTION, w.max(120.0)) {
+                line(&mut items, m, x, &mut cy, &l, CAPTION, INK, Anchor::Start);
+            }
+        }
+        bottom = bottom.max(cy);
+        x += w + GAP;
+    }
+    y = bottom + 12.0;
+    if let Some(cb) = &f.colorbar {
+        let (asc, row) = m.metrics(TICK);
+        let label_w = m.width(&cb.label, TICK);
+        let bar_w = (content_w - label_w - 12.0).clamp(120.0, 360.0);
+        let bx = MARGIN;
+        items.push(Item::Text {
+            x: bx,
+            y,
+            baseline: y + asc,
+            size: TICK,
+            text: cb.label.clone(),
+            color: INK,
+            anchor: Anchor::Start,
+        });
+        y += row + 2.0;
+        let rect = Rect {
+            x: bx,
+            y,
+            w: bar_w,
+            h: BAR_H,
+        };
+        items.push(Item::Bar {
+            rect,
+            colormap: cb.colormap,
+        });
+        items.push(Item::Frame {
+            rect,
+            color: [120, 120, 120],
+        });
+        y += BAR_H + 3.0;
+        let mid = (cb.lo + cb.hi) / 2.0;
+        for (v, tx, anchor) in [
+            (cb.lo, bx, Anchor::Start),
+            (mid, bx + bar_w / 2.0, Anchor::Middle),
+            (cb.hi, bx + bar_w, Anchor::End),
+        ] {
+            items.push(Item::Text {
+                x: tx,
+                y,
+                baseline: y + asc,
+                size: TICK,
+                text: tick_label(v),
+                color: INK,
+                anchor,
+            });
+        }
+        y += row + 6.0;
+    }
+    for n in &f.notes {
+        for l in m.wrap(n, CAPTION, content_w) {
+            line(
+                &mut items,
+                m,
+                MARGIN,
+                &mut y,
+                &l,
+                CAPTION,
+                MUTED,
+                Anchor::Start,
+            );
+        }
+    }
+    Layout {
+        width: width.ceil(),
+        height: (y + MARGIN).ceil(),
+        items,
+    }
+}
