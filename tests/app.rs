@@ -899,7 +899,7 @@ fn docs_screenshots() {
     o.renderer_note = None;
     o.query = Some((256.5, 180.5));
     let mut h = Harness::builder()
-        .with_size([1280.0, 800.0])
+        .with_size([1440.0, 900.0])
         .wgpu()
         .build_eframe(move |cc| CleanDiftApp::new(cc, o));
     wait_settled(&mut h);

@@ -18,7 +18,7 @@ use crate::matching::{PcaMode, PcaOptions, mutual_nn, pca_rgb};
 use crate::model::FeatureKey;
 use crate::model::dino::{DinoLayer, DinoModel, DinoSpec};
 use crate::model::weights::{Backbone, LoadEvent};
-use crate::render::{Colormap, blend_heatmap, draw_marker, side_by_side, upsample_rgb};
+use crate::render::{Colormap, blend_heatmap, side_by_side, upsample_rgb};
 
 /// Everything that decides the features: backbone, mode, t, layers, …
 #[derive(Debug, Clone, Args)]
@@ -446,10 +446,13 @@ pub struct MatchArgs {
     /// Mutual-NN tolerance in A's pixels.
     #[arg(long, default_value_t = 8.0)]
     pub tolerance: f32,
-    /// Write a picture of A and B with markers and B's heatmap.
+    /// Write the figure as a PNG at its native size: A with the query, one
+    /// titled B panel per `--layers` key with its heatmap, numbered matches
+    /// and cosines, and the colour bar (`--figure` for SVG or a larger
+    /// scale).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Write a figure (titles, layer, numbered matches with cosines, colour
+    /// Write the figure (titles, layer, numbered matches with cosines, colour
     /// bar; one B panel per layer): `.svg`, or `.png` at `--figure-scale`.
     #[arg(long)]
     pub figure: Option<PathBuf>,
@@ -493,7 +496,6 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
     let maps = pair_maps(kind, &engines, &cache, &ia, &ib, &s, &f)?;
     let label = maps.first().map(|m| m.1.label.clone()).unwrap_or_default();
     let mut results = Vec::new();
-    let mut picture = None;
     let mut layers = Vec::new();
     for (name, ma, mb) in &maps {
         let va = MatchView::new(&ma.map, ma.geometry)?;
@@ -517,7 +519,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
             "mutual_nn": m.mutual,
             "back_in_a": {"x": back.0, "y": back.1},
         }));
-        if a.figure.is_some() {
+        if a.figure.is_some() || a.out.is_some() {
             let top_orig: Vec<_> = top
                 .iter()
                 .map(|t| {
@@ -534,9 +536,6 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                 m.mutual,
                 range(&sim),
             ));
-        }
-        if picture.is_none() && a.out.is_some() {
-            picture = Some((sim, top, vb.clone()));
         }
     }
     if a.json {
@@ -579,21 +578,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
             );
         }
     }
-    if let (Some(out), Some((sim, top, vb))) = (&a.out, picture) {
-        let heat_b = heat_in_orig(&ib, &sim, &vb);
-        let mut pa = ia.rgb.clone();
-        let r = (ia.width.max(ia.height) as f32 / 80.0).max(4.0);
-        draw_marker(&mut pa, x, y, r, [255, 40, 40]);
-        let mut pb = heat_b;
-        for (i, t) in top.iter().enumerate().rev() {
-            let (ox, oy) = vb.to_orig(t.x, t.y);
-            let color = if i == 0 { [255, 40, 40] } else { [255, 200, 0] };
-            draw_marker(&mut pb, ox, oy, if i == 0 { r } else { r * 0.7 }, color);
-        }
-        save_png(&side_by_side(&[&pa, &pb], 8), out)?;
-        println!("wrote {}", out.display());
-    }
-    if let Some(path) = &a.figure {
+    if a.figure.is_some() || a.out.is_some() {
         let mut fig = crate::figure::Figure::new("Correspondence");
         fig.subtitle = format!("{label} · {}", engines.describe());
         let mut pa = crate::figure::Panel::new(
@@ -670,17 +655,24 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                     .into(),
             });
         }
-        let is_svg = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-        let bytes = if is_svg {
-            fig.to_svg()?.into_bytes()
-        } else {
-            fig.to_png(a.figure_scale)?
-        };
-        crate::util::write_atomic(path, &bytes)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}", path.display());
+        if let Some(path) = &a.figure {
+            let is_svg = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+            let bytes = if is_svg {
+                fig.to_svg()?.into_bytes()
+            } else {
+                fig.to_png(a.figure_scale)?
+            };
+            crate::util::write_atomic(path, &bytes)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+        if let Some(path) = &a.out {
+            crate::util::write_atomic(path, &fig.to_png(1.0)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
     }
     Ok(())
 }
