@@ -7,6 +7,7 @@ pub mod engine;
 mod eval;
 mod eval_sweep;
 mod info;
+mod match_cmd;
 pub mod train;
 
 use std::path::PathBuf;

@@ -1,0 +1,304 @@
+//! `cleandift match`: where a point of A lands in B, per layer, as text,
+//! JSON and a labelled figure.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use super::engine::{FeatureArgs, SourceRecord, load, pair_maps};
+use crate::features::MatchView;
+use crate::features::preprocess::LoadedImage;
+use crate::matching::mutual_nn;
+use crate::render::{Colormap, blend_heatmap};
+
+#[derive(Debug, Clone, Args)]
+pub struct MatchArgs {
+    #[command(flatten)]
+    pub features: FeatureArgs,
+    /// Source image.
+    #[arg(long)]
+    pub a: PathBuf,
+    /// Target image.
+    #[arg(long)]
+    pub b: PathBuf,
+    /// Query point in A's pixels: x,y.
+    #[arg(long)]
+    pub point: String,
+    /// How many matches to list.
+    #[arg(long, default_value_t = 1)]
+    pub k: usize,
+    /// Mutual-NN tolerance in A's pixels.
+    #[arg(long, default_value_t = 8.0)]
+    pub tolerance: f32,
+    /// Write the figure as a PNG at its native size: A with the query, one
+    /// titled B panel per `--layers` key with its heatmap, numbered matches
+    /// and cosines, and the colour bar (`--figure` for SVG or a larger
+    /// scale).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write the figure (titles, layer, numbered matches with cosines, colour
+    /// bar; one B panel per layer): `.svg`, or `.png` at `--figure-scale`.
+    #[arg(long)]
+    pub figure: Option<PathBuf>,
+    /// Scale of a PNG `--figure` (1 to 4).
+    #[arg(long, default_value_t = 2.0)]
+    pub figure_scale: f32,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `x,y`.
+pub fn parse_point(s: &str) -> anyhow::Result<(f32, f32)> {
+    if let Ok((x, y)) = crate::util::parse_point(s)
+        && x.is_finite()
+        && y.is_finite()
+    {
+        return Ok((x, y));
+    }
+    bail!("--point {s:?}: expected x,y in pixels, e.g. 120,200")
+}
+
+pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
+    let s = a.features.settings()?;
+    let (x, y) = parse_point(&a.point)?;
+    if a.k == 0 {
+        bail!("--k 0: ask for at least one match");
+    }
+    let (ia, ib) = (load(&a.a)?, load(&a.b)?);
+    if !(0.0..=ia.width as f32).contains(&x) || !(0.0..=ia.height as f32).contains(&y) {
+        bail!(
+            "point ({x}, {y}) is outside A ({}x{} pixels)",
+            ia.width,
+            ia.height
+        );
+    }
+    let kind = a.features.kind()?;
+    let f = a.features.fusion()?;
+    let engines = a.features.load_engines(&[kind])?;
+    let cache = a.features.cache();
+    let maps = pair_maps(kind, &engines, &cache, &ia, &ib, &s, &f)?;
+    let label = maps.first().map(|m| m.1.label.clone()).unwrap_or_default();
+    let mut results = Vec::new();
+    let mut layers = Vec::new();
+    for (name, ma, mb) in &maps {
+        let va = MatchView::new(&ma.map, ma.geometry)?;
+        let vb = MatchView::new(&mb.map, mb.geometry)?;
+        let (qx, qy) = va.to_view(x, y);
+        let q = va.target.sample(qx, qy)?;
+        let sim = vb.target.similarity(&q)?;
+        let top = sim.top_k(a.k, 8.0)?;
+        let m = mutual_nn(&va.target, &vb.target, qx, qy, a.tolerance)?;
+        let back = va.to_orig(m.back.x, m.back.y);
+        let matches: Vec<serde_json::Value> = top
+            .iter()
+            .map(|t| {
+                let (ox, oy) = vb.to_orig(t.x, t.y);
+                serde_json::json!({"x": ox, "y": oy, "score": t.score})
+            })
+            .collect();
+        results.push(serde_json::json!({
+            "layer": name,
+            "matches": matches,
+            "mutual_nn": m.mutual,
+            "back_in_a": {"x": back.0, "y": back.1},
+        }));
+        if a.figure.is_some() || a.out.is_some() {
+            let top_orig: Vec<_> = top
+                .iter()
+                .map(|t| {
+                    let (ox, oy) = vb.to_orig(t.x, t.y);
+                    (ox, oy, t.score)
+                })
+                .collect();
+            let heat = heat_in_orig(&ib, &sim, &vb);
+            layers.push((
+                name.to_string(),
+                heat,
+                top_orig,
+                back,
+                m.mutual,
+                range(&sim),
+            ));
+        }
+    }
+    if a.json {
+        let out = serde_json::json!({
+            "a": a.a.display().to_string(), "b": a.b.display().to_string(),
+            "point": {"x": x, "y": y}, "features": label, "backbone": engines.describe(),
+            "source": SourceRecord::new(kind, &engines, &s, &f),
+            "results": results,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "query ({x:.1}, {y:.1}) in {} ({}x{})",
+            a.a.display(),
+            ia.width,
+            ia.height
+        );
+        println!("features: {} — {}", label, engines.describe());
+        for r in &results {
+            println!("layer {}:", r["layer"].as_str().unwrap_or("?"));
+            for (i, m) in r["matches"].as_array().into_iter().flatten().enumerate() {
+                println!(
+                    "  #{} in {}: ({:.1}, {:.1})  score {:.4}",
+                    i + 1,
+                    a.b.display(),
+                    m["x"].as_f64().unwrap_or(f64::NAN),
+                    m["y"].as_f64().unwrap_or(f64::NAN),
+                    m["score"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+            println!(
+                "  mutual NN: {} (best match maps back to ({:.1}, {:.1}) in A)",
+                if r["mutual_nn"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
+                r["back_in_a"]["x"].as_f64().unwrap_or(f64::NAN),
+                r["back_in_a"]["y"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    if a.figure.is_some() || a.out.is_some() {
+        let mut fig = crate::figure::Figure::new("Correspondence");
+        fig.subtitle = format!("{label} · {}", engines.describe());
+        let mut pa = crate::figure::Panel::new(
+            format!("A · query ({}, {})", x.floor(), y.floor()),
+            ia.rgb.clone(),
+        );
+        for (name, _, _, back, mutual, _) in &layers {
+            pa.markers.push(crate::figure::Marker {
+                x: back.0,
+                y: back.1,
+                color: [255, 200, 0],
+                shape: if *mutual {
+                    crate::figure::MarkerShape::Ring
+                } else {
+                    crate::figure::MarkerShape::Cross
+                },
+                radius: 6.0,
+                label: None,
+            });
+            pa.caption.push(format!(
+                "{name}: back to ({:.0}, {:.0}), {}",
+                back.0.floor(),
+                back.1.floor(),
+                if *mutual { "mutual" } else { "not mutual" }
+            ));
+        }
+        pa.markers
+            .push(crate::figure::Marker::ring(x, y, [0, 215, 255], "Q"));
+        fig.panels.push(pa);
+        for (name, heat, top, _, _, (lo, hi)) in layers {
+            let mut pb = crate::figure::Panel::new(format!("B · layer {name}"), heat);
+            for (i, (mx, my, _)) in top.iter().enumerate().rev() {
+                let color = if i == 0 {
+                    [255, 40, 40]
+                } else {
+                    [245, 245, 245]
+                };
+                let mut m = crate::figure::Marker::ring(*mx, *my, color, (i + 1).to_string());
+                if i > 0 {
+                    m.radius = 6.0;
+                }
+                pb.markers.push(m);
+            }
+            let list: Vec<String> = top
+                .iter()
+                .enumerate()
+                .map(|(i, (mx, my, c))| {
+                    format!(
+                        "{}: ({:.0}, {:.0}) cos {c:.3}",
+                        i + 1,
+                        mx.floor(),
+                        my.floor()
+                    )
+                })
+                .collect();
+            pb.caption.push(list.join(" · "));
+            pb.caption.push(format!("range {lo:.3} to {hi:.3}"));
+            if maps.len() == 1 {
+                fig.colorbar = Some(crate::figure::ColorBar {
+                    colormap: Colormap::Turbo,
+                    lo,
+                    hi,
+                    label: "cosine similarity".into(),
+                });
+            }
+            fig.panels.push(pb);
+        }
+        if fig.colorbar.is_none() {
+            fig.colorbar = Some(crate::figure::ColorBar {
+                colormap: Colormap::Turbo,
+                lo: 0.0,
+                hi: 1.0,
+                label: "cosine similarity, each panel from its min (0) to its max (1), ranges in the captions"
+                    .into(),
+            });
+        }
+        if let Some(path) = &a.figure {
+            let is_svg = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+            let bytes = if is_svg {
+                fig.to_svg()?.into_bytes()
+            } else {
+                fig.to_png(a.figure_scale)?
+            };
+            crate::util::write_atomic(path, &bytes)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+        if let Some(path) = &a.out {
+            crate::util::write_atomic(path, &fig.to_png(1.0)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Smallest and largest value of a similarity map.
+fn range(sim: &crate::matching::SimilarityMap) -> (f32, f32) {
+    sim.data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)))
+}
+
+/// The similarity map (prepared at the view's size) blended over B in
+/// original pixels, range = [min, max] of the map.
+fn heat_in_orig(
+    img: &LoadedImage,
+    sim: &crate::matching::SimilarityMap,
+    view: &MatchView,
+) -> image::RgbImage {
+    let (lo, hi) = sim
+        .data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    let resampled = if (sim.w, sim.h) == (img.width as usize, img.height as usize) {
+        sim.clone()
+    } else {
+        let mut data = Vec::with_capacity((img.width * img.height) as usize);
+        for y in 0..img.height {
+            for x in 0..img.width {
+                let (vx, vy) = view.to_view(x as f32 + 0.5, y as f32 + 0.5);
+                let (sx, sy) = (
+                    (vx.max(0.0) as usize).min(sim.w - 1),
+                    (vy.max(0.0) as usize).min(sim.h - 1),
+                );
+                data.push(sim.data[sy * sim.w + sx]);
+            }
+        }
+        crate::matching::SimilarityMap {
+            w: img.width as usize,
+            h: img.height as usize,
+            data,
+        }
+    };
+    blend_heatmap(&img.rgb, &resampled, Colormap::Turbo, lo, hi, 0.6)
+}
