@@ -2,26 +2,8 @@
 //! presets: a PCK table per source, values in [0, 1]; and `match`, `pca`,
 //! `extract` with `--features dino|fused`.
 
-use std::path::Path;
-use std::process::Command;
-
-fn assets() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
-}
-
-fn cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cleandift"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("run cleandift");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+mod common;
+use common::{assets, cli};
 
 const TINY: [&str; 10] = [
     "--model",

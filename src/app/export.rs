@@ -1,43 +1,20 @@
-//! Saving what the app shows: the current view as a PNG (composed on the
-//! CPU with [`crate::render`], at the images' own resolution, heatmaps and
-//! markers included) and the current correspondences as JSON. Files are
-//! written atomically.
+//! Pieces of the exports: PNG writing, the CPU heatmap blend the figure
+//! uses ([`super::figure_view`] composes the figure), and the current
+//! correspondences as JSON. Files are written atomically.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use image::{Rgb, RgbImage, imageops};
+use image::{RgbImage, imageops};
 use serde::Serialize;
 
 use super::overlay::{Look, OverlayData, cpu_picture};
 use super::query::{Answer, QueryPoint, StripTile};
-use super::{CleanDiftApp, Column, Level, QUERY_COLOR, View, mode_color};
-use crate::features::extract::Mode;
+use super::{CleanDiftApp, View};
 use crate::matching::SimilarityMap;
-use crate::render::{blend_heatmap, draw_marker, side_by_side, upsample_rgb};
+use crate::render::blend_heatmap;
 use crate::worker::Side;
-
-/// Height of the panels of a saved view (the images' own height, within
-/// these bounds).
-const MIN_PANEL_H: u32 = 256;
-const MAX_PANEL_H: u32 = 1024;
-
-/// `dir/cleandift-YYYYMMDD-HHMMSS.ext` (UTC), numbered when taken.
-pub fn next_name(dir: &Path, ext: &str) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let stamp = crate::util::utc_stamp(secs);
-    let mut p = dir.join(format!("cleandift-{stamp}.{ext}"));
-    let mut n = 2;
-    while p.exists() {
-        p = dir.join(format!("cleandift-{stamp}-{n}.{ext}"));
-        n += 1;
-    }
-    p
-}
 
 /// Encodes `img` as PNG and writes it atomically (creating the folder).
 pub fn write_png(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
@@ -101,33 +78,6 @@ pub(super) fn blend_picture(photo: &RgbImage, data: &OverlayData, look: &Look) -
     out
 }
 
-/// Draws an x of half-size `r`.
-fn draw_cross(img: &mut RgbImage, x: f32, y: f32, r: f32, color: [u8; 3]) {
-    let steps = (r * 4.0).ceil() as i32;
-    for (dx, dy) in [(1.0f32, 1.0f32), (1.0, -1.0)] {
-        for i in -steps..=steps {
-            let t = i as f32 / steps as f32 * r;
-            for (ox, oy, c) in [
-                (-1.0, 0.0, [255, 255, 255]),
-                (1.0, 0.0, [255, 255, 255]),
-                (0.0, 0.0, color),
-            ] {
-                let px = (x + t * dx + ox).round();
-                let py = (y + t * dy + oy).round();
-                if px >= 0.0 && py >= 0.0 && (px as u32) < img.width() && (py as u32) < img.height()
-                {
-                    img.put_pixel(px as u32, py as u32, Rgb(c));
-                }
-            }
-        }
-    }
-}
-
-/// A photo panel at height `h` with what goes on it.
-struct Panel {
-    img: RgbImage,
-}
-
 pub(super) fn photo(app: &CleanDiftApp, side: Side) -> anyhow::Result<RgbImage> {
     Ok(app
         .image(side)
@@ -135,230 +85,6 @@ pub(super) fn photo(app: &CleanDiftApp, side: Side) -> anyhow::Result<RgbImage> 
         .image
         .rgb
         .clone())
-}
-
-/// The target image with the answer's heatmap and markers, at height `h`.
-fn target_panel(app: &CleanDiftApp, a: &Answer, h: u32, col: Column) -> anyhow::Result<Panel> {
-    let base = photo(app, a.query.side.other())?;
-    let blended = heat_over(
-        &base,
-        &a.heat.sim,
-        &super::views::heat_look(&app.settings, a),
-    );
-    let (mut img, s) = to_height(&blended, h);
-    let r = (h as f32 / 512.0).max(0.6);
-    if app.settings.show_top_k {
-        for m in a.top_k.iter().skip(1) {
-            draw_marker(&mut img, m.x * s, m.y * s, 6.0 * r, [250, 250, 250]);
-        }
-    }
-    draw_marker(
-        &mut img,
-        a.best.x * s,
-        a.best.y * s,
-        10.0 * r,
-        rgb8(col.color()),
-    );
-    Ok(Panel { img })
-}
-
-/// The query image with the query point and the way back of each answer.
-fn source_panel(
-    app: &CleanDiftApp,
-    q: QueryPoint,
-    answers: &[(Arc<Answer>, Column)],
-    h: u32,
-) -> anyhow::Result<Panel> {
-    let base = photo(app, q.side)?;
-    let (mut img, s) = to_height(&base, h);
-    let r = (h as f32 / 512.0).max(0.6);
-    for (a, col) in answers {
-        if a.mutual {
-            draw_marker(
-                &mut img,
-                a.back.x * s,
-                a.back.y * s,
-                5.0 * r,
-                rgb8(col.color()),
-            );
-        } else {
-            draw_cross(
-                &mut img,
-                a.back.x * s,
-                a.back.y * s,
-                7.0 * r,
-                rgb8(col.color()),
-            );
-        }
-    }
-    draw_marker(&mut img, q.x * s, q.y * s, 11.0 * r, rgb8(QUERY_COLOR));
-    Ok(Panel { img })
-}
-
-fn panel_height(app: &CleanDiftApp) -> u32 {
-    Side::BOTH
-        .iter()
-        .filter_map(|s| app.image(*s).map(|i| i.image.height))
-        .max()
-        .unwrap_or(512)
-        .clamp(MIN_PANEL_H, MAX_PANEL_H)
-}
-
-/// Stacks rows vertically on the dark background, left-aligned.
-fn stack(rows: &[RgbImage], gap: u32) -> RgbImage {
-    let w = rows.iter().map(RgbImage::width).max().unwrap_or(1);
-    let h =
-        rows.iter().map(RgbImage::height).sum::<u32>() + gap * rows.len().saturating_sub(1) as u32;
-    let mut out = RgbImage::from_pixel(w.max(1), h.max(1), Rgb([24, 24, 24]));
-    let mut y = 0;
-    for r in rows {
-        imageops::replace(&mut out, r, 0, i64::from(y));
-        y += r.height() + gap;
-    }
-    out
-}
-
-/// The current view composed on the CPU at the images' resolution.
-pub fn render_view(app: &mut CleanDiftApp) -> anyhow::Result<RgbImage> {
-    let h = panel_height(app);
-    let gap = 8;
-    let q = app.settings.query;
-    let mode = app.settings.mode;
-    match app.settings.view {
-        View::Correspondence => {
-            let Some(q) = q else {
-                let a = to_height(&photo(app, Side::A)?, h).0;
-                let b = to_height(&photo(app, Side::B)?, h).0;
-                return Ok(side_by_side(&[&a, &b], gap));
-            };
-            let ans = app
-                .answer(mode, q)
-                .with_context(|| format!("no {mode} features yet: wait for the extraction"))?;
-            let src = source_panel(app, q, &[(ans.clone(), mode.into())], h)?;
-            let tgt = target_panel(app, &ans, h, mode.into())?;
-            let pair = match q.side {
-                Side::A => [&src.img, &tgt.img],
-                Side::B => [&tgt.img, &src.img],
-            };
-            Ok(side_by_side(&pair, gap))
-        }
-        View::Compare => {
-            let q = q.context("no query point: click in an image first")?;
-            let modes = app.compare_modes();
-            let mut answers = Vec::new();
-            for m in &modes {
-                if let Some(a) = app.answer(*m, q) {
-                    answers.push((a, *m));
-                }
-            }
-            anyhow::ensure!(
-                !answers.is_empty(),
-                "no features yet: wait for the extraction"
-            );
-            let mut panels = vec![source_panel(app, q, &answers, h)?.img];
-            for (a, m) in &answers {
-                panels.push(target_panel(app, a, h, *m)?.img);
-            }
-            let refs: Vec<&RgbImage> = panels.iter().collect();
-            let top = side_by_side(&refs, gap);
-            let mut rows = vec![top];
-            if app.settings.show_strip
-                && let Some(tiles) = app.strip_tiles()
-            {
-                let th = (h / 4).max(64);
-                let tgt = photo(app, q.side.other())?;
-                let base = to_height(&tgt, th).0;
-                let mut imgs = Vec::new();
-                for t in tiles.iter() {
-                    imgs.push(strip_tile(app, &base, tgt.height(), t, mode));
-                }
-                let refs: Vec<&RgbImage> = imgs.iter().collect();
-                rows.push(side_by_side(&refs, 4));
-            }
-            Ok(stack(&rows, gap))
-        }
-        View::Pca => {
-            let pca = app
-                .pca()
-                .cloned()
-                .context("no PCA colours yet: wait for them to be computed")?;
-            let mut panels = Vec::new();
-            for side in Side::BOTH {
-                let base = to_height(&photo(app, side)?, h).0;
-                let map = &pca.rgb[side.index()];
-                let look = Look {
-                    opacity: app.settings.pca_opacity,
-                    uv: pca.uv[side.index()],
-                    ..Look::default()
-                };
-                let img = if look.uv == [0.0, 0.0, 1.0, 1.0] {
-                    let up = upsample_rgb(map, base.width(), base.height());
-                    let a = look.opacity.clamp(0.0, 1.0);
-                    let mut out = base.clone();
-                    for (p, c) in out.pixels_mut().zip(up.pixels()) {
-                        for k in 0..3 {
-                            p.0[k] = (f32::from(p.0[k]) * (1.0 - a) + f32::from(c.0[k]) * a).round()
-                                as u8;
-                        }
-                    }
-                    out
-                } else {
-                    let data = OverlayData::Rgb {
-                        generation: 0,
-                        map: map.clone(),
-                    };
-                    blend_picture(&base, &data, &look)
-                };
-                panels.push(img);
-            }
-            let refs: Vec<&RgbImage> = panels.iter().collect();
-            Ok(side_by_side(&refs, gap))
-        }
-    }
-}
-
-fn strip_tile(
-    app: &CleanDiftApp,
-    base: &RgbImage,
-    orig_h: u32,
-    t: &StripTile,
-    mode: Mode,
-) -> RgbImage {
-    let look = Look {
-        colormap: app.settings.colormap,
-        lo: t.min,
-        hi: t.max.max(t.min + 1e-4),
-        opacity: app.settings.opacity.max(0.5),
-        uv: t.heat.uv,
-    };
-    let data = OverlayData::Heat {
-        generation: 0,
-        map: t.heat.sim.clone(),
-    };
-    let mut img = blend_picture(base, &data, &look);
-    let k = base.height() as f32 / orig_h.max(1) as f32;
-    draw_marker(
-        &mut img,
-        t.best.x * k,
-        t.best.y * k,
-        4.0,
-        rgb8(mode_color(mode)),
-    );
-    if app.settings.layer == t.layer {
-        let c = rgb8(mode_color(mode));
-        let (w, h) = (img.width(), img.height());
-        for x in 0..w {
-            for y in [0, 1, h.saturating_sub(2), h.saturating_sub(1)] {
-                img.put_pixel(x, y, Rgb(c));
-            }
-        }
-        for y in 0..h {
-            for x in [0, 1, w.saturating_sub(2), w.saturating_sub(1)] {
-                img.put_pixel(x, y, Rgb(c));
-            }
-        }
-    }
-    img
 }
 
 // ---------------------------------------------------------------------------
@@ -466,28 +192,6 @@ impl CleanDiftApp {
         let r = correspondences_json(self).and_then(|j| {
             crate::util::write_atomic(path, j.as_bytes()).map_err(anyhow::Error::from)
         });
-        self.report_export(path, r, "Exported correspondences to", "export");
-    }
-
-    /// Says in the status area how writing `path` went (`done` before the
-    /// path on success, "Cannot `verb`" on failure) and remembers it.
-    fn report_export(&mut self, path: &Path, r: anyhow::Result<()>, done: &str, verb: &str) {
-        match r {
-            Ok(()) => {
-                self.message_on(
-                    super::Topic::Export,
-                    Level::Info,
-                    format!("{done} {}", path.display()),
-                    String::new(),
-                );
-                self.last_export = Some(path.to_path_buf());
-            }
-            Err(e) => self.message_on(
-                super::Topic::Export,
-                Level::Error,
-                format!("Cannot {verb} {}: {e:#}", path.display()),
-                "Choose another folder under Export".into(),
-            ),
-        }
+        self.exported(r, "Exported correspondences", path);
     }
 }

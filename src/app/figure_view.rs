@@ -407,7 +407,9 @@ impl CleanDiftApp {
         self.exported(result, "Saved the figure", path);
     }
 
-    fn exported(&mut self, result: anyhow::Result<()>, what: &str, path: &Path) {
+    /// Says in the status area how writing `path` went, with "Open folder"
+    /// on success, and remembers it.
+    pub(super) fn exported(&mut self, result: anyhow::Result<()>, what: &str, path: &Path) {
         match result {
             Ok(()) => {
                 let folder = path.parent().map(Path::to_path_buf);

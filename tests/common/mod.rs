@@ -126,3 +126,24 @@ pub fn assert_parity(bb: &cleandift::model::weights::Backbone, shape: &str, what
         );
     }
 }
+
+/// The repository's sample images.
+pub fn assets() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+/// Runs the `cleandift` binary offline: whether it succeeded, and its
+/// stdout followed by its stderr.
+pub fn cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cleandift"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("run cleandift");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
