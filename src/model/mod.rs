@@ -125,12 +125,89 @@ impl From<candle_core::Error> for ModelError {
     }
 }
 
-/// Whether a candle error says the device ran out of memory. Candle passes
-/// the backend's failure on as text (cudarc's `CUDA_ERROR_OUT_OF_MEMORY`,
-/// an allocator message), so this is the one place that reads it; callers
-/// match on [`ModelError::OutOfMemory`] (or the features layer's variant).
+/// Whether a candle error says the device ran out of memory, judged by the
+/// error's type and code, never its text. This is the one place that looks;
+/// callers match on [`ModelError::OutOfMemory`] (or the features layer's
+/// variant). Looks through candle's context, path and backtrace wrappers.
+///
+/// - CUDA (`cuda` feature): candle boxes a `CudaError` in
+///   `candle_core::Error::Cuda`; out of memory is the driver's
+///   `CUDA_ERROR_OUT_OF_MEMORY` (also while loading a kernel module),
+///   cuBLAS' `CUBLAS_STATUS_ALLOC_FAILED` or cuRAND's
+///   `CURAND_STATUS_ALLOCATION_FAILED`.
+/// - An I/O error of kind [`std::io::ErrorKind::OutOfMemory`] (`ENOMEM`,
+///   e.g. from mapping a weights file).
+/// - The CPU backend has no out-of-memory error value: a failed allocation
+///   aborts the process (Rust's allocation failure handler), so nothing
+///   else is out of memory.
 pub fn is_out_of_memory(e: &candle_core::Error) -> bool {
-    e.to_string().to_ascii_lowercase().contains("memory")
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } | E::Context { inner, .. } | E::WithPath { inner, .. } => {
+            is_out_of_memory(inner)
+        }
+        E::Io(io) => io.kind() == std::io::ErrorKind::OutOfMemory,
+        E::Cuda(inner) | E::WrappedContext { wrapped: inner, .. } => {
+            std_error_is_out_of_memory(inner.as_ref())
+        }
+        _ => false,
+    }
+}
+
+/// [`is_out_of_memory`] for a boxed error: the error itself or any error in
+/// its `source()` chain.
+fn std_error_is_out_of_memory(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(candle) = e.downcast_ref::<candle_core::Error>() {
+            if is_out_of_memory(candle) {
+                return true;
+            }
+        } else if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::OutOfMemory {
+                return true;
+            }
+            // An I/O error's `source()` skips the error it wraps.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
+        } else if cuda_is_out_of_memory(e) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Whether `e` is one of candle's or cudarc's CUDA errors that means out of
+/// memory (compared by code).
+#[cfg(feature = "cuda")]
+fn cuda_is_out_of_memory(e: &(dyn std::error::Error + 'static)) -> bool {
+    use candle_core::cuda_backend::{CudaError, cudarc};
+    use cudarc::cublas::{result::CublasError, sys::cublasStatus_t};
+    use cudarc::curand::{result::CurandError, sys::curandStatus_t};
+    use cudarc::driver::{DriverError, sys::CUresult};
+    let driver = |d: &DriverError| d.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY;
+    let cublas = |c: &CublasError| c.0 == cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED;
+    let curand = |c: &CurandError| c.0 == curandStatus_t::CURAND_STATUS_ALLOCATION_FAILED;
+    if let Some(c) = e.downcast_ref::<CudaError>() {
+        return match c {
+            CudaError::Cuda(d) | CudaError::Load { cuda: d, .. } => driver(d),
+            CudaError::Cublas(c) => cublas(c),
+            CudaError::Curand(c) => curand(c),
+            _ => false,
+        };
+    }
+    e.downcast_ref::<DriverError>().is_some_and(driver)
+        || e.downcast_ref::<CublasError>().is_some_and(cublas)
+        || e.downcast_ref::<CurandError>().is_some_and(curand)
+}
+
+/// Without the `cuda` feature there is no CUDA error to look at.
+#[cfg(not(feature = "cuda"))]
+fn cuda_is_out_of_memory(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
 }
 
 /// Whether a candle error came from the CUDA backend (or from asking for
@@ -148,3 +225,46 @@ pub fn is_cuda_error(e: &candle_core::Error) -> bool {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enomem() -> candle_core::Error {
+        std::io::Error::from(std::io::ErrorKind::OutOfMemory).into()
+    }
+
+    #[test]
+    fn out_of_memory_is_judged_by_type_not_text() {
+        assert!(is_out_of_memory(&enomem()));
+        // Through candle's wrappers: backtrace, context, path.
+        let wrapped = enomem()
+            .bt()
+            .context("while loading unet")
+            .with_path("/w/unet.safetensors");
+        assert!(is_out_of_memory(&wrapped));
+        assert!(matches!(
+            ModelError::from(wrapped),
+            ModelError::OutOfMemory(_)
+        ));
+        // A boxed error whose source chain holds the I/O error.
+        let chained = candle_core::Error::WrappedContext {
+            wrapped: Box::new(std::io::Error::other(enomem())),
+            context: "mapping".into(),
+        };
+        assert!(is_out_of_memory(&chained));
+        // Text that mentions memory is not an out-of-memory error.
+        for text in ["CUDA_ERROR_OUT_OF_MEMORY: out of memory", "memory"] {
+            let msg = candle_core::Error::Msg(text.into());
+            assert!(!is_out_of_memory(&msg), "{text}");
+            assert!(matches!(ModelError::from(msg), ModelError::Candle(_)));
+            let cuda = candle_core::Error::Cuda(text.into());
+            assert!(!is_out_of_memory(&cuda), "{text}");
+        }
+        let other = candle_core::Error::Io(std::io::ErrorKind::NotFound.into());
+        assert!(!is_out_of_memory(&other));
+        assert!(!is_out_of_memory(
+            &candle_core::Error::NotCompiledWithCudaSupport
+        ));
+    }
+}
