@@ -134,10 +134,10 @@ fn main() -> anyhow::Result<()> {
         let data = Dataset::from_images(&images, o.size)?;
         let out = tempfile::tempdir()?;
         let mut cfg = TrainConfig::new(o.steps + 1, out.path());
-        cfg.warmup = 0;
+        cfg.hyper.warmup = 0;
         cfg.save_every = 0;
-        cfg.batch_size = o.batch;
-        cfg.trainable = o.trainable;
+        cfg.hyper.batch_size = o.batch;
+        cfg.hyper.trainable = o.trainable;
         let mut trainable_params = 0;
         let mut steps = Vec::new();
         let mut last_step_end = Instant::now();

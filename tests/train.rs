@@ -67,10 +67,10 @@ fn synthetic(seed: u32, side: u32) -> LoadedImage {
 
 fn config(steps: usize, out: &Path) -> TrainConfig {
     let mut cfg = TrainConfig::new(steps, out);
-    cfg.lr = 1e-3;
-    cfg.warmup = 0;
-    cfg.batch_size = 2;
-    cfg.seed = 7;
+    cfg.hyper.lr = 1e-3;
+    cfg.hyper.warmup = 0;
+    cfg.hyper.batch_size = 2;
+    cfg.hyper.seed = 7;
     cfg.save_every = 0;
     cfg
 }
@@ -537,7 +537,10 @@ fn train_command_writes_a_student_that_match_uses() {
         panic!("not the train command");
     };
     let cfg = a.config().expect("config");
-    assert_eq!((cfg.lr, cfg.warmup, cfg.keys.len()), (1e-3, 5, 11));
+    assert_eq!(
+        (cfg.hyper.lr, cfg.hyper.warmup, cfg.hyper.keys.len()),
+        (1e-3, 5, 11)
+    );
     let outcome =
         cleandift::cli::train::run_with(&a, &AtomicBool::new(false)).expect("train command");
     assert_eq!(outcome.step, 50);
@@ -614,8 +617,8 @@ fn decoder_mode_trains_only_the_decoder_side() {
     let data = Dataset::from_paths(&train_files()[..2], SIZE).expect("data");
     let dir = tempfile::tempdir().expect("tmp");
     let mut cfg = config(3, dir.path());
-    cfg.trainable = Trainable::Decoder;
-    cfg.keys = vec![FeatureKey::Us3, FeatureKey::Us6];
+    cfg.hyper.trainable = Trainable::Decoder;
+    cfg.hyper.keys = vec![FeatureKey::Us3, FeatureKey::Us6];
     let outcome = train(&bb, &cfg, &data, &AtomicBool::new(false), &mut |_| {}).expect("train");
     assert_eq!(outcome.timestep, 261.0);
     let saved =

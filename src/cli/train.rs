@@ -88,37 +88,29 @@ impl TrainArgs {
         cfg.resume = self.resume.clone();
         cfg.run_name = self.run_name.clone();
         if let Some(s) = &saved {
-            cfg.batch_size = s.batch_size;
-            cfg.accum = s.accum;
-            cfg.lr = s.lr;
-            cfg.betas = s.betas;
-            cfg.eps = s.eps;
-            cfg.warmup = s.warmup;
-            cfg.keys = s.keys.clone();
-            cfg.trainable = s.trainable;
-            cfg.seed = s.seed;
+            cfg.hyper = s.hyper.clone();
         } else {
-            cfg.lr = default_lr(self.backbone.model());
+            cfg.hyper.lr = default_lr(self.backbone.model());
         }
         if let Some(b) = self.batch {
-            cfg.batch_size = b;
+            cfg.hyper.batch_size = b;
         }
         if let Some(a) = self.accum {
-            cfg.accum = a;
+            cfg.hyper.accum = a;
         }
         if let Some(lr) = self.lr {
-            cfg.lr = lr;
+            cfg.hyper.lr = lr;
         }
         if let Some(w) = self.warmup {
-            cfg.warmup = w;
+            cfg.hyper.warmup = w;
         } else if saved.is_none() {
-            cfg.warmup = default_warmup(self.steps);
+            cfg.hyper.warmup = default_warmup(self.steps);
         }
         if let Some(k) = &self.keys {
-            cfg.keys = FeatureKey::parse_list(k)?;
+            cfg.hyper.keys = FeatureKey::parse_list(k)?;
         }
         if let Some(t) = &self.trainable {
-            cfg.trainable = t.parse::<Trainable>()?;
+            cfg.hyper.trainable = t.parse::<Trainable>()?;
         }
         if let Some(s) = self.save_every {
             cfg.save_every = s;
@@ -127,7 +119,7 @@ impl TrainArgs {
             cfg.save_every_secs = s;
         }
         if let Some(s) = self.seed {
-            cfg.seed = s;
+            cfg.hyper.seed = s;
         }
         cfg.validate()?;
         Ok(cfg)
@@ -259,17 +251,18 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
     eprintln!(
         "steps {}, batch {} x accum {}, lr {:e} (warm-up {}), keys {}, trainable {}, seed {}",
         cfg.steps,
-        cfg.batch_size,
-        cfg.accum,
-        cfg.lr,
-        cfg.warmup,
-        cfg.keys
+        cfg.hyper.batch_size,
+        cfg.hyper.accum,
+        cfg.hyper.lr,
+        cfg.hyper.warmup,
+        cfg.hyper
+            .keys
             .iter()
             .map(|k| k.name())
             .collect::<Vec<_>>()
             .join(","),
-        cfg.trainable,
-        cfg.seed
+        cfg.hyper.trainable,
+        cfg.hyper.seed
     );
 
     let bar = Bar::new();

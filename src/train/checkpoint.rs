@@ -23,9 +23,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::objective::Trainable;
+use super::run::TrainHyper;
 use super::{Result, TrainError};
-use crate::model::FeatureKey;
 use crate::model::weights::{TIMESTEP_METADATA, read_safetensors, read_safetensors_metadata};
 
 /// Metadata key of the step in the student file.
@@ -47,18 +46,13 @@ pub fn state_file_name(base: &str) -> String {
     format!("cleandift_{base}_train_state.safetensors")
 }
 
-/// The settings a run was started with (kept in the state file).
+/// The settings a run was started with (kept in the state file and the
+/// run's `run.json`): the hyperparameters, flattened into the same JSON
+/// object as the data's size and count (the layout of older files).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedSettings {
-    pub batch_size: usize,
-    pub accum: usize,
-    pub lr: f64,
-    pub betas: (f64, f64),
-    pub eps: f64,
-    pub warmup: usize,
-    pub keys: Vec<FeatureKey>,
-    pub trainable: Trainable,
-    pub seed: u64,
+    #[serde(flatten)]
+    pub hyper: TrainHyper,
     pub size: u32,
     pub images: usize,
 }
@@ -328,5 +322,45 @@ pub fn find_state(dir: &Path) -> Result<PathBuf> {
         n => Err(bad(format!(
             "{n} training-state files here; keep one run per folder"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FeatureKey;
+    use crate::train::{TrainConfig, Trainable};
+
+    /// A state file's metadata as earlier versions wrote it: the settings
+    /// one flat object.
+    const OLD_STATE_META: &str = r#"{"version":1,"step":20,"adam_step":20,"base":"tiny-sd21",
+        "timestep":260.5,"student_file":"cleandift_tiny-sd21_unet.safetensors",
+        "settings":{"batch_size":2,"accum":3,"lr":0.001,"betas":[0.9,0.999],"eps":1e-8,
+        "warmup":2,"keys":["mid","us6"],"trainable":"decoder","seed":7,"size":64,"images":5}}"#;
+
+    #[test]
+    fn settings_of_older_files_load_and_save_in_the_same_layout() {
+        let meta: StateMeta = serde_json::from_str(OLD_STATE_META).unwrap();
+        let s = &meta.settings;
+        assert_eq!((s.hyper.batch_size, s.hyper.accum), (2, 3));
+        assert_eq!(
+            (s.hyper.lr, s.hyper.betas, s.hyper.eps),
+            (1e-3, (0.9, 0.999), 1e-8)
+        );
+        assert_eq!(s.hyper.warmup, 2);
+        assert_eq!(s.hyper.keys, vec![FeatureKey::Mid, FeatureKey::Us6]);
+        assert_eq!(s.hyper.trainable, Trainable::Decoder);
+        assert_eq!((s.hyper.seed, s.size, s.images), (7, 64, 5));
+        // Written back, the JSON is the old one.
+        let old: serde_json::Value = serde_json::from_str(OLD_STATE_META).unwrap();
+        assert_eq!(serde_json::to_value(&meta).unwrap(), old);
+
+        // The run's settings: the same hyperparameters, flat as well.
+        let mut cfg = TrainConfig::new(10, "out");
+        cfg.hyper = s.hyper.clone();
+        let json = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["lr"], old["settings"]["lr"]);
+        assert_eq!(json["keys"], old["settings"]["keys"]);
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), cfg);
     }
 }

@@ -63,9 +63,9 @@ impl TrainChoices {
     /// the run.
     pub fn config(&self, out_dir: &Path, lr: f64) -> TrainConfig {
         let mut config = TrainConfig::new(self.steps, out_dir);
-        config.lr = lr;
-        config.trainable = self.trainable;
-        config.seed = self.seed;
+        config.hyper.lr = lr;
+        config.hyper.trainable = self.trainable;
+        config.hyper.seed = self.seed;
         config.save_every = (self.steps / 4).max(1).min(config.save_every);
         config
     }
@@ -86,9 +86,9 @@ mod tests {
         };
         let cfg = c.config(Path::new("runs"), 3e-4);
         assert_eq!(cfg.steps, 40);
-        assert_eq!(cfg.lr, 3e-4);
-        assert_eq!(cfg.trainable, Trainable::Decoder);
-        assert_eq!(cfg.seed, 7);
+        assert_eq!(cfg.hyper.lr, 3e-4);
+        assert_eq!(cfg.hyper.trainable, Trainable::Decoder);
+        assert_eq!(cfg.hyper.seed, 7);
         assert_eq!(cfg.save_every, 10);
         assert_eq!(cfg.out_dir, PathBuf::from("runs"));
         assert_eq!(c.out_dir(), PathBuf::from(DEFAULT_OUT_DIR));

@@ -32,7 +32,9 @@ use crate::model::ModelError;
 
 pub use choices::TrainChoices;
 pub use data::Dataset;
-pub use run::{Checkpoint, StepReport, TrainConfig, TrainEvent, TrainOutcome, Trainable, train};
+pub use run::{
+    Checkpoint, StepReport, TrainConfig, TrainEvent, TrainHyper, TrainOutcome, Trainable, train,
+};
 pub use rundir::{RunDir, RunManifest};
 
 /// Everything that can stop a fine-tune, with messages a person can act on.

@@ -8,11 +8,12 @@ use crate::model::FeatureKey;
 use crate::train::objective::Trainable;
 use crate::train::{Result, TrainError};
 
-/// Settings of a fine-tune.
+/// The hyperparameters of a fine-tune: what [`TrainConfig`] sets and a
+/// run's saved settings ([`crate::train::checkpoint::SavedSettings`]) record.
+/// Both flatten it into their JSON, so the saved layout is the flat one of
+/// older files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// Total optimizer steps (a resumed run continues up to this number).
-    pub steps: usize,
+pub struct TrainHyper {
     /// Images per micro-batch.
     pub batch_size: usize,
     /// Micro-batches per optimizer step (gradients summed, as the
@@ -32,6 +33,16 @@ pub struct TrainConfig {
     pub trainable: Trainable,
     /// Seed of the heads' initialisation, the data order and every noise.
     pub seed: u64,
+}
+
+/// Settings of a fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Total optimizer steps (a resumed run continues up to this number).
+    pub steps: usize,
+    /// Batch, optimizer, keys, trainable parameters and seed.
+    #[serde(flatten)]
+    pub hyper: TrainHyper,
     /// Save a checkpoint every this many steps (0: only at the end).
     pub save_every: usize,
     /// Also save when this many seconds passed since the last save (0: off).
@@ -82,15 +93,17 @@ impl TrainConfig {
     pub fn new(steps: usize, out_dir: impl Into<PathBuf>) -> Self {
         TrainConfig {
             steps,
-            batch_size: 1,
-            accum: 1,
-            lr: 1e-5,
-            betas: (0.9, 0.999),
-            eps: 1e-8,
-            warmup: default_warmup(steps),
-            keys: FeatureKey::ALL.to_vec(),
-            trainable: Trainable::All,
-            seed: 0,
+            hyper: TrainHyper {
+                batch_size: 1,
+                accum: 1,
+                lr: 1e-5,
+                betas: (0.9, 0.999),
+                eps: 1e-8,
+                warmup: default_warmup(steps),
+                keys: FeatureKey::ALL.to_vec(),
+                trainable: Trainable::All,
+                seed: 0,
+            },
             save_every: 200,
             save_every_secs: DEFAULT_SAVE_EVERY_SECS,
             save_on_cancel: true,
@@ -104,36 +117,38 @@ impl TrainConfig {
     /// Checks values a person typed.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
+        let h = &self.hyper;
         if self.steps == 0 {
             return bad("--steps 0: train at least one step".into());
         }
-        if self.batch_size == 0 {
+        if h.batch_size == 0 {
             return bad("--batch 0: a batch needs at least one image".into());
         }
-        if self.accum == 0 {
+        if h.accum == 0 {
             return bad("--accum 0: accumulate at least one micro-batch".into());
         }
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
-            return bad(format!("--lr {}: use a positive rate up to 1", self.lr));
+        if !(h.lr.is_finite() && h.lr > 0.0 && h.lr <= 1.0) {
+            return bad(format!("--lr {}: use a positive rate up to 1", h.lr));
         }
-        let (b1, b2) = self.betas;
+        let (b1, b2) = h.betas;
         if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
             return bad(format!("Adam betas ({b1}, {b2}) must lie in [0, 1)"));
         }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return bad(format!("Adam eps {} must be positive", self.eps));
+        if !(h.eps.is_finite() && h.eps > 0.0) {
+            return bad(format!("Adam eps {} must be positive", h.eps));
         }
-        if self.keys.is_empty() {
+        if h.keys.is_empty() {
             return bad("--keys: align at least one feature key".into());
         }
         Ok(())
     }
 
     pub(super) fn lr_at(&self, step: usize) -> f64 {
-        if self.warmup == 0 {
-            self.lr
+        let TrainHyper { lr, warmup, .. } = self.hyper;
+        if warmup == 0 {
+            lr
         } else {
-            self.lr * ((step + 1) as f64 / self.warmup as f64).min(1.0)
+            lr * ((step + 1) as f64 / warmup as f64).min(1.0)
         }
     }
 }

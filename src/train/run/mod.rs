@@ -40,7 +40,7 @@ mod persist;
 mod tests;
 
 pub use adam::{Adam, batch_indices};
-pub use config::{DEFAULT_SAVE_EVERY_SECS, TrainConfig, default_lr, default_warmup};
+pub use config::{DEFAULT_SAVE_EVERY_SECS, TrainConfig, TrainHyper, default_lr, default_warmup};
 use persist::{check_space, resume, save};
 
 /// A checkpoint on disk.
@@ -258,7 +258,7 @@ pub fn train(
     if data.is_empty() {
         return Err(TrainError::Data("no training images".into()));
     }
-    let mut keys = cfg.keys.clone();
+    let mut keys = cfg.hyper.keys.clone();
     keys.sort();
     keys.dedup();
     let base = base_name(bb);
@@ -266,15 +266,15 @@ pub fn train(
     let channels = |k: FeatureKey| k.channels(&bb.config.unet);
 
     let fresh = || -> Result<Trainer> {
-        let student = StudentCopy::from_teacher(bb, cfg.trainable)?;
+        let student = StudentCopy::from_teacher(bb, cfg.hyper.trainable)?;
         // A NaN/Inf base would train and save NaN: refuse it up front.
         if let Some(key) =
             first_non_finite(student.named_tensors().iter().map(|(k, t)| (k.as_str(), t)))?
         {
             return Err(TrainError::NonFiniteBase { key });
         }
-        let heads = Heads::new(&keys, channels, cfg.seed, dev)?;
-        let adam = Adam::new(cfg.betas.0, cfg.betas.1, cfg.eps);
+        let heads = Heads::new(&keys, channels, cfg.hyper.seed, dev)?;
+        let adam = Adam::new(cfg.hyper.betas.0, cfg.hyper.betas.1, cfg.hyper.eps);
         Ok(Trainer::new(student, heads, adam))
     };
     let (run, mut trainer, mut step, mut last) = match &cfg.resume {
@@ -310,20 +310,15 @@ pub fn train(
         }
     };
     // The settings given now govern the rest of the run.
-    trainer.adam.beta1 = cfg.betas.0;
-    trainer.adam.beta2 = cfg.betas.1;
-    trainer.adam.eps = cfg.eps;
+    trainer.adam.beta1 = cfg.hyper.betas.0;
+    trainer.adam.beta2 = cfg.hyper.betas.1;
+    trainer.adam.eps = cfg.hyper.eps;
 
     let settings = SavedSettings {
-        batch_size: cfg.batch_size,
-        accum: cfg.accum,
-        lr: cfg.lr,
-        betas: cfg.betas,
-        eps: cfg.eps,
-        warmup: cfg.warmup,
-        keys: keys.clone(),
-        trainable: cfg.trainable,
-        seed: cfg.seed,
+        hyper: TrainHyper {
+            keys: keys.clone(),
+            ..cfg.hyper.clone()
+        },
         size: data.size(),
         images: data.len(),
     };
@@ -354,7 +349,7 @@ pub fn train(
     let first_step = step;
     let mut losses = Vec::new();
     let mut cancelled = false;
-    let per_step_images = cfg.batch_size * cfg.accum;
+    let per_step_images = cfg.hyper.batch_size * cfg.hyper.accum;
     let mut saved_at = Instant::now();
     let kept = |last: &Option<Checkpoint>| last.as_ref().map(|c| c.dir.clone());
 
@@ -367,10 +362,17 @@ pub fn train(
         let mut grads: HashMap<String, Tensor> = HashMap::new();
         let mut loss_sum = 0f64;
         let mut key_sums = vec![0f64; keys.len()];
-        for micro in 0..cfg.accum {
-            let idx = batch_indices(data.len(), cfg.seed, step, micro, cfg.accum, cfg.batch_size);
+        for micro in 0..cfg.hyper.accum {
+            let idx = batch_indices(
+                data.len(),
+                cfg.hyper.seed,
+                step,
+                micro,
+                cfg.hyper.accum,
+                cfg.hyper.batch_size,
+            );
             let batch = trainer.batch(bb, data, &idx)?;
-            let mut rng = keyed_rng(cfg.seed, "noise", &format!("{step}/{micro}"));
+            let mut rng = keyed_rng(cfg.hyper.seed, "noise", &format!("{step}/{micro}"));
             let parts = alignment_loss(
                 bb,
                 &trainer.student,
@@ -403,7 +405,7 @@ pub fn train(
             }
         }
         let lr = cfg.lr_at(step);
-        let n = cfg.accum as f64;
+        let n = cfg.hyper.accum as f64;
         let loss = (loss_sum / n) as f32;
         // Finite or stop: the loss and the gradients before the update (so
         // that the parameters in memory stay the last good ones), the

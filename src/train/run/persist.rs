@@ -115,17 +115,17 @@ pub(super) fn resume(
             meta.base
         )));
     }
-    if meta.settings.keys != keys {
+    if meta.settings.hyper.keys != keys {
         return Err(bad(format!(
             "it aligns {}; this run asks for {} (the heads differ)",
-            names(&meta.settings.keys),
+            names(&meta.settings.hyper.keys),
             names(keys)
         )));
     }
-    if meta.settings.trainable != cfg.trainable {
+    if meta.settings.hyper.trainable != cfg.hyper.trainable {
         return Err(bad(format!(
             "it trains {} parameters; this run asks for {}",
-            meta.settings.trainable, cfg.trainable
+            meta.settings.hyper.trainable, cfg.hyper.trainable
         )));
     }
     if meta.settings.size != data.size() {
@@ -168,18 +168,18 @@ pub(super) fn resume(
     let student = StudentCopy::from_backend(
         Box::new(saved),
         &bb.config.unet,
-        cfg.trainable,
+        cfg.hyper.trainable,
         timestep,
         &bb.device,
     )?;
     let mut heads = Heads::new(
         keys,
         |k| k.channels(&bb.config.unet),
-        meta.settings.seed,
+        meta.settings.hyper.seed,
         &bb.device,
     )?;
     heads.load_from(&tensors)?;
-    let mut adam = Adam::new(cfg.betas.0, cfg.betas.1, cfg.eps);
+    let mut adam = Adam::new(cfg.hyper.betas.0, cfg.hyper.betas.1, cfg.hyper.eps);
     adam.load(&tensors, meta.adam_step);
     Ok((
         Trainer::new(student, heads, adam),

@@ -28,20 +28,20 @@ fn every_epoch_visits_every_image_once() {
 #[test]
 fn warmup_is_linear_then_constant() {
     let mut cfg = TrainConfig::new(100, "x");
-    cfg.lr = 1e-4;
-    cfg.warmup = 4;
+    cfg.hyper.lr = 1e-4;
+    cfg.hyper.warmup = 4;
     let lrs: Vec<f64> = (0..6).map(|s| cfg.lr_at(s)).collect();
     for (got, want) in lrs.iter().zip([2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4, 1e-4]) {
         assert!((got - want).abs() < 1e-12, "{lrs:?}");
     }
-    cfg.warmup = 0;
+    cfg.hyper.warmup = 0;
     assert_eq!(cfg.lr_at(0), 1e-4);
     assert_eq!(default_warmup(50), 5);
     assert_eq!(default_warmup(1_000_000), 2000);
     let mut bad = TrainConfig::new(0, "x");
     assert!(bad.validate().is_err());
     bad.steps = 1;
-    bad.keys.clear();
+    bad.hyper.keys.clear();
     assert!(bad.validate().is_err());
 }
 
