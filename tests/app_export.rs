@@ -6,7 +6,6 @@
 //! layer, colour bar checked as text) and JSON.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use cleandift::app::dialogs::DialogKind;
 use cleandift::app::native_dialog::ProbeEnv;
@@ -14,66 +13,20 @@ use cleandift::app::{CleanDiftApp, LaunchOptions, View};
 use cleandift::render::Colormap;
 use cleandift::worker::Side;
 use egui::accesskit::Role;
-use egui::{Event, Key, Modifiers, PointerButton, Pos2, Rect};
+use egui::{Key, Pos2, Rect};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-const SIZE: [f32; 2] = [1024.0, 640.0];
+#[path = "common/kittest.rs"]
+mod kittest_common;
 
-fn opts(export: &Path) -> LaunchOptions {
-    LaunchOptions {
-        model: Some("tiny-sd21".into()),
-        device: Some("cpu".into()),
-        persist: false,
-        renderer_note: Some("wgpu · test renderer".into()),
-        export_dir: Some(export.to_path_buf()),
-        ..LaunchOptions::default()
-    }
-}
+use kittest_common::{SIZE, click_image, harness_with, messages, opts, settled, wait};
 
 fn harness(export: &Path) -> Harness<'static, CleanDiftApp> {
-    let o = opts(export);
-    Harness::builder()
-        .with_size(SIZE)
-        .wgpu()
-        .build_eframe(move |cc| CleanDiftApp::new(cc, o))
-}
-
-fn messages(app: &CleanDiftApp) -> String {
-    app.messages()
-        .map(|m| format!("[{:?}] {} {}", m.level, m.text, m.hint))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn wait(
-    h: &mut Harness<'_, CleanDiftApp>,
-    what: &str,
-    secs: u64,
-    cond: impl Fn(&mut CleanDiftApp) -> bool,
-) {
-    let t0 = Instant::now();
-    loop {
-        h.step();
-        if cond(h.state_mut()) {
-            h.step();
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}; messages:\n{}",
-            messages(h.state())
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn settled(app: &mut CleanDiftApp) -> bool {
-    let needed = app.needed_modes();
-    !app.busy()
-        && app.image(Side::A).is_some()
-        && app.image(Side::B).is_some()
-        && needed.iter().all(|m| app.features_current(*m))
+    harness_with(LaunchOptions {
+        export_dir: Some(export.to_path_buf()),
+        ..opts()
+    })
 }
 
 fn click_label(h: &mut Harness<'_, CleanDiftApp>, label: &str) {
@@ -95,36 +48,6 @@ fn open_menu_item(h: &mut Harness<'_, CleanDiftApp>, item: &str) {
     }
     h.get_by_label(item).click();
     h.step();
-}
-
-fn click_at(h: &mut Harness<'_, CleanDiftApp>, pos: Pos2) {
-    h.event(Event::PointerMoved(pos));
-    for pressed in [true, false] {
-        h.event(Event::PointerButton {
-            pos,
-            button: PointerButton::Primary,
-            pressed,
-            modifiers: Modifiers::NONE,
-        });
-    }
-    h.step();
-}
-
-/// Clicks original pixel (x, y) of `side` where it is drawn.
-fn click_image(h: &mut Harness<'_, CleanDiftApp>, side: Side, x: f32, y: f32) {
-    let app = h.state();
-    let r = app
-        .image_rects()
-        .iter()
-        .find(|(s, _, _)| *s == side)
-        .map(|(_, r, _)| *r)
-        .expect("image drawn");
-    let i = &app.image(side).expect("image").image;
-    let pos = Pos2::new(
-        r.min.x + x / i.width as f32 * r.width(),
-        r.min.y + y / i.height as f32 * r.height(),
-    );
-    click_at(h, pos);
 }
 
 /// No desktop portal (no session bus) and no zenity on PATH.

@@ -9,12 +9,12 @@ use std::sync::atomic::AtomicBool;
 use candle_core::{DType, Device, Tensor};
 use cleandift::features::cache::{FeatureCache, read_disk};
 use cleandift::features::extract::{ExtractError, ExtractSettings, Mode, extract};
-use cleandift::features::preprocess::{LoadedImage, SizeSpec, load_image};
+use cleandift::features::preprocess::SizeSpec;
 use cleandift::model::FeatureKey;
 use cleandift::model::layers::Grad;
 use cleandift::model::schedule::Schedule;
 use cleandift::model::weights::{Backbone, BackboneSpec};
-use common::fixture_dir;
+use common::{asset_image as image, fixture_dir};
 
 fn tiny(student: Option<&str>) -> Backbone {
     let mut spec = BackboneSpec::new(
@@ -24,15 +24,6 @@ fn tiny(student: Option<&str>) -> Backbone {
     );
     spec.student = Some(student.unwrap_or("none").to_string());
     Backbone::load(&spec, &|_| {}).expect("tiny backbone")
-}
-
-fn image(name: &str) -> LoadedImage {
-    load_image(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("assets")
-            .join(name),
-    )
-    .expect("asset")
 }
 
 fn settings(mode: Mode) -> ExtractSettings {

@@ -26,7 +26,7 @@ use candle_core::{DType, Device, Tensor};
 use cleandift::model::FeatureKey;
 use cleandift::model::layers::{Grad, attention};
 use cleandift::model::weights::{Backbone, BackboneSpec};
-use common::{fixture_dir, get, reference};
+use common::{fixture_dir, get, max_err, reference};
 
 const F16_TOL: f32 = 1e-2;
 /// bf16 keeps 8 significant bits (u = 2^-8 ≈ 3.9e-3): the same argument
@@ -52,24 +52,8 @@ fn reference16(shape: &str) -> HashMap<String, Tensor> {
 
 /// max|a − b| / max|b|, both as f32; panics on a non-finite output.
 fn rel(ours: &Tensor, reference: &Tensor) -> f32 {
-    let a = ours
-        .to_dtype(DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .expect("ours");
-    let b = reference
-        .to_dtype(DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .expect("ref");
-    assert_eq!(a.len(), b.len(), "shape mismatch");
-    assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
-    let err = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    err / b.iter().map(|y| y.abs()).fold(0f32, f32::max).max(1e-12)
+    let (err, scale) = max_err(ours, reference);
+    err / scale.max(1e-12)
 }
 
 /// Runs `shape` in `dtype` (16-bit) on the CPU and returns (name, ours, key) for every

@@ -28,11 +28,7 @@ fn bin() -> Command {
 }
 
 fn asset(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join(name)
-        .display()
-        .to_string()
+    common::assets().join(name).display().to_string()
 }
 
 /// `train` with tiny settings; `extra` adds the output and step flags.

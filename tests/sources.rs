@@ -2,24 +2,18 @@
 //! through one API ([`extract_pair`]), their shapes, the fused halves'
 //! weights, and the cache.
 
+mod common;
+
 use candle_core::{DType, Device};
 use cleandift::features::cache::FeatureCache;
 use cleandift::features::extract::{ExtractSettings, Mode};
 use cleandift::features::fusion::FusionSettings;
-use cleandift::features::preprocess::{LoadedImage, SizeSpec, load_image};
+use cleandift::features::preprocess::SizeSpec;
 use cleandift::features::source::{Models, Source, SourceKind, dino_input_size, extract_pair};
 use cleandift::model::FeatureKey;
 use cleandift::model::dino::{DinoModel, DinoSpec};
 use cleandift::model::weights::{Backbone, BackboneSpec};
-
-fn image(name: &str) -> LoadedImage {
-    load_image(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("assets")
-            .join(name),
-    )
-    .expect("asset")
-}
+use common::asset_image as image;
 
 #[test]
 fn all_sources_give_maps_for_a_pair() {

@@ -43,12 +43,23 @@ pub struct ParityRow {
 
 /// `max|a − b| / max|b|` in f32 on the CPU; non-finite outputs give +inf.
 pub fn rel_err(ours: &Tensor, reference: &Tensor) -> candle_core::Result<f32> {
+    Ok(match max_err(ours, reference)? {
+        Some((err, scale)) => err / scale.max(1e-12),
+        None => f32::INFINITY,
+    })
+}
+
+/// `(max|a − b|, max|b|)` in f32 on the CPU, or `None` when `ours` has a
+/// non-finite value; an error when the element counts differ. The one
+/// comparison of this command and the parity tests.
+pub fn max_err(ours: &Tensor, reference: &Tensor) -> candle_core::Result<Option<(f32, f32)>> {
     let a = ours
         .to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?;
     let b = reference
+        .to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?;
@@ -60,7 +71,7 @@ pub fn rel_err(ours: &Tensor, reference: &Tensor) -> candle_core::Result<f32> {
         );
     }
     if a.iter().any(|x| !x.is_finite()) {
-        return Ok(f32::INFINITY);
+        return Ok(None);
     }
     let err = a
         .iter()
@@ -68,7 +79,7 @@ pub fn rel_err(ours: &Tensor, reference: &Tensor) -> candle_core::Result<f32> {
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
     let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
-    Ok(err / scale.max(1e-12))
+    Ok(Some((err, scale)))
 }
 
 fn get<'a>(r: &'a HashMap<String, Tensor>, key: &str, file: &Path) -> anyhow::Result<&'a Tensor> {

@@ -2,7 +2,7 @@
 
 mod analyze;
 mod bench;
-mod bench_parity;
+pub mod bench_parity;
 pub mod engine;
 mod eval;
 mod eval_sweep;

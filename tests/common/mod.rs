@@ -6,7 +6,7 @@ pub mod single_file;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 /// `tests/fixtures/<shape>`.
 pub fn fixture_dir(shape: &str) -> PathBuf {
@@ -40,27 +40,13 @@ pub fn get<'a>(r: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
     r.get(key).unwrap_or_else(|| panic!("fixture has no {key}"))
 }
 
-/// max |a - b| and max |b|.
+/// max |a - b| and max |b| (the comparison `cleandift bench parity` makes);
+/// panics on a shape mismatch or a non-finite output.
 pub fn max_err(ours: &Tensor, reference: &Tensor) -> (f32, f32) {
     assert_eq!(ours.dims(), reference.dims(), "shape mismatch");
-    let a = ours
-        .to_dtype(DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .expect("ours");
-    let b = reference
-        .to_dtype(DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .expect("ref");
-    let err = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
-    assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
-    (err, scale)
+    cleandift::cli::bench_parity::max_err(ours, reference)
+        .expect("compare")
+        .unwrap_or_else(|| panic!("non-finite output"))
 }
 
 /// Asserts the tolerance: max|ours − ref| ≤ 1e-4 · max(1, max|ref|).
@@ -130,6 +116,11 @@ pub fn assert_parity(bb: &cleandift::model::weights::Backbone, shape: &str, what
 /// The repository's sample images.
 pub fn assets() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+/// A sample image of the repository, loaded.
+pub fn asset_image(name: &str) -> cleandift::features::preprocess::LoadedImage {
+    cleandift::features::preprocess::load_image(&assets().join(name)).expect("asset")
 }
 
 /// Runs the `cleandift` binary offline: whether it succeeded, and its
