@@ -12,12 +12,10 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::BackboneArgs;
-use super::engine::{extract_with_bar, load};
+use super::engine::{extract_with_bar, load, with_geometry};
 use crate::analysis::{VarianceFit, fit_variance};
 use crate::features::cache::FeatureCache;
 use crate::features::extract::{ExtractSettings, Mode};
-use crate::features::preprocess::{Fit, SizeSpec};
-use crate::model::FeatureKey;
 use crate::plot::{Chart, PALETTE, Stacked};
 use crate::util::parse_t_range;
 
@@ -106,23 +104,17 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<()> {
 
 fn run_variance(a: &VarianceArgs) -> anyhow::Result<()> {
     let ts = parse_t_range(&a.t).with_context(|| format!("--t {:?}", a.t))?;
-    let base = ExtractSettings {
+    let noisy = ExtractSettings {
         mode: Mode::Noisy,
         t: 0.0,
         ensemble: a.ensemble,
         seed: a.seed,
         prompt: a.prompt.clone(),
-        layers: FeatureKey::parse_list(&a.layers)?,
-        size: a.size.parse::<SizeSpec>()?,
-        fit: if a.letterbox {
-            Fit::Letterbox
-        } else {
-            Fit::Stretch
-        },
         vae_sample: false,
         max_batch: a.max_batch,
+        ..ExtractSettings::default()
     };
-    base.validate()?;
+    let base = with_geometry(noisy, &a.layers, &a.size, a.letterbox)?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("creating the output folder {}", a.out.display()))?;
     let img = load(&a.image)?;

@@ -118,6 +118,25 @@ impl Engines {
     }
 }
 
+/// `s` with the flags every feature command has: `--layers`, `--size` and
+/// `--letterbox` (parsed in that order), then checked as a whole.
+pub(super) fn with_geometry(
+    mut s: ExtractSettings,
+    layers: &str,
+    size: &str,
+    letterbox: bool,
+) -> anyhow::Result<ExtractSettings> {
+    s.layers = FeatureKey::parse_list(layers)?;
+    s.size = size.parse::<SizeSpec>()?;
+    s.fit = if letterbox {
+        Fit::Letterbox
+    } else {
+        Fit::Stretch
+    };
+    s.validate()?;
+    Ok(s)
+}
+
 impl FeatureArgs {
     pub fn settings(&self) -> anyhow::Result<ExtractSettings> {
         let s = ExtractSettings {
@@ -126,18 +145,11 @@ impl FeatureArgs {
             ensemble: self.ensemble,
             seed: self.seed,
             prompt: self.prompt.clone(),
-            layers: FeatureKey::parse_list(&self.layers)?,
-            size: self.size.parse::<SizeSpec>()?,
-            fit: if self.letterbox {
-                Fit::Letterbox
-            } else {
-                Fit::Stretch
-            },
             vae_sample: self.vae_sample,
             max_batch: self.max_batch,
+            ..ExtractSettings::default()
         };
-        s.validate()?;
-        Ok(s)
+        with_geometry(s, &self.layers, &self.size, self.letterbox)
     }
 
     pub fn cache(&self) -> FeatureCache {
