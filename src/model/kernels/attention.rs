@@ -53,20 +53,8 @@ impl CustomOp3 for FusedAttention {
             f32_contiguous(s2, l2, "fused attention (k)")?,
             f32_contiguous(s3, l3, "fused attention (v)")?,
         );
-        let (b, n, c) = l1.shape().dims3()?;
-        let (bk, m, ck) = l2.shape().dims3()?;
-        if l3.shape().dims3()? != (bk, m, ck) || bk != b || ck != c {
-            candle_core::bail!(
-                "fused attention: shapes q {:?}, k {:?}, v {:?} do not fit",
-                l1.dims(),
-                l2.dims(),
-                l3.dims()
-            );
-        }
+        let (b, n, m, c) = self.dims(l1, l2, l3)?;
         let heads = self.heads;
-        if heads == 0 || !c.is_multiple_of(heads) {
-            candle_core::bail!("fused attention: {c} channels do not split into {heads} heads");
-        }
         let d = c / heads;
         let mut out = vec![0f32; b * n * c];
         if n == 0 || m == 0 || d == 0 {
@@ -148,20 +136,9 @@ impl CustomOp3 for FusedAttention {
 }
 
 impl FusedAttention {
-    /// The bf16 forward: q·kᵀ and p·v as bf16 products with f32
-    /// accumulation, scores and softmax in f32 (SD2.1's upcast), the
-    /// probabilities rounded to bf16 for p·v (as diffusers does), output in
-    /// bf16. K and V are packed once per (batch, head), not per block.
-    fn bf16_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        const OP: &str = "fused attention (bf16)";
+    /// (batch, query rows, key rows, channels) of q (b, n, c), k and v
+    /// (b, m, c), checked to fit each other and the heads.
+    fn dims(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> Result<(usize, usize, usize, usize)> {
         let (b, n, c) = l1.shape().dims3()?;
         let (bk, m, ck) = l2.shape().dims3()?;
         if l3.shape().dims3()? != (bk, m, ck) || bk != b || ck != c {
@@ -176,6 +153,25 @@ impl FusedAttention {
         if heads == 0 || !c.is_multiple_of(heads) {
             candle_core::bail!("fused attention: {c} channels do not split into {heads} heads");
         }
+        Ok((b, n, m, c))
+    }
+
+    /// The bf16 forward: q·kᵀ and p·v as bf16 products with f32
+    /// accumulation, scores and softmax in f32 (SD2.1's upcast), the
+    /// probabilities rounded to bf16 for p·v (as diffusers does), output in
+    /// bf16. K and V are packed once per (batch, head), not per block.
+    fn bf16_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "fused attention (bf16)";
+        let (b, n, m, c) = self.dims(l1, l2, l3)?;
+        let heads = self.heads;
         let ((q, q0), (k, k0), (v, v0)) = (
             bf16_contiguous(s1, l1, OP)?,
             bf16_contiguous(s2, l2, OP)?,

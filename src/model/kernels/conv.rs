@@ -186,6 +186,41 @@ impl Conv2dOp {
     /// Gradients of input and kernel, with candle's own conv formulas (the
     /// same as candle's backprop of `Op::Conv2D`). Asymmetric padding is
     /// differentiated through an explicit padded copy.
+    /// The CPU forward of (x, W) or (x, W, b): the bf16 kernel for bf16
+    /// storage, else the f32 one.
+    fn fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        if let CpuStorage::BF16(_) = s1 {
+            let cout = l2.dims().first().copied().unwrap_or(0);
+            let bias = match bias {
+                Some((s3, l3)) => Some(f32_vector(s3, l3, cout, OP)?),
+                None => None,
+            };
+            let (out, shape) = conv2d_bf16(
+                bf16_storage(s1, OP)?,
+                l1,
+                bf16_storage(s2, OP)?,
+                l2,
+                bias,
+                self,
+            )?;
+            return Ok((bf16_from_bits(out), shape));
+        }
+        let (x, w) = (f32_storage(s1, OP)?, f32_storage(s2, OP)?);
+        let bias = match bias {
+            Some((s3, l3)) => Some((f32_storage(s3, OP)?, l3)),
+            None => None,
+        };
+        let (out, shape) = conv2d_f32(x, l1, w, l2, bias, self)?;
+        Ok((CpuStorage::F32(out), shape))
+    }
+
     fn grads(&self, arg: &Tensor, kernel: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
         if arg.device().is_cpu() && arg.dtype() == DType::BF16 {
             // candle's CPU convolutions have no bf16 matmul: differentiate in
@@ -250,26 +285,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if let CpuStorage::BF16(_) = s1 {
-            let (out, shape) = conv2d_bf16(
-                bf16_storage(s1, OP)?,
-                l1,
-                bf16_storage(s2, OP)?,
-                l2,
-                None,
-                self,
-            )?;
-            return Ok((bf16_from_bits(out), shape));
-        }
-        let (out, shape) = conv2d_f32(
-            f32_storage(s1, OP)?,
-            l1,
-            f32_storage(s2, OP)?,
-            l2,
-            None,
-            self,
-        )?;
-        Ok((CpuStorage::F32(out), shape))
+        self.fwd(s1, l1, s2, l2, None)
     }
 
     fn bwd(
@@ -298,28 +314,7 @@ impl CustomOp3 for Conv2dOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if let CpuStorage::BF16(_) = s1 {
-            let cout = l2.dims().first().copied().unwrap_or(0);
-            let bias = f32_vector(s3, l3, cout, OP)?;
-            let (out, shape) = conv2d_bf16(
-                bf16_storage(s1, OP)?,
-                l1,
-                bf16_storage(s2, OP)?,
-                l2,
-                Some(bias),
-                self,
-            )?;
-            return Ok((bf16_from_bits(out), shape));
-        }
-        let (out, shape) = conv2d_f32(
-            f32_storage(s1, OP)?,
-            l1,
-            f32_storage(s2, OP)?,
-            l2,
-            Some((f32_storage(s3, OP)?, l3)),
-            self,
-        )?;
-        Ok((CpuStorage::F32(out), shape))
+        self.fwd(s1, l1, s2, l2, Some((s3, l3)))
     }
 
     fn bwd(
