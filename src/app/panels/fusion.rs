@@ -37,6 +37,9 @@ pub(super) fn fusion_section(
                 ui.add(
                     egui::DragValue::new(&mut f.dino_size)
                         .range(14..=MAX_DINO_SIZE)
+                        // A stored value out of range stays and is refused
+                        // with a message rather than changed unseen.
+                        .clamp_existing_to_range(false)
                         .speed(14.0)
                         .suffix(" px"),
                 )
@@ -49,11 +52,12 @@ pub(super) fn fusion_section(
             ui.add(
                 egui::Slider::new(&mut f.sd_weight, 0.0..=1.0)
                     .step_by(0.05)
+                    .clamping(egui::SliderClamping::Edits)
                     .text("Diffusion weight"),
             )
             .on_hover_text(
-                "Weight of the L2-normalised diffusion half; DINOv2 gets 1 − this \
-                 (the paper's α = 0.5: equal weights)",
+                "Weight of the L2-normalised diffusion half; DINOv2 gets 1 - this \
+                 (the paper's alpha = 0.5: equal weights)",
             );
             ui.label("Diffusion layers of the mix (also in the layer strip)");
             layer_toggles(ui, f);
@@ -144,13 +148,17 @@ fn pca_dims(
         ui.horizontal(|ui| {
             let mut d = f.dim(key);
             let l = ui.label(format!("PCA {key}"));
-            ui.add(egui::DragValue::new(&mut d).range(1..=MAX_PCA_DIM))
-                .labelled_by(l.id)
-                .on_hover_text(format!(
-                    "Components of the joint PCA of A's and B's {key} vectors (sd-dino: \
+            ui.add(
+                egui::DragValue::new(&mut d)
+                    .range(1..=MAX_PCA_DIM)
+                    .clamp_existing_to_range(false),
+            )
+            .labelled_by(l.id)
+            .on_hover_text(format!(
+                "Components of the joint PCA of A's and B's {key} vectors (sd-dino: \
                      {DEFAULT_PCA_DIM}); at most the layer's channels and the two images' \
                      cell count"
-                ));
+            ));
             f.pca_dims.insert(key, d);
             if let Some(&c) = channels.and_then(|c| c.get(&key))
                 && d > c

@@ -240,7 +240,7 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
     let fused = c.settings.compare_fused;
     let mix = if fused {
         let names: Vec<&str> = c.settings.fusion.layers.iter().map(|k| k.name()).collect();
-        format!(" · fused mix {} (■ toggles)", names.join("+"))
+        format!(" · fused mix {} (the squares toggle it)", names.join("+"))
     } else {
         String::new()
     };
