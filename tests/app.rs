@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use cleandift::app::query::QueryPoint;
-use cleandift::app::settings::TrainSource;
+use cleandift::app::settings::{FusionChoice, TrainSource};
 use cleandift::app::{CleanDiftApp, Column, LaunchOptions, Level, SizeChoice, View};
 use cleandift::features::MatchView;
 use cleandift::features::extract::{Mode, extract};
+use cleandift::features::fusion::{DinoSettings, FusionSettings};
 use cleandift::model::FeatureKey;
 use cleandift::model::weights::{Backbone, BackboneSpec, StudentSource, load_student};
 use cleandift::worker::{Request, Side};
@@ -204,6 +205,124 @@ fn widgets_switch_layer_mode_and_compare() {
     click_label(&mut h, "PCA");
     assert_eq!(h.state().settings.view, View::Pca);
     wait(&mut h, "PCA colours", 60, |app| app.pca().is_some());
+}
+
+#[test]
+fn fusion_settings_start_published_and_recompute_the_fused_column() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    click_label(&mut h, "Compare");
+    click_label(&mut h, "Fused (SD+DINO)");
+    // The defaults are sd-dino's (the DINOv2 model: automatic, tiny-dino
+    // with the tiny backbone, else the published dinov2-base).
+    assert_eq!(h.state().settings.fusion, FusionChoice::default());
+    assert!(h.state().settings.fusion.is_published());
+    let published = FusionSettings::default();
+    assert_eq!(
+        published.layers,
+        vec![FeatureKey::Us2, FeatureKey::Us5, FeatureKey::Us8]
+    );
+    assert_eq!(published.pca_dims, vec![256; 3]);
+    assert_eq!(published.sd_weight, 0.5);
+    assert_eq!(published.dino.size, 840);
+    assert_eq!(published.dino.model, "dinov2-base");
+    let sent = h.state().fusion_settings();
+    assert_eq!(
+        sent,
+        FusionSettings {
+            dino: DinoSettings {
+                model: "tiny-dino".into(),
+                ..published.dino.clone()
+            },
+            ..published.clone()
+        }
+    );
+    let fused = Column::fused(Mode::Clean);
+    wait(&mut h, "fused features", 240, |app| {
+        settled(app) && app.features_current(fused)
+    });
+    let first = h.state().features_of(fused).expect("fused").clone();
+    assert!(
+        first
+            .label
+            .contains("[us2+us5+us8, PCA [256, 256, 256], weight 0.5]"),
+        "{}",
+        first.label
+    );
+
+    // A layer added in the panel: the fused column is recomputed with it.
+    click_label(&mut h, "fuse us9");
+    assert_eq!(
+        h.state().settings.fusion.layers,
+        vec![
+            FeatureKey::Us2,
+            FeatureKey::Us5,
+            FeatureKey::Us8,
+            FeatureKey::Us9
+        ]
+    );
+    assert!(!h.state().features_current(fused));
+    wait(&mut h, "fused features with us9", 240, |app| {
+        settled(app) && app.features_current(fused)
+    });
+    let second = h.state().features_of(fused).expect("fused").clone();
+    assert_ne!(second.generation, first.generation);
+    assert!(
+        second
+            .label
+            .contains("[us2+us5+us8+us9, PCA [256, 256, 256, 256], weight 0.5]"),
+        "{}",
+        second.label
+    );
+
+    // The layer strip shows the mix and takes us9 out again: the published
+    // mix's features come back (cached by the worker, same label).
+    assert!(h.state().settings.show_strip);
+    click_label(&mut h, "mix us9");
+    assert!(h.state().settings.fusion.is_published());
+    wait(&mut h, "published fused features again", 240, |app| {
+        settled(app) && app.features_current(fused)
+    });
+    let third = h.state().features_of(fused).expect("fused").clone();
+    assert_eq!(third.label, first.label);
+
+    // The weight changes the fused map but not the DINOv2 tokens.
+    h.state_mut().settings.fusion.sd_weight = 0.25;
+    wait(&mut h, "fused features at weight 0.25", 240, |app| {
+        settled(app) && app.features_current(fused)
+    });
+    let fourth = h.state().features_of(fused).expect("fused").clone();
+    assert!(fourth.label.contains("weight 0.25]"), "{}", fourth.label);
+
+    // An invalid value is refused with a message and nothing is sent ...
+    h.state_mut().settings.fusion.dino_size = 7;
+    h.step();
+    h.step();
+    assert!(!h.state().features_current(fused));
+    assert!(!h.state().busy());
+    let m = messages(h.state());
+    assert!(
+        m.contains("[Error] DINOv2 input size 7 px is outside 14..=2240"),
+        "{m}"
+    );
+    // ... until Reset to published brings sd-dino's values back.
+    click_label(&mut h, "Reset to published");
+    assert_eq!(h.state().settings.fusion, FusionChoice::default());
+    wait(&mut h, "fused features after the reset", 240, |app| {
+        settled(app) && app.features_current(fused)
+    });
+    assert_eq!(
+        h.state().features_of(fused).expect("fused").label,
+        first.label
+    );
+    assert!(
+        h.state()
+            .messages()
+            .filter(|m| m.active)
+            .all(|m| !m.text.contains("DINOv2 input size")),
+        "the refusal retires once the values are fixed:\n{}",
+        messages(h.state())
+    );
 }
 
 #[test]

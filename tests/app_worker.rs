@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use cleandift::app::sample_source;
 use cleandift::features::extract::{ExtractSettings, Mode};
+use cleandift::features::fusion::{DinoSettings, FusionSettings};
 use cleandift::features::preprocess::{LoadedImage, SizeSpec};
 use cleandift::features::source::Source;
 use cleandift::model::FeatureKey;
@@ -208,7 +209,13 @@ fn extract_source(
         images: imgs.clone(),
         settings: s,
         source,
-        dino_model: dino_model.into(),
+        fusion: FusionSettings {
+            dino: DinoSettings {
+                model: dino_model.into(),
+                ..DinoSettings::default()
+            },
+            ..FusionSettings::default()
+        },
         thumb_side: 64,
     })
     .expect("send");

@@ -10,7 +10,9 @@ use super::settings::Settings;
 use super::state::{BackboneState, FeatureState, ImagesState, Level, answer_layer};
 use super::{CleanDiftApp, THUMB_SIDE, View, hex8, spawn_worker};
 use crate::features::extract::{DEFAULT_T, ExtractSettings, Mode};
+use crate::features::fusion::FusionSettings;
 use crate::features::preprocess::{Fit, LoadedImage};
+use crate::features::source::Source;
 use crate::model::FeatureKey;
 use crate::worker::{ImageSource, Job, Request, RequestId, Side, UserError, WorkerHandle};
 
@@ -190,6 +192,12 @@ impl CleanDiftApp {
         dino_model(&self.settings, &self.backbone)
     }
 
+    /// The fusion settings the DINOv2 and fused columns are requested with
+    /// (the panel's, with [`Self::dino_model`]).
+    pub fn fusion_settings(&self) -> FusionSettings {
+        fusion_settings(&self.settings, &self.backbone)
+    }
+
     /// Extraction settings of `mode` (values that do not matter for the mode
     /// normalised away, so e.g. moving t never re-extracts clean features).
     pub fn extract_settings(&self, mode: Mode) -> ExtractSettings {
@@ -214,8 +222,20 @@ impl CleanDiftApp {
             columns.push(Column::PREVIOUS);
         }
         columns.extend(self.source_columns());
-        let dino_model = self.dino_model();
+        let fusion = self.fusion_settings();
+        let fusion_error = self.settings.fusion.validate().err();
+        if fusion_error.is_none() {
+            self.messages.resolve(super::Topic::Fusion);
+        }
         for col in columns {
+            if col.feature_source().is_some()
+                && let Some(e) = &fusion_error
+            {
+                // Nothing is sent until the values are fixed; the message
+                // stands until then (the same words are not repeated).
+                self.refuse_fusion(e);
+                continue;
+            }
             let Some((key, images, settings)) =
                 feature_key(&self.settings, &self.backbone, &self.images, col)
             else {
@@ -237,7 +257,7 @@ impl CleanDiftApp {
                     images,
                     settings,
                     source,
-                    dino_model: dino_model.clone(),
+                    fusion: fusion.clone(),
                     thumb_side: THUMB_SIDE,
                 },
                 None => Request::Extract {
@@ -254,6 +274,24 @@ impl CleanDiftApp {
             {
                 slot.request.start(id, key);
             }
+        }
+    }
+
+    /// Says (once, until the words change) why the fused and DINOv2
+    /// columns are not requested; [`Self::request_features`] calls it.
+    fn refuse_fusion(&mut self, why: &str) {
+        let standing = self
+            .messages
+            .list
+            .iter()
+            .any(|m| m.active && m.topic == super::Topic::Fusion && m.text == why);
+        if !standing {
+            self.message_on(
+                super::Topic::Fusion,
+                Level::Error,
+                why.to_string(),
+                "Change the value in the Fusion section, or press \"Reset to published\"".into(),
+            );
         }
     }
 
@@ -378,6 +416,11 @@ fn dino_model(s: &Settings, backbone: &BackboneState) -> String {
     s.dino_model_for(&model)
 }
 
+/// The fusion settings of the DINOv2 and fused columns.
+fn fusion_settings(s: &Settings, backbone: &BackboneState) -> FusionSettings {
+    s.fusion.to_settings(&dino_model(s, backbone))
+}
+
 /// Extraction settings of `mode`, normalised.
 fn extract_settings(s: &Settings, backbone: &BackboneState, mode: Mode) -> ExtractSettings {
     let cuda = matches!(backbone, BackboneState::Ready { info, .. } if info.cuda);
@@ -424,7 +467,14 @@ fn feature_key(
     };
     let es = extract_settings(s, backbone, col.mode);
     let source = match col.feature_source() {
-        Some(src) => format!("{src}|{}", dino_model(s, backbone)),
+        Some(src @ Source::Dino) => format!(
+            "{src}|{}",
+            serde_json::to_string(&fusion_settings(s, backbone).dino).unwrap_or_default()
+        ),
+        Some(src) => format!(
+            "{src}|{}",
+            serde_json::to_string(&fusion_settings(s, backbone)).unwrap_or_default()
+        ),
         None => String::new(),
     };
     let key = format!(

@@ -116,6 +116,8 @@ pub enum Topic {
     Job(Job),
     /// Saving and exporting.
     Export,
+    /// The Fusion section's values (refused until fixed).
+    Fusion,
 }
 
 /// The layer strip is cached by (features, query point, side).

@@ -97,6 +97,13 @@ impl FusionSettings {
                 "fusion needs at least one diffusion layer".into(),
             ));
         }
+        for (i, k) in self.layers.iter().enumerate() {
+            if self.layers[..i].contains(k) {
+                return Err(ExtractError::Invalid(format!(
+                    "fusion layer {k} is listed twice"
+                )));
+            }
+        }
         if self.pca_dims.len() != 1 && self.pca_dims.len() != self.layers.len() {
             return Err(ExtractError::Invalid(format!(
                 "{} PCA dims for {} fusion layers: give one, or one per layer",
@@ -105,9 +112,11 @@ impl FusionSettings {
             )));
         }
         if self.pca_dims.contains(&0) {
-            return Err(ExtractError::Invalid("a PCA dim of 0".into()));
+            return Err(ExtractError::Invalid(
+                "a PCA dim of 0: each layer needs at least one component".into(),
+            ));
         }
-        if !(0.0..=1.0).contains(&self.sd_weight) {
+        if !self.sd_weight.is_finite() || !(0.0..=1.0).contains(&self.sd_weight) {
             return Err(ExtractError::Invalid(format!(
                 "fusion weight {} is outside [0, 1]",
                 self.sd_weight

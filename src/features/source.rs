@@ -206,7 +206,10 @@ pub fn extract_dino(
 }
 
 /// A cache key for a source's features of `imgs` (one image, or the pair for
-/// fused maps) with these settings.
+/// fused maps) with these settings. It holds only what changes the source's
+/// features: the DINOv2 settings for [`Source::Dino`], every fusion setting
+/// for [`Source::Fused`], none for [`Source::Sd`] (so e.g. a new fusion
+/// weight recomputes the fused maps but finds the DINOv2 tokens cached).
 pub fn source_cache_key(
     source: Source,
     models: Models,
@@ -221,7 +224,8 @@ pub fn source_cache_key(
         sd: Option<String>,
         sd_key: Vec<String>,
         dino: Option<String>,
-        fusion: &'a FusionSettings,
+        dino_settings: Option<&'a super::fusion::DinoSettings>,
+        fusion: Option<&'a FusionSettings>,
         size: String,
         fit: String,
     }
@@ -247,7 +251,8 @@ pub fn source_cache_key(
             .dino
             .filter(|_| source.needs_dino())
             .map(DinoModel::describe),
-        fusion: f,
+        dino_settings: source.needs_dino().then_some(&f.dino),
+        fusion: matches!(source, Source::Fused(_)).then_some(f),
         size: s.size.to_string(),
         fit: format!("{:?}", s.fit),
     };
@@ -416,6 +421,69 @@ pub fn extract_pair(
             cache.get_or_compute(&ka, || Ok(out[0].clone().into_extracted(SLOT)))?;
             cache.get_or_compute(&kb, || Ok(out[1].clone().into_extracted(SLOT)))?;
             Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::fusion::DinoSettings;
+
+    fn key(source: Source, f: &FusionSettings) -> String {
+        let img = LoadedImage::from_rgb(image::RgbImage::new(8, 6), "test");
+        let models = Models {
+            sd: None,
+            dino: None,
+        };
+        source_cache_key(source, models, &[&img], &ExtractSettings::default(), f)
+    }
+
+    #[test]
+    fn cache_key_follows_the_fusion_settings_that_matter() {
+        let fused = Source::Fused(Mode::Clean);
+        let base = FusionSettings::default();
+        assert_eq!(key(fused, &base), key(fused, &FusionSettings::default()));
+        let changed = [
+            FusionSettings {
+                layers: vec![FeatureKey::Us2, FeatureKey::Us5],
+                pca_dims: vec![256; 2],
+                ..base.clone()
+            },
+            FusionSettings {
+                pca_dims: vec![256, 128, 256],
+                ..base.clone()
+            },
+            FusionSettings {
+                sd_weight: 0.7,
+                ..base.clone()
+            },
+            FusionSettings {
+                dino: DinoSettings {
+                    size: 448,
+                    ..base.dino.clone()
+                },
+                ..base.clone()
+            },
+            FusionSettings {
+                dino: DinoSettings {
+                    model: "dinov2-small".into(),
+                    ..base.dino.clone()
+                },
+                ..base.clone()
+            },
+        ];
+        for f in &changed {
+            assert_ne!(key(fused, &base), key(fused, f), "{f:?}");
+        }
+        // DINOv2 tokens depend on the DINOv2 settings only ...
+        assert_eq!(key(Source::Dino, &base), key(Source::Dino, &changed[0]));
+        assert_eq!(key(Source::Dino, &base), key(Source::Dino, &changed[2]));
+        assert_ne!(key(Source::Dino, &base), key(Source::Dino, &changed[3]));
+        // ... and diffusion features on none of them.
+        let sd = Source::Sd(Mode::Clean);
+        for f in &changed {
+            assert_eq!(key(sd, &base), key(sd, f));
         }
     }
 }

@@ -224,17 +224,35 @@ impl std::fmt::Display for DinoLayer {
     }
 }
 
+/// One pre-norm block. At load time the query, key and value projections
+/// become one `(3D, D)` product and the layer scales are folded into the
+/// output rows of `o` and of the MLP's last layer (`ls · (W x + b) =
+/// (ls ⊙ W) x + ls ⊙ b`), so a block runs five products and no scaling.
 struct Block {
     norm1: LayerNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Linear,
     o: Linear,
-    ls1: Tensor,
     norm2: LayerNorm,
     mlp: Mlp,
-    ls2: Tensor,
     heads: usize,
+    width: usize,
+}
+
+/// `lin` with its output rows scaled by `scale` (D).
+fn scale_rows(lin: Linear, scale: &Tensor) -> candle_core::Result<Linear> {
+    let w = lin.weight().broadcast_mul(&scale.unsqueeze(1)?)?;
+    let b = lin.bias().map(|b| b.mul(scale)).transpose()?;
+    Ok(Linear::new(w, b))
+}
+
+/// Query, key and value projections stacked into one.
+fn stack_qkv(q: Linear, k: Linear, v: Linear) -> candle_core::Result<Linear> {
+    let w = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+    let b = match (q.bias(), k.bias(), v.bias()) {
+        (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)?),
+        _ => None,
+    };
+    Ok(Linear::new(w, b))
 }
 
 enum Mlp {
@@ -252,7 +270,7 @@ enum Mlp {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Mlp::Gelu { fc1, fc2 } => fc2.forward(&fc1.forward(x)?.gelu_erf()?),
+            Mlp::Gelu { fc1, fc2 } => fc2.forward(&super::kernels::gelu(&fc1.forward(x)?)?),
             Mlp::SwiGlu { gate, up, down } => {
                 let g = candle_nn::ops::silu(&gate.forward(x)?)?;
                 down.forward(&(g * up.forward(x)?)?)
@@ -271,45 +289,48 @@ impl Block {
         };
         let m = vb.pp("mlp");
         let hid = cfg.mlp_hidden();
+        let ls1 = ls("layer_scale1")?;
+        let ls2 = ls("layer_scale2")?;
         let mlp = if cfg.use_swiglu_ffn {
             Mlp::SwiGlu {
                 gate: linear(m.pp("gate_proj"), d, hid, true)?,
                 up: linear(m.pp("up_proj"), d, hid, true)?,
-                down: linear(m.pp("down_proj"), hid, d, true)?,
+                down: scale_rows(linear(m.pp("down_proj"), hid, d, true)?, &ls2)?,
             }
         } else {
             Mlp::Gelu {
                 fc1: linear(m.pp("fc1"), d, hid, true)?,
-                fc2: linear(m.pp("fc2"), hid, d, true)?,
+                fc2: scale_rows(linear(m.pp("fc2"), hid, d, true)?, &ls2)?,
             }
         };
         Ok(Block {
             norm1: LayerNorm::new(vb.pp("norm1"), d, cfg.layer_norm_eps)?,
-            q: linear(a.pp("q_proj"), d, d, cfg.qkv_bias)?,
-            k: linear(a.pp("k_proj"), d, d, cfg.qkv_bias)?,
-            v: linear(a.pp("v_proj"), d, d, cfg.qkv_bias)?,
-            o: linear(a.pp("o_proj"), d, d, true)?,
-            ls1: ls("layer_scale1")?,
+            qkv: stack_qkv(
+                linear(a.pp("q_proj"), d, d, cfg.qkv_bias)?,
+                linear(a.pp("k_proj"), d, d, cfg.qkv_bias)?,
+                linear(a.pp("v_proj"), d, d, cfg.qkv_bias)?,
+            )?,
+            o: scale_rows(linear(a.pp("o_proj"), d, d, true)?, &ls1)?,
             norm2: LayerNorm::new(vb.pp("norm2"), d, cfg.layer_norm_eps)?,
             mlp,
-            ls2: ls("layer_scale2")?,
             heads: cfg.num_heads,
+            width: d,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.norm1.forward(x, Grad::Off)?;
+        let qkv = self.qkv.forward(&h)?;
+        let d = self.width;
         let (q, k, v) = (
-            self.q.forward(&h)?,
-            self.k.forward(&h)?,
-            self.v.forward(&h)?,
+            qkv.narrow(2, 0, d)?,
+            qkv.narrow(2, d, d)?,
+            qkv.narrow(2, 2 * d, d)?,
         );
         let a = attention(&q, &k, &v, self.heads, None, true, Grad::Off)?;
-        let a = self.o.forward(&a)?.broadcast_mul(&self.ls1)?;
-        let x = (x + a)?;
+        let x = (x + self.o.forward(&a)?)?;
         let h = self.norm2.forward(&x, Grad::Off)?;
-        let m = self.mlp.forward(&h)?.broadcast_mul(&self.ls2)?;
-        x + m
+        x + self.mlp.forward(&h)?
     }
 }
 

@@ -106,7 +106,7 @@ impl LaneState {
                 images,
                 settings,
                 source,
-                dino_model,
+                fusion,
                 thumb_side,
             } => {
                 let job = ExtractJob {
@@ -116,7 +116,7 @@ impl LaneState {
                     settings,
                     thumb_side,
                 };
-                self.extract_source(job, source, &dino_model, cancel, out)
+                self.extract_source(job, source, fusion, cancel, out)
             }
             Request::Train {
                 id,
@@ -330,7 +330,7 @@ impl LaneState {
         &mut self,
         job: ExtractJob,
         source: Source,
-        dino_model: &str,
+        fusion: FusionSettings,
         cancel: &AtomicBool,
         out: &Outbox,
     ) -> Result<(), JobError> {
@@ -352,8 +352,11 @@ impl LaneState {
             Some(_) => {}
         }
         settings.validate()?;
+        if source.needs_dino() {
+            fusion.validate()?;
+        }
         let dino = if source.needs_dino() {
-            Some(self.ensure_dino(id, dino_model, out)?)
+            Some(self.ensure_dino(id, &fusion.dino.model, out)?)
         } else {
             None
         };
@@ -366,7 +369,6 @@ impl LaneState {
             sd: Some(bb),
             dino: dino.and_then(|i| self.dino.get(i)).map(|(_, m)| m),
         };
-        let fusion = FusionSettings::default();
         let key = format!(
             "{}|{thumb_side}",
             source_cache_key(

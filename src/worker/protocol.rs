@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::errors::UserError;
 use crate::features::extract::{ExtractSettings, Mode};
+use crate::features::fusion::FusionSettings;
 use crate::features::pair::{PairFeatures, Side};
 use crate::features::preprocess::LoadedImage;
 use crate::features::source::Source;
@@ -115,8 +116,8 @@ pub enum Request {
     },
     /// Features of both images from a [`Source`] (DINOv2 or fused; a
     /// diffusion source works too), prepared for matching as one layer
-    /// ([`SOURCE_LAYER`]). DINOv2 `dino_model` is loaded on first need and
-    /// kept; `backbone` as for [`Request::Extract`].
+    /// ([`SOURCE_LAYER`]). The DINOv2 model `fusion.dino.model` is loaded
+    /// on first need and kept; `backbone` as for [`Request::Extract`].
     ExtractSource {
         id: RequestId,
         backbone: RequestId,
@@ -124,8 +125,9 @@ pub enum Request {
         /// The diffusion settings (for the fused source's diffusion part).
         settings: ExtractSettings,
         source: Source,
-        /// A DINOv2 preset, folder or hub repo id.
-        dino_model: String,
+        /// The fusion and DINOv2 settings (model: a preset, folder or hub
+        /// repo id); part of the feature cache key.
+        fusion: FusionSettings,
         thumb_side: u32,
     },
     /// Fine-tunes a CleanDIFT student of the loaded backbone (`backbone`,

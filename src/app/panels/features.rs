@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use egui::RichText;
 
-use crate::app::settings::{DINO_CHOICES, Settings};
+use crate::app::settings::Settings;
 use crate::app::{ColumnSource, Command, RangeMode, SizeChoice, View};
 use crate::features::extract::{DEFAULT_T, Mode};
 use crate::model::FeatureKey;
@@ -192,26 +192,6 @@ pub(super) fn compare_pca_section(ui: &mut egui::Ui, s: &mut Settings, previous:
             })
             .response
             .on_hover_text("Which features the PCA view colours (fused: SD+DINO in the main mode)");
-            if s.compare_dino || s.compare_fused || s.pca_source != ColumnSource::Sd {
-                let auto = s.dino_model_for(&s.backbone_choice().model);
-                let shown = match DINO_CHOICES.iter().find(|(v, _)| *v == s.dino_model.trim()) {
-                    Some(("", _)) => format!("auto ({auto})"),
-                    Some((_, label)) => (*label).to_string(),
-                    None => s.dino_model.clone(),
-                };
-                egui::ComboBox::from_label("DINOv2 model")
-                    .selected_text(shown)
-                    .show_ui(ui, |ui| {
-                        for (value, label) in DINO_CHOICES {
-                            let label = if value.is_empty() {
-                                format!("auto ({auto})")
-                            } else {
-                                label.to_string()
-                            };
-                            ui.selectable_value(&mut s.dino_model, value.to_string(), label);
-                        }
-                    });
-            }
             ui.checkbox(&mut s.show_strip, "Layer strip");
             ui.add(egui::Slider::new(&mut s.pca_opacity, 0.0..=1.0).text("PCA opacity"))
                 .on_hover_text("1 shows PCA colours instead of the photos");

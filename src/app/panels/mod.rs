@@ -5,6 +5,7 @@
 
 mod backbone;
 mod features;
+mod fusion;
 mod images;
 mod status;
 mod train;
@@ -190,10 +191,11 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
                 images::images_section(ui, images, cmds);
                 backbone::backbone_section(ui, settings, backbone, cmds);
                 let channels = backbone.info().map(|i| i.channels.clone());
-                features::features_section(ui, settings, channels, extract_blocked, cmds);
+                features::features_section(ui, settings, channels.clone(), extract_blocked, cmds);
                 features::overlay_section(ui, settings);
                 let previous = backbone.info().and_then(|i| i.previous_student.clone());
                 features::compare_pca_section(ui, settings, previous);
+                fusion::fusion_section(ui, settings, channels.as_ref());
                 train::train_section(ui, settings, &train, cmds);
                 export_section(ui, settings, export_dir, last_export, cmds);
             });

@@ -236,11 +236,19 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
     let Some((w, h)) = c.images.size(tgt) else {
         return;
     };
+    // With the fused column shown, the strip also shows and edits its mix.
+    let fused = c.settings.compare_fused;
+    let mix = if fused {
+        let names: Vec<&str> = c.settings.fusion.layers.iter().map(|k| k.name()).collect();
+        format!(" · fused mix {} (the squares toggle it)", names.join("+"))
+    } else {
+        String::new()
+    };
     header(
         ui,
         Rect::from_min_size(area.min, Vec2::new(area.width(), title_h)),
         &format!(
-            "Layer strip · {mode} features · the query's heatmap in {tgt} on every layer — click a tile to switch"
+            "Layer strip · {mode} features · the query's heatmap in {tgt} on every layer — click a tile to switch{mix}"
         ),
         mode_color(mode),
         12.0 * b,
@@ -321,6 +329,9 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
             FontId::proportional(11.0 * b),
             color,
         );
+        if fused {
+            mix_toggle(c, ui, &painter, *key, i, cell, area.max.y - label_h * 0.5);
+        }
     }
     if q.is_none() {
         painter.text(
@@ -331,4 +342,45 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
             Color32::WHITE,
         );
     }
+}
+
+/// The strip tile's fused-mix toggle: a small square left of the tile's
+/// label, filled in the fused colour while `key` is in the mix. The last
+/// layer of the mix cannot be taken out.
+fn mix_toggle(
+    c: &mut Canvas,
+    ui: &mut egui::Ui,
+    painter: &egui::Painter,
+    key: crate::model::FeatureKey,
+    i: usize,
+    cell: Rect,
+    y: f32,
+) {
+    let side = 10.0 * c.big;
+    let rect = Rect::from_center_size(Pos2::new(cell.min.x + side * 0.8, y), Vec2::splat(side));
+    let on = c.settings.fusion.layers.contains(&key);
+    let resp = ui.interact(
+        rect.expand(2.0),
+        ui.make_persistent_id(("strip_mix", i)),
+        Sense::click(),
+    );
+    resp.widget_info(|| WidgetInfo::selected(Role::CheckBox, true, on, format!("mix {key}")));
+    let resp = resp.on_hover_text(if on {
+        format!("{key} is in the fused mix: click to take it out")
+    } else {
+        format!("click to add {key} to the fused mix")
+    });
+    if resp.clicked() {
+        c.settings.fusion.toggle(key);
+    }
+    let on = c.settings.fusion.layers.contains(&key);
+    if on {
+        painter.rect_filled(rect, 2.0, crate::app::FUSED_COLOR);
+    }
+    let stroke = if resp.hovered() {
+        Stroke::new(1.5, ui.visuals().strong_text_color())
+    } else {
+        Stroke::new(1.0, crate::app::FUSED_COLOR)
+    };
+    painter.rect_stroke(rect, 2.0, stroke, StrokeKind::Inside);
 }

@@ -35,7 +35,7 @@ mod winograd;
 pub use attention::{fused_applies, fused_attention};
 pub use bf16::{Linear, linear};
 pub use conv::{Conv2d, conv2d, conv2d_padded};
-pub use geglu::geglu;
+pub use geglu::{geglu, gelu};
 pub use group_norm::{group_norm, group_norm_composed};
 pub use softmax::softmax_last_dim_in_place;
 pub use transpose::transpose_12;
