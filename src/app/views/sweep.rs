@@ -35,6 +35,22 @@ pub(crate) fn t_color(t: f64) -> Color32 {
 const NOISY: Color32 = Color32::from_rgb(255, 150, 40);
 const T_LINE: Color32 = Color32::from_rgb(160, 160, 160);
 
+/// Grid marks on the t axis far enough apart for their labels (egui_plot's
+/// default powers of ten leave 0…999 with one label on a narrow plot).
+fn t_grid(width: f32) -> Box<dyn Fn(egui_plot::GridInput) -> Vec<egui_plot::GridMark>> {
+    egui_plot::uniform_grid_spacer(move |input: egui_plot::GridInput| {
+        let range = (input.bounds.1 - input.bounds.0).abs().max(1.0);
+        let need = range * 75.0 / f64::from(width.max(1.0));
+        let s = [
+            1.0, 2.0, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0, 200.0, 250.0, 500.0,
+        ]
+        .into_iter()
+        .find(|s| *s >= need)
+        .unwrap_or(1000.0);
+        [s, s * 2.0, s * 4.0]
+    })
+}
+
 fn rgb(c: [u8; 3]) -> Color32 {
     Color32::from_rgb(c[0], c[1], c[2])
 }
@@ -348,6 +364,7 @@ fn plot(
         .show_y(true)
         .include_x(lo)
         .include_x(hi)
+        .x_grid_spacer(t_grid(rect.width()))
         .x_axis_label("t");
     for r in refs.iter().flatten() {
         plot = plot.include_y(*r);
@@ -566,6 +583,7 @@ fn variance_tab(c: &mut Canvas, ui: &mut egui::Ui, body: Rect) {
     match c.images.size(Side::A) {
         Some((w, h)) => {
             let r = fit(cell, w, h);
+            let r = r.translate(Vec2::new(0.0, cell.min.y - r.min.y));
             c.view.image_rects.push((Side::A, r, None));
             let painter = ui.painter().clone();
             paint_photo(c, &painter, r, Side::A);
@@ -631,6 +649,7 @@ fn variance_tab(c: &mut Canvas, ui: &mut egui::Ui, body: Rect) {
         .include_x(hi)
         .include_y(0.0)
         .include_y(1.0)
+        .x_grid_spacer(t_grid(plot_rect.width()))
         .x_axis_label("t")
         .show(&mut child, |p| {
             if xs.is_empty() {
