@@ -927,8 +927,28 @@ fn docs_screenshots() {
     wait_settled(&mut h);
     shot(&mut h, "talk.png");
 
-    // The Fine-tune panel after a short run, compare mode old vs new.
+    // The sweep view: the click's matches against t, and the variance.
     h.state_mut().set_talk(false);
+    h.state_mut().settings.view = View::Sweep;
+    h.state_mut().settings.sweep.ensemble = 2;
+    wait(&mut h, "the sweep", 600, |app| {
+        app.sweep_points().len() == 20 && !app.busy()
+    });
+    shot(&mut h, "sweep.png");
+    {
+        let s = &mut h.state_mut().settings.sweep;
+        s.tab = cleandift::app::SweepTab::Variance;
+        s.var_layers = vec![FeatureKey::Us3, FeatureKey::Us6, FeatureKey::Us9];
+        s.var_shown = FeatureKey::Us6;
+    }
+    wait(&mut h, "the variance", 600, |app| {
+        app.variance_points().len() == 20 && !app.busy()
+    });
+    shot(&mut h, "variance.png");
+    h.state_mut().settings.sweep.tab = cleandift::app::SweepTab::Matches;
+    h.state_mut().settings.view = View::Correspondence;
+
+    // The Fine-tune panel after a short run, compare mode old vs new.
     h.step();
     let out = tempfile::tempdir().expect("tempdir");
     {
