@@ -950,8 +950,28 @@ fn docs_screenshots() {
     wait_settled(&mut h);
     shot(&mut h, "talk.png");
 
-    // The Fine-tune panel after a short run, compare mode old vs new.
+    // The sweep view: the click's matches against t, and the variance.
     h.state_mut().set_talk(false);
+    h.state_mut().settings.view = View::Sweep;
+    h.state_mut().settings.sweep.ensemble = 2;
+    wait(&mut h, "the sweep", 600, |app| {
+        app.sweep_points().len() == 20 && !app.busy()
+    });
+    shot(&mut h, "sweep.png");
+    {
+        let s = &mut h.state_mut().settings.sweep;
+        s.tab = cleandift::app::SweepTab::Variance;
+        s.var_layers = vec![FeatureKey::Us3, FeatureKey::Us6, FeatureKey::Us9];
+        s.var_shown = FeatureKey::Us6;
+    }
+    wait(&mut h, "the variance", 600, |app| {
+        app.variance_points().len() == 20 && !app.busy()
+    });
+    shot(&mut h, "variance.png");
+    h.state_mut().settings.sweep.tab = cleandift::app::SweepTab::Matches;
+    h.state_mut().settings.view = View::Correspondence;
+
+    // The Fine-tune panel after a short run, compare mode old vs new.
     h.step();
     let out = tempfile::tempdir().expect("tempdir");
     {
@@ -1446,4 +1466,154 @@ fn a_cancelled_extraction_note_goes_when_the_features_arrive() {
         now.as_deref().is_none_or(|t| !t.starts_with("Cancelled")),
         "the cancel note outlived the finished extraction: {now:?}"
     );
+}
+
+/// The sweep view (issue 14): a short sweep fills in one t at a time with
+/// the click's best match, the plot shows those points, clicking one sets
+/// the t slider; Cancel stops it with its points kept and Run goes on; the
+/// variance tab fills in with fractions that sum to 1; E writes the plots
+/// and the series; snapshots of both tabs.
+#[test]
+fn the_sweep_view_plots_each_t_sets_t_on_click_and_exports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = opts();
+    o.export_dir = Some(dir.path().to_path_buf());
+    let mut h = harness_with(o);
+    wait_settled(&mut h);
+    click_image(&mut h, Side::A, 240.5, 170.5);
+    h.remove_cursor();
+    {
+        let s = &mut h.state_mut().settings;
+        s.sweep.start = 100;
+        s.sweep.end = 500;
+        s.sweep.step = 200;
+        s.sweep.ensemble = 2;
+    }
+    click_label(&mut h, "Sweep t");
+    assert_eq!(h.state().settings.view, View::Sweep);
+    wait(&mut h, "three sweep points", 120, |app| {
+        app.sweep_points().len() == 3 && !app.busy()
+    });
+    h.remove_cursor();
+    h.step();
+    let pts = h.state().sweep_points();
+    let ts: Vec<u32> = pts.iter().map(|(t, _)| *t).collect();
+    assert_eq!(ts, [100, 300, 500]);
+    let (w, hh) = image_wh(h.state(), Side::B);
+    for (t, p) in &pts {
+        assert_eq!(p.t, f64::from(*t));
+        assert!((0.0..w).contains(&p.x) && (0.0..hh).contains(&p.y), "{p:?}");
+        assert!(p.cosine.is_finite() && p.cosine <= 1.0 + 1e-5, "{p:?}");
+    }
+    // The plot drew exactly those points, in order.
+    let plotted: Vec<(u32, Pos2)> = h.state().sweep_plot_points().to_vec();
+    assert_eq!(
+        plotted.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        [100, 300, 500]
+    );
+    assert!(
+        plotted.windows(2).all(|w| w[0].1.x < w[1].1.x),
+        "{plotted:?}"
+    );
+    h.snapshot_options("sweep", &snap_options());
+
+    // Clicking the t=300 point sets the main t slider.
+    assert_ne!(h.state().settings.t, 300.0);
+    click_at(&mut h, plotted[1].1);
+    assert_eq!(h.state().settings.t, 300.0);
+    h.remove_cursor();
+    h.step();
+
+    // The series as files: the plots (PNG, SVG) and the rows (CSV, JSON).
+    let files = h.state_mut().export_sweep(dir.path()).expect("export");
+    let csv = std::fs::read_to_string(&files.csv).expect("csv");
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[1].starts_with("300,"), "{csv}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files.json).expect("json")).expect("parse");
+    assert_eq!(json["rows"].as_array().map(Vec::len), Some(3));
+    assert_eq!(json["rows"][2]["t"], 500.0);
+    assert!(json["clean"]["cosine"].is_number(), "{json}");
+    image::open(&files.png).expect("png");
+    let (dpng, dsvg) = files.distance.clone().expect("distance plot");
+    image::open(&dpng).expect("distance png");
+    assert!(
+        std::fs::read_to_string(&files.svg)
+            .expect("svg")
+            .contains("<svg")
+    );
+    assert!(dsvg.is_file());
+
+    // A wider range asks only for the missing t; Cancel stops it with the
+    // points kept, Run goes on.
+    h.state_mut().settings.sweep.step = 100;
+    h.step();
+    assert!(h.state().sweep_pending());
+    h.state_mut().cancel_sweep();
+    wait(&mut h, "the cancel", 60, |app| !app.busy());
+    let n = h.state().sweep_points().len();
+    assert!((3..5).contains(&n), "{n} points after cancel");
+    for _ in 0..5 {
+        h.step();
+    }
+    assert!(!h.state().sweep_pending(), "a cancelled sweep asked again");
+    assert!(messages(h.state()).contains("Cancelled: timestep sweep"));
+    h.state_mut().run_sweep();
+    wait(&mut h, "the rest of the sweep", 120, |app| {
+        app.sweep_points().len() == 5 && !app.busy()
+    });
+    // A new click starts over (the old click's points go at once).
+    let before: Vec<(f32, f32)> = h
+        .state()
+        .sweep_points()
+        .iter()
+        .map(|(_, p)| (p.x, p.y))
+        .collect();
+    click_image(&mut h, Side::A, 60.5, 400.5);
+    h.remove_cursor();
+    assert!(h.state().sweep_points().len() < 5);
+    wait(&mut h, "the new click's sweep", 120, |app| {
+        app.sweep_points().len() == 5 && !app.busy()
+    });
+    let after: Vec<(f32, f32)> = h
+        .state()
+        .sweep_points()
+        .iter()
+        .map(|(_, p)| (p.x, p.y))
+        .collect();
+    assert_ne!(before, after);
+
+    // The variance tab.
+    {
+        let s = &mut h.state_mut().settings;
+        s.sweep.var_start = 0;
+        s.sweep.var_end = 900;
+        s.sweep.var_step = 450;
+        s.sweep.var_layers = vec![FeatureKey::Us3, FeatureKey::Us6];
+        s.sweep.var_shown = FeatureKey::Us6;
+    }
+    click_label(&mut h, "Variance vs t");
+    wait(&mut h, "three variance points", 120, |app| {
+        app.variance_points().len() == 3 && !app.busy()
+    });
+    for (t, p) in h.state().variance_points() {
+        assert_eq!(p.t, f64::from(t));
+        assert_eq!(p.fits.len(), 2);
+        for (_, f) in &p.fits {
+            assert!((f.sum() - 1.0).abs() < 1e-6, "t={t}: {f:?}");
+        }
+    }
+    let v0 = &h.state().variance_points()[0].1;
+    assert!((v0.fits[1].1.frac_x0 - 1.0).abs() < 1e-6, "{v0:?}");
+    h.remove_cursor();
+    h.step();
+    h.snapshot_options("sweep_variance", &snap_options());
+    let files = h
+        .state_mut()
+        .export_sweep(dir.path())
+        .expect("variance export");
+    let csv = std::fs::read_to_string(&files.csv).expect("csv");
+    assert_eq!(csv.lines().count(), 1 + 2 * 3, "{csv}");
+    assert!(files.distance.is_none());
 }

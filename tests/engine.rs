@@ -247,3 +247,92 @@ fn bad_settings_and_cancel_are_named() {
             .contains("sideways")
     );
 }
+
+/// The timestep sweep (issue 14): at each t its features are exactly one
+/// noisy extraction at that t with the same seed, and its best match is
+/// that extraction's; the variance step's fractions sum to 1.
+#[test]
+fn the_sweep_at_each_t_equals_a_single_noisy_extraction() {
+    use cleandift::features::view::MatchView;
+    use cleandift::worker::Side;
+    use cleandift::worker::sweep::{sweep_step, variance_step};
+
+    let bb = tiny(None);
+    let (a, b) = (image("astronaut.png"), image("grace_hopper.jpg"));
+    let mut base = settings(Mode::Noisy);
+    base.ensemble = 2;
+    base.seed = 7;
+    base.layers = vec![FeatureKey::Us6];
+    let cache = FeatureCache::new(1 << 28, None);
+    let q = (Side::A, 200.5, 150.5);
+    let mut cosines = Vec::new();
+    for t in [0.0, 300.0, 950.0] {
+        let (point, feats) = sweep_step(
+            &bb,
+            &cache,
+            [&a, &b],
+            &base,
+            FeatureKey::Us6,
+            q,
+            t,
+            None,
+            &mut |_, _| {},
+        )
+        .expect("sweep step");
+        let mut s = base.clone();
+        s.t = t;
+        for (img, f) in [(&a, &feats[0]), (&b, &feats[1])] {
+            let single = extract(&bb, img, &s, None, &mut |_| {}).expect("extract");
+            assert_eq!(single.t_used, t);
+            let (m1, m2) = (
+                single.map(FeatureKey::Us6).expect("us6"),
+                f.map(FeatureKey::Us6).expect("us6"),
+            );
+            assert_eq!((m1.c, m1.h, m1.w), (m2.c, m2.h, m2.w));
+            assert_eq!(max_diff(&m1.data, &m2.data), 0.0, "t={t}");
+        }
+        // The point is the single extraction's best match.
+        let ea = extract(&bb, &a, &s, None, &mut |_| {}).expect("a");
+        let eb = extract(&bb, &b, &s, None, &mut |_| {}).expect("b");
+        let va = MatchView::new(ea.map(FeatureKey::Us6).expect("a"), ea.geometry).expect("view");
+        let vb = MatchView::new(eb.map(FeatureKey::Us6).expect("b"), eb.geometry).expect("view");
+        let m = vb
+            .target
+            .best_match(&va.sample(q.1, q.2).expect("sample"))
+            .expect("best");
+        let (x, y) = vb.to_orig(m.x, m.y);
+        assert_eq!(point.t, t);
+        assert_eq!((point.x, point.y), (x, y), "t={t}");
+        assert!((point.cosine - m.score).abs() < 1e-6, "t={t}");
+        cosines.push(point.cosine);
+    }
+    // Different t, different features (the sweep does move).
+    assert!(cosines.windows(2).any(|w| w[0] != w[1]), "{cosines:?}");
+    // Cached per t: a step asked again extracts nothing new.
+    let before = cache.len();
+    sweep_step(
+        &bb,
+        &cache,
+        [&a, &b],
+        &base,
+        FeatureKey::Us6,
+        q,
+        300.0,
+        None,
+        &mut |_, _| {},
+    )
+    .expect("again");
+    assert_eq!(cache.len(), before);
+
+    let v = variance_step(&bb, &cache, &a, &base, 300.0, None, &mut |_| {}).expect("variance");
+    assert_eq!(v.fits.len(), 1);
+    let f = &v.fits[0].1;
+    assert!((f.sum() - 1.0).abs() < 1e-6, "{f:?}");
+    // At t = 0 the features are the x0 features: all x0.
+    let v0 = variance_step(&bb, &cache, &a, &base, 0.0, None, &mut |_| {}).expect("variance 0");
+    let f0 = &v0.fits[0].1;
+    assert!(
+        (f0.frac_x0 - 1.0).abs() < 1e-6 && f0.frac_residual.abs() < 1e-6,
+        "{f0:?}"
+    );
+}

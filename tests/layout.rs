@@ -1,5 +1,6 @@
 //! The layout holds from 1280×720 to 1920×1080 (issue #11): in
-//! correspondence, compare (2, 3 and 5 columns) and talk mode, with a
+//! correspondence, compare (2, 3 and 5 columns), the sweep view's two
+//! tabs and talk mode, with a
 //! square and portrait pair and a landscape pair, no two pieces of text overlap, no
 //! text is cut at the side of the area that clips it, and none leaves the
 //! window. The checks read the text shapes egui painted in the last frame
@@ -8,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use cleandift::app::settings::{SweepSettings, SweepTab};
 use cleandift::app::{CleanDiftApp, LaunchOptions, SizeChoice, View};
 use cleandift::worker::ImageSource;
 use egui::epaint::{ClippedShape, Shape};
@@ -193,7 +195,41 @@ fn run_views(images: Option<[ImageSource; 2]>, pair: &str) -> Vec<String> {
             &format!("{pair} compare, 5 columns"),
             &mut all,
         );
+        // The sweep view, both tabs (a short sweep: the layout is the same).
+        h.state_mut().settings.sweep = SweepSettings {
+            start: 0,
+            end: 900,
+            step: 300,
+            ensemble: 1,
+            var_start: 0,
+            var_end: 900,
+            var_step: 450,
+            ..SweepSettings::default()
+        };
+        h.state_mut().settings.view = View::Sweep;
+        settle(&mut h);
+        assert_eq!(
+            h.state().sweep_points().len(),
+            4,
+            "{pair}: the sweep did not finish"
+        );
+        check(&mut h, size, &format!("{pair} sweep"), &mut all);
+        h.state_mut().settings.sweep.tab = SweepTab::Variance;
+        settle(&mut h);
+        assert_eq!(h.state().variance_points().len(), 3);
+        check(&mut h, size, &format!("{pair} sweep variance"), &mut all);
         h.state_mut().set_talk(true);
+        settle(&mut h);
+        check(
+            &mut h,
+            size,
+            &format!("{pair} talk sweep variance"),
+            &mut all,
+        );
+        h.state_mut().settings.sweep.tab = SweepTab::Matches;
+        settle(&mut h);
+        check(&mut h, size, &format!("{pair} talk sweep"), &mut all);
+        h.state_mut().settings.view = View::Compare;
         settle(&mut h);
         check(
             &mut h,

@@ -189,7 +189,12 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
 impl CleanDiftApp {
     /// Writes the current correspondences as JSON to `path` (atomically).
     pub fn save_json(&mut self, path: &Path) {
-        let r = correspondences_json(self).and_then(|j| {
+        let json = if self.settings.view == View::Sweep {
+            self.sweep_json()
+        } else {
+            correspondences_json(self)
+        };
+        let r = json.and_then(|j| {
             crate::util::write_atomic(path, j.as_bytes()).map_err(anyhow::Error::from)
         });
         self.exported(r, "Exported correspondences", path);

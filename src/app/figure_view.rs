@@ -12,6 +12,7 @@ use super::export::{correspondences_json, heat_over, photo, rgb8, to_height};
 use super::export_dir::{free_stem, stamp_now, with_ext, write_new};
 use super::overlay::{Look, OverlayData};
 use super::query::{Answer, QueryPoint};
+use super::sweep::png_bytes;
 use super::{CleanDiftApp, Column, Level, QUERY_COLOR, RangeMode, View};
 use crate::figure::{ColorBar, Figure, Marker, MarkerShape, Panel};
 use crate::render::upsample_rgb;
@@ -169,6 +170,7 @@ pub fn view_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
     let q = app.settings.query;
     let mode = app.settings.mode;
     match app.settings.view {
+        View::Sweep => anyhow::bail!("the sweep view exports its plots (E), not a figure"),
         View::Correspondence => {
             let col: Column = mode.into();
             let mut f = Figure::new("Correspondence");
@@ -367,6 +369,35 @@ impl CleanDiftApp {
     /// the export folder.
     pub fn export_figure_now(&mut self) {
         let dir = self.export_dir();
+        if self.settings.view == View::Sweep {
+            match self.export_sweep(&dir) {
+                Ok(files) => {
+                    let mut names = vec![files.png.clone(), files.svg.clone()];
+                    if let Some((p, s)) = &files.distance {
+                        names.extend([p.clone(), s.clone()]);
+                    }
+                    names.extend([files.csv.clone(), files.json.clone()]);
+                    let list: Vec<String> = names
+                        .iter()
+                        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .collect();
+                    let text = format!(
+                        "Exported the sweep to {}: {}",
+                        dir.display(),
+                        list.join(", ")
+                    );
+                    self.message_with_folder(Level::Info, text, String::new(), Some(dir));
+                    self.last_export = Some(files.png);
+                }
+                Err(e) => self.message_on(
+                    super::Topic::Export,
+                    Level::Error,
+                    format!("Cannot export the sweep: {e:#}"),
+                    "Wait for the first timestep, or choose another export folder".into(),
+                ),
+            }
+            return;
+        }
         let scale = self.settings.figure_scale.clamp(1, 3);
         match export_figure(self, &dir, scale) {
             Ok(files) => {
@@ -396,6 +427,18 @@ impl CleanDiftApp {
     /// Writes the view's figure to `path`: SVG, or PNG at the figure scale.
     pub fn save_figure(&mut self, path: &Path, svg: bool) {
         let scale = self.settings.figure_scale.clamp(1, 3);
+        if self.settings.view == View::Sweep {
+            let result = self.sweep_chart().and_then(|c| {
+                let bytes = if svg {
+                    crate::plot::to_svg(&c).into_bytes()
+                } else {
+                    png_bytes(&c)?
+                };
+                write_new(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+            });
+            self.exported(result, "Saved the plot", path);
+            return;
+        }
         let result = view_figure(self).and_then(|f| {
             let bytes = if svg {
                 f.to_svg()?.into_bytes()

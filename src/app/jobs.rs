@@ -38,6 +38,11 @@ impl<K: Clone + PartialEq> Tracked<K> {
         self.pending.as_ref().is_some_and(|(p, _)| *p == id)
     }
 
+    /// The key of the request in flight.
+    pub fn pending_key(&self) -> Option<&K> {
+        self.pending.as_ref().map(|(_, k)| k)
+    }
+
     /// Whether `key` should be asked for: neither in flight nor blocked.
     pub fn wants(&self, key: &K) -> bool {
         let inflight = self.pending.as_ref().is_some_and(|(_, k)| k == key);

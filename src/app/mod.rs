@@ -30,6 +30,7 @@ pub mod query;
 mod requests;
 pub mod settings;
 pub mod state;
+pub mod sweep;
 pub mod train;
 mod update;
 mod views;
@@ -47,7 +48,7 @@ use dialogs::{DialogKind, DialogState};
 pub use launch::{AppArgs, LaunchOptions, run};
 use overlay::Overlay;
 use query::QueryPoint;
-pub use settings::{ModelPreset, RangeMode, Settings, SizeChoice, View};
+pub use settings::{ModelPreset, RangeMode, Settings, SizeChoice, SweepTab, View};
 pub use state::{BackboneState, FeatureSlot, ImageSlot, Level, StatusMessage, Topic};
 use state::{FeatureState, ImagesState, MessagesState, UiFlags, ViewState};
 use train::TrainPanel;
@@ -79,6 +80,8 @@ pub struct CleanDiftApp {
     flags: UiFlags,
     /// The Fine-tune panel's run.
     train: TrainPanel,
+    /// The sweep view's series.
+    sweep: sweep::SweepState,
     frames: u64,
     /// Time the last frame's `ui` took.
     pub last_frame: Duration,
@@ -179,6 +182,7 @@ impl CleanDiftApp {
                 ..UiFlags::default()
             },
             train: TrainPanel::default(),
+            sweep: sweep::SweepState::default(),
             frames: 0,
             last_frame: Duration::ZERO,
             dialogs: DialogState::default(),
@@ -338,6 +342,7 @@ impl CleanDiftApp {
         self.images.is_pending()
             || matches!(self.backbone, BackboneState::Loading { .. })
             || self.features.is_pending()
+            || self.sweep.is_pending()
             || self.is_training()
     }
 
@@ -501,4 +506,5 @@ pub(crate) mod slots {
     pub const COMPARE: u64 = 11;
     pub const STRIP: u64 = 30;
     pub const PCA: u64 = 50;
+    pub const SWEEP: u64 = 60;
 }

@@ -67,7 +67,11 @@ impl CleanDiftApp {
         for id in self.features.take_pending() {
             self.worker.cancel(id);
         }
+        for id in self.sweep.take_pending() {
+            self.worker.cancel(id);
+        }
         self.features.unblock_features();
+        self.sweep.unblock();
         if let BackboneState::Loading { id, .. } = &self.backbone {
             self.worker.cancel(*id);
         }
@@ -87,6 +91,10 @@ impl CleanDiftApp {
         let ids: Vec<RequestId> = self.progress.keys().copied().collect();
         let mut cancelled = Vec::new();
         for (id, job) in self.features.block_pending() {
+            self.worker.cancel(id);
+            cancelled.push(job);
+        }
+        for (id, job) in self.sweep.block_pending() {
             self.worker.cancel(id);
             cancelled.push(job);
         }
@@ -123,6 +131,8 @@ impl CleanDiftApp {
         self.progress.clear();
         self.features.slots.clear();
         self.features.pca_request = Tracked::default();
+        self.sweep.take_pending();
+        self.sweep.unblock();
         self.images.pending = [None, None];
         self.message(
             Level::Info,
@@ -362,6 +372,8 @@ fn needed_modes(s: &Settings) -> Vec<Mode> {
             }
             m
         }
+        // The sweep's references: the clean student and naive clean.
+        View::Sweep => vec![Mode::Clean, Mode::Naive],
         _ => vec![s.mode],
     }
 }
@@ -422,7 +434,11 @@ fn fusion_settings(s: &Settings, backbone: &BackboneState) -> FusionSettings {
 }
 
 /// Extraction settings of `mode`, normalised.
-fn extract_settings(s: &Settings, backbone: &BackboneState, mode: Mode) -> ExtractSettings {
+pub(super) fn extract_settings(
+    s: &Settings,
+    backbone: &BackboneState,
+    mode: Mode,
+) -> ExtractSettings {
     let cuda = matches!(backbone, BackboneState::Ready { info, .. } if info.cuda);
     ExtractSettings {
         mode,

@@ -25,16 +25,20 @@ pub enum View {
     Compare,
     /// Joint PCA colours of A and B.
     Pca,
+    /// The timestep sweep (where noisy features send the click as t moves)
+    /// and the variance of the features against t.
+    Sweep,
 }
 
 impl View {
-    pub const ALL: [View; 3] = [View::Correspondence, View::Compare, View::Pca];
+    pub const ALL: [View; 4] = [View::Correspondence, View::Compare, View::Pca, View::Sweep];
 
     pub fn label(self) -> &'static str {
         match self {
             View::Correspondence => "Correspondence",
             View::Compare => "Compare",
             View::Pca => "PCA",
+            View::Sweep => "Sweep t",
         }
     }
 }
@@ -222,6 +226,89 @@ pub struct Settings {
     pub fusion: FusionChoice,
     /// The Fine-tune panel.
     pub train: TrainSettings,
+    /// The sweep view's ranges and choices.
+    pub sweep: SweepSettings,
+}
+
+/// The two tabs of the sweep view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SweepTab {
+    /// The click's best match against t.
+    Matches,
+    /// The fraction of variance of image A's features against t.
+    Variance,
+}
+
+/// The sweep view's settings: the t range, ensemble of the match sweep and
+/// of the variance analysis, the variance's layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SweepSettings {
+    pub tab: SweepTab,
+    /// First, last and step of t (last included when a step lands on it).
+    pub start: u32,
+    pub end: u32,
+    pub step: u32,
+    /// Noise samples averaged per t (match sweep).
+    pub ensemble: usize,
+    /// The variance analysis: t range, noise samples per t, layers, and the
+    /// layer its plot shows.
+    pub var_start: u32,
+    pub var_end: u32,
+    pub var_step: u32,
+    pub var_ensemble: usize,
+    pub var_layers: Vec<FeatureKey>,
+    pub var_shown: FeatureKey,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        SweepSettings {
+            tab: SweepTab::Matches,
+            start: 0,
+            end: 950,
+            step: 50,
+            ensemble: 4,
+            var_start: 0,
+            var_end: 950,
+            var_step: 50,
+            var_ensemble: 1,
+            var_layers: vec![FeatureKey::Us6],
+            var_shown: FeatureKey::Us6,
+        }
+    }
+}
+
+impl SweepSettings {
+    /// The match sweep's timesteps.
+    pub fn ts(&self) -> Vec<u32> {
+        crate::worker::sweep::t_values(self.start, self.end, self.step)
+    }
+
+    /// The variance analysis' timesteps.
+    pub fn var_ts(&self) -> Vec<u32> {
+        crate::worker::sweep::t_values(self.var_start, self.var_end, self.var_step)
+    }
+
+    /// Puts values back in range.
+    pub fn sanitize(&mut self) {
+        self.start = self.start.min(999);
+        self.end = self.end.clamp(self.start, 999);
+        self.step = self.step.clamp(1, 999);
+        self.ensemble = self.ensemble.clamp(1, 64);
+        self.var_start = self.var_start.min(999);
+        self.var_end = self.var_end.clamp(self.var_start, 999);
+        self.var_step = self.var_step.clamp(1, 999);
+        self.var_ensemble = self.var_ensemble.clamp(1, 64);
+        self.var_layers.sort();
+        self.var_layers.dedup();
+        if self.var_layers.is_empty() {
+            self.var_layers.push(FeatureKey::Us6);
+        }
+        if !self.var_layers.contains(&self.var_shown) {
+            self.var_shown = self.var_layers[0];
+        }
+    }
 }
 
 /// Where the Fine-tune panel's images come from.
@@ -500,6 +587,7 @@ impl Default for Settings {
             pca_source: super::ColumnSource::Sd,
             fusion: FusionChoice::default(),
             train: TrainSettings::default(),
+            sweep: SweepSettings::default(),
         }
     }
 }
@@ -576,6 +664,7 @@ impl Settings {
         self.t = self.t.round().clamp(0.0, 999.0);
         self.figure_scale = self.figure_scale.clamp(1, 3);
         self.ensemble = self.ensemble.clamp(1, 64);
+        self.sweep.sanitize();
         self.opacity = if self.opacity.is_finite() {
             self.opacity.clamp(0.0, 1.0)
         } else {

@@ -39,6 +39,10 @@ pub(crate) enum Command {
     SetTalk(bool),
     StartTraining,
     CancelTraining,
+    /// Stops the sweep view's series (they keep their points).
+    CancelSweep,
+    /// Lets a stopped sweep go on.
+    RunSweep,
 }
 
 impl CleanDiftApp {
@@ -62,6 +66,8 @@ impl CleanDiftApp {
                     let _ = self.start_training();
                 }
                 Command::CancelTraining => self.cancel_training(),
+                Command::CancelSweep => self.cancel_sweep(),
+                Command::RunSweep => self.run_sweep(),
             }
         }
     }
@@ -86,6 +92,7 @@ impl CleanDiftApp {
         self.images.side_of(id).is_some()
             || matches!(self.backbone, BackboneState::Loading { id: b, .. } if b == id)
             || self.features.awaits(id)
+            || self.sweep.awaits(id)
             || self.is_train_id(id)
     }
 
@@ -140,6 +147,8 @@ impl CleanDiftApp {
                     self.messages.resolve(Topic::Job(Job::Pca));
                 }
             }
+            Event::SweepPoint { id, point } => self.on_sweep_point(id, point),
+            Event::VariancePoint { id, point } => self.on_variance_point(id, point),
             Event::Training { id, event } => self.on_training(id, event),
             Event::Trained { id, summary, info } => self.on_trained(id, summary, info),
             Event::Cancelled {
@@ -147,7 +156,7 @@ impl CleanDiftApp {
                 job: Job::Train,
             } => self.on_train_cancelled(id),
             Event::Cancelled { id, job } => {
-                if self.features.block(id) {
+                if self.features.block(id) || self.sweep.block(id) {
                     self.message_on(
                         Topic::Job(job),
                         Level::Info,
@@ -178,6 +187,9 @@ impl CleanDiftApp {
             return Job::Image(side);
         }
         if let Some(job) = self.features.job_of(id) {
+            return job;
+        }
+        if let Some(job) = self.sweep.job_of(id) {
             return job;
         }
         if self.is_train_id(id) {
@@ -229,6 +241,9 @@ impl CleanDiftApp {
                     );
                 }
             }
+            Job::Sweep | Job::Variance => {
+                self.on_sweep_failed(id, job, error.message, error.hint);
+            }
             Job::Pca => {
                 if self.features.pca_request.block(id) {
                     self.message_on(
@@ -260,12 +275,23 @@ impl CleanDiftApp {
                 .and_then(|i| i.previous_student.clone()),
         };
         let export_dir = self.export_dir();
+        let (running, stopped) = match self.settings.sweep.tab {
+            settings::SweepTab::Matches => (
+                self.sweep.matches.is_pending(),
+                self.sweep.matches.is_blocked(),
+            ),
+            settings::SweepTab::Variance => (
+                self.sweep.variance.is_pending(),
+                self.sweep.variance.is_blocked(),
+            ),
+        };
         let side = SidePanel {
             settings: &mut self.settings,
             images: &self.images,
             backbone: &self.backbone,
             extract_blocked,
             train,
+            sweep: panels::SweepView { running, stopped },
             export_dir: &export_dir,
             last_export: self.last_export.as_deref(),
         };
@@ -361,6 +387,7 @@ impl eframe::App for CleanDiftApp {
         self.drain_events();
         self.request_features();
         self.request_pca();
+        self.request_sweep();
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
@@ -371,6 +398,7 @@ impl eframe::App for CleanDiftApp {
         self.drain_events();
         self.request_features();
         self.request_pca();
+        self.request_sweep();
         self.handle_keys(ui.ctx());
         self.handle_drops(ui.ctx());
         self.view.hover = None;
@@ -401,6 +429,7 @@ impl eframe::App for CleanDiftApp {
             backbone: &self.backbone,
             features: &mut self.features,
             view: &mut self.view,
+            sweep: &mut self.sweep,
             training,
             big: self.flags.big(),
         };

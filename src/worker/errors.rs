@@ -167,6 +167,20 @@ impl From<MatchError> for JobError {
     }
 }
 
+impl From<super::sweep::SweepError> for JobError {
+    fn from(e: super::sweep::SweepError) -> Self {
+        use super::sweep::SweepError;
+        match e {
+            SweepError::Extract(e) => e.into(),
+            SweepError::Match(m) => m.into(),
+            SweepError::Variance { layer, source } => JobError::User(UserError {
+                message: format!("variance of layer {layer}: {source}"),
+                hint: "Choose another layer or image (Sweep panel)".into(),
+            }),
+        }
+    }
+}
+
 /// A fine-tune error as the status area shows it.
 pub(super) fn train_error(e: TrainError) -> JobError {
     let hint = match &e {

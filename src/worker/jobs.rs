@@ -15,6 +15,7 @@ use super::protocol::{
     BackboneChoice, BackboneInfo, Event, ImageSource, Lane, PcaColours, Progress, Request,
     RequestId, SOURCE_LAYER, TrainData, TrainSummary,
 };
+use super::sweep;
 use crate::features::cache::{FeatureCache, cache_key};
 use crate::features::extract::{ExtractSettings, Mode, Stage};
 use crate::features::fusion::FusionSettings;
@@ -130,6 +131,30 @@ impl LaneState {
                 layer,
                 joint,
             } => pca(id, &features, layer, joint, out),
+            Request::SweepStep {
+                id,
+                backbone,
+                images,
+                settings,
+                layer,
+                query,
+                t,
+            } => self.sweep_step(
+                id,
+                backbone,
+                &images,
+                &settings,
+                (layer, query, t),
+                cancel,
+                out,
+            ),
+            Request::VarianceStep {
+                id,
+                backbone,
+                image,
+                settings,
+                t,
+            } => self.variance_step(id, backbone, &image, &settings, t, cancel, out),
             Request::Crash { .. } => panic!("crash requested"),
         };
         match result {
@@ -554,6 +579,91 @@ impl LaneState {
             info: Some(Arc::new(info)),
         });
         Ok(())
+    }
+}
+
+impl LaneState {
+    /// The loaded backbone when it is `backbone`, and the feature cache.
+    fn backbone_and_cache(
+        &self,
+        backbone: RequestId,
+    ) -> Result<(&Backbone, &FeatureCache), JobError> {
+        let Some((bb_id, bb)) = &self.backbone else {
+            return Err(no_backbone());
+        };
+        if *bb_id != backbone {
+            return Err(JobError::User(UserError {
+                message: "the backbone changed before these features were extracted".into(),
+                hint: String::new(),
+            }));
+        }
+        let cache = self
+            .cache
+            .as_ref()
+            .ok_or_else(|| JobError::User(internal("no feature cache on this lane")))?;
+        Ok((bb, cache))
+    }
+
+    /// One timestep of the sweep: [`sweep::sweep_step`].
+    #[allow(clippy::too_many_arguments)]
+    fn sweep_step(
+        &self,
+        id: RequestId,
+        backbone: RequestId,
+        images: &[Arc<LoadedImage>; 2],
+        settings: &ExtractSettings,
+        (layer, query, t): (FeatureKey, (Side, f32, f32), f64),
+        cancel: &AtomicBool,
+        out: &Outbox,
+    ) -> Result<(), JobError> {
+        let (bb, cache) = self.backbone_and_cache(backbone)?;
+        out.progress(id, Progress::Preprocessing { side: Side::A });
+        let (point, _) = sweep::sweep_step(
+            bb,
+            cache,
+            [&images[0], &images[1]],
+            settings,
+            layer,
+            query,
+            t,
+            Some(cancel),
+            &mut |side, stage| out.progress(id, stage_progress(side, stage)),
+        )?;
+        out.send(Event::SweepPoint { id, point });
+        Ok(())
+    }
+
+    /// One timestep of the variance analysis: [`sweep::variance_step`].
+    #[allow(clippy::too_many_arguments)]
+    fn variance_step(
+        &self,
+        id: RequestId,
+        backbone: RequestId,
+        image: &LoadedImage,
+        settings: &ExtractSettings,
+        t: f64,
+        cancel: &AtomicBool,
+        out: &Outbox,
+    ) -> Result<(), JobError> {
+        let (bb, cache) = self.backbone_and_cache(backbone)?;
+        out.progress(id, Progress::Preprocessing { side: Side::A });
+        let point = sweep::variance_step(bb, cache, image, settings, t, Some(cancel), &mut |st| {
+            out.progress(id, stage_progress(Side::A, st))
+        })?;
+        out.send(Event::VariancePoint {
+            id,
+            point: Arc::new(point),
+        });
+        Ok(())
+    }
+}
+
+/// An extraction stage of `side` as progress.
+fn stage_progress(side: Side, stage: Stage) -> Progress {
+    match stage {
+        Stage::Encoding => Progress::Encoding { side },
+        Stage::Text => Progress::Text { side },
+        Stage::Unet { done, total } => Progress::Unet { side, done, total },
     }
 }
 

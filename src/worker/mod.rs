@@ -29,7 +29,8 @@
 //!
 //! Files: [`protocol`] (requests, events, progress, job kinds), [`errors`]
 //! (user-facing errors and their hints), [`handle`] (threads, lanes,
-//! coalescing) and `jobs` (the job bodies). The prepared features
+//! coalescing), `jobs` (the job bodies) and [`sweep`] (one step of the
+//! timestep sweep and of the variance analysis). The prepared features
 //! ([`PairFeatures`], [`Side`]) and the view geometry ([`ViewMapping`]) live
 //! in [`crate::features`]; they are re-exported here.
 //!
@@ -42,6 +43,7 @@ pub mod errors;
 pub mod handle;
 mod jobs;
 pub mod protocol;
+pub mod sweep;
 
 pub use crate::features::pair::{LayerViews, PairFeatures, PrepareError, Side, SideFeatures};
 pub use crate::features::view::ViewMapping;
@@ -52,3 +54,4 @@ pub use protocol::{
     BackboneChoice, BackboneInfo, Event, ImageSource, Job, Notify, PcaColours, Progress, Request,
     RequestId, SOURCE_LAYER, TrainData, TrainSummary, human_bytes,
 };
+pub use sweep::{SweepPoint, VariancePoint};

@@ -148,6 +148,29 @@ pub enum Request {
         layer: FeatureKey,
         joint: bool,
     },
+    /// One step of the timestep sweep (issue 14): noisy features of both
+    /// images at `t` ([`super::sweep::sweep_step`]; `settings` names the
+    /// layers, ensemble, seed, size, prompt) and the best match of `query`
+    /// (side, original pixels) on `layer`. Answers [`Event::SweepPoint`].
+    SweepStep {
+        id: RequestId,
+        backbone: RequestId,
+        images: [Arc<LoadedImage>; 2],
+        settings: ExtractSettings,
+        layer: FeatureKey,
+        query: (Side, f32, f32),
+        t: f64,
+    },
+    /// One step of the variance-vs-timestep analysis of `image` at `t`
+    /// ([`super::sweep::variance_step`], every layer of `settings.layers`).
+    /// Answers [`Event::VariancePoint`].
+    VarianceStep {
+        id: RequestId,
+        backbone: RequestId,
+        image: Arc<LoadedImage>,
+        settings: ExtractSettings,
+        t: f64,
+    },
     /// Makes the model lane panic (tests of the dead-worker path).
     #[doc(hidden)]
     Crash { id: RequestId },
@@ -169,6 +192,8 @@ impl Request {
             | Request::ExtractSource { id, .. }
             | Request::Pca { id, .. }
             | Request::Train { id, .. }
+            | Request::SweepStep { id, .. }
+            | Request::VarianceStep { id, .. }
             | Request::Crash { id } => *id,
         }
     }
@@ -190,6 +215,8 @@ impl Request {
             },
             Request::Train { .. } => Job::Train,
             Request::Pca { .. } => Job::Pca,
+            Request::SweepStep { .. } => Job::Sweep,
+            Request::VarianceStep { .. } => Job::Variance,
             Request::Crash { .. } => Job::Backbone,
         }
     }
@@ -209,6 +236,8 @@ impl Request {
             | Request::Extract { .. }
             | Request::ExtractSource { .. }
             | Request::Train { .. }
+            | Request::SweepStep { .. }
+            | Request::VarianceStep { .. }
             | Request::Crash { .. } => Lane::Model,
             Request::LoadImage { .. } | Request::Pca { .. } => Lane::Light,
         }
@@ -229,6 +258,10 @@ pub enum Job {
     Fused,
     Pca,
     Train,
+    /// A step of the timestep sweep.
+    Sweep,
+    /// A step of the variance-vs-timestep analysis.
+    Variance,
 }
 
 impl fmt::Display for Job {
@@ -242,6 +275,8 @@ impl fmt::Display for Job {
             Job::Fused => f.write_str("fused features"),
             Job::Pca => f.write_str("PCA"),
             Job::Train => f.write_str("fine-tune"),
+            Job::Sweep => f.write_str("timestep sweep"),
+            Job::Variance => f.write_str("variance vs t"),
         }
     }
 }
@@ -482,6 +517,16 @@ pub enum Event {
         summary: TrainSummary,
         info: Option<Arc<BackboneInfo>>,
     },
+    /// [`Request::SweepStep`] finished.
+    SweepPoint {
+        id: RequestId,
+        point: super::sweep::SweepPoint,
+    },
+    /// [`Request::VarianceStep`] finished.
+    VariancePoint {
+        id: RequestId,
+        point: Arc<super::sweep::VariancePoint>,
+    },
     /// A job stopped because it was cancelled.
     Cancelled { id: RequestId, job: Job },
     /// A job failed.
@@ -505,6 +550,8 @@ impl Event {
             | Event::Pca { id, .. }
             | Event::Training { id, .. }
             | Event::Trained { id, .. }
+            | Event::SweepPoint { id, .. }
+            | Event::VariancePoint { id, .. }
             | Event::Cancelled { id, .. }
             | Event::Failed { id, .. } => Some(*id),
             Event::Died { .. } => None,

@@ -51,7 +51,7 @@ pub(super) fn features_section(
                         }
                     }
                 });
-            let t_used = s.mode != Mode::Clean || s.view == View::Compare;
+            let t_used = s.mode != Mode::Clean || matches!(s.view, View::Compare | View::Sweep);
             ui.add_enabled(
                 t_used,
                 egui::Slider::new(&mut s.t, 0.0..=999.0)
@@ -59,7 +59,7 @@ pub(super) fn features_section(
                     .text("t"),
             )
             .on_hover_text("Timestep of naive and noisy features (DIFT: 261). Noisy features are cached per t.");
-            if s.mode == Mode::Clean && s.view != View::Compare {
+            if !t_used {
                 ui.label(
                     RichText::new(format!(
                         "clean uses the student's own t ({DEFAULT_T:.0} unless the checkpoint holds one)"

@@ -8,6 +8,7 @@ mod features;
 mod fusion;
 mod images;
 mod status;
+mod sweep;
 mod train;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ use super::{Command, View, mode_color, sample_source};
 use crate::features::extract::Mode;
 use crate::worker::Side;
 pub(super) use status::{StatusInfo, shorten, status_bar, windows};
+pub(super) use sweep::SweepView;
 pub(super) use train::TrainView;
 
 // ---------------------------------------------------------------------------
@@ -105,6 +107,9 @@ pub(super) fn top_bar(
                             "Clean vs noisy for the same click, plus the layer strip (M)"
                         }
                         View::Pca => "Joint PCA colours of A and B (P)",
+                        View::Sweep => {
+                            "Where noisy features send the click as t moves; the variance of the features against t"
+                        }
                     });
             }
             ui.separator();
@@ -116,7 +121,7 @@ pub(super) fn top_bar(
                     .color(mode_color(mode))
                     .strong(),
             );
-            if mode != Mode::Clean || s.view == View::Compare {
+            if mode != Mode::Clean || matches!(s.view, View::Compare | View::Sweep) {
                 ui.label(format!("t = {:.0}", s.t));
             }
             ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
@@ -168,6 +173,7 @@ pub(super) struct SidePanel<'a> {
     /// An extraction the view needs failed or was cancelled.
     pub extract_blocked: bool,
     pub train: TrainView<'a>,
+    pub sweep: SweepView,
     pub export_dir: &'a Path,
     pub last_export: Option<&'a Path>,
 }
@@ -179,6 +185,7 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
         backbone,
         extract_blocked,
         train,
+        sweep,
         export_dir,
         last_export,
     } = p;
@@ -190,6 +197,9 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
             egui::ScrollArea::vertical().show(ui, |ui| {
                 images::images_section(ui, images, cmds);
                 backbone::backbone_section(ui, settings, backbone, cmds);
+                if settings.view == View::Sweep {
+                    sweep::sweep_section(ui, settings, &sweep, cmds);
+                }
                 let channels = backbone.info().map(|i| i.channels.clone());
                 features::features_section(ui, settings, channels.clone(), extract_blocked, cmds);
                 features::overlay_section(ui, settings);

@@ -5,6 +5,7 @@
 mod compare;
 mod correspondence;
 mod pca;
+mod sweep;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub(super) struct Canvas<'a> {
     pub backbone: &'a BackboneState,
     pub features: &'a mut FeatureState,
     pub view: &'a mut ViewState,
+    /// The sweep view's series.
+    pub sweep: &'a mut super::sweep::SweepState,
     /// A fine-tune runs (extractions wait for it).
     pub training: bool,
     /// Scale of markers and labels (talk mode: bigger).
@@ -109,6 +112,7 @@ pub(super) fn central(ui: &mut egui::Ui, c: &mut Canvas) {
             View::Correspondence => correspondence::correspondence(c, ui),
             View::Compare => compare::compare(c, ui),
             View::Pca => pca::pca_view(c, ui),
+            View::Sweep => sweep::sweep_view(c, ui),
         }
         drop_hint(c, ui);
     });

@@ -1,0 +1,807 @@
+//! The sweep view's state and requests (issue 14): the timestep sweep of the
+//! committed click (one [`Request::SweepStep`] per t, so the plot fills in
+//! as the worker answers, cancellable between steps) and the variance of
+//! image A's features against t (one [`Request::VarianceStep`] per t); their
+//! series as CSV, JSON and charts ([`crate::plot`]) for the exports.
+//!
+//! Each series is kept for a key (backbone, images, settings, layer and
+//! click): a new key cancels the step in flight and starts over; points of
+//! the same key stay (a wider range only asks for the missing t). The
+//! worker caches features per t, so a sweep asked for again costs no UNet
+//! pass.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::jobs::Tracked;
+use super::requests::extract_settings;
+use super::settings::{Settings, SweepTab};
+use super::state::{BackboneState, Level, Topic};
+use super::{CleanDiftApp, View, hex8};
+use crate::features::extract::{ExtractSettings, Mode};
+use crate::model::FeatureKey;
+use crate::plot::{Chart, HLine, Line, PALETTE, Stacked};
+use crate::worker::{Job, Request, RequestId, Side, SweepPoint, VariancePoint};
+
+/// One series filled in one t at a time.
+pub struct Series<P> {
+    /// What the points are for.
+    pub(super) key: Option<String>,
+    /// The points by t.
+    pub(super) points: BTreeMap<u32, P>,
+    /// The step in flight: (key, t).
+    pub(super) request: Tracked<(String, u32)>,
+    /// The last failure's message.
+    pub(super) error: Option<String>,
+}
+
+impl<P> Default for Series<P> {
+    fn default() -> Self {
+        Series {
+            key: None,
+            points: BTreeMap::new(),
+            request: Tracked::default(),
+            error: None,
+        }
+    }
+}
+
+impl<P> Series<P> {
+    /// Makes `key` the series' key: a new one drops the points and returns
+    /// the step in flight (to cancel).
+    fn retarget(&mut self, key: &str) -> Option<RequestId> {
+        if self.key.as_deref() == Some(key) {
+            return None;
+        }
+        self.key = Some(key.to_string());
+        self.points.clear();
+        self.error = None;
+        self.request.unblock();
+        self.request.take()
+    }
+
+    /// The first of `ts` without a point.
+    fn next_t(&self, ts: &[u32]) -> Option<u32> {
+        ts.iter().copied().find(|t| !self.points.contains_key(t))
+    }
+
+    /// The points of `ts` that are there, in order.
+    pub fn shown(&self, ts: &[u32]) -> Vec<(u32, &P)> {
+        ts.iter()
+            .filter_map(|t| self.points.get(t).map(|p| (*t, p)))
+            .collect()
+    }
+
+    /// Whether a step is in flight.
+    pub fn is_pending(&self) -> bool {
+        self.request.is_pending()
+    }
+
+    /// Whether the series stopped (cancelled or failed) before its end.
+    pub fn is_blocked(&self) -> bool {
+        self.request.is_blocked()
+    }
+
+    /// A step answered: its point when it is for the current key.
+    fn finish(&mut self, id: RequestId, point: P) -> bool {
+        match self.request.finish(id) {
+            Some((key, t)) if self.key.as_ref() == Some(&key) => {
+                self.points.insert(t, point);
+                self.error = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The sweep view's two series and where the plot drew its points.
+#[derive(Default)]
+pub struct SweepState {
+    pub(super) matches: Series<SweepPoint>,
+    pub(super) variance: Series<Arc<VariancePoint>>,
+    /// The match plot's points on screen last frame (t, position).
+    pub(super) plot_points: Vec<(u32, egui::Pos2)>,
+}
+
+impl SweepState {
+    pub(super) fn awaits(&self, id: RequestId) -> bool {
+        self.matches.request.awaits(id) || self.variance.request.awaits(id)
+    }
+
+    pub(super) fn job_of(&self, id: RequestId) -> Option<Job> {
+        if self.matches.request.awaits(id) {
+            Some(Job::Sweep)
+        } else if self.variance.request.awaits(id) {
+            Some(Job::Variance)
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn is_pending(&self) -> bool {
+        self.matches.is_pending() || self.variance.is_pending()
+    }
+
+    /// Step `id` failed or was cancelled: the series stops there until a
+    /// setting changes or Run is pressed. Returns whether it was awaited.
+    pub(super) fn block(&mut self, id: RequestId) -> bool {
+        self.matches.request.block(id) | self.variance.request.block(id)
+    }
+
+    /// Stops both series (cancel all): the ids in flight.
+    pub(super) fn block_pending(&mut self) -> Vec<(RequestId, Job)> {
+        let mut out = Vec::new();
+        if let Some(id) = self.matches.request.block_pending() {
+            out.push((id, Job::Sweep));
+        }
+        if let Some(id) = self.variance.request.block_pending() {
+            out.push((id, Job::Variance));
+        }
+        out
+    }
+
+    /// Forgets the steps in flight (to cancel them, or after a restart).
+    pub(super) fn take_pending(&mut self) -> Vec<RequestId> {
+        [self.matches.request.take(), self.variance.request.take()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Lets stopped series go on.
+    pub(super) fn unblock(&mut self) {
+        self.matches.request.unblock();
+        self.variance.request.unblock();
+    }
+}
+
+/// The noisy settings of the match sweep (t set per step).
+pub(super) fn sweep_settings(s: &Settings, backbone: &BackboneState) -> ExtractSettings {
+    let mut es = extract_settings(s, backbone, Mode::Noisy);
+    es.t = 0.0;
+    es.ensemble = s.sweep.ensemble.max(1);
+    es.layers = vec![s.layer];
+    es
+}
+
+/// The noisy settings of the variance analysis (t set per step).
+pub(super) fn variance_settings(s: &Settings, backbone: &BackboneState) -> ExtractSettings {
+    let mut es = extract_settings(s, backbone, Mode::Noisy);
+    es.t = 0.0;
+    es.ensemble = s.sweep.var_ensemble.max(1);
+    es.layers = s.sweep.var_layers.clone();
+    es
+}
+
+impl CleanDiftApp {
+    /// Asks for the next step of the sweep view's shown series (one at a
+    /// time); leaving the view stops them (their points stay).
+    pub(super) fn request_sweep(&mut self) {
+        if self.messages.worker_dead.is_some() {
+            return;
+        }
+        let BackboneState::Ready { id: bb, .. } = &self.backbone else {
+            return;
+        };
+        let bb = *bb;
+        let active = self.settings.view == View::Sweep && !self.is_training();
+        let tab = self.settings.sweep.tab;
+        let images = match (self.images.get(Side::A), self.images.get(Side::B)) {
+            (Some(a), Some(b)) => Some([a.image.clone(), b.image.clone()]),
+            _ => None,
+        };
+
+        // The match sweep of the committed click.
+        let want = match (
+            active && tab == SweepTab::Matches,
+            &images,
+            self.settings.query,
+        ) {
+            (true, Some(imgs), Some(q)) => {
+                let es = sweep_settings(&self.settings, &self.backbone);
+                let key = format!(
+                    "{bb}|{}|{}|{}|{}|{}|{}|{}|{}",
+                    hex8(&imgs[0].hash),
+                    hex8(&imgs[1].hash),
+                    serde_json::to_string(&es).unwrap_or_default(),
+                    es.size,
+                    self.settings.layer,
+                    q.side,
+                    q.x.to_bits(),
+                    q.y.to_bits()
+                );
+                Some((key, es, imgs.clone(), q))
+            }
+            _ => None,
+        };
+        match want {
+            None => {
+                if let Some(id) = self.sweep.matches.request.take() {
+                    self.worker.cancel(id);
+                }
+            }
+            Some((key, es, imgs, q)) => {
+                if let Some(old) = self.sweep.matches.retarget(&key) {
+                    self.worker.cancel(old);
+                }
+                let ts = self.settings.sweep.ts();
+                let next = self.sweep.matches.next_t(&ts);
+                if let Some(t) = next
+                    && !self.sweep.matches.is_pending()
+                    && self.sweep.matches.request.wants(&(key.clone(), t))
+                {
+                    let id = self.worker.next_id();
+                    let req = Request::SweepStep {
+                        id,
+                        backbone: bb,
+                        images: imgs,
+                        settings: es,
+                        layer: self.settings.layer,
+                        query: (q.side, q.x, q.y),
+                        t: f64::from(t),
+                    };
+                    if self.send(req) {
+                        self.sweep.matches.request.start(id, (key, t));
+                    }
+                }
+            }
+        }
+
+        // The variance of image A's features.
+        let want = match (active && tab == SweepTab::Variance, &images) {
+            (true, Some(imgs)) => {
+                let es = variance_settings(&self.settings, &self.backbone);
+                let key = format!(
+                    "{bb}|{}|{}|{}",
+                    hex8(&imgs[0].hash),
+                    serde_json::to_string(&es).unwrap_or_default(),
+                    es.size,
+                );
+                Some((key, es, imgs[0].clone()))
+            }
+            _ => None,
+        };
+        match want {
+            None => {
+                if let Some(id) = self.sweep.variance.request.take() {
+                    self.worker.cancel(id);
+                }
+            }
+            Some((key, es, image)) => {
+                if let Some(old) = self.sweep.variance.retarget(&key) {
+                    self.worker.cancel(old);
+                }
+                let ts = self.settings.sweep.var_ts();
+                let next = self.sweep.variance.next_t(&ts);
+                if let Some(t) = next
+                    && !self.sweep.variance.is_pending()
+                    && self.sweep.variance.request.wants(&(key.clone(), t))
+                {
+                    let id = self.worker.next_id();
+                    let req = Request::VarianceStep {
+                        id,
+                        backbone: bb,
+                        image,
+                        settings: es,
+                        t: f64::from(t),
+                    };
+                    if self.send(req) {
+                        self.sweep.variance.request.start(id, (key, t));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A sweep step answered.
+    pub(super) fn on_sweep_point(&mut self, id: RequestId, point: SweepPoint) {
+        if self.sweep.matches.finish(id, point) {
+            self.messages.resolve(Topic::Job(Job::Sweep));
+        }
+    }
+
+    /// A variance step answered.
+    pub(super) fn on_variance_point(&mut self, id: RequestId, point: Arc<VariancePoint>) {
+        if self.sweep.variance.finish(id, point) {
+            self.messages.resolve(Topic::Job(Job::Variance));
+        }
+    }
+
+    /// A sweep or variance step failed: the series stops with the reason.
+    pub(super) fn on_sweep_failed(
+        &mut self,
+        id: RequestId,
+        job: Job,
+        message: String,
+        hint: String,
+    ) {
+        if self.sweep.block(id) {
+            let series = match job {
+                Job::Variance => &mut self.sweep.variance.error,
+                _ => &mut self.sweep.matches.error,
+            };
+            *series = Some(message.clone());
+            self.message_on(
+                Topic::Job(job),
+                Level::Error,
+                format!("{job}: {message}"),
+                hint,
+            );
+        }
+    }
+
+    /// Stops the sweep view's series (the Cancel button); Run goes on.
+    pub fn cancel_sweep(&mut self) {
+        for (id, job) in self.sweep.block_pending() {
+            self.worker.cancel(id);
+            self.message_on(
+                Topic::Job(job),
+                Level::Info,
+                format!("Cancelled: {job}"),
+                "Press Run (Sweep panel) or change a setting to go on".into(),
+            );
+        }
+    }
+
+    /// Lets a cancelled or failed sweep go on (the Run button).
+    pub fn run_sweep(&mut self) {
+        self.sweep.unblock();
+        self.sweep.matches.error = None;
+        self.sweep.variance.error = None;
+    }
+
+    /// The match sweep's points in the current range (t, point).
+    pub fn sweep_points(&self) -> Vec<(u32, SweepPoint)> {
+        let ts = self.settings.sweep.ts();
+        self.sweep
+            .matches
+            .shown(&ts)
+            .into_iter()
+            .map(|(t, p)| (t, *p))
+            .collect()
+    }
+
+    /// The variance analysis' points in the current range.
+    pub fn variance_points(&self) -> Vec<(u32, Arc<VariancePoint>)> {
+        let ts = self.settings.sweep.var_ts();
+        self.sweep
+            .variance
+            .shown(&ts)
+            .into_iter()
+            .map(|(t, p)| (t, p.clone()))
+            .collect()
+    }
+
+    /// Whether a sweep or variance step is in flight.
+    pub fn sweep_pending(&self) -> bool {
+        self.sweep.is_pending()
+    }
+
+    /// Where the match plot drew its points last frame (t, screen
+    /// position): tests click them.
+    pub fn sweep_plot_points(&self) -> &[(u32, egui::Pos2)] {
+        &self.sweep.plot_points
+    }
+
+    /// The sweep series with the references (clean student, naive clean)
+    /// for exports.
+    pub fn sweep_series(&mut self) -> anyhow::Result<SweepSeries> {
+        use anyhow::Context as _;
+        let q = self
+            .settings
+            .query
+            .context("no query point: click in an image first")?;
+        let points = self.sweep_points();
+        anyhow::ensure!(
+            !points.is_empty(),
+            "no sweep points yet: wait for the first timestep"
+        );
+        let clean = self.answer(Mode::Clean, q);
+        let has_student = self.backbone_info().is_some_and(|i| i.has_student);
+        let naive = if has_student {
+            self.answer(Mode::Naive, q)
+        } else {
+            None
+        };
+        let reference = |m: Mode, a: Option<Arc<super::query::Answer>>| {
+            a.map(|a| Reference {
+                features: self
+                    .features_of(m)
+                    .map(|f| f.label.clone())
+                    .unwrap_or_default(),
+                x: a.best.x,
+                y: a.best.y,
+                cosine: a.best.score,
+            })
+        };
+        let clean_ref = reference(Mode::Clean, clean);
+        let naive_ref = reference(Mode::Naive, naive);
+        let rows = points
+            .iter()
+            .map(|(_, p)| SweepRow {
+                t: p.t,
+                x: p.x,
+                y: p.y,
+                cosine: p.cosine,
+                distance_px: clean_ref
+                    .as_ref()
+                    .map(|c| ((p.x - c.x).powi(2) + (p.y - c.y).powi(2)).sqrt()),
+            })
+            .collect();
+        let target = q.side.other();
+        Ok(SweepSeries {
+            app: format!("cleandift {}", env!("CARGO_PKG_VERSION")),
+            backbone: self.backbone_info().map(|i| i.description.clone()),
+            layer: self.settings.layer.name().to_string(),
+            query: q,
+            target: target.name().to_string(),
+            ensemble: self.settings.sweep.ensemble,
+            seed: self.settings.seed,
+            coordinates: "original image pixels of the target image",
+            clean: clean_ref,
+            naive: naive_ref,
+            rows,
+        })
+    }
+
+    /// The variance series of the shown layers for exports.
+    pub fn variance_series(&self) -> anyhow::Result<VarianceSeries> {
+        let points = self.variance_points();
+        anyhow::ensure!(
+            !points.is_empty(),
+            "no variance points yet: wait for the first timestep"
+        );
+        let mut layers: BTreeMap<String, Vec<VarianceRow>> = BTreeMap::new();
+        for (_, p) in &points {
+            for (k, fit) in &p.fits {
+                layers
+                    .entry(k.name().to_string())
+                    .or_default()
+                    .push(VarianceRow {
+                        t: p.t,
+                        fit: fit.clone(),
+                    });
+            }
+        }
+        Ok(VarianceSeries {
+            app: format!("cleandift {}", env!("CARGO_PKG_VERSION")),
+            backbone: self.backbone_info().map(|i| i.description.clone()),
+            image: self
+                .image(Side::A)
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            ensemble: self.settings.sweep.var_ensemble,
+            seed: self.settings.seed,
+            regression: "per layer and t: least squares F_t ~ a*F_0 + b*F_999 + c (scalars a, b; per-channel c); fractions of the variance of F_t: x0 = a*Sxz/Szz, eps = b*Syz/Szz, residual = |R|^2/Szz (see cleandift analyze variance)",
+            layers,
+        })
+    }
+}
+
+/// A reference match (clean student, naive clean).
+#[derive(Debug, Clone, Serialize)]
+pub struct Reference {
+    pub features: String,
+    pub x: f32,
+    pub y: f32,
+    pub cosine: f32,
+}
+
+/// One timestep of the match sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepRow {
+    pub t: f64,
+    pub x: f32,
+    pub y: f32,
+    pub cosine: f32,
+    /// Distance from the clean student's match, original pixels.
+    pub distance_px: Option<f32>,
+}
+
+/// The match sweep as exported.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepSeries {
+    pub app: String,
+    pub backbone: Option<String>,
+    pub layer: String,
+    pub query: super::query::QueryPoint,
+    pub target: String,
+    pub ensemble: usize,
+    pub seed: u64,
+    pub coordinates: &'static str,
+    pub clean: Option<Reference>,
+    pub naive: Option<Reference>,
+    pub rows: Vec<SweepRow>,
+}
+
+impl SweepSeries {
+    pub fn csv(&self) -> String {
+        let mut out = String::from("t,x,y,cosine,distance_px\n");
+        for r in &self.rows {
+            let d = r.distance_px.map(|d| d.to_string()).unwrap_or_default();
+            let _ = writeln!(out, "{},{},{},{},{d}", r.t, r.x, r.y, r.cosine);
+        }
+        out
+    }
+
+    /// The cosine against t, with the references as horizontal lines.
+    pub fn cosine_chart(&self) -> Chart {
+        let xs: Vec<f64> = self.rows.iter().map(|r| r.t).collect();
+        let mut hlines = Vec::new();
+        if let Some(c) = &self.clean {
+            hlines.push(HLine {
+                label: format!("clean: {}", c.features),
+                y: f64::from(c.cosine),
+                color: PALETTE[2],
+                dashed: true,
+            });
+        }
+        if let Some(n) = &self.naive {
+            hlines.push(HLine {
+                label: format!("naive: {}", n.features),
+                y: f64::from(n.cosine),
+                color: PALETTE[4],
+                dashed: true,
+            });
+        }
+        Chart {
+            title: format!(
+                "Best match's cosine vs t, layer {}, query {} ({:.0}, {:.0})",
+                self.layer,
+                self.query.side,
+                self.query.x.floor(),
+                self.query.y.floor()
+            ),
+            x_label: "t".into(),
+            y_label: "cosine".into(),
+            lines: vec![Line {
+                label: "noisy".into(),
+                xs,
+                ys: self.rows.iter().map(|r| f64::from(r.cosine)).collect(),
+                color: PALETTE[1],
+                dashed: false,
+                points: true,
+            }],
+            hlines,
+            ..Chart::default()
+        }
+    }
+
+    /// The distance from the clean student's match against t.
+    pub fn distance_chart(&self) -> Chart {
+        let rows: Vec<&SweepRow> = self
+            .rows
+            .iter()
+            .filter(|r| r.distance_px.is_some())
+            .collect();
+        let mut hlines = Vec::new();
+        if let (Some(c), Some(n)) = (&self.clean, &self.naive) {
+            hlines.push(HLine {
+                label: "naive clean".into(),
+                y: f64::from(((n.x - c.x).powi(2) + (n.y - c.y).powi(2)).sqrt()),
+                color: PALETTE[4],
+                dashed: true,
+            });
+        }
+        Chart {
+            title: format!(
+                "Distance of the noisy match from the clean one, layer {}",
+                self.layer
+            ),
+            x_label: "t".into(),
+            y_label: format!("distance in {} (px)", self.target),
+            lines: vec![Line {
+                label: "noisy".into(),
+                xs: rows.iter().map(|r| r.t).collect(),
+                ys: rows
+                    .iter()
+                    .map(|r| f64::from(r.distance_px.unwrap_or(0.0)))
+                    .collect(),
+                color: PALETTE[1],
+                dashed: false,
+                points: true,
+            }],
+            hlines,
+            ..Chart::default()
+        }
+    }
+}
+
+/// One timestep of the variance analysis of one layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct VarianceRow {
+    pub t: f64,
+    #[serde(flatten)]
+    pub fit: crate::analysis::VarianceFit,
+}
+
+/// The variance analysis as exported.
+#[derive(Debug, Clone, Serialize)]
+pub struct VarianceSeries {
+    pub app: String,
+    pub backbone: Option<String>,
+    pub image: String,
+    pub ensemble: usize,
+    pub seed: u64,
+    pub regression: &'static str,
+    pub layers: BTreeMap<String, Vec<VarianceRow>>,
+}
+
+impl VarianceSeries {
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "layer,t,a,b,frac_x0,frac_eps,frac_residual,raw_x0,raw_eps,raw_cross,total_variance,corr_x0_eps\n",
+        );
+        for (layer, rows) in &self.layers {
+            for r in rows {
+                let f = &r.fit;
+                let _ = writeln!(
+                    out,
+                    "{layer},{},{},{},{},{},{},{},{},{},{},{}",
+                    r.t,
+                    f.a,
+                    f.b,
+                    f.frac_x0,
+                    f.frac_eps,
+                    f.frac_residual,
+                    f.raw_x0,
+                    f.raw_eps,
+                    f.raw_cross,
+                    f.total_variance,
+                    f.corr_x0_eps
+                );
+            }
+        }
+        out
+    }
+
+    /// The stacked fractions of `layer` against t.
+    pub fn chart(&self, layer: FeatureKey) -> Chart {
+        let rows = self
+            .layers
+            .get(layer.name())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let col = |f: fn(&crate::analysis::VarianceFit) -> f64| {
+            rows.iter().map(|r| f(&r.fit)).collect::<Vec<_>>()
+        };
+        let in_unit = rows.iter().all(|r| {
+            [r.fit.frac_x0, r.fit.frac_eps, r.fit.frac_residual]
+                .iter()
+                .all(|v| (-1e-9..=1.0 + 1e-9).contains(v))
+        });
+        Chart {
+            title: format!("Fraction of variance vs timestep, layer {layer}"),
+            x_label: "t".into(),
+            y_label: "fraction of variance".into(),
+            stacked: Some(Stacked {
+                xs: rows.iter().map(|r| r.t).collect(),
+                layers: vec![
+                    ("x0 features".into(), col(|f| f.frac_x0), VARIANCE_COLORS[0]),
+                    (
+                        "eps features".into(),
+                        col(|f| f.frac_eps),
+                        VARIANCE_COLORS[1],
+                    ),
+                    (
+                        "residual".into(),
+                        col(|f| f.frac_residual),
+                        VARIANCE_COLORS[2],
+                    ),
+                ],
+            }),
+            y_range: in_unit.then_some((0.0, 1.0)),
+            ..Chart::default()
+        }
+    }
+}
+
+/// Colours of the variance parts: x0, ε, residual (as the CLI's plot).
+pub const VARIANCE_COLORS: [[u8; 3]; 3] = [PALETTE[0], PALETTE[1], [150, 150, 150]];
+
+/// What a sweep-view export wrote.
+#[derive(Debug, Clone)]
+pub struct SweepFiles {
+    /// The plot (cosine, or the stacked variance) as PNG and SVG.
+    pub png: std::path::PathBuf,
+    pub svg: std::path::PathBuf,
+    /// The match sweep's distance plot (PNG, SVG), when that tab is shown.
+    pub distance: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    pub csv: std::path::PathBuf,
+    pub json: std::path::PathBuf,
+}
+
+/// A chart as PNG bytes.
+pub(super) fn png_bytes(c: &Chart) -> anyhow::Result<Vec<u8>> {
+    let img = crate::plot::to_rgb(c);
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )?;
+    Ok(bytes)
+}
+
+impl CleanDiftApp {
+    /// The shown tab's series as JSON.
+    pub fn sweep_json(&mut self) -> anyhow::Result<String> {
+        Ok(match self.settings.sweep.tab {
+            SweepTab::Matches => serde_json::to_string_pretty(&self.sweep_series()?)?,
+            SweepTab::Variance => serde_json::to_string_pretty(&self.variance_series()?)?,
+        })
+    }
+
+    /// The shown tab's plot as a chart: the cosine against t, or the
+    /// stacked variance fractions of the shown layer.
+    pub fn sweep_chart(&mut self) -> anyhow::Result<Chart> {
+        Ok(match self.settings.sweep.tab {
+            SweepTab::Matches => self.sweep_series()?.cosine_chart(),
+            SweepTab::Variance => {
+                let layer = self.settings.sweep.var_shown;
+                self.variance_series()?.chart(layer)
+            }
+        })
+    }
+
+    /// E in the sweep view: the plot(s) as PNG and SVG, the series as CSV
+    /// and JSON, under one fresh stem in `dir`.
+    pub fn export_sweep(&mut self, dir: &std::path::Path) -> anyhow::Result<SweepFiles> {
+        use super::export_dir::{free_stem, stamp_now, with_ext, write_new};
+        use anyhow::Context as _;
+        let (charts, csv, json) = match self.settings.sweep.tab {
+            SweepTab::Matches => {
+                let s = self.sweep_series()?;
+                (
+                    vec![s.cosine_chart(), s.distance_chart()],
+                    s.csv(),
+                    serde_json::to_string_pretty(&s)?,
+                )
+            }
+            SweepTab::Variance => {
+                let s = self.variance_series()?;
+                let layer = self.settings.sweep.var_shown;
+                (
+                    vec![s.chart(layer)],
+                    s.csv(),
+                    serde_json::to_string_pretty(&s)?,
+                )
+            }
+        };
+        let stamp = format!("{}-sweep", stamp_now());
+        let stem = free_stem(dir, &stamp, &["png", "svg", "csv", "json"]);
+        let named = |suffix: &str, ext: &str| {
+            let mut s = stem.clone().into_os_string();
+            s.push(suffix);
+            with_ext(&std::path::PathBuf::from(s), ext)
+        };
+        let files = SweepFiles {
+            png: with_ext(&stem, "png"),
+            svg: with_ext(&stem, "svg"),
+            distance: (charts.len() > 1)
+                .then(|| (named("-distance", "png"), named("-distance", "svg"))),
+            csv: with_ext(&stem, "csv"),
+            json: with_ext(&stem, "json"),
+        };
+        let mut writes: Vec<(std::path::PathBuf, Vec<u8>)> = vec![
+            (files.png.clone(), png_bytes(&charts[0])?),
+            (
+                files.svg.clone(),
+                crate::plot::to_svg(&charts[0]).into_bytes(),
+            ),
+            (files.csv.clone(), csv.into_bytes()),
+            (files.json.clone(), json.into_bytes()),
+        ];
+        if let (Some((png, svg)), Some(c)) = (&files.distance, charts.get(1)) {
+            writes.push((png.clone(), png_bytes(c)?));
+            writes.push((svg.clone(), crate::plot::to_svg(c).into_bytes()));
+        }
+        for (path, bytes) in writes {
+            write_new(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(files)
+    }
+}
