@@ -27,8 +27,8 @@ use egui_kittest::{Harness, SnapshotOptions};
 mod kittest_common;
 
 use kittest_common::{
-    SIZE, click_image, harness_with, image_wh, messages, opts, rect_of, screen, settled, wait,
-    wait_settled,
+    SIZE, click_at, click_image, harness_with, image_wh, messages, opts, rect_of, screen, settled,
+    wait, wait_settled,
 };
 
 fn harness() -> Harness<'static, CleanDiftApp> {
