@@ -1517,6 +1517,24 @@ fn the_sweep_view_plots_each_t_sets_t_on_click_and_exports() {
     );
     h.snapshot_options("sweep", &snap_options());
 
+    // Hovering a dot of the trajectory on B names its t, cosine and place.
+    let (t0, p0) = pts[0];
+    let at = screen(h.state(), Side::B, p0.x, p0.y);
+    h.event(Event::PointerMoved(at));
+    h.step();
+    let mut shown = Vec::new();
+    for c in &h.output().shapes {
+        collect_texts(&c.shape, &mut shown);
+    }
+    assert!(
+        shown.iter().any(|s| s.starts_with("t=")
+            && s.contains(" · cos ")
+            && s.contains(&format!("({:.0}, {:.0})", p0.x.floor(), p0.y.floor()))),
+        "no hover text for t={t0} at {at:?}: {shown:?}"
+    );
+    h.remove_cursor();
+    h.step();
+
     // Clicking the t=300 point sets the main t slider.
     assert_ne!(h.state().settings.t, 300.0);
     click_at(&mut h, plotted[1].1);
@@ -1616,4 +1634,13 @@ fn the_sweep_view_plots_each_t_sets_t_on_click_and_exports() {
     let csv = std::fs::read_to_string(&files.csv).expect("csv");
     assert_eq!(csv.lines().count(), 1 + 2 * 3, "{csv}");
     assert!(files.distance.is_none());
+}
+
+/// The texts painted in a shape (hover labels).
+fn collect_texts(shape: &egui::epaint::Shape, out: &mut Vec<String>) {
+    match shape {
+        egui::epaint::Shape::Vec(v) => v.iter().for_each(|s| collect_texts(s, out)),
+        egui::epaint::Shape::Text(t) => out.push(t.galley.job.text.clone()),
+        _ => {}
+    }
 }

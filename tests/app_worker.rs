@@ -376,3 +376,102 @@ fn a_dead_worker_says_so() {
         Err(WorkerGone)
     );
 }
+
+/// The sweep view's steps (issue 14): one answer per t with the t asked
+/// for; a step cancelled while it runs answers `Cancelled` as a sweep job
+/// and no point; a variance step answers its layers' fits.
+#[test]
+fn sweep_and_variance_steps_answer_per_t_and_cancel() {
+    let (mut w, _) = spawn();
+    let imgs = images(&mut w);
+    let bb = w.next_id();
+    w.send(Request::LoadBackbone {
+        id: bb,
+        choice: tiny(),
+    })
+    .expect("send");
+    collect(&w, 60, |e| matches!(e, Event::BackboneReady { .. }));
+    let mut s = settings(Mode::Noisy, 128, 1);
+    s.layers = vec![FeatureKey::Us6];
+    let step = |w: &mut WorkerHandle, s: &ExtractSettings, t: f64| {
+        let id = w.next_id();
+        w.send(Request::SweepStep {
+            id,
+            backbone: bb,
+            images: imgs.clone(),
+            settings: s.clone(),
+            layer: FeatureKey::Us6,
+            query: (Side::A, 100.5, 120.5),
+            t,
+        })
+        .expect("send");
+        id
+    };
+    for t in [0.0, 400.0] {
+        let id = step(&mut w, &s, t);
+        let evs = collect(
+            &w,
+            60,
+            |e| matches!(e, Event::SweepPoint { id: i, .. } | Event::Failed { id: i, .. } if *i == id),
+        );
+        match evs.last() {
+            Some(Event::SweepPoint { point, .. }) => {
+                assert_eq!(point.t, t);
+                assert!(point.cosine.is_finite());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A long step (a large ensemble) cancelled once its UNet runs.
+    let mut long = s.clone();
+    long.ensemble = 64;
+    long.size = SizeSpec::Fixed(512, 512);
+    let id = step(&mut w, &long, 700.0);
+    collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Progress { id: i, progress } if *i == id && progress.to_string().contains("UNet")),
+    );
+    w.cancel(id);
+    let evs = collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Cancelled { id: i, .. } if *i == id),
+    );
+    assert!(matches!(
+        evs.last(),
+        Some(Event::Cancelled {
+            job: Job::Sweep,
+            ..
+        })
+    ));
+    assert!(!evs.iter().any(|e| matches!(e, Event::SweepPoint { .. })));
+
+    let id = w.next_id();
+    let mut v = s.clone();
+    v.layers = vec![FeatureKey::Us3, FeatureKey::Us6];
+    w.send(Request::VarianceStep {
+        id,
+        backbone: bb,
+        image: imgs[0].clone(),
+        settings: v,
+        t: 500.0,
+    })
+    .expect("send");
+    let evs = collect(
+        &w,
+        60,
+        |e| matches!(e, Event::VariancePoint { id: i, .. } | Event::Failed { id: i, .. } if *i == id),
+    );
+    match evs.last() {
+        Some(Event::VariancePoint { point, .. }) => {
+            assert_eq!(point.t, 500.0);
+            let layers: Vec<FeatureKey> = point.fits.iter().map(|(k, _)| *k).collect();
+            assert_eq!(layers, [FeatureKey::Us3, FeatureKey::Us6]);
+            for (_, f) in &point.fits {
+                assert!((f.sum() - 1.0).abs() < 1e-6, "{f:?}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
