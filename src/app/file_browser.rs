@@ -66,6 +66,9 @@ impl Filter {
 pub enum BrowseMode {
     /// An existing file passing the filter.
     Open(Filter),
+    /// One or several existing files passing the filter (a click picks or
+    /// unpicks a file).
+    OpenMany(Filter),
     /// A file name to write (the filter lists what is there already).
     Save(Filter),
     /// A folder.
@@ -87,6 +90,8 @@ pub enum Outcome {
     Open,
     /// A path was chosen; the dialog is done.
     Chosen(PathBuf),
+    /// Files were chosen (multi-select mode); the dialog is done.
+    ChosenMany(Vec<PathBuf>),
     /// Cancelled; the dialog is done.
     Cancelled,
 }
@@ -105,6 +110,9 @@ pub struct FileBrowser {
     pub entries: Vec<Entry>,
     /// Index into `entries`.
     pub selected: Option<usize>,
+    /// Picked files (multi-select mode), indices into `entries`, in the
+    /// order picked.
+    pub picked: Vec<usize>,
     /// The file name (save mode).
     pub file_name: String,
     /// Why the folder cannot be shown, or why a choice was refused.
@@ -141,6 +149,7 @@ impl FileBrowser {
             path_text: String::new(),
             entries: Vec::new(),
             selected: None,
+            picked: Vec::new(),
             file_name: file_name.to_string(),
             error: None,
             confirm_overwrite: None,
@@ -162,7 +171,7 @@ impl FileBrowser {
 
     fn filter(&self) -> Option<Filter> {
         match self.mode {
-            BrowseMode::Open(f) | BrowseMode::Save(f) => Some(f),
+            BrowseMode::Open(f) | BrowseMode::OpenMany(f) | BrowseMode::Save(f) => Some(f),
             BrowseMode::Folder => None,
         }
     }
@@ -175,6 +184,7 @@ impl FileBrowser {
         self.path_text = dir.display().to_string();
         self.entries.clear();
         self.selected = None;
+        self.picked.clear();
         self.confirm_overwrite = None;
         self.error = None;
         let rd = match std::fs::read_dir(&dir) {
@@ -265,7 +275,7 @@ impl FileBrowser {
             return None;
         }
         match &self.mode {
-            BrowseMode::Open(f) => {
+            BrowseMode::Open(f) | BrowseMode::OpenMany(f) => {
                 if !p.exists() {
                     self.error = Some(format!("{} does not exist", p.display()));
                 } else if !f.accepts(&p) {
@@ -302,6 +312,14 @@ impl FileBrowser {
             if !e.is_dir && matches!(self.mode, BrowseMode::Save(_)) {
                 self.file_name = e.name.clone();
             }
+            if !e.is_dir && matches!(self.mode, BrowseMode::OpenMany(_)) {
+                match self.picked.iter().position(|p| *p == i) {
+                    Some(k) => {
+                        self.picked.remove(k);
+                    }
+                    None => self.picked.push(i),
+                }
+            }
         }
     }
 
@@ -313,8 +331,49 @@ impl FileBrowser {
             self.navigate(&e.path);
             return None;
         }
+        if matches!(self.mode, BrowseMode::OpenMany(_)) {
+            // A double click picks the file (never unpicks it) and confirms.
+            if !self.picked.contains(&i) {
+                self.picked.push(i);
+            }
+            self.selected = Some(i);
+            return self.confirm();
+        }
         self.select(i);
         self.confirm()
+    }
+
+    /// Picks every file listed (multi-select mode).
+    pub fn pick_all(&mut self) {
+        self.picked = (0..self.entries.len())
+            .filter(|i| !self.entries[*i].is_dir)
+            .collect();
+    }
+
+    /// The picked files (multi-select mode), with `also` (a path typed or
+    /// confirmed) when it is not among them.
+    pub fn picked_paths(&self, also: Option<PathBuf>) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self
+            .picked
+            .iter()
+            .filter_map(|i| self.entries.get(*i))
+            .map(|e| e.path.clone())
+            .collect();
+        if let Some(p) = also
+            && !out.contains(&p)
+        {
+            out.push(p);
+        }
+        out
+    }
+
+    /// What choosing `p` ends the dialog with: the path, or in
+    /// multi-select mode every picked file.
+    fn chosen(&self, p: PathBuf) -> Outcome {
+        match self.mode {
+            BrowseMode::OpenMany(_) => Outcome::ChosenMany(self.picked_paths(Some(p))),
+            _ => Outcome::Chosen(p),
+        }
     }
 
     /// The main button (Open / Save / Choose this folder). Save mode asks
@@ -322,17 +381,24 @@ impl FileBrowser {
     /// [`Self::confirm_overwrite`], the second returns it.
     pub fn confirm(&mut self) -> Option<PathBuf> {
         match &self.mode {
-            BrowseMode::Open(_) => match self.selected.and_then(|i| self.entries.get(i)).cloned() {
-                Some(e) if e.is_dir => {
-                    self.navigate(&e.path);
-                    None
+            BrowseMode::OpenMany(_) if !self.picked.is_empty() => self
+                .picked
+                .first()
+                .and_then(|i| self.entries.get(*i))
+                .map(|e| e.path.clone()),
+            BrowseMode::Open(_) | BrowseMode::OpenMany(_) => {
+                match self.selected.and_then(|i| self.entries.get(i)).cloned() {
+                    Some(e) if e.is_dir => {
+                        self.navigate(&e.path);
+                        None
+                    }
+                    Some(e) => Some(e.path),
+                    None => {
+                        self.error = Some("Choose a file first".into());
+                        None
+                    }
                 }
-                Some(e) => Some(e.path),
-                None => {
-                    self.error = Some("Choose a file first".into());
-                    None
-                }
-            },
+            }
             BrowseMode::Folder => {
                 if self.error.is_some() && !self.dir.is_dir() {
                     return None;
@@ -375,6 +441,7 @@ impl FileBrowser {
     fn confirm_label(&self) -> &'static str {
         match self.mode {
             BrowseMode::Open(_) => "Open",
+            BrowseMode::OpenMany(_) => "Add",
             BrowseMode::Save(_) if self.confirm_overwrite.is_some() => "Overwrite",
             BrowseMode::Save(_) => "Save",
             BrowseMode::Folder => "Choose this folder",
@@ -430,7 +497,7 @@ impl FileBrowser {
                 .inner;
             let path_enter = path_field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
             if path_enter && let Some(p) = self.submit_path() {
-                outcome = Outcome::Chosen(p);
+                outcome = self.chosen(p);
             }
             if let Some(f) = self.filter() {
                 ui.label(RichText::new(format!("Showing folders and {}", f.describe())).small());
@@ -451,7 +518,8 @@ impl FileBrowser {
                         } else {
                             e.name.clone()
                         };
-                        let r = ui.selectable_label(self.selected == Some(i), label);
+                        let on = self.selected == Some(i) || self.picked.contains(&i);
+                        let r = ui.selectable_label(on, label);
                         if r.double_clicked() {
                             activated = Some((i, true));
                         } else if r.clicked() {
@@ -462,7 +530,7 @@ impl FileBrowser {
             if let Some((i, double)) = activated {
                 if double {
                     if let Some(p) = self.activate(i) {
-                        outcome = Outcome::Chosen(p);
+                        outcome = self.chosen(p);
                     }
                 } else {
                     self.select(i);
@@ -470,6 +538,17 @@ impl FileBrowser {
             }
             if let Some(e) = &self.error {
                 ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+            if matches!(self.mode, BrowseMode::OpenMany(_)) {
+                ui.horizontal(|ui| {
+                    ui.label(format!(
+                        "{} picked (a click picks or unpicks a file)",
+                        self.picked.len()
+                    ));
+                    if ui.button("Pick all").clicked() {
+                        self.pick_all();
+                    }
+                });
             }
             if matches!(self.mode, BrowseMode::Save(_)) {
                 ui.horizontal(|ui| {
@@ -483,7 +562,7 @@ impl FileBrowser {
                         && ui.input(|i| i.key_pressed(Key::Enter))
                         && let Some(p) = self.confirm()
                     {
-                        outcome = Outcome::Chosen(p);
+                        outcome = self.chosen(p);
                     }
                 });
             }
@@ -498,7 +577,7 @@ impl FileBrowser {
                 if ui.button(self.confirm_label()).clicked()
                     && let Some(p) = self.confirm()
                 {
-                    outcome = Outcome::Chosen(p);
+                    outcome = self.chosen(p);
                 }
                 if ui.button("Cancel").clicked() {
                     outcome = Outcome::Cancelled;
@@ -514,7 +593,7 @@ impl FileBrowser {
                         None => self.confirm(),
                     };
                     if let Some(p) = chosen {
-                        outcome = Outcome::Chosen(p);
+                        outcome = self.chosen(p);
                     }
                 }
                 if ui.input(|i| i.key_pressed(Key::Escape)) {
@@ -643,6 +722,39 @@ mod tests {
         b.assets = None;
         b.go_assets();
         assert!(b.error.as_ref().unwrap().contains("assets"));
+    }
+
+    #[test]
+    fn multi_select_picks_and_unpicks_files() {
+        let d = tree();
+        let mode = BrowseMode::OpenMany(Filter::Images);
+        let mut b = FileBrowser::new("t", mode, d.path(), "", None);
+        assert_eq!(names(&b), ["sub", "Zeta", "A.JPG", "b.png"]);
+        assert_eq!(b.confirm(), None);
+        b.select(3);
+        b.select(2);
+        assert_eq!(
+            b.picked_paths(None),
+            [d.path().join("b.png"), d.path().join("A.JPG")]
+        );
+        b.select(3);
+        assert_eq!(b.picked_paths(None), [d.path().join("A.JPG")]);
+        let p = b.confirm().unwrap();
+        assert_eq!(
+            b.chosen(p),
+            Outcome::ChosenMany(vec![d.path().join("A.JPG")])
+        );
+        // A double click picks (never unpicks) and confirms.
+        let p = b.activate(3).unwrap();
+        assert_eq!(
+            b.chosen(p),
+            Outcome::ChosenMany(vec![d.path().join("A.JPG"), d.path().join("b.png")])
+        );
+        b.pick_all();
+        assert_eq!(b.picked, [2, 3]);
+        // Entering a folder forgets the picks.
+        b.activate(0);
+        assert!(b.picked.is_empty());
     }
 
     #[test]

@@ -65,7 +65,11 @@ impl CleanDiftApp {
         for id in self.features.take_pending() {
             self.worker.cancel(id);
         }
+        for id in self.gallery.take_pending() {
+            self.worker.cancel(id);
+        }
         self.features.unblock_features();
+        self.gallery.unblock();
         if let BackboneState::Loading { id, .. } = &self.backbone {
             self.worker.cancel(*id);
         }
@@ -87,6 +91,17 @@ impl CleanDiftApp {
         for (id, job) in self.features.block_pending() {
             self.worker.cancel(id);
             cancelled.push(job);
+        }
+        let gallery = self.gallery.block_pending();
+        for (id, _) in &gallery {
+            self.worker.cancel(*id);
+        }
+        if !gallery.is_empty() {
+            self.message(
+                Level::Info,
+                format!("Cancelled: gallery features of {} pair(s)", gallery.len()),
+                "Change a setting or press Extract to run them again".into(),
+            );
         }
         if let BackboneState::Loading { id, choice } = &self.backbone {
             self.worker.cancel(*id);
@@ -122,6 +137,9 @@ impl CleanDiftApp {
         self.features.slots.clear();
         self.features.pca_request = Tracked::default();
         self.images.pending = [None, None];
+        // Decodes in flight died with the worker: those targets go.
+        self.gallery.targets.retain(|t| t.image.is_some());
+        self.gallery.clear_features();
         self.message(
             Level::Info,
             "Worker restarted; loading the backbone again".into(),
@@ -260,6 +278,7 @@ impl CleanDiftApp {
     /// Runs the features of `mode` again even after a cancel or an error.
     pub fn retry_features(&mut self) {
         self.features.unblock();
+        self.gallery.unblock();
     }
 
     /// The features of `mode` (or column) match the current settings and
@@ -324,6 +343,8 @@ fn needed_modes(s: &Settings) -> Vec<Mode> {
             }
             m
         }
+        // The gallery asks for its own pairs (A with each target).
+        View::Gallery => Vec::new(),
         _ => vec![s.mode],
     }
 }
@@ -416,10 +437,22 @@ fn feature_key(
     images: &ImagesState,
     col: Column,
 ) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
-    let BackboneState::Ready { id, .. } = backbone else {
+    let (Some(a), Some(b)) = (images.get(Side::A), images.get(Side::B)) else {
         return None;
     };
-    let (Some(a), Some(b)) = (images.get(Side::A), images.get(Side::B)) else {
+    pair_key(s, backbone, &a.image, &b.image, col)
+}
+
+/// What a column's features of the pair (`a`, `b`) are made for (a key
+/// string) and with which settings; `None` before a backbone.
+pub(super) fn pair_key(
+    s: &Settings,
+    backbone: &BackboneState,
+    a: &Arc<LoadedImage>,
+    b: &Arc<LoadedImage>,
+    col: Column,
+) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
+    let BackboneState::Ready { id, .. } = backbone else {
         return None;
     };
     let es = extract_settings(s, backbone, col.mode);
@@ -430,12 +463,12 @@ fn feature_key(
     let key = format!(
         "{id}|{}{source}|{}|{}|{}|{}",
         if col.previous { "previous" } else { "current" },
-        hex8(&a.image.hash),
-        hex8(&b.image.hash),
+        hex8(&a.hash),
+        hex8(&b.hash),
         serde_json::to_string(&es).unwrap_or_default(),
         es.size
     );
-    Some((key, [a.image.clone(), b.image.clone()], es))
+    Some((key, [a.clone(), b.clone()], es))
 }
 
 /// Whether the column's shown features match the current settings and images.

@@ -13,7 +13,7 @@ use crate::render::Colormap;
 use crate::train::{TrainChoices, Trainable};
 use crate::worker::BackboneChoice;
 
-/// The three views of the central area.
+/// The views of the central area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum View {
     /// A | B: click in one, see where it lands in the other.
@@ -23,16 +23,24 @@ pub enum View {
     Compare,
     /// Joint PCA colours of A and B.
     Pca,
+    /// A against up to eight target images: one click answered in all.
+    Gallery,
 }
 
 impl View {
-    pub const ALL: [View; 3] = [View::Correspondence, View::Compare, View::Pca];
+    pub const ALL: [View; 4] = [
+        View::Correspondence,
+        View::Compare,
+        View::Pca,
+        View::Gallery,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             View::Correspondence => "Correspondence",
             View::Compare => "Compare",
             View::Pca => "PCA",
+            View::Gallery => "Gallery",
         }
     }
 }
@@ -215,6 +223,8 @@ pub struct Settings {
     pub dino_model: String,
     /// What the PCA view colours: diffusion (main mode), DINOv2 or fused.
     pub pca_source: super::ColumnSource,
+    /// The gallery shows clean and noisy per target (else the main mode).
+    pub gallery_both: bool,
     /// The Fine-tune panel.
     pub train: TrainSettings,
 }
@@ -384,6 +394,7 @@ impl Default for Settings {
             compare_fused: false,
             dino_model: String::new(),
             pca_source: super::ColumnSource::Sd,
+            gallery_both: false,
             train: TrainSettings::default(),
         }
     }

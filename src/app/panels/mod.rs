@@ -5,6 +5,7 @@
 
 mod backbone;
 mod features;
+mod gallery;
 mod images;
 mod status;
 mod train;
@@ -43,6 +44,12 @@ pub(super) fn top_bar(
                 }
                 if ui.button("Swap A and B").clicked() {
                     cmds.push(Command::Swap);
+                }
+                if ui.button("Add gallery images…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::GalleryImages));
+                }
+                if ui.button("Add gallery folder…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::GalleryFolder));
                 }
                 if ui.button("Sample pair").clicked() {
                     cmds.push(Command::LoadImage(Side::A, sample_source(Side::A)));
@@ -104,6 +111,7 @@ pub(super) fn top_bar(
                             "Clean vs noisy for the same click, plus the layer strip (M)"
                         }
                         View::Pca => "Joint PCA colours of A and B (P)",
+                        View::Gallery => "A against up to 8 target images at once (G)",
                     });
             }
             ui.separator();
@@ -164,6 +172,7 @@ pub(super) struct SidePanel<'a> {
     pub settings: &'a mut Settings,
     pub images: &'a ImagesState,
     pub backbone: &'a BackboneState,
+    pub gallery: &'a super::gallery::GalleryState,
     /// An extraction the view needs failed or was cancelled.
     pub extract_blocked: bool,
     pub train: TrainView<'a>,
@@ -176,6 +185,7 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
         settings,
         images,
         backbone,
+        gallery,
         extract_blocked,
         train,
         export_dir,
@@ -188,6 +198,9 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
         .show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 images::images_section(ui, images, cmds);
+                if settings.view == View::Gallery {
+                    gallery::gallery_section(ui, settings, gallery, cmds);
+                }
                 backbone::backbone_section(ui, settings, backbone, cmds);
                 let channels = backbone.info().map(|i| i.channels.clone());
                 features::features_section(ui, settings, channels, extract_blocked, cmds);
