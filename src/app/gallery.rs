@@ -513,12 +513,15 @@ impl CleanDiftApp {
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| t.name.clone());
                 match error {
-                    Some(e) => self.message_on(
-                        Topic::Job(job),
-                        Level::Error,
-                        format!("Gallery: cannot open {what}: {}", e.message),
-                        e.hint,
-                    ),
+                    Some(e) => {
+                        // Image errors name the file already.
+                        let text = if e.message.contains(&t.name) {
+                            format!("Gallery: {}", e.message)
+                        } else {
+                            format!("Gallery: cannot open {what}: {}", e.message)
+                        };
+                        self.message_on(Topic::Job(job), Level::Error, text, e.hint)
+                    }
                     None => self.message(
                         Level::Info,
                         format!("Gallery: loading {what} was cancelled"),

@@ -46,7 +46,7 @@ pub(super) fn gallery_section(
             for (i, t) in gallery.targets().iter().enumerate() {
                 ui.horizontal(|ui| {
                     if ui
-                        .small_button("✕")
+                        .small_button("x")
                         .on_hover_text(format!("Remove {}", t.name))
                         .clicked()
                     {
