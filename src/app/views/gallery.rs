@@ -129,8 +129,15 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
         };
         let rect = fit(pic, w, h);
         c.view.gallery_rects.push((uid, mode, rect));
+        let t_of = if mode == Mode::Clean {
+            String::new()
+        } else {
+            format!(" t={:.0}", c.settings.t.round())
+        };
         let mut names = vec![
+            format!("{label} · {tname} · {mode}{t_of}"),
             format!("{label} · {tname} · {mode}"),
+            format!("{label} · {mode}{t_of}"),
             format!("{label} · {mode}"),
         ];
         if modes.len() == 1 {
