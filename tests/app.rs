@@ -1596,6 +1596,32 @@ fn the_gallery_answers_a_click_in_every_target_as_two_image_runs_do() {
     assert_eq!(h.state().gallery().targets().len(), 2);
     h.state_mut().clear_targets();
     assert!(h.state().gallery().targets().is_empty());
+
+    // Files dropped on the gallery (not on A) become targets; beyond eight
+    // they are skipped with a message that says how many.
+    h.state_mut().settings.view = View::Gallery;
+    h.step();
+    h.hover_at(Pos2::new(SIZE[0] - 40.0, SIZE[1] / 2.0));
+    for name in ["chelsea.png", "coffee.png"] {
+        let bytes = std::fs::read(assets.join(name)).expect("asset");
+        h.input_mut()
+            .dropped_files
+            .push(Arc::new(DroppedBytes(PathBuf::from(name), bytes)));
+    }
+    h.step();
+    wait(&mut h, "two dropped targets", 60, |app| {
+        let t = app.gallery().targets();
+        t.len() == 2 && t.iter().all(|t| t.image.is_some())
+    });
+    let more = (0..7)
+        .map(|_| cleandift::worker::ImageSource::Path(assets.join("coffee.png")))
+        .collect();
+    h.state_mut().add_targets(more);
+    assert_eq!(h.state().gallery().targets().len(), 8);
+    let all = messages(h.state());
+    assert!(all.contains("added 6, skipped 1"), "{all}");
+    h.state_mut().clear_targets();
+    h.step();
 }
 
 #[test]
