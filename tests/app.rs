@@ -19,7 +19,7 @@ use cleandift::features::fusion::{DinoSettings, FusionSettings};
 use cleandift::model::FeatureKey;
 use cleandift::model::weights::{Backbone, BackboneSpec, StudentSource, load_student};
 use cleandift::worker::{Request, Side};
-use egui::{Key, Pos2, Rect};
+use egui::{Event, Key, Pos2, Rect};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::{Harness, SnapshotOptions};
 
@@ -78,6 +78,38 @@ fn engine_best(
     let m = vt.target.best_match(&v).expect("best");
     let (x, y) = vt.to_orig(m.x, m.y);
     (x, y, m.score)
+}
+
+/// The engine's best match for `q` (a point of `src`) in `tgt`, with the
+/// app's settings: a two-image correspondence run of its own.
+fn engine_best_in(
+    app: &CleanDiftApp,
+    mode: Mode,
+    layer: FeatureKey,
+    q: QueryPoint,
+    src: &cleandift::features::preprocess::LoadedImage,
+    tgt: &cleandift::features::preprocess::LoadedImage,
+) -> (f32, f32, f32) {
+    let bb = tiny_backbone();
+    let s = app.extract_settings(mode);
+    let es = extract(&bb, src, &s, None, &mut |_| {}).expect("extract src");
+    let et = extract(&bb, tgt, &s, None, &mut |_| {}).expect("extract tgt");
+    let vs = MatchView::new(es.map(layer).expect("layer"), es.geometry).expect("view");
+    let vt = MatchView::new(et.map(layer).expect("layer"), et.geometry).expect("view");
+    let v = vs.sample(q.x, q.y).expect("sample");
+    let m = vt.target.best_match(&v).expect("best");
+    let (x, y) = vt.to_orig(m.x, m.y);
+    (x, y, m.score)
+}
+
+/// Every gallery target is loaded and its features in `modes` match the
+/// settings, and nothing is in flight.
+fn gallery_settled(app: &CleanDiftApp, n: usize, modes: &[Mode]) -> bool {
+    let g = app.gallery().targets();
+    !app.busy()
+        && g.len() == n
+        && g.iter().all(|t| t.image.is_some())
+        && (0..n).all(|i| modes.iter().all(|m| app.gallery_current(i, *m)))
 }
 
 fn snap_options() -> SnapshotOptions {
@@ -1643,4 +1675,204 @@ fn collect_texts(shape: &egui::epaint::Shape, out: &mut Vec<String>) {
         egui::epaint::Shape::Text(t) => out.push(t.galley.job.text.clone()),
         _ => {}
     }
+}
+
+#[test]
+fn the_gallery_answers_a_click_in_every_target_as_two_image_runs_do() {
+    let mut h = harness();
+    wait_settled(&mut h);
+    h.state_mut().settings.view = View::Gallery;
+    h.step();
+    // A folder with three images and a broken one, dropped on the window.
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["chelsea.png", "coffee.png", "grace_hopper.jpg"] {
+        std::fs::copy(assets.join(name), dir.path().join(name)).expect("copy");
+    }
+    std::fs::write(dir.path().join("zz-broken.png"), b"not a png").expect("write");
+    std::fs::write(dir.path().join("notes.txt"), b"skipped").expect("write");
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(DroppedBytes(dir.path().to_path_buf(), Vec::new())));
+    h.step();
+    wait(&mut h, "three gallery targets", 120, |app| {
+        gallery_settled(app, 3, &[Mode::Clean])
+    });
+    {
+        let app = h.state();
+        let all = messages(app);
+        assert!(
+            app.messages().any(|m| m.level == Level::Error
+                && m.text.contains("zz-broken.png")
+                && m.text.starts_with("Gallery: ")
+                && m.hint.contains("the gallery keeps its other targets")),
+            "{all}"
+        );
+        assert!(all.contains("4 image(s) in"), "{all}");
+        let names: Vec<&str> = app
+            .gallery()
+            .targets()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, ["chelsea.png", "coffee.png", "grace_hopper.jpg"]);
+    }
+
+    // One click in A answers in every target, as a two-image run would.
+    click_image(&mut h, Side::A, 230.5, 150.5);
+    h.remove_cursor();
+    h.step();
+    let q = h.state().settings.query.expect("query");
+    assert_eq!(q.side, Side::A);
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let app = h.state_mut();
+        let a = app.gallery_answer(i, Mode::Clean).expect("gallery answer");
+        let src = app.image(Side::A).expect("A").image.clone();
+        let tgt = app.gallery().targets()[i]
+            .image
+            .as_ref()
+            .expect("target")
+            .image
+            .clone();
+        let (ex, ey, es) = engine_best_in(app, Mode::Clean, FeatureKey::Us6, q, &src, &tgt);
+        assert_eq!((a.best.x, a.best.y), (ex, ey), "target {i}");
+        assert!((a.best.score - es).abs() < 1e-5, "target {i}");
+        answers.push(a);
+    }
+    // Every target shows its match with the cosine in its caption.
+    h.step();
+    for (i, a) in answers.iter().enumerate() {
+        let label = format!(
+            "T{} clean: ({:.0}, {:.0}) cos {:.3}",
+            i + 1,
+            a.best.x.floor(),
+            a.best.y.floor(),
+            a.best.score
+        );
+        h.get_by_label(&label);
+    }
+    assert_eq!(h.state().gallery_rects().len(), 3);
+    // The status line names the temporary folder: dismiss those words.
+    let tmp = dir.path().display().to_string();
+    while h
+        .state()
+        .current_message()
+        .is_some_and(|m| m.text.contains(&tmp))
+    {
+        h.get_by_label("Dismiss").click();
+        h.step();
+    }
+    h.remove_cursor();
+    h.step();
+    h.snapshot_options("gallery", &snap_options());
+
+    // The exports: JSON per target, the figure with one panel per target.
+    let json = cleandift::app::export::correspondences_json(h.state_mut()).expect("json");
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("parse");
+    let targets = doc["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 3);
+    for (t, a) in targets.iter().zip(&answers) {
+        let best = &t["results"][0]["best"];
+        assert_eq!(best["x"].as_f64().map(|v| v as f32), Some(a.best.x));
+        assert_eq!(best["y"].as_f64().map(|v| v as f32), Some(a.best.y));
+        assert_eq!(best["score"].as_f64().map(|v| v as f32), Some(a.best.score));
+    }
+    let fig = cleandift::app::figure_view::view_figure(h.state_mut()).expect("figure");
+    assert_eq!(fig.panels.len(), 4);
+    assert!(fig.panels[1].caption[0].contains(&format!("cos {:.3}", answers[0].best.score)));
+    fig.to_png(1.0).expect("png");
+
+    // Clean vs noisy: two pictures per target.
+    h.state_mut().settings.gallery_both = true;
+    wait(&mut h, "noisy gallery features", 120, |app| {
+        gallery_settled(app, 3, &[Mode::Clean, Mode::Noisy])
+    });
+    for i in 0..3 {
+        assert!(h.state_mut().gallery_answer(i, Mode::Noisy).is_some());
+    }
+    h.get_by_label_contains("T3 noisy: (");
+    assert_eq!(h.state().gallery_rects().len(), 6);
+
+    // The same pair in the correspondence view gives the same answer.
+    h.state_mut().settings.gallery_both = false;
+    h.state_mut().settings.view = View::Correspondence;
+    let path = dir.path().join("coffee.png");
+    h.state_mut()
+        .load_image(Side::B, cleandift::worker::ImageSource::Path(path));
+    wait(&mut h, "coffee as B", 120, |app| {
+        settled(app) && app.image(Side::B).is_some_and(|b| b.name == "coffee.png")
+    });
+    let two = h.state_mut().committed_answer(Mode::Clean).expect("answer");
+    assert_eq!(
+        (two.best.x, two.best.y),
+        (answers[1].best.x, answers[1].best.y)
+    );
+    assert_eq!(two.best.score, answers[1].best.score);
+
+    // Remove one target, then clear all.
+    let uid = h.state().gallery().targets()[0].uid;
+    h.state_mut().remove_target(uid);
+    assert_eq!(h.state().gallery().targets().len(), 2);
+    h.state_mut().clear_targets();
+    assert!(h.state().gallery().targets().is_empty());
+
+    // Files dropped on the gallery (not on A) become targets; beyond eight
+    // they are skipped with a message that says how many.
+    h.state_mut().settings.view = View::Gallery;
+    h.step();
+    h.hover_at(Pos2::new(SIZE[0] - 40.0, SIZE[1] / 2.0));
+    for name in ["chelsea.png", "coffee.png"] {
+        let bytes = std::fs::read(assets.join(name)).expect("asset");
+        h.input_mut()
+            .dropped_files
+            .push(Arc::new(DroppedBytes(PathBuf::from(name), bytes)));
+    }
+    h.step();
+    wait(&mut h, "two dropped targets", 60, |app| {
+        let t = app.gallery().targets();
+        t.len() == 2 && t.iter().all(|t| t.image.is_some())
+    });
+    let more = (0..7)
+        .map(|_| cleandift::worker::ImageSource::Path(assets.join("coffee.png")))
+        .collect();
+    h.state_mut().add_targets(more);
+    assert_eq!(h.state().gallery().targets().len(), 8);
+    let all = messages(h.state());
+    assert!(all.contains("added 6, skipped 1"), "{all}");
+    h.state_mut().clear_targets();
+    h.step();
+}
+
+#[test]
+#[ignore = "writes docs/gallery.png"]
+fn docs_gallery_screenshot() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let mut o = opts();
+    o.renderer_note = None;
+    o.query = Some((256.5, 180.5));
+    o.view = Some(View::Gallery);
+    let mut h = Harness::builder()
+        .with_size([1440.0, 900.0])
+        .wgpu()
+        .build_eframe(move |cc| CleanDiftApp::new(cc, o));
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let targets = [
+        "chelsea.png",
+        "coffee.png",
+        "grace_hopper.jpg",
+        "astronaut.png",
+    ]
+    .map(|n| cleandift::worker::ImageSource::Path(assets.join(n)));
+    h.state_mut().add_targets(targets.to_vec());
+    h.state_mut().settings.gallery_both = true;
+    wait(&mut h, "the gallery", 300, |app| {
+        gallery_settled(app, 4, &[Mode::Clean, Mode::Noisy])
+    });
+    h.remove_cursor();
+    h.step();
+    h.step();
+    let img = h.render().expect("render");
+    let rgb = image::DynamicImage::ImageRgba8(img).to_rgb8();
+    rgb.save(docs.join("gallery.png")).expect("save");
 }

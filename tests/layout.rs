@@ -1,6 +1,7 @@
 //! The layout holds from 1280×720 to 1920×1080 (issue #11): in
-//! correspondence, compare (2, 3 and 5 columns), the sweep view's two
-//! tabs and talk mode, with a
+//! correspondence, compare (2, 3 and 5 columns), the gallery (3 and 8
+//! targets, one mode or clean vs noisy), the sweep view's two tabs and
+//! talk mode, with a
 //! square and portrait pair and a landscape pair, no two pieces of text overlap, no
 //! text is cut at the side of the area that clips it, and none leaves the
 //! window. The checks read the text shapes egui painted in the last frame
@@ -243,6 +244,50 @@ fn run_views(images: Option<[ImageSource; 2]>, pair: &str) -> Vec<String> {
             &mut h,
             size,
             &format!("{pair} talk correspondence"),
+            &mut all,
+        );
+        h.state_mut().set_talk(false);
+        h.state_mut().settings.view = View::Gallery;
+        h.state_mut().add_targets(vec![
+            asset("chelsea.png"),
+            asset("coffee.png"),
+            asset("grace_hopper.jpg"),
+        ]);
+        settle(&mut h);
+        check(
+            &mut h,
+            size,
+            &format!("{pair} gallery, 3 targets"),
+            &mut all,
+        );
+        h.state_mut().settings.gallery_both = true;
+        settle(&mut h);
+        check(
+            &mut h,
+            size,
+            &format!("{pair} gallery clean vs noisy, 3 targets"),
+            &mut all,
+        );
+        h.state_mut().add_targets(vec![
+            asset("astronaut.png"),
+            asset("chelsea.png"),
+            asset("coffee.png"),
+            asset("grace_hopper.jpg"),
+            asset("astronaut.png"),
+        ]);
+        settle(&mut h);
+        check(
+            &mut h,
+            size,
+            &format!("{pair} gallery clean vs noisy, 8 targets"),
+            &mut all,
+        );
+        h.state_mut().set_talk(true);
+        settle(&mut h);
+        check(
+            &mut h,
+            size,
+            &format!("{pair} talk gallery clean vs noisy, 8 targets"),
             &mut all,
         );
     }

@@ -34,14 +34,19 @@ pub enum DialogKind {
     TrainFolder,
     /// Where a fine-tune writes its checkpoints.
     TrainOut,
+    /// Target images for the gallery (several at once).
+    GalleryImages,
+    /// A folder of gallery target images.
+    GalleryFolder,
 }
 
-/// A dialog's answer: a chosen path, or why the native dialog could not
+/// A dialog's answer: the chosen path (several for
+/// [`DialogKind::GalleryImages`]), or why the native dialog could not
 /// open (then the in-app chooser takes over).
 #[derive(Debug, Clone)]
 pub struct DialogAnswer {
     pub kind: DialogKind,
-    pub result: Result<PathBuf, String>,
+    pub result: Result<Vec<PathBuf>, String>,
 }
 
 /// The app end of the dialog channel.
@@ -93,6 +98,12 @@ impl DialogKind {
                 BrowseMode::Folder,
                 "",
             ),
+            DialogKind::GalleryImages => (
+                "Add gallery images",
+                BrowseMode::OpenMany(Filter::Images),
+                "",
+            ),
+            DialogKind::GalleryFolder => ("Add a folder of gallery images", BrowseMode::Folder, ""),
         };
         Spec {
             title,
@@ -181,7 +192,7 @@ impl DialogState {
 
     /// Draws the in-app chooser if open; a chosen path comes back with its
     /// kind (the chooser then closes, as it does when cancelled).
-    pub fn show(&mut self, ctx: &egui::Context) -> Option<(DialogKind, PathBuf)> {
+    pub fn show(&mut self, ctx: &egui::Context) -> Option<(DialogKind, Vec<PathBuf>)> {
         let (kind, b) = self.browser.as_mut()?;
         let kind = *kind;
         match b.show(ctx) {
@@ -191,6 +202,10 @@ impl DialogState {
                 None
             }
             Outcome::Chosen(p) => {
+                self.browser = None;
+                Some((kind, vec![p]))
+            }
+            Outcome::ChosenMany(p) => {
                 self.browser = None;
                 Some((kind, p))
             }
@@ -205,7 +220,7 @@ fn native(
     start: &Path,
     check_portal: bool,
     env: &ProbeEnv,
-) -> Option<Result<PathBuf, String>> {
+) -> Option<Result<Vec<PathBuf>, String>> {
     if check_portal && portal_on_bus(env, Duration::from_secs(3)) == Some(false) {
         return Some(Err(
             "no desktop portal on the session bus and no zenity on PATH".into(),
@@ -213,21 +228,25 @@ fn native(
     }
     let t0 = Instant::now();
     match ask(kind, start) {
-        Some(p) => Some(Ok(p)),
-        None if t0.elapsed() < GAVE_UP_AT_ONCE => Some(Err(
+        Some(p) if !p.is_empty() => Some(Ok(p)),
+        _ if t0.elapsed() < GAVE_UP_AT_ONCE => Some(Err(
             "the desktop file dialog could not open (see the log)".into(),
         )),
-        None => None,
+        _ => None,
     }
 }
 
-/// Runs the native dialog (blocking) and returns the chosen path.
-fn ask(kind: DialogKind, start: &Path) -> Option<PathBuf> {
+/// Runs the native dialog (blocking) and returns the chosen paths.
+fn ask(kind: DialogKind, start: &Path) -> Option<Vec<PathBuf>> {
     let spec = kind.spec();
     let mut d = rfd::FileDialog::new().set_title(spec.title);
     match spec.mode {
-        BrowseMode::Open(Filter::Images) => d = d.add_filter("Images", &IMAGE_EXTENSIONS),
-        BrowseMode::Open(f) | BrowseMode::Save(f) if !f.extensions().is_empty() => {
+        BrowseMode::Open(Filter::Images) | BrowseMode::OpenMany(Filter::Images) => {
+            d = d.add_filter("Images", &IMAGE_EXTENSIONS)
+        }
+        BrowseMode::Open(f) | BrowseMode::OpenMany(f) | BrowseMode::Save(f)
+            if !f.extensions().is_empty() =>
+        {
             d = d.add_filter(format!("*.{}", f.extensions()[0]), f.extensions());
         }
         _ => {}
@@ -239,8 +258,9 @@ fn ask(kind: DialogKind, start: &Path) -> Option<PathBuf> {
         d = d.set_file_name(spec.file_name);
     }
     match spec.mode {
-        BrowseMode::Open(_) => d.pick_file(),
-        BrowseMode::Save(_) => d.save_file(),
-        BrowseMode::Folder => d.pick_folder(),
+        BrowseMode::Open(_) => d.pick_file().map(|p| vec![p]),
+        BrowseMode::OpenMany(_) => d.pick_files(),
+        BrowseMode::Save(_) => d.save_file().map(|p| vec![p]),
+        BrowseMode::Folder => d.pick_folder().map(|p| vec![p]),
     }
 }

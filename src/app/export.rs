@@ -123,8 +123,102 @@ struct Correspondences {
     layer_strip: Option<Vec<StripTile>>,
 }
 
-/// The committed query's answers (every mode the view shows) as JSON.
+#[derive(Serialize)]
+struct TargetResult {
+    /// T1, T2, … as the view numbers them.
+    target: String,
+    source: String,
+    width: u32,
+    height: u32,
+    results: Vec<ModeResult>,
+}
+
+#[derive(Serialize)]
+struct GalleryDoc {
+    app: String,
+    backbone: Option<String>,
+    layer: String,
+    stride: usize,
+    view: View,
+    query_image: ImageInfo,
+    query: QueryPoint,
+    coordinates: &'static str,
+    /// Per target, per mode: the best match in the target and its cosine.
+    targets: Vec<TargetResult>,
+}
+
+fn image_info(s: &super::ImageSlot) -> ImageInfo {
+    ImageInfo {
+        source: s
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| s.image.source.clone()),
+        width: s.image.width,
+        height: s.image.height,
+    }
+}
+
+/// The gallery's answers to the committed query: per target and mode, the
+/// best match and its cosine.
+pub fn gallery_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
+    let q = app
+        .settings
+        .query
+        .filter(|q| q.side == Side::A)
+        .context("no query point: click in A first")?;
+    let a = app.image(Side::A).context("image A is not loaded")?;
+    let query_image = image_info(a);
+    let modes = app.gallery_modes();
+    let mut targets = Vec::new();
+    for i in 0..app.gallery().targets().len() {
+        let mut results = Vec::new();
+        for &m in &modes {
+            if let Some(ans) = app.gallery_answer(i, m) {
+                let f = app.gallery().targets()[i].features(m).cloned();
+                results.push(ModeResult {
+                    column: m.to_string(),
+                    features: f.as_ref().map(|f| f.label.clone()).unwrap_or_default(),
+                    t: f.as_ref().map_or(0.0, |f| f.t_used),
+                    answer: (*ans).clone(),
+                });
+            }
+        }
+        let t = &app.gallery().targets()[i];
+        let Some(img) = &t.image else { continue };
+        let info = image_info(img);
+        targets.push(TargetResult {
+            target: format!("T{}", i + 1),
+            source: info.source,
+            width: info.width,
+            height: info.height,
+            results,
+        });
+    }
+    anyhow::ensure!(
+        targets.iter().any(|t| !t.results.is_empty()),
+        "no gallery features yet: wait for the extraction"
+    );
+    let doc = GalleryDoc {
+        app: format!("cleandift {}", env!("CARGO_PKG_VERSION")),
+        backbone: app.backbone_info().map(|i| i.description.clone()),
+        layer: app.settings.layer.name().to_string(),
+        stride: app.settings.layer.stride(),
+        view: View::Gallery,
+        query_image,
+        query: q,
+        coordinates: "original image pixels; pixel i spans [i, i+1)",
+        targets,
+    };
+    Ok(serde_json::to_string_pretty(&doc)?)
+}
+
+/// The committed query's answers (every mode the view shows) as JSON; in
+/// the gallery view, [`gallery_json`].
 pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
+    if app.settings.view == View::Gallery {
+        return gallery_json(app);
+    }
     let q = app
         .settings
         .query

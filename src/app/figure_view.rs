@@ -229,6 +229,7 @@ pub fn view_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
             f.panel_height = if f.panels.len() > 3 { 240.0 } else { 320.0 };
             Ok(f)
         }
+        View::Gallery => gallery_figure(app),
         View::Pca => {
             let pca = app
                 .pca()
@@ -275,6 +276,83 @@ pub fn view_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
             Ok(f)
         }
     }
+}
+
+/// The gallery as a figure: A with the query, then every target (per
+/// mode) with its heatmap, best match and cosine, in rows of at most five.
+fn gallery_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
+    let q = app
+        .settings
+        .query
+        .filter(|q| q.side == Side::A)
+        .context("no query point: click in A first")?;
+    let modes = app.gallery_modes();
+    let n = app.gallery().targets().len();
+    anyhow::ensure!(n > 0, "the gallery has no targets: add images first");
+    let mut f = Figure::new("Gallery");
+    f.subtitle = subtitle(app, (modes.len() == 1).then(|| modes[0].into()));
+    let mut panels = vec![query_panel(app, q, &[])?];
+    let mut last_look = None;
+    let mut missing = 0;
+    for i in 0..n {
+        for &mode in &modes {
+            let Some(a) = app.gallery_answer(i, mode) else {
+                missing += 1;
+                continue;
+            };
+            let t = &app.gallery().targets()[i];
+            let Some(slot) = &t.image else {
+                missing += 1;
+                continue;
+            };
+            let look = super::views::heat_look(&app.settings, &a);
+            let blended = heat_over(&slot.image.rgb, &a.heat.sim, &look);
+            let (img, k) = if blended.height() > MAX_EMBED_H {
+                to_height(&blended, MAX_EMBED_H)
+            } else {
+                (blended, 1.0)
+            };
+            let col: Column = mode.into();
+            let title = if modes.len() > 1 {
+                format!("T{} · {} · {mode}", i + 1, t.name)
+            } else {
+                format!("T{} · {}", i + 1, t.name)
+            };
+            let mut p = Panel::new(title, img);
+            p.title_color = Some(rgb8(col.color()));
+            p.markers.push(Marker::ring(
+                a.best.x * k,
+                a.best.y * k,
+                rgb8(col.color()),
+                "1",
+            ));
+            p.caption.push(format!(
+                "best {} · cos {:.3}",
+                pt(a.best.x, a.best.y),
+                a.best.score
+            ));
+            p.caption
+                .push(format!("range {:.3} to {:.3}", look.lo, look.hi));
+            panels.push(p);
+            last_look = Some(look);
+        }
+    }
+    anyhow::ensure!(
+        last_look.is_some(),
+        "no gallery features yet: wait for the extraction"
+    );
+    if missing > 0 {
+        f.notes.push(format!(
+            "{missing} target picture(s) left out: their features were not ready"
+        ));
+    }
+    if let Some(look) = last_look {
+        f.colorbar = Some(colorbar(app, &look, panels.len() > 2));
+    }
+    f.columns = panels.len().min(5);
+    f.panel_height = 220.0;
+    f.panels = panels;
+    Ok(f)
 }
 
 /// What a figure export wrote.

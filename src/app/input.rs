@@ -65,6 +65,13 @@ impl CleanDiftApp {
                 View::Pca
             };
         }
+        if pressed(Key::G) {
+            self.settings.view = if self.settings.view == View::Gallery {
+                View::Correspondence
+            } else {
+                View::Gallery
+            };
+        }
         if pressed(Key::S) {
             self.request_screenshot();
         }
@@ -134,6 +141,41 @@ impl CleanDiftApp {
     pub(super) fn handle_drops(&mut self, ctx: &egui::Context) {
         let (files, pos) = ctx.input(|i| (i.raw.dropped_files.clone(), i.pointer.latest_pos()));
         if files.is_empty() {
+            return;
+        }
+        // A dropped folder fills the gallery; in the gallery view dropped
+        // files become targets (one file dropped on A replaces A).
+        let folders: Vec<std::path::PathBuf> = files
+            .iter()
+            .filter(|f| f.path().is_dir())
+            .map(|f| f.path().to_path_buf())
+            .collect();
+        let on_a = self.settings.view == View::Gallery
+            && files.len() == 1
+            && folders.is_empty()
+            && pos.is_some_and(|p| {
+                self.view
+                    .image_rects
+                    .iter()
+                    .any(|(s, r, _)| *s == Side::A && r.expand(8.0).contains(p))
+            });
+        if on_a {
+            self.load_image(Side::A, ImageSource::Dropped(files[0].clone()));
+            return;
+        }
+        if !folders.is_empty() || self.settings.view == View::Gallery {
+            self.settings.view = View::Gallery;
+            for dir in &folders {
+                self.add_target_folder(dir);
+            }
+            let singles: Vec<ImageSource> = files
+                .iter()
+                .filter(|f| !f.path().is_dir())
+                .map(|f| ImageSource::Dropped(f.clone()))
+                .collect();
+            if !singles.is_empty() {
+                self.add_targets(singles);
+            }
             return;
         }
         if files.len() >= 2 {

@@ -36,7 +36,7 @@ pub struct AppArgs {
     /// Timestep of naive and noisy modes, 0–999.
     #[arg(long)]
     pub t: Option<f64>,
-    /// correspondence, compare or pca.
+    /// correspondence, compare, pca or gallery.
     #[arg(long)]
     pub view: Option<String>,
     /// A query point in A, original pixels: X,Y.
@@ -134,8 +134,11 @@ impl LaunchOptions {
                 "correspondence" | "match" => View::Correspondence,
                 "compare" => View::Compare,
                 "pca" => View::Pca,
+                "gallery" => View::Gallery,
                 other => {
-                    anyhow::bail!("unknown view {other:?}; use correspondence, compare or pca")
+                    anyhow::bail!(
+                        "unknown view {other:?}; use correspondence, compare, pca or gallery"
+                    )
                 }
             }),
         };

@@ -20,6 +20,7 @@ pub mod export_dir;
 pub mod figure_view;
 pub mod file_browser;
 mod frames;
+pub mod gallery;
 mod input;
 mod jobs;
 mod launch;
@@ -75,6 +76,8 @@ pub struct CleanDiftApp {
     images: ImagesState,
     backbone: BackboneState,
     features: FeatureState,
+    /// The gallery view's targets.
+    gallery: gallery::GalleryState,
     view: ViewState,
     messages: MessagesState,
     flags: UiFlags,
@@ -173,6 +176,7 @@ impl CleanDiftApp {
             images: ImagesState::default(),
             backbone: BackboneState::None,
             features: FeatureState::default(),
+            gallery: gallery::GalleryState::default(),
             view: ViewState::new(overlay),
             messages: MessagesState::default(),
             flags: UiFlags {
@@ -343,6 +347,7 @@ impl CleanDiftApp {
             || matches!(self.backbone, BackboneState::Loading { .. })
             || self.features.is_pending()
             || self.sweep.is_pending()
+            || self.gallery.is_pending()
             || self.is_training()
     }
 
@@ -370,6 +375,12 @@ impl CleanDiftApp {
     /// features whose heatmap it shows).
     pub fn image_rects(&self) -> &[(Side, egui::Rect, Option<Column>)] {
         &self.view.image_rects
+    }
+
+    /// Where the gallery's target pictures were drawn last frame: (target
+    /// uid, mode, rect).
+    pub fn gallery_rects(&self) -> &[(u32, crate::features::extract::Mode, egui::Rect)] {
+        &self.view.gallery_rects
     }
 
     /// Where the layer-strip tiles were drawn last frame.
@@ -426,6 +437,18 @@ impl CleanDiftApp {
         let home = || file_browser::home_dir().unwrap_or_default();
         let dir_of = |p: &std::path::Path| p.parent().map(std::path::Path::to_path_buf);
         match kind {
+            DialogKind::GalleryImages | DialogKind::GalleryFolder => self
+                .gallery
+                .targets()
+                .iter()
+                .rev()
+                .find_map(|t| t.path.as_deref().and_then(dir_of))
+                .or_else(|| {
+                    self.image(Side::A)
+                        .and_then(|s| s.path.as_deref().and_then(dir_of))
+                })
+                .or_else(|| self.dialogs.assets.clone())
+                .unwrap_or_else(home),
             DialogKind::Open(side) => self
                 .image(side)
                 .and_then(|s| s.path.as_deref().and_then(dir_of))
@@ -507,4 +530,6 @@ pub(crate) mod slots {
     pub const STRIP: u64 = 30;
     pub const PCA: u64 = 50;
     pub const SWEEP: u64 = 60;
+    /// The gallery: the query image, then one per target cell.
+    pub const GALLERY: u64 = 70;
 }

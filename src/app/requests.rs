@@ -70,8 +70,12 @@ impl CleanDiftApp {
         for id in self.sweep.take_pending() {
             self.worker.cancel(id);
         }
+        for id in self.gallery.take_pending() {
+            self.worker.cancel(id);
+        }
         self.features.unblock_features();
         self.sweep.unblock();
+        self.gallery.unblock();
         if let BackboneState::Loading { id, .. } = &self.backbone {
             self.worker.cancel(*id);
         }
@@ -97,6 +101,17 @@ impl CleanDiftApp {
         for (id, job) in self.sweep.block_pending() {
             self.worker.cancel(id);
             cancelled.push(job);
+        }
+        let gallery = self.gallery.block_pending();
+        for (id, _) in &gallery {
+            self.worker.cancel(*id);
+        }
+        if !gallery.is_empty() {
+            self.message(
+                Level::Info,
+                format!("Cancelled: gallery features of {} pair(s)", gallery.len()),
+                "Change a setting or press Extract to run them again".into(),
+            );
         }
         if let BackboneState::Loading { id, choice } = &self.backbone {
             self.worker.cancel(*id);
@@ -134,6 +149,9 @@ impl CleanDiftApp {
         self.sweep.take_pending();
         self.sweep.unblock();
         self.images.pending = [None, None];
+        // Decodes in flight died with the worker: those targets go.
+        self.gallery.targets.retain(|t| t.image.is_some());
+        self.gallery.clear_features();
         self.message(
             Level::Info,
             "Worker restarted; loading the backbone again".into(),
@@ -308,6 +326,7 @@ impl CleanDiftApp {
     /// Runs the features of `mode` again even after a cancel or an error.
     pub fn retry_features(&mut self) {
         self.features.unblock();
+        self.gallery.unblock();
     }
 
     /// The features of `mode` (or column) match the current settings and
@@ -374,6 +393,8 @@ fn needed_modes(s: &Settings) -> Vec<Mode> {
         }
         // The sweep's references: the clean student and naive clean.
         View::Sweep => vec![Mode::Clean, Mode::Naive],
+        // The gallery asks for its own pairs (A with each target).
+        View::Gallery => Vec::new(),
         _ => vec![s.mode],
     }
 }
@@ -475,10 +496,22 @@ fn feature_key(
     images: &ImagesState,
     col: Column,
 ) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
-    let BackboneState::Ready { id, .. } = backbone else {
+    let (Some(a), Some(b)) = (images.get(Side::A), images.get(Side::B)) else {
         return None;
     };
-    let (Some(a), Some(b)) = (images.get(Side::A), images.get(Side::B)) else {
+    pair_key(s, backbone, &a.image, &b.image, col)
+}
+
+/// What a column's features of the pair (`a`, `b`) are made for (a key
+/// string) and with which settings; `None` before a backbone.
+pub(super) fn pair_key(
+    s: &Settings,
+    backbone: &BackboneState,
+    a: &Arc<LoadedImage>,
+    b: &Arc<LoadedImage>,
+    col: Column,
+) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
+    let BackboneState::Ready { id, .. } = backbone else {
         return None;
     };
     let es = extract_settings(s, backbone, col.mode);
@@ -496,12 +529,12 @@ fn feature_key(
     let key = format!(
         "{id}|{}{source}|{}|{}|{}|{}",
         if col.previous { "previous" } else { "current" },
-        hex8(&a.image.hash),
-        hex8(&b.image.hash),
+        hex8(&a.hash),
+        hex8(&b.hash),
         serde_json::to_string(&es).unwrap_or_default(),
         es.size
     );
-    Some((key, [a.image.clone(), b.image.clone()], es))
+    Some((key, [a.clone(), b.clone()], es))
 }
 
 /// Whether the column's shown features match the current settings and images.

@@ -15,7 +15,7 @@ use crate::render::Colormap;
 use crate::train::{TrainChoices, Trainable};
 use crate::worker::BackboneChoice;
 
-/// The three views of the central area.
+/// The views of the central area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum View {
     /// A | B: click in one, see where it lands in the other.
@@ -25,13 +25,21 @@ pub enum View {
     Compare,
     /// Joint PCA colours of A and B.
     Pca,
+    /// A against up to eight target images: one click answered in all.
+    Gallery,
     /// The timestep sweep (where noisy features send the click as t moves)
     /// and the variance of the features against t.
     Sweep,
 }
 
 impl View {
-    pub const ALL: [View; 4] = [View::Correspondence, View::Compare, View::Pca, View::Sweep];
+    pub const ALL: [View; 5] = [
+        View::Correspondence,
+        View::Compare,
+        View::Pca,
+        View::Gallery,
+        View::Sweep,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -39,6 +47,7 @@ impl View {
             View::Compare => "Compare",
             View::Pca => "PCA",
             View::Sweep => "Sweep t",
+            View::Gallery => "Gallery",
         }
     }
 }
@@ -224,6 +233,8 @@ pub struct Settings {
     /// The fusion of the fused column and PCA (layers, PCA dims, weight,
     /// DINOv2 input size; the DINOv2 model is [`Settings::dino_model`]).
     pub fusion: FusionChoice,
+    /// The gallery shows clean and noisy per target (else the main mode).
+    pub gallery_both: bool,
     /// The Fine-tune panel.
     pub train: TrainSettings,
     /// The sweep view's ranges and choices.
@@ -586,6 +597,7 @@ impl Default for Settings {
             dino_model: String::new(),
             pca_source: super::ColumnSource::Sd,
             fusion: FusionChoice::default(),
+            gallery_both: false,
             train: TrainSettings::default(),
             sweep: SweepSettings::default(),
         }

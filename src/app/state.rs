@@ -375,6 +375,8 @@ pub struct ViewState {
     /// Screen rects of the images drawn last frame (tests, drops).
     pub(super) image_rects: Vec<(Side, egui::Rect, Option<Column>)>,
     pub(super) strip_rects: Vec<(FeatureKey, egui::Rect)>,
+    /// The gallery's target pictures: (target uid, mode, rect).
+    pub(super) gallery_rects: Vec<(u32, crate::features::extract::Mode, egui::Rect)>,
     pub(super) overlay: Overlay,
 }
 
@@ -384,6 +386,7 @@ impl ViewState {
             hover: None,
             image_rects: Vec::new(),
             strip_rects: Vec::new(),
+            gallery_rects: Vec::new(),
             overlay,
         }
     }

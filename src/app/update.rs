@@ -25,6 +25,10 @@ pub(crate) enum Command {
     /// Opens a folder in the file manager.
     OpenFolder(PathBuf),
     LoadImage(Side, ImageSource),
+    /// Removes the gallery target with this uid.
+    RemoveTarget(u32),
+    /// Removes every gallery target.
+    ClearTargets,
     /// Swaps A and B.
     Swap,
     LoadBackbone,
@@ -53,6 +57,8 @@ impl CleanDiftApp {
                 Command::Dialog(kind) => self.open_dialog(kind),
                 Command::OpenFolder(dir) => self.open_folder(&dir),
                 Command::LoadImage(side, source) => self.load_image(side, source),
+                Command::RemoveTarget(uid) => self.remove_target(uid),
+                Command::ClearTargets => self.clear_targets(),
                 Command::Swap => self.swap(),
                 Command::LoadBackbone => self.load_backbone(),
                 Command::RetryFeatures => self.retry_features(),
@@ -93,6 +99,7 @@ impl CleanDiftApp {
             || matches!(self.backbone, BackboneState::Loading { id: b, .. } if b == id)
             || self.features.awaits(id)
             || self.sweep.awaits(id)
+            || self.gallery.awaits(id)
             || self.is_train_id(id)
     }
 
@@ -126,13 +133,18 @@ impl CleanDiftApp {
                 image,
                 path,
             } => {
-                if self.images.pending[side.index()] == Some(id) {
+                if self.gallery_image(id, image.clone(), path.clone()) {
+                    // A gallery target.
+                } else if self.images.pending[side.index()] == Some(id) {
                     self.images.pending[side.index()] = None;
                     self.messages.resolve(Topic::Job(Job::Image(side)));
                     self.set_image(side, image, path);
                 }
             }
             Event::Features { id, features } => {
+                if self.gallery_features(id, &features) {
+                    return;
+                }
                 for (mode, slot) in self.features.slots.iter_mut() {
                     if let Some(key) = slot.request.finish(id) {
                         slot.ready = Some((key, features.clone()));
@@ -156,7 +168,9 @@ impl CleanDiftApp {
                 job: Job::Train,
             } => self.on_train_cancelled(id),
             Event::Cancelled { id, job } => {
-                if self.features.block(id) || self.sweep.block(id) {
+                if self.gallery_failed(id, job, None) {
+                    // Said so.
+                } else if self.features.block(id) || self.sweep.block(id) {
                     self.message_on(
                         Topic::Job(job),
                         Level::Info,
@@ -180,6 +194,7 @@ impl CleanDiftApp {
         self.backbone = BackboneState::Ready { id, info };
         self.features.slots.clear();
         self.features.clear_derived();
+        self.gallery.clear_features();
     }
 
     fn job_of(&self, id: RequestId) -> Job {
@@ -190,6 +205,9 @@ impl CleanDiftApp {
             return job;
         }
         if let Some(job) = self.sweep.job_of(id) {
+            return job;
+        }
+        if let Some(job) = self.gallery.job_of(id) {
             return job;
         }
         if self.is_train_id(id) {
@@ -244,6 +262,9 @@ impl CleanDiftApp {
             Job::Sweep | Job::Variance => {
                 self.on_sweep_failed(id, job, error.message, error.hint);
             }
+            Job::TargetImage(_) | Job::TargetFeatures(..) => {
+                self.gallery_failed(id, job, Some(error));
+            }
             Job::Pca => {
                 if self.features.pca_request.block(id) {
                     self.message_on(
@@ -262,7 +283,9 @@ impl CleanDiftApp {
         let extract_blocked = self
             .needed_modes()
             .iter()
-            .any(|m| self.feature_slot(*m).is_some_and(|s| s.is_blocked()));
+            .any(|m| self.feature_slot(*m).is_some_and(|s| s.is_blocked()))
+            || (self.settings.view == settings::View::Gallery
+                && self.gallery.is_blocked(&self.gallery_modes()));
         let train = TrainView {
             run: self.train.run.as_ref(),
             running: self.is_training(),
@@ -289,6 +312,7 @@ impl CleanDiftApp {
             settings: &mut self.settings,
             images: &self.images,
             backbone: &self.backbone,
+            gallery: &self.gallery,
             extract_blocked,
             train,
             sweep: panels::SweepView { running, stopped },
@@ -316,9 +340,23 @@ impl CleanDiftApp {
         self.use_chosen(d.kind, path);
     }
 
-    /// Applies a path chosen in a dialog of `kind`.
-    fn use_chosen(&mut self, kind: DialogKind, path: PathBuf) {
+    /// Applies the paths chosen in a dialog of `kind` (one, but for the
+    /// gallery's images).
+    fn use_chosen(&mut self, kind: DialogKind, paths: Vec<PathBuf>) {
+        if kind == DialogKind::GalleryImages {
+            self.settings.view = settings::View::Gallery;
+            self.add_targets(paths.into_iter().map(ImageSource::Path).collect());
+            return;
+        }
+        let Some(path) = paths.into_iter().next() else {
+            return;
+        };
         match kind {
+            DialogKind::GalleryImages => {}
+            DialogKind::GalleryFolder => {
+                self.settings.view = settings::View::Gallery;
+                self.add_target_folder(&path);
+            }
             DialogKind::Open(side) => self.load_image(side, ImageSource::Path(path)),
             DialogKind::SavePng => self.save_figure(&path, false),
             DialogKind::SaveSvg => self.save_figure(&path, true),
@@ -337,7 +375,13 @@ impl CleanDiftApp {
         }
     }
 
-    fn set_image(&mut self, side: Side, image: Arc<LoadedImage>, path: Option<PathBuf>) {
+    /// A loaded image with its texture (`tag` names the texture).
+    pub(super) fn image_slot(
+        &self,
+        tag: &str,
+        image: Arc<LoadedImage>,
+        path: Option<PathBuf>,
+    ) -> ImageSlot {
         let name = match &path {
             Some(p) => p
                 .file_name()
@@ -350,10 +394,21 @@ impl CleanDiftApp {
             image.rgb.as_raw(),
         );
         let texture = self.ctx.load_texture(
-            format!("image-{}-{}", side.name(), hex8(&image.hash)),
+            format!("image-{tag}-{}", hex8(&image.hash)),
             color,
             TextureOptions::LINEAR,
         );
+        ImageSlot {
+            image,
+            texture,
+            path,
+            name,
+        }
+    }
+
+    fn set_image(&mut self, side: Side, image: Arc<LoadedImage>, path: Option<PathBuf>) {
+        let slot = self.image_slot(side.name(), image, path);
+        let (image, name, path) = (slot.image.clone(), slot.name.clone(), slot.path.clone());
         if let Some((w, h)) = image.downscaled_from {
             self.message(
                 Level::Info,
@@ -364,7 +419,7 @@ impl CleanDiftApp {
                 String::new(),
             );
         }
-        self.settings.image_paths[side.index()] = path.clone();
+        self.settings.image_paths[side.index()] = path;
         // A query on this side keeps its place, clamped into the new image.
         if let Some(q) = &mut self.settings.query
             && q.side == side
@@ -373,12 +428,7 @@ impl CleanDiftApp {
             q.y = q.y.clamp(0.0, image.height as f32 - 0.5);
         }
         self.images.errors[side.index()] = None;
-        self.images.slots[side.index()] = Some(ImageSlot {
-            image,
-            texture,
-            path,
-            name,
-        });
+        self.images.slots[side.index()] = Some(slot);
     }
 }
 
@@ -386,6 +436,7 @@ impl eframe::App for CleanDiftApp {
     fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.drain_events();
         self.request_features();
+        self.request_gallery();
         self.request_pca();
         self.request_sweep();
     }
@@ -397,6 +448,7 @@ impl eframe::App for CleanDiftApp {
         // again is cheap and keeps the order right when only `ui` runs.
         self.drain_events();
         self.request_features();
+        self.request_gallery();
         self.request_pca();
         self.request_sweep();
         self.handle_keys(ui.ctx());
@@ -428,6 +480,7 @@ impl eframe::App for CleanDiftApp {
             images: &self.images,
             backbone: &self.backbone,
             features: &mut self.features,
+            gallery: &mut self.gallery,
             view: &mut self.view,
             sweep: &mut self.sweep,
             training,
@@ -435,8 +488,8 @@ impl eframe::App for CleanDiftApp {
         };
         views::central(ui, &mut canvas);
         panels::windows(ui.ctx(), &mut self.flags, &mut self.messages);
-        if let Some((kind, path)) = self.dialogs.show(ui.ctx()) {
-            self.use_chosen(kind, path);
+        if let Some((kind, paths)) = self.dialogs.show(ui.ctx()) {
+            self.use_chosen(kind, paths);
         }
         if self.busy() {
             // Keep the progress bar moving even between worker events.

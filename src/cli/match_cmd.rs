@@ -19,9 +19,10 @@ pub struct MatchArgs {
     /// Source image.
     #[arg(long)]
     pub a: PathBuf,
-    /// Target image.
-    #[arg(long)]
-    pub b: PathBuf,
+    /// Target image; several (`--b X Y …`) answer the same query in each,
+    /// as the app's gallery does (one B panel per target and layer).
+    #[arg(long, num_args = 1.., required = true)]
+    pub b: Vec<PathBuf>,
     /// Query point in A's pixels: x,y.
     #[arg(long)]
     pub point: String,
@@ -66,7 +67,11 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
     if a.k == 0 {
         bail!("--k 0: ask for at least one match");
     }
-    let (ia, ib) = (load(&a.a)?, load(&a.b)?);
+    let ia = load(&a.a)?;
+    let ibs =
+        a.b.iter()
+            .map(|p| load(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
     if !(0.0..=ia.width as f32).contains(&x) || !(0.0..=ia.height as f32).contains(&y) {
         bail!(
             "point ({x}, {y}) is outside A ({}x{} pixels)",
@@ -78,58 +83,91 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
     let f = a.features.fusion()?;
     let engines = a.features.load_engines(&[kind])?;
     let cache = a.features.cache();
-    let maps = pair_maps(kind, &engines, &cache, &ia, &ib, &s, &f)?;
-    let label = maps.first().map(|m| m.1.label.clone()).unwrap_or_default();
-    let mut results = Vec::new();
-    let mut layers = Vec::new();
-    for (name, ma, mb) in &maps {
-        let va = MatchView::new(&ma.map, ma.geometry)?;
-        let vb = MatchView::new(&mb.map, mb.geometry)?;
-        let (qx, qy) = va.to_view(x, y);
-        let q = va.target.sample(qx, qy)?;
-        let sim = vb.target.similarity(&q)?;
-        let top = sim.top_k(a.k, 8.0)?;
-        let m = mutual_nn(&va.target, &vb.target, qx, qy, a.tolerance)?;
-        let back = va.to_orig(m.back.x, m.back.y);
-        let matches: Vec<serde_json::Value> = top
-            .iter()
-            .map(|t| {
-                let (ox, oy) = vb.to_orig(t.x, t.y);
-                serde_json::json!({"x": ox, "y": oy, "score": t.score})
-            })
-            .collect();
-        results.push(serde_json::json!({
-            "layer": name,
-            "matches": matches,
-            "mutual_nn": m.mutual,
-            "back_in_a": {"x": back.0, "y": back.1},
-        }));
-        if a.figure.is_some() || a.out.is_some() {
-            let top_orig: Vec<_> = top
+    let many = a.b.len() > 1;
+    let mut label = String::new();
+    // Per target: its path, the JSON results per layer and what the figure
+    // draws per layer.
+    let mut targets: Vec<(String, Vec<serde_json::Value>, Vec<LayerPicture>)> = Vec::new();
+    for (bpath, ib) in a.b.iter().zip(&ibs) {
+        let maps = pair_maps(kind, &engines, &cache, &ia, ib, &s, &f)?;
+        if label.is_empty() {
+            label = maps.first().map(|m| m.1.label.clone()).unwrap_or_default();
+        }
+        let mut results = Vec::new();
+        let mut layers = Vec::new();
+        for (name, ma, mb) in &maps {
+            let va = MatchView::new(&ma.map, ma.geometry)?;
+            let vb = MatchView::new(&mb.map, mb.geometry)?;
+            let (qx, qy) = va.to_view(x, y);
+            let q = va.target.sample(qx, qy)?;
+            let sim = vb.target.similarity(&q)?;
+            let top = sim.top_k(a.k, 8.0)?;
+            let m = mutual_nn(&va.target, &vb.target, qx, qy, a.tolerance)?;
+            let back = va.to_orig(m.back.x, m.back.y);
+            let matches: Vec<serde_json::Value> = top
                 .iter()
                 .map(|t| {
                     let (ox, oy) = vb.to_orig(t.x, t.y);
-                    (ox, oy, t.score)
+                    serde_json::json!({"x": ox, "y": oy, "score": t.score})
                 })
                 .collect();
-            let heat = heat_in_orig(&ib, &sim, &vb);
-            layers.push((
-                name.to_string(),
-                heat,
-                top_orig,
-                back,
-                m.mutual,
-                range(&sim),
-            ));
+            results.push(serde_json::json!({
+                "layer": name,
+                "matches": matches,
+                "mutual_nn": m.mutual,
+                "back_in_a": {"x": back.0, "y": back.1},
+            }));
+            if a.figure.is_some() || a.out.is_some() {
+                let top_orig: Vec<_> = top
+                    .iter()
+                    .map(|t| {
+                        let (ox, oy) = vb.to_orig(t.x, t.y);
+                        (ox, oy, t.score)
+                    })
+                    .collect();
+                let heat = heat_in_orig(ib, &sim, &vb);
+                layers.push((
+                    name.to_string(),
+                    heat,
+                    top_orig,
+                    back,
+                    m.mutual,
+                    range(&sim),
+                ));
+            }
         }
+        targets.push((bpath.display().to_string(), results, layers));
     }
     if a.json {
-        let out = serde_json::json!({
-            "a": a.a.display().to_string(), "b": a.b.display().to_string(),
-            "point": {"x": x, "y": y}, "features": label, "backbone": engines.describe(),
-            "source": SourceRecord::new(kind, &engines, &s, &f),
-            "results": results,
-        });
+        let head = |out: &mut serde_json::Value| {
+            out["point"] = serde_json::json!({"x": x, "y": y});
+            out["features"] = serde_json::json!(label);
+            out["backbone"] = serde_json::json!(engines.describe());
+        };
+        let out = if many {
+            let list: Vec<serde_json::Value> = targets
+                .iter()
+                .map(|(b, results, _)| serde_json::json!({"b": b, "results": results}))
+                .collect();
+            let mut out = serde_json::json!({"a": a.a.display().to_string()});
+            out["b"] = serde_json::json!(
+                a.b.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+            );
+            head(&mut out);
+            out["source"] = serde_json::to_value(SourceRecord::new(kind, &engines, &s, &f))?;
+            out["targets"] = serde_json::json!(list);
+            out
+        } else {
+            let results = targets.first().map(|t| t.1.clone()).unwrap_or_default();
+            serde_json::json!({
+                "a": a.a.display().to_string(), "b": targets.first().map(|t| t.0.clone()).unwrap_or_default(),
+                "point": {"x": x, "y": y}, "features": label, "backbone": engines.describe(),
+                "source": SourceRecord::new(kind, &engines, &s, &f),
+                "results": results,
+            })
+        };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
@@ -139,97 +177,121 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
             ia.height
         );
         println!("features: {} — {}", label, engines.describe());
-        for r in &results {
-            println!("layer {}:", r["layer"].as_str().unwrap_or("?"));
-            for (i, m) in r["matches"].as_array().into_iter().flatten().enumerate() {
+        for (b, results, _) in &targets {
+            for r in results {
+                println!("layer {}:", r["layer"].as_str().unwrap_or("?"));
+                for (i, m) in r["matches"].as_array().into_iter().flatten().enumerate() {
+                    println!(
+                        "  #{} in {}: ({:.1}, {:.1})  score {:.4}",
+                        i + 1,
+                        b,
+                        m["x"].as_f64().unwrap_or(f64::NAN),
+                        m["y"].as_f64().unwrap_or(f64::NAN),
+                        m["score"].as_f64().unwrap_or(f64::NAN)
+                    );
+                }
                 println!(
-                    "  #{} in {}: ({:.1}, {:.1})  score {:.4}",
-                    i + 1,
-                    a.b.display(),
-                    m["x"].as_f64().unwrap_or(f64::NAN),
-                    m["y"].as_f64().unwrap_or(f64::NAN),
-                    m["score"].as_f64().unwrap_or(f64::NAN)
+                    "  mutual NN: {} (best match maps back to ({:.1}, {:.1}) in A)",
+                    if r["mutual_nn"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    r["back_in_a"]["x"].as_f64().unwrap_or(f64::NAN),
+                    r["back_in_a"]["y"].as_f64().unwrap_or(f64::NAN)
                 );
             }
-            println!(
-                "  mutual NN: {} (best match maps back to ({:.1}, {:.1}) in A)",
-                if r["mutual_nn"].as_bool() == Some(true) {
-                    "yes"
-                } else {
-                    "no"
-                },
-                r["back_in_a"]["x"].as_f64().unwrap_or(f64::NAN),
-                r["back_in_a"]["y"].as_f64().unwrap_or(f64::NAN)
-            );
         }
     }
     if a.figure.is_some() || a.out.is_some() {
-        let mut fig = crate::figure::Figure::new("Correspondence");
+        let mut fig = crate::figure::Figure::new(if many { "Gallery" } else { "Correspondence" });
         fig.subtitle = format!("{label} · {}", engines.describe());
         let mut pa = crate::figure::Panel::new(
             format!("A · query ({}, {})", x.floor(), y.floor()),
             ia.rgb.clone(),
         );
-        for (name, _, _, back, mutual, _) in &layers {
-            pa.markers.push(crate::figure::Marker {
-                x: back.0,
-                y: back.1,
-                color: [255, 200, 0],
-                shape: if *mutual {
-                    crate::figure::MarkerShape::Ring
-                } else {
-                    crate::figure::MarkerShape::Cross
-                },
-                radius: 6.0,
-                label: None,
-            });
-            pa.caption.push(format!(
-                "{name}: back to ({:.0}, {:.0}), {}",
-                back.0.floor(),
-                back.1.floor(),
-                if *mutual { "mutual" } else { "not mutual" }
-            ));
+        let npanels: usize = targets.iter().map(|t| t.2.len()).sum();
+        for (j, (_, _, layers)) in targets.iter().enumerate() {
+            let tag = if many {
+                format!("B{} ", j + 1)
+            } else {
+                String::new()
+            };
+            for (name, _, _, back, mutual, _) in layers {
+                pa.markers.push(crate::figure::Marker {
+                    x: back.0,
+                    y: back.1,
+                    color: [255, 200, 0],
+                    shape: if *mutual {
+                        crate::figure::MarkerShape::Ring
+                    } else {
+                        crate::figure::MarkerShape::Cross
+                    },
+                    radius: 6.0,
+                    label: None,
+                });
+                pa.caption.push(format!(
+                    "{tag}{name}: back to ({:.0}, {:.0}), {}",
+                    back.0.floor(),
+                    back.1.floor(),
+                    if *mutual { "mutual" } else { "not mutual" }
+                ));
+            }
         }
         pa.markers
             .push(crate::figure::Marker::ring(x, y, [0, 215, 255], "Q"));
         fig.panels.push(pa);
-        for (name, heat, top, _, _, (lo, hi)) in layers {
-            let mut pb = crate::figure::Panel::new(format!("B · layer {name}"), heat);
-            for (i, (mx, my, _)) in top.iter().enumerate().rev() {
-                let color = if i == 0 {
-                    [255, 40, 40]
+        for (j, (bpath, _, layers)) in targets.into_iter().enumerate() {
+            let bname = std::path::Path::new(&bpath)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(bpath.clone());
+            for (name, heat, top, _, _, (lo, hi)) in layers {
+                let title = if many {
+                    format!("B{} {bname} · layer {name}", j + 1)
                 } else {
-                    [245, 245, 245]
+                    format!("B · layer {name}")
                 };
-                let mut m = crate::figure::Marker::ring(*mx, *my, color, (i + 1).to_string());
-                if i > 0 {
-                    m.radius = 6.0;
+                let mut pb = crate::figure::Panel::new(title, heat);
+                for (i, (mx, my, _)) in top.iter().enumerate().rev() {
+                    let color = if i == 0 {
+                        [255, 40, 40]
+                    } else {
+                        [245, 245, 245]
+                    };
+                    let mut m = crate::figure::Marker::ring(*mx, *my, color, (i + 1).to_string());
+                    if i > 0 {
+                        m.radius = 6.0;
+                    }
+                    pb.markers.push(m);
                 }
-                pb.markers.push(m);
+                let list: Vec<String> = top
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (mx, my, c))| {
+                        format!(
+                            "{}: ({:.0}, {:.0}) cos {c:.3}",
+                            i + 1,
+                            mx.floor(),
+                            my.floor()
+                        )
+                    })
+                    .collect();
+                pb.caption.push(list.join(" · "));
+                pb.caption.push(format!("range {lo:.3} to {hi:.3}"));
+                if npanels == 1 {
+                    fig.colorbar = Some(crate::figure::ColorBar {
+                        colormap: Colormap::Turbo,
+                        lo,
+                        hi,
+                        label: "cosine similarity".into(),
+                    });
+                }
+                fig.panels.push(pb);
             }
-            let list: Vec<String> = top
-                .iter()
-                .enumerate()
-                .map(|(i, (mx, my, c))| {
-                    format!(
-                        "{}: ({:.0}, {:.0}) cos {c:.3}",
-                        i + 1,
-                        mx.floor(),
-                        my.floor()
-                    )
-                })
-                .collect();
-            pb.caption.push(list.join(" · "));
-            pb.caption.push(format!("range {lo:.3} to {hi:.3}"));
-            if maps.len() == 1 {
-                fig.colorbar = Some(crate::figure::ColorBar {
-                    colormap: Colormap::Turbo,
-                    lo,
-                    hi,
-                    label: "cosine similarity".into(),
-                });
-            }
-            fig.panels.push(pb);
+        }
+        if many {
+            fig.columns = fig.panels.len().min(5);
         }
         if fig.colorbar.is_none() {
             fig.colorbar = Some(crate::figure::ColorBar {
@@ -261,6 +323,18 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What the figure draws for one target and layer: the layer, the heatmap
+/// over B, the top matches (x, y, cosine), where the best leads back in A,
+/// whether that is mutual, and the map's range.
+type LayerPicture = (
+    String,
+    image::RgbImage,
+    Vec<(f32, f32, f32)>,
+    (f32, f32),
+    bool,
+    (f32, f32),
+);
 
 /// Smallest and largest value of a similarity map.
 fn range(sim: &crate::matching::SimilarityMap) -> (f32, f32) {

@@ -111,7 +111,7 @@ pub struct ColorBar {
     pub label: String,
 }
 
-/// A figure: title, subtitle, a row of panels, an optional colour bar and
+/// A figure: title, subtitle, panels in rows, an optional colour bar and
 /// footnote lines.
 #[derive(Debug, Clone)]
 pub struct Figure {
@@ -124,6 +124,8 @@ pub struct Figure {
     pub notes: Vec<String>,
     /// Height of the panels' images in figure units (each keeps its aspect).
     pub panel_height: f32,
+    /// Panels per row (0: all in one row).
+    pub columns: usize,
 }
 
 impl Figure {
@@ -135,6 +137,7 @@ impl Figure {
             colorbar: None,
             notes: Vec::new(),
             panel_height: 320.0,
+            columns: 0,
         }
     }
 
@@ -307,7 +310,16 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
         .iter()
         .map(|p| (p.image.width() as f32 * h / p.image.height() as f32).max(1.0))
         .collect();
-    let row_w = widths.iter().sum::<f32>() + GAP * (widths.len().saturating_sub(1)) as f32;
+    let per_row = if f.columns == 0 {
+        widths.len().max(1)
+    } else {
+        f.columns
+    };
+    let row_width = |ws: &[f32]| ws.iter().sum::<f32>() + GAP * (ws.len().saturating_sub(1)) as f32;
+    let row_w = widths
+        .chunks(per_row)
+        .map(row_width)
+        .fold(0.0_f32, f32::max);
     let title_w = m.width(&f.title, TITLE).max(m.width(&f.subtitle, SUBTITLE));
     let content_w = row_w.max(title_w).max(240.0);
     let width = content_w + 2.0 * MARGIN;
@@ -357,129 +369,137 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
         );
     }
     y += 10.0;
-    // Panels: title, image, caption; centred as a row.
-    let mut x = MARGIN + (content_w - row_w) / 2.0;
+    // Panels: title, image, caption; each row centred.
     let titled = f.panels.iter().any(|p| !p.title.is_empty());
-    let img_y = y + if titled {
-        m.metrics(PANEL_TITLE).1 + 4.0
-    } else {
-        0.0
-    };
-    let mut bottom = img_y + h;
-    for (i, (p, w)) in f.panels.iter().zip(&widths).enumerate() {
-        let cx = x + w / 2.0;
-        if !p.title.is_empty() {
-            let mut ty = y;
-            let color = p.title_color.unwrap_or(INK);
-            // A title wider than its image wraps.
-            for l in m
-                .wrap(&p.title, PANEL_TITLE, w + GAP - 4.0)
-                .into_iter()
-                .take(1)
-            {
-                line(
-                    &mut items,
-                    m,
-                    cx,
-                    &mut ty,
-                    &l,
-                    PANEL_TITLE,
-                    color,
-                    Anchor::Middle,
-                );
-            }
+    let mut bottom = y;
+    for (row, ws) in widths.chunks(per_row).enumerate() {
+        if row > 0 {
+            y = bottom + GAP;
         }
-        let rect = Rect {
-            x,
-            y: img_y,
-            w: *w,
-            h,
+        let first = row * per_row;
+        let mut x = MARGIN + (content_w - row_width(ws)) / 2.0;
+        let img_y = y + if titled {
+            m.metrics(PANEL_TITLE).1 + 4.0
+        } else {
+            0.0
         };
-        items.push(Item::Image { panel: i, rect });
-        let k = h / p.image.height() as f32;
-        let (bw, bh) = (w * 1.0, h);
-        for mk in &p.markers {
-            let (mx, my) = (x + mk.x * k, img_y + mk.y * k);
-            if mx < x - 1.0 || my < img_y - 1.0 || mx > x + bw + 1.0 || my > img_y + bh + 1.0 {
-                continue;
-            }
-            items.push(Item::Marker {
-                x: mx,
-                y: my,
-                r: mk.radius,
-                color: mk.color,
-                shape: mk.shape,
-            });
-        }
-        // Badges after all markers so none is hidden under a ring. Each
-        // goes to the first free spot around its marker (up-right first,
-        // inside the image), further out when all four are taken, so
-        // clustered matches keep readable numbers.
-        let mut placed: Vec<(f32, f32)> = Vec::new();
-        for mk in &p.markers {
-            let Some(label) = &mk.label else { continue };
-            let (mx, my) = (x + mk.x * k, img_y + mk.y * k);
-            let br = 8.5;
-            let inside = |bx: f32, by: f32| {
-                bx - br >= x && bx + br <= x + bw && by - br >= img_y && by + br <= img_y + bh
-            };
-            let free = |bx: f32, by: f32| {
-                placed
-                    .iter()
-                    .all(|(px, py)| (bx - px).hypot(by - py) >= 2.0 * br + 1.0)
-            };
-            let mut spot = None;
-            'search: for ring in 0..4 {
-                let off = mk.radius + br - 2.0 + ring as f32 * (2.0 * br + 1.0);
-                for (dx, dy) in [(1.0, -1.0), (-1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)] {
-                    let (bx, by) = (mx + dx * off, my + dy * off);
-                    if inside(bx, by) && free(bx, by) {
-                        spot = Some((bx, by));
-                        break 'search;
-                    }
+        bottom = img_y + h;
+        for (i, (p, w)) in f.panels[first..].iter().zip(ws).enumerate() {
+            let i = first + i;
+            let cx = x + w / 2.0;
+            if !p.title.is_empty() {
+                let mut ty = y;
+                let color = p.title_color.unwrap_or(INK);
+                // A title wider than its image wraps.
+                for l in m
+                    .wrap(&p.title, PANEL_TITLE, w + GAP - 4.0)
+                    .into_iter()
+                    .take(1)
+                {
+                    line(
+                        &mut items,
+                        m,
+                        cx,
+                        &mut ty,
+                        &l,
+                        PANEL_TITLE,
+                        color,
+                        Anchor::Middle,
+                    );
                 }
             }
-            let (bx, by) = spot.unwrap_or_else(|| {
-                let off = mk.radius + br - 2.0;
-                (
-                    if mx + off + br <= x + bw {
-                        mx + off
-                    } else {
-                        mx - off
-                    },
-                    if my - off - br >= img_y {
-                        my - off
-                    } else {
-                        my + off
-                    },
-                )
-            });
-            placed.push((bx, by));
-            let size = 12.0;
-            let (asc, row) = m.metrics(size);
-            items.push(Item::Badge {
-                x: bx,
-                y: by,
-                r: br,
-                color: mk.color,
-                text: label.clone(),
-                size,
-                top: by - row / 2.0,
-                baseline: by - row / 2.0 + asc,
-            });
-        }
-        items.push(Item::Frame {
-            rect,
-            color: [200, 200, 200],
-        });
-        let mut cy = img_y + h + 6.0;
-        for c in &p.caption {
-            for l in m.wrap(c, CAPTION, w.max(120.0)) {
-                line(&mut items, m, x, &mut cy, &l, CAPTION, INK, Anchor::Start);
+            let rect = Rect {
+                x,
+                y: img_y,
+                w: *w,
+                h,
+            };
+            items.push(Item::Image { panel: i, rect });
+            let k = h / p.image.height() as f32;
+            let (bw, bh) = (w * 1.0, h);
+            for mk in &p.markers {
+                let (mx, my) = (x + mk.x * k, img_y + mk.y * k);
+                if mx < x - 1.0 || my < img_y - 1.0 || mx > x + bw + 1.0 || my > img_y + bh + 1.0 {
+                    continue;
+                }
+                items.push(Item::Marker {
+                    x: mx,
+                    y: my,
+                    r: mk.radius,
+                    color: mk.color,
+                    shape: mk.shape,
+                });
             }
+            // Badges after all markers so none is hidden under a ring. Each
+            // goes to the first free spot around its marker (up-right first,
+            // inside the image), further out when all four are taken, so
+            // clustered matches keep readable numbers.
+            let mut placed: Vec<(f32, f32)> = Vec::new();
+            for mk in &p.markers {
+                let Some(label) = &mk.label else { continue };
+                let (mx, my) = (x + mk.x * k, img_y + mk.y * k);
+                let br = 8.5;
+                let inside = |bx: f32, by: f32| {
+                    bx - br >= x && bx + br <= x + bw && by - br >= img_y && by + br <= img_y + bh
+                };
+                let free = |bx: f32, by: f32| {
+                    placed
+                        .iter()
+                        .all(|(px, py)| (bx - px).hypot(by - py) >= 2.0 * br + 1.0)
+                };
+                let mut spot = None;
+                'search: for ring in 0..4 {
+                    let off = mk.radius + br - 2.0 + ring as f32 * (2.0 * br + 1.0);
+                    for (dx, dy) in [(1.0, -1.0), (-1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)] {
+                        let (bx, by) = (mx + dx * off, my + dy * off);
+                        if inside(bx, by) && free(bx, by) {
+                            spot = Some((bx, by));
+                            break 'search;
+                        }
+                    }
+                }
+                let (bx, by) = spot.unwrap_or_else(|| {
+                    let off = mk.radius + br - 2.0;
+                    (
+                        if mx + off + br <= x + bw {
+                            mx + off
+                        } else {
+                            mx - off
+                        },
+                        if my - off - br >= img_y {
+                            my - off
+                        } else {
+                            my + off
+                        },
+                    )
+                });
+                placed.push((bx, by));
+                let size = 12.0;
+                let (asc, row) = m.metrics(size);
+                items.push(Item::Badge {
+                    x: bx,
+                    y: by,
+                    r: br,
+                    color: mk.color,
+                    text: label.clone(),
+                    size,
+                    top: by - row / 2.0,
+                    baseline: by - row / 2.0 + asc,
+                });
+            }
+            items.push(Item::Frame {
+                rect,
+                color: [200, 200, 200],
+            });
+            let mut cy = img_y + h + 6.0;
+            for c in &p.caption {
+                for l in m.wrap(c, CAPTION, w.max(120.0)) {
+                    line(&mut items, m, x, &mut cy, &l, CAPTION, INK, Anchor::Start);
+                }
+            }
+            bottom = bottom.max(cy);
+            x += w + GAP;
         }
-        bottom = bottom.max(cy);
-        x += w + GAP;
     }
     y = bottom + 12.0;
     if let Some(cb) = &f.colorbar {

@@ -190,3 +190,28 @@ fn clustered_badges_do_not_overlap() {
         }
     }
 }
+
+#[test]
+fn panels_wrap_into_rows_of_columns() {
+    let mut f = sample();
+    let one_row = f.layout().unwrap();
+    let extra = f.panels[1].clone();
+    f.panels.extend([extra.clone(), extra.clone(), extra]);
+    f.columns = 2;
+    let l = f.layout().unwrap();
+    let r = l.image_rects();
+    assert_eq!(r.len(), 5);
+    // Rows of two: same top within a row, lower rows below the captions.
+    assert_eq!(r[0].y, r[1].y);
+    assert_eq!(r[2].y, r[3].y);
+    assert!(r[2].y > r[0].y + r[0].h, "{r:?}");
+    assert!(r[4].y > r[2].y + r[2].h, "{r:?}");
+    // The last row's one panel is centred; a row is as wide as before.
+    assert!((r[4].x + r[4].w / 2.0 - l.width / 2.0).abs() < 1.0, "{r:?}");
+    assert_eq!(l.width, one_row.width);
+    assert!(l.height > one_row.height + 2.0 * r[0].h);
+    // The colour bar comes after the last row.
+    let bar = l.bar_rect().unwrap();
+    assert!(bar.y > r[4].y + r[4].h);
+    f.to_image(1.0).unwrap();
+}

@@ -80,6 +80,13 @@ impl LaneState {
         let result = match req {
             Request::LoadBackbone { id, choice } => self.load_backbone(id, choice, out),
             Request::LoadImage { id, side, source } => load_side(id, side, source, out),
+            Request::LoadTarget { id, source, .. } => load_image_as(
+                id,
+                Side::B,
+                source,
+                "the gallery keeps its other targets; add another file".into(),
+                out,
+            ),
             Request::Extract {
                 id,
                 backbone,
@@ -100,6 +107,23 @@ impl LaneState {
                 } else {
                     self.extract(job, cancel, out)
                 }
+            }
+            Request::ExtractTarget {
+                id,
+                backbone,
+                images,
+                settings,
+                thumb_side,
+                ..
+            } => {
+                let job = ExtractJob {
+                    id,
+                    backbone,
+                    images,
+                    settings,
+                    thumb_side,
+                };
+                self.extract(job, cancel, out)
             }
             Request::ExtractSource {
                 id,
@@ -691,15 +715,28 @@ fn backbone_info(
 }
 
 fn load_side(id: RequestId, side: Side, source: ImageSource, out: &Outbox) -> Result<(), JobError> {
+    let hint = format!(
+        "{side} is unchanged; open another file (PNG, JPEG, WebP, BMP, TIFF, …) or drop one on {side}"
+    );
+    load_image_as(id, side, source, hint, out)
+}
+
+/// Decodes an image and answers [`Event::ImageLoaded`] for `side`; an
+/// error carries `hint`.
+fn load_image_as(
+    id: RequestId,
+    side: Side,
+    source: ImageSource,
+    hint: String,
+    out: &Outbox,
+) -> Result<(), JobError> {
     out.progress(id, Progress::Decoding { side });
     let label = source.label();
     let path = source.path();
     let image_error = |message: String| {
         JobError::User(UserError {
             message,
-            hint: format!(
-                "{side} is unchanged; open another file (PNG, JPEG, WebP, BMP, TIFF, …) or drop one on {side}"
-            ),
+            hint: hint.clone(),
         })
     };
     let loaded = match &source {

@@ -114,6 +114,25 @@ pub enum Request {
         /// (compare old vs new student); an error when there is none.
         previous_student: bool,
     },
+    /// Features of the query image and one gallery target (`images` =
+    /// [A, target]), exactly as [`Request::Extract`] makes them (same
+    /// cache); `target` names the gallery target, so requests for
+    /// different targets (and the main pair's) never supersede each other.
+    ExtractTarget {
+        id: RequestId,
+        backbone: RequestId,
+        images: [Arc<LoadedImage>; 2],
+        settings: ExtractSettings,
+        thumb_side: u32,
+        target: u32,
+    },
+    /// Decode an image for gallery target `target` (answered by
+    /// [`Event::ImageLoaded`] with side B).
+    LoadTarget {
+        id: RequestId,
+        target: u32,
+        source: ImageSource,
+    },
     /// Features of both images from a [`Source`] (DINOv2 or fused; a
     /// diffusion source works too), prepared for matching as one layer
     /// ([`SOURCE_LAYER`]). The DINOv2 model `fusion.dino.model` is loaded
@@ -190,6 +209,8 @@ impl Request {
             | Request::LoadImage { id, .. }
             | Request::Extract { id, .. }
             | Request::ExtractSource { id, .. }
+            | Request::ExtractTarget { id, .. }
+            | Request::LoadTarget { id, .. }
             | Request::Pca { id, .. }
             | Request::Train { id, .. }
             | Request::SweepStep { id, .. }
@@ -208,6 +229,10 @@ impl Request {
                 ..
             } => Job::PreviousStudent,
             Request::Extract { settings, .. } => Job::Features(settings.mode),
+            Request::ExtractTarget {
+                settings, target, ..
+            } => Job::TargetFeatures(*target, settings.mode),
+            Request::LoadTarget { target, .. } => Job::TargetImage(*target),
             Request::ExtractSource { source, .. } => match source {
                 Source::Sd(m) => Job::Features(*m),
                 Source::Dino => Job::Dino,
@@ -235,11 +260,14 @@ impl Request {
             Request::LoadBackbone { .. }
             | Request::Extract { .. }
             | Request::ExtractSource { .. }
+            | Request::ExtractTarget { .. }
             | Request::Train { .. }
             | Request::SweepStep { .. }
             | Request::VarianceStep { .. }
             | Request::Crash { .. } => Lane::Model,
-            Request::LoadImage { .. } | Request::Pca { .. } => Lane::Light,
+            Request::LoadImage { .. } | Request::LoadTarget { .. } | Request::Pca { .. } => {
+                Lane::Light
+            }
         }
     }
 }
@@ -262,6 +290,10 @@ pub enum Job {
     Sweep,
     /// A step of the variance-vs-timestep analysis.
     Variance,
+    /// Decoding gallery target N (the app's own numbering, never reused).
+    TargetImage(u32),
+    /// Features of the query image with gallery target N in a mode.
+    TargetFeatures(u32, Mode),
 }
 
 impl fmt::Display for Job {
@@ -277,6 +309,8 @@ impl fmt::Display for Job {
             Job::Train => f.write_str("fine-tune"),
             Job::Sweep => f.write_str("timestep sweep"),
             Job::Variance => f.write_str("variance vs t"),
+            Job::TargetImage(_) => f.write_str("gallery image"),
+            Job::TargetFeatures(_, m) => write!(f, "gallery {m} features"),
         }
     }
 }

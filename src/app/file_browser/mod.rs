@@ -73,6 +73,9 @@ impl Filter {
 pub enum BrowseMode {
     /// An existing file passing the filter.
     Open(Filter),
+    /// One or several existing files passing the filter (a click picks or
+    /// unpicks a file).
+    OpenMany(Filter),
     /// A file name to write (the filter lists what is there already).
     Save(Filter),
     /// A folder.
@@ -94,6 +97,8 @@ pub enum Outcome {
     Open,
     /// A path was chosen; the dialog is done.
     Chosen(PathBuf),
+    /// Files were chosen (multi-select mode); the dialog is done.
+    ChosenMany(Vec<PathBuf>),
     /// Cancelled; the dialog is done.
     Cancelled,
 }
@@ -112,6 +117,9 @@ pub struct FileBrowser {
     pub entries: Vec<Entry>,
     /// Index into `entries`.
     pub selected: Option<usize>,
+    /// Picked files (multi-select mode), indices into `entries`, in the
+    /// order picked.
+    pub picked: Vec<usize>,
     /// The file name (save mode).
     pub file_name: String,
     /// Why the folder cannot be shown, or why a choice was refused.
@@ -148,6 +156,7 @@ impl FileBrowser {
             path_text: String::new(),
             entries: Vec::new(),
             selected: None,
+            picked: Vec::new(),
             file_name: file_name.to_string(),
             error: None,
             confirm_overwrite: None,
@@ -169,7 +178,7 @@ impl FileBrowser {
 
     fn filter(&self) -> Option<Filter> {
         match self.mode {
-            BrowseMode::Open(f) | BrowseMode::Save(f) => Some(f),
+            BrowseMode::Open(f) | BrowseMode::OpenMany(f) | BrowseMode::Save(f) => Some(f),
             BrowseMode::Folder => None,
         }
     }
@@ -182,6 +191,7 @@ impl FileBrowser {
         self.path_text = dir.display().to_string();
         self.entries.clear();
         self.selected = None;
+        self.picked.clear();
         self.confirm_overwrite = None;
         self.error = None;
         let rd = match std::fs::read_dir(&dir) {
@@ -272,7 +282,7 @@ impl FileBrowser {
             return None;
         }
         match &self.mode {
-            BrowseMode::Open(f) => {
+            BrowseMode::Open(f) | BrowseMode::OpenMany(f) => {
                 if !p.exists() {
                     self.error = Some(format!("{} does not exist", p.display()));
                 } else if !f.accepts(&p) {
@@ -309,6 +319,14 @@ impl FileBrowser {
             if !e.is_dir && matches!(self.mode, BrowseMode::Save(_)) {
                 self.file_name = e.name.clone();
             }
+            if !e.is_dir && matches!(self.mode, BrowseMode::OpenMany(_)) {
+                match self.picked.iter().position(|p| *p == i) {
+                    Some(k) => {
+                        self.picked.remove(k);
+                    }
+                    None => self.picked.push(i),
+                }
+            }
         }
     }
 
@@ -320,8 +338,49 @@ impl FileBrowser {
             self.navigate(&e.path);
             return None;
         }
+        if matches!(self.mode, BrowseMode::OpenMany(_)) {
+            // A double click picks the file (never unpicks it) and confirms.
+            if !self.picked.contains(&i) {
+                self.picked.push(i);
+            }
+            self.selected = Some(i);
+            return self.confirm();
+        }
         self.select(i);
         self.confirm()
+    }
+
+    /// Picks every file listed (multi-select mode).
+    pub fn pick_all(&mut self) {
+        self.picked = (0..self.entries.len())
+            .filter(|i| !self.entries[*i].is_dir)
+            .collect();
+    }
+
+    /// The picked files (multi-select mode), with `also` (a path typed or
+    /// confirmed) when it is not among them.
+    pub fn picked_paths(&self, also: Option<PathBuf>) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self
+            .picked
+            .iter()
+            .filter_map(|i| self.entries.get(*i))
+            .map(|e| e.path.clone())
+            .collect();
+        if let Some(p) = also
+            && !out.contains(&p)
+        {
+            out.push(p);
+        }
+        out
+    }
+
+    /// What choosing `p` ends the dialog with: the path, or in
+    /// multi-select mode every picked file.
+    fn chosen(&self, p: PathBuf) -> Outcome {
+        match self.mode {
+            BrowseMode::OpenMany(_) => Outcome::ChosenMany(self.picked_paths(Some(p))),
+            _ => Outcome::Chosen(p),
+        }
     }
 
     /// The main button (Open / Save / Choose this folder). Save mode asks
@@ -329,17 +388,24 @@ impl FileBrowser {
     /// [`Self::confirm_overwrite`], the second returns it.
     pub fn confirm(&mut self) -> Option<PathBuf> {
         match &self.mode {
-            BrowseMode::Open(_) => match self.selected.and_then(|i| self.entries.get(i)).cloned() {
-                Some(e) if e.is_dir => {
-                    self.navigate(&e.path);
-                    None
+            BrowseMode::OpenMany(_) if !self.picked.is_empty() => self
+                .picked
+                .first()
+                .and_then(|i| self.entries.get(*i))
+                .map(|e| e.path.clone()),
+            BrowseMode::Open(_) | BrowseMode::OpenMany(_) => {
+                match self.selected.and_then(|i| self.entries.get(i)).cloned() {
+                    Some(e) if e.is_dir => {
+                        self.navigate(&e.path);
+                        None
+                    }
+                    Some(e) => Some(e.path),
+                    None => {
+                        self.error = Some("Choose a file first".into());
+                        None
+                    }
                 }
-                Some(e) => Some(e.path),
-                None => {
-                    self.error = Some("Choose a file first".into());
-                    None
-                }
-            },
+            }
             BrowseMode::Folder => {
                 if self.error.is_some() && !self.dir.is_dir() {
                     return None;

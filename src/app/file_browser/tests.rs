@@ -97,6 +97,39 @@ fn navigation_and_open() {
 }
 
 #[test]
+fn multi_select_picks_and_unpicks_files() {
+    let d = tree();
+    let mode = BrowseMode::OpenMany(Filter::Images);
+    let mut b = FileBrowser::new("t", mode, d.path(), "", None);
+    assert_eq!(names(&b), ["sub", "Zeta", "A.JPG", "b.png"]);
+    assert_eq!(b.confirm(), None);
+    b.select(3);
+    b.select(2);
+    assert_eq!(
+        b.picked_paths(None),
+        [d.path().join("b.png"), d.path().join("A.JPG")]
+    );
+    b.select(3);
+    assert_eq!(b.picked_paths(None), [d.path().join("A.JPG")]);
+    let p = b.confirm().unwrap();
+    assert_eq!(
+        b.chosen(p),
+        Outcome::ChosenMany(vec![d.path().join("A.JPG")])
+    );
+    // A double click picks (never unpicks) and confirms.
+    let p = b.activate(3).unwrap();
+    assert_eq!(
+        b.chosen(p),
+        Outcome::ChosenMany(vec![d.path().join("A.JPG"), d.path().join("b.png")])
+    );
+    b.pick_all();
+    assert_eq!(b.picked, [2, 3]);
+    // Entering a folder forgets the picks.
+    b.activate(0);
+    assert!(b.picked.is_empty());
+}
+
+#[test]
 fn unreadable_folders_are_a_message() {
     let d = tree();
     let missing = d.path().join("gone");

@@ -9,6 +9,7 @@ impl FileBrowser {
     pub(super) fn confirm_label(&self) -> &'static str {
         match self.mode {
             BrowseMode::Open(_) => "Open",
+            BrowseMode::OpenMany(_) => "Add",
             BrowseMode::Save(_) if self.confirm_overwrite.is_some() => "Overwrite",
             BrowseMode::Save(_) => "Save",
             BrowseMode::Folder => "Choose this folder",
@@ -64,7 +65,7 @@ impl FileBrowser {
                 .inner;
             let path_enter = path_field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
             if path_enter && let Some(p) = self.submit_path() {
-                outcome = Outcome::Chosen(p);
+                outcome = self.chosen(p);
             }
             if let Some(f) = self.filter() {
                 ui.label(RichText::new(format!("Showing folders and {}", f.describe())).small());
@@ -85,7 +86,8 @@ impl FileBrowser {
                         } else {
                             e.name.clone()
                         };
-                        let r = ui.selectable_label(self.selected == Some(i), label);
+                        let on = self.selected == Some(i) || self.picked.contains(&i);
+                        let r = ui.selectable_label(on, label);
                         if r.double_clicked() {
                             activated = Some((i, true));
                         } else if r.clicked() {
@@ -96,7 +98,7 @@ impl FileBrowser {
             if let Some((i, double)) = activated {
                 if double {
                     if let Some(p) = self.activate(i) {
-                        outcome = Outcome::Chosen(p);
+                        outcome = self.chosen(p);
                     }
                 } else {
                     self.select(i);
@@ -104,6 +106,17 @@ impl FileBrowser {
             }
             if let Some(e) = &self.error {
                 ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+            if matches!(self.mode, BrowseMode::OpenMany(_)) {
+                ui.horizontal(|ui| {
+                    ui.label(format!(
+                        "{} picked (a click picks or unpicks a file)",
+                        self.picked.len()
+                    ));
+                    if ui.button("Pick all").clicked() {
+                        self.pick_all();
+                    }
+                });
             }
             if matches!(self.mode, BrowseMode::Save(_)) {
                 ui.horizontal(|ui| {
@@ -117,7 +130,7 @@ impl FileBrowser {
                         && ui.input(|i| i.key_pressed(Key::Enter))
                         && let Some(p) = self.confirm()
                     {
-                        outcome = Outcome::Chosen(p);
+                        outcome = self.chosen(p);
                     }
                 });
             }
@@ -132,7 +145,7 @@ impl FileBrowser {
                 if ui.button(self.confirm_label()).clicked()
                     && let Some(p) = self.confirm()
                 {
-                    outcome = Outcome::Chosen(p);
+                    outcome = self.chosen(p);
                 }
                 if ui.button("Cancel").clicked() {
                     outcome = Outcome::Cancelled;
@@ -148,7 +161,7 @@ impl FileBrowser {
                         None => self.confirm(),
                     };
                     if let Some(p) = chosen {
-                        outcome = Outcome::Chosen(p);
+                        outcome = self.chosen(p);
                     }
                 }
                 if ui.input(|i| i.key_pressed(Key::Escape)) {

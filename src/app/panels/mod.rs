@@ -6,6 +6,7 @@
 mod backbone;
 mod features;
 mod fusion;
+mod gallery;
 mod images;
 mod status;
 mod sweep;
@@ -46,6 +47,12 @@ pub(super) fn top_bar(
                 }
                 if ui.button("Swap A and B").clicked() {
                     cmds.push(Command::Swap);
+                }
+                if ui.button("Add gallery images…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::GalleryImages));
+                }
+                if ui.button("Add gallery folder…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::GalleryFolder));
                 }
                 if ui.button("Sample pair").clicked() {
                     cmds.push(Command::LoadImage(Side::A, sample_source(Side::A)));
@@ -110,6 +117,7 @@ pub(super) fn top_bar(
                         View::Sweep => {
                             "Where noisy features send the click as t moves; the variance of the features against t"
                         }
+                        View::Gallery => "A against up to 8 target images at once (G)",
                     });
             }
             ui.separator();
@@ -170,6 +178,7 @@ pub(super) struct SidePanel<'a> {
     pub settings: &'a mut Settings,
     pub images: &'a ImagesState,
     pub backbone: &'a BackboneState,
+    pub gallery: &'a super::gallery::GalleryState,
     /// An extraction the view needs failed or was cancelled.
     pub extract_blocked: bool,
     pub train: TrainView<'a>,
@@ -183,6 +192,7 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
         settings,
         images,
         backbone,
+        gallery,
         extract_blocked,
         train,
         sweep,
@@ -196,6 +206,9 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
         .show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 images::images_section(ui, images, cmds);
+                if settings.view == View::Gallery {
+                    gallery::gallery_section(ui, settings, gallery, cmds);
+                }
                 backbone::backbone_section(ui, settings, backbone, cmds);
                 if settings.view == View::Sweep {
                     sweep::sweep_section(ui, settings, &sweep, cmds);

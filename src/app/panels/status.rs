@@ -208,6 +208,7 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("N", "noisy features"),
     ("M", "compare clean and noisy (again: back)"),
     ("P", "PCA view (again: back)"),
+    ("G", "gallery view: A against up to 8 targets (again: back)"),
     (
         "Arrows",
         "move the query point one feature cell (Shift: four)",

@@ -9,40 +9,6 @@ use super::*;
 use crate::app::mode_color;
 use crate::app::slots;
 
-/// Where the compare view's columns go: `n` cells of `w`×`h` pictures in
-/// `rows` rows, chosen so the pictures come out largest (5 landscape
-/// columns on a tall window use two rows instead of a thin band).
-fn grid(area: Rect, n: usize, w: u32, h: u32, chrome: f32, gap: f32) -> Vec<Rect> {
-    let (iw, ih) = (w.max(1) as f32, h.max(1) as f32);
-    let mut best = (0.0_f32, 1_usize);
-    for rows in 1..=n.min(3) {
-        let cols = n.div_ceil(rows);
-        let cw = (area.width() - gap * (cols - 1) as f32) / cols as f32;
-        let ch = (area.height() - gap * (rows - 1) as f32) / rows as f32 - chrome;
-        let scale = (cw / iw).min(ch / ih);
-        // A new row must win clearly: one row reads as one comparison.
-        if scale > best.0 * 1.15 {
-            best = (scale, rows);
-        }
-    }
-    let rows = best.1;
-    let cols = n.div_ceil(rows);
-    let cw = ((area.width() - gap * (cols - 1) as f32) / cols as f32).max(10.0);
-    let ch = ((area.height() - gap * (rows - 1) as f32) / rows as f32).max(10.0);
-    (0..n)
-        .map(|i| {
-            let (r, k) = (i / cols, i % cols);
-            Rect::from_min_size(
-                Pos2::new(
-                    area.min.x + k as f32 * (cw + gap),
-                    area.min.y + r as f32 * (ch + gap),
-                ),
-                Vec2::new(cw, ch),
-            )
-        })
-        .collect()
-}
-
 pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
     let area = ui.available_rect_before_wrap();
     let b = c.big;
@@ -67,7 +33,7 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
         .size(tgt)
         .or_else(|| c.images.size(src))
         .unwrap_or((1, 1));
-    let cells = grid(top, ncols, gw, gh, header_h + footer_h, gap);
+    let cells = grid(top, ncols, gw, gh, header_h + footer_h, gap, 3);
 
     // Cells and interaction first, painting after (the hover decides).
     let mut rects: Vec<Option<Rect>> = Vec::with_capacity(ncols);

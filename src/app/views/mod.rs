@@ -4,6 +4,7 @@
 
 mod compare;
 mod correspondence;
+mod gallery;
 mod pca;
 mod sweep;
 
@@ -30,6 +31,8 @@ pub(super) struct Canvas<'a> {
     pub images: &'a ImagesState,
     pub backbone: &'a BackboneState,
     pub features: &'a mut FeatureState,
+    /// The gallery's targets and their answers.
+    pub gallery: &'a mut super::gallery::GalleryState,
     pub view: &'a mut ViewState,
     /// The sweep view's series.
     pub sweep: &'a mut super::sweep::SweepState,
@@ -107,15 +110,53 @@ impl Canvas<'_> {
 pub(super) fn central(ui: &mut egui::Ui, c: &mut Canvas) {
     c.view.image_rects.clear();
     c.view.strip_rects.clear();
+    c.view.gallery_rects.clear();
     egui::CentralPanel::default().show(ui, |ui| {
         match c.settings.view {
             View::Correspondence => correspondence::correspondence(c, ui),
             View::Compare => compare::compare(c, ui),
             View::Pca => pca::pca_view(c, ui),
             View::Sweep => sweep::sweep_view(c, ui),
+            View::Gallery => gallery::gallery(c, ui),
         }
         drop_hint(c, ui);
     });
+}
+
+/// Where the compare and gallery views' cells go: `n` cells of `w`×`h` pictures in
+/// `rows` rows, chosen so the pictures come out largest (5 landscape
+/// columns on a tall window use two rows instead of a thin band), in at
+/// most `max_rows` rows.
+#[allow(clippy::too_many_arguments)]
+fn grid(area: Rect, n: usize, w: u32, h: u32, chrome: f32, gap: f32, max_rows: usize) -> Vec<Rect> {
+    let (iw, ih) = (w.max(1) as f32, h.max(1) as f32);
+    let mut best = (0.0_f32, 1_usize);
+    for rows in 1..=n.min(max_rows.max(1)) {
+        let cols = n.div_ceil(rows);
+        let cw = (area.width() - gap * (cols - 1) as f32) / cols as f32;
+        let ch = (area.height() - gap * (rows - 1) as f32) / rows as f32 - chrome;
+        let scale = (cw / iw).min(ch / ih);
+        // A new row must win clearly: one row reads as one comparison.
+        if scale > best.0 * 1.15 {
+            best = (scale, rows);
+        }
+    }
+    let rows = best.1;
+    let cols = n.div_ceil(rows);
+    let cw = ((area.width() - gap * (cols - 1) as f32) / cols as f32).max(10.0);
+    let ch = ((area.height() - gap * (rows - 1) as f32) / rows as f32).max(10.0);
+    (0..n)
+        .map(|i| {
+            let (r, k) = (i / cols, i % cols);
+            Rect::from_min_size(
+                Pos2::new(
+                    area.min.x + k as f32 * (cw + gap),
+                    area.min.y + r as f32 * (ch + gap),
+                ),
+                Vec2::new(cw, ch),
+            )
+        })
+        .collect()
 }
 
 /// Where a two-column view (A left, B right) puts its images.
