@@ -36,7 +36,7 @@ pub struct AppArgs {
     /// Timestep of naive and noisy modes, 0–999.
     #[arg(long)]
     pub t: Option<f64>,
-    /// correspondence, compare, pca or gallery.
+    /// correspondence, compare, pca, gallery or sweep.
     #[arg(long)]
     pub view: Option<String>,
     /// A query point in A, original pixels: X,Y.
@@ -135,9 +135,10 @@ impl LaunchOptions {
                 "compare" => View::Compare,
                 "pca" => View::Pca,
                 "gallery" => View::Gallery,
+                "sweep" => View::Sweep,
                 other => {
                     anyhow::bail!(
-                        "unknown view {other:?}; use correspondence, compare, pca or gallery"
+                        "unknown view {other:?}; use correspondence, compare, pca, gallery or sweep"
                     )
                 }
             }),

@@ -1,4 +1,4 @@
-//! The central area: correspondence, compare (+ layer strip) and PCA views,
+//! The central area: correspondence, compare (+ layer strip), PCA, gallery and sweep views,
 //! and the drawing helpers they share. A view gets a [`Canvas`]: the state it
 //! draws, not the whole app.
 
