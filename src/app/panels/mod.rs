@@ -123,51 +123,125 @@ pub(super) fn top_bar(
             ui.separator();
             let layer = s.layer;
             let mode = s.mode;
-            ui.label(RichText::new(format!("layer {layer} · stride {}", layer.stride())).strong());
-            ui.label(
-                RichText::new(format!("mode: {mode}"))
-                    .color(mode_color(mode))
-                    .strong(),
+            let talk_label = if flags.talk {
+                "Leave talk mode"
+            } else {
+                "Talk mode"
+            };
+            let panel_label = if flags.panel_shown() {
+                "Hide panel"
+            } else {
+                "Show panel"
+            };
+            let t_text = (mode != Mode::Clean || matches!(s.view, View::Compare | View::Sweep))
+                .then(|| format!("t = {:.0}", s.t));
+            // What fits beside the right-hand buttons: the full status, then
+            // without the Shortcuts button (F1 and Help still open it), then
+            // the short status (talk mode at 1280 px with five view tabs).
+            let fit = TopBarFit::choose(
+                ui,
+                [talk_label, panel_label, "Shortcuts"],
+                &format!("layer {layer} · stride {}", layer.stride()),
+                &format!("mode: {mode}"),
+                t_text.as_deref(),
             );
-            if mode != Mode::Clean || matches!(s.view, View::Compare | View::Sweep) {
-                ui.label(format!("t = {:.0}", s.t));
+            let (layer_text, mode_text) = if fit.short {
+                (format!("{layer}"), format!("{mode}"))
+            } else {
+                (
+                    format!("layer {layer} · stride {}", layer.stride()),
+                    format!("mode: {mode}"),
+                )
+            };
+            ui.label(RichText::new(layer_text).strong())
+                .on_hover_text(format!("layer {layer} · stride {}", layer.stride()));
+            ui.label(RichText::new(mode_text).color(mode_color(mode)).strong());
+            if let Some(t) = t_text {
+                ui.label(t);
             }
             ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
-                let label = if flags.talk {
-                    "Leave talk mode"
-                } else {
-                    "Talk mode"
-                };
                 if ui
-                    .button(label)
+                    .button(talk_label)
                     .on_hover_text("Fullscreen, large markers and labels (T, Esc to leave)")
                     .clicked()
                 {
                     let on = !flags.talk;
                     cmds.push(Command::SetTalk(on));
                 }
-                let panel = if flags.panel_shown() {
-                    "Hide panel"
-                } else {
-                    "Show panel"
-                };
                 if ui
-                    .button(panel)
+                    .button(panel_label)
                     .on_hover_text("The settings panel on the left (H)")
                     .clicked()
                 {
                     flags.toggle_panel();
                 }
-                if ui
-                    .button("Shortcuts")
-                    .on_hover_text("Keyboard shortcuts (F1)")
-                    .clicked()
+                if fit.shortcuts
+                    && ui
+                        .button("Shortcuts")
+                        .on_hover_text("Keyboard shortcuts (F1)")
+                        .clicked()
                 {
                     flags.show_help = true;
                 }
             });
         });
     });
+}
+
+/// Which parts of the top bar's right half fit in the width left.
+struct TopBarFit {
+    /// The Shortcuts button is drawn.
+    shortcuts: bool,
+    /// The status reads "us6 clean" instead of "layer us6 · stride 16 mode: clean".
+    short: bool,
+}
+
+impl TopBarFit {
+    fn choose(
+        ui: &egui::Ui,
+        buttons: [&str; 3],
+        layer: &str,
+        mode: &str,
+        t: Option<&str>,
+    ) -> TopBarFit {
+        let gap = ui.spacing().item_spacing.x;
+        let pad = 2.0 * ui.spacing().button_padding.x;
+        let width = |text: &str, style: egui::TextStyle| {
+            egui::WidgetText::from(RichText::new(text).strong())
+                .into_galley(ui, Some(egui::TextWrapMode::Extend), f32::INFINITY, style)
+                .size()
+                .x
+        };
+        let buttons_w = |n: usize| -> f32 {
+            buttons[..n]
+                .iter()
+                .map(|b| width(b, egui::TextStyle::Button) + pad + gap)
+                .sum()
+        };
+        let t_w = t.map_or(0.0, |t| width(t, egui::TextStyle::Body) + gap);
+        let long = width(layer, egui::TextStyle::Body)
+            + width(mode, egui::TextStyle::Body)
+            + 2.0 * gap
+            + t_w;
+        // A few pixels of slack for rounding and the separator.
+        let room = ui.available_width() - 8.0;
+        if long + buttons_w(3) <= room {
+            TopBarFit {
+                shortcuts: true,
+                short: false,
+            }
+        } else if long + buttons_w(2) <= room {
+            TopBarFit {
+                shortcuts: false,
+                short: false,
+            }
+        } else {
+            TopBarFit {
+                shortcuts: false,
+                short: true,
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
