@@ -125,7 +125,28 @@ pub struct VarianceFit {
     pub corr_x0_eps: f64,
 }
 
+/// The header of a CSV of [`VarianceFit::csv_line`] rows.
+pub const CSV_HEADER: &str = "layer,t,a,b,frac_x0,frac_eps,frac_residual,raw_x0,raw_eps,raw_cross,total_variance,corr_x0_eps\n";
+
 impl VarianceFit {
+    /// One CSV line (with its newline) under [`CSV_HEADER`]: the layer, t,
+    /// then the fit.
+    pub fn csv_line(&self, layer: &str, t: f64) -> String {
+        format!(
+            "{layer},{t},{},{},{},{},{},{},{},{},{},{}\n",
+            self.a,
+            self.b,
+            self.frac_x0,
+            self.frac_eps,
+            self.frac_residual,
+            self.raw_x0,
+            self.raw_eps,
+            self.raw_cross,
+            self.total_variance,
+            self.corr_x0_eps
+        )
+    }
+
     /// `frac_x0 + frac_eps + frac_residual` (1 up to rounding).
     pub fn sum(&self) -> f64 {
         self.frac_x0 + self.frac_eps + self.frac_residual

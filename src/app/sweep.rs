@@ -633,27 +633,10 @@ pub struct VarianceSeries {
 
 impl VarianceSeries {
     pub fn csv(&self) -> String {
-        let mut out = String::from(
-            "layer,t,a,b,frac_x0,frac_eps,frac_residual,raw_x0,raw_eps,raw_cross,total_variance,corr_x0_eps\n",
-        );
+        let mut out = String::from(crate::analysis::variance::CSV_HEADER);
         for (layer, rows) in &self.layers {
             for r in rows {
-                let f = &r.fit;
-                let _ = writeln!(
-                    out,
-                    "{layer},{},{},{},{},{},{},{},{},{},{},{}",
-                    r.t,
-                    f.a,
-                    f.b,
-                    f.frac_x0,
-                    f.frac_eps,
-                    f.frac_residual,
-                    f.raw_x0,
-                    f.raw_eps,
-                    f.raw_cross,
-                    f.total_variance,
-                    f.corr_x0_eps
-                );
+                out.push_str(&r.fit.csv_line(layer, r.t));
             }
         }
         out

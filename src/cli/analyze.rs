@@ -197,27 +197,10 @@ fn table(r: &Report) -> String {
 }
 
 fn csv(r: &Report) -> String {
-    let mut out = String::from(
-        "layer,t,a,b,frac_x0,frac_eps,frac_residual,raw_x0,raw_eps,raw_cross,total_variance,corr_x0_eps\n",
-    );
+    let mut out = String::from(crate::analysis::variance::CSV_HEADER);
     for (layer, rows) in &r.layers {
         for row in rows {
-            let f = &row.fit;
-            let _ = writeln!(
-                out,
-                "{layer},{},{},{},{},{},{},{},{},{},{},{}",
-                row.t,
-                f.a,
-                f.b,
-                f.frac_x0,
-                f.frac_eps,
-                f.frac_residual,
-                f.raw_x0,
-                f.raw_eps,
-                f.raw_cross,
-                f.total_variance,
-                f.corr_x0_eps
-            );
+            out.push_str(&row.fit.csv_line(layer, f64::from(row.t)));
         }
     }
     out
