@@ -36,6 +36,10 @@ pub enum BenchWhat {
     /// multiple of 14, default sd-dino's 840). The peer is
     /// `scripts/peer/dinov2_bench.py`.
     Dino,
+    /// Every 3×3 stride-1 convolution of UNet-to-us6 and the VAE encoder at
+    /// `--res` (first of the list), timed with im2col and with Winograd in
+    /// each `--dtype`: the measurement behind the Winograd rule (CPU).
+    Conv3x3,
     /// Every tap of the tiny fixtures against the CPU f32 reference
     /// (`--fixtures`); exits non-zero beyond the dtype's tolerance.
     Parity,
@@ -66,8 +70,8 @@ pub struct BenchArgs {
     /// that dtype). Default: f32 on the CPU, bf16 on CUDA.
     #[arg(long, value_delimiter = ',')]
     pub dtype: Vec<String>,
-    /// Winograd F(2×2,3×3) for the f32 3×3 convolutions it is chosen for:
-    /// `off` times the im2col path instead (to measure the choice).
+    /// Winograd F(2×2,3×3) for the 3×3 stride-1 convolutions (f32 and bf16)
+    /// its rule picks: `off` times the im2col path instead.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub winograd: String,
     /// `parity`: the folder holding tiny-sd15/ and tiny-sd21/.
@@ -131,6 +135,16 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             .map(|d| parse_dtype(d))
             .collect::<Result<_, _>>()?
     };
+    if a.what == BenchWhat::Conv3x3 {
+        let cfg = cfg.ok_or_else(|| anyhow::anyhow!("bench conv3x3 needs an SD preset"))?;
+        if a.winograd == "off" {
+            anyhow::bail!("bench conv3x3 times both paths: --winograd off does not apply");
+        }
+        if res_list.len() > 1 || a.batch != [1] {
+            anyhow::bail!("bench conv3x3 takes one --res and batch 1");
+        }
+        return super::bench_conv::run(&cfg, &dev, &dtypes, res_list[0], a.reps);
+    }
     for dtype in dtypes {
         bench_dtype(a, model, cfg.as_ref(), &dev, dtype, &res_list)?;
     }

@@ -212,7 +212,7 @@ impl FusedAttention {
                 (kt, vv)
             })
             .collect();
-        let dst = SharedBits::new(&mut out);
+        let dst = SharedOut::new(&mut out);
         let blocks = n.div_ceil(ROWS);
         let scale = self.scale;
         (0..b * heads * blocks).into_par_iter().for_each(|task| {
@@ -270,26 +270,6 @@ fn bf16_contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<(Src<'
         candle_core::bail!("{op}: expected contiguous inputs");
     };
     Ok((Src::Bf16(bf16_storage(s, op)?), o))
-}
-
-/// A raw pointer into the bf16 output shared by the attention tasks (each
-/// writes its own rows × head columns block).
-#[derive(Clone, Copy)]
-struct SharedBits(*mut u16);
-
-// SAFETY: dereferenced only on disjoint blocks of one live buffer.
-unsafe impl Send for SharedBits {}
-// SAFETY: as above.
-unsafe impl Sync for SharedBits {}
-
-impl SharedBits {
-    fn new(buf: &mut [u16]) -> Self {
-        SharedBits(buf.as_mut_ptr())
-    }
-
-    fn ptr(self) -> *mut u16 {
-        self.0
-    }
 }
 
 /// Whether [`fused_attention`] can run these inputs: CPU, and all f32 or

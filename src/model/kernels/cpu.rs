@@ -74,24 +74,31 @@ pub(crate) fn gather(data: &[f32], l: &Layout) -> Vec<f32> {
 
 /// A raw pointer into one output buffer, shared by the parallel tasks of a
 /// kernel that each write their own disjoint block of it.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedOut(*mut f32);
+pub(crate) struct SharedOut<T = f32>(*mut T);
+
+impl<T> Clone for SharedOut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SharedOut<T> {}
 
 // SAFETY: every kernel that builds a `SharedOut` dereferences it only on
 // blocks that no other task touches (each use site says which), and the
 // buffer outlives the parallel loop that uses the pointer.
-unsafe impl Send for SharedOut {}
+unsafe impl<T> Send for SharedOut<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SharedOut {}
+unsafe impl<T> Sync for SharedOut<T> {}
 
-impl SharedOut {
+impl<T> SharedOut<T> {
     /// The start of `buf`, to be shared by the tasks writing into it.
-    pub(crate) fn new(buf: &mut [f32]) -> Self {
+    pub(crate) fn new(buf: &mut [T]) -> Self {
         SharedOut(buf.as_mut_ptr())
     }
 
     /// The pointer (a method, so closures capture the whole `Send` value).
-    pub(crate) fn ptr(self) -> *mut f32 {
+    pub(crate) fn ptr(self) -> *mut T {
         self.0
     }
 }

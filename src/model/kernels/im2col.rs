@@ -45,6 +45,22 @@ impl Geom {
         self.cin * self.kh * self.kw
     }
 
+    /// The Winograd view of a 3×3 stride-1 convolution over `b` images.
+    fn shape3(&self, b: usize) -> winograd::Shape3 {
+        winograd::Shape3 {
+            b,
+            cin: self.cin,
+            h: self.h,
+            w: self.w,
+            cout: self.cout,
+            oh: self.oh,
+            ow: self.ow,
+            pad: self.pad,
+            x_off: self.x_off,
+            xs: self.xs,
+        }
+    }
+
     /// Whether the input itself is the `[C_in, H·W]` right-hand side.
     fn pointwise(&self) -> bool {
         self.kh == 1
@@ -150,18 +166,8 @@ pub(super) fn conv2d_f32(
         None => None,
     };
     if g.kh == 3 && g.kw == 3 && g.stride == 1 {
-        let s3 = winograd::Shape3 {
-            b,
-            cin: g.cin,
-            h: g.h,
-            w: g.w,
-            cout,
-            oh,
-            ow,
-            pad: g.pad,
-            x_off: g.x_off,
-            xs: g.xs,
-        };
+        let s3 = g.shape3(b);
+        winograd::note(&s3);
         if winograd::pays(&s3) {
             return Ok((winograd::conv3x3(&s3, x, &weight, bias.as_deref()), shape));
         }
@@ -399,6 +405,20 @@ pub(super) fn conv2d_bf16(
     let Some((w0, _)) = wl.contiguous_offsets() else {
         candle_core::bail!("fast conv2d: expected a contiguous bf16 kernel");
     };
+    if g.kh == 3 && g.kw == 3 && g.stride == 1 {
+        let s3 = g.shape3(b);
+        winograd::note(&s3);
+        if winograd::pays_bf16(&s3) {
+            let wide: Vec<f32> = w[w0..w0 + g.cout * g.k()]
+                .iter()
+                .map(|&h| f32::from_bits(u32::from(h) << 16))
+                .collect();
+            return Ok((
+                winograd::conv3x3_bf16(&s3, x, &wide, bias.as_deref()),
+                shape,
+            ));
+        }
+    }
     let k = g.k();
     let pa = PackedA::new(
         MatRef {
@@ -415,7 +435,7 @@ pub(super) fn conv2d_bf16(
     let (rows, tiles) = tiling(&g, b, std::mem::size_of::<u16>());
     let items = b * tiles;
     let plane = g.oh * g.ow;
-    let dst = SharedBits(out.as_mut_ptr());
+    let dst = SharedOut::new(&mut out);
     let run = |item: usize, parallel: bool| {
         let (bi, t) = (item / tiles, item % tiles);
         let y0 = t * rows;
@@ -478,21 +498,4 @@ pub(super) fn conv2d_bf16(
         }
     }
     Ok((out, shape))
-}
-
-/// A raw pointer into the bf16 output, shared by the tiles (each writes its
-/// own disjoint rows).
-#[derive(Clone, Copy)]
-struct SharedBits(*mut u16);
-
-// SAFETY: only dereferenced on disjoint blocks of one live buffer (see
-// `conv2d_bf16`).
-unsafe impl Send for SharedBits {}
-// SAFETY: as above.
-unsafe impl Sync for SharedBits {}
-
-impl SharedBits {
-    fn ptr(self) -> *mut u16 {
-        self.0
-    }
 }

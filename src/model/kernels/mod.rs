@@ -1,8 +1,8 @@
 //! The CPU kernels behind the model's layers, for f32 and bf16 tensors on
 //! the CPU; every entry point falls back to candle's ops for other devices
 //! and types. bf16 products run on [`gemm16`] (f32 accumulation) through
-//! [`bf16`]; stride-1 3×3 f32 convolutions of enough channels and pixels on
-//! [`winograd`].
+//! [`bf16`]; stride-1 3×3 convolutions (f32 and bf16) of enough channels and
+//! pixels on [`winograd`].
 //!
 //! * [`cpu`]: what every kernel shares (f32 views of storage, [`cpu::gather`],
 //!   the shared output pointer, the per-thread scratch buffer);
@@ -39,7 +39,10 @@ pub use geglu::{geglu, gelu};
 pub use group_norm::{group_norm, group_norm_composed};
 pub use softmax::softmax_last_dim_in_place;
 pub use transpose::transpose_12;
-pub use winograd::set_enabled as set_winograd;
+pub use winograd::{
+    ConvShape, WinogradMode, picks as winograd_picks, record_shapes, set_enabled as set_winograd,
+    set_mode as set_winograd_mode,
+};
 
 /// Error measures shared by the kernels' tests.
 #[cfg(test)]

@@ -22,16 +22,96 @@
 
 use rayon::prelude::*;
 
+use super::bf16;
 use super::cpu::SharedOut;
+use super::gemm16::{MatRef, PackedA, PackedB, Src, gemm_packed, round_row};
 use super::simd::multiversion;
 
-/// Whether Winograd may be used at all (`cleandift bench --winograd off`
-/// turns it off to measure the rule).
-static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// When 3×3 stride-1 convolutions take Winograd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WinogradMode {
+    /// Never (`cleandift bench --winograd off`).
+    Off,
+    /// Where the measured rule says it pays (the default).
+    Rule,
+    /// Always (to measure the rule: `cleandift bench conv3x3`).
+    Always,
+}
 
-/// Turns Winograd on (the default) or off for the whole process.
+/// The process-wide [`WinogradMode`] (0 off, 1 rule, 2 always).
+static MODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+
+/// Sets when Winograd runs, for the whole process.
+pub fn set_mode(mode: WinogradMode) {
+    let m = match mode {
+        WinogradMode::Off => 0,
+        WinogradMode::Rule => 1,
+        WinogradMode::Always => 2,
+    };
+    MODE.store(m, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Turns Winograd on (by the rule, the default) or off for the whole
+/// process.
 pub fn set_enabled(on: bool) {
-    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+    set_mode(if on {
+        WinogradMode::Rule
+    } else {
+        WinogradMode::Off
+    });
+}
+
+/// Whether the mode lets Winograd run a shape for which the rule says
+/// `rule`.
+fn allowed(rule: bool) -> bool {
+    match MODE.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => false,
+        2 => true,
+        _ => rule,
+    }
+}
+
+/// A 3×3 stride-1 convolution as `cleandift bench conv3x3` replays it:
+/// batch, channels in and out, input size and (symmetric) padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+    pub pad: usize,
+}
+
+/// The shapes seen while recording (`None`: not recording).
+static RECORDED: std::sync::Mutex<Option<Vec<ConvShape>>> = std::sync::Mutex::new(None);
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts (clearing) or stops recording the 3×3 stride-1 convolutions that
+/// run on the CPU, and returns what was recorded since the last start.
+pub fn record_shapes(on: bool) -> Vec<ConvShape> {
+    let mut g = RECORDED.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = g.take().unwrap_or_default();
+    *g = on.then(Vec::new);
+    RECORDING.store(on, std::sync::atomic::Ordering::Relaxed);
+    seen
+}
+
+/// Notes a 3×3 stride-1 convolution when recording.
+pub(super) fn note(s: &Shape3) {
+    if !RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if let Some(v) = RECORDED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        v.push(ConvShape {
+            batch: s.b,
+            cin: s.cin,
+            cout: s.cout,
+            h: s.h,
+            w: s.w,
+            pad: s.pad,
+        });
+    }
 }
 
 /// Bytes of one band's V and M buffers together (L2/L3-sized).
@@ -55,16 +135,61 @@ pub(super) struct Shape3 {
     pub(super) xs: [usize; 4],
 }
 
-/// Whether Winograd pays for this shape: both channel counts at least 64
-/// (the transforms cost about as much as a GEMM with K ≈ 32 per pixel and
-/// channel, so small channel counts gain nothing) and at least 32×32 output
-/// pixels (to amortise the kernel transform, 16·C_out·C_in values, over many
-/// tiles).
+/// Whether Winograd pays for this f32 shape: both channel counts at least
+/// 64 (the transforms cost about as much as a GEMM with K ≈ 32 per pixel
+/// and channel, so small channel counts gain nothing) and at least 32×32
+/// output pixels (to amortise the kernel transform, 16·C_out·C_in values,
+/// over many tiles).
+fn rule_f32(cin: usize, cout: usize, pixels: usize) -> bool {
+    cin >= 64 && cout >= 64 && pixels >= 32 * 32
+}
+
+/// Whether Winograd pays for this bf16 shape (see `cleandift bench
+/// conv3x3` for the measurement).
+fn rule_bf16(cin: usize, cout: usize, pixels: usize) -> bool {
+    rule_f32(cin, cout, pixels)
+}
+
+/// Whether an f32 convolution of this shape takes Winograd.
 pub(super) fn pays(s: &Shape3) -> bool {
-    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
-        && s.cin >= 64
-        && s.cout >= 64
-        && s.oh * s.ow >= 32 * 32
+    allowed(rule_f32(s.cin, s.cout, s.oh * s.ow))
+}
+
+/// Whether a bf16 convolution of this shape takes Winograd.
+pub(super) fn pays_bf16(s: &Shape3) -> bool {
+    allowed(rule_bf16(s.cin, s.cout, s.oh * s.ow))
+}
+
+/// What the rule (not the mode) picks for `s` in `dtype`: Winograd or
+/// not. Output size as for padding `s.pad` on both sides.
+pub fn picks(s: &ConvShape, dtype: candle_core::DType) -> bool {
+    let oh = (s.h + 2 * s.pad).saturating_sub(2);
+    let ow = (s.w + 2 * s.pad).saturating_sub(2);
+    match dtype {
+        candle_core::DType::F32 => rule_f32(s.cin, s.cout, oh * ow),
+        candle_core::DType::BF16 => rule_bf16(s.cin, s.cout, oh * ow),
+        _ => false,
+    }
+}
+
+/// An input element the transforms read as f32: f32 itself or bf16 bits
+/// (widened exactly).
+pub(super) trait Elem: Copy + Send + Sync {
+    fn widen(self) -> f32;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Elem for u16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits(u32::from(self) << 16)
+    }
 }
 
 /// The convolution: `x` the input storage, `wt` the contiguous kernel
@@ -73,28 +198,8 @@ pub(super) fn pays(s: &Shape3) -> bool {
 pub(super) fn conv3x3(s: &Shape3, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (cin, cout) = (s.cin, s.cout);
     let u = kernel_transform(wt, cout, cin);
-    let (th, tw) = (s.oh.div_ceil(2), s.ow.div_ceil(2));
     let mut out = vec![0f32; s.b * cout * s.oh * s.ow];
-    if out.is_empty() {
-        return out;
-    }
-    // Tile rows per band: V (16·C_in·T) and M (16·C_out·T) within
-    // BAND_BYTES, at least one row.
-    let per_tile = 16 * (cin + cout) * std::mem::size_of::<f32>();
-    let rows = (BAND_BYTES / (per_tile * tw)).clamp(1, th);
-    let threads = rayon::current_num_threads().max(1);
-    // At least two bands per thread when the image allows it.
-    let rows = rows.min(th.div_ceil(2 * threads).max(1));
-    let bands = th.div_ceil(rows);
-    let dst = SharedOut::new(&mut out);
-    (0..s.b * bands).into_par_iter().for_each(|item| {
-        let (bi, band) = (item / bands, item % bands);
-        let ty0 = band * rows;
-        let ty1 = (ty0 + rows).min(th);
-        let t = (ty1 - ty0) * tw;
-        let mut v = vec![0f32; 16 * cin * t];
-        let mut m = vec![0f32; 16 * cout * t];
-        input_transform(s, x, bi, ty0, ty1, &mut v);
+    let products = |v: &[f32], m: &mut [f32], t: usize| {
         for xi in 0..16 {
             // SAFETY: M[ξ] is (C_out × T) row-major in `m`, U[ξ] (C_out ×
             // C_in) in `u`, V[ξ] (C_in × T) in `v`: all inside their
@@ -123,6 +228,99 @@ pub(super) fn conv3x3(s: &Shape3, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -
                 );
             }
         }
+    };
+    bands(s, x, bias, &mut out, products, |row, seg| {
+        seg.copy_from_slice(row)
+    });
+    out
+}
+
+/// The convolution for bf16 input and kernel: the transforms in f32 (the
+/// input widened exactly), the transformed kernel U and tiles V rounded to
+/// bf16 once each, the 16 products on the packed bf16 GEMM with f32
+/// accumulation ([`super::gemm16`]), the output transform and bias in f32
+/// and the output rounded to bf16 once. `wt` is the kernel widened to f32
+/// (contiguous (C_out, C_in, 3, 3)).
+pub(super) fn conv3x3_bf16(s: &Shape3, x: &[u16], wt: &[f32], bias: Option<&[f32]>) -> Vec<u16> {
+    let (cin, cout) = (s.cin, s.cout);
+    let u = kernel_transform(wt, cout, cin);
+    let pu: Vec<PackedA> = (0..16)
+        .into_par_iter()
+        .map(|xi| {
+            PackedA::new(
+                MatRef {
+                    src: Src::F32(&u),
+                    off: xi * cout * cin,
+                    rs: cin,
+                    cs: 1,
+                },
+                cout,
+                cin,
+            )
+        })
+        .collect();
+    drop(u);
+    let kernel = bf16::kernel();
+    let mut out = vec![0u16; s.b * cout * s.oh * s.ow];
+    let products = |v: &[f32], m: &mut [f32], t: usize| {
+        let mut pv = PackedB::empty();
+        for (xi, pa) in pu.iter().enumerate() {
+            pv.repack_rows(Src::F32(v), xi * cin * t, t, cin, t);
+            // SAFETY: M[ξ] is C_out rows of T floats at row stride T inside
+            // `m`, which this band owns.
+            unsafe {
+                gemm_packed(
+                    kernel,
+                    pa,
+                    &pv,
+                    m.as_mut_ptr().add(xi * cout * t),
+                    t,
+                    false,
+                    1.0,
+                )
+            };
+        }
+    };
+    bands(s, x, bias, &mut out, products, round_row);
+    out
+}
+
+/// The band loop shared by both element types: each band of whole tile
+/// rows of one batch element is input-transformed into V, multiplied by
+/// `products(v, m, tiles)` into M, output-transformed (plus the bias) and
+/// stored by `store(row, out_row)`.
+fn bands<T: Elem, O: Send + Sync>(
+    s: &Shape3,
+    x: &[T],
+    bias: Option<&[f32]>,
+    out: &mut [O],
+    products: impl Fn(&[f32], &mut [f32], usize) + Sync,
+    store: impl Fn(&[f32], &mut [O]) + Sync,
+) {
+    let (cin, cout) = (s.cin, s.cout);
+    let (th, tw) = (s.oh.div_ceil(2), s.ow.div_ceil(2));
+    if out.is_empty() {
+        return;
+    }
+    // Tile rows per band: V (16·C_in·T) and M (16·C_out·T) within
+    // BAND_BYTES, at least one row.
+    let per_tile = 16 * (cin + cout) * std::mem::size_of::<f32>();
+    let rows = (BAND_BYTES / (per_tile * tw)).clamp(1, th);
+    let threads = rayon::current_num_threads().max(1);
+    // At least two bands per thread when the image allows it.
+    let rows = rows.min(th.div_ceil(2 * threads).max(1));
+    let bands = th.div_ceil(rows);
+    let dst = SharedOut::new(out);
+    (0..s.b * bands).into_par_iter().for_each(|item| {
+        let (bi, band) = (item / bands, item % bands);
+        let ty0 = band * rows;
+        let ty1 = (ty0 + rows).min(th);
+        let t = (ty1 - ty0) * tw;
+        let mut v = vec![0f32; 16 * cin * t];
+        let mut m = vec![0f32; 16 * cout * t];
+        input_transform(s, x, bi, ty0, ty1, &mut v);
+        products(&v, &mut m, t);
+        drop(v);
         // SAFETY: this band writes output rows 2·ty0 .. min(2·ty1, H_out)
         // of batch element bi only; bands and batch elements are disjoint
         // and `out` outlives the loop.
@@ -134,10 +332,9 @@ pub(super) fn conv3x3(s: &Shape3, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -
             let seg =
                 unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(base), (y1 - y0) * s.ow) };
             let bv = bias.map_or(0.0, |b| b[co]);
-            output_transform(s, &m, co, t, ty1 - ty0, tw, bv, seg);
+            output_transform(s, &m, co, t, ty1 - ty0, tw, bv, seg, &store);
         }
     });
-    out
 }
 
 /// U[ξ][co][ci] = (G g Gᵀ)[ξ] for every kernel g = wt[co][ci].
@@ -170,7 +367,7 @@ fn kernel_transform(wt: &[f32], cout: usize, cin: usize) -> Vec<f32> {
 
 /// V[ξ][ci][t] for the tiles of tile rows ty0..ty1 of batch element `bi`
 /// (t = (ty − ty0)·tw + tx).
-fn input_transform(s: &Shape3, x: &[f32], bi: usize, ty0: usize, ty1: usize, v: &mut [f32]) {
+fn input_transform<T: Elem>(s: &Shape3, x: &[T], bi: usize, ty0: usize, ty1: usize, v: &mut [f32]) {
     let tw = s.ow.div_ceil(2);
     let t = (ty1 - ty0) * tw;
     // Four zero-padded input rows of one tile row: 2·tw + 2 columns.
@@ -193,10 +390,12 @@ fn input_transform(s: &Shape3, x: &[f32], bi: usize, ty0: usize, ty1: usize, v: 
                     continue;
                 }
                 if s3 == 1 {
-                    row[lo..hi].copy_from_slice(&x[base..base + (hi - lo)]);
+                    for (d, e) in row[lo..hi].iter_mut().zip(&x[base..base + (hi - lo)]) {
+                        *d = e.widen();
+                    }
                 } else {
                     for (j, d) in row[lo..hi].iter_mut().enumerate() {
-                        *d = x[base + j * s3];
+                        *d = x[base + j * s3].widen();
                     }
                 }
             }
@@ -246,7 +445,7 @@ fn transform_tile_row_body(
 /// rows, written into `seg` (the band's output rows of that channel,
 /// clipped to H_out × W_out).
 #[allow(clippy::too_many_arguments)]
-fn output_transform(
+fn output_transform<O>(
     s: &Shape3,
     m: &[f32],
     co: usize,
@@ -254,7 +453,8 @@ fn output_transform(
     band_rows: usize,
     tw: usize,
     bias: f32,
-    seg: &mut [f32],
+    seg: &mut [O],
+    store: &impl Fn(&[f32], &mut [O]),
 ) {
     let stride = s.cout * t;
     let ow = s.ow;
@@ -266,10 +466,10 @@ fn output_transform(
         output_tile_row(m, stride, off, tw, bias, &mut y0, &mut y1);
         let oy = 2 * r;
         if oy < out_rows {
-            seg[oy * ow..(oy + 1) * ow].copy_from_slice(&y0[..ow]);
+            store(&y0[..ow], &mut seg[oy * ow..(oy + 1) * ow]);
         }
         if oy + 1 < out_rows {
-            seg[(oy + 1) * ow..(oy + 2) * ow].copy_from_slice(&y1[..ow]);
+            store(&y1[..ow], &mut seg[(oy + 1) * ow..(oy + 2) * ow]);
         }
     }
 }
@@ -309,7 +509,7 @@ fn output_tile_row_body(
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor};
+    use candle_core::{DType, Device, Tensor};
 
     use super::super::testing::rel_err;
     use super::*;
@@ -415,5 +615,102 @@ mod tests {
         let ours = super::super::conv2d(&x, &w, None, 1, 1).unwrap();
         let theirs = x.conv2d(&w, 1, 1, 1, 1).unwrap();
         assert!(rel_err(&ours, &theirs) <= 1e-4);
+        // The same in bf16: the rule picks Winograd too, and the result is
+        // within the bf16 bound of the test above from the f32 convolution
+        // of the rounded operands.
+        assert!(pays_bf16(&s));
+        let (xb, wb) = (
+            x.to_dtype(DType::BF16).unwrap(),
+            w.to_dtype(DType::BF16).unwrap(),
+        );
+        let ours = super::super::conv2d(&xb, &wb, None, 1, 1).unwrap();
+        assert_eq!(ours.dtype(), DType::BF16);
+        let theirs = xb
+            .to_dtype(DType::F32)
+            .unwrap()
+            .conv2d(&wb.to_dtype(DType::F32).unwrap(), 1, 1, 1, 1)
+            .unwrap();
+        let e = rel_err(&ours.to_dtype(DType::F32).unwrap(), &theirs);
+        assert!(e <= 1.5e-2, "{e}");
+    }
+
+    /// The bf16 Winograd against the f32 direct convolution of the same
+    /// (bf16-rounded) input and kernel, on the edge shapes above. Each
+    /// product now rounds the transformed kernel U and tile V to bf16 (unit
+    /// roundoff u = 2⁻⁹ relative to |U|, |V|, which can be up to 2·|g| and
+    /// 4·|d|) besides the output's own rounding, so the error bound is a few
+    /// u of max|ref| rather than the direct path's one: 1.5e-2 (≈ 8u) holds
+    /// with margin. Measured on these shapes: 2.1e-3 to 5.7e-3, against
+    /// 1.9e-3 to 3.1e-3 for the direct (im2col) bf16 path.
+    #[test]
+    fn bf16_winograd_matches_f32_direct_convolution() {
+        for (b, cin, cout, h, w, pad, pad_end, transposed) in [
+            (1, 5, 7, 9, 11, 1, 1, false),
+            (2, 3, 17, 1, 1, 1, 1, false),
+            (1, 4, 4, 2, 2, 1, 1, false),
+            (1, 6, 5, 8, 7, 0, 0, false),
+            (1, 6, 5, 8, 7, 0, 1, false),
+            (2, 19, 33, 13, 10, 1, 1, true),
+            (1, 70, 66, 33, 35, 1, 1, false),
+            (1, 129, 64, 17, 40, 1, 1, false),
+        ] {
+            let round = |t: Tensor| {
+                t.to_dtype(DType::BF16)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+            };
+            let xt = round(randn(&[b, cin, h, w], 1));
+            let wt = round((randn(&[cout, cin, 3, 3], 2) * 0.3).unwrap());
+            let bias = round(randn(&[cout], 3));
+            let reference = xt
+                .pad_with_zeros(2, pad, pad_end)
+                .unwrap()
+                .pad_with_zeros(3, pad, pad_end)
+                .unwrap()
+                .conv2d(&wt, 0, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap();
+            let (_, _, oh, ow) = reference.dims4().unwrap();
+            let (data, xs) = if transposed {
+                let stored = xt.transpose(2, 3).unwrap().contiguous().unwrap();
+                (stored, [cin * h * w, h * w, 1, h])
+            } else {
+                (xt.clone(), [cin * h * w, h * w, w, 1])
+            };
+            let x: Vec<u16> = data
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| (v.to_bits() >> 16) as u16)
+                .collect();
+            let s = Shape3 {
+                b,
+                cin,
+                h,
+                w,
+                cout,
+                oh,
+                ow,
+                pad,
+                x_off: 0,
+                xs,
+            };
+            let wv: Vec<f32> = wt.flatten_all().unwrap().to_vec1().unwrap();
+            let bv: Vec<f32> = bias.to_vec1().unwrap();
+            let ours: Vec<f32> = conv3x3_bf16(&s, &x, &wv, Some(&bv))
+                .iter()
+                .map(|&h| f32::from_bits(u32::from(h) << 16))
+                .collect();
+            let ours = Tensor::from_vec(ours, (b, cout, oh, ow), &Device::Cpu).unwrap();
+            let e = rel_err(&ours, &reference);
+            assert!(
+                e <= 1.5e-2,
+                "b{b} {cin}->{cout} {h}x{w} pad ({pad}, {pad_end}) t{transposed}: {e}"
+            );
+        }
     }
 }
