@@ -40,6 +40,9 @@ pub enum BenchWhat {
     /// `--res` (first of the list), timed with im2col and with Winograd in
     /// each `--dtype`: the measurement behind the Winograd rule (CPU).
     Conv3x3,
+    /// One self-attention of SD2.1's first UNet level at `--res`:
+    /// (res/8)² tokens, 5 heads of 64, through the model's attention path.
+    Attention,
     /// Every tap of the tiny fixtures against the CPU f32 reference
     /// (`--fixtures`); exits non-zero beyond the dtype's tolerance.
     Parity,
@@ -135,6 +138,12 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             .map(|d| parse_dtype(d))
             .collect::<Result<_, _>>()?
     };
+    if a.what == BenchWhat::Attention {
+        if res_list.len() > 1 || a.batch != [1] {
+            anyhow::bail!("bench attention takes one --res and batch 1");
+        }
+        return super::bench_conv::attention(&dev, &dtypes, res_list[0], a.reps);
+    }
     if a.what == BenchWhat::Conv3x3 {
         let cfg = cfg.ok_or_else(|| anyhow::anyhow!("bench conv3x3 needs an SD preset"))?;
         if a.winograd == "off" {

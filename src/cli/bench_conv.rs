@@ -129,3 +129,31 @@ pub fn run(
     }
     Ok(())
 }
+
+/// Times one self-attention of SD2.1's first level at `res` px: (res/8)²
+/// tokens, 5 heads of 64 (the fused CPU kernel), in each dtype.
+pub fn attention(dev: &Device, dtypes: &[DType], res: usize, reps: usize) -> anyhow::Result<()> {
+    let n = (res / 8) * (res / 8);
+    let (heads, c) = (5, 320);
+    for &dtype in dtypes {
+        let q = Tensor::randn(0f32, 1.0, (1, n, c), dev)?.to_dtype(dtype)?;
+        let k = Tensor::randn(0f32, 1.0, (1, n, c), dev)?.to_dtype(dtype)?;
+        let v = Tensor::randn(0f32, 1.0, (1, n, c), dev)?.to_dtype(dtype)?;
+        let run = || crate::model::layers::attention(&q, &k, &v, heads, None, false, Grad::Off);
+        run()?;
+        let mut best = f64::INFINITY;
+        for _ in 0..reps.max(1) {
+            let t0 = Instant::now();
+            run()?;
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        let gflop = 4.0 * (n * n * c) as f64 / 1e9;
+        println!(
+            "attention {dtype:?} {n} tokens, {heads} heads of {}: {:.1} ms, {:.0} GFLOP/s",
+            c / heads,
+            best * 1e3,
+            gflop / best
+        );
+    }
+    Ok(())
+}
