@@ -129,6 +129,38 @@ fn superseded_requests_are_skipped_and_ids_name_the_answers() {
             assert_eq!(*id, second);
             assert_eq!(features.side(Side::A).geometry.model_w, 192);
             assert_eq!(features.layers().len(), 11);
+            // Both images were extracted (timed) by this job.
+            assert!(
+                features
+                    .extract_secs
+                    .iter()
+                    .all(|s| s.is_some_and(|s| s > 0.0)),
+                "{:?}",
+                features.extract_secs
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same features prepared again (another thumbnail side) come from
+    // the feature cache: nothing extracted, nothing timed.
+    let again = w.next_id();
+    w.send(Request::Extract {
+        id: again,
+        backbone: bb,
+        images: imgs.clone(),
+        settings: settings(Mode::Clean, 192, 1),
+        thumb_side: 32,
+        previous_student: false,
+    })
+    .expect("send");
+    let more = collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Features { id, .. } | Event::Failed { id, .. } if *id == again),
+    );
+    match more.last() {
+        Some(Event::Features { features, .. }) => {
+            assert_eq!(features.extract_secs, [None, None])
         }
         other => panic!("{other:?}"),
     }
