@@ -239,7 +239,8 @@ impl ExtractSettings {
 pub enum Stage {
     Encoding,
     Text,
-    /// UNet pass `done` of `total`.
+    /// `done` of `total` members through the UNet, reported before each
+    /// pass and once at the end (clean and naive: 0 of 1, then 1 of 1).
     Unet {
         done: usize,
         total: usize,
