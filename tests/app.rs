@@ -217,6 +217,12 @@ fn widgets_switch_layer_mode_and_compare() {
         .clone();
     assert!(f.label.starts_with("noisy"), "{}", f.label);
     assert_eq!(f.settings.ensemble, 8);
+    // The Features section shows the extraction's wall time per image.
+    assert!(
+        h.query_by_label_contains("Last extraction (noisy): A ")
+            .is_some(),
+        "no extraction time in the Features section"
+    );
 
     click_label(&mut h, "Compare");
     assert_eq!(h.state().settings.view, View::Compare);

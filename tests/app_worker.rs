@@ -81,7 +81,7 @@ fn settings(mode: Mode, size: u32, ensemble: usize) -> ExtractSettings {
         ensemble,
         layers: FeatureKey::ALL.to_vec(),
         size: SizeSpec::Fixed(size, size),
-        max_batch: 1,
+        max_batch: Some(1),
         ..ExtractSettings::default()
     }
 }
@@ -129,6 +129,38 @@ fn superseded_requests_are_skipped_and_ids_name_the_answers() {
             assert_eq!(*id, second);
             assert_eq!(features.side(Side::A).geometry.model_w, 192);
             assert_eq!(features.layers().len(), 11);
+            // Both images were extracted (timed) by this job.
+            assert!(
+                features
+                    .extract_secs
+                    .iter()
+                    .all(|s| s.is_some_and(|s| s > 0.0)),
+                "{:?}",
+                features.extract_secs
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same features prepared again (another thumbnail side) come from
+    // the feature cache: nothing extracted, nothing timed.
+    let again = w.next_id();
+    w.send(Request::Extract {
+        id: again,
+        backbone: bb,
+        images: imgs.clone(),
+        settings: settings(Mode::Clean, 192, 1),
+        thumb_side: 32,
+        previous_student: false,
+    })
+    .expect("send");
+    let more = collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Features { id, .. } | Event::Failed { id, .. } if *id == again),
+    );
+    match more.last() {
+        Some(Event::Features { features, .. }) => {
+            assert_eq!(features.extract_secs, [None, None])
         }
         other => panic!("{other:?}"),
     }
@@ -192,6 +224,49 @@ fn cancel_stops_a_running_extraction_and_skips_a_queued_one() {
     );
     eprintln!("cancel answered in {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(20));
+}
+
+/// A noisy ensemble run in batches of 8 members, cancelled once its UNet
+/// started, answers `Cancelled` and no features; its progress counts
+/// members (0 of 64 before the first pass). That the cancel lands inside a
+/// pass is tested without threads in tests/engine.rs.
+#[test]
+fn a_batched_noisy_ensemble_is_cancelled() {
+    let (mut w, _) = spawn();
+    let imgs = images(&mut w);
+    let bb = w.next_id();
+    w.send(Request::LoadBackbone {
+        id: bb,
+        choice: tiny(),
+    })
+    .expect("send");
+    collect(&w, 60, |e| matches!(e, Event::BackboneReady { .. }));
+    let mut s = settings(Mode::Noisy, 512, 64);
+    s.max_batch = Some(8);
+    let long = extract(&mut w, bb, &imgs, s);
+    let evs = collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Progress { id, progress } if *id == long && progress.to_string().contains("UNet")),
+    );
+    match evs.last() {
+        Some(Event::Progress { progress, .. }) => {
+            assert_eq!(progress.to_string(), "A: UNet 0/64")
+        }
+        other => panic!("{other:?}"),
+    }
+    w.cancel(long);
+    let evs = collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Cancelled { id, .. } | Event::Features { id, .. } | Event::Failed { id, .. } if *id == long),
+    );
+    match evs.last() {
+        Some(Event::Cancelled { id, job }) => {
+            assert_eq!((*id, *job), (long, Job::Features(Mode::Noisy)))
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 fn extract_source(

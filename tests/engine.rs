@@ -4,11 +4,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use cleandift::features::cache::{FeatureCache, read_disk};
-use cleandift::features::extract::{ExtractError, ExtractSettings, Mode, extract};
+use cleandift::features::extract::{ExtractError, ExtractSettings, Mode, Stage, extract};
 use cleandift::features::preprocess::SizeSpec;
 use cleandift::model::FeatureKey;
 use cleandift::model::layers::Grad;
@@ -121,9 +121,9 @@ fn noisy_mode_follows_its_definition_and_batching_does_not_matter() {
     let img = image("astronaut.png");
     let mut s = settings(Mode::Noisy);
     s.ensemble = 3;
-    s.max_batch = 8;
+    s.max_batch = Some(8);
     let batched = extract(&bb, &img, &s, None, &mut |_| {}).expect("noisy");
-    s.max_batch = 1;
+    s.max_batch = Some(1);
     let single = extract(&bb, &img, &s, None, &mut |_| {}).expect("noisy");
     for k in [FeatureKey::Us6, FeatureKey::Us9] {
         assert!(
@@ -131,6 +131,43 @@ fn noisy_mode_follows_its_definition_and_batching_does_not_matter() {
             "{k}"
         );
     }
+    // Batches of 2 (2 + 1 members), 3 (all at once) and the rule's default
+    // give the features of one member per pass, within 1e-5 of max|f|
+    // (batched products may sum in another order), and the progress counts
+    // members: before each pass and once at the end.
+    for batch in [Some(2), Some(3), None] {
+        s.max_batch = batch;
+        let mut seen = Vec::new();
+        let e = extract(&bb, &img, &s, None, &mut |st| {
+            if let Stage::Unet { done, total } = st {
+                seen.push((done, total));
+            }
+        })
+        .expect("noisy");
+        for k in [FeatureKey::Us6, FeatureKey::Us9] {
+            let scale = single.maps[&k]
+                .data
+                .iter()
+                .fold(1f32, |m, v| m.max(v.abs()));
+            let d = max_diff(&e.maps[&k].data, &single.maps[&k].data);
+            assert!(d <= 1e-5 * scale, "batch {batch:?}, {k}: {d}");
+        }
+        let passes: Vec<(usize, usize)> = match batch {
+            Some(2) => vec![(0, 3), (2, 3), (3, 3)],
+            Some(3) => vec![(0, 3), (3, 3)],
+            _ => {
+                let n = cleandift::features::extract::cpu_ensemble_batch(DType::F32, 16 * 16);
+                (0..3).step_by(n).map(|d| (d, 3)).chain([(3, 3)]).collect()
+            }
+        };
+        assert_eq!(seen, passes, "batch {batch:?}");
+    }
+    s.max_batch = Some(0);
+    let msg = extract(&bb, &img, &s, None, &mut |_| {})
+        .expect_err("a batch of 0")
+        .to_string();
+    assert!(msg.contains("max batch of 0"), "{msg}");
+    s.max_batch = Some(1);
     s.seed = 1;
     let other = extract(&bb, &img, &s, None, &mut |_| {}).expect("noisy");
     assert!(
@@ -239,6 +276,25 @@ fn bad_settings_and_cancel_are_named() {
     let cancel = AtomicBool::new(true);
     let err = extract(&bb, &img, &s, Some(&cancel), &mut |_| {}).expect_err("cancelled");
     assert!(matches!(err, ExtractError::Cancelled));
+    // Cancelled while a batch of all members runs: the flag is set by the
+    // progress report just before the one UNet pass, after the last check
+    // between passes, so only the checks inside the pass can see it.
+    for (mode, ensemble) in [(Mode::Noisy, 3), (Mode::Clean, 1)] {
+        let mut s = settings(mode);
+        s.ensemble = ensemble;
+        s.max_batch = Some(3);
+        let cancel = AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let err = extract(&bb, &img, &s, Some(&cancel), &mut |st| {
+            if let Stage::Unet { done, total } = st {
+                seen.push((done, total));
+                cancel.store(true, Ordering::Relaxed);
+            }
+        })
+        .expect_err("cancelled inside the pass");
+        assert!(matches!(err, ExtractError::Cancelled), "{mode}: {err}");
+        assert_eq!(seen, vec![(0, ensemble)], "{mode}: the pass finished");
+    }
     assert!(
         "sideways"
             .parse::<Mode>()

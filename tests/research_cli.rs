@@ -167,3 +167,96 @@ fn eval_sweep_t_equals_eval_at_each_t_alone() {
     let (ok, text) = cli(&args);
     assert!(!ok && text.contains("--out DIR"), "{text}");
 }
+
+/// `bench clean` (issue 13): the app's clean extraction end to end on the
+/// tiny preset, one row with the total, one with the split by stage whose
+/// parts add up to the total, one with the GFLOP; `--batch` does not apply,
+/// and a `--max-batch` of 0 is refused by name.
+#[test]
+fn bench_clean_prints_the_total_and_its_split() {
+    let (ok, text) = cli(&[
+        "bench",
+        "clean",
+        "--model",
+        "tiny-sd21",
+        "--device",
+        "cpu",
+        "--res",
+        "64",
+        "--reps",
+        "1",
+    ]);
+    assert!(ok, "{text}");
+    let prefix = "Clean tiny-sd21 res 64 batch 1 Cpu F32: ";
+    let row = |what: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} row in {text}"))
+    };
+    let secs = |s: &str| -> f64 {
+        s.strip_suffix('s')
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{s:?} is no time in seconds"))
+    };
+    let total = secs(
+        row("best of 1 ")
+            .split("best of 1 ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .expect("a total"),
+    );
+    assert!(total > 0.0, "{text}");
+    let split = row(": split ").split(": split ").nth(1).expect("the split");
+    let mut names = Vec::new();
+    let mut sum = 0.0;
+    for part in split.split("; ") {
+        // "VAE encode 0.0123s (1.2 GFLOP, 98 GFLOP/s)" or "text 0.0001s"
+        let head = part.split(" (").next().expect("a part");
+        let (name, t) = head.rsplit_once(' ').expect("name and time");
+        let t = secs(t);
+        assert!(t >= 0.0, "{part}");
+        names.push(name.to_string());
+        sum += t;
+    }
+    assert_eq!(
+        names,
+        ["resize", "VAE encode", "text", "UNet", "post-processing"],
+        "{split}"
+    );
+    // The stages partition the run (each printed to 0.1 ms).
+    assert!((sum - total).abs() < 1e-3, "{sum} vs {total}: {split}");
+    let gflop: f64 = row("% of the F32 GEMM peak")
+        .strip_prefix(prefix)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|g| g.parse().ok())
+        .expect("GFLOP");
+    assert!(gflop > 0.0, "{text}");
+
+    let (ok, text) = cli(&[
+        "bench",
+        "clean",
+        "--model",
+        "tiny-sd21",
+        "--device",
+        "cpu",
+        "--res",
+        "64",
+        "--batch",
+        "2",
+    ]);
+    assert!(!ok && text.contains("--batch does not apply"), "{text}");
+    let img = assets().join("chelsea.png");
+    let (ok, text) = cli(&[
+        "analyze",
+        "variance",
+        "--image",
+        img.to_str().unwrap(),
+        "--max-batch",
+        "0",
+        "--out",
+        "unused",
+        "--model",
+        "tiny-sd21",
+    ]);
+    assert!(!ok && text.contains("--max-batch"), "{text}");
+}

@@ -13,6 +13,7 @@ use super::jobs::{PcaKey, Tracked};
 use super::overlay::Overlay;
 use super::query::{self, Answer, QueryOptions, QueryPoint, StripTile};
 use super::settings::Settings;
+use crate::features::extract::Mode;
 use crate::features::preprocess::LoadedImage;
 use crate::model::FeatureKey;
 use crate::worker::{
@@ -196,9 +197,27 @@ pub struct FeatureState {
     pub(super) pca: Option<Arc<PcaColours>>,
     answers: VecDeque<(AnswerKey, Arc<Answer>)>,
     strip: Option<(StripKey, Arc<Vec<StripTile>>)>,
+    /// The mode and A's and B's wall times (seconds; `None`: from the
+    /// cache) of the last features the worker extracted for a column.
+    pub(super) last_extraction: Option<(Mode, [Option<f32>; 2])>,
 }
 
 impl FeatureState {
+    /// The last extraction's wall time per image, as the Features section
+    /// shows it: `"Last extraction (noisy): A 12.3 s · B 11.9 s"`.
+    pub fn last_extraction_text(&self) -> Option<String> {
+        let (mode, secs) = self.last_extraction?;
+        let side = |name: &str, s: Option<f32>| match s {
+            Some(s) => format!("{name} {s:.1} s"),
+            None => format!("{name} cached"),
+        };
+        Some(format!(
+            "Last extraction ({mode}): {} · {}",
+            side("A", secs[0]),
+            side("B", secs[1])
+        ))
+    }
+
     /// The features of a column being shown, if any.
     pub fn features_of(&self, col: impl Into<Column>) -> Option<&Arc<PairFeatures>> {
         self.slots.get(&col.into().key()).and_then(|s| s.ready())

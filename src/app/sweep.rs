@@ -160,8 +160,8 @@ impl SweepState {
 }
 
 /// The noisy settings of the match sweep (t set per step).
-pub(super) fn sweep_settings(s: &Settings, backbone: &BackboneState) -> ExtractSettings {
-    let mut es = extract_settings(s, backbone, Mode::Noisy);
+pub(super) fn sweep_settings(s: &Settings) -> ExtractSettings {
+    let mut es = extract_settings(s, Mode::Noisy);
     es.t = 0.0;
     es.ensemble = s.sweep.ensemble.max(1);
     es.layers = vec![s.layer];
@@ -169,8 +169,8 @@ pub(super) fn sweep_settings(s: &Settings, backbone: &BackboneState) -> ExtractS
 }
 
 /// The noisy settings of the variance analysis (t set per step).
-pub(super) fn variance_settings(s: &Settings, backbone: &BackboneState) -> ExtractSettings {
-    let mut es = extract_settings(s, backbone, Mode::Noisy);
+pub(super) fn variance_settings(s: &Settings) -> ExtractSettings {
+    let mut es = extract_settings(s, Mode::Noisy);
     es.t = 0.0;
     es.ensemble = s.sweep.var_ensemble.max(1);
     es.layers = s.sweep.var_layers.clone();
@@ -202,7 +202,7 @@ impl CleanDiftApp {
             self.settings.query,
         ) {
             (true, Some(imgs), Some(q)) => {
-                let es = sweep_settings(&self.settings, &self.backbone);
+                let es = sweep_settings(&self.settings);
                 let key = format!(
                     "{bb}|{}|{}|{}|{}|{}|{}|{}|{}",
                     hex8(&imgs[0].hash),
@@ -254,7 +254,7 @@ impl CleanDiftApp {
         // The variance of image A's features.
         let want = match (active && tab == SweepTab::Variance, &images) {
             (true, Some(imgs)) => {
-                let es = variance_settings(&self.settings, &self.backbone);
+                let es = variance_settings(&self.settings);
                 let key = format!(
                     "{bb}|{}|{}|{}",
                     hex8(&imgs[0].hash),

@@ -147,6 +147,10 @@ impl CleanDiftApp {
                 }
                 for (mode, slot) in self.features.slots.iter_mut() {
                     if let Some(key) = slot.request.finish(id) {
+                        if features.extract_secs.iter().any(Option::is_some) {
+                            self.features.last_extraction =
+                                Some((features.mode, features.extract_secs));
+                        }
                         slot.ready = Some((key, features.clone()));
                         slot.request.unblock();
                         self.messages.resolve(Topic::Job(mode.job()));
@@ -314,6 +318,7 @@ impl CleanDiftApp {
             backbone: &self.backbone,
             gallery: &self.gallery,
             extract_blocked,
+            last_extraction: self.features.last_extraction_text(),
             train,
             sweep: panels::SweepView { running, stopped },
             export_dir: &export_dir,

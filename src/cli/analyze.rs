@@ -62,9 +62,11 @@ pub struct VarianceArgs {
     /// Keep the aspect ratio (pad) instead of stretching.
     #[arg(long)]
     pub letterbox: bool,
-    /// At most this many noise samples per UNet batch.
-    #[arg(long, default_value_t = 8)]
-    pub max_batch: usize,
+    /// Noise samples per UNet pass (the features do not depend on it).
+    /// Default: the batch measured fastest per member on the CPU for the
+    /// dtype and size (features::extract::CPU_ENSEMBLE_BATCH), 8 on a GPU.
+    #[arg(long, value_parser = super::engine::parse_max_batch)]
+    pub max_batch: Option<usize>,
     /// Also cache features on disk in this folder.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,

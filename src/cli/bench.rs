@@ -31,6 +31,13 @@ pub enum BenchWhat {
     UnetFull,
     /// VAE encoder.
     Vae,
+    /// Clean features end to end as the app makes them (one image of
+    /// --res², clean mode: resize, VAE encode, text, UNet to us6, maps to
+    /// the CPU) on the preset's shapes with seeded random weights and no
+    /// student (naive clean: the same passes); prints the total and the
+    /// time and GFLOP/s of each stage. The text condition is memoised after
+    /// the warm-up run, as in the app.
+    Clean,
     /// DINOv2 forward to its last block (`--model dinov2-{small,base,large,
     /// giant}`, `dinov2-reg-*` or `tiny-dino`, default dinov2-base; `--res` a
     /// multiple of 14, default sd-dino's 840). The peer is
@@ -195,6 +202,9 @@ fn bench_dtype(
         "GEMM peak {:?} {dtype:?} (2048³, the linear layers' path): {peak:.0} GFLOP/s",
         dev.location()
     );
+    if a.what == BenchWhat::Clean {
+        return super::bench_clean::run(a, model, &dev, dtype, res_list, peak);
+    }
     let vb = |part: &str| {
         VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone())
     };
@@ -312,13 +322,13 @@ fn bench_dtype(
 /// `/proc/self/clear_refs` ← "5"), so that the peak read afterwards belongs
 /// to the timed runs (weights, inputs and the passes' working memory).
 /// Whether it could.
-fn reset_peak_rss() -> bool {
+pub(super) fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// The process's peak resident memory in MiB (`VmHWM` of
 /// `/proc/self/status`), where the system says.
-fn peak_rss_mib() -> Option<f64> {
+pub(super) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     parse_vm_hwm(&status)
 }

@@ -55,9 +55,12 @@ pub struct FeatureArgs {
     /// the default mean is deterministic.
     #[arg(long)]
     pub vae_sample: bool,
-    /// Noisy mode: at most this many members per UNet batch.
-    #[arg(long, default_value_t = 8)]
-    pub max_batch: usize,
+    /// Noisy mode: ensemble members per UNet pass (the features do not
+    /// depend on it). Default: the batch measured fastest per member on the
+    /// CPU for the dtype and size (features::extract::CPU_ENSEMBLE_BATCH),
+    /// 8 on a GPU.
+    #[arg(long, value_parser = parse_max_batch)]
+    pub max_batch: Option<usize>,
     /// Also cache features on disk in this folder.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -89,6 +92,18 @@ pub struct FeatureArgs {
     /// published equal weights.
     #[arg(long, default_value_t = crate::features::fusion::DEFAULT_SD_WEIGHT)]
     pub fusion_weight: f32,
+}
+
+/// `--max-batch N`: at least 1.
+pub(super) fn parse_max_batch(v: &str) -> Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(0) => Err(
+            "0 members per UNet pass; give at least 1, or leave --max-batch out for the measured default"
+                .into(),
+        ),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{v:?} is no count of members ({e})")),
+    }
 }
 
 /// The models a set of feature sources needs, loaded.

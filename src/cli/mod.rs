@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod bench_clean;
 mod bench_conv;
 pub mod bench_parity;
 pub mod engine;

@@ -7,6 +7,11 @@
 //! - **Noisy** (teacher, DIFT): `ensemble` members, each its own posterior
 //!   sample and noise from a seed, noised to t, features averaged. The image
 //!   is encoded once and every member's latent drawn from that posterior.
+//!   Members share UNet passes: [`ensemble_batch`] per pass (the rule
+//!   [`CPU_ENSEMBLE_BATCH`] on the CPU) unless the settings name a number.
+//!
+//! Cancelling answers within one UNet block: the passes run with
+//! [`UNet::forward_cancellable`](crate::model::UNet::forward_cancellable).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,7 +27,7 @@ use crate::matching::FeatureMap;
 use crate::model::layers::Grad;
 use crate::model::schedule::Schedule;
 use crate::model::weights::{Backbone, normal};
-use crate::model::{FeatureKey, ModelError};
+use crate::model::{FeatureKey, ForwardError, ModelError};
 
 /// The student's timestep when the checkpoint holds none (the authors' own
 /// evaluation of the `_unet` files uses 261).
@@ -61,6 +66,70 @@ impl fmt::Display for Mode {
     }
 }
 
+/// Members per UNet pass of a noisy ensemble on a GPU.
+pub const GPU_ENSEMBLE_BATCH: usize = 8;
+
+/// One row of [`CPU_ENSEMBLE_BATCH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuBatchRow {
+    pub dtype: DType,
+    /// Latents of at most this many pixels (latent h × w, the image side
+    /// over 8: 512 px → 64 × 64 = 4096, 768 px → 96 × 96 = 9216).
+    pub max_latent_pixels: usize,
+    /// Members per UNet pass.
+    pub batch: usize,
+}
+
+/// Members per UNet pass of a noisy ensemble on the CPU: the batch that is
+/// fastest per member, measured on a quiet box with `cleandift bench
+/// unet-us6 --batch 1,2,4 --res 512,768 --dtype f32,bf16` (seconds divided
+/// by the batch). The first row of the latent's dtype whose
+/// `max_latent_pixels` holds the latent applies; a dtype without a row runs
+/// one member per pass. Cancelling answers within one UNet block whatever
+/// the batch ([`extract`]). Not measured yet: 1 everywhere.
+pub const CPU_ENSEMBLE_BATCH: &[CpuBatchRow] = &[
+    CpuBatchRow {
+        dtype: DType::F32,
+        max_latent_pixels: 64 * 64,
+        batch: 1,
+    },
+    CpuBatchRow {
+        dtype: DType::F32,
+        max_latent_pixels: usize::MAX,
+        batch: 1,
+    },
+    CpuBatchRow {
+        dtype: DType::BF16,
+        max_latent_pixels: 64 * 64,
+        batch: 1,
+    },
+    CpuBatchRow {
+        dtype: DType::BF16,
+        max_latent_pixels: usize::MAX,
+        batch: 1,
+    },
+];
+
+/// Members per UNet pass on the CPU for a latent of `latent_pixels` (h × w)
+/// in `dtype`: [`CPU_ENSEMBLE_BATCH`].
+pub fn cpu_ensemble_batch(dtype: DType, latent_pixels: usize) -> usize {
+    CPU_ENSEMBLE_BATCH
+        .iter()
+        .find(|r| r.dtype == dtype && latent_pixels <= r.max_latent_pixels)
+        .map_or(1, |r| r.batch.max(1))
+}
+
+/// Members per UNet pass of a noisy ensemble on `dev` when the settings
+/// name none: [`cpu_ensemble_batch`] on the CPU, [`GPU_ENSEMBLE_BATCH`]
+/// elsewhere.
+pub fn ensemble_batch(dev: &Device, dtype: DType, latent_pixels: usize) -> usize {
+    if dev.is_cpu() {
+        cpu_ensemble_batch(dtype, latent_pixels)
+    } else {
+        GPU_ENSEMBLE_BATCH
+    }
+}
+
 /// Errors of extraction, with messages that name the bad value.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -76,6 +145,15 @@ pub enum ExtractError {
     OutOfMemory(candle_core::Error),
     #[error(transparent)]
     Candle(candle_core::Error),
+}
+
+impl From<ForwardError> for ExtractError {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::Cancelled => ExtractError::Cancelled,
+            ForwardError::Candle(e) => e.into(),
+        }
+    }
 }
 
 impl From<candle_core::Error> for ExtractError {
@@ -106,8 +184,9 @@ pub struct ExtractSettings {
     /// Clean/naive: use a posterior sample instead of the mean (the authors'
     /// training does; the mean is deterministic and the default).
     pub vae_sample: bool,
-    /// Noisy mode: at most this many members per UNet batch.
-    pub max_batch: usize,
+    /// Noisy mode: members per UNet pass; `None`: [`ensemble_batch`] (the
+    /// measured rule on the CPU). The features do not depend on it.
+    pub max_batch: Option<usize>,
 }
 
 impl Default for ExtractSettings {
@@ -122,7 +201,7 @@ impl Default for ExtractSettings {
             size: SizeSpec::Model,
             fit: Fit::Stretch,
             vae_sample: false,
-            max_batch: 8,
+            max_batch: None,
         }
     }
 }
@@ -146,8 +225,10 @@ impl ExtractSettings {
                 "ensemble of 0: noisy mode needs at least 1 member".into(),
             ));
         }
-        if self.max_batch == 0 {
-            return Err(ExtractError::Invalid("max batch of 0".into()));
+        if self.max_batch == Some(0) {
+            return Err(ExtractError::Invalid(
+                "max batch of 0: a UNet pass needs at least 1 member (leave it unset for the measured default)".into(),
+            ));
         }
         Ok(())
     }
@@ -158,7 +239,8 @@ impl ExtractSettings {
 pub enum Stage {
     Encoding,
     Text,
-    /// UNet pass `done` of `total`.
+    /// `done` of `total` members through the UNet, reported before each
+    /// pass and once at the end (clean and naive: 0 of 1, then 1 of 1).
     Unet {
         done: usize,
         total: usize,
@@ -189,7 +271,9 @@ impl Extracted {
 }
 
 /// Extracts features of `img` with `bb` as `s` says. `cancel` is checked
-/// between stages and ensemble batches.
+/// between stages and, inside each UNet pass, between blocks (a batch of
+/// any size answers within one block's time). Progress counts members:
+/// `Stage::Unet { done, total }` before each pass and once at the end.
 pub fn extract(
     bb: &Backbone,
     img: &LoadedImage,
@@ -198,10 +282,12 @@ pub fn extract(
     progress: &mut dyn FnMut(Stage),
 ) -> Result<Extracted, ExtractError> {
     s.validate()?;
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let check = || -> Result<(), ExtractError> {
-        match cancel {
-            Some(c) if c.load(Ordering::Relaxed) => Err(ExtractError::Cancelled),
-            _ => Ok(()),
+        if cancelled() {
+            Err(ExtractError::Cancelled)
+        } else {
+            Ok(())
         }
     };
     let dev = &bb.device;
@@ -263,10 +349,15 @@ pub fn extract(
         let schedule = Schedule::default();
         let t_int = s.t.round() as usize;
         let mut sum: BTreeMap<FeatureKey, Tensor> = BTreeMap::new();
+        let (_, _, lat_h, lat_w) = post.mean.dims4()?;
+        let per_pass = s
+            .max_batch
+            .unwrap_or_else(|| ensemble_batch(dev, dtype, lat_h * lat_w))
+            .max(1);
         let mut done = 0;
         while done < s.ensemble {
             check()?;
-            let n = s.max_batch.min(s.ensemble - done);
+            let n = per_pass.min(s.ensemble - done);
             progress(Stage::Unet {
                 done,
                 total: s.ensemble,
@@ -283,7 +374,7 @@ pub fn extract(
             let x0 = (post.sample_with(&eps_vae)? * sf)?;
             let xt = schedule.add_noise(&x0, &eps, &vec![t_int; n])?;
             let tt = Tensor::full(t_int as f32, n, dev)?;
-            let f = unet.forward(&xt, &tt, &ctx, &s.layers, Grad::Off)?;
+            let f = unet.forward_cancellable(&xt, &tt, &ctx, &s.layers, Grad::Off, &cancelled)?;
             for (k, v) in f {
                 let v = v.to_dtype(DType::F32)?.sum_keepdim(0)?;
                 let acc = match sum.remove(&k) {
@@ -312,7 +403,7 @@ pub fn extract(
         };
         let x0 = (x0 * sf)?;
         let tt = Tensor::full(t as f32, 1, dev)?.to_dtype(DType::F32)?;
-        let f = unet.forward(&x0, &tt, &ctx, &s.layers, Grad::Off)?;
+        let f = unet.forward_cancellable(&x0, &tt, &ctx, &s.layers, Grad::Off, &cancelled)?;
         progress(Stage::Unet { done: 1, total: 1 });
         f.into_iter()
             .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
@@ -355,4 +446,47 @@ pub fn to_feature_map(t: &Tensor) -> Result<FeatureMap, ExtractError> {
         .flatten_all()?
         .to_vec1::<f32>()?;
     FeatureMap::new(c, h, w, data).map_err(|e| ExtractError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever numbers the rule is given: at least 1 member per pass for
+    /// every dtype and size, each dtype's rows in rising latent size, and a
+    /// row for the largest latents of f32 and bf16.
+    #[test]
+    fn the_cpu_batch_rule_always_answers_a_batch() {
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            for side in [1, 32, 64, 96, 128, 1024] {
+                assert!(
+                    cpu_ensemble_batch(dtype, side * side) >= 1,
+                    "{dtype:?} {side}"
+                );
+            }
+            let rows: Vec<_> = CPU_ENSEMBLE_BATCH
+                .iter()
+                .filter(|r| r.dtype == dtype)
+                .collect();
+            assert!(
+                rows.windows(2)
+                    .all(|w| w[0].max_latent_pixels < w[1].max_latent_pixels),
+                "{dtype:?}: rows out of order"
+            );
+            assert!(rows.iter().all(|r| r.batch >= 1), "{dtype:?}: a batch of 0");
+        }
+        for dtype in [DType::F32, DType::BF16] {
+            assert!(
+                CPU_ENSEMBLE_BATCH
+                    .iter()
+                    .any(|r| r.dtype == dtype && r.max_latent_pixels == usize::MAX),
+                "{dtype:?}"
+            );
+        }
+        assert_eq!(cpu_ensemble_batch(DType::F16, 96 * 96), 1);
+        assert_eq!(
+            ensemble_batch(&Device::Cpu, DType::F32, 96 * 96),
+            cpu_ensemble_batch(DType::F32, 96 * 96)
+        );
+    }
 }

@@ -86,6 +86,10 @@ pub struct PairFeatures {
     pub t_used: f64,
     pub naive_clean: bool,
     pub sides: [SideFeatures; 2],
+    /// Wall time of A's and B's extraction (seconds) in the job that
+    /// prepared these features; `None` for a side that came from the
+    /// feature cache (or when nobody timed it).
+    pub extract_secs: [Option<f32>; 2],
 }
 
 impl PairFeatures {
@@ -154,6 +158,7 @@ impl PairFeatures {
             t_used: first.t_used,
             naive_clean: first.naive_clean,
             sides: [a, b],
+            extract_secs: [None, None],
         })
     }
 

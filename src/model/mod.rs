@@ -18,7 +18,7 @@ pub mod weights;
 use std::path::PathBuf;
 
 pub use config::{Family, ModelConfig, TextConfig, UNetConfig, VaeConfig};
-pub use unet::{FeatureKey, UNet};
+pub use unet::{FeatureKey, ForwardError, UNet};
 
 /// Everything that can go wrong while building or loading a backbone.
 #[derive(Debug, thiserror::Error)]

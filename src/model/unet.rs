@@ -5,6 +5,11 @@
 //! timestep here is a per-sample float tensor (learnable for the student), the
 //! forward pass stops after the deepest requested tap, and a [`Grad`] flag
 //! switches to differentiable ops for the fine-tune.
+//!
+//! [`UNet::forward_cancellable`] asks a stop check before every resnet,
+//! attention, down- and upsampler, so a cancelled pass ends within one
+//! block's time whatever the batch size (the checks are pure: the numbers
+//! are those of [`UNet::forward`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +27,10 @@ use super::kernels::Conv2d;
 use super::layers::{Activation, Conv2dConfig, Grad, GroupNorm, conv2d, conv3x3, linear};
 use super::resnet::{Resnet, ResnetConfig};
 use super::transformer::{SpatialTransformer, TransformerConfig};
+
+mod stop;
+pub use stop::ForwardError;
+use stop::{ForwardResult, Stop};
 
 /// A feature tap, named as in CleanDIFT (docs/NUMERICS.md §3 has the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -173,10 +182,21 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, temb: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        ctx: &Tensor,
+        grad: Grad,
+        stop: Stop,
+    ) -> ForwardResult<Tensor> {
+        stop.check()?;
         let h = self.resnet.forward(x, Some(temb))?;
         match &self.attn {
-            Some(a) => a.forward(&h, ctx, grad),
+            Some(a) => {
+                stop.check()?;
+                Ok(a.forward(&h, ctx, grad)?)
+            }
             None => Ok(h),
         }
     }
@@ -235,12 +255,14 @@ impl DownBlock {
         ctx: &Tensor,
         grad: Grad,
         skips: &mut Vec<Tensor>,
-    ) -> Result<Tensor> {
+        stop: Stop,
+    ) -> ForwardResult<Tensor> {
         for layer in &self.layers {
-            h = layer.forward(&h, temb, ctx, grad)?;
+            h = layer.forward(&h, temb, ctx, grad, stop)?;
             skips.push(h.clone());
         }
         if let Some(conv) = &self.downsampler {
+            stop.check()?;
             h = conv.forward(&h)?;
             skips.push(h.clone());
         }
@@ -267,10 +289,20 @@ impl MidBlock {
         })
     }
 
-    fn forward(&self, h: &Tensor, temb: &Tensor, ctx: &Tensor, grad: Grad) -> Result<Tensor> {
+    fn forward(
+        &self,
+        h: &Tensor,
+        temb: &Tensor,
+        ctx: &Tensor,
+        grad: Grad,
+        stop: Stop,
+    ) -> ForwardResult<Tensor> {
+        stop.check()?;
         let h = self.resnet_0.forward(h, Some(temb))?;
+        stop.check()?;
         let h = self.attn.forward(&h, ctx, grad)?;
-        self.resnet_1.forward(&h, Some(temb))
+        stop.check()?;
+        Ok(self.resnet_1.forward(&h, Some(temb))?)
     }
 }
 
@@ -518,7 +550,28 @@ impl UNet {
         taps: &[FeatureKey],
         grad: Grad,
     ) -> Result<Features> {
-        Ok(self.run(latent, t, context, taps, false, grad)?.0)
+        Ok(self
+            .run(latent, t, context, taps, false, grad, Stop(None))?
+            .0)
+    }
+
+    /// Like [`UNet::forward`], asking `stop` before every resnet, attention,
+    /// down- and upsampler: when it answers true the pass ends at once with
+    /// [`ForwardError::Cancelled`], so a batch of any size answers a cancel
+    /// within one block's time. The features are those of
+    /// [`UNet::forward`], bit for bit.
+    pub fn forward_cancellable(
+        &self,
+        latent: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        taps: &[FeatureKey],
+        grad: Grad,
+        stop: &dyn Fn() -> bool,
+    ) -> ForwardResult<Features> {
+        Ok(self
+            .run(latent, t, context, taps, false, grad, Stop(Some(stop)))?
+            .0)
     }
 
     /// Like [`UNet::forward`] but runs to the end and also returns the
@@ -531,13 +584,14 @@ impl UNet {
         taps: &[FeatureKey],
         grad: Grad,
     ) -> Result<(Features, Tensor)> {
-        let (feats, out) = self.run(latent, t, context, taps, true, grad)?;
+        let (feats, out) = self.run(latent, t, context, taps, true, grad, Stop(None))?;
         match out {
             Some(out) => Ok((feats, out)),
             None => candle_core::bail!("UNet stopped before its output"),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         latent: &Tensor,
@@ -546,7 +600,8 @@ impl UNet {
         taps: &[FeatureKey],
         want_out: bool,
         grad: Grad,
-    ) -> Result<(Features, Option<Tensor>)> {
+        stop: Stop,
+    ) -> ForwardResult<(Features, Option<Tensor>)> {
         let b = latent.dim(0)?;
         let dtype = latent.dtype();
         let deepest = taps.iter().map(|k| k.index()).max();
@@ -561,7 +616,9 @@ impl UNet {
         let t = match t.dim(0)? {
             1 if b > 1 => t.broadcast_as(b)?.contiguous()?,
             n if n == b => t,
-            n => candle_core::bail!("UNet: {n} timesteps for a batch of {b}"),
+            n => Err(candle_core::Error::Msg(format!(
+                "UNet: {n} timesteps for a batch of {b}"
+            )))?,
         };
         let temb = self.time.forward(&t, dtype)?;
 
@@ -572,9 +629,12 @@ impl UNet {
                 context.broadcast_as((b, l, c))?.contiguous()?
             }
             n if n == b => context.clone(),
-            n => candle_core::bail!("UNet: {n} text conditions for a batch of {b}"),
+            n => Err(candle_core::Error::Msg(format!(
+                "UNet: {n} text conditions for a batch of {b}"
+            )))?,
         }
         .to_dtype(dtype)?;
+        stop.check()?;
         let mut h = if self.cfg.center_input_sample {
             self.conv_in.forward(&((latent * 2.0)? - 1.0)?)?
         } else {
@@ -584,11 +644,11 @@ impl UNet {
         // 3. down, keeping every skip connection.
         let mut skips = vec![h.clone()];
         for block in &self.down {
-            h = block.forward(h, &temb, &ctx, grad, &mut skips)?;
+            h = block.forward(h, &temb, &ctx, grad, &mut skips, stop)?;
         }
 
         // 4. mid.
-        h = self.mid.forward(&h, &temb, &ctx, grad)?;
+        h = self.mid.forward(&h, &temb, &ctx, grad, stop)?;
         if want(FeatureKey::Mid) {
             feats.insert(FeatureKey::Mid, h.clone());
         }
@@ -602,7 +662,7 @@ impl UNet {
                 let skip = skips.pop().ok_or_else(|| {
                     candle_core::Error::Msg("UNet: skip connections exhausted".into())
                 })?;
-                h = layer.forward(&Tensor::cat(&[&h, &skip], 1)?, &temb, &ctx, grad)?;
+                h = layer.forward(&Tensor::cat(&[&h, &skip], 1)?, &temb, &ctx, grad, stop)?;
                 if let Some(key) = tap_at(i, Some(j))
                     && want(key)
                 {
@@ -612,6 +672,7 @@ impl UNet {
                     }
                 }
             }
+            stop.check()?;
             h = block.upsample(h, skips.last())?;
             if let Some(key) = tap_at(i, None)
                 && want(key)
@@ -627,6 +688,7 @@ impl UNet {
         }
 
         // 6. post-process.
+        stop.check()?;
         let out = self
             .conv_out
             .forward(&self.conv_norm_out.forward_act(&h, self.cfg.act_fn)?)?;
@@ -642,28 +704,4 @@ fn tap_at(block: usize, layer: Option<usize>) -> Option<FeatureKey> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_parse_and_order() {
-        let keys = FeatureKey::parse_list("us9, US6,us6").expect("valid keys");
-        assert_eq!(keys, vec![FeatureKey::Us6, FeatureKey::Us9]);
-        let err = FeatureKey::parse_list("us6,us11").expect_err("us11 is not a key");
-        assert!(err.to_string().contains("us11"), "{err}");
-        assert_eq!(FeatureKey::Us10.index(), 10);
-        assert_eq!(FeatureKey::Us6.stride(), 16);
-    }
-
-    #[test]
-    fn channels_follow_the_design_table() {
-        let cfg = crate::model::ModelConfig::preset("sd21")
-            .expect("preset")
-            .unet;
-        let ch: Vec<usize> = FeatureKey::ALL.iter().map(|k| k.channels(&cfg)).collect();
-        assert_eq!(
-            ch,
-            vec![1280, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320]
-        );
-    }
-}
+mod tests;

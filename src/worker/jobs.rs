@@ -291,10 +291,15 @@ impl LaneState {
             return Ok(());
         }
         let mut extracted = Vec::with_capacity(2);
+        let mut secs = [None, None];
         for side in Side::BOTH {
             let img = &images[side.index()];
             out.progress(id, Progress::Preprocessing { side });
+            let t0 = Instant::now();
+            // A cache hit reports no stage.
+            let mut ran = false;
             let e = cache.get_or_extract(bb, img, &settings, Some(cancel), &mut |stage| {
+                ran = true;
                 let progress = match stage {
                     Stage::Encoding => Progress::Encoding { side },
                     Stage::Text => Progress::Text { side },
@@ -302,9 +307,10 @@ impl LaneState {
                 };
                 out.progress(id, progress);
             })?;
+            secs[side.index()] = ran.then(|| t0.elapsed().as_secs_f32());
             extracted.push(e);
         }
-        let features = PairFeatures::prepare(
+        let mut features = PairFeatures::prepare(
             settings,
             [
                 (&images[0].hash, &*extracted[0]),
@@ -314,6 +320,7 @@ impl LaneState {
             Some(cancel),
             &mut |done, total| out.progress(id, Progress::Preparing { done, total }),
         )?;
+        features.extract_secs = secs;
         let features = Arc::new(features);
         self.prepared.push_back((key, features.clone()));
         while self.prepared.len() > PREPARED_KEEP {

@@ -608,7 +608,7 @@ pub struct BackboneInfo {
     pub channels: BTreeMap<FeatureKey, usize>,
     pub device: String,
     pub dtype: String,
-    /// Whether the device is a GPU (sets the ensemble batch size).
+    /// Whether the device is a GPU.
     pub cuda: bool,
     /// After a fine-tune: the student it replaced ("none" when clean mode
     /// ran the base UNet), which `previous_student` extractions use.

@@ -15,6 +15,7 @@ pub(super) fn features_section(
     s: &mut Settings,
     channels: Option<BTreeMap<FeatureKey, usize>>,
     extract_blocked: bool,
+    last_extraction: Option<String>,
     cmds: &mut Vec<Command>,
 ) {
     egui::CollapsingHeader::new("Features")
@@ -104,6 +105,12 @@ pub(super) fn features_section(
                     .clicked()
             {
                 cmds.push(Command::RetryFeatures);
+            }
+            if let Some(text) = last_extraction {
+                ui.add(egui::Label::new(RichText::new(text).weak().small()).truncate())
+                    .on_hover_text(
+                        "Wall time of the last features the worker extracted, per image (\"cached\": from the feature cache)",
+                    );
             }
         });
 }

@@ -255,6 +255,8 @@ pub(super) struct SidePanel<'a> {
     pub gallery: &'a super::gallery::GalleryState,
     /// An extraction the view needs failed or was cancelled.
     pub extract_blocked: bool,
+    /// The last extraction's wall time per image, for the Features section.
+    pub last_extraction: Option<String>,
     pub train: TrainView<'a>,
     pub sweep: SweepView,
     pub export_dir: &'a Path,
@@ -268,6 +270,7 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
         backbone,
         gallery,
         extract_blocked,
+        last_extraction,
         train,
         sweep,
         export_dir,
@@ -288,7 +291,14 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
                     sweep::sweep_section(ui, settings, &sweep, cmds);
                 }
                 let channels = backbone.info().map(|i| i.channels.clone());
-                features::features_section(ui, settings, channels.clone(), extract_blocked, cmds);
+                features::features_section(
+                    ui,
+                    settings,
+                    channels.clone(),
+                    extract_blocked,
+                    last_extraction,
+                    cmds,
+                );
                 features::overlay_section(ui, settings);
                 let previous = backbone.info().and_then(|i| i.previous_student.clone());
                 features::compare_pca_section(ui, settings, previous);

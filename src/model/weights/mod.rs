@@ -114,6 +114,10 @@ pub struct BackboneSpec {
     /// the CLIP tokenizer's `vocab.json` and `merges.txt` (or a diffusers
     /// folder with them under `tokenizer/`).
     pub tokenizer_dir: Option<PathBuf>,
+    /// With a preset of a hub model (sd15, sd21): build it with seeded
+    /// random weights and the tiny tokenizer instead of downloading
+    /// (benchmarks at the real shapes).
+    pub random_weights: bool,
 }
 
 impl BackboneSpec {
@@ -125,6 +129,7 @@ impl BackboneSpec {
             dtype,
             config_dir: None,
             tokenizer_dir: None,
+            random_weights: false,
         }
     }
 
@@ -137,8 +142,8 @@ impl BackboneSpec {
         }
         if let Some(cfg) = ModelConfig::preset(m) {
             let src = match m {
-                "sd21" => ModelSource::Repo(SD21_REPO.into()),
-                "sd15" => ModelSource::Repo(SD15_REPO.into()),
+                "sd21" if !self.random_weights => ModelSource::Repo(SD21_REPO.into()),
+                "sd15" if !self.random_weights => ModelSource::Repo(SD15_REPO.into()),
                 _ => ModelSource::Seeded {
                     preset: m.to_string(),
                     seed: TINY_SEED,
