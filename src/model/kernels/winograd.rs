@@ -340,7 +340,10 @@ fn bands<T: Elem, O: Send + Sync>(
 /// U[ξ][co][ci] = (G g Gᵀ)[ξ] for every kernel g = wt[co][ci].
 fn kernel_transform(wt: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     let mut u = vec![0f32; 16 * cout * cin];
-    for co in 0..cout {
+    let dst = SharedOut::new(&mut u);
+    // One output channel per task: its 16 rows U[ξ][co][..] are its own.
+    (0..cout).into_par_iter().for_each(|co| {
+        let mut local = vec![0f32; 16 * cin];
         for ci in 0..cin {
             let g = &wt[(co * cin + ci) * 9..][..9];
             // t = G g (4×3).
@@ -357,11 +360,19 @@ fn kernel_transform(wt: &[f32], cout: usize, cin: usize) -> Vec<f32> {
                 let (a, b, c) = (row[0], row[1], row[2]);
                 let vals = [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
                 for (j, &val) in vals.iter().enumerate() {
-                    u[((r * 4 + j) * cout + co) * cin + ci] = val;
+                    local[(r * 4 + j) * cin + ci] = val;
                 }
             }
         }
-    }
+        for (xi, row) in local.chunks_exact(cin.max(1)).enumerate() {
+            // SAFETY: row (ξ, co) of U, cin floats: written by this task
+            // only; `u` outlives the loop.
+            let seg = unsafe {
+                std::slice::from_raw_parts_mut(dst.ptr().add((xi * cout + co) * cin), cin)
+            };
+            seg.copy_from_slice(row);
+        }
+    });
     u
 }
 
