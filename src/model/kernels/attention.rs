@@ -82,6 +82,13 @@ impl CustomOp3 for FusedAttention {
                 )
             })
             .collect();
+        // Score rows at an odd number of cache lines apart: p·v reads MR
+        // rows at once, and rows a multiple of 4 KB apart (9216 scores)
+        // would all fall into one L1 set.
+        let ms = {
+            let lines = m.div_ceil(16);
+            16 * if lines % 2 == 0 { lines + 1 } else { lines }
+        };
         (0..b * heads * blocks).into_par_iter().for_each(|task| {
             let bh = task / blocks;
             let (bi, h) = (bh / heads, bh % heads);
@@ -89,10 +96,10 @@ impl CustomOp3 for FusedAttention {
             let nr = ROWS.min(n - r0);
             let (kt, vv) = &packed[bh];
             let q_off = (bi * n + r0) * c + h * d;
-            with_scratch(nr * m, |s| {
+            with_scratch(nr * ms, |s| {
                 // SAFETY: q rows r0..r0+nr of head h: nr rows of d at row
-                // stride c inside q; `s` is nr rows of m, this thread's
-                // scratch.
+                // stride c inside q; `s` is nr rows of ms ≥ m, this
+                // thread's scratch.
                 unsafe {
                     gemm_a_packed_b(
                         nr,
@@ -100,19 +107,19 @@ impl CustomOp3 for FusedAttention {
                         c,
                         kt,
                         s.as_mut_ptr(),
-                        m,
+                        ms,
                         false,
                         scale,
                     )
                 };
-                for row in s.chunks_mut(m) {
-                    softmax_row_in_place(row);
+                for row in s.chunks_mut(ms) {
+                    softmax_row_in_place(&mut row[..m]);
                 }
                 // SAFETY: the output block (rows r0..r0+nr, columns
                 // h·d..h·d+d, row stride c) is written by this task only;
-                // `s` holds nr rows of m.
+                // `s` holds nr rows of m at stride ms.
                 unsafe {
-                    gemm_a_packed_b(nr, s.as_ptr(), m, vv, dst.ptr().add(q_off), c, false, 1.0)
+                    gemm_a_packed_b(nr, s.as_ptr(), ms, vv, dst.ptr().add(q_off), c, false, 1.0)
                 };
             });
         });
