@@ -4,11 +4,9 @@
 //!
 //! Each task takes one (batch, head, block of query rows): the block's score
 //! rows go into a reused per-thread scratch buffer, are softmaxed there, and
-//! multiplied by v straight into the output. kᵀ and v of each (batch, head)
-//! are packed once for all blocks (f32: [`super::gemm32`]; bf16:
-//! [`super::gemm16`]) and the score rows are read in place. No head
-//! split/merge copies, no allocation per chunk, one parallel loop instead of
-//! many small parallel GEMMs. At SD2.1's 96×96 latent (9216 tokens, 5 heads of 64) this is 1.8×
+//! multiplied by v straight into the output. No head split/merge copies, no
+//! allocation per chunk, one parallel loop instead of many small parallel
+//! GEMMs. At SD2.1's 96×96 latent (9216 tokens, 5 heads of 64) this is 1.8×
 //! as fast as the chunked candle-op path in [`crate::model::layers`], which remains
 //! the path for masks, 16-bit types, GPUs and training.
 
@@ -18,16 +16,18 @@ use rayon::prelude::*;
 use super::bf16::{self, bf16_from_bits, bf16_storage};
 use super::cpu::{SharedOut, f32_contiguous, with_scratch};
 use super::gemm16::{MatRef, PackedA, PackedB, Src, gemm_packed, round_row};
-use super::gemm32::{PackedB32, gemm_a_packed_b};
 use super::softmax::softmax_row_in_place;
 
-/// Query rows per task. kᵀ and v are packed once per (batch, head), so a
-/// block only needs enough rows to keep the micro-kernel's tiles full while
-/// its score rows stay in the outer caches (256 rows of 9216 scores are
-/// 9.4 MB of scratch per thread). History: with the `gemm` crate, which
-/// packed k and v again for every block, 256 rows took 434 ms at SD2.1's
-/// 9216 tokens (5 heads of 64) on the 2-core AVX-512 box, PyTorch's SDPA
-/// 372 ms.
+/// Query rows per task. gemm packs k and v again for every task, so blocks
+/// must be tall enough to amortise that (an earlier sweep on the 2-core
+/// AVX-512 box at SD2.1's 9216 tokens ranked 32, 64, 128, 512 and 256 rows
+/// in that order, 256 fastest). 256 rows of 9216 scores are 9.4 MB of scratch per
+/// thread. Packing kᵀ and v once per head instead (an f32 packed-B GEMM
+/// reading the score rows in place) was measured and dropped: 697–732 ms
+/// against this path's 681–687 ms and PyTorch SDPA's 712 ms in one quiet
+/// run (`cleandift bench attention` and torch's
+/// `scaled_dot_product_attention` on the same box);
+/// the packing was never the bottleneck.
 const ROWS: usize = 256;
 
 /// The op: `heads` heads, scores scaled by `scale`.
@@ -70,50 +70,70 @@ impl CustomOp3 for FusedAttention {
         let dst = SharedOut::new(&mut out);
         let blocks = n.div_ceil(ROWS);
         let scale = self.scale;
-        // kᵀ (d × m) and v (m × d) of every (batch, head), packed once for
-        // all blocks of query rows (as much memory as k and v themselves).
-        let packed: Vec<(PackedB32, PackedB32)> = (0..b * heads)
-            .into_par_iter()
-            .map(|bh| {
-                let off = (bh / heads) * m * c + (bh % heads) * d;
-                (
-                    PackedB32::new(k, off, 1, c, d, m),
-                    PackedB32::new(v, off, c, 1, m, d),
-                )
-            })
-            .collect();
         (0..b * heads * blocks).into_par_iter().for_each(|task| {
-            let bh = task / blocks;
-            let (bi, h) = (bh / heads, bh % heads);
+            let bi = task / (heads * blocks);
+            let h = (task / blocks) % heads;
             let r0 = (task % blocks) * ROWS;
             let nr = ROWS.min(n - r0);
-            let (kt, vv) = &packed[bh];
-            let q_off = (bi * n + r0) * c + h * d;
             with_scratch(nr * m, |s| {
-                // SAFETY: q rows r0..r0+nr of head h: nr rows of d at row
-                // stride c inside q; `s` is nr rows of m, this thread's
-                // scratch.
+                let q_off = (bi * n + r0) * c + h * d;
+                let kv_off = bi * m * c + h * d;
+                // SAFETY: q rows r0..r0+nr of head h: nr × d at row stride c
+                // inside q; kᵀ of head h: d × m with row stride 1 and column
+                // stride c inside k; s is nr × m, row-major. All in bounds
+                // by the shape checks above.
                 unsafe {
-                    gemm_a_packed_b(
+                    gemm::gemm(
                         nr,
-                        q.as_ptr().add(q_off),
-                        c,
-                        kt,
-                        s.as_mut_ptr(),
                         m,
+                        d,
+                        s.as_mut_ptr(),
+                        1,
+                        m as isize,
                         false,
+                        q.as_ptr().add(q_off),
+                        1,
+                        c as isize,
+                        k.as_ptr().add(kv_off),
+                        c as isize,
+                        1,
+                        0.0f32,
                         scale,
-                    )
-                };
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
                 for row in s.chunks_mut(m) {
                     softmax_row_in_place(row);
                 }
                 // SAFETY: the output block (rows r0..r0+nr, columns
-                // h·d..h·d+d, row stride c) is written by this task only;
-                // `s` holds nr rows of m.
+                // h·d..h·d+d, row stride c) is written by this task only; v of
+                // head h is m × d at row stride c inside v.
                 unsafe {
-                    gemm_a_packed_b(nr, s.as_ptr(), m, vv, dst.ptr().add(q_off), c, false, 1.0)
-                };
+                    gemm::gemm(
+                        nr,
+                        d,
+                        m,
+                        dst.ptr().add(q_off),
+                        1,
+                        c as isize,
+                        false,
+                        s.as_ptr(),
+                        1,
+                        m as isize,
+                        v.as_ptr().add(kv_off),
+                        1,
+                        c as isize,
+                        0.0f32,
+                        1.0f32,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
             });
         });
         Ok((CpuStorage::F32(out), Shape::from((b, n, c))))

@@ -25,7 +25,6 @@ pub(crate) mod cpu;
 pub mod flops;
 pub mod geglu;
 pub(crate) mod gemm16;
-mod gemm32;
 pub mod group_norm;
 mod im2col;
 pub(crate) mod simd;
