@@ -89,7 +89,7 @@ pub struct CpuBatchRow {
 /// the batch ([`extract`]).
 ///
 /// Measured on the 2-core Zen 4 box (28 Nov 2026, one run, release build),
-/// seconds per member at batch 1 / 2 / 4: f32 512 px 2.41 / 2.31 / 2.22,
+/// seconds per member at batch 1 / 2 / 4: f32 512 px 2.69 / 2.53 / 2.37,
 /// f32 768 px 6.35 / 6.19 / 5.79, bf16 512 px 2.20 / 1.80 / 1.60, bf16
 /// 768 px 4.76 / 4.41 / 4.26. Batch 4 is fastest everywhere (8–27%); the
 /// rows stay separate so that another box's measurements can differ.
