@@ -388,3 +388,38 @@ pub fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agreement_of_known_tensors() {
+        let dev = Device::Cpu;
+        // (1, 2, 1, 2): two positions, two channels.
+        let r = Tensor::new(&[1f32, 0.0, 0.0, 1.0], &dev)
+            .and_then(|t| t.reshape((1, 2, 1, 2)))
+            .unwrap();
+        let same = agreement(&r, &r).unwrap();
+        assert!(
+            same.mean_cos == 1.0 && (same.global_cos - 1.0).abs() < 1e-12,
+            "{same:?}"
+        );
+        assert_eq!(same.rms_rel, 0.0);
+        // Twice the reference: every cosine 1, RMS error 1.
+        let twice = agreement(&(&r * 2.0).unwrap(), &r).unwrap();
+        assert!((twice.mean_cos - 1.0).abs() < 1e-12 && (twice.rms_rel - 1.0).abs() < 1e-12);
+        // Channels swapped: position 0 is (0, 1) against (1, 0), orthogonal;
+        // position 1 is (1, 0) against (0, 1): mean cosine 0.
+        let swapped = Tensor::new(&[0f32, 1.0, 1.0, 0.0], &dev)
+            .and_then(|t| t.reshape((1, 2, 1, 2)))
+            .unwrap();
+        let a = agreement(&swapped, &r).unwrap();
+        assert!(
+            a.mean_cos.abs() < 1e-12 && a.global_cos.abs() < 1e-12,
+            "{a:?}"
+        );
+        // Shapes must match.
+        assert!(agreement(&r, &r.reshape((1, 2, 2, 1)).unwrap()).is_err());
+    }
+}
