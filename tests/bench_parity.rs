@@ -74,6 +74,52 @@ fn cpu_f16_within_the_f16_tolerance() {
     check("f16", 1e-2);
 }
 
+/// bf16 on the CPU (issue 13): every output within the bf16 tolerance, and
+/// a `compare` table per fixture with ours and diffusers' own bf16 side by
+/// side (from reference16.safetensors), every figure a finite number.
+#[test]
+fn cpu_bf16_prints_ours_beside_diffusers_bf16() {
+    check("bf16", 8e-2);
+    let out = parity(&[
+        "--fixtures",
+        "tests/fixtures",
+        "--device",
+        "cpu",
+        "--dtype",
+        "bf16",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let table: Vec<Vec<f64>> = stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                ["compare", fixture, _key, nums @ ..] if fixture.starts_with("tiny-") => {
+                    nums.iter().map(|n| n.parse::<f64>().ok()).collect()
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(table.len(), 2 * 13, "{stdout}");
+    for row in &table {
+        // rel, rel, 1-cos, 1-cos, rms, rms, ours vs diffusers.
+        assert_eq!(row.len(), 7, "{stdout}");
+        assert!(
+            row.iter().all(|x| x.is_finite() && *x > 0.0 && *x < 0.1),
+            "{row:?}"
+        );
+    }
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("compare tiny-") && l.contains(" worst rel ours "))
+            .count(),
+        2,
+        "{stdout}"
+    );
+}
+
 #[test]
 fn missing_fixtures_fail_with_advice() {
     let out = parity(&[

@@ -23,6 +23,7 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
+use cleandift::cli::bench_parity::agreement;
 use cleandift::model::FeatureKey;
 use cleandift::model::layers::{Grad, attention};
 use cleandift::model::weights::{Backbone, BackboneSpec};
@@ -33,6 +34,20 @@ const F16_TOL: f32 = 1e-2;
 /// gives u·√40 ≈ 2.5e-2, and diffusers' bf16 is at most 2.8e-2 from its f32
 /// on the fixtures; 8e-2 (≈ 3×).
 const BF16_TOL: f32 = 8e-2;
+/// Ours against diffusers' own 16-bit forward, each against the f32
+/// reference: per key, our RMS error `‖x − ref‖/‖ref‖` and `1 − mean
+/// cosine` (over channels, per position) at most this multiple of
+/// diffusers'. Both round once per op at the same places (conv, linear,
+/// norms, residual adds, the attention probabilities as torch's CPU flash
+/// attention does), ours a few times less (GroupNorm+SiLU fused, GEGLU and
+/// the time embedding in f32), so the expected ratio is at most 1; on the
+/// tiny fixtures the per-key ratio scatters by about ±15% (which element's
+/// rounding happens to be amplified downstream: moving only the attention's
+/// rounding point changed single keys by up to 37%). Measured in bf16: at
+/// most 1.11 (rms) and 1.16 (cosine); on SD2.1-shaped random weights at 512
+/// px every key is below 1 (0.89–0.95 rms, docs/NUMERICS.md §9). 1.3 leaves
+/// room for the scatter and still fails an extra rounding stage per block.
+const PEER_RATIO: f64 = 1.3;
 
 fn load(shape: &str, dtype: DType) -> candle_core::Result<Backbone> {
     let mut spec = BackboneSpec::new(
@@ -105,13 +120,36 @@ fn check(shape: &str, dtype: DType) {
             e32 <= tol,
             "{shape} {name}: {prefix} vs f32 reference {e32:e} > {tol:e}"
         );
-        let e16 = rel(&ours, get(&r16, &format!("{prefix}.{key}")));
+        let theirs = get(&r16, &format!("{prefix}.{key}"));
+        let e16 = rel(&ours, theirs);
         assert!(
             e16 <= tol,
             "{shape} {name}: {prefix} vs diffusers {prefix} {e16:e} > {tol:e}"
         );
         // And the result is not trivially the f32 one (it ran in 16 bits).
         assert!(e32 > 0.0, "{shape} {name}: bit-identical to f32");
+        // bf16 (issue 13): no worse than diffusers' own bf16 forward against
+        // the same f32 reference, by the typical error (the max error is one
+        // element's): see [`PEER_RATIO`]. (f16 on the CPU runs on candle's
+        // f16 ops, not our kernels: measured 1.5-1.6x diffusers' f16 error,
+        // still about 7x below the bf16 error.)
+        if dtype != DType::BF16 {
+            continue;
+        }
+        let a = agreement(&ours, get(&r, &key)).expect("agreement");
+        let p = agreement(theirs, get(&r, &key)).expect("agreement");
+        assert!(
+            a.rms_rel <= PEER_RATIO * p.rms_rel,
+            "{shape} {name}: {prefix} rms error {:e} > {PEER_RATIO} x diffusers' {:e}",
+            a.rms_rel,
+            p.rms_rel
+        );
+        assert!(
+            1.0 - a.mean_cos <= PEER_RATIO * (1.0 - p.mean_cos),
+            "{shape} {name}: {prefix} 1 - mean cosine {:e} > {PEER_RATIO} x diffusers' {:e}",
+            1.0 - a.mean_cos,
+            1.0 - p.mean_cos
+        );
     }
 }
 

@@ -87,6 +87,12 @@ pub struct BenchArgs {
     /// `parity`: the folder holding tiny-sd15/ and tiny-sd21/.
     #[arg(long, default_value = "tests/fixtures")]
     pub fixtures: std::path::PathBuf,
+    /// `parity`: check these folders instead of the fixtures (comma-separated
+    /// or repeated); each is a diffusers model folder with the fixtures'
+    /// `reference.safetensors` (and `reference16.safetensors`), e.g. the
+    /// SD2.1-shaped random weights of `scripts/peer/sd21_random_reference.py`.
+    #[arg(long, value_delimiter = ',')]
+    pub dir: Vec<std::path::PathBuf>,
 }
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
@@ -96,6 +102,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         }
         return super::bench_parity::run(
             &a.fixtures,
+            &a.dir,
             &a.device,
             a.dtype.first().map(String::as_str),
         );

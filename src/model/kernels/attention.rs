@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::bf16::{self, bf16_from_bits, bf16_storage};
 use super::cpu::{SharedOut, f32_contiguous, with_scratch};
 use super::gemm16::{MatRef, PackedA, PackedB, Src, gemm_packed, round_row};
-use super::softmax::softmax_row_in_place;
+use super::softmax::{exp_row_in_place, softmax_row_in_place};
 
 /// Query rows per task. gemm packs k and v again for every task, so blocks
 /// must be tall enough to amortise that (an earlier sweep on the 2-core
@@ -162,9 +162,10 @@ impl FusedAttention {
     }
 
     /// The bf16 forward: q·kᵀ and p·v as bf16 products with f32
-    /// accumulation, scores and softmax in f32 (SD2.1's upcast), the
-    /// probabilities rounded to bf16 for p·v (as diffusers does), output in
-    /// bf16. K and V are packed once per (batch, head), not per block.
+    /// accumulation, scores and softmax in f32 (SD2.1's upcast); the
+    /// unnormalised probabilities `e^(s − max)` rounded to bf16 for p·v and
+    /// the f32 product divided by the f32 row sum, as torch's CPU flash
+    /// attention (diffusers' SDPA) does; output in bf16. K and V are packed once per (batch, head), not per block.
     fn bf16_fwd(
         &self,
         s1: &CpuStorage,
@@ -241,8 +242,11 @@ impl FusedAttention {
                 let (s, o) = buf.split_at_mut(nr * m);
                 // SAFETY: `s` is nr rows of m floats, this thread's scratch.
                 unsafe { gemm_packed(kernel, &pq, kt, s.as_mut_ptr(), m, false, scale) };
-                for row in s.chunks_mut(m) {
-                    softmax_row_in_place(row);
+                // Unnormalised probabilities (max 1) for p·v, the rows of
+                // the product divided by their f32 sums afterwards.
+                let mut inv = [0f32; ROWS];
+                for (row, i) in s.chunks_mut(m).zip(inv.iter_mut()) {
+                    *i = 1.0 / exp_row_in_place(row);
                 }
                 let pp = PackedA::new(
                     MatRef {
@@ -256,7 +260,10 @@ impl FusedAttention {
                 );
                 // SAFETY: `o` is nr rows of d floats, this thread's scratch.
                 unsafe { gemm_packed(kernel, &pp, vv, o.as_mut_ptr(), d, false, 1.0) };
-                for (r, row) in o.chunks_exact(d).enumerate() {
+                for (r, (row, &i)) in o.chunks_exact_mut(d).zip(&inv).enumerate() {
+                    for x in row.iter_mut() {
+                        *x *= i;
+                    }
                     // SAFETY: output row r0 + r, columns h·d..h·d+d: this
                     // task's block only; `out` outlives the loop.
                     let seg =

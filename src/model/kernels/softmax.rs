@@ -50,8 +50,41 @@ pub(crate) fn softmax_row_in_place(row: &mut [f32]) {
     softmax_row(row)
 }
 
+multiversion! {
+    /// `e^(x − max)` of one row, in place; returns the sum.
+    fn exp_row(row: &mut [f32]) -> f32 = exp_row_body;
+}
+
+/// The unnormalised softmax of one f32 row, in place: `e^(x − max)` (the
+/// largest entry exactly 1), returning the sum (for a fully masked row, the
+/// uniform row and 1). Divide by the sum to get the softmax. The bf16
+/// attention rounds these values to bf16 for p·v and divides the f32
+/// product by the f32 sum afterwards, as torch's CPU flash attention does:
+/// the dominant probability then stays exact instead of being rounded.
+pub(crate) fn exp_row_in_place(row: &mut [f32]) -> f32 {
+    exp_row(row)
+}
+
 #[inline(always)]
 fn softmax_row_body(row: &mut [f32]) {
+    let Some(sum) = exp_body(row) else {
+        return;
+    };
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[inline(always)]
+fn exp_row_body(row: &mut [f32]) -> f32 {
+    exp_body(row).unwrap_or(1.0)
+}
+
+/// `e^(x − max)` in place and its sum; `None` after filling a fully masked
+/// row with the uniform distribution.
+#[inline(always)]
+fn exp_body(row: &mut [f32]) -> Option<f32> {
     let mut mx = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -69,7 +102,7 @@ fn softmax_row_body(row: &mut [f32]) {
         // Fully masked row (candle would give 0/0 = NaN): use a uniform row.
         let u = 1.0 / row.len() as f32;
         row.fill(u);
-        return;
+        return None;
     }
     let mut acc = [0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
@@ -84,10 +117,7 @@ fn softmax_row_body(row: &mut [f32]) {
         *v = exp_approx(*v - max);
         sum += *v;
     }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
+    Some(sum)
 }
 
 #[cfg(test)]
