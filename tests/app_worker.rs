@@ -52,6 +52,18 @@ fn tiny() -> BackboneChoice {
     }
 }
 
+/// Loads the tiny backbone and waits until it is ready; its request id.
+fn load_tiny(w: &mut WorkerHandle) -> RequestId {
+    let bb = w.next_id();
+    w.send(Request::LoadBackbone {
+        id: bb,
+        choice: tiny(),
+    })
+    .expect("send");
+    collect(w, 60, |e| matches!(e, Event::BackboneReady { .. }));
+    bb
+}
+
 fn images(w: &mut WorkerHandle) -> [Arc<LoadedImage>; 2] {
     let mut out = Vec::new();
     for side in Side::BOTH {
@@ -181,13 +193,7 @@ fn superseded_requests_are_skipped_and_ids_name_the_answers() {
 fn cancel_stops_a_running_extraction_and_skips_a_queued_one() {
     let (mut w, _) = spawn();
     let imgs = images(&mut w);
-    let bb = w.next_id();
-    w.send(Request::LoadBackbone {
-        id: bb,
-        choice: tiny(),
-    })
-    .expect("send");
-    collect(&w, 60, |e| matches!(e, Event::BackboneReady { .. }));
+    let bb = load_tiny(&mut w);
     let long = extract(&mut w, bb, &imgs, settings(Mode::Noisy, 512, 64));
     // A queued request of another kind, cancelled before it runs.
     let queued = extract(&mut w, bb, &imgs, settings(Mode::Clean, 128, 1));
@@ -234,13 +240,7 @@ fn cancel_stops_a_running_extraction_and_skips_a_queued_one() {
 fn a_batched_noisy_ensemble_is_cancelled() {
     let (mut w, _) = spawn();
     let imgs = images(&mut w);
-    let bb = w.next_id();
-    w.send(Request::LoadBackbone {
-        id: bb,
-        choice: tiny(),
-    })
-    .expect("send");
-    collect(&w, 60, |e| matches!(e, Event::BackboneReady { .. }));
+    let bb = load_tiny(&mut w);
     let mut s = settings(Mode::Noisy, 512, 64);
     s.max_batch = Some(8);
     let long = extract(&mut w, bb, &imgs, s);
@@ -301,13 +301,7 @@ fn extract_source(
 fn dino_and_fused_sources_extract_cancel_and_explain_a_bad_model() {
     let (mut w, _) = spawn();
     let imgs = images(&mut w);
-    let bb = w.next_id();
-    w.send(Request::LoadBackbone {
-        id: bb,
-        choice: tiny(),
-    })
-    .expect("send");
-    collect(&w, 60, |e| matches!(e, Event::BackboneReady { .. }));
+    let bb = load_tiny(&mut w);
 
     // DINOv2 (loaded on first need): one prepared layer.
     let id = extract_source(
@@ -459,13 +453,7 @@ fn a_dead_worker_says_so() {
 fn sweep_and_variance_steps_answer_per_t_and_cancel() {
     let (mut w, _) = spawn();
     let imgs = images(&mut w);
-    let bb = w.next_id();
-    w.send(Request::LoadBackbone {
-        id: bb,
-        choice: tiny(),
-    })
-    .expect("send");
-    collect(&w, 60, |e| matches!(e, Event::BackboneReady { .. }));
+    let bb = load_tiny(&mut w);
     let mut s = settings(Mode::Noisy, 128, 1);
     s.layers = vec![FeatureKey::Us6];
     let step = |w: &mut WorkerHandle, s: &ExtractSettings, t: f64| {

@@ -142,6 +142,9 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     if a.batch.contains(&0) {
         anyhow::bail!("--batch must be at least 1");
     }
+    if a.reps == 0 {
+        anyhow::bail!("--reps must be at least 1: a bench times at least one run");
+    }
     let dev = a.device.parse::<DeviceChoice>()?.open()?;
     crate::model::kernels::set_winograd(a.winograd == "on");
     let dtypes: Vec<DType> = if a.dtype.is_empty() {
@@ -300,21 +303,7 @@ fn bench_dtype(
                 run_once()?;
                 times.push(t0.elapsed().as_secs_f64());
             }
-            let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-            let memory = match peak_rss_mib() {
-                Some(m) if reset => format!("{m:.0} MiB"),
-                _ => "n/a".to_string(),
-            };
-            println!(
-                "{label}: best of {} {:.4}s (runs: {}); peak RSS {memory}",
-                a.reps,
-                best,
-                times
-                    .iter()
-                    .map(|t| format!("{t:.4}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let best = print_best(&label, &times, reset);
             println!(
                 "{label}: {gflop:.1} GFLOP, {:.0} GFLOP/s, {:.0}% of the {dtype:?} GEMM peak",
                 gflop / best,
@@ -323,6 +312,26 @@ fn bench_dtype(
         }
     }
     Ok(())
+}
+
+/// Prints `label`'s row "best of N …s (runs: …); peak RSS …" for the timed
+/// `runs` (seconds; the peak only when `reset` could clear it before them)
+/// and returns the best.
+pub(super) fn print_best(label: &str, runs: &[f64], reset: bool) -> f64 {
+    let best = runs.iter().copied().fold(f64::INFINITY, f64::min);
+    let memory = match peak_rss_mib() {
+        Some(m) if reset => format!("{m:.0} MiB"),
+        _ => "n/a".to_string(),
+    };
+    println!(
+        "{label}: best of {} {best:.4}s (runs: {}); peak RSS {memory}",
+        runs.len(),
+        runs.iter()
+            .map(|t| format!("{t:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    best
 }
 
 /// Resets the process's resident-set high-water mark (Linux:
@@ -335,7 +344,7 @@ pub(super) fn reset_peak_rss() -> bool {
 
 /// The process's peak resident memory in MiB (`VmHWM` of
 /// `/proc/self/status`), where the system says.
-pub(super) fn peak_rss_mib() -> Option<f64> {
+fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     parse_vm_hwm(&status)
 }

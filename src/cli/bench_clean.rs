@@ -14,7 +14,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use image::{Rgb, RgbImage};
 
-use super::bench::{BenchArgs, peak_rss_mib, reset_peak_rss};
+use super::bench::{BenchArgs, print_best, reset_peak_rss};
 use crate::features::extract::{ExtractSettings, Mode, Stage, extract};
 use crate::features::preprocess::{LoadedImage, SizeSpec};
 use crate::model::FeatureKey;
@@ -128,19 +128,8 @@ pub(super) fn run(
         else {
             anyhow::bail!("--reps 0: nothing was timed");
         };
-        let memory = match peak_rss_mib() {
-            Some(m) if reset => format!("{m:.0} MiB"),
-            _ => "n/a".to_string(),
-        };
-        println!(
-            "{label}: best of {} {:.4}s (runs: {}); peak RSS {memory}",
-            a.reps,
-            best.total(),
-            runs.iter()
-                .map(|r| format!("{:.4}", r.total()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let totals: Vec<f64> = runs.iter().map(|r| r.total()).collect();
+        print_best(&label, &totals, reset);
         let parts: Vec<String> = STAGES
             .iter()
             .zip(best.secs.iter().zip(&best.flops))

@@ -548,68 +548,98 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    /// Winograd against candle's direct convolution on edge shapes: odd
-    /// output sizes (partial tiles), 1×1 and 2×2 inputs, channels that are
-    /// not multiples of the vector width, asymmetric padding, batches and a
-    /// transposed (non-contiguous) input, within the parity tests' 1e-4 of
-    /// max|ref| (F(2×2, 3×3) only adds, subtracts and halves around the
-    /// GEMM, so it stays within a few f32 ulp of the direct sum; measured
-    /// ~1e-7).
+    /// Edge shapes: odd output sizes (partial tiles), 1×1 and 2×2 inputs,
+    /// channels that are not multiples of the vector width, asymmetric
+    /// padding, batches and a transposed (non-contiguous) input:
+    /// (batch, C_in, C_out, H, W, pad before, pad after, transposed).
+    /// (batch, C_in, C_out, H, W, pad before, pad after, transposed).
+    type Edge = (usize, usize, usize, usize, usize, usize, usize, bool);
+
+    const EDGE_SHAPES: [Edge; 8] = [
+        (1, 5, 7, 9, 11, 1, 1, false),
+        (2, 3, 17, 1, 1, 1, 1, false),
+        (1, 4, 4, 2, 2, 1, 1, false),
+        (1, 6, 5, 8, 7, 0, 0, false),
+        (1, 6, 5, 8, 7, 0, 1, false),
+        (2, 19, 33, 13, 10, 1, 1, true),
+        (1, 70, 66, 33, 35, 1, 1, false),
+        (1, 129, 64, 17, 40, 1, 1, false),
+    ];
+
+    /// One edge case: the shape, the input as stored (contiguous, or as the
+    /// transposed view of a (B, C, W, H) buffer), the kernel, the bias and
+    /// candle's direct convolution of them. With `bf16` the operands are
+    /// rounded to bf16 first (the reference stays f32).
+    fn edge_case(
+        (b, cin, cout, h, w, pad, pad_end, transposed): (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            bool,
+        ),
+        bf16: bool,
+    ) -> (Shape3, Vec<f32>, Vec<f32>, Vec<f32>, Tensor) {
+        let round = |t: Tensor| {
+            if bf16 {
+                t.to_dtype(DType::BF16)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+            } else {
+                t
+            }
+        };
+        let xt = round(randn(&[b, cin, h, w], 1));
+        let wt = round((randn(&[cout, cin, 3, 3], 2) * 0.3).unwrap());
+        let bias = round(randn(&[cout], 3));
+        let reference = xt
+            .pad_with_zeros(2, pad, pad_end)
+            .unwrap()
+            .pad_with_zeros(3, pad, pad_end)
+            .unwrap()
+            .conv2d(&wt, 0, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+            .unwrap();
+        let (_, _, oh, ow) = reference.dims4().unwrap();
+        let (data, xs) = if transposed {
+            let stored = xt.transpose(2, 3).unwrap().contiguous().unwrap();
+            (stored, [cin * h * w, h * w, 1, h])
+        } else {
+            (xt, [cin * h * w, h * w, w, 1])
+        };
+        let s = Shape3 {
+            b,
+            cin,
+            h,
+            w,
+            cout,
+            oh,
+            ow,
+            pad,
+            x_off: 0,
+            xs,
+        };
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (s, flat(&data), flat(&wt), flat(&bias), reference)
+    }
+
+    /// Winograd against candle's direct convolution on [`EDGE_SHAPES`],
+    /// within the parity tests' 1e-4 of max|ref| (F(2×2, 3×3) only adds,
+    /// subtracts and halves around the GEMM, so it stays within a few f32
+    /// ulp of the direct sum; measured ~1e-7).
     #[test]
     fn winograd_matches_direct_convolution() {
-        // (batch, C_in, C_out, H, W, pad before, pad after, transposed)
-        for (b, cin, cout, h, w, pad, pad_end, transposed) in [
-            (1, 5, 7, 9, 11, 1, 1, false),
-            (2, 3, 17, 1, 1, 1, 1, false),
-            (1, 4, 4, 2, 2, 1, 1, false),
-            (1, 6, 5, 8, 7, 0, 0, false),
-            (1, 6, 5, 8, 7, 0, 1, false),
-            (2, 19, 33, 13, 10, 1, 1, true),
-            (1, 70, 66, 33, 35, 1, 1, false),
-        ] {
-            let xt = randn(&[b, cin, h, w], 1);
-            let wt = (randn(&[cout, cin, 3, 3], 2) * 0.3).unwrap();
-            let bias = randn(&[cout], 3);
-            let reference = xt
-                .pad_with_zeros(2, pad, pad_end)
-                .unwrap()
-                .pad_with_zeros(3, pad, pad_end)
-                .unwrap()
-                .conv2d(&wt, 0, 1, 1, 1)
-                .unwrap()
-                .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
-                .unwrap();
-            let (_, _, oh, ow) = reference.dims4().unwrap();
-            // The input as stored: contiguous, or as the transposed view of
-            // a (B, C, W, H) buffer.
-            let (data, xs) = if transposed {
-                let stored = xt.transpose(2, 3).unwrap().contiguous().unwrap();
-                (stored, [cin * h * w, h * w, 1, h])
-            } else {
-                (xt.clone(), [cin * h * w, h * w, w, 1])
-            };
-            let x: Vec<f32> = data.flatten_all().unwrap().to_vec1().unwrap();
-            let s = Shape3 {
-                b,
-                cin,
-                h,
-                w,
-                cout,
-                oh,
-                ow,
-                pad,
-                x_off: 0,
-                xs,
-            };
-            let wv: Vec<f32> = wt.flatten_all().unwrap().to_vec1().unwrap();
-            let bv: Vec<f32> = bias.to_vec1().unwrap();
+        for shape in EDGE_SHAPES {
+            let (s, x, wv, bv, reference) = edge_case(shape, false);
             let ours = conv3x3(&s, &x, &wv, Some(&bv));
-            let ours = Tensor::from_vec(ours, (b, cout, oh, ow), &Device::Cpu).unwrap();
+            let ours = Tensor::from_vec(ours, reference.dims(), &Device::Cpu).unwrap();
             let e = rel_err(&ours, &reference);
-            assert!(
-                e <= 1e-4,
-                "b{b} {cin}->{cout} {h}x{w} pad ({pad}, {pad_end}) t{transposed}: {e}"
-            );
+            assert!(e <= 1e-4, "{shape:?}: {e}");
         }
     }
 
@@ -644,8 +674,8 @@ mod tests {
     }
 
     /// The bf16 Winograd against the f32 direct convolution of the same
-    /// (bf16-rounded) input and kernel, on the edge shapes above. Each
-    /// product now rounds the transformed kernel U and tile V to bf16 (unit
+    /// (bf16-rounded) input and kernel, on [`EDGE_SHAPES`]. Each product
+    /// now rounds the transformed kernel U and tile V to bf16 (unit
     /// roundoff u = 2⁻⁹ relative to |U|, |V|, which can be up to 2·|g| and
     /// 4·|d|) besides the output's own rounding, so the error bound is a few
     /// u of max|ref| rather than the direct path's one: 1.5e-2 (≈ 8u) holds
@@ -653,73 +683,17 @@ mod tests {
     /// 1.9e-3 to 3.1e-3 for the direct (im2col) bf16 path.
     #[test]
     fn bf16_winograd_matches_f32_direct_convolution() {
-        for (b, cin, cout, h, w, pad, pad_end, transposed) in [
-            (1, 5, 7, 9, 11, 1, 1, false),
-            (2, 3, 17, 1, 1, 1, 1, false),
-            (1, 4, 4, 2, 2, 1, 1, false),
-            (1, 6, 5, 8, 7, 0, 0, false),
-            (1, 6, 5, 8, 7, 0, 1, false),
-            (2, 19, 33, 13, 10, 1, 1, true),
-            (1, 70, 66, 33, 35, 1, 1, false),
-            (1, 129, 64, 17, 40, 1, 1, false),
-        ] {
-            let round = |t: Tensor| {
-                t.to_dtype(DType::BF16)
-                    .unwrap()
-                    .to_dtype(DType::F32)
-                    .unwrap()
-            };
-            let xt = round(randn(&[b, cin, h, w], 1));
-            let wt = round((randn(&[cout, cin, 3, 3], 2) * 0.3).unwrap());
-            let bias = round(randn(&[cout], 3));
-            let reference = xt
-                .pad_with_zeros(2, pad, pad_end)
-                .unwrap()
-                .pad_with_zeros(3, pad, pad_end)
-                .unwrap()
-                .conv2d(&wt, 0, 1, 1, 1)
-                .unwrap()
-                .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
-                .unwrap();
-            let (_, _, oh, ow) = reference.dims4().unwrap();
-            let (data, xs) = if transposed {
-                let stored = xt.transpose(2, 3).unwrap().contiguous().unwrap();
-                (stored, [cin * h * w, h * w, 1, h])
-            } else {
-                (xt.clone(), [cin * h * w, h * w, w, 1])
-            };
-            let x: Vec<u16> = data
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| (v.to_bits() >> 16) as u16)
-                .collect();
-            let s = Shape3 {
-                b,
-                cin,
-                h,
-                w,
-                cout,
-                oh,
-                ow,
-                pad,
-                x_off: 0,
-                xs,
-            };
-            let wv: Vec<f32> = wt.flatten_all().unwrap().to_vec1().unwrap();
-            let bv: Vec<f32> = bias.to_vec1().unwrap();
+        for shape in EDGE_SHAPES {
+            let (s, x, wv, bv, reference) = edge_case(shape, true);
+            // The rounded input's bits are exact bf16.
+            let x: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
             let ours: Vec<f32> = conv3x3_bf16(&s, &x, &wv, Some(&bv))
                 .iter()
                 .map(|&h| f32::from_bits(u32::from(h) << 16))
                 .collect();
-            let ours = Tensor::from_vec(ours, (b, cout, oh, ow), &Device::Cpu).unwrap();
+            let ours = Tensor::from_vec(ours, reference.dims(), &Device::Cpu).unwrap();
             let e = rel_err(&ours, &reference);
-            assert!(
-                e <= 1.5e-2,
-                "b{b} {cin}->{cout} {h}x{w} pad ({pad}, {pad_end}) t{transposed}: {e}"
-            );
+            assert!(e <= 1.5e-2, "{shape:?}: {e}");
         }
     }
 }
