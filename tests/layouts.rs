@@ -331,6 +331,19 @@ fn write_torch_file_in(
     wrap: Option<&str>,
     tensors: &[(String, &str, Vec<usize>, Vec<u8>)],
 ) {
+    write_torch_file_with_code(path, archive, wrap, tensors, &[]);
+}
+
+/// [`write_torch_file_in`] with extra state-dict entries `(name, module,
+/// function)` that unpickling with Python would build by calling
+/// `module.function("echo pwned")`.
+fn write_torch_file_with_code(
+    path: &Path,
+    archive: &str,
+    wrap: Option<&str>,
+    tensors: &[(String, &str, Vec<usize>, Vec<u8>)],
+    code: &[(&str, &str, &str)],
+) {
     let mut p = Pickle(Vec::new());
     p.op(0x80);
     p.op(2);
@@ -379,6 +392,14 @@ fn write_torch_file_in(
         p.op(b'R');
         entries.push((format!("{archive}/data/{i}"), bytes.clone()));
     }
+    for (name, module, function) in code {
+        p.unicode(name);
+        p.global(module, function);
+        p.op(b'(');
+        p.unicode("echo pwned");
+        p.op(b't');
+        p.op(b'R');
+    }
     p.op(b'u');
     if wrap.is_some() {
         p.op(b's');
@@ -398,6 +419,17 @@ fn safetensors_to_torch(from: &Path, to: &Path) {
 
 /// [`safetensors_to_torch`], the state dict under the top-level key `wrap`.
 fn safetensors_to_torch_in(from: &Path, to: &Path, wrap: Option<&str>) {
+    safetensors_to_torch_with_code(from, to, wrap, &[]);
+}
+
+/// [`safetensors_to_torch_in`] with code-carrying entries (see
+/// [`write_torch_file_with_code`]).
+fn safetensors_to_torch_with_code(
+    from: &Path,
+    to: &Path,
+    wrap: Option<&str>,
+    code: &[(&str, &str, &str)],
+) {
     let bytes = std::fs::read(from).expect("read");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
@@ -415,7 +447,7 @@ fn safetensors_to_torch_in(from: &Path, to: &Path, wrap: Option<&str>) {
             (n, storage, v.shape().to_vec(), v.data().to_vec())
         })
         .collect();
-    write_torch_file_in(to, "archive", wrap, &tensors);
+    write_torch_file_with_code(to, "archive", wrap, &tensors, code);
 }
 
 #[test]
@@ -839,4 +871,47 @@ fn incomplete_single_files_are_refused_naming_what_is_missing() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("--student"), "{err}");
+}
+
+/// A pickle whose state dict holds code-carrying objects loads (nothing is
+/// run; the entries are dropped) and names every dropped entry in the
+/// load's notes (issue #20 item 18: it was silent), in a folder's part and
+/// in a single-file `.ckpt`.
+#[test]
+fn code_carrying_pickle_entries_are_named_when_dropped() {
+    let (_tmp, dir) = copy_fixture("tiny-sd21");
+    safetensors_to_torch_with_code(
+        &dir.join(TEXT_ST),
+        &dir.join("text_encoder/pytorch_model.bin"),
+        None,
+        &[("evil", "posix", "system"), ("also_evil", "builtins", "eval")],
+    );
+    std::fs::remove_file(dir.join(TEXT_ST)).expect("rm");
+    let bb = load(&dir).expect("loads; the code entries are dropped");
+    let info = report_text(&bb);
+    for (name, call) in [("evil", "posix.system"), ("also_evil", "builtins.eval")] {
+        assert!(
+            info.contains(&format!("state-dict entry `{name}`"))
+                && info.contains(call)
+                && info.contains("code-carrying entry dropped, nothing was run"),
+            "{name}: {info}"
+        );
+    }
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let st = tmp.path().join("model.safetensors");
+    common::single_file::write_single_file("tiny-sd21", &st);
+    let ckpt = tmp.path().join("v2-1.ckpt");
+    safetensors_to_torch_with_code(
+        &st,
+        &ckpt,
+        Some("state_dict"),
+        &[("callback", "os", "system")],
+    );
+    let bb = load(&ckpt).expect("the .ckpt loads");
+    let info = report_text(&bb);
+    assert!(
+        info.contains("state-dict entry `callback`") && info.contains("os.system"),
+        "{info}"
+    );
 }

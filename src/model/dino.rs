@@ -197,6 +197,7 @@ impl DinoConfig {
         if cfg.image_size < cfg.patch_size {
             return Err(bad("image_size", "is smaller than patch_size"));
         }
+        crate::model::config::limits::check_dino(&cfg)?;
         Ok(cfg)
     }
 }

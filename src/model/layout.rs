@@ -166,6 +166,11 @@ pub fn find_in_dir(dir: &Path, part: Part, prefer_variant: bool) -> Result<PartF
                 .into_iter()
                 .map(|(rel, ..)| rel)
                 .collect();
+            // Something that is not a file where a weights file belongs is
+            // named, not reported as missing.
+            for rel in &looked {
+                super::weights::file_kind::ensure_regular(&dir.join(rel))?;
+            }
             let what = match part {
                 Part::Unet => {
                     "this folder has no UNet weights: a diffusers model folder holds unet/config.json and unet/diffusion_pytorch_model.safetensors"
@@ -187,6 +192,7 @@ pub fn read_index(index: &Path) -> Result<(Vec<String>, HashMap<String, String>)
         path: index.to_path_buf(),
         why,
     };
+    super::weights::file_kind::ensure_regular(index)?;
     let text = std::fs::read_to_string(index).map_err(|e| ModelError::Io {
         path: index.to_path_buf(),
         source: e,
@@ -229,6 +235,7 @@ pub fn read_part(f: &PartFile, dev: &Device, dtype: DType) -> Result<HashMap<Str
     for shard in &shards {
         let p = folder.join(shard);
         if !p.is_file() {
+            super::weights::file_kind::ensure_regular(&p)?;
             return Err(ModelError::MissingFile {
                 path: p,
                 hint: format!("a shard named by {}", f.path.display()),
@@ -291,6 +298,7 @@ pub fn read_pickle(path: &Path, dev: &Device, dtype: DType) -> Result<HashMap<St
         why,
         hint: conversion_hint(path),
     };
+    super::weights::file_kind::ensure_regular(path)?;
     let mut pth = candle_core::pickle::PthTensors::new(path, None)
         .map_err(|e| refuse(format!("cannot parse it: {e}")))?;
     if pth.tensor_infos().is_empty()
@@ -302,6 +310,9 @@ pub fn read_pickle(path: &Path, dev: &Device, dtype: DType) -> Result<HashMap<St
         return Err(refuse(
             "it holds no tensors this reader understands (only torch.save state dicts of float16/bfloat16/float32/float64/int64/uint8 tensors)".into(),
         ));
+    }
+    for d in super::weights::pickle_scan::dropped_entries(path) {
+        tracing::warn!("{}", d.note(path));
     }
     let mut names: Vec<String> = pth.tensor_infos().keys().cloned().collect();
     names.sort();

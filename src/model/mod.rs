@@ -37,6 +37,40 @@ pub enum ModelError {
     },
     #[error("{path} is missing ({hint})")]
     MissingFile { path: PathBuf, hint: String },
+    /// Something other than a regular file where a weights, config or
+    /// tokenizer file belongs (never opened: a FIFO would block).
+    #[error("{path} {kind}, not a regular file; put the file itself there")]
+    NotAFile {
+        path: PathBuf,
+        kind: weights::file_kind::FileKind,
+    },
+    /// A weight a module uses is stored as integers (it would be converted
+    /// to float silently).
+    #[error(
+        "{what}: tensor `{tensor}` is stored as {dtype} integers, but model weights are floating point (f32, f16, bf16){}; the file was written wrongly or holds something else",
+        more_tensors(*more)
+    )]
+    IntegerWeight {
+        what: String,
+        tensor: String,
+        dtype: String,
+        more: usize,
+    },
+    /// A weight a module uses holds NaN or ±inf.
+    #[error(
+        "{what}: tensor `{tensor}` holds {value} at index {index} ({count} of its {total} values are not finite, as {dtype}){}; features computed from it would be NaN",
+        more_tensors(*more)
+    )]
+    NonFiniteWeight {
+        what: String,
+        tensor: String,
+        value: String,
+        index: usize,
+        count: usize,
+        total: usize,
+        dtype: String,
+        more: usize,
+    },
     #[error(
         "{path} is not a valid safetensors file ({why}); it may be truncated or not a weights file: download it again"
     )]
@@ -113,6 +147,15 @@ pub enum ModelError {
     OutOfMemory(candle_core::Error),
     #[error(transparent)]
     Candle(candle_core::Error),
+}
+
+/// ", and N more tensors" for the weight-value errors.
+fn more_tensors(more: usize) -> String {
+    match more {
+        0 => String::new(),
+        1 => " (and 1 more tensor)".into(),
+        n => format!(" (and {n} more tensors)"),
+    }
 }
 
 impl From<candle_core::Error> for ModelError {

@@ -87,6 +87,21 @@ pub fn backbone_error(e: &ModelError) -> UserError {
              diffusers folder (unet/, vae/, text_encoder/, tokenizer/)"
                 .to_string()
         }
+        ModelError::NotAFile { .. } => {
+            "Put the weights file itself at that path (a regular file, or a symlink to one)"
+                .to_string()
+        }
+        ModelError::IntegerWeight { .. } => {
+            "The file holds integer tensors where weights belong: export the model again from \
+             diffusers/transformers (save_pretrained), or use the original download"
+                .to_string()
+        }
+        ModelError::NonFiniteWeight { .. } => {
+            "The weights are corrupt (NaN or infinite values): download the file again, or use a \
+             checkpoint saved before training diverged; an f32 file with values beyond f16's \
+             range loads with dtype f32"
+                .to_string()
+        }
         ModelError::StudentTimestep { .. } => {
             "Check the student file: its timestep must be one number in [0, 999]".to_string()
         }

@@ -9,6 +9,7 @@ use super::ModelError;
 use super::layers::Activation;
 
 mod fields;
+pub mod limits;
 
 pub use fields::{Expect, FieldRules, TEXT_FIELDS, UNET_FIELDS, VAE_FIELDS};
 use fields::{get_bool, get_f64, get_usize, str_list, usize_list, usize_list_value};
@@ -291,6 +292,7 @@ impl UNetConfig {
             mid_block_scale_factor,
             center_input_sample: b("center_input_sample", false)?,
         };
+        limits::check_unet(&cfg)?;
         Ok((cfg, notes))
     }
 }
@@ -468,6 +470,7 @@ impl TextConfig {
                 ),
             ));
         }
+        limits::check_text(&cfg)?;
         Ok((cfg, notes))
     }
 }
@@ -669,6 +672,7 @@ pub(crate) fn read_pad_token(tok_dir: &Path) -> Result<Option<String>, ModelErro
 
 /// Reads a JSON file; `Ok(None)` when it does not exist.
 pub(crate) fn read_json(path: &Path) -> Result<Option<Value>, ModelError> {
+    super::weights::file_kind::ensure_regular(path)?;
     match std::fs::read_to_string(path) {
         Ok(s) => serde_json::from_str(&s)
             .map(Some)

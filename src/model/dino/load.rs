@@ -101,6 +101,7 @@ impl DinoModel {
             let cfg = path.join("config.json");
             let w = path.join("model.safetensors");
             for f in [&cfg, &w] {
+                crate::model::weights::file_kind::ensure_regular(f)?;
                 if !f.is_file() {
                     return Err(ModelError::MissingFile {
                         path: f.clone(),
@@ -144,6 +145,7 @@ fn from_files(
     spec: &DinoSpec,
     name: &str,
 ) -> Result<DinoModel, ModelError> {
+    crate::model::weights::file_kind::ensure_regular(cfg_path)?;
     let text = std::fs::read_to_string(cfg_path).map_err(|e| ModelError::Io {
         path: cfg_path.clone(),
         source: e,
@@ -155,6 +157,12 @@ fn from_files(
     })?;
     let cfg = DinoConfig::from_transformers_json(&v)?;
     let tensors = normalise_keys(read_safetensors(weights, &spec.device, spec.dtype)?)?;
+    // Every size of the config against the tensors, before building.
+    crate::model::weights::fit::check_dino(
+        &cfg,
+        &crate::model::weights::fit::shapes_of(&tensors),
+        &weights.display().to_string(),
+    )?;
     let (net, params) = build_strict(
         tensors,
         &format!("DINOv2 {name} ({})", weights.display()),

@@ -292,6 +292,7 @@ fn read_merges(path: &Path) -> Result<Merges, ModelError> {
 }
 
 fn read_text(path: &Path, what: &str) -> Result<String, ModelError> {
+    crate::model::weights::file_kind::ensure_regular(path)?;
     std::fs::read_to_string(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ModelError::MissingFile {
             path: path.to_path_buf(),

@@ -25,10 +25,15 @@ use super::unet::UNet;
 use super::vae::{UNUSED_PREFIXES, VaeEncoder};
 use super::{ModelError, Result};
 
+pub mod file_kind;
+mod finite;
+pub mod fit;
+pub mod pickle_scan;
 mod single;
 mod source;
 mod student;
 mod tensors;
+pub mod validate;
 
 pub use single::*;
 pub use source::*;
@@ -159,6 +164,7 @@ impl BackboneSpec {
         {
             return Ok((ModelSource::SingleFile(path.to_path_buf()), None));
         }
+        file_kind::ensure_regular(path)?;
         if path.exists() {
             return Err(ModelError::ModelIsFile {
                 model: m.to_string(),
@@ -359,6 +365,11 @@ impl Backbone {
             ModelConfig::from_diffusers_dir_notes(&files.root, preset.as_ref())?;
         if let Some(p) = &preset {
             cfg.name = p.name.clone();
+        }
+        // Every config size against the files' headers, before building.
+        fit::check_pipeline(&cfg, &files)?;
+        for f in [&files.unet, &files.vae, &files.text] {
+            notes.extend(pickle_scan::part_notes(f));
         }
         let prefer = prefers_variant(dtype);
         for f in [&files.unet, &files.vae, &files.text] {

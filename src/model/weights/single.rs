@@ -25,6 +25,7 @@ pub enum SingleFileKind {
 /// Looks at a single file's tensor names (the header only for safetensors,
 /// the pickle's tensor table for `.ckpt`/`.pt`) to tell what it is.
 pub fn detect_single_file(path: &Path) -> Result<SingleFileKind> {
+    super::file_kind::ensure_regular(path)?;
     let is_st = path
         .extension()
         .and_then(|e| e.to_str())
@@ -222,6 +223,7 @@ pub fn single_file_tokenizer(
         let mut files = Vec::new();
         for f in TOKENIZER_FILES {
             let p = base.join(f);
+            super::file_kind::ensure_regular(&p)?;
             if !p.is_file() {
                 return Err(ModelError::MissingFile {
                     path: p,
@@ -293,6 +295,21 @@ pub fn load_single_file(
     });
     let c = read_single_file(path, dev, dtype)?;
     let (cfg, config_origin) = single_file_config(path, &c, spec)?;
+    if spec.config_dir.is_some() {
+        // --config's sizes against the file's tensors, before building.
+        let shown = path.display();
+        fit::check_unet(
+            &cfg.unet,
+            &fit::shapes_of(&c.unet),
+            &format!("{shown} ({}*)", single_file::UNET_PREFIX),
+        )?;
+        fit::check_vae(
+            &cfg.vae,
+            &fit::shapes_of(&c.vae),
+            &format!("{shown} ({}*)", single_file::VAE_PREFIX),
+        )?;
+        fit::check_text(&cfg.text, &fit::shapes_of(&c.text_encoder), &shown.to_string())?;
+    }
     let (tokenizer, tokenizer_origin) = single_file_tokenizer(&cfg, spec, progress)?;
     let fam = match c.kind.family {
         SdFamily::Sd1 => "SD1",
@@ -308,6 +325,13 @@ pub fn load_single_file(
             "text encoder: {} of the file's {} OpenCLIP blocks (SD2 conditions on the penultimate layer)",
             c.kind.text_layers_used, c.kind.text_layers_in_file
         ));
+    }
+    if format == Format::Pickle {
+        notes.extend(
+            pickle_scan::dropped_entries(path)
+                .into_iter()
+                .map(|d| d.note(path)),
+        );
     }
     if c.kind.has_ema {
         notes.push("the file also holds EMA weights (model_ema.*); the non-EMA weights are used, as diffusers does by default".into());

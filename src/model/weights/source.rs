@@ -35,6 +35,7 @@ impl PipelineFiles {
     pub(super) fn in_dir(dir: &Path, prefer_variant: bool) -> Result<Self> {
         let need = |rel: &str, hint: &str| -> Result<PathBuf> {
             let p = dir.join(rel);
+            file_kind::ensure_regular(&p)?;
             if p.is_file() {
                 Ok(p)
             } else {

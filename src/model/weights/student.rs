@@ -15,7 +15,9 @@ impl StudentSource {
     /// `CompVis/cleandift:cleandift_sd21_unet.safetensors`).
     pub fn parse(s: &str) -> Result<Self> {
         let p = Path::new(s);
-        if p.exists() {
+        // Something that is not a file (a FIFO, a symlink loop) is named by
+        // the reader rather than taken for a repo id.
+        if p.exists() || super::file_kind::non_regular(p).is_some() {
             return Ok(StudentSource::File(p.to_path_buf()));
         }
         match s.split_once(':') {

@@ -11,6 +11,7 @@ pub fn read_safetensors(
     dev: &Device,
     dtype: DType,
 ) -> Result<HashMap<String, Tensor>> {
+    super::file_kind::ensure_regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| ModelError::Io {
         path: path.to_path_buf(),
         source: e,
@@ -138,6 +139,9 @@ pub fn build_strict<T>(
         .state
         .lock()
         .map_err(|_| ModelError::Poisoned("weight tracker"))?;
+    if let Some(e) = super::validate::fault_error(what, &state.faults) {
+        return Err(e);
+    }
     let mut unexpected: Vec<&String> = tracker
         .tensors
         .keys()
@@ -186,6 +190,8 @@ struct TrackState {
     used: HashSet<String>,
     missing: Vec<String>,
     wrong: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// Integer or non-finite weights (see [`super::validate`]).
+    faults: Vec<(String, super::validate::WeightFault)>,
     params: usize,
 }
 
@@ -215,6 +221,10 @@ impl SimpleBackend for TrackingRef {
                 if st.used.insert(name.to_string()) {
                     st.params += s.elem_count();
                 }
+                if let Some(fault) = super::validate::check_weight(t)? {
+                    st.faults.push((name.to_string(), fault));
+                    return Tensor::zeros(s, dtype, dev);
+                }
                 t.to_dtype(dtype)?.to_device(dev)
             }
             Some(t) => {
@@ -233,8 +243,12 @@ impl SimpleBackend for TrackingRef {
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         match self.0.tensors.get(name) {
             Some(t) => {
+                let fault = super::validate::check_weight(t)?;
                 if let Ok(mut st) = self.0.state.lock() {
                     st.used.insert(name.to_string());
+                    if let Some(fault) = fault {
+                        st.faults.push((name.to_string(), fault));
+                    }
                 }
                 t.to_dtype(dtype)?.to_device(dev)
             }
@@ -389,6 +403,7 @@ pub fn read_safetensors_header(path: &Path) -> Result<serde_json::Value> {
         path: path.to_path_buf(),
         why,
     };
+    super::file_kind::ensure_regular(path)?;
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
