@@ -48,7 +48,7 @@ pub enum ModelError {
     /// to float silently).
     #[error(
         "{what}: tensor `{tensor}` is stored as {dtype} integers, but model weights are floating point (f32, f16, bf16){}; the file was written wrongly or holds something else",
-        more_tensors(*more)
+        more_tensors(.more)
     )]
     IntegerWeight {
         what: String,
@@ -59,7 +59,7 @@ pub enum ModelError {
     /// A weight a module uses holds NaN or ±inf.
     #[error(
         "{what}: tensor `{tensor}` holds {value} at index {index} ({count} of its {total} values are not finite, as {dtype}){}; features computed from it would be NaN",
-        more_tensors(*more)
+        more_tensors(.more)
     )]
     NonFiniteWeight {
         what: String,
@@ -150,8 +150,8 @@ pub enum ModelError {
 }
 
 /// ", and N more tensors" for the weight-value errors.
-fn more_tensors(more: usize) -> String {
-    match more {
+fn more_tensors(more: &usize) -> String {
+    match *more {
         0 => String::new(),
         1 => " (and 1 more tensor)".into(),
         n => format!(" (and {n} more tensors)"),

@@ -18,7 +18,8 @@ pub struct NonFinite {
 /// Scans `x` with `bad` (true for a non-finite element): `None` when every
 /// element is finite.
 fn scan<T: Sync>(x: &[T], bad: impl Fn(&T) -> bool + Sync) -> Option<NonFinite> {
-    let count_chunk = |c: &[T]| c.iter().filter(|v| bad(v)).count();
+    // A branch-free sum vectorises; `filter().count()` does not.
+    let count_chunk = |c: &[T]| c.iter().map(|v| usize::from(bad(v))).sum::<usize>();
     let count: usize = if x.len() <= CHUNK {
         count_chunk(x)
     } else {
