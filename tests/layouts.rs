@@ -884,7 +884,10 @@ fn code_carrying_pickle_entries_are_named_when_dropped() {
         &dir.join(TEXT_ST),
         &dir.join("text_encoder/pytorch_model.bin"),
         None,
-        &[("evil", "posix", "system"), ("also_evil", "builtins", "eval")],
+        &[
+            ("evil", "posix", "system"),
+            ("also_evil", "builtins", "eval"),
+        ],
     );
     std::fs::remove_file(dir.join(TEXT_ST)).expect("rm");
     let bb = load(&dir).expect("loads; the code entries are dropped");

@@ -165,7 +165,9 @@ fn config_sizes_the_weights_contradict_are_refused_by_field() {
             "{config} {field}: {err}"
         );
         let msg = err.to_string();
-        let shown = value.as_u64().map_or_else(String::new, |v| format!("= {v}"));
+        let shown = value
+            .as_u64()
+            .map_or_else(String::new, |v| format!("= {v}"));
         assert!(
             msg.contains(says) && msg.contains(&shown),
             "{config} {field}: {msg}"
@@ -182,29 +184,54 @@ fn config_sizes_the_weights_contradict_are_refused_by_field() {
 #[test]
 fn absurd_config_sizes_are_refused_before_anything_is_built() {
     let cases: [(&str, &str, Value); 11] = [
-        ("unet/config.json", "layers_per_block", json!(1_000_000_000u64)),
+        (
+            "unet/config.json",
+            "layers_per_block",
+            json!(1_000_000_000u64),
+        ),
         (
             "unet/config.json",
             "block_out_channels",
-            json!([300_000_000u64, 300_000_000u64, 300_000_000u64, 300_000_000u64]),
+            json!([
+                300_000_000u64,
+                300_000_000u64,
+                300_000_000u64,
+                300_000_000u64
+            ]),
         ),
         (
             "unet/config.json",
             "block_out_channels",
             json!([48000, 48000, 48000, 48000]),
         ),
-        ("unet/config.json", "cross_attention_dim", json!(1_000_000_000u64)),
+        (
+            "unet/config.json",
+            "cross_attention_dim",
+            json!(1_000_000_000u64),
+        ),
         ("unet/config.json", "sample_size", json!(600)),
         ("unet/config.json", "sample_size", json!(100_000)),
         ("unet/config.json", "sample_size", json!(1_000_000_000u64)),
-        ("vae/config.json", "layers_per_block", json!(1_000_000_000u64)),
-        ("text_encoder/config.json", "num_hidden_layers", json!(1_000_000_000u64)),
+        (
+            "vae/config.json",
+            "layers_per_block",
+            json!(1_000_000_000u64),
+        ),
+        (
+            "text_encoder/config.json",
+            "num_hidden_layers",
+            json!(1_000_000_000u64),
+        ),
         (
             "text_encoder/config.json",
             "max_position_embeddings",
             json!(1_000_000_000u64),
         ),
-        ("text_encoder/config.json", "vocab_size", json!(1_000_000_000_000u64)),
+        (
+            "text_encoder/config.json",
+            "vocab_size",
+            json!(1_000_000_000_000u64),
+        ),
     ];
     for (config, field, value) in cases {
         let err = refused("tiny-sd21", config, field, value.clone());
@@ -223,7 +250,12 @@ fn absurd_config_sizes_are_refused_before_anything_is_built() {
     }
     // With the heads dividing them, the channels are judged by the weights.
     let (_tmp, dir) = copy_fixture("tiny-sd21");
-    set_field(&dir, "unet/config.json", "attention_head_dim", json!([1, 1, 1, 1]));
+    set_field(
+        &dir,
+        "unet/config.json",
+        "attention_head_dim",
+        json!([1, 1, 1, 1]),
+    );
     set_field(
         &dir,
         "unet/config.json",
@@ -311,7 +343,12 @@ fn single_file_config_dir_sizes_are_checked_against_the_file() {
     common::single_file::write_single_file("tiny-sd15", &path);
     let cfg = tmp.path().join("cfg");
     copy_dir(&fixture_dir("tiny-sd15"), &cfg);
-    set_field(&cfg, "vae/config.json", "layers_per_block", json!(1_000_000_000u64));
+    set_field(
+        &cfg,
+        "vae/config.json",
+        "layers_per_block",
+        json!(1_000_000_000u64),
+    );
     let mut spec = BackboneSpec::new(&path.display().to_string(), Device::Cpu, DType::F32);
     spec.student = Some("none".into());
     spec.config_dir = Some(cfg);
@@ -355,7 +392,10 @@ fn integer_weights_are_refused_by_file_and_tensor() {
     let err = load(&dir, None).err().expect("refused");
     match &err {
         ModelError::IntegerWeight {
-            what, tensor, dtype, ..
+            what,
+            tensor,
+            dtype,
+            ..
         } => {
             assert_eq!(tensor, name);
             assert_eq!(dtype, "I64");
@@ -374,7 +414,10 @@ fn integer_weights_are_refused_by_file_and_tensor() {
 fn poison(path: &Path, name: &str, at: usize, value: f32) {
     let mut t = tensors(path);
     let orig = &t[name];
-    let mut v = orig.flatten_all().and_then(|x| x.to_vec1::<f32>()).expect("v");
+    let mut v = orig
+        .flatten_all()
+        .and_then(|x| x.to_vec1::<f32>())
+        .expect("v");
     v[at] = value;
     let back = Tensor::from_vec(v, orig.dims(), &Device::Cpu).expect("t");
     t.insert(name.into(), back);
@@ -392,7 +435,10 @@ fn expect_non_finite(err: &ModelError, file: &str, name: &str, at: usize, value:
             ..
         } => {
             assert!(what.contains(file), "{err}");
-            assert_eq!((tensor.as_str(), *index, v.as_str(), *count), (name, at, value, 1));
+            assert_eq!(
+                (tensor.as_str(), *index, v.as_str(), *count),
+                (name, at, value, 1)
+            );
         }
         other => panic!("expected a non-finite refusal, got: {other}"),
     }
@@ -411,13 +457,7 @@ fn non_finite_weights_are_refused_by_file_and_tensor() {
             f32::NAN,
             "NaN",
         ),
-        (
-            VAE_FILE,
-            "encoder.conv_in.weight",
-            3,
-            f32::INFINITY,
-            "inf",
-        ),
+        (VAE_FILE, "encoder.conv_in.weight", 3, f32::INFINITY, "inf"),
         (
             TEXT_FILE,
             "text_model.final_layer_norm.weight",
@@ -511,7 +551,10 @@ fn non_files_in_place_of_weights_are_named() {
     let cfg = dir.join("text_encoder/config.json");
     std::fs::remove_file(&cfg).expect("rm");
     mkfifo(&cfg);
-    expect_not_a_file(&load_bounded(&dir, None).err().expect("refused"), "is a FIFO");
+    expect_not_a_file(
+        &load_bounded(&dir, None).err().expect("refused"),
+        "is a FIFO",
+    );
     let (_tmp2, dir) = copy_fixture("tiny-sd21");
     let student = tmp.path().join("student.safetensors");
     mkfifo(&student);

@@ -64,10 +64,7 @@ pub fn check_dino(cfg: &DinoConfig) -> Result<(), ModelError> {
         return Err(ModelError::Config {
             part: "dinov2",
             field: "mlp_ratio".into(),
-            why: format!(
-                "= {} is outside (0, 64] (DINOv2 uses 4)",
-                cfg.mlp_ratio
-            ),
+            why: format!("= {} is outside (0, 64] (DINOv2 uses 4)", cfg.mlp_ratio),
         });
     }
     Ok(())

@@ -19,7 +19,9 @@ pub enum FileKind {
     /// Resolving the path loops through symlinks (`ELOOP`).
     SymlinkLoop,
     /// A symlink whose target does not exist.
-    DanglingSymlink { target: PathBuf },
+    DanglingSymlink {
+        target: PathBuf,
+    },
     /// Neither a regular file nor any of the above.
     Other,
 }
@@ -46,7 +48,11 @@ impl std::fmt::Display for FileKind {
 /// Whether an I/O error is `ELOOP` (too many levels of symbolic links).
 fn is_loop(e: &std::io::Error) -> bool {
     // ELOOP is 40 on Linux, 62 on macOS and the BSDs.
-    let eloop = if cfg!(any(target_os = "macos", target_os = "ios", target_os = "freebsd")) {
+    let eloop = if cfg!(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd"
+    )) {
         62
     } else {
         40

@@ -165,7 +165,10 @@ impl Judge<'_> {
             _ => Err(self.refuse(
                 field,
                 value,
-                format!("has `{}{key}` of shape {s:?} (dimension {dim} should be {want})", self.prefixes[0]),
+                format!(
+                    "has `{}{key}` of shape {s:?} (dimension {dim} should be {want})",
+                    self.prefixes[0]
+                ),
             )),
         }
     }
@@ -221,7 +224,13 @@ pub fn check_unet(cfg: &UNetConfig, shapes: &Shapes, file: &str) -> Result<()> {
             format!("holds {layers} resnets per down block (down_blocks.0.resnets.N)"),
         ));
     }
-    j.dim("in_channels", cfg.in_channels, "conv_in.weight", 1, cfg.in_channels)?;
+    j.dim(
+        "in_channels",
+        cfg.in_channels,
+        "conv_in.weight",
+        1,
+        cfg.in_channels,
+    )?;
     j.dim(
         "out_channels",
         cfg.out_channels,
@@ -255,7 +264,10 @@ pub fn check_unet(cfg: &UNetConfig, shapes: &Shapes, file: &str) -> Result<()> {
                 return Err(j.refuse(
                     "cross_attention_dim",
                     cfg.cross_attention_dim,
-                    format!("has `{k}` of shape {s:?} (context width {})", s.get(1).copied().unwrap_or(0)),
+                    format!(
+                        "has `{k}` of shape {s:?} (context width {})",
+                        s.get(1).copied().unwrap_or(0)
+                    ),
                 ));
             }
             None => {
@@ -302,7 +314,9 @@ pub fn check_vae(cfg: &VaeConfig, shapes: &Shapes, file: &str) -> Result<()> {
         return Err(j.refuse(
             "layers_per_block",
             cfg.layers_per_block,
-            format!("holds {layers} resnets per encoder down block (encoder.down_blocks.0.resnets.N)"),
+            format!(
+                "holds {layers} resnets per encoder down block (encoder.down_blocks.0.resnets.N)"
+            ),
         ));
     }
     j.dim(
@@ -379,7 +393,11 @@ pub fn check_dino(cfg: &DinoConfig, shapes: &Shapes, file: &str) -> Result<()> {
     }
     let grid = cfg.pos_grid();
     let n = grid.checked_mul(grid).and_then(|g| g.checked_add(1));
-    let pos = j.shape("image_size", cfg.image_size, "embeddings.position_embeddings")?;
+    let pos = j.shape(
+        "image_size",
+        cfg.image_size,
+        "embeddings.position_embeddings",
+    )?;
     if n.is_none() || pos.get(1).copied() != n {
         return Err(j.refuse(
             "image_size",

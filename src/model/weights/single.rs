@@ -308,7 +308,11 @@ pub fn load_single_file(
             &fit::shapes_of(&c.vae),
             &format!("{shown} ({}*)", single_file::VAE_PREFIX),
         )?;
-        fit::check_text(&cfg.text, &fit::shapes_of(&c.text_encoder), &shown.to_string())?;
+        fit::check_text(
+            &cfg.text,
+            &fit::shapes_of(&c.text_encoder),
+            &shown.to_string(),
+        )?;
     }
     let (tokenizer, tokenizer_origin) = single_file_tokenizer(&cfg, spec, progress)?;
     let fam = match c.kind.family {

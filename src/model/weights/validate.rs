@@ -152,7 +152,10 @@ mod tests {
                 .expect("t");
             match check_weight(&bad).expect("check") {
                 Some(WeightFault::NonFinite {
-                    first, count, total, ..
+                    first,
+                    count,
+                    total,
+                    ..
                 }) => assert_eq!((first, count, total), (1, 2, 4), "{dtype:?}"),
                 other => panic!("{dtype:?}: {other:?}"),
             }
