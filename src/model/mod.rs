@@ -58,7 +58,7 @@ pub enum ModelError {
     },
     /// A weight a module uses holds NaN or ±inf.
     #[error(
-        "{what}: tensor `{tensor}` holds {value} at index {index} ({count} of its {total} values are not finite, as {dtype}){}; features computed from it would be NaN",
+        "{what}: tensor `{tensor}` holds {value} at index {index} ({count} of its {total} values are not finite, as {dtype:?}){}; features computed from it would be NaN",
         more_tensors(.more)
     )]
     NonFiniteWeight {
@@ -68,7 +68,7 @@ pub enum ModelError {
         index: usize,
         count: usize,
         total: usize,
-        dtype: String,
+        dtype: candle_core::DType,
         more: usize,
     },
     #[error(

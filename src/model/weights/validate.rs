@@ -74,6 +74,8 @@ fn scan_cpu(t: &Tensor) -> Option<Option<NonFinite>> {
 
 /// Any device, any float dtype: `x - x` is 0 for a finite value and NaN
 /// otherwise, so one sum says whether to look closer (on the CPU, in f32).
+// `x - x` is the point: 0 where x is finite, NaN where it is not.
+#[allow(clippy::eq_op)]
 fn scan_any(t: &Tensor) -> candle_core::Result<Option<NonFinite>> {
     let x = t.flatten_all()?.to_dtype(DType::F32)?;
     let probe = (&x - &x)?.sum_all()?.to_scalar::<f32>()?;
@@ -125,7 +127,7 @@ pub fn fault_error(what: &str, faults: &[(String, WeightFault)]) -> Option<Model
             index: *first,
             count: *count,
             total: *total,
-            dtype: format!("{dtype:?}"),
+            dtype: *dtype,
             more,
         },
     })
