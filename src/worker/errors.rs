@@ -87,6 +87,9 @@ pub fn backbone_error(e: &ModelError) -> UserError {
              diffusers folder (unet/, vae/, text_encoder/, tokenizer/)"
                 .to_string()
         }
+        ModelError::WeightsChanged { .. } => {
+            "Wait until the file is completely written, then press Load again".to_string()
+        }
         ModelError::StudentTimestep { .. } => {
             "Check the student file: its timestep must be one number in [0, 999]".to_string()
         }

@@ -282,6 +282,7 @@ pub fn load_single_file(
     progress: ProgressFn,
 ) -> Result<Backbone> {
     let (dev, dtype) = (&spec.device, spec.dtype);
+    let mut identity = PendingIdentity::stat(&[("single file", path)])?;
     let kind = detect_single_file(path)?;
     tracing::info!("{}: single file, {kind:?}", path.display());
     let format = match &kind {
@@ -294,6 +295,12 @@ pub fn load_single_file(
     let c = read_single_file(path, dev, dtype)?;
     let (cfg, config_origin) = single_file_config(path, &c, spec)?;
     let (tokenizer, tokenizer_origin) = single_file_tokenizer(&cfg, spec, progress)?;
+    for f in TOKENIZER_FILES {
+        let p = Path::new(&tokenizer_origin).join(f);
+        if p.is_file() {
+            identity.add("tokenizer", &p)?;
+        }
+    }
     let fam = match c.kind.family {
         SdFamily::Sd1 => "SD1",
         SdFamily::Sd2 => "SD2",
@@ -369,6 +376,7 @@ pub fn load_single_file(
                 vae_encoder: vae_params,
                 text: text_params,
             },
+            identity,
         },
         false,
         report,
