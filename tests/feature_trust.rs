@@ -51,7 +51,11 @@ fn through_cache(bb: &Backbone, dir: &Path, s: &ExtractSettings) -> (Vec<f32>, b
     let e = cache
         .get_or_extract(bb, &image("chelsea.png"), s, None, &mut |_| ran = true)
         .expect("extract");
-    (e.maps[&FeatureKey::Us6].data.clone(), ran, cache.take_notes())
+    (
+        e.maps[&FeatureKey::Us6].data.clone(),
+        ran,
+        cache.take_notes(),
+    )
 }
 
 fn direct(bb: &Backbone, s: &ExtractSettings) -> Vec<f32> {
@@ -84,7 +88,10 @@ fn a_student_retrained_at_the_same_path_is_not_served_from_the_cache() {
     write_unet(&student, 0.5);
     let bb = load(&model, Some(&student));
     let (new, ran, _) = through_cache(&bb, &cache_dir, &s);
-    assert!(ran, "the retrained student's features were served from the cache");
+    assert!(
+        ran,
+        "the retrained student's features were served from the cache"
+    );
     assert_eq!(new, direct(&bb, &s), "the cache answers the new weights");
     assert_ne!(new, old);
 }
@@ -104,18 +111,25 @@ fn a_unet_replaced_inside_the_model_folder_is_not_served_from_the_cache() {
         bb.identity
             .files()
             .iter()
-            .any(|f| f.role == "unet" && f.path.ends_with("unet/diffusion_pytorch_model.safetensors")),
+            .any(|f| f.role == "unet"
+                && f.path.ends_with("unet/diffusion_pytorch_model.safetensors")),
         "{:?}",
         bb.identity.files()
     );
     let (old, ran, _) = through_cache(&bb, &cache_dir, &s);
     assert!(ran);
 
-    write_unet(&model.join("unet/diffusion_pytorch_model.safetensors"), 1.25);
+    write_unet(
+        &model.join("unet/diffusion_pytorch_model.safetensors"),
+        1.25,
+    );
     let bb = load(&model, None);
     assert_ne!(bb.weights_id(), id_before);
     let (new, ran, _) = through_cache(&bb, &cache_dir, &s);
-    assert!(ran, "the replaced UNet's features were served from the cache");
+    assert!(
+        ran,
+        "the replaced UNet's features were served from the cache"
+    );
     assert_eq!(new, direct(&bb, &s));
     assert_ne!(new, old);
 
@@ -160,7 +174,10 @@ fn a_swapped_student_of_the_same_name_has_another_key() {
         .get_or_extract(&bb, &img, &s, None, &mut |_| ran = true)
         .expect("new");
     assert!(ran, "the old student's features were served");
-    assert_ne!(new.maps[&FeatureKey::Us6].data, old.maps[&FeatureKey::Us6].data);
+    assert_ne!(
+        new.maps[&FeatureKey::Us6].data,
+        old.maps[&FeatureKey::Us6].data
+    );
 }
 
 /// Item 6: garbage of the same length in a cache entry is detected by its
@@ -200,7 +217,10 @@ fn a_damaged_cache_entry_is_detected_recomputed_and_rewritten() {
     let fixed = read_disk(&entry).expect("rewritten").expect("present");
     assert_eq!(fixed.maps[&FeatureKey::Us6].data, good);
     let (_, ran, notes) = through_cache(&bb, dir.path(), &s);
-    assert!(!ran && notes.is_empty(), "the rewritten entry is used: {notes:?}");
+    assert!(
+        !ran && notes.is_empty(),
+        "the rewritten entry is used: {notes:?}"
+    );
 }
 
 /// Item 6: an entry without a checksum (an older version's) is not
@@ -216,7 +236,13 @@ fn entries_without_a_checksum_are_recomputed() {
     let real = extract(&bb, &img, &s, None, &mut |_| {}).expect("extract");
     // An old-style entry: the right name, fake values, no checksum.
     let mut fake: Extracted = real.clone();
-    for v in fake.maps.get_mut(&FeatureKey::Us6).expect("us6").data.iter_mut() {
+    for v in fake
+        .maps
+        .get_mut(&FeatureKey::Us6)
+        .expect("us6")
+        .data
+        .iter_mut()
+    {
         *v = 7.0;
     }
     let path = dir.path().join(format!("{key}.safetensors"));
@@ -247,6 +273,9 @@ fn entries_without_a_checksum_are_recomputed() {
     save_extracted(&out, &real, &Default::default()).expect("save");
     let st = std::fs::read(&out).expect("read");
     let (_, header) = safetensors::SafeTensors::read_metadata(&st).expect("header");
-    let sum = header.metadata().as_ref().and_then(|m| m.get(CHECKSUM_METADATA).cloned());
+    let sum = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(CHECKSUM_METADATA).cloned());
     assert_eq!(sum.map(|s| s.len()), Some(64));
 }

@@ -211,11 +211,7 @@ pub mod progress {
             let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
             self.line(
                 file,
-                &format!(
-                    "downloading {file} {:.1}/{:.1} MiB",
-                    mib(done),
-                    mib(total)
-                ),
+                &format!("downloading {file} {:.1}/{:.1} MiB", mib(done), mib(total)),
             );
         }
 
@@ -302,7 +298,8 @@ pub mod progress {
                 Some("[   6 s] b: encoding")
             );
             assert_eq!(
-                l.report(at(71_000), "b: encoding", "b: encoding").as_deref(),
+                l.report(at(71_000), "b: encoding", "b: encoding")
+                    .as_deref(),
                 Some("[  71 s] b: encoding")
             );
         }

@@ -72,7 +72,10 @@ pub fn cache_key(bb: &Backbone, img: &LoadedImage, s: &ExtractSettings) -> Strin
         .field("mode", &s.mode.to_string())
         // The exact bits: 261 and 261.0000001 are different requests.
         .field("t", &opt((s.mode != Mode::Clean).then_some(s.t.to_bits())))
-        .field("ensemble", &opt((s.mode == Mode::Noisy).then_some(s.ensemble)))
+        .field(
+            "ensemble",
+            &opt((s.mode == Mode::Noisy).then_some(s.ensemble)),
+        )
         .field("seed", &opt(random.then_some(s.seed)))
         .field("prompt", &s.prompt)
         .field("layers", &layers.join(","))

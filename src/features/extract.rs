@@ -490,7 +490,15 @@ fn memory_plan(
     } else {
         None
     };
-    Ok(plan(&need, cfg, bb.dtype, (w, h), members, wanted, available)?)
+    Ok(plan(
+        &need,
+        cfg,
+        bb.dtype,
+        (w, h),
+        members,
+        wanted,
+        available,
+    )?)
 }
 
 /// Standard normal noise of `dims` from a seeded RNG (device-independent).

@@ -66,7 +66,13 @@ impl Need {
     /// The need of extracting at `w × h` model pixels with `cfg` in
     /// `dtype`, output maps of `out_elems` f32 values; `weights` the bytes
     /// of the loaded weights (for messages).
-    pub fn of(cfg: &ModelConfig, dtype: DType, (w, h): (u32, u32), out_elems: u64, weights: u64) -> Self {
+    pub fn of(
+        cfg: &ModelConfig,
+        dtype: DType,
+        (w, h): (u32, u32),
+        out_elems: u64,
+        weights: u64,
+    ) -> Self {
         let px = f64::from(w) * f64::from(h);
         let elem = dtype.size_in_bytes() as f64;
         // 16-bit runs widen norms and softmax to f32: one f32 copy beside.
@@ -138,7 +144,9 @@ impl Available {
         };
         let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
         consider(
-            meminfo.as_deref().and_then(|m| kib_field(m, "MemAvailable:")),
+            meminfo
+                .as_deref()
+                .and_then(|m| kib_field(m, "MemAvailable:")),
             Bound::Machine,
         );
         consider(cgroup_headroom(), Bound::Cgroup);
@@ -169,7 +177,7 @@ fn address_space_headroom() -> Option<u64> {
         }
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let size = kib_field(&status, "VmSize:")?;
-        Some((lim.rlim_cur as u64).saturating_sub(size))
+        Some(lim.rlim_cur.saturating_sub(size))
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
@@ -208,16 +216,7 @@ fn heap_free() -> u64 {
 }
 
 /// A request that does not fit in memory, with its estimate.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error(
-    "not enough memory for features at {w}x{h} ({dtype:?}{batch}): the estimate is {need} (VAE encoder {vae} at full resolution, UNet {unet} per member; the {weights} of weights are already loaded), but {available} is available under {bound}; use a smaller --size (e.g. {smaller}), a smaller ensemble, or raise the limit",
-    need = gib(*need),
-    vae = gib(*vae),
-    unet = gib(*unet_member),
-    weights = gib(*weights),
-    available = gib(*available),
-    batch = if *members > 1 { format!(", 1 of {members} members per UNet pass") } else { String::new() },
-)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TooLarge {
     pub w: u32,
     pub h: u32,
@@ -232,6 +231,32 @@ pub struct TooLarge {
     /// A square side that would fit (multiple of 8, at least 64).
     pub smaller: u32,
 }
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let batch = if self.members > 1 {
+            format!(", 1 of {} members per UNet pass", self.members)
+        } else {
+            String::new()
+        };
+        write!(
+            f,
+            "not enough memory for features at {}x{} ({:?}{batch}): the estimate is {} (VAE encoder {} at full resolution, UNet {} per member; the {} of weights are already loaded), but {} is available under {}; use a smaller --size (e.g. {}), a smaller ensemble, or raise the limit",
+            self.w,
+            self.h,
+            self.dtype,
+            gib(self.need),
+            gib(self.vae),
+            gib(self.unet_member),
+            gib(self.weights),
+            gib(self.available),
+            self.bound,
+            self.smaller
+        )
+    }
+}
+
+impl std::error::Error for TooLarge {}
 
 /// Bytes as GiB (or MiB below one GiB) for messages.
 pub fn gib(b: u64) -> String {

@@ -328,7 +328,7 @@ pub fn to_model_tensor(
             format!(
                 "cannot allocate the {w}x{h} model input of {} ({} MiB)",
                 img.source,
-                3 * plane * 4 >> 20
+                (3 * plane * 4) >> 20
             ),
         ))
     })?;

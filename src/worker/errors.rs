@@ -139,6 +139,10 @@ impl From<ExtractError> for JobError {
                 message: m,
                 hint: "Change the setting in the Features panel".into(),
             }),
+            ExtractError::TooLarge(t) => JobError::User(UserError {
+                message: t.to_string(),
+                hint: "Choose a smaller Size or ensemble in the Features panel, or close other programs".into(),
+            }),
             ExtractError::OutOfMemory(c) => JobError::User(UserError {
                 message: format!("feature extraction failed: {c}"),
                 hint: OUT_OF_MEMORY_HINT.into(),

@@ -618,10 +618,16 @@ impl LaneState {
 /// What the status area should say about an extraction of `images`: the
 /// `native` size cap where it applied, and the cache's notes (fewer
 /// ensemble members per pass to fit in memory, a damaged disk entry).
-fn run_notes(images: &[Arc<LoadedImage>; 2], s: &ExtractSettings, cache: &FeatureCache) -> Vec<String> {
+fn run_notes(
+    images: &[Arc<LoadedImage>; 2],
+    s: &ExtractSettings,
+    cache: &FeatureCache,
+) -> Vec<String> {
     let mut notes: Vec<String> = images
         .iter()
-        .filter_map(|i| native_cap_note(s.size, i.width, i.height).map(|n| format!("{}: {n}", i.source)))
+        .filter_map(|i| {
+            native_cap_note(s.size, i.width, i.height).map(|n| format!("{}: {n}", i.source))
+        })
         .collect();
     notes.dedup();
     notes.extend(cache.take_notes());

@@ -49,7 +49,13 @@ fn the_plan_keeps_lowers_or_refuses() {
         })
     };
     let ok = plan(&need, &cfg, DType::F32, (768, 768), 8, 8, avail(u64::MAX)).expect("fits");
-    assert_eq!(ok, Plan { per_pass: 8, note: None });
+    assert_eq!(
+        ok,
+        Plan {
+            per_pass: 8,
+            note: None
+        }
+    );
     // No measurement (a GPU, not Linux): as asked.
     let unknown = plan(&need, &cfg, DType::F32, (768, 768), 8, 8, None).expect("no check");
     assert_eq!(unknown.per_pass, 8);
@@ -81,7 +87,11 @@ fn the_plan_keeps_lowers_or_refuses() {
         "{msg}"
     );
     // The suggested size fits.
-    assert!(err.smaller < 768 && err.smaller.is_multiple_of(8), "{}", err.smaller);
+    assert!(
+        err.smaller < 768 && err.smaller.is_multiple_of(8),
+        "{}",
+        err.smaller
+    );
     let smaller = Need::of(&cfg, DType::F32, (err.smaller, err.smaller), 0, 0);
     assert!(smaller.total(1) <= tight, "{msg}");
 }

@@ -14,8 +14,7 @@ use candle_nn::VarBuilder;
 use super::{Dino, DinoConfig, normalise_keys};
 use crate::model::ModelError;
 use crate::model::weights::{
-    PendingIdentity, ProgressFn, SeededBackend, TINY_SEED, build_strict, hub_file,
-    read_safetensors,
+    PendingIdentity, ProgressFn, SeededBackend, TINY_SEED, build_strict, hub_file, read_safetensors,
 };
 
 /// Presets and the hub repos they load (transformers layout). The
@@ -160,7 +159,7 @@ fn from_files(
         why: format!("is not valid JSON: {e}"),
     })?;
     let cfg = DinoConfig::from_transformers_json(&v)?;
-    let identity = PendingIdentity::stat(&[("config", cfg_path), ("weights", weights)])?;
+    let identity = PendingIdentity::stat(&[("config", cfg_path.as_path()), ("weights", weights)])?;
     let tensors = normalise_keys(read_safetensors(weights, &spec.device, spec.dtype)?)?;
     let (net, params) = build_strict(
         tensors,

@@ -186,10 +186,7 @@ impl HashMemo {
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                tracing::warn!(
-                    "cannot read the weights hash memo {}: {e}",
-                    file.display()
-                );
+                tracing::warn!("cannot read the weights hash memo {}: {e}", file.display());
                 return;
             }
         };

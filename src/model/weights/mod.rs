@@ -386,7 +386,11 @@ impl Backbone {
             }
         }
         let mut identity = PendingIdentity::default();
-        for (role, part) in [("unet", &files.unet), ("vae", &files.vae), ("text_encoder", &files.text)] {
+        for (role, part) in [
+            ("unet", &files.unet),
+            ("vae", &files.vae),
+            ("text_encoder", &files.text),
+        ] {
             identity.add_part(role, part)?;
         }
         identity.add("tokenizer", &files.vocab)?;

@@ -42,7 +42,10 @@ fn racy_files_are_not_memoised_and_bad_memos_are_ignored() {
     let memo_file = dir.path().join(MEMO_FILE);
     let m = HashMemo::with_racy_secs(Some(memo_file.clone()), 3600);
     m.file_hash(&weights, None).expect("hash");
-    assert!(!memo_file.exists(), "a file changed just now is not memoised");
+    assert!(
+        !memo_file.exists(),
+        "a file changed just now is not memoised"
+    );
     std::fs::write(&memo_file, b"{ not json").expect("garbage");
     let m = HashMemo::with_racy_secs(Some(memo_file.clone()), 0);
     assert_eq!(
@@ -90,7 +93,11 @@ fn identities_follow_content_not_paths() {
         std::fs::write(&f, bytes).expect("write");
         f
     };
-    let (a, b, c) = (write("a", b"same"), write("b", b"same"), write("c", b"diff"));
+    let (a, b, c) = (
+        write("a", b"same"),
+        write("b", b"same"),
+        write("c", b"diff"),
+    );
     let cfg = tiny();
     let id = |p: &Path, cfg: &ModelConfig| {
         PendingIdentity::stat(&[("unet", p)])
@@ -101,7 +108,10 @@ fn identities_follow_content_not_paths() {
     assert_eq!(ia.digest(), ib.digest());
     assert_ne!(ia.digest(), ic.digest());
     assert_eq!(ia.files().len(), 1);
-    assert_eq!(ia.files()[0].blake3, blake3::hash(b"same").to_hex().to_string());
+    assert_eq!(
+        ia.files()[0].blake3,
+        blake3::hash(b"same").to_hex().to_string()
+    );
     let mut other = cfg.clone();
     other.unet.norm_eps *= 2.0;
     assert_ne!(id(&a, &other).digest(), ia.digest());
