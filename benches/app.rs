@@ -150,6 +150,7 @@ fn sd21_features(image_side: u32) -> PairFeatures {
         label: "bench".into(),
         t_used: 261.0,
         naive_clean: false,
+        notes: Vec::new(),
     });
     let settings = ExtractSettings {
         mode: Mode::Clean,

@@ -22,7 +22,9 @@ use cleandift::features::preprocess::LoadedImage;
 use cleandift::model::device::DeviceChoice;
 use cleandift::model::text::{ClipTokenizer, PromptEncoder, TINY_VOCAB_SIZE, TextEncoder};
 use cleandift::model::vae::VaeEncoder;
-use cleandift::model::weights::{Backbone, ModelSource, ParamCount, SeededBackend};
+use cleandift::model::weights::{
+    Backbone, ModelSource, ParamCount, SeededBackend, WeightsIdentity,
+};
 use cleandift::model::{ModelConfig, UNet};
 use cleandift::train::{Dataset, TrainConfig, TrainEvent, Trainable, train};
 
@@ -66,6 +68,7 @@ fn backbone(preset: &str, dev: &Device) -> anyhow::Result<Backbone> {
         dtype: DType::F32,
         params: ParamCount::default(),
         report: Default::default(),
+        identity: WeightsIdentity::seeded(&cfg, 0),
         config: cfg,
     })
 }

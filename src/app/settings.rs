@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::query::QueryPoint;
-use crate::features::extract::{DEFAULT_T, Mode};
+use crate::features::extract::{DEFAULT_T, MAX_ENSEMBLE, Mode};
 use crate::features::fusion::{DEFAULT_PCA_DIM, DinoSettings, FusionSettings};
 use crate::features::preprocess::SizeSpec;
 use crate::model::FeatureKey;
@@ -306,11 +306,11 @@ impl SweepSettings {
         self.start = self.start.min(999);
         self.end = self.end.clamp(self.start, 999);
         self.step = self.step.clamp(1, 999);
-        self.ensemble = self.ensemble.clamp(1, 64);
+        self.ensemble = bounded_ensemble("sweep.ensemble", self.ensemble);
         self.var_start = self.var_start.min(999);
         self.var_end = self.var_end.clamp(self.var_start, 999);
         self.var_step = self.var_step.clamp(1, 999);
-        self.var_ensemble = self.var_ensemble.clamp(1, 64);
+        self.var_ensemble = bounded_ensemble("sweep.var_ensemble", self.var_ensemble);
         self.var_layers.sort();
         self.var_layers.dedup();
         if self.var_layers.is_empty() {
@@ -675,7 +675,7 @@ impl Settings {
         }
         self.t = self.t.round().clamp(0.0, 999.0);
         self.figure_scale = self.figure_scale.clamp(1, 3);
-        self.ensemble = self.ensemble.clamp(1, 64);
+        self.ensemble = bounded_ensemble("ensemble", self.ensemble);
         self.sweep.sanitize();
         self.opacity = if self.opacity.is_finite() {
             self.opacity.clamp(0.0, 1.0)
@@ -708,6 +708,18 @@ impl Settings {
         }
         self.train.sanitize();
     }
+}
+
+/// `v` within `1..=`[`MAX_ENSEMBLE`], with a warning that names the
+/// setting when a settings file held more (or 0).
+pub fn bounded_ensemble(name: &str, v: usize) -> usize {
+    let b = v.clamp(1, MAX_ENSEMBLE);
+    if b != v {
+        tracing::warn!(
+            "settings: {name} = {v} is outside 1..={MAX_ENSEMBLE} (the bound of a noisy ensemble); using {b}"
+        );
+    }
+    b
 }
 
 /// The user's Pictures folder, else home (looked up once: it may run

@@ -154,6 +154,14 @@ impl CleanDiftApp {
                         slot.ready = Some((key, features.clone()));
                         slot.request.unblock();
                         self.messages.resolve(Topic::Job(mode.job()));
+                        for n in &features.notes {
+                            self.messages.push_on(
+                                Topic::Job(mode.job()),
+                                Level::Info,
+                                n.clone(),
+                                String::new(),
+                            );
+                        }
                     }
                 }
             }

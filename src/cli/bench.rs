@@ -50,6 +50,11 @@ pub enum BenchWhat {
     /// One self-attention of SD2.1's first UNet level at `--res`:
     /// (res/8)² tokens, 5 heads of 64, through the model's attention path.
     Attention,
+    /// The feature cache's checksum: one disk entry of every feature key
+    /// (11 maps) at --res of the preset's shapes, written and read back
+    /// (verified), and the checksum alone (what verifying adds to a read
+    /// and computing adds to a write).
+    Cache,
     /// Every tap of the tiny fixtures against the CPU f32 reference
     /// (`--fixtures`); exits non-zero beyond the dtype's tolerance.
     Parity,
@@ -155,6 +160,10 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             .map(|d| parse_dtype(d))
             .collect::<Result<_, _>>()?
     };
+    if a.what == BenchWhat::Cache {
+        let cfg = cfg.ok_or_else(|| anyhow::anyhow!("bench cache needs an SD preset"))?;
+        return super::bench_cache::run(&cfg, &res_list, a.reps);
+    }
     if a.what == BenchWhat::Attention {
         if res_list.len() > 1 || a.batch != [1] {
             anyhow::bail!("bench attention takes one --res and batch 1");

@@ -11,7 +11,7 @@ use super::progress::Bar;
 use crate::features::cache::{FeatureCache, save_extracted, save_source_map};
 use crate::features::extract::{ExtractSettings, Extracted, Mode, Stage};
 use crate::features::fusion::{DinoSettings, FusionSettings};
-use crate::features::preprocess::{Fit, LoadedImage, SizeSpec, load_image};
+use crate::features::preprocess::{Fit, LoadedImage, SizeSpec, load_image, native_cap_note};
 use crate::features::source::{Models, SourceKind, SourceMap, extract_pair};
 use crate::matching::{PcaMode, PcaOptions, pca_rgb};
 use crate::model::FeatureKey;
@@ -33,7 +33,9 @@ pub struct FeatureArgs {
     /// Timestep for naive and noisy modes, 0–999.
     #[arg(long, default_value_t = 261.0)]
     pub t: f64,
-    /// Noisy mode: ensemble members averaged.
+    /// Noisy mode: ensemble members averaged, 1 to 64 (the noise of the
+    /// average shrinks as 1/sqrt(n): 64 leaves 1/8 of one member's; DIFT and
+    /// CleanDIFT use 8).
     #[arg(long, default_value_t = 8)]
     pub ensemble: usize,
     /// Seed of the noise (noisy mode, --vae-sample).
@@ -45,7 +47,11 @@ pub struct FeatureArgs {
     /// Text condition; empty by default. `{category}` is replaced in eval.
     #[arg(long, default_value = "")]
     pub prompt: String,
-    /// model (the preset's size), N (square), WxH, or native.
+    /// model (the preset's size), N (square), WxH (sides 64 to 4096,
+    /// multiples of 8), or native: the image's own size rounded to multiples
+    /// of 8, scaled down so that the long side is at most 1536 px (a note
+    /// says when). A request that would not fit in memory is refused with
+    /// its estimate.
     #[arg(long, default_value = "model")]
     pub size: String,
     /// Keep the aspect ratio (pad) instead of stretching as DIFT does.
@@ -338,6 +344,9 @@ pub fn pair_maps(
             })
             .collect();
     }
+    for img in [ia, ib] {
+        size_note(img, s);
+    }
     let bar = Bar::new();
     let [a, b] = extract_pair(
         kind.with_mode(s.mode),
@@ -365,6 +374,7 @@ pub fn extract_with_bar(
     img: &LoadedImage,
     s: &ExtractSettings,
 ) -> anyhow::Result<std::sync::Arc<Extracted>> {
+    size_note(img, s);
     let bar = Bar::new();
     let name = img.source.clone();
     let e = cache.get_or_extract(bb, img, s, None, &mut |stage| match stage {
@@ -376,6 +386,14 @@ pub fn extract_with_bar(
     })?;
     bar.finish();
     Ok(e)
+}
+
+/// Prints the note of `--size native` scaling a large image down
+/// ([`native_cap_note`]) on stderr.
+pub(crate) fn size_note(img: &LoadedImage, s: &ExtractSettings) {
+    if let Some(n) = native_cap_note(s.size, img.width, img.height) {
+        eprintln!("note: {}: {n}", img.source);
+    }
 }
 
 pub(crate) fn load(path: &Path) -> anyhow::Result<LoadedImage> {

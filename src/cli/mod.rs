@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod bench_cache;
 mod bench_clean;
 mod bench_conv;
 pub mod bench_parity;
@@ -134,13 +135,26 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
 }
 
 pub mod progress {
-    //! A progress bar on a terminal, silent when stderr is piped.
+    //! A progress bar on a terminal; plain progress lines when stderr is a
+    //! file or a pipe ([`Lines`]: the first report, then on a new stage at
+    //! most every [`STAGE_GAP_SECS`] s and within a stage every
+    //! [`PERIOD_SECS`] s), so long work shows that it moves in logs too.
 
     use std::io::IsTerminal;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
     use indicatif::{ProgressBar, ProgressStyle};
 
-    pub struct Bar(Option<ProgressBar>);
+    /// Least time between two plain lines for a new stage.
+    pub const STAGE_GAP_SECS: u64 = 1;
+    /// Least time between two plain lines within a stage.
+    pub const PERIOD_SECS: u64 = 5;
+
+    pub struct Bar {
+        tty: Option<ProgressBar>,
+        lines: Option<Mutex<Lines>>,
+    }
 
     impl Bar {
         pub fn new() -> Self {
@@ -150,23 +164,40 @@ pub mod progress {
                     ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {eta}")
                         .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
-                Bar(Some(pb))
+                Bar {
+                    tty: Some(pb),
+                    lines: None,
+                }
             } else {
-                Bar(None)
+                Bar {
+                    tty: None,
+                    lines: Some(Mutex::new(Lines::new(Instant::now()))),
+                }
+            }
+        }
+
+        /// A plain line for `stage` (`text` in full), when [`Lines`] says so.
+        fn line(&self, stage: &str, text: &str) {
+            if let Some(lines) = &self.lines
+                && let Ok(mut l) = lines.lock()
+                && let Some(line) = l.report(Instant::now(), stage, text)
+            {
+                eprintln!("{line}");
             }
         }
 
         /// Counts `done` of `total` steps under `msg`.
         pub fn steps(&self, msg: &str, done: u64, total: u64) {
-            if let Some(pb) = &self.0 {
+            if let Some(pb) = &self.tty {
                 pb.set_length(total);
                 pb.set_position(done);
                 pb.set_message(msg.to_string());
             }
+            self.line(msg, &format!("{msg} {done}/{total}"));
         }
 
         pub fn bytes(&self, file: &str, done: u64, total: u64) {
-            if let Some(pb) = &self.0 {
+            if let Some(pb) = &self.tty {
                 pb.set_style(
                     ProgressStyle::with_template(
                         "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
@@ -177,17 +208,23 @@ pub mod progress {
                 pb.set_position(done);
                 pb.set_message(format!("downloading {file}"));
             }
+            let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+            self.line(
+                file,
+                &format!("downloading {file} {:.1}/{:.1} MiB", mib(done), mib(total)),
+            );
         }
 
         pub fn message(&self, msg: &str) {
-            if let Some(pb) = &self.0 {
+            if let Some(pb) = &self.tty {
                 pb.set_message(msg.to_string());
                 pb.tick();
             }
+            self.line(msg, msg);
         }
 
         pub fn finish(&self) {
-            if let Some(pb) = &self.0 {
+            if let Some(pb) = &self.tty {
                 pb.finish_and_clear();
             }
         }
@@ -196,6 +233,75 @@ pub mod progress {
     impl Default for Bar {
         fn default() -> Self {
             Self::new()
+        }
+    }
+
+    /// When a plain progress line is due: the first report; a report of a
+    /// new stage once [`STAGE_GAP_SECS`] passed since the last line; any
+    /// report once [`PERIOD_SECS`] passed. Lines carry the seconds since
+    /// the start.
+    #[derive(Debug)]
+    pub struct Lines {
+        start: Instant,
+        last: Option<(Instant, String)>,
+    }
+
+    impl Lines {
+        pub fn new(start: Instant) -> Self {
+            Lines { start, last: None }
+        }
+
+        /// The line to print for a report of `stage` (`text`) at `now`, if
+        /// one is due.
+        pub fn report(&mut self, now: Instant, stage: &str, text: &str) -> Option<String> {
+            let due = match &self.last {
+                None => true,
+                Some((at, last_stage)) => {
+                    let since = now.saturating_duration_since(*at);
+                    since >= Duration::from_secs(PERIOD_SECS)
+                        || (last_stage != stage && since >= Duration::from_secs(STAGE_GAP_SECS))
+                }
+            };
+            if !due {
+                return None;
+            }
+            self.last = Some((now, stage.to_string()));
+            let secs = now.saturating_duration_since(self.start).as_secs();
+            Some(format!("[{secs:>4} s] {text}"))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// First report at once; the same stage again only after the
+        /// period; a new stage after the gap; the seconds since the start.
+        #[test]
+        fn plain_lines_are_periodic_and_per_stage() {
+            let t0 = Instant::now();
+            let at = |s: u64| t0 + Duration::from_millis(s);
+            let mut l = Lines::new(t0);
+            assert_eq!(
+                l.report(at(0), "a: UNet", "a: UNet 0/64").as_deref(),
+                Some("[   0 s] a: UNet 0/64")
+            );
+            assert_eq!(l.report(at(1_500), "a: UNet", "a: UNet 4/64"), None);
+            assert_eq!(
+                l.report(at(5_000), "a: UNet", "a: UNet 8/64").as_deref(),
+                Some("[   5 s] a: UNet 8/64")
+            );
+            // A new stage within the gap waits; after it, it is printed.
+            assert_eq!(l.report(at(5_400), "a: text", "a: text"), None);
+            assert_eq!(
+                l.report(at(6_000), "b: encoding", "b: encoding").as_deref(),
+                Some("[   6 s] b: encoding")
+            );
+            assert_eq!(
+                l.report(at(71_000), "b: encoding", "b: encoding")
+                    .as_deref(),
+                Some("[  71 s] b: encoding")
+            );
         }
     }
 }

@@ -66,6 +66,14 @@ impl fmt::Display for Mode {
     }
 }
 
+/// The largest noisy ensemble a request may ask for. Averaging `n` members
+/// shrinks the member-to-member noise of the features as `1/sqrt(n)`: 64
+/// leaves 1/8 of one member's, where DIFT's and CleanDIFT's evaluations use
+/// 8 (1/2.8). Beyond it the time grows without a use (one SD2.1 member at
+/// 768 px takes about 6 s on a 2-core CPU: 64 take 6.5 minutes), and an
+/// absurd count (`--ensemble 18446744073709551615`) would run for ever.
+pub const MAX_ENSEMBLE: usize = 64;
+
 /// Members per UNet pass of a noisy ensemble on a GPU.
 pub const GPU_ENSEMBLE_BATCH: usize = 8;
 
@@ -145,6 +153,10 @@ pub enum ExtractError {
     Cancelled,
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The request would not fit in the memory this process may use (the
+    /// estimate of [`super::memory`]); nothing was run.
+    #[error(transparent)]
+    TooLarge(#[from] super::memory::TooLarge),
     /// The device ran out of memory (classified once, here, by
     /// [`crate::model::is_out_of_memory`]).
     #[error(transparent)]
@@ -226,6 +238,12 @@ impl ExtractSettings {
                 self.t
             )));
         }
+        if self.ensemble > MAX_ENSEMBLE {
+            return Err(ExtractError::Invalid(format!(
+                "ensemble of {} members is above the bound of {MAX_ENSEMBLE}: averaging n members shrinks the noise of the features as 1/sqrt(n), so {MAX_ENSEMBLE} already leaves 1/8 of one member's (DIFT and CleanDIFT use 8); give at most {MAX_ENSEMBLE}",
+                self.ensemble
+            )));
+        }
         if self.mode == Mode::Noisy && self.ensemble == 0 {
             return Err(ExtractError::Invalid(
                 "ensemble of 0: noisy mode needs at least 1 member".into(),
@@ -265,6 +283,11 @@ pub struct Extracted {
     pub t_used: f64,
     /// True when clean mode had no student and ran the base UNet.
     pub naive_clean: bool,
+    /// What the run had to change (e.g. fewer ensemble members per pass to
+    /// fit in memory; each also logged as a warning); the features do not
+    /// depend on it. Not kept on disk; [`super::cache::FeatureCache`] moves
+    /// these to its own notes.
+    pub notes: Vec<String>,
 }
 
 impl Extracted {
@@ -299,6 +322,12 @@ pub fn extract(
     let dev = &bb.device;
     let dtype = bb.dtype;
     let (w, h) = resolve_size(s.size, bb.config.image_size() as u32, img.width, img.height);
+    let plan = memory_plan(bb, (w, h), s)?;
+    let mut notes = Vec::new();
+    if let Some(n) = &plan.note {
+        tracing::warn!("{n}");
+        notes.push(n.clone());
+    }
     let (pixels, geometry) = to_model_tensor(img, w, h, s.fit, dev)?;
     let pixels = pixels.to_dtype(dtype)?;
 
@@ -355,11 +384,7 @@ pub fn extract(
         let schedule = Schedule::default();
         let t_int = s.t.round() as usize;
         let mut sum: BTreeMap<FeatureKey, Tensor> = BTreeMap::new();
-        let (_, _, lat_h, lat_w) = post.mean.dims4()?;
-        let per_pass = s
-            .max_batch
-            .unwrap_or_else(|| ensemble_batch(dev, dtype, lat_h * lat_w))
-            .max(1);
+        let per_pass = plan.per_pass;
         let mut done = 0;
         while done < s.ensemble {
             check()?;
@@ -426,7 +451,54 @@ pub fn extract(
         label,
         t_used: t,
         naive_clean,
+        notes,
     })
+}
+
+/// Members per UNet pass as the settings ask ([`ensemble_batch`] unless
+/// they name a number), checked against the memory this process may use
+/// ([`super::memory`]): fewer when that many do not fit, a refusal when not
+/// even one does.
+fn memory_plan(
+    bb: &Backbone,
+    (w, h): (u32, u32),
+    s: &ExtractSettings,
+) -> Result<super::memory::Plan, ExtractError> {
+    use super::memory::{Available, Need, checked_on, plan};
+    let cfg = &bb.config;
+    let down = 1usize << cfg.vae.block_out_channels.len().saturating_sub(1);
+    let (lat_w, lat_h) = (w as usize / down, h as usize / down);
+    let members = if s.mode == Mode::Noisy { s.ensemble } else { 1 };
+    let wanted = s
+        .max_batch
+        .unwrap_or_else(|| ensemble_batch(&bb.device, bb.dtype, lat_h * lat_w))
+        .max(1);
+    let out_elems: u64 = s
+        .layers
+        .iter()
+        .map(|k| {
+            let st = k.stride();
+            (k.channels(&cfg.unet) * (h as usize).div_ceil(st) * (w as usize).div_ceil(st)) as u64
+        })
+        .sum();
+    let p = &bb.params;
+    let student = if bb.student.is_some() { p.unet } else { 0 };
+    let weights = ((p.unet + p.vae_encoder + p.text + student) * bb.dtype.size_in_bytes()) as u64;
+    let need = Need::of(cfg, bb.dtype, (w, h), out_elems, weights);
+    let available = if checked_on(&bb.device) {
+        Available::now()
+    } else {
+        None
+    };
+    Ok(plan(
+        &need,
+        cfg,
+        bb.dtype,
+        (w, h),
+        members,
+        wanted,
+        available,
+    )?)
 }
 
 /// Standard normal noise of `dims` from a seeded RNG (device-independent).

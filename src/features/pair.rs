@@ -90,6 +90,10 @@ pub struct PairFeatures {
     /// prepared these features; `None` for a side that came from the
     /// feature cache (or when nobody timed it).
     pub extract_secs: [Option<f32>; 2],
+    /// What the status area should say about how these were made (the
+    /// `native` size cap, fewer ensemble members per pass to fit in memory,
+    /// a damaged cache entry that was recomputed); set by the worker.
+    pub notes: Vec<String>,
 }
 
 impl PairFeatures {
@@ -159,6 +163,7 @@ impl PairFeatures {
             naive_clean: first.naive_clean,
             sides: [a, b],
             extract_secs: [None, None],
+            notes: Vec::new(),
         })
     }
 

@@ -19,7 +19,12 @@ use image::RgbImage;
 
 pub use super::image::{ImageError, LoadedImage, MAX_PIXELS, MAX_SIDE, decode_image, load_image};
 
-/// The longest side [`SizeSpec::Native`] resolves to.
+/// The longest side [`SizeSpec::Native`] resolves to: larger images are
+/// scaled down (aspect kept) and [`native_cap_note`] says so. Memory grows
+/// with the pixels (the VAE encoder's first level holds several 128-channel
+/// maps at full resolution: about 7 GiB at 1536², f32, SD2.1; see
+/// [`super::memory`]); a fixed `--size` goes up to [`MAX_MODEL_SIDE`] within
+/// the memory estimate.
 pub const NATIVE_MAX_SIDE: u32 = 1536;
 
 /// Smallest side a model input may have (`--size`, [`SizeSpec::Native`]).
@@ -143,7 +148,8 @@ fn content_placement(ow: u32, oh: u32, mw: u32, mh: u32, fit: Fit) -> (u32, u32,
 
 /// `--size`: the model's default, `WxH`, or `native` (the image's own size
 /// rounded to a multiple of 8, at least 64, and capped so the longest side
-/// <= 1536).
+/// <= [`NATIVE_MAX_SIDE`], with a note when the cap applies:
+/// [`native_cap_note`]).
 ///
 /// Serialises as its text form (`"model"`, `"native"`, `"640x480"`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -267,6 +273,21 @@ pub fn resolve_size(spec: SizeSpec, model_default: u32, img_w: u32, img_h: u32) 
     }
 }
 
+/// A note when `spec` is [`SizeSpec::Native`] and an `img_w x img_h` image
+/// is larger than [`NATIVE_MAX_SIDE`] on its long side: the size the
+/// features are computed at, and how to ask for more. `None` otherwise.
+pub fn native_cap_note(spec: SizeSpec, img_w: u32, img_h: u32) -> Option<String> {
+    if spec != SizeSpec::Native || img_w.max(img_h) <= NATIVE_MAX_SIDE {
+        return None;
+    }
+    let (w, h) = resolve_size(spec, 0, img_w, img_h);
+    Some(format!(
+        "size native: the image is {img_w}x{img_h}, above the native cap of {NATIVE_MAX_SIDE} px on the long side; features are computed at {w}x{h} (a fixed size such as {}x{} asks for more, up to {MAX_MODEL_SIDE}, within memory)",
+        (img_w.min(MAX_MODEL_SIDE) / 8 * 8).max(MIN_MODEL_SIDE),
+        (img_h.min(MAX_MODEL_SIDE) / 8 * 8).max(MIN_MODEL_SIDE),
+    ))
+}
+
 // ---------------------------------------------------------------------------
 // Model tensor
 
@@ -298,8 +319,20 @@ pub fn to_model_tensor(
     let (cw, ch, ox, oy) = content_placement(iw, ih, w, h, fit);
     let (wu, hu) = (w as usize, h as usize);
     let plane = wu * hu;
-    // Padding is mid-grey, exactly 0 in [-1, 1].
-    let mut data = vec![0f32; 3 * plane];
+    // Padding is mid-grey, exactly 0 in [-1, 1]. A buffer that cannot be
+    // had is an error (out of memory), not an abort.
+    let mut data: Vec<f32> = Vec::new();
+    data.try_reserve_exact(3 * plane).map_err(|_| {
+        candle_core::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!(
+                "cannot allocate the {w}x{h} model input of {} ({} MiB)",
+                img.source,
+                (3 * plane * 4) >> 20
+            ),
+        ))
+    })?;
+    data.resize(3 * plane, 0.0);
     let (ox, oy) = (ox as usize, oy as usize);
     resample_rows(&img.rgb, cw, ch, |y, row| {
         let base = (oy + y) * wu + ox;

@@ -140,6 +140,7 @@ impl SourceMap {
             label: self.label,
             t_used: f64::NAN,
             naive_clean: false,
+            notes: Vec::new(),
         }
     }
 

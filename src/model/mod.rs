@@ -141,6 +141,12 @@ pub enum ModelError {
     /// A broken invariant: a bug, not bad input.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A weights file changed between being read and being hashed for
+    /// its identity (it was being written or replaced meanwhile).
+    #[error(
+        "{path} changed while it was being loaded (written or replaced meanwhile); wait until it is complete and load again"
+    )]
+    WeightsChanged { path: PathBuf },
     /// The device ran out of memory (classified once, where candle's error
     /// becomes a [`ModelError`]: see [`is_out_of_memory`]).
     #[error(transparent)]

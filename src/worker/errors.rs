@@ -102,6 +102,9 @@ pub fn backbone_error(e: &ModelError) -> UserError {
              range loads with dtype f32"
                 .to_string()
         }
+        ModelError::WeightsChanged { .. } => {
+            "Wait until the file is completely written, then press Load again".to_string()
+        }
         ModelError::StudentTimestep { .. } => {
             "Check the student file: its timestep must be one number in [0, 999]".to_string()
         }
@@ -150,6 +153,10 @@ impl From<ExtractError> for JobError {
             ExtractError::Invalid(m) => JobError::User(UserError {
                 message: m,
                 hint: "Change the setting in the Features panel".into(),
+            }),
+            ExtractError::TooLarge(t) => JobError::User(UserError {
+                message: t.to_string(),
+                hint: "Choose a smaller Size or ensemble in the Features panel, or close other programs".into(),
             }),
             ExtractError::OutOfMemory(c) => JobError::User(UserError {
                 message: format!("feature extraction failed: {c}"),

@@ -20,7 +20,7 @@ use crate::features::cache::{FeatureCache, cache_key};
 use crate::features::extract::{ExtractSettings, Mode, Stage};
 use crate::features::fusion::FusionSettings;
 use crate::features::pair::{LayerViews, PairFeatures, Side};
-use crate::features::preprocess::{LoadedImage, decode_image, load_image};
+use crate::features::preprocess::{LoadedImage, decode_image, load_image, native_cap_note};
 use crate::features::source::{Models, Source, extract_pair, source_cache_key};
 use crate::matching::{PcaMode, PcaOptions, pca_rgb};
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
@@ -310,6 +310,7 @@ impl LaneState {
             secs[side.index()] = ran.then(|| t0.elapsed().as_secs_f32());
             extracted.push(e);
         }
+        let notes = run_notes(&images, &settings, cache);
         let mut features = PairFeatures::prepare(
             settings,
             [
@@ -321,6 +322,7 @@ impl LaneState {
             &mut |done, total| out.progress(id, Progress::Preparing { done, total }),
         )?;
         features.extract_secs = secs;
+        features.notes = notes;
         let features = Arc::new(features);
         self.prepared.push_back((key, features.clone()));
         while self.prepared.len() > PREPARED_KEEP {
@@ -611,6 +613,25 @@ impl LaneState {
         });
         Ok(())
     }
+}
+
+/// What the status area should say about an extraction of `images`: the
+/// `native` size cap where it applied, and the cache's notes (fewer
+/// ensemble members per pass to fit in memory, a damaged disk entry).
+fn run_notes(
+    images: &[Arc<LoadedImage>; 2],
+    s: &ExtractSettings,
+    cache: &FeatureCache,
+) -> Vec<String> {
+    let mut notes: Vec<String> = images
+        .iter()
+        .filter_map(|i| {
+            native_cap_note(s.size, i.width, i.height).map(|n| format!("{}: {n}", i.source))
+        })
+        .collect();
+    notes.dedup();
+    notes.extend(cache.take_notes());
+    notes
 }
 
 impl LaneState {

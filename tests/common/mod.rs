@@ -129,6 +129,8 @@ pub fn cli(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cleandift"))
         .args(args)
         .env("HF_HUB_OFFLINE", "1")
+        // The weights hash memo stays in memory (not in the user's cache).
+        .env("CLEANDIFT_CACHE_HOME", "off")
         .output()
         .expect("run cleandift");
     let text = format!(

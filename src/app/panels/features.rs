@@ -71,7 +71,7 @@ pub(super) fn features_section(
             }
             ui.horizontal(|ui| {
                 let l = ui.label("Ensemble");
-                ui.add(egui::DragValue::new(&mut s.ensemble).range(1..=64))
+                ui.add(egui::DragValue::new(&mut s.ensemble).range(1..=crate::features::extract::MAX_ENSEMBLE))
                     .labelled_by(l.id)
                     .on_hover_text("Noisy mode: members averaged (DIFT: 8)");
                 let l = ui.label("Seed");

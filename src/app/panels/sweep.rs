@@ -54,7 +54,7 @@ pub(in crate::app) fn sweep_section(
                     range(ui, &mut sw.start, &mut sw.end, &mut sw.step, "sweep_range");
                     ui.horizontal(|ui| {
                         let l = ui.label("Ensemble");
-                        ui.add(egui::DragValue::new(&mut sw.ensemble).range(1..=64))
+                        ui.add(egui::DragValue::new(&mut sw.ensemble).range(1..=crate::features::extract::MAX_ENSEMBLE))
                             .labelled_by(l.id)
                             .on_hover_text("Noise samples averaged at each t (seed: Features panel)");
                     });
@@ -76,7 +76,7 @@ pub(in crate::app) fn sweep_section(
                     );
                     ui.horizontal(|ui| {
                         let l = ui.label("Ensemble");
-                        ui.add(egui::DragValue::new(&mut sw.var_ensemble).range(1..=64))
+                        ui.add(egui::DragValue::new(&mut sw.var_ensemble).range(1..=crate::features::extract::MAX_ENSEMBLE))
                             .labelled_by(l.id)
                             .on_hover_text("Noise samples per t (the same seed at every t)");
                     });

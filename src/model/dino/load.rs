@@ -14,7 +14,7 @@ use candle_nn::VarBuilder;
 use super::{Dino, DinoConfig, normalise_keys};
 use crate::model::ModelError;
 use crate::model::weights::{
-    ProgressFn, SeededBackend, TINY_SEED, build_strict, hub_file, read_safetensors,
+    PendingIdentity, ProgressFn, SeededBackend, TINY_SEED, build_strict, hub_file, read_safetensors,
 };
 
 /// Presets and the hub repos they load (transformers layout). The
@@ -64,6 +64,9 @@ pub struct DinoModel {
     /// e.g. "dinov2-base (facebook/dinov2-base)".
     pub name: String,
     pub params: usize,
+    /// The content identity of the weights (blake3 hex of the weights and
+    /// config files, or of the seeded preset): what feature caches key on.
+    pub weights_id: String,
 }
 
 impl DinoModel {
@@ -86,10 +89,12 @@ impl DinoModel {
                     spec.device.clone(),
                 );
                 let net = Dino::new(vb, &cfg)?;
+                let id = format!("seeded dinov2 {name} seed {TINY_SEED} {cfg:?}");
                 return Ok(DinoModel {
                     net,
                     name: format!("{name} (seeded random weights)"),
                     params: 0,
+                    weights_id: blake3::hash(id.as_bytes()).to_hex().to_string(),
                 });
             }
             let cfg_path = hub_file(repo, "config.json", progress)?;
@@ -156,6 +161,7 @@ fn from_files(
         why: format!("is not valid JSON: {e}"),
     })?;
     let cfg = DinoConfig::from_transformers_json(&v)?;
+    let identity = PendingIdentity::stat(&[("config", cfg_path.as_path()), ("weights", weights)])?;
     let tensors = normalise_keys(read_safetensors(weights, &spec.device, spec.dtype)?)?;
     // Every size of the config against the tensors, before building.
     crate::model::weights::fit::check_dino(
@@ -172,9 +178,11 @@ fn from_files(
         &["embeddings.mask_token"],
         |vb| Dino::new(vb, &cfg),
     )?;
+    let weights_id = identity.finish_files()?;
     Ok(DinoModel {
         net,
         name: name.to_string(),
         params,
+        weights_id,
     })
 }

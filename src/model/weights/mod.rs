@@ -29,12 +29,14 @@ pub mod file_kind;
 mod finite;
 pub mod fit;
 pub mod pickle_scan;
+mod identity;
 mod single;
 mod source;
 mod student;
 mod tensors;
 pub mod validate;
 
+pub use identity::*;
 pub use single::*;
 pub use source::*;
 pub use student::*;
@@ -224,6 +226,9 @@ pub struct Backbone {
     pub params: ParamCount,
     /// The layout and files the weights came from.
     pub report: LoadReport,
+    /// The content identity of the base weights (see [`identity`]); with
+    /// the student's, [`Backbone::weights_id`].
+    pub identity: WeightsIdentity,
 }
 
 /// Parameter counts per part.
@@ -235,6 +240,17 @@ pub struct ParamCount {
 }
 
 impl Backbone {
+    /// The content identity of every weight file that shapes this
+    /// backbone's features (base parts, tokenizer, configuration, and the
+    /// student when one is loaded): a blake3 hex digest that changes when
+    /// any of those files changes, whatever its path.
+    pub fn weights_id(&self) -> String {
+        match &self.student {
+            Some(s) => self.identity.with_student(&s.weights_id),
+            None => self.identity.digest().to_string(),
+        }
+    }
+
     /// A short description of where the weights came from.
     pub fn describe(&self) -> String {
         let base = match &self.source {
@@ -323,6 +339,7 @@ impl Backbone {
                     })?,
                 };
                 let layout = format!("seeded preset (random weights, seed {seed}; no files)");
+                let identity = WeightsIdentity::seeded(&cfg, *seed);
                 Ok(Backbone {
                     config: cfg,
                     source: source.clone(),
@@ -338,6 +355,7 @@ impl Backbone {
                         parts: Vec::new(),
                         notes: Vec::new(),
                     },
+                    identity,
                 })
             }
             ModelSource::Dir(dir) => {
@@ -378,6 +396,16 @@ impl Backbone {
                 notes.push(n);
             }
         }
+        let mut identity = PendingIdentity::default();
+        for (role, part) in [
+            ("unet", &files.unet),
+            ("vae", &files.vae),
+            ("text_encoder", &files.text),
+        ] {
+            identity.add_part(role, part)?;
+        }
+        identity.add("tokenizer", &files.vocab)?;
+        identity.add("tokenizer", &files.merges)?;
         progress(LoadEvent::Loading { part: "unet" });
         let (unet, unet_params) = build_unet(
             layout::read_part(&files.unet, dev, dtype)?,
@@ -446,6 +474,7 @@ impl Backbone {
                     vae_encoder: vae_params,
                     text: text_params,
                 },
+                identity,
             },
             default_student,
             report,
@@ -465,6 +494,7 @@ impl Backbone {
         progress: ProgressFn,
     ) -> Result<Backbone> {
         let (dev, dtype) = (&spec.device, spec.dtype);
+        let identity = parts.identity.finish(&cfg)?;
         let student = match spec.student_source(cfg.family, default_student)? {
             Some(s) => Some(load_student(&s, &cfg, dev, dtype, progress)?),
             None => None,
@@ -480,6 +510,7 @@ impl Backbone {
             dtype,
             params: parts.params,
             report,
+            identity,
         })
     }
 }
@@ -491,6 +522,8 @@ struct BuiltParts {
     text: TextEncoder,
     tokenizer: ClipTokenizer,
     params: ParamCount,
+    /// The files they came from, stat'ed before they were read.
+    identity: PendingIdentity,
 }
 
 /// Builds the UNet from diffusers-named tensors, strictly (see

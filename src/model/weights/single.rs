@@ -284,6 +284,7 @@ pub fn load_single_file(
     progress: ProgressFn,
 ) -> Result<Backbone> {
     let (dev, dtype) = (&spec.device, spec.dtype);
+    let mut identity = PendingIdentity::stat(&[("single file", path)])?;
     let kind = detect_single_file(path)?;
     tracing::info!("{}: single file, {kind:?}", path.display());
     let format = match &kind {
@@ -315,6 +316,12 @@ pub fn load_single_file(
         )?;
     }
     let (tokenizer, tokenizer_origin) = single_file_tokenizer(&cfg, spec, progress)?;
+    for f in TOKENIZER_FILES {
+        let p = Path::new(&tokenizer_origin).join(f);
+        if p.is_file() {
+            identity.add("tokenizer", &p)?;
+        }
+    }
     let fam = match c.kind.family {
         SdFamily::Sd1 => "SD1",
         SdFamily::Sd2 => "SD2",
@@ -397,6 +404,7 @@ pub fn load_single_file(
                 vae_encoder: vae_params,
                 text: text_params,
             },
+            identity,
         },
         false,
         report,

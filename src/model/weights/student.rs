@@ -59,6 +59,9 @@ pub struct Student {
     pub timestep: Option<f64>,
     pub source: String,
     pub layout: StudentLayout,
+    /// blake3 of the student file (hex): its part of
+    /// [`Backbone::weights_id`].
+    pub weights_id: String,
 }
 
 /// The two layouts of CleanDIFT student files.
@@ -98,6 +101,7 @@ pub fn load_student(
         StudentSource::Repo { repo, file } => hub_file(repo, file, progress)?,
     };
     progress(LoadEvent::Loading { part: "student" });
+    let stamp = Stamp::of(&path)?;
     let tensors = read_safetensors(&path, dev, dtype)?;
     let layout = if tensors.keys().any(|k| k.starts_with(FULL_STUDENT_PREFIX)) {
         StudentLayout::Full
@@ -132,6 +136,7 @@ pub fn load_student(
         timestep,
         source: src.describe(),
         layout,
+        weights_id: PendingIdentity::student_hash(&path, &stamp)?,
     })
 }
 
