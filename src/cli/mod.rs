@@ -5,6 +5,7 @@ mod bench;
 mod bench_clean;
 mod bench_conv;
 pub mod bench_parity;
+mod checks;
 pub mod engine;
 mod eval;
 mod eval_sweep;
