@@ -31,7 +31,7 @@ fn append(out: &mut String, msg: &str) {
         .match_indices(": ")
         .filter(|(i, _)| out.ends_with(&msg[..*i]))
         .map(|(i, sep)| &msg[i + sep.len()..])
-        .next_back()
+        .last()
         .unwrap_or(msg);
     if rest.is_empty() || out.contains(rest) {
         return;
