@@ -326,10 +326,19 @@ fn eval_refuses_skipped_pairs_unless_allowed() {
     let o = run(&eval_args(&ds, &[]));
     assert!(!o.status.success(), "{}", text(&o));
     let err = stderr(&o);
-    for needle in ["1 of 3", "000002-c2-c2:cat.json", "c2.jpg", "--allow-missing"] {
+    for needle in [
+        "1 of 3",
+        "000002-c2-c2:cat.json",
+        "c2.jpg",
+        "--allow-missing",
+    ] {
         assert!(err.contains(needle), "no {needle:?} in {err}");
     }
-    assert!(String::from_utf8_lossy(&o.stdout).is_empty(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).is_empty(),
+        "{}",
+        text(&o)
+    );
 
     // Allowed: the title and the JSON say how many were skipped.
     let json = tmp.path().join("r.json");
@@ -388,8 +397,11 @@ fn eval_refuses_impossible_annotations_by_file_and_field() {
 
     // A target keypoint far outside its 64x48 image.
     let far = test.join("000004-c1-c1:cat.json");
-    std::fs::write(&far, ann("c1.jpg", "cat", &k, &[[10, 10], [500, 20]], [0, 0, 40, 40]))
-        .expect("write");
+    std::fs::write(
+        &far,
+        ann("c1.jpg", "cat", &k, &[[10, 10], [500, 20]], [0, 0, 40, 40]),
+    )
+    .expect("write");
     let o = run(&eval_args(&ds, &["--allow-missing"]));
     assert!(!o.status.success(), "{}", text(&o));
     let err = stderr(&o);
@@ -465,7 +477,12 @@ fn out_of_range_numbers_are_refused_by_option_name() {
     let tmp = tempfile::tempdir().expect("tmp");
     let png = tmp.path().join("p.png");
     let p = png.to_str().expect("utf-8");
-    for bad in ["--opacity=NaN", "--opacity=-1", "--opacity=1.5", "--opacity=inf"] {
+    for bad in [
+        "--opacity=NaN",
+        "--opacity=-1",
+        "--opacity=1.5",
+        "--opacity=inf",
+    ] {
         let o = run_s(&pca_args(p, &[bad]));
         assert!(!o.status.success(), "{bad}: {}", text(&o));
         assert!(stderr(&o).contains("--opacity"), "{bad}: {}", text(&o));

@@ -846,8 +846,16 @@ fn impossible_annotations_are_refused_and_cancel_stops() {
     };
     for (bad, field, why) in [
         (mismatch, "trg_kps", "keypoints"),
-        (outside, "src_kps[0]", "outside the 64x48 source image memory"),
-        (far_target, "trg_kps[0]", "outside the 64x48 target image memory"),
+        (
+            outside,
+            "src_kps[0]",
+            "outside the 64x48 source image memory",
+        ),
+        (
+            far_target,
+            "trg_kps[0]",
+            "outside the 64x48 target image memory",
+        ),
         (negative, "trg_kps[0]", "negative"),
         (nan, "trg_kps[0]", "not finite"),
         (flipped, "trg_bndbox", "no area"),

@@ -69,11 +69,11 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| picture_format("--figure", p, true))
         .transpose()?;
-    let out_fmt =
-        a.out
-            .as_deref()
-            .map(|p| picture_format("--out", p, true))
-            .transpose()?;
+    let out_fmt = a
+        .out
+        .as_deref()
+        .map(|p| picture_format("--out", p, true))
+        .transpose()?;
     let s = a.features.settings()?;
     let (x, y) = parse_point(&a.point)?;
     if a.k == 0 {

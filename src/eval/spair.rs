@@ -337,7 +337,10 @@ fn impossible(raw: &RawPair) -> Option<(String, String)> {
             }
         }
     }
-    let boxes = [("trg_bndbox", Some(&raw.trg_bndbox)), ("src_bndbox", raw.src_bndbox.as_ref())];
+    let boxes = [
+        ("trg_bndbox", Some(&raw.trg_bndbox)),
+        ("src_bndbox", raw.src_bndbox.as_ref()),
+    ];
     for (field, b) in boxes {
         let Some(&[x1, y1, x2, y2]) = b else { continue };
         let why = if ![x1, y1, x2, y2].iter().all(|v| v.is_finite()) {
