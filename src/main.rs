@@ -51,7 +51,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cleandift::util::error_chain(&*e));
             std::process::ExitCode::FAILURE
         }
     }

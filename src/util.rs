@@ -3,6 +3,9 @@
 use std::io::Write;
 use std::path::Path;
 
+mod error_text;
+pub use error_text::error_chain;
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder,
 /// flushed to disk, then renamed over the target. A crash mid-write leaves
 /// the previous file intact. The new file's mode follows the umask.

@@ -707,18 +707,50 @@ fn report_json_round_trips_and_the_table_names_categories() {
 }
 
 #[test]
-fn missing_files_are_skipped_not_fatal() {
+fn missing_files_stop_the_run_unless_allowed() {
     let dir = fake_spair();
     std::fs::remove_file(dir.path().join("JPEGImages/cat/c2.jpg")).unwrap();
     let ds = SpairDataset::open(dir.path(), SpairOptions::default()).unwrap();
-    let r = evaluate(
+    let missing = ds.missing_images();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].0, "000002-c2-c2:cat.json");
+    // By default a pair that cannot be loaded stops the run, naming it.
+    let e = evaluate(
         &ds,
         &mut Oracle::identity(),
         &EvalOptions::default(),
         &mut no_progress(),
     )
-    .unwrap();
+    .unwrap_err();
+    match &e {
+        EvalError::Skipped {
+            name,
+            reason,
+            done: 1,
+            total: 3,
+        } => assert!(
+            name == "000002-c2-c2:cat.json" && reason.contains("c2.jpg"),
+            "{e}"
+        ),
+        other => panic!("{other:?}: {e}"),
+    }
+    assert!(e.to_string().contains("--allow-missing"), "{e}");
+    let allow = EvalOptions {
+        allow_missing: true,
+        ..EvalOptions::default()
+    };
+    let r = evaluate(&ds, &mut Oracle::identity(), &allow, &mut no_progress()).unwrap();
     assert_eq!(r.pairs_evaluated, 2);
+    assert_eq!(r.pairs_skipped, 1);
+    assert!(r.options.allow_missing);
+    assert!(
+        r.table()
+            .lines()
+            .next()
+            .is_some_and(|t| t.contains("1 pair(s) skipped, 2 evaluated")),
+        "{}",
+        r.table()
+    );
     assert_eq!(r.skipped.len(), 1);
     assert_eq!(r.skipped[0].name, "000002-c2-c2:cat.json");
     assert!(
@@ -732,13 +764,7 @@ fn missing_files_are_skipped_not_fatal() {
     // nothing usable at all is an error
     std::fs::remove_file(dir.path().join("JPEGImages/cat/c1.jpg")).unwrap();
     std::fs::remove_file(dir.path().join("JPEGImages/dog/d1.jpg")).unwrap();
-    let e = evaluate(
-        &ds,
-        &mut Oracle::identity(),
-        &EvalOptions::default(),
-        &mut no_progress(),
-    )
-    .unwrap_err();
+    let e = evaluate(&ds, &mut Oracle::identity(), &allow, &mut no_progress()).unwrap_err();
     match &e {
         EvalError::NoUsablePairs {
             selected: 3, first, ..
@@ -765,7 +791,7 @@ impl Dataset for Handmade {
 }
 
 #[test]
-fn bad_annotations_skip_pairs_and_cancel_stops() {
+fn impossible_annotations_are_refused_and_cancel_stops() {
     let img = LoadedImage::from_rgb(gradient(64, 48, 5), "memory");
     let good = Pair {
         name: "good".into(),
@@ -787,13 +813,76 @@ fn bad_annotations_skip_pairs_and_cancel_stops() {
         src_kps: vec![[100.0, 5.0]],
         ..good.clone()
     };
+    let far_target = Pair {
+        name: "far".into(),
+        trg_kps: vec![[20.5, 300.0]],
+        ..good.clone()
+    };
+    let negative = Pair {
+        name: "negative".into(),
+        trg_kps: vec![[-20.0, 3.0]],
+        ..good.clone()
+    };
+    let nan = Pair {
+        name: "nan".into(),
+        trg_kps: vec![[f64::NAN, 3.0]],
+        ..good.clone()
+    };
     let flipped = Pair {
         name: "flipped".into(),
         trg_bbox: [30.0, 0.0, 0.0, 30.0],
         ..good.clone()
     };
+    let flat = Pair {
+        name: "flat".into(),
+        trg_bbox: [0.0, 10.0, 30.0, 10.0],
+        ..good.clone()
+    };
+    let empty = Pair {
+        name: "empty".into(),
+        src_kps: vec![],
+        trg_kps: vec![],
+        ..good.clone()
+    };
+    for (bad, field, why) in [
+        (mismatch, "trg_kps", "keypoints"),
+        (
+            outside,
+            "src_kps[0]",
+            "outside the 64x48 source image memory",
+        ),
+        (
+            far_target,
+            "trg_kps[0]",
+            "outside the 64x48 target image memory",
+        ),
+        (negative, "trg_kps[0]", "negative"),
+        (nan, "trg_kps[0]", "not finite"),
+        (flipped, "trg_bndbox", "no area"),
+        (flat, "trg_bndbox", "no area"),
+    ] {
+        let name = bad.name.clone();
+        let ds = Handmade {
+            pairs: vec![good.clone(), bad],
+        };
+        let e = evaluate(
+            &ds,
+            &mut Oracle::identity(),
+            &EvalOptions::default(),
+            &mut no_progress(),
+        )
+        .unwrap_err();
+        match &e {
+            EvalError::BadAnnotation { file, field: f, .. } => {
+                assert_eq!((file.as_str(), f.as_str()), ("#1", field), "{name}: {e}")
+            }
+            other => panic!("{name}: {other:?}: {e}"),
+        }
+        assert!(e.to_string().contains(why), "{name}: {e}");
+    }
+    // A pair with no keypoints has nothing to score: skipped, counted.
     let ds = Handmade {
-        pairs: vec![mismatch, good.clone(), outside, flipped],
+        pairs: vec![empty, good.clone(), good.clone(), good.clone()],
     };
     let r = evaluate(
         &ds,
@@ -802,19 +891,8 @@ fn bad_annotations_skip_pairs_and_cancel_stops() {
         &mut no_progress(),
     )
     .unwrap();
-    assert_eq!(r.pairs_evaluated, 1);
-    let names: Vec<&str> = r.skipped.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["#0", "#2", "#3"], "{:?}", r.skipped);
-    assert!(
-        r.skipped[1].reason.contains("outside"),
-        "{:?}",
-        r.skipped[1]
-    );
-    assert!(
-        r.skipped[2].reason.contains("bounding box"),
-        "{:?}",
-        r.skipped[2]
-    );
+    assert_eq!((r.pairs_evaluated, r.pairs_skipped), (3, 1));
+    assert_eq!(r.skipped[0].reason, "no keypoints");
 
     let cancel = Arc::new(AtomicBool::new(true));
     let opts = EvalOptions {

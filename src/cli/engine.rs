@@ -31,7 +31,7 @@ pub struct FeatureArgs {
     #[arg(long, default_value = "clean")]
     pub mode: String,
     /// Timestep for naive and noisy modes, 0–999.
-    #[arg(long, default_value_t = 261.0)]
+    #[arg(long, default_value_t = 261.0, value_parser = super::checks::timestep)]
     pub t: f64,
     /// Noisy mode: ensemble members averaged, 1 to 64 (the noise of the
     /// average shrinks as 1/sqrt(n): 64 leaves 1/8 of one member's; DIFT and
@@ -96,7 +96,7 @@ pub struct FeatureArgs {
     pub pca_dims: String,
     /// Fused: weight of the diffusion half (DINOv2 gets 1 - w); 0.5 = the
     /// published equal weights.
-    #[arg(long, default_value_t = crate::features::fusion::DEFAULT_SD_WEIGHT)]
+    #[arg(long, default_value_t = crate::features::fusion::DEFAULT_SD_WEIGHT, value_parser = super::checks::unit_weight)]
     pub fusion_weight: f32,
 }
 
@@ -473,12 +473,12 @@ pub fn run_extract(a: &ExtractArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn save_png(img: &image::RgbImage, path: &Path) -> anyhow::Result<()> {
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )?;
+fn save_picture(
+    img: &image::RgbImage,
+    path: &Path,
+    fmt: super::checks::Picture,
+) -> anyhow::Result<()> {
+    let bytes = super::checks::encode(img, fmt)?;
     crate::util::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -490,18 +490,21 @@ pub struct PcaArgs {
     pub a: PathBuf,
     #[arg(long)]
     pub b: PathBuf,
-    /// Output PNG: PCA colours of A and B side by side (first layer).
+    /// Output picture: PCA colours of A and B side by side (first layer);
+    /// PNG, or JPEG for .jpg/.jpeg.
     #[arg(long)]
     pub out: PathBuf,
     /// A PCA per image instead of one joint PCA.
     #[arg(long)]
     pub per_image: bool,
-    /// Blend the colours over the photos with this opacity (1 = colours only).
-    #[arg(long, default_value_t = 1.0)]
+    /// Blend the colours over the photos with this opacity, 0 to 1
+    /// (1 = colours only).
+    #[arg(long, default_value_t = 1.0, value_parser = super::checks::opacity)]
     pub opacity: f32,
 }
 
 pub fn run_pca(a: &PcaArgs) -> anyhow::Result<()> {
+    let fmt = super::checks::picture_format("--out", &a.out, false)?;
     let s = a.features.settings()?;
     let (ia, ib) = (load(&a.a)?, load(&a.b)?);
     let kind = a.features.kind()?;
@@ -540,7 +543,7 @@ pub fn run_pca(a: &PcaArgs) -> anyhow::Result<()> {
         out
     };
     let (pa, pb) = (paint(&ia, &ea, &rgb[0]), paint(&ib, &eb, &rgb[1]));
-    save_png(&side_by_side(&[&pa, &pb], 8), &a.out)?;
+    save_picture(&side_by_side(&[&pa, &pb], 8), &a.out, fmt)?;
     println!(
         "wrote {} (layer {key}, {}, {})",
         a.out.display(),

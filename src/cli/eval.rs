@@ -48,6 +48,12 @@ pub struct EvalArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Evaluate the pairs whose images load and skip the others (missing or
+    /// unreadable files): the table's title and the JSON say how many were
+    /// skipped. Without it a pair that cannot be loaded stops the run with
+    /// a non-zero exit.
+    #[arg(long)]
+    pub allow_missing: bool,
     /// PCK against t: noisy and naive-clean features at each timestep of
     /// START:END:STEP (END included when a step lands on it), and clean
     /// (student) features once; `--mode` and `--t` are not used. Needs
@@ -59,7 +65,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// `--sweep-t`: the alpha plotted and tabled (one of `--alpha`).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = super::checks::alpha)]
     pub sweep_alpha: f64,
     /// `--sweep-t`: the threshold plotted and tabled: bbox or image (per
     /// point, as the paper reports).
@@ -209,6 +215,28 @@ impl FeatureSource for Paired<'_> {
     }
 }
 
+/// Without `--allow-missing`, refuses (before any model loads) an SPair
+/// selection in which pairs name images that are not there; with it, says
+/// how many will be skipped.
+fn refuse_missing(ds: &SpairDataset, allow: bool) -> anyhow::Result<()> {
+    let missing = ds.missing_images();
+    let Some((file, path)) = missing.first() else {
+        return Ok(());
+    };
+    let (n, total) = (missing.len(), ds.len());
+    if allow {
+        eprintln!(
+            "note: {n} of {total} selected pairs name missing images (first: {file}: {}); they are skipped (--allow-missing)",
+            path.display()
+        );
+        return Ok(());
+    }
+    bail!(
+        "{n} of {total} selected pairs name images that are missing (first: {file} names {}); restore them, or pass --allow-missing to evaluate the pairs whose images exist (the report then says how many were skipped)",
+        path.display()
+    )
+}
+
 pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
     let settings = a.features.settings()?;
     let kinds = a.features.kinds()?;
@@ -216,11 +244,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
     let alphas = a
         .alpha
         .split(',')
-        .map(|s| {
-            s.trim()
-                .parse::<f64>()
-                .with_context(|| format!("--alpha: {s:?} is not a number"))
-        })
+        .map(|s| super::checks::alpha(s).map_err(|e| anyhow::anyhow!("--alpha {s:?}: {e}")))
         .collect::<anyhow::Result<Vec<f64>>>()?;
     let categories = a.categories.as_ref().map(|c| {
         c.split(',')
@@ -229,14 +253,18 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     });
     let ds: Box<dyn Dataset> = match a.dataset.split_once(':') {
-        Some(("spair", dir)) => Box::new(SpairDataset::open(
-            dir.as_ref(),
-            SpairOptions {
-                split: a.split.parse()?,
-                categories: categories.clone(),
-                max_pairs: a.pairs,
-            },
-        )?),
+        Some(("spair", dir)) => {
+            let ds = SpairDataset::open(
+                dir.as_ref(),
+                SpairOptions {
+                    split: a.split.parse()?,
+                    categories: categories.clone(),
+                    max_pairs: a.pairs,
+                },
+            )?;
+            refuse_missing(&ds, a.allow_missing)?;
+            Box::new(ds)
+        }
         Some(("warp", dir)) => {
             let ds = WarpDataset::open(
                 dir.as_ref(),
@@ -248,6 +276,12 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
             )?;
             for (path, why) in ds.unreadable() {
                 eprintln!("skipping {path}: {why}");
+            }
+            if let (false, Some((path, why))) = (a.allow_missing, ds.unreadable().first()) {
+                bail!(
+                    "{} of the images in {dir} cannot be read (first: {path}: {why}); remove or fix them, or pass --allow-missing to evaluate the warps of the others",
+                    ds.unreadable().len()
+                );
             }
             Box::new(ds)
         }
@@ -267,6 +301,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         alphas,
         max_pairs: a.pairs,
         categories,
+        allow_missing: a.allow_missing,
         ..EvalOptions::default()
     };
     if let Some(plan) = sweep {

@@ -66,6 +66,9 @@ struct SweepReport {
     best_naive_t: f64,
     best_naive_pck: f64,
     clean_pck: f64,
+    /// Pairs skipped (`--allow-missing`), in the clean run (every run
+    /// reads the same pairs).
+    pairs_skipped: usize,
     noisy: Vec<Point>,
     naive: Vec<Point>,
     clean: Point,
@@ -207,6 +210,7 @@ impl SweepPlan {
             best_noisy_pck,
             best_naive_t,
             best_naive_pck,
+            pairs_skipped: clean.report.pairs_skipped,
             noisy,
             naive,
             clean,
@@ -243,7 +247,13 @@ impl SweepPlan {
 
     fn table(&self, r: &SweepReport) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{} (%) vs t on {}", self.metric(), r.dataset);
+        let _ = writeln!(
+            out,
+            "{} (%) vs t on {}{}",
+            self.metric(),
+            r.dataset,
+            r.clean.report.skipped_note()
+        );
         let _ = writeln!(out, "backbone: {}", r.backbone);
         let _ = writeln!(out, "{:>5} {:>9} {:>9}", "t", "noisy", "naive");
         for (n, v) in r.noisy.iter().zip(&r.naive) {

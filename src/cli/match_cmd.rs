@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use super::checks::{Picture, encode, picture_format};
 use super::engine::{FeatureArgs, SourceRecord, load, pair_maps};
 use crate::features::MatchView;
 use crate::features::preprocess::LoadedImage;
@@ -30,20 +31,21 @@ pub struct MatchArgs {
     #[arg(long, default_value_t = 1)]
     pub k: usize,
     /// Mutual-NN tolerance in A's pixels.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 8.0, value_parser = super::checks::tolerance)]
     pub tolerance: f32,
-    /// Write the figure as a PNG at its native size: A with the query, one
-    /// titled B panel per `--layers` key with its heatmap, numbered matches
-    /// and cosines, and the colour bar (`--figure` for SVG or a larger
-    /// scale).
+    /// Write the figure at its native size: A with the query, one titled B
+    /// panel per `--layers` key with its heatmap, numbered matches and
+    /// cosines, and the colour bar; PNG, JPEG for .jpg/.jpeg, SVG for .svg
+    /// (`--figure` for a larger scale).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Write the figure (titles, layer, numbered matches with cosines, colour
-    /// bar; one B panel per layer): `.svg`, or `.png` at `--figure-scale`.
+    /// bar; one B panel per layer): `.svg`, or `.png` / `.jpg` at
+    /// `--figure-scale`.
     #[arg(long)]
     pub figure: Option<PathBuf>,
-    /// Scale of a PNG `--figure` (1 to 4).
-    #[arg(long, default_value_t = 2.0)]
+    /// Scale of a PNG or JPEG `--figure` (1 to 4).
+    #[arg(long, default_value_t = 2.0, value_parser = super::checks::figure_scale)]
     pub figure_scale: f32,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -62,6 +64,16 @@ pub fn parse_point(s: &str) -> anyhow::Result<(f32, f32)> {
 }
 
 pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
+    let figure_fmt = a
+        .figure
+        .as_deref()
+        .map(|p| picture_format("--figure", p, true))
+        .transpose()?;
+    let out_fmt = a
+        .out
+        .as_deref()
+        .map(|p| picture_format("--out", p, true))
+        .transpose()?;
     let s = a.features.settings()?;
     let (x, y) = parse_point(&a.point)?;
     if a.k == 0 {
@@ -302,21 +314,20 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                     .into(),
             });
         }
-        if let Some(path) = &a.figure {
-            let is_svg = path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-            let bytes = if is_svg {
-                fig.to_svg()?.into_bytes()
-            } else {
-                fig.to_png(a.figure_scale)?
+        let outputs = [
+            (&a.figure, figure_fmt, a.figure_scale),
+            (&a.out, out_fmt, 1.0),
+        ];
+        for (path, fmt, scale) in outputs {
+            let (Some(path), Some(fmt)) = (path, fmt) else {
+                continue;
+            };
+            let bytes = match fmt {
+                Picture::Svg => fig.to_svg()?.into_bytes(),
+                Picture::Png => fig.to_png(scale)?,
+                Picture::Jpeg => encode(&fig.to_image(scale)?, fmt)?,
             };
             crate::util::write_atomic(path, &bytes)
-                .with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote {}", path.display());
-        }
-        if let Some(path) = &a.out {
-            crate::util::write_atomic(path, &fig.to_png(1.0)?)
                 .with_context(|| format!("writing {}", path.display()))?;
             println!("wrote {}", path.display());
         }

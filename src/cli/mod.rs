@@ -6,6 +6,7 @@ mod bench_cache;
 mod bench_clean;
 mod bench_conv;
 pub mod bench_parity;
+mod checks;
 pub mod engine;
 mod eval;
 mod eval_sweep;

@@ -33,7 +33,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub accum: Option<usize>,
     /// Adam learning rate [default: 1e-5; 1e-3 for the tiny presets].
-    #[arg(long)]
+    #[arg(long, value_parser = super::checks::learning_rate)]
     pub lr: Option<f64>,
     /// Linear warm-up steps [default: steps/10, at most 2000].
     #[arg(long)]
@@ -60,11 +60,12 @@ pub struct TrainArgs {
     /// are the defaults).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Save a checkpoint every N steps (0: only at the end) [default: 200].
+    /// Save a checkpoint every N steps (0: only at the end) [default: 200;
+    /// `--resume`: the run's, recorded in its run.json].
     #[arg(long)]
     pub save_every: Option<usize>,
     /// Also save when N seconds passed since the last save (0: off)
-    /// [default: 300].
+    /// [default: 300; `--resume`: the run's].
     #[arg(long)]
     pub save_every_secs: Option<u64>,
     /// Seed of the heads, data order and noise [default: 0].
@@ -89,6 +90,12 @@ impl TrainArgs {
         cfg.run_name = self.run_name.clone();
         if let Some(s) = &saved {
             cfg.hyper = s.hyper.clone();
+            if let Some(n) = s.save_every {
+                cfg.save_every = n;
+            }
+            if let Some(n) = s.save_every_secs {
+                cfg.save_every_secs = n;
+            }
         } else {
             cfg.hyper.lr = default_lr(self.backbone.model());
         }
@@ -175,35 +182,79 @@ fn same_model(given: &str, rec: &RunBase) -> bool {
     }
 }
 
-/// Set by the first SIGINT/SIGTERM: the run saves and stops.
+/// Set by the first SIGINT/SIGTERM/SIGHUP: the run saves and stops.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// Whether stdout / stderr were terminals when the handlers were installed:
+/// after SIGHUP (the terminal is gone) they are pointed at /dev/null, so
+/// that the messages printed on the way out cannot fail and abort the save.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-extern "C" fn on_signal(_sig: libc::c_int) {
-    // A second Ctrl-C (or SIGTERM) exits at once.
+static OUT_IS_TTY: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        for (fd, tty) in [libc::STDOUT_FILENO, libc::STDERR_FILENO]
+            .into_iter()
+            .zip(&OUT_IS_TTY)
+        {
+            if tty.load(Ordering::SeqCst) {
+                // SAFETY: open, dup2 and close are async-signal-safe; the
+                // path is a NUL-terminated literal.
+                unsafe {
+                    let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                    if null >= 0 {
+                        libc::dup2(null, fd);
+                        libc::close(null);
+                    }
+                }
+            }
+        }
+    }
+    // A second Ctrl-C (or SIGTERM, SIGHUP) exits at once.
     if INTERRUPTED.swap(true, Ordering::SeqCst) {
         // SAFETY: _exit is async-signal-safe.
         unsafe { libc::_exit(130) };
     }
 }
 
-/// Ctrl-C and SIGTERM stop the run after the current step, saving it.
+/// Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a dropped ssh session)
+/// stop the run after the current step, saving it.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only touches an atomic and calls _exit, both
-        // async-signal-safe; installing it has no other effect.
+    use std::io::IsTerminal;
+    OUT_IS_TTY[0].store(std::io::stdout().is_terminal(), Ordering::SeqCst);
+    OUT_IS_TTY[1].store(std::io::stderr().is_terminal(), Ordering::SeqCst);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        if sig == libc::SIGHUP && ignored(sig) {
+            // `nohup`: the run goes on when the terminal closes.
+            continue;
+        }
+        // SAFETY: the handler only touches atomics and calls open, dup2,
+        // close and _exit, all async-signal-safe; installing it has no
+        // other effect.
         unsafe {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
         }
     }
 }
 
+/// Whether `sig` is ignored (inherited from the parent, as `nohup` does).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn ignored(sig: libc::c_int) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one
+    // into `old`, a zeroed struct of the right type.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn install_signal_handlers() {}
 
-/// Runs `cleandift train`: Ctrl-C or SIGTERM saves a checkpoint and exits
-/// non-zero; a second Ctrl-C exits at once.
+/// Runs `cleandift train`: Ctrl-C, SIGTERM or SIGHUP saves a checkpoint
+/// and exits non-zero; a second one exits at once.
 pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
     install_signal_handlers();
     let outcome = run_with(a, &INTERRUPTED)?;
@@ -264,6 +315,7 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
         cfg.hyper.trainable,
         cfg.hyper.seed
     );
+    eprintln!("{}", cadence(cfg.save_every, cfg.save_every_secs));
 
     let bar = Bar::new();
     let every = (cfg.steps / 10).max(1);
@@ -296,6 +348,7 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
             }
         }
         TrainEvent::Saved(c) => {
+            eprintln!("saved the checkpoint of step {}", c.step);
             tracing::info!("checkpoint at step {}: {}", c.step, c.student.display());
         }
     };
@@ -332,4 +385,17 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
         None => eprintln!("no checkpoint was written"),
     }
     Ok(outcome)
+}
+
+/// The save cadence in words: `saving every 2 steps and every 300 s`.
+fn cadence(every: usize, secs: u64) -> String {
+    let steps = match every {
+        0 => "at the end".to_string(),
+        1 => "every step".to_string(),
+        n => format!("every {n} steps"),
+    };
+    match secs {
+        0 => format!("saving {steps}"),
+        s => format!("saving {steps} and every {s} s"),
+    }
 }

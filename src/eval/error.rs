@@ -52,6 +52,31 @@ pub enum EvalError {
         /// The first skip, `name: reason`.
         first: String,
     },
+    /// A pair's files could not be loaded and skipping was not allowed
+    /// ([`super::EvalOptions::allow_missing`]).
+    #[error(
+        "pair {name} cannot be evaluated: {reason}; a PCK without it would not be the dataset's ({done} of {total} pairs done): restore the files, or pass --allow-missing to evaluate the pairs that load (the report then says how many were skipped)"
+    )]
+    Skipped {
+        /// The pair's name.
+        name: String,
+        /// Why it cannot be loaded.
+        reason: String,
+        /// Pairs finished before it.
+        done: usize,
+        /// Pairs selected.
+        total: usize,
+    },
+    /// An annotation that cannot be true (named by file and field).
+    #[error("impossible annotation in {file}: {field} {why}; fix or remove this pair's annotation")]
+    BadAnnotation {
+        /// The annotation file (or the pair's name).
+        file: String,
+        /// The field, with the keypoint's index: `trg_kps[3]`, `trg_bndbox`.
+        field: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The PCK thresholds are unusable.
     #[error("invalid PCK alphas: {0}")]
     Alphas(MatchError),

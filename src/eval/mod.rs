@@ -21,13 +21,19 @@
 //!
 //! # Failures
 //!
-//! A pair whose files cannot be loaded, or whose annotation is unusable
-//! (keypoint counts differ, no keypoints, a source keypoint outside its
-//! image, a bad box), is *skipped* and listed with its reason in the report.
+//! A pair whose files cannot be loaded stops the run
+//! ([`EvalError::Skipped`]) unless [`EvalOptions::allow_missing`] is set:
+//! then it is *skipped*, listed with its reason in the report and counted
+//! in [`EvalReport::pairs_skipped`] (the table's title says how many). A pair
+//! with no keypoints is skipped too. An impossible annotation (keypoint
+//! counts that differ, a keypoint outside its image or not finite, a box
+//! without area) stops the run naming the file and the field
+//! ([`EvalError::BadAnnotation`]): scored, it would count as misses.
 //! Errors of the feature source (a broken model) and feature maps that do
 //! not fit their image abort the run; so does cancellation. A run in which
 //! no pair could be evaluated is an error.
 
+mod annotations;
 mod error;
 mod spair;
 mod warp;
@@ -118,6 +124,12 @@ pub trait Dataset {
     fn pair_name(&self, i: usize) -> String {
         format!("#{i}")
     }
+
+    /// The file pair `i`'s annotation comes from (for messages that refuse
+    /// it); defaults to [`Self::pair_name`].
+    fn annotation_file(&self, i: usize) -> String {
+        self.pair_name(i)
+    }
 }
 
 /// One annotated pair. Keypoints and the box are in original image pixels,
@@ -161,6 +173,9 @@ pub struct EvalOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Upper bound on the memory of cached, prepared feature maps.
     pub cache_bytes: usize,
+    /// Skip pairs whose files cannot be loaded (counted in the report)
+    /// instead of stopping at the first ([`EvalError::Skipped`]).
+    pub allow_missing: bool,
 }
 
 impl Default for EvalOptions {
@@ -171,6 +186,7 @@ impl Default for EvalOptions {
             categories: None,
             cancel: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            allow_missing: false,
         }
     }
 }
@@ -186,6 +202,9 @@ pub struct OptionsRecord {
     pub categories: Option<Vec<String>>,
     /// Cache bound, bytes.
     pub cache_bytes: usize,
+    /// Whether pairs that cannot be loaded were skipped (else they stop
+    /// the run).
+    pub allow_missing: bool,
 }
 
 /// A pair left out, and why.
@@ -217,7 +236,8 @@ pub struct EvalReport {
     pub pairs_evaluated: usize,
     /// Keypoints counted in `pck`.
     pub keypoints: usize,
-    /// Pairs left out, with reasons.
+    /// Pairs left out: how many, and each with its reason.
+    pub pairs_skipped: usize,
     pub skipped: Vec<SkippedPair>,
     /// Feature maps computed (cache misses).
     pub feature_maps_computed: usize,
@@ -244,6 +264,15 @@ pub fn evaluate(
         return Err(EvalError::NoPairs { dataset });
     }
     let total = selected.len();
+    let stop = |s: &SkippedPair, done: usize| EvalError::Skipped {
+        name: s.name.clone(),
+        reason: s.reason.clone(),
+        done,
+        total,
+    };
+    if let (false, Some(s)) = (opts.allow_missing, skipped.first()) {
+        return Err(stop(s, 0));
+    }
     let mut cache = FeatureCache::new(opts.cache_bytes);
     progress(0, total);
     for (done, &i) in selected.iter().enumerate() {
@@ -260,10 +289,11 @@ pub fn evaluate(
             reason,
         };
         match ds.pair(i) {
+            Err(e) if !opts.allow_missing => return Err(stop(&skip(e.to_string()), done)),
             Err(e) => skipped.push(skip(e.to_string())),
-            Ok(pair) => match check_pair(&pair) {
-                Err(reason) => skipped.push(skip(reason)),
-                Ok(()) => {
+            Ok(pair) => match annotations::check_pair(&pair, &ds.annotation_file(i))? {
+                Some(reason) => skipped.push(skip(reason)),
+                None => {
                     let (s, t) = match src.pair_features(&pair.src, &pair.trg, &pair.category) {
                         Some(r) => {
                             let [(ms, gs), (mt, gt)] = r.map_err(|cause| EvalError::Features {
@@ -309,11 +339,13 @@ pub fn evaluate(
             max_pairs: opts.max_pairs,
             categories: opts.categories.clone(),
             cache_bytes: opts.cache_bytes,
+            allow_missing: opts.allow_missing,
         },
         pairs_selected: total,
         pairs_evaluated: pck.overall.pairs,
         keypoints: pck.overall.keypoints,
         pck,
+        pairs_skipped: skipped.len(),
         skipped,
         feature_maps_computed: cache.misses,
         cache_hits: cache.hits,
@@ -363,38 +395,6 @@ fn select_pairs(
         });
     }
     Ok((selected, skipped))
-}
-
-/// How far (pixels) a source keypoint may lie outside its image and still
-/// be used (clamped onto the border): annotation tools round.
-const KEYPOINT_SLACK: f64 = 1.0;
-
-/// Annotation checks that skip a pair (rather than abort the run).
-fn check_pair(p: &Pair) -> Result<(), String> {
-    if p.src_kps.len() != p.trg_kps.len() {
-        return Err(format!(
-            "{} source keypoints but {} target keypoints",
-            p.src_kps.len(),
-            p.trg_kps.len()
-        ));
-    }
-    if p.src_kps.is_empty() {
-        return Err("no keypoints".into());
-    }
-    let (w, h) = (f64::from(p.src.width), f64::from(p.src.height));
-    for (k, &[x, y]) in p.src_kps.iter().enumerate() {
-        let inside = |v: f64, n: f64| v >= -KEYPOINT_SLACK && v <= n + KEYPOINT_SLACK;
-        if !(inside(x, w) && inside(y, h)) {
-            return Err(format!(
-                "source keypoint {k} ({x}, {y}) lies outside the {}x{} source image {}",
-                p.src.width, p.src.height, p.src.source
-            ));
-        }
-    }
-    if p.trg_kps.iter().flatten().any(|v| !v.is_finite()) {
-        return Err("a target keypoint is not finite".into());
-    }
-    Ok(())
 }
 
 /// Predicted target keypoints (original target pixels) for every source
@@ -547,12 +547,24 @@ fn view_bytes(v: &MatchView) -> usize {
 }
 
 impl EvalReport {
+    /// ` — N pair(s) skipped, M evaluated ...` for titles; empty when none
+    /// was skipped.
+    pub fn skipped_note(&self) -> String {
+        if self.pairs_skipped == 0 {
+            return String::new();
+        }
+        format!(
+            " — {} pair(s) skipped, {} evaluated (the PCK is over the evaluated ones only)",
+            self.pairs_skipped, self.pairs_evaluated
+        )
+    }
+
     /// A readable terminal table: one row per category and one for all
     /// pairs; per alpha four columns, PCK in percent: bbox threshold per
     /// point and per image, image threshold per point and per image.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "PCK (%) on {}", self.dataset);
+        let _ = writeln!(out, "PCK (%) on {}{}", self.dataset, self.skipped_note());
         let _ = writeln!(out, "features: {}", self.extractor);
         let _ = writeln!(
             out,

@@ -233,6 +233,29 @@ impl SpairDataset {
         set.into_iter().map(String::from).collect()
     }
 
+    /// The folder of the split's annotation files.
+    pub fn annotation_dir(&self) -> PathBuf {
+        self.root
+            .join("PairAnnotation")
+            .join(self.options.split.dir_name())
+    }
+
+    /// The selected pairs that name an image that is not there (a file
+    /// check, no decoding): `(annotation file, missing image)`, in order.
+    pub fn missing_images(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        for p in &self.pairs {
+            for im in [&p.src_imname, &p.trg_imname] {
+                let path = self.image_path(&p.category, im);
+                if !path.is_file() {
+                    out.push((p.file.clone(), path));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// Path of an image of `category`.
     pub fn image_path(&self, category: &str, imname: &str) -> PathBuf {
         self.root.join("JPEGImages").join(category).join(imname)
@@ -257,22 +280,21 @@ fn parse_pair(path: &Path) -> Result<SpairPair, DatasetError> {
         .unwrap_or_default();
     if raw.src_kps.len() != raw.trg_kps.len() {
         invalid!(
-            "malformed pair annotation {}: {} source but {} target keypoints",
+            "impossible annotation in {}: trg_kps has {} keypoints but src_kps has {} (they pair up one to one)",
             path.display(),
-            raw.src_kps.len(),
-            raw.trg_kps.len()
+            raw.trg_kps.len(),
+            raw.src_kps.len()
         );
     }
-    let finite = raw
-        .src_kps
-        .iter()
-        .chain(&raw.trg_kps)
-        .flatten()
-        .chain(&raw.trg_bndbox)
-        .all(|v| v.is_finite());
-    if !finite {
+    if raw.src_kps.is_empty() {
         invalid!(
-            "malformed pair annotation {}: a non-finite coordinate",
+            "impossible annotation in {}: src_kps is empty (a pair needs at least one keypoint)",
+            path.display()
+        );
+    }
+    if let Some((field, why)) = impossible(&raw) {
+        invalid!(
+            "impossible annotation in {}: {field} {why}; fix or remove this pair's annotation",
             path.display()
         );
     }
@@ -296,6 +318,45 @@ fn parse_pair(path: &Path) -> Result<SpairPair, DatasetError> {
     })
 }
 
+/// The first field of `raw` that cannot be true without knowing the
+/// image sizes: a coordinate that is not finite or below -1 (annotations
+/// are pixel indices), a box without area. Keypoints outside their image
+/// are refused once the images are loaded.
+fn impossible(raw: &RawPair) -> Option<(String, String)> {
+    let slack = super::annotations::KEYPOINT_SLACK;
+    for (field, kps) in [("src_kps", &raw.src_kps), ("trg_kps", &raw.trg_kps)] {
+        for (k, &[x, y]) in kps.iter().enumerate() {
+            if !(x.is_finite() && y.is_finite()) {
+                return Some((format!("{field}[{k}]"), format!("({x}, {y}) is not finite")));
+            }
+            if x < -slack || y < -slack {
+                return Some((
+                    format!("{field}[{k}]"),
+                    format!("({x}, {y}) has a negative coordinate"),
+                ));
+            }
+        }
+    }
+    let boxes = [
+        ("trg_bndbox", Some(&raw.trg_bndbox)),
+        ("src_bndbox", raw.src_bndbox.as_ref()),
+    ];
+    for (field, b) in boxes {
+        let Some(&[x1, y1, x2, y2]) = b else { continue };
+        let why = if ![x1, y1, x2, y2].iter().all(|v| v.is_finite()) {
+            "is not finite"
+        } else if x2 <= x1 || y2 <= y1 {
+            "has no area (x2 must exceed x1 and y2 exceed y1)"
+        } else if x1.min(y1) < -slack {
+            "has a negative coordinate"
+        } else {
+            continue;
+        };
+        return Some((field.to_string(), format!("[{x1}, {y1}, {x2}, {y2}] {why}")));
+    }
+    None
+}
+
 /// Annotated pixel index -> the pixel's centre.
 fn centre(kps: &[[f64; 2]]) -> Vec<[f64; 2]> {
     kps.iter().map(|[x, y]| [x + 0.5, y + 0.5]).collect()
@@ -314,6 +375,13 @@ impl Dataset for SpairDataset {
         self.pairs
             .get(i)
             .map_or_else(|| format!("#{i}"), |p| p.file.clone())
+    }
+
+    fn annotation_file(&self, i: usize) -> String {
+        self.pairs.get(i).map_or_else(
+            || format!("#{i}"),
+            |p| self.annotation_dir().join(&p.file).display().to_string(),
+        )
     }
 
     fn category(&self, i: usize) -> Result<String, DatasetError> {

@@ -55,6 +55,13 @@ pub struct SavedSettings {
     pub hyper: TrainHyper,
     pub size: u32,
     pub images: usize,
+    /// The save cadence in force: `--save-every` steps (0: only at the
+    /// end) and `--save-every-secs` (0: off). A resume without the flags
+    /// keeps them; absent in runs written before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_every: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_every_secs: Option<u64>,
 }
 
 /// The JSON in the state file's metadata.

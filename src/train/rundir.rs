@@ -292,6 +292,19 @@ impl RunDir {
         crate::util::write_atomic(&p, json.as_bytes()).map_err(io_at(&p))
     }
 
+    /// Rewrites `run.json` (`m`, as read) with the save cadence in force,
+    /// when it records another one: a resume without `--save-every` /
+    /// `--save-every-secs` keeps the recorded cadence, one with them
+    /// replaces it.
+    pub fn record_cadence(&self, mut m: RunManifest, every: usize, secs: u64) -> Result<()> {
+        if m.settings.save_every == Some(every) && m.settings.save_every_secs == Some(secs) {
+            return Ok(());
+        }
+        m.settings.save_every = Some(every);
+        m.settings.save_every_secs = Some(secs);
+        self.write_manifest(&m)
+    }
+
     /// The newest complete checkpoint (see [`latest_checkpoint`]).
     pub fn latest(&self) -> Result<Option<CkptDir>> {
         latest_checkpoint(&self.path, &self.base)
@@ -348,9 +361,18 @@ impl RunDir {
             File::open(&tmp)?.sync_all()
         });
         let result = made.and_then(|()| std::fs::rename(&tmp, &target));
+        // When the stable path is already a hard link of `src` (resuming a
+        // finished run), rename(2) of one link over another of the same
+        // file does nothing and leaves the temporary link behind.
+        let left = match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(e),
+            _ => None,
+        };
         if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
             return Err(io_at(&target)(e));
+        }
+        if let Some(e) = left {
+            return Err(io_at(&tmp)(e));
         }
         sync_dir(&self.path);
         Ok(())
@@ -454,7 +476,9 @@ fn not_a_run(dir: &Path) -> TrainError {
 }
 
 /// The settings of the run in `dir` (for `--resume`): its newest
-/// checkpoint's, else its manifest's, else (no run here) an error.
+/// checkpoint's, else its manifest's, else (no run here) an error. The save
+/// cadence is the manifest's when it records one (rewritten whenever a
+/// resume changes it, so newer than a checkpoint's).
 pub fn run_settings(dir: &Path) -> Result<SavedSettings> {
     if !dir.is_dir() {
         return Err(TrainError::Checkpoint {
@@ -462,10 +486,16 @@ pub fn run_settings(dir: &Path) -> Result<SavedSettings> {
             why: "no such run folder".into(),
         });
     }
+    let manifest = read_manifest(dir)?;
     if let Some(meta) = newest_state_meta(dir)? {
-        return Ok(meta.settings);
+        let mut s = meta.settings;
+        if let Some(m) = &manifest {
+            s.save_every = m.settings.save_every.or(s.save_every);
+            s.save_every_secs = m.settings.save_every_secs.or(s.save_every_secs);
+        }
+        return Ok(s);
     }
-    match read_manifest(dir)? {
+    match manifest {
         Some(m) => Ok(m.settings),
         None => Err(not_a_run(dir)),
     }

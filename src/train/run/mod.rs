@@ -321,8 +321,13 @@ pub fn train(
         },
         size: data.size(),
         images: data.len(),
+        save_every: Some(cfg.save_every),
+        save_every_secs: Some(cfg.save_every_secs),
     };
-    if rundir::read_manifest(run.path())?.is_none() {
+    if let Some(m) = rundir::read_manifest(run.path())? {
+        // The cadence given now (or kept) is the run's from here on.
+        run.record_cadence(m, cfg.save_every, cfg.save_every_secs)?;
+    } else {
         run.write_manifest(&RunManifest {
             version: rundir::MANIFEST_VERSION,
             base: base.clone(),
