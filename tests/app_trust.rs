@@ -316,12 +316,14 @@ fn a_failed_load_keeps_the_running_backbone_named_and_working() {
     );
     // The panel names the running backbone and the failed load.
     assert!(
-        h.query_by_label_contains(&format!("running: {}", running.description))
-            .is_some()
+        h.query_by_label_contains(&running.description).is_some(),
+        "the panel does not name the running backbone"
     );
     assert!(
         h.query_by_label_contains("loading /nonexistent/diffusers-folder failed")
             .is_some()
+            && h.query_by_label_contains("; tiny-sd21 runs on").is_some(),
+        "the panel does not say the failed load left tiny-sd21 running"
     );
 
     // Naive: its features come, from the running backbone.

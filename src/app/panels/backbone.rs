@@ -82,7 +82,7 @@ pub(super) fn backbone_section(
                 }
                 BackboneState::Ready { info, .. } => (
                     format!(
-                        "running: {} · {} · {}",
+                        "{} · {} · {}",
                         info.description, info.device, info.dtype
                     ),
                     Some(Color32::from_rgb(110, 200, 120)),
