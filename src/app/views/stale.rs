@@ -78,7 +78,13 @@ pub(super) fn column(c: &Canvas, col: Column) -> Option<(Show, Arc<Provenance>)>
 
 /// Greys `rect` out and writes `label` over it (also as an AccessKit
 /// label).
-pub(super) fn veil(ui: &egui::Ui, rect: Rect, label: &str, size: f32, salt: impl std::hash::Hash) {
+pub(super) fn veil(
+    ui: &egui::Ui,
+    rect: Rect,
+    label: &str,
+    size: f32,
+    salt: impl std::hash::Hash + std::fmt::Debug,
+) {
     let p = ui.painter();
     p.rect_filled(rect, 0.0, Color32::from_black_alpha(170));
     let job = egui::text::LayoutJob::simple(
