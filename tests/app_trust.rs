@@ -72,7 +72,7 @@ fn an_answer_for_the_previous_b_is_never_drawn_or_exported_as_current() {
         mode: Some(Mode::Naive),
         ..opts()
     });
-    wait(&mut h, "naive features", 180, settled);
+    wait(&mut h, "naive features", 300, settled);
     click_image(&mut h, Side::A, 200.5, 180.5);
     h.remove_cursor();
     wait(&mut h, "the answer", 60, settled);
@@ -183,7 +183,7 @@ fn an_answer_for_the_previous_b_is_never_drawn_or_exported_as_current() {
     h.step();
     check_exports(h.state(), export.path());
 
-    wait(&mut h, "the new pair's features", 180, settled);
+    wait(&mut h, "the new pair's features", 300, settled);
     {
         let app = h.state_mut();
         assert_eq!(app.freshness(Mode::Naive), Some(Freshness::Current));
@@ -274,7 +274,7 @@ fn a_failed_load_keeps_the_running_backbone_named_and_working() {
         export_dir: Some(export.path().to_path_buf()),
         ..opts()
     });
-    wait(&mut h, "clean features", 120, settled);
+    wait(&mut h, "clean features", 300, settled);
     click_image(&mut h, Side::A, 256.5, 256.5);
     h.remove_cursor();
     wait(&mut h, "the answer", 60, settled);
@@ -328,7 +328,7 @@ fn a_failed_load_keeps_the_running_backbone_named_and_working() {
 
     // Naive: its features come, from the running backbone.
     h.state_mut().settings.mode = Mode::Naive;
-    wait(&mut h, "naive features after the failed load", 120, settled);
+    wait(&mut h, "naive features after the failed load", 300, settled);
     {
         let app = h.state_mut();
         assert_eq!(app.freshness(Mode::Naive), Some(Freshness::Current));
