@@ -316,7 +316,9 @@ fn a_failed_load_keeps_the_running_backbone_named_and_working() {
     );
     // The panel names the running backbone and the failed load.
     assert!(
-        h.query_by_label_contains(&running.description).is_some(),
+        h.query_all_by_label_contains(&running.description)
+            .next()
+            .is_some(),
         "the panel does not name the running backbone"
     );
     assert!(
