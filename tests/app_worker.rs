@@ -538,3 +538,52 @@ fn sweep_and_variance_steps_answer_per_t_and_cancel() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Loading a model that does not exist while a backbone is loaded keeps
+/// the loaded one (issue #20, item 2): the answer names it, and features
+/// asked of it come.
+#[test]
+fn a_load_that_fails_early_keeps_the_loaded_backbone() {
+    let (mut w, _) = spawn();
+    let bb = load_tiny(&mut w);
+    let id = w.next_id();
+    w.send(Request::LoadBackbone {
+        id,
+        choice: BackboneChoice {
+            model: "/nonexistent/diffusers-folder".into(),
+            ..tiny()
+        },
+    })
+    .expect("send");
+    let evs = collect(&w, 30, |e| {
+        matches!(
+            e,
+            Event::BackboneKept { .. } | Event::Failed { .. } | Event::BackboneReady { .. }
+        )
+    });
+    match evs.last() {
+        Some(Event::BackboneKept {
+            id: i,
+            error,
+            running,
+            info,
+        }) => {
+            assert_eq!((*i, *running), (id, bb));
+            assert!(error.message.contains("/nonexistent"), "{error}");
+            assert_eq!(info.choice.model, "tiny-sd21");
+        }
+        other => panic!("{other:?}"),
+    }
+    let imgs = images(&mut w);
+    let ex = extract(&mut w, bb, &imgs, settings(Mode::Naive, 64, 1));
+    let evs = collect(
+        &w,
+        60,
+        |e| matches!(e, Event::Features { id: i, .. } | Event::Failed { id: i, .. } if *i == ex),
+    );
+    assert!(
+        matches!(evs.last(), Some(Event::Features { .. })),
+        "{:?}",
+        evs.last()
+    );
+}

@@ -106,6 +106,9 @@ struct ModeResult {
     t: f64,
     #[serde(flatten)]
     answer: Answer,
+    /// What this answer was computed from (images by content hash,
+    /// backbone and weights, settings, layer).
+    provenance: super::provenance::Provenance,
 }
 
 #[derive(Serialize)]
@@ -167,6 +170,7 @@ pub fn gallery_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         .query
         .filter(|q| q.side == Side::A)
         .context("no query point: click in A first")?;
+    super::provenance::ensure_current(app)?;
     let a = app.image(Side::A).context("image A is not loaded")?;
     let query_image = image_info(a);
     let modes = app.gallery_modes();
@@ -176,11 +180,13 @@ pub fn gallery_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         for &m in &modes {
             if let Some(ans) = app.gallery_answer(i, m) {
                 let f = app.gallery().targets()[i].features(m).cloned();
+                let provenance = super::provenance::exported_target(app, i, m, ans.layer)?;
                 results.push(ModeResult {
                     column: m.to_string(),
                     features: f.as_ref().map(|f| f.label.clone()).unwrap_or_default(),
                     t: f.as_ref().map_or(0.0, |f| f.t_used),
                     answer: (*ans).clone(),
+                    provenance,
                 });
             }
         }
@@ -223,6 +229,7 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         .settings
         .query
         .context("no query point: click in an image first")?;
+    super::provenance::ensure_current(app)?;
     let modes = match app.settings.view {
         View::Compare => app.compare_modes(),
         _ => vec![app.settings.mode.into()],
@@ -231,11 +238,13 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
     for m in modes {
         if let Some(a) = app.answer(m, q) {
             let f = app.features_of(m).cloned();
+            let provenance = super::provenance::exported(app, m, a.layer)?;
             results.push(ModeResult {
                 column: m.to_string(),
                 features: f.as_ref().map(|f| f.label.clone()).unwrap_or_default(),
                 t: f.as_ref().map_or(0.0, |f| f.t_used),
                 answer: (*a).clone(),
+                provenance,
             });
         }
     }
@@ -283,6 +292,9 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
 impl CleanDiftApp {
     /// Writes the current correspondences as JSON to `path` (atomically).
     pub fn save_json(&mut self, path: &Path) {
+        if self.refuse_stale_export("correspondences JSON") {
+            return;
+        }
         let json = if self.settings.view == View::Sweep {
             self.sweep_json()
         } else {

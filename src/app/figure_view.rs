@@ -165,8 +165,17 @@ fn colorbar(app: &CleanDiftApp, look: &Look, per_column: bool) -> ColorBar {
     }
 }
 
-/// The current view as a figure.
+/// The current view as a figure, with the provenance of every answer it
+/// shows in its notes; refused while an answer is not current
+/// ([`super::provenance::ensure_current`]).
 pub fn view_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
+    super::provenance::ensure_current(app)?;
+    let mut fig = figure_of_view(app)?;
+    super::provenance::annotate(app, &mut fig);
+    Ok(fig)
+}
+
+fn figure_of_view(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
     let q = app.settings.query;
     let mode = app.settings.mode;
     match app.settings.view {
@@ -420,6 +429,9 @@ impl CleanDiftApp {
     /// S: asks the renderer for exactly what is on screen; it arrives in a
     /// later frame and is written by [`Self::drain_screenshots`].
     pub fn request_screenshot(&mut self) {
+        if self.refuse_stale_export("screenshot") {
+            return;
+        }
         let tx = self.exports.shots.0.clone();
         let ctx = self.ctx.clone();
         let cb = egui::ScreenshotCallback::new(move |img| {
@@ -446,6 +458,9 @@ impl CleanDiftApp {
     /// E: the view's figure (PNG at the figure scale, SVG) and the JSON into
     /// the export folder.
     pub fn export_figure_now(&mut self) {
+        if self.refuse_stale_export("figure") {
+            return;
+        }
         let dir = self.export_dir();
         if self.settings.view == View::Sweep {
             match self.export_sweep(&dir) {
@@ -504,6 +519,9 @@ impl CleanDiftApp {
 
     /// Writes the view's figure to `path`: SVG, or PNG at the figure scale.
     pub fn save_figure(&mut self, path: &Path, svg: bool) {
+        if self.refuse_stale_export("figure") {
+            return;
+        }
         let scale = self.settings.figure_scale.clamp(1, 3);
         if self.settings.view == View::Sweep {
             let result = self.sweep_chart().and_then(|c| {

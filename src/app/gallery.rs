@@ -481,7 +481,7 @@ impl CleanDiftApp {
         for t in &mut self.gallery.targets {
             for (m, slot) in MODES.iter().zip(t.slots.iter_mut()) {
                 if let Some(key) = slot.request.finish(id) {
-                    slot.ready = Some((key, features.clone()));
+                    slot.ready = Some((key.ran(features), features.clone()));
                     slot.request.unblock();
                     self.messages
                         .resolve(Topic::Job(Job::TargetFeatures(t.uid, *m)));

@@ -27,6 +27,7 @@ mod launch;
 pub mod native_dialog;
 pub mod overlay;
 mod panels;
+pub mod provenance;
 pub mod query;
 mod requests;
 pub mod settings;

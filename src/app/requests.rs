@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::column::Column;
 use super::jobs::{PcaKey, Tracked};
+use super::provenance::{Provenance, SlotKey};
 use super::settings::Settings;
 use super::state::{BackboneState, FeatureState, ImagesState, Level, answer_layer};
 use super::{CleanDiftApp, THUMB_SIDE, View, hex8, spawn_worker};
@@ -43,14 +44,15 @@ impl CleanDiftApp {
     pub fn load_backbone(&mut self) {
         let choice = self.settings.backbone_choice();
         if choice.model.is_empty() {
-            self.backbone = BackboneState::Failed {
+            // Nothing is sent: a backbone running (or loading) goes on.
+            self.backbone_not_loaded(
                 choice,
-                error: UserError {
+                UserError {
                     message: "no folder given for the local model".into(),
                     hint: "Type the path of a diffusers folder under Model, or choose tiny-sd21 (offline)"
                         .into(),
                 },
-            };
+            );
             return;
         }
         // Everything in flight belongs to the old backbone: a fine-tune
@@ -113,7 +115,7 @@ impl CleanDiftApp {
                 "Change a setting or press Extract to run them again".into(),
             );
         }
-        if let BackboneState::Loading { id, choice } = &self.backbone {
+        if let BackboneState::Loading { id, choice, .. } = &self.backbone {
             self.worker.cancel(*id);
             self.backbone = BackboneState::Failed {
                 choice: choice.clone(),
@@ -487,12 +489,12 @@ pub(super) fn extract_settings(s: &Settings, mode: Mode) -> ExtractSettings {
 
 /// What a column's features are made for (a key string), from which
 /// images and with which settings; `None` before a backbone and both images.
-fn feature_key(
+pub(super) fn feature_key(
     s: &Settings,
     backbone: &BackboneState,
     images: &ImagesState,
     col: Column,
-) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
+) -> Option<(SlotKey, [Arc<LoadedImage>; 2], ExtractSettings)> {
     let (Some(a), Some(b)) = (images.get(Side::A), images.get(Side::B)) else {
         return None;
     };
@@ -500,28 +502,28 @@ fn feature_key(
 }
 
 /// What a column's features of the pair (`a`, `b`) are made for (a key
-/// string) and with which settings; `None` before a backbone.
+/// string with the provenance of the same inputs) and with which
+/// settings; `None` before a backbone.
 pub(super) fn pair_key(
     s: &Settings,
     backbone: &BackboneState,
     a: &Arc<LoadedImage>,
     b: &Arc<LoadedImage>,
     col: Column,
-) -> Option<(String, [Arc<LoadedImage>; 2], ExtractSettings)> {
-    let BackboneState::Ready { id, .. } = backbone else {
+) -> Option<(SlotKey, [Arc<LoadedImage>; 2], ExtractSettings)> {
+    let BackboneState::Ready { id, info, .. } = backbone else {
         return None;
     };
     let es = extract_settings(s, col.mode);
-    let source = match col.feature_source() {
-        Some(src @ Source::Dino) => format!(
-            "{src}|{}",
-            serde_json::to_string(&fusion_settings(s, backbone).dino).unwrap_or_default()
-        ),
-        Some(src) => format!(
-            "{src}|{}",
-            serde_json::to_string(&fusion_settings(s, backbone)).unwrap_or_default()
-        ),
-        None => String::new(),
+    let fusion = match col.feature_source() {
+        Some(Source::Dino) => serde_json::to_value(&fusion_settings(s, backbone).dino).ok(),
+        Some(_) => serde_json::to_value(fusion_settings(s, backbone)).ok(),
+        None => None,
+    };
+    let source = match (col.feature_source(), &fusion) {
+        (Some(src), Some(f)) => format!("{src}|{f}"),
+        (Some(src), None) => format!("{src}|"),
+        (None, _) => String::new(),
     };
     let key = format!(
         "{id}|{}{source}|{}|{}|{}|{}",
@@ -531,7 +533,8 @@ pub(super) fn pair_key(
         serde_json::to_string(&es).unwrap_or_default(),
         es.size
     );
-    Some((key, [a.clone(), b.clone()], es))
+    let provenance = Provenance::for_pair(*id, info, [a.as_ref(), b.as_ref()], col, &es, fusion);
+    Some((SlotKey::new(key, provenance), [a.clone(), b.clone()], es))
 }
 
 /// Whether the column's shown features match the current settings and images.

@@ -11,6 +11,7 @@ use egui::TextureHandle;
 use super::column::{Column, ModeKey};
 use super::jobs::{PcaKey, Tracked};
 use super::overlay::Overlay;
+use super::provenance::{DrawnAnswer, SlotKey};
 use super::query::{self, Answer, QueryOptions, QueryPoint, StripTile};
 use super::settings::Settings;
 use crate::features::extract::Mode;
@@ -40,6 +41,9 @@ pub enum BackboneState {
     Ready {
         id: RequestId,
         info: Arc<BackboneInfo>,
+        /// A later load that failed early, while this backbone ran on
+        /// (`Event::BackboneKept`).
+        failed_load: Option<Box<(BackboneChoice, UserError)>>,
     },
     Failed {
         choice: BackboneChoice,
@@ -60,9 +64,10 @@ impl BackboneState {
 /// Features of one mode: what is wanted, in flight, and shown.
 #[derive(Default)]
 pub struct FeatureSlot {
-    /// The extraction in flight, keyed by its settings.
-    pub(super) request: Tracked<String>,
-    pub(super) ready: Option<(String, Arc<PairFeatures>)>,
+    /// The extraction in flight, keyed by its inputs.
+    pub(super) request: Tracked<SlotKey>,
+    /// The features shown and the inputs they were computed from.
+    pub(super) ready: Option<(SlotKey, Arc<PairFeatures>)>,
 }
 
 impl FeatureSlot {
@@ -229,7 +234,7 @@ impl FeatureState {
     }
 
     /// Whether the column's shown features were made for `key`.
-    pub(super) fn is_current(&self, col: Column, key: &str) -> bool {
+    pub(super) fn is_current(&self, col: Column, key: &SlotKey) -> bool {
         self.slots
             .get(&col.key())
             .and_then(|s| s.ready.as_ref())
@@ -396,6 +401,8 @@ pub struct ViewState {
     pub(super) strip_rects: Vec<(FeatureKey, egui::Rect)>,
     /// The gallery's target pictures: (target uid, mode, rect).
     pub(super) gallery_rects: Vec<(u32, crate::features::extract::Mode, egui::Rect)>,
+    /// What the views drew of each answer (current, greyed or hidden).
+    pub(super) drawn: Vec<DrawnAnswer>,
     pub(super) overlay: Overlay,
 }
 
@@ -406,6 +413,7 @@ impl ViewState {
             image_rects: Vec::new(),
             strip_rects: Vec::new(),
             gallery_rects: Vec::new(),
+            drawn: Vec::new(),
             overlay,
         }
     }

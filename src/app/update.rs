@@ -151,7 +151,7 @@ impl CleanDiftApp {
                             self.features.last_extraction =
                                 Some((features.mode, features.extract_secs));
                         }
-                        slot.ready = Some((key, features.clone()));
+                        slot.ready = Some((key.ran(&features), features.clone()));
                         slot.request.unblock();
                         self.messages.resolve(Topic::Job(mode.job()));
                         for n in &features.notes {
@@ -192,6 +192,12 @@ impl CleanDiftApp {
                 }
             }
             Event::Failed { id, job, error } => self.on_failed(id, job, error),
+            Event::BackboneKept {
+                id,
+                error,
+                running,
+                info,
+            } => self.on_backbone_kept(id, error, running, info),
             Event::Died { message } => {
                 self.messages.worker_dead = Some(message);
                 self.progress.clear();
@@ -203,10 +209,91 @@ impl CleanDiftApp {
     /// The backbone `id` is ready (loaded, or given a new student): every
     /// feature and everything derived from them is asked for again.
     pub(super) fn set_backbone_ready(&mut self, id: RequestId, info: Arc<BackboneInfo>) {
-        self.backbone = BackboneState::Ready { id, info };
+        self.backbone = BackboneState::Ready {
+            id,
+            info,
+            failed_load: None,
+        };
         self.features.slots.clear();
         self.features.clear_derived();
         self.gallery.clear_features();
+    }
+
+    /// Loading `id` failed before the worker dropped the backbone
+    /// `running`: that one runs on and is named as running; what waited
+    /// for the load is asked of it again (`request_features` and the
+    /// other request loops, next frame).
+    fn on_backbone_kept(
+        &mut self,
+        id: RequestId,
+        error: UserError,
+        running: RequestId,
+        info: Arc<BackboneInfo>,
+    ) {
+        let BackboneState::Loading { id: b, choice } = &self.backbone else {
+            return;
+        };
+        if *b != id {
+            return;
+        }
+        let choice = choice.clone();
+        self.message_on(
+            Topic::Job(Job::Backbone),
+            Level::Error,
+            format!(
+                "Cannot load {}: {}. Still running: {}",
+                choice.model, error.message, info.description
+            ),
+            error.hint.clone(),
+        );
+        let same = self.features_backbone() == Some(running);
+        self.backbone = BackboneState::Ready {
+            id: running,
+            info,
+            failed_load: Some(Box::new((choice, error))),
+        };
+        if !same {
+            self.features.slots.clear();
+            self.features.clear_derived();
+            self.gallery.clear_features();
+        }
+    }
+
+    /// A load that was not even sent (`choice` names no model): a running
+    /// backbone runs on (and says the load failed), a load in flight goes
+    /// on; else the backbone state is the failure.
+    pub(super) fn backbone_not_loaded(
+        &mut self,
+        choice: crate::worker::BackboneChoice,
+        error: UserError,
+    ) {
+        let what = if choice.model.is_empty() {
+            "the local model"
+        } else {
+            choice.model.as_str()
+        };
+        self.message_on(
+            Topic::Job(Job::Backbone),
+            Level::Error,
+            format!("Cannot load {what}: {}", error.message),
+            error.hint.clone(),
+        );
+        match &mut self.backbone {
+            BackboneState::Ready { failed_load, .. } => {
+                *failed_load = Some(Box::new((choice, error)));
+            }
+            BackboneState::Loading { .. } => {}
+            _ => self.backbone = BackboneState::Failed { choice, error },
+        }
+    }
+
+    /// The backbone the shown features were computed on, if any.
+    fn features_backbone(&self) -> Option<RequestId> {
+        self.features
+            .slots
+            .values()
+            .find_map(|s| s.ready.as_ref())
+            .map(|(k, _)| k.provenance.backbone.load)
     }
 
     fn job_of(&self, id: RequestId) -> Job {
@@ -258,6 +345,10 @@ impl CleanDiftApp {
                         error.hint.clone(),
                     );
                     self.backbone = BackboneState::Failed { choice, error };
+                    // No backbone runs: what the old one computed goes.
+                    self.features.slots.clear();
+                    self.features.clear_derived();
+                    self.gallery.clear_features();
                 }
             }
             Job::Train => self.on_train_failed(id, error),

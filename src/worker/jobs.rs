@@ -25,7 +25,7 @@ use crate::features::source::{Models, Source, extract_pair, source_cache_key};
 use crate::matching::{PcaMode, PcaOptions, pca_rgb};
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
 use crate::model::dino::{DinoModel, DinoSpec};
-use crate::model::weights::{Backbone, BackboneSpec, LoadEvent, Student};
+use crate::model::weights::{Backbone, BackboneSpec, LoadEvent, Student, StudentSource};
 use crate::model::{FeatureKey, ModelError};
 use crate::train::{TrainConfig, TrainEvent, train};
 use crate::util::next_generation;
@@ -198,18 +198,29 @@ impl LaneState {
         out: &Outbox,
     ) -> Result<(), JobError> {
         let user = |e: ModelError| JobError::User(backbone_error(&e));
-        let device = choice.device.parse::<DeviceChoice>().map_err(user)?;
-        let device = device.open().map_err(user)?;
-        let dtype = match choice.dtype.as_deref().map(str::trim) {
-            None | Some("") | Some("auto") => default_dtype(&device),
-            Some(d) => parse_dtype(d).map_err(user)?,
+        let spec = match backbone_spec(&choice) {
+            Ok(spec) => spec,
+            Err(e) => {
+                // Nothing was dropped yet: a loaded backbone runs on.
+                let error = backbone_error(&e);
+                let Some((running, bb)) = &self.backbone else {
+                    return Err(JobError::User(error));
+                };
+                tracing::warn!("loading {} failed: {error}", choice.model);
+                let previous = self.previous_student.as_ref().map(|p| match p {
+                    Some(s) => s.source.clone(),
+                    None => "none (clean mode ran the base UNet)".into(),
+                });
+                let info = backbone_info(bb, self.choice.clone().unwrap_or_default(), previous);
+                out.send(Event::BackboneKept {
+                    id,
+                    error,
+                    running: *running,
+                    info: Arc::new(info),
+                });
+                return Ok(());
+            }
         };
-        let mut spec = BackboneSpec::new(choice.model.trim(), device.clone(), dtype);
-        spec.student = choice
-            .student
-            .as_ref()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
         // The old backbone's memory goes first: two SD UNets may not fit.
         self.backbone = None;
         self.previous_student = None;
@@ -720,6 +731,28 @@ fn stage_progress(side: Side, stage: Stage) -> Progress {
 }
 
 /// Describes a loaded backbone for the UI.
+/// The spec of `choice`, with what can be checked before anything is
+/// loaded (device, dtype, that the model names something that exists,
+/// the student's form) checked.
+fn backbone_spec(choice: &BackboneChoice) -> Result<BackboneSpec, ModelError> {
+    let device = choice.device.parse::<DeviceChoice>()?.open()?;
+    let dtype = match choice.dtype.as_deref().map(str::trim) {
+        None | Some("") | Some("auto") => default_dtype(&device),
+        Some(d) => parse_dtype(d)?,
+    };
+    let mut spec = BackboneSpec::new(choice.model.trim(), device, dtype);
+    spec.student = choice
+        .student
+        .as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    spec.resolve()?;
+    if let Some(s) = spec.student.as_deref().filter(|s| *s != "none") {
+        StudentSource::parse(s)?;
+    }
+    Ok(spec)
+}
+
 fn backbone_info(
     bb: &Backbone,
     choice: BackboneChoice,

@@ -569,6 +569,16 @@ pub enum Event {
         job: Job,
         error: UserError,
     },
+    /// [`Request::LoadBackbone`] `id` failed before the loaded backbone
+    /// was dropped (a model that does not exist, a bad device): the
+    /// backbone `running` (described by `info`) is still loaded and
+    /// answers requests made for it.
+    BackboneKept {
+        id: RequestId,
+        error: UserError,
+        running: RequestId,
+        info: Arc<BackboneInfo>,
+    },
     /// A lane panicked; the worker is gone and must be restarted.
     Died { message: String },
 }
@@ -587,7 +597,8 @@ impl Event {
             | Event::SweepPoint { id, .. }
             | Event::VariancePoint { id, .. }
             | Event::Cancelled { id, .. }
-            | Event::Failed { id, .. } => Some(*id),
+            | Event::Failed { id, .. }
+            | Event::BackboneKept { id, .. } => Some(*id),
             Event::Died { .. } => None,
         }
     }

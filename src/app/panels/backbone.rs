@@ -124,6 +124,28 @@ pub(super) fn backbone_section(
                 t = t.color(c);
             }
             ui.label(t);
+            if let BackboneState::Ready {
+                info,
+                failed_load: Some(failed),
+                ..
+            } = backbone
+            {
+                let (choice, error) = failed.as_ref();
+                let model = if choice.model.is_empty() {
+                    "the local model"
+                } else {
+                    choice.model.as_str()
+                };
+                ui.label(
+                    RichText::new(format!(
+                        "loading {model} failed: {}; {} runs on",
+                        shorten(&error.message, 160),
+                        info.choice.model
+                    ))
+                    .small()
+                    .color(ERROR),
+                );
+            }
             if let Some(info) = backbone.info()
                 && !info.has_student
             {

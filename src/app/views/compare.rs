@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, StrokeKind, Vec2};
 
+use super::stale::{self, Show};
 use super::*;
 use crate::app::mode_color;
 use crate::app::slots;
@@ -63,6 +64,15 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
         .iter()
         .map(|m| q.and_then(|q| c.answer(*m, q)))
         .collect();
+    // Each column's answer is current, greyed or hidden (stale.rs).
+    let mut shows = Vec::with_capacity(modes.len());
+    for (m, a) in modes.iter().zip(&answers) {
+        let shown = stale::column(c, *m);
+        if let (Some(_), Some((show, prov))) = (a, &shown) {
+            stale::record(c, "compare", m, show, show.draws(), prov.clone());
+        }
+        shows.push(shown.map_or(Show::Current, |(s, _)| s));
+    }
     let painter = ui.painter().clone();
 
     for (col, cell) in cells.iter().enumerate() {
@@ -96,7 +106,9 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                 let found: Vec<_> = answers
                     .iter()
                     .zip(&modes)
-                    .filter_map(|(a, m)| a.clone().map(|a| (a, m.color())))
+                    .zip(&shows)
+                    .filter(|(_, show)| show.is_current())
+                    .filter_map(|((a, m), _)| a.clone().map(|a| (a, m.color())))
                     .collect();
                 let markers = source_markers(c, q, &found, w, h);
                 c.view.overlay.paint(
@@ -117,10 +129,16 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
         }
         let mode = modes[col - 1];
         let color = mode.color();
+        let show = shows[col - 1].clone();
         let label = c
             .features_of(mode)
             .map(|f| f.label.clone())
             .unwrap_or_else(|| mode.to_string());
+        let label = if show.is_current() {
+            label
+        } else {
+            format!("{label} (stale)")
+        };
         let name = format!("{side} · {mode}");
         let r = fitted_line(
             ui,
@@ -137,6 +155,7 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
         header(ui, sub_row, &label, color, sub);
         paint_photo(c, &painter, rect, side);
         match &answers[col - 1] {
+            Some(_) if !show.draws() => {}
             Some(a) => {
                 let data = a.heat.overlay_data();
                 let look = heat_look(c.settings, a);
@@ -150,22 +169,24 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                     &markers,
                 );
                 rank_labels(c, &painter, rect, a, w, h);
-                hover_value(c, ui, rect, a);
-                let m = if a.mutual { "mutual" } else { "not mutual" };
-                let (x, y, s) = (a.best.x.floor(), a.best.y.floor(), a.best.score);
-                fitted_line(
-                    ui,
-                    foot,
-                    &[
-                        format!("({x:.0}, {y:.0}) · cos {s:.3} · {m}"),
-                        format!("({x:.0}, {y:.0}) · {s:.3} · {m}"),
-                        format!("{s:.3} · {m}"),
-                        format!("{s:.3}"),
-                    ],
-                    color,
-                    size,
-                    Align2::LEFT_CENTER,
-                );
+                if show.is_current() {
+                    hover_value(c, ui, rect, a);
+                    let m = if a.mutual { "mutual" } else { "not mutual" };
+                    let (x, y, s) = (a.best.x.floor(), a.best.y.floor(), a.best.score);
+                    fitted_line(
+                        ui,
+                        foot,
+                        &[
+                            format!("({x:.0}, {y:.0}) · cos {s:.3} · {m}"),
+                            format!("({x:.0}, {y:.0}) · {s:.3} · {m}"),
+                            format!("{s:.3} · {m}"),
+                            format!("{s:.3}"),
+                        ],
+                        color,
+                        size,
+                        Align2::LEFT_CENTER,
+                    );
+                }
             }
             None => {
                 let text =
@@ -183,7 +204,15 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                 p.galley(at.min, g, Color32::WHITE);
             }
         }
-        updating_badge(c, ui, rect, mode);
+        match show.label() {
+            Some(label) if answers[col - 1].is_some() => {
+                // Greyed or hidden, and no numbers of other inputs under it.
+                stale::veil(ui, rect, label, 12.0 * b, ("compare", col));
+                let short = format!("{mode}: stale");
+                fitted_line(ui, foot, &[short], color, size, Align2::LEFT_CENTER);
+            }
+            _ => updating_badge(c, ui, rect, mode),
+        }
     }
 
     if strip_h > 0.0 {
@@ -219,7 +248,14 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
         mode_color(mode),
         12.0 * b,
     );
-    let tiles = c.strip_tiles();
+    // The strip shows the main mode's features: current, greyed or hidden.
+    let shown = stale::column(c, mode.into());
+    let show = shown.as_ref().map_or(Show::Current, |(s, _)| s.clone());
+    let tiles = c.strip_tiles().filter(|_| show.draws());
+    if let (Some(_), Some((show, prov))) = (q, &shown) {
+        stale::record(c, "layer strip", mode, show, show.draws(), prov.clone());
+    }
+    let mut tiles_rect = Rect::NOTHING;
     let layers = crate::model::FeatureKey::ALL;
     let n = layers.len() as f32;
     let gap = 6.0;
@@ -239,6 +275,7 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
             c.set_layer(*key);
         }
         c.view.strip_rects.push((*key, rect));
+        tiles_rect = tiles_rect.union(rect);
         paint_photo(c, &painter, rect, tgt);
         let tile = tiles
             .as_ref()
@@ -298,6 +335,9 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
         if fused {
             mix_toggle(c, ui, &painter, *key, i, cell, area.max.y - label_h * 0.5);
         }
+    }
+    if let (Some(_), Some(label)) = (q, show.label()) {
+        stale::veil(ui, tiles_rect, label, 12.0 * b, "strip");
     }
     if q.is_none() {
         painter.text(

@@ -2,6 +2,7 @@
 
 use egui::{Pos2, Rect, RichText, Vec2};
 
+use super::stale::{self, Show};
 use super::*;
 use crate::app::mode_color;
 use crate::app::slots;
@@ -37,6 +38,14 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
 
     let q = c.shown_query();
     let answer = q.and_then(|q| c.answer(mode, q));
+    // Features of other inputs are greyed out or hidden, never drawn as
+    // current (stale.rs).
+    let shown = stale::column(c, mode.into());
+    let show = shown.as_ref().map_or(Show::Current, |(s, _)| s.clone());
+    if let (Some(_), Some((show, prov))) = (&answer, &shown) {
+        stale::record(c, "correspondence", mode, show, show.draws(), prov.clone());
+    }
+    let drawn = answer.clone().filter(|_| show.draws());
     let painter = ui.painter().clone();
     for side in Side::BOTH {
         let Some(rect) = rects[side.index()] else {
@@ -47,7 +56,7 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
         };
         paint_photo(c, &painter, rect, side);
         let slot = slots::CORR + side.index() as u64;
-        match (&answer, q) {
+        match (&drawn, q) {
             (Some(a), Some(q)) if side == q.side.other() => {
                 let data = a.heat.overlay_data();
                 let look = heat_look(c.settings, a);
@@ -56,11 +65,14 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
                     .overlay
                     .paint(&painter, rect, slot, Some(&data), &look, &markers);
                 rank_labels(c, &painter, rect, a, w, h);
-                hover_value(c, ui, rect, a);
+                if show.is_current() {
+                    hover_value(c, ui, rect, a);
+                }
             }
             (_, Some(q)) if side == q.side => {
                 let answers: Vec<_> = answer
                     .iter()
+                    .filter(|_| show.is_current())
                     .map(|a| (a.clone(), mode_color(mode)))
                     .collect();
                 let markers = source_markers(c, q, &answers, w, h);
@@ -71,7 +83,12 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
             _ => {}
         }
         if side != src {
-            updating_badge(c, ui, rect, mode);
+            match show.label() {
+                Some(label) if answer.is_some() => {
+                    stale::veil(ui, rect, label, 14.0 * b, ("corr", side));
+                }
+                _ => updating_badge(c, ui, rect, mode),
+            }
         }
     }
 
@@ -79,7 +96,7 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
     // footer is wide enough, the text in the rest (cut, whole on hover).
     let footer = Rect::from_min_max(Pos2::new(area.min.x, area.max.y - footer_h), area.max);
     let bar_w = 220.0 * b;
-    let show_bar = answer.is_some() && footer.width() > bar_w * 2.5;
+    let show_bar = answer.is_some() && show.is_current() && footer.width() > bar_w * 2.5;
     let text_rect = if show_bar {
         Rect::from_min_max(
             footer.min,
@@ -92,6 +109,11 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
         ui.new_child(egui::UiBuilder::new().max_rect(text_rect.shrink2(Vec2::new(4.0, 4.0))));
     let size = 14.0 * b;
     match (&answer, waiting_text(c, mode)) {
+        (Some(_), _) if !show.is_current() => {
+            // No numbers of other inputs: what the answer waits for.
+            let label = show.label().unwrap_or_default().to_string();
+            child.add(egui::Label::new(RichText::new(label).size(size)).wrap());
+        }
         (Some(a), _) => {
             let preview = if c.view.hover.is_some() && c.settings.query != c.view.hover {
                 "preview · "

@@ -4,6 +4,7 @@
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Vec2};
 
+use super::stale::{self, Show};
 use super::*;
 use crate::app::gallery::gallery_modes;
 use crate::app::mode_color;
@@ -159,7 +160,43 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
         );
         let answer = q.and_then(|q| c.gallery.answer(c.settings, ti, mode, q));
         let foot = foot_of(cell, rect);
+        // A target's answer of other inputs is greyed out or hidden.
+        let shown = crate::app::provenance::target_freshness(
+            c.settings, c.backbone, c.images, c.gallery, ti, mode,
+        );
+        let show = match &shown {
+            Some((fresh, _)) => {
+                let slot = c.gallery.targets()[ti].slot(mode);
+                let (pending, blocked) = (slot.is_pending(), slot.is_blocked());
+                Show::of(
+                    c,
+                    &format!("{label} {mode}"),
+                    fresh.clone(),
+                    pending,
+                    blocked,
+                )
+            }
+            None => Show::Current,
+        };
+        if let (Some(_), Some((_, prov))) = (&answer, &shown) {
+            let place = format!("gallery {label}");
+            stale::record(c, place, mode, &show, show.draws(), prov.clone());
+        }
         match &answer {
+            Some(_) if !show.draws() => {}
+            Some(a) if !show.is_current() => {
+                let data = a.heat.overlay_data();
+                let look = heat_look(c.settings, a);
+                let markers = target_markers(c, a, w, h, mode_color(mode));
+                c.view.overlay.paint(
+                    &painter,
+                    rect,
+                    slots::GALLERY + i as u64,
+                    Some(&data),
+                    &look,
+                    &markers,
+                );
+            }
             Some(a) => {
                 let data = a.heat.overlay_data();
                 let look = heat_look(c.settings, a);
@@ -220,7 +257,11 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
                 }
             }
         }
-        if c.gallery.targets()[ti].features(mode).is_some() && !target_current(c, ti, mode) {
+        if let (Some(label), Some(_)) = (show.label(), &answer) {
+            stale::veil(ui, rect, label, 12.0 * b, ("gallery", i));
+            let short = format!("{mode}: stale");
+            header(ui, foot, &short, ui.visuals().weak_text_color(), size);
+        } else if c.gallery.targets()[ti].features(mode).is_some() && !target_current(c, ti, mode) {
             outlined_text(
                 ui.painter(),
                 rect.right_top() + Vec2::new(-8.0, 8.0),

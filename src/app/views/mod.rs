@@ -6,6 +6,7 @@ mod compare;
 mod correspondence;
 mod gallery;
 mod pca;
+mod stale;
 mod sweep;
 
 use std::sync::Arc;
@@ -111,6 +112,7 @@ pub(super) fn central(ui: &mut egui::Ui, c: &mut Canvas) {
     c.view.image_rects.clear();
     c.view.strip_rects.clear();
     c.view.gallery_rects.clear();
+    c.view.drawn.clear();
     egui::CentralPanel::default().show(ui, |ui| {
         match c.settings.view {
             View::Correspondence => correspondence::correspondence(c, ui),

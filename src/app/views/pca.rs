@@ -3,6 +3,7 @@
 
 use egui::{Align2, Color32, Pos2, Rect, RichText};
 
+use super::stale::{self, Show};
 use super::*;
 use crate::app::overlay::OverlayData;
 use crate::app::slots;
@@ -46,9 +47,17 @@ pub(super) fn pca_view(c: &mut Canvas, ui: &mut egui::Ui) {
         },
     );
 
-    let pca = c.pca().cloned();
+    // Colours and answer of other inputs are greyed out or hidden.
+    let shown = stale::column(c, col);
+    let show = shown.as_ref().map_or(Show::Current, |(s, _)| s.clone());
+    let pca = c.pca().cloned().filter(|_| show.draws());
+    if let (Some(_), Some((show, prov))) = (&pca, &shown) {
+        stale::record(c, "pca", col, show, show.draws(), prov.clone());
+    }
     let q = c.shown_query();
-    let answer = q.and_then(|q| c.answer(col, q));
+    let answer = q
+        .and_then(|q| c.answer(col, q))
+        .filter(|_| show.is_current());
     let painter = ui.painter().clone();
     for side in Side::BOTH {
         let (Some(rect), Some((w, h))) = (rects[side.index()], c.images.size(side)) else {
@@ -84,6 +93,11 @@ pub(super) fn pca_view(c: &mut Canvas, ui: &mut egui::Ui) {
                     .overlay
                     .paint(&painter, rect, slot, Some(&data), &look, &markers);
             }
+            None if shown.is_some() && !show.draws() => {
+                c.view
+                    .overlay
+                    .paint(&painter, rect, slot, None, &Look::default(), &markers);
+            }
             None => {
                 c.view
                     .overlay
@@ -98,6 +112,9 @@ pub(super) fn pca_view(c: &mut Canvas, ui: &mut egui::Ui) {
                     Color32::WHITE,
                 );
             }
+        }
+        if let Some(label) = show.label() {
+            stale::veil(ui, rect, label, 14.0 * b, ("pca", side));
         }
     }
     let footer = Rect::from_min_max(Pos2::new(area.min.x, area.max.y - footer_h), area.max);
