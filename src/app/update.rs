@@ -10,6 +10,7 @@ use egui::TextureOptions;
 
 use super::dialogs::{DialogAnswer, DialogKind};
 use super::panels::{SidePanel, StatusInfo, TrainView};
+use super::query::QueryPoint;
 use super::state::{BackboneState, ImageSlot, Level, Topic};
 use super::views::Canvas;
 use super::{CleanDiftApp, ModelPreset, hex8, panels, settings, views};
@@ -418,13 +419,20 @@ impl CleanDiftApp {
             self.message(
                 Level::Info,
                 format!(
-                    "{side}: {name} is {w}×{h}; it was downscaled to {}×{} and coordinates refer to that size",
+                    "{side}: {name} is {w}×{h}; it was downscaled to {}×{} on loading (features are computed at that size)",
                     image.width, image.height
                 ),
-                String::new(),
+                "Coordinates are shown and exported in its original pixels".into(),
             );
         }
         self.settings.image_paths[side.index()] = path;
+        if side == Side::A
+            && let Some((x, y)) = self.images.launch_query.take()
+        {
+            // `--query` names original pixels of A.
+            let (x, y) = image.from_original(x, y);
+            self.settings.query = Some(QueryPoint { side, x, y });
+        }
         // A query on this side keeps its place, clamped into the new image.
         if let Some(q) = &mut self.settings.query
             && q.side == side
