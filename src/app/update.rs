@@ -395,9 +395,22 @@ impl CleanDiftApp {
                 .unwrap_or_else(|| p.display().to_string()),
             None => image.source.clone(),
         };
+        // The picture fits the renderer's largest texture (a 4096 px image
+        // on a 2048 px renderer); features and coordinates keep every pixel.
+        let max = self.ctx.input(|i| i.max_texture_side).max(1) as u32;
+        let shown = if image.width.max(image.height) > max {
+            let s = max as f32 / image.width.max(image.height) as f32;
+            let (w, h) = (
+                ((image.width as f32 * s) as u32).clamp(1, max),
+                ((image.height as f32 * s) as u32).clamp(1, max),
+            );
+            std::borrow::Cow::Owned(image::imageops::thumbnail(&image.rgb, w, h))
+        } else {
+            std::borrow::Cow::Borrowed(&image.rgb)
+        };
         let color = egui::ColorImage::from_rgb(
-            [image.width as usize, image.height as usize],
-            image.rgb.as_raw(),
+            [shown.width() as usize, shown.height() as usize],
+            shown.as_raw(),
         );
         let texture = self.ctx.load_texture(
             format!("image-{tag}-{}", hex8(&image.hash)),
