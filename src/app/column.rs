@@ -124,6 +124,22 @@ impl std::fmt::Display for Column {
     }
 }
 
+/// The timestep of features as titles name it: `t=261`, or "no timestep"
+/// for features without one (DINOv2, whose `t_used` is NaN); never "NaN".
+/// A fused column's features carry their diffusion half's t.
+pub fn t_caption(t_used: f64) -> String {
+    match t_value(t_used) {
+        Some(t) => format!("t={t}"),
+        None => "no timestep".into(),
+    }
+}
+
+/// The timestep of features as exports write it: `None` (JSON `null`) for
+/// features without one (DINOv2).
+pub fn t_value(t_used: f64) -> Option<f64> {
+    t_used.is_finite().then_some(t_used)
+}
+
 /// Colour of the query crosshair.
 pub const QUERY_COLOR: Color32 = Color32::from_rgb(0, 215, 255);
 

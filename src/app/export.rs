@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use image::{RgbImage, imageops};
 use serde::Serialize;
 
+use super::original::{COORDINATES, ImageInfo, PixelScale};
 use super::overlay::{Look, OverlayData, cpu_picture};
 use super::query::{Answer, QueryPoint, StripTile};
 use super::{CleanDiftApp, View};
@@ -91,19 +92,14 @@ pub(super) fn photo(app: &CleanDiftApp, side: Side) -> anyhow::Result<RgbImage> 
 // JSON
 
 #[derive(Serialize)]
-struct ImageInfo {
-    source: String,
-    width: u32,
-    height: u32,
-}
-
-#[derive(Serialize)]
 struct ModeResult {
     /// The column: "clean", "noisy", "naive" or "clean (previous student)".
     column: String,
     /// What ran, e.g. "clean (CleanDIFT student, t=261)".
     features: String,
-    t: f64,
+    /// The timestep the features ran at (a fused column's: its diffusion
+    /// half's); `null` for features without one (DINOv2).
+    t: Option<f64>,
     #[serde(flatten)]
     answer: Answer,
     /// What this answer was computed from (images by content hash,
@@ -120,7 +116,8 @@ struct Correspondences {
     view: View,
     images: std::collections::BTreeMap<String, ImageInfo>,
     query: QueryPoint,
-    /// Coordinates are original image pixels (pixel centres at i + 0.5).
+    /// Coordinates are original image pixels (pixel centres at i + 0.5),
+    /// mapped back through any downscale on loading.
     coordinates: &'static str,
     results: Vec<ModeResult>,
     layer_strip: Option<Vec<StripTile>>,
@@ -130,9 +127,8 @@ struct Correspondences {
 struct TargetResult {
     /// T1, T2, … as the view numbers them.
     target: String,
-    source: String,
-    width: u32,
-    height: u32,
+    #[serde(flatten)]
+    image: ImageInfo,
     results: Vec<ModeResult>,
 }
 
@@ -150,18 +146,6 @@ struct GalleryDoc {
     targets: Vec<TargetResult>,
 }
 
-fn image_info(s: &super::ImageSlot) -> ImageInfo {
-    ImageInfo {
-        source: s
-            .path
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| s.image.source.clone()),
-        width: s.image.width,
-        height: s.image.height,
-    }
-}
-
 /// The gallery's answers to the committed query: per target and mode, the
 /// best match and its cosine.
 pub fn gallery_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
@@ -172,11 +156,13 @@ pub fn gallery_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         .context("no query point: click in A first")?;
     super::provenance::ensure_current(app)?;
     let a = app.image(Side::A).context("image A is not loaded")?;
-    let query_image = image_info(a);
+    let query_image = ImageInfo::of(a);
+    let scale_a = PixelScale::of(&a.image);
     let modes = app.gallery_modes();
     let mut targets = Vec::new();
     for i in 0..app.gallery().targets().len() {
         let mut results = Vec::new();
+        let scale_t = PixelScale::of_slot(app.gallery().targets()[i].image.as_ref());
         for &m in &modes {
             if let Some(ans) = app.gallery_answer(i, m) {
                 let f = app.gallery().targets()[i].features(m).cloned();
@@ -184,20 +170,17 @@ pub fn gallery_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
                 results.push(ModeResult {
                     column: m.to_string(),
                     features: f.as_ref().map(|f| f.label.clone()).unwrap_or_default(),
-                    t: f.as_ref().map_or(0.0, |f| f.t_used),
-                    answer: (*ans).clone(),
+                    t: f.as_ref().and_then(|f| super::t_value(f.t_used)),
+                    answer: super::original::answer(&ans, scale_a, scale_t),
                     provenance,
                 });
             }
         }
         let t = &app.gallery().targets()[i];
         let Some(img) = &t.image else { continue };
-        let info = image_info(img);
         targets.push(TargetResult {
             target: format!("T{}", i + 1),
-            source: info.source,
-            width: info.width,
-            height: info.height,
+            image: ImageInfo::of(img),
             results,
         });
     }
@@ -212,8 +195,8 @@ pub fn gallery_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         stride: app.settings.layer.stride(),
         view: View::Gallery,
         query_image,
-        query: q,
-        coordinates: "original image pixels; pixel i spans [i, i+1)",
+        query: scale_a.query(q),
+        coordinates: COORDINATES,
         targets,
     };
     Ok(serde_json::to_string_pretty(&doc)?)
@@ -234,6 +217,8 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         View::Compare => app.compare_modes(),
         _ => vec![app.settings.mode.into()],
     };
+    let scale = Side::BOTH.map(|s| PixelScale::of_slot(app.image(s)));
+    let (src, tgt) = (scale[q.side.index()], scale[q.side.other().index()]);
     let mut results = Vec::new();
     for m in modes {
         if let Some(a) = app.answer(m, q) {
@@ -242,8 +227,8 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
             results.push(ModeResult {
                 column: m.to_string(),
                 features: f.as_ref().map(|f| f.label.clone()).unwrap_or_default(),
-                t: f.as_ref().map_or(0.0, |f| f.t_used),
-                answer: (*a).clone(),
+                t: f.as_ref().and_then(|f| super::t_value(f.t_used)),
+                answer: super::original::answer(&a, src, tgt),
                 provenance,
             });
         }
@@ -253,25 +238,18 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         "no features yet: wait for the extraction"
     );
     let strip = if app.settings.view == View::Compare && app.settings.show_strip {
-        app.strip_tiles().map(|t| (*t).clone())
+        app.strip_tiles().map(|t| {
+            t.iter()
+                .map(|t| super::original::strip_tile(t, tgt))
+                .collect::<Vec<_>>()
+        })
     } else {
         None
     };
     let mut images = std::collections::BTreeMap::new();
     for side in Side::BOTH {
         if let Some(s) = app.image(side) {
-            images.insert(
-                side.name().to_string(),
-                ImageInfo {
-                    source: s
-                        .path
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| s.image.source.clone()),
-                    width: s.image.width,
-                    height: s.image.height,
-                },
-            );
+            images.insert(side.name().to_string(), ImageInfo::of(s));
         }
     }
     let doc = Correspondences {
@@ -281,8 +259,8 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         stride: app.settings.layer.stride(),
         view: app.settings.view,
         images,
-        query: q,
-        coordinates: "original image pixels; pixel i spans [i, i+1)",
+        query: src.query(q),
+        coordinates: COORDINATES,
         results,
         layer_strip: strip,
     };

@@ -10,6 +10,7 @@ use image::RgbImage;
 
 use super::export::{correspondences_json, heat_over, photo, rgb8, to_height};
 use super::export_dir::{free_stem, stamp_now, with_ext, write_new};
+use super::original::PixelScale;
 use super::overlay::{Look, OverlayData};
 use super::query::{Answer, QueryPoint};
 use super::sweep::png_bytes;
@@ -38,6 +39,12 @@ fn pt(x: f32, y: f32) -> String {
     format!("({}, {})", x.floor() as i64, y.floor() as i64)
 }
 
+/// The scale from `side`'s loaded pixels to its original pixels (captions
+/// name original pixels; markers sit on the embedded loaded picture).
+fn px(app: &CleanDiftApp, side: Side) -> PixelScale {
+    PixelScale::of_slot(app.image(side))
+}
+
 /// Layer, t and backbone for the subtitle.
 fn subtitle(app: &CleanDiftApp, col: Option<Column>) -> String {
     let mut parts = Vec::new();
@@ -51,7 +58,7 @@ fn subtitle(app: &CleanDiftApp, col: Option<Column>) -> String {
     ));
     if let Some(c) = col {
         match app.features_of(c) {
-            Some(f) => parts.push(format!("{} · t={}", f.label, f.t_used)),
+            Some(f) => parts.push(format!("{} · {}", f.label, super::t_caption(f.t_used))),
             None => parts.push(format!("{c} · t={}", app.settings.t)),
         }
     }
@@ -66,8 +73,11 @@ fn query_panel(
     answers: &[(std::sync::Arc<Answer>, Column)],
 ) -> anyhow::Result<Panel> {
     let (img, k) = embed(app, q.side)?;
-    let mut p = Panel::new(format!("{} · query {}", q.side, pt(q.x, q.y)), img);
+    let (src, tgt) = (px(app, q.side), px(app, q.side.other()));
+    let (ox, oy) = src.point(q.x, q.y);
+    let mut p = Panel::new(format!("{} · query {}", q.side, pt(ox, oy)), img);
     for (a, col) in answers {
+        let orig = super::original::answer(a, src, tgt);
         p.markers.push(Marker {
             x: a.back.x * k,
             y: a.back.y * k,
@@ -82,9 +92,9 @@ fn query_panel(
         });
         p.caption.push(format!(
             "{col}: back to {}, {} ({:.1} px)",
-            pt(a.back.x, a.back.y),
+            pt(orig.back.x, orig.back.y),
             if a.mutual { "mutual" } else { "not mutual" },
-            a.back_distance
+            orig.back_distance
         ));
     }
     p.markers
@@ -129,10 +139,14 @@ fn target_panel(
         }
         p.markers.push(mk);
     }
+    let to_orig = px(app, side);
     let list: Vec<String> = matches
         .iter()
         .enumerate()
-        .map(|(i, m)| format!("{}: {} cos {:.3}", i + 1, pt(m.x, m.y), m.score))
+        .map(|(i, m)| {
+            let (x, y) = to_orig.point(m.x, m.y);
+            format!("{}: {} cos {:.3}", i + 1, pt(x, y), m.score)
+        })
         .collect();
     p.caption.push(list.join(" · "));
     p.caption.push(format!(
@@ -226,7 +240,7 @@ fn figure_of_view(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
             for (a, c) in &answers {
                 let t = app
                     .features_of(*c)
-                    .map(|f| format!(" · t={}", f.t_used))
+                    .map(|f| format!(" · {}", super::t_caption(f.t_used)))
                     .unwrap_or_default();
                 let (p, look) = target_panel(app, a, *c, format!("{c}{t}"))?;
                 f.panels.push(p);
@@ -335,11 +349,9 @@ fn gallery_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
                 rgb8(col.color()),
                 "1",
             ));
-            p.caption.push(format!(
-                "best {} · cos {:.3}",
-                pt(a.best.x, a.best.y),
-                a.best.score
-            ));
+            let (bx, by) = PixelScale::of(&slot.image).point(a.best.x, a.best.y);
+            p.caption
+                .push(format!("best {} · cos {:.3}", pt(bx, by), a.best.score));
             p.caption
                 .push(format!("range {:.3} to {:.3}", look.lo, look.hi));
             panels.push(p);

@@ -87,6 +87,10 @@ pub struct LaunchOptions {
     pub export_dir: Option<PathBuf>,
     /// Read and write remembered settings.
     pub persist: bool,
+    /// The settings file (eframe's `app.ron`), read and checked by the app
+    /// itself when `persist` is on ([`super::settings_file`]); `None`: only
+    /// eframe's store, if any.
+    pub settings_file: Option<PathBuf>,
     /// Image size override (tests: keep extraction fast).
     pub size: Option<SizeChoice>,
     /// `--frame-report N`.
@@ -110,6 +114,7 @@ impl Default for LaunchOptions {
             renderer_note: None,
             export_dir: None,
             persist: true,
+            settings_file: None,
             size: None,
             frame_report: None,
         }
@@ -163,6 +168,7 @@ impl LaunchOptions {
             "--renderer {}: use auto, wgpu or glow",
             a.renderer
         );
+        let persist = !a.no_persist && a.frame_report.is_none();
         Ok(LaunchOptions {
             images,
             model: a.model.clone(),
@@ -177,7 +183,8 @@ impl LaunchOptions {
             cpu_overlay: false,
             renderer_note: None,
             export_dir: a.export_dir.clone(),
-            persist: !a.no_persist && a.frame_report.is_none(),
+            persist,
+            settings_file: persist.then(super::settings_file::settings_path).flatten(),
             size: None,
             frame_report: a.frame_report,
         })
@@ -222,16 +229,19 @@ pub fn run(args: AppArgs) -> anyhow::Result<()> {
         None => [1440.0, 900.0],
     };
     let persist = launch.persist;
+    let settings_file = launch.settings_file.clone();
     let options = |renderer: eframe::Renderer| eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title(TITLE)
-            .with_app_id("cleandift")
+            .with_app_id(super::settings_file::APP_ID)
             .with_inner_size(size)
             .with_min_inner_size([640.0, 420.0])
             .with_drag_and_drop(true)
             .with_fullscreen(args.talk),
         renderer,
         persist_window: persist,
+        // The file the app checks itself (eframe's default path, named).
+        persistence_path: settings_file.clone(),
         multisampling: 0,
         ..Default::default()
     };

@@ -25,12 +25,14 @@ mod input;
 mod jobs;
 mod launch;
 pub mod native_dialog;
+pub mod original;
 pub mod overlay;
 mod panels;
 pub mod provenance;
 pub mod query;
 mod requests;
 pub mod settings;
+pub mod settings_file;
 pub mod state;
 pub mod sweep;
 pub mod train;
@@ -45,6 +47,7 @@ use crate::model::FeatureKey;
 use crate::worker::{BackboneInfo, ImageSource, Job, Progress, RequestId, Side, WorkerHandle};
 pub use column::{
     Column, ColumnSource, DINO_COLOR, FUSED_COLOR, PREVIOUS_COLOR, QUERY_COLOR, mode_color,
+    t_caption, t_value,
 };
 use dialogs::{DialogKind, DialogState};
 pub use launch::{AppArgs, LaunchOptions, run};
@@ -103,12 +106,18 @@ impl CleanDiftApp {
     /// Creates the app: restores settings, applies the launch options,
     /// starts the worker and asks for the images and the backbone.
     pub fn new(cc: &eframe::CreationContext<'_>, launch: LaunchOptions) -> CleanDiftApp {
-        let mut settings: Settings = if launch.persist {
-            cc.storage
-                .and_then(|s| eframe::get_value(s, eframe::APP_KEY))
-                .unwrap_or_default()
-        } else {
-            Settings::default()
+        // The settings file is read and checked here, not trusted to
+        // eframe's store (which hides a damaged file: `settings_file`).
+        let restored = match (launch.persist, &launch.settings_file, cc.storage) {
+            (false, ..) => settings_file::Restored::Missing,
+            (true, Some(file), _) => settings_file::restore(file),
+            (true, None, Some(storage)) => settings_file::restore_from(storage),
+            (true, None, None) => settings_file::Restored::Missing,
+        };
+        let (mut settings, bad_settings) = match restored {
+            settings_file::Restored::Loaded(s) => (*s, None),
+            settings_file::Restored::Missing => (Settings::default(), None),
+            settings_file::Restored::Bad(b) => (Settings::default(), Some(b)),
         };
         if let Some(m) = &launch.model {
             let (preset, folder) = ModelPreset::from_model(m);
@@ -142,6 +151,7 @@ impl CleanDiftApp {
             settings.export_dir = Some(d.clone());
         }
         if let Some((x, y)) = launch.query {
+            // Placed in original pixels when A arrives (`set_image`).
             settings.query = Some(QueryPoint {
                 side: Side::A,
                 x,
@@ -174,7 +184,10 @@ impl CleanDiftApp {
             worker: spawn_worker(&ctx),
             ctx: ctx.clone(),
             progress: Default::default(),
-            images: ImagesState::default(),
+            images: ImagesState {
+                launch_query: launch.query,
+                ..ImagesState::default()
+            },
             backbone: BackboneState::None,
             features: FeatureState::default(),
             gallery: gallery::GalleryState::default(),
@@ -195,6 +208,11 @@ impl CleanDiftApp {
             last_export: None,
             frame_report: launch.frame_report.map(frames::FrameReport::new),
         };
+        if let Some(b) = bad_settings {
+            // A standing warning: it stays in the status line until dismissed.
+            let (text, hint) = b.message();
+            app.message(Level::Warn, text, hint);
+        }
         if cc.wgpu_render_state.is_none() {
             // The glow renderer: say why, once, in the status area.
             let note = app.flags.renderer_note.clone();

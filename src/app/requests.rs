@@ -34,6 +34,12 @@ impl CleanDiftApp {
 
     /// Decodes an image for `side` (on the worker's light lane).
     pub fn load_image(&mut self, side: Side, source: ImageSource) {
+        // A typed relative path is made absolute now: the settings keep it,
+        // and the app may start from another folder next time.
+        let source = match source {
+            ImageSource::Path(p) => ImageSource::Path(super::settings_file::stored_path(&p)),
+            other => other,
+        };
         let id = self.worker.next_id();
         if self.send(Request::LoadImage { id, side, source }) {
             self.images.pending[side.index()] = Some(id);

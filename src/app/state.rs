@@ -158,6 +158,9 @@ pub struct ImagesState {
     pub(super) pending: [Option<RequestId>; 2],
     /// Why an empty side has no image (its last decode failed).
     pub(super) errors: [Option<String>; 2],
+    /// `--query X,Y` in original pixels of A, placed (through A's downscale
+    /// on loading, if any) when A arrives.
+    pub(super) launch_query: Option<(f32, f32)>,
 }
 
 impl ImagesState {

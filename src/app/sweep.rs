@@ -407,14 +407,17 @@ impl CleanDiftApp {
         } else {
             None
         };
+        // Exported in original pixels (through any downscale on loading).
+        let px = |s: Side| super::original::PixelScale::of_slot(self.image(s));
+        let (src, tgt) = (px(q.side), px(q.side.other()));
         let reference = |m: Mode, a: Option<Arc<super::query::Answer>>| {
             a.map(|a| Reference {
                 features: self
                     .features_of(m)
                     .map(|f| f.label.clone())
                     .unwrap_or_default(),
-                x: a.best.x,
-                y: a.best.y,
+                x: a.best.x * tgt.x,
+                y: a.best.y * tgt.y,
                 cosine: a.best.score,
             })
         };
@@ -422,14 +425,17 @@ impl CleanDiftApp {
         let naive_ref = reference(Mode::Naive, naive);
         let rows = points
             .iter()
-            .map(|(_, p)| SweepRow {
-                t: p.t,
-                x: p.x,
-                y: p.y,
-                cosine: p.cosine,
-                distance_px: clean_ref
-                    .as_ref()
-                    .map(|c| ((p.x - c.x).powi(2) + (p.y - c.y).powi(2)).sqrt()),
+            .map(|(_, p)| {
+                let (x, y) = tgt.point(p.x, p.y);
+                SweepRow {
+                    t: p.t,
+                    x,
+                    y,
+                    cosine: p.cosine,
+                    distance_px: clean_ref
+                        .as_ref()
+                        .map(|c| ((x - c.x).powi(2) + (y - c.y).powi(2)).sqrt()),
+                }
             })
             .collect();
         let target = q.side.other();
@@ -437,7 +443,7 @@ impl CleanDiftApp {
             app: format!("cleandift {}", env!("CARGO_PKG_VERSION")),
             backbone: self.backbone_info().map(|i| i.description.clone()),
             layer: self.settings.layer.name().to_string(),
-            query: q,
+            query: src.query(q),
             target: target.name().to_string(),
             ensemble: self.settings.sweep.ensemble,
             seed: self.settings.seed,

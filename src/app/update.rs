@@ -10,6 +10,7 @@ use egui::TextureOptions;
 
 use super::dialogs::{DialogAnswer, DialogKind};
 use super::panels::{SidePanel, StatusInfo, TrainView};
+use super::query::QueryPoint;
 use super::state::{BackboneState, ImageSlot, Level, Topic};
 use super::views::Canvas;
 use super::{CleanDiftApp, ModelPreset, hex8, panels, settings, views};
@@ -493,9 +494,22 @@ impl CleanDiftApp {
                 .unwrap_or_else(|| p.display().to_string()),
             None => image.source.clone(),
         };
+        // The picture fits the renderer's largest texture (a 4096 px image
+        // on a 2048 px renderer); features and coordinates keep every pixel.
+        let max = self.ctx.input(|i| i.max_texture_side).max(1) as u32;
+        let shown = if image.width.max(image.height) > max {
+            let s = max as f32 / image.width.max(image.height) as f32;
+            let (w, h) = (
+                ((image.width as f32 * s) as u32).clamp(1, max),
+                ((image.height as f32 * s) as u32).clamp(1, max),
+            );
+            std::borrow::Cow::Owned(image::imageops::thumbnail(&image.rgb, w, h))
+        } else {
+            std::borrow::Cow::Borrowed(&image.rgb)
+        };
         let color = egui::ColorImage::from_rgb(
-            [image.width as usize, image.height as usize],
-            image.rgb.as_raw(),
+            [shown.width() as usize, shown.height() as usize],
+            shown.as_raw(),
         );
         let texture = self.ctx.load_texture(
             format!("image-{tag}-{}", hex8(&image.hash)),
@@ -517,13 +531,20 @@ impl CleanDiftApp {
             self.message(
                 Level::Info,
                 format!(
-                    "{side}: {name} is {w}×{h}; it was downscaled to {}×{} and coordinates refer to that size",
+                    "{side}: {name} is {w}×{h}; it was downscaled to {}×{} on loading (features are computed at that size)",
                     image.width, image.height
                 ),
-                String::new(),
+                "Coordinates are shown and exported in its original pixels".into(),
             );
         }
         self.settings.image_paths[side.index()] = path;
+        if side == Side::A
+            && let Some((x, y)) = self.images.launch_query.take()
+        {
+            // `--query` names original pixels of A.
+            let (x, y) = image.from_original(x, y);
+            self.settings.query = Some(QueryPoint { side, x, y });
+        }
         // A query on this side keeps its place, clamped into the new image.
         if let Some(q) = &mut self.settings.query
             && q.side == side

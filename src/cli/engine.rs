@@ -338,6 +338,7 @@ pub fn pair_maps(
                         map: e.map(key)?.clone(),
                         geometry: e.geometry,
                         label: e.label.clone(),
+                        t_used: Some(e.t_used),
                     })
                 };
                 Ok((key.name().to_string(), side(&ea)?, side(&eb)?))
@@ -400,7 +401,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<LoadedImage> {
     let img = load_image(path)?;
     if let Some((w, h)) = img.downscaled_from {
         eprintln!(
-            "note: {} is {w}x{h}; it was downscaled to {}x{} on loading and coordinates refer to that size",
+            "note: {} is {w}x{h}; it was downscaled to {}x{} on loading (features are computed at that size; `match` takes and prints original pixels)",
             path.display(),
             img.width,
             img.height

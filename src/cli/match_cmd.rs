@@ -24,13 +24,14 @@ pub struct MatchArgs {
     /// as the app's gallery does (one B panel per target and layer).
     #[arg(long, num_args = 1.., required = true)]
     pub b: Vec<PathBuf>,
-    /// Query point in A's pixels: x,y.
+    /// Query point in A's pixels: x,y (the file's own pixels, also when A
+    /// is downscaled on loading; every coordinate printed is too).
     #[arg(long)]
     pub point: String,
     /// How many matches to list.
     #[arg(long, default_value_t = 1)]
     pub k: usize,
-    /// Mutual-NN tolerance in A's pixels.
+    /// Mutual-NN tolerance in A's (original) pixels.
     #[arg(long, default_value_t = 8.0, value_parser = super::checks::tolerance)]
     pub tolerance: f32,
     /// Write the figure at its native size: A with the query, one titled B
@@ -84,13 +85,15 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
         a.b.iter()
             .map(|p| load(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
-    if !(0.0..=ia.width as f32).contains(&x) || !(0.0..=ia.height as f32).contains(&y) {
-        bail!(
-            "point ({x}, {y}) is outside A ({}x{} pixels)",
-            ia.width,
-            ia.height
-        );
+    let (aw, ah) = ia.original_size();
+    if !(0.0..=aw as f32).contains(&x) || !(0.0..=ah as f32).contains(&y) {
+        bail!("point ({x}, {y}) is outside A ({aw}x{ah} pixels)");
     }
+    // The point and the tolerance in A's loaded pixels (what the features
+    // see); results go back to original pixels below.
+    let (lx, ly) = ia.from_original(x, y);
+    let (sx, sy) = ia.original_scale();
+    let tolerance = a.tolerance / (0.5 * (sx + sy)) as f32;
     let kind = a.features.kind()?;
     let f = a.features.fusion()?;
     let engines = a.features.load_engines(&[kind])?;
@@ -110,16 +113,20 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
         for (name, ma, mb) in &maps {
             let va = MatchView::new(&ma.map, ma.geometry)?;
             let vb = MatchView::new(&mb.map, mb.geometry)?;
-            let (qx, qy) = va.to_view(x, y);
+            let (qx, qy) = va.to_view(lx, ly);
             let q = va.target.sample(qx, qy)?;
             let sim = vb.target.similarity(&q)?;
             let top = sim.top_k(a.k, 8.0)?;
-            let m = mutual_nn(&va.target, &vb.target, qx, qy, a.tolerance)?;
+            let m = mutual_nn(&va.target, &vb.target, qx, qy, tolerance)?;
+            // `back` and the figure's points: loaded pixels (drawn on the
+            // loaded pictures); the JSON and the text: original pixels.
             let back = va.to_orig(m.back.x, m.back.y);
+            let back_orig = ia.to_original(back.0, back.1);
             let matches: Vec<serde_json::Value> = top
                 .iter()
                 .map(|t| {
-                    let (ox, oy) = vb.to_orig(t.x, t.y);
+                    let (lx, ly) = vb.to_orig(t.x, t.y);
+                    let (ox, oy) = ib.to_original(lx, ly);
                     serde_json::json!({"x": ox, "y": oy, "score": t.score})
                 })
                 .collect();
@@ -127,7 +134,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                 "layer": name,
                 "matches": matches,
                 "mutual_nn": m.mutual,
-                "back_in_a": {"x": back.0, "y": back.1},
+                "back_in_a": {"x": back_orig.0, "y": back_orig.1},
             }));
             if a.figure.is_some() || a.out.is_some() {
                 let top_orig: Vec<_> = top
@@ -150,6 +157,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
         }
         targets.push((bpath.display().to_string(), results, layers));
     }
+    let b_sizes: Vec<serde_json::Value> = ibs.iter().map(size_record).collect();
     if a.json {
         let head = |out: &mut serde_json::Value| {
             out["point"] = serde_json::json!({"x": x, "y": y});
@@ -169,6 +177,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
             );
             head(&mut out);
             out["source"] = serde_json::to_value(SourceRecord::new(kind, &engines, &s, &f))?;
+            out["images"] = serde_json::json!({"a": size_record(&ia), "b": b_sizes});
             out["targets"] = serde_json::json!(list);
             out
         } else {
@@ -177,17 +186,14 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                 "a": a.a.display().to_string(), "b": targets.first().map(|t| t.0.clone()).unwrap_or_default(),
                 "point": {"x": x, "y": y}, "features": label, "backbone": engines.describe(),
                 "source": SourceRecord::new(kind, &engines, &s, &f),
+                "images": {"a": size_record(&ia), "b": b_sizes.first()},
+                "coordinates": "original image pixels (mapped back through any downscale on loading: see images)",
                 "results": results,
             })
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
-            "query ({x:.1}, {y:.1}) in {} ({}x{})",
-            a.a.display(),
-            ia.width,
-            ia.height
-        );
+        println!("query ({x:.1}, {y:.1}) in {} ({aw}x{ah})", a.a.display());
         println!("features: {} — {}", label, engines.describe());
         for (b, results, _) in &targets {
             for r in results {
@@ -222,6 +228,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
             format!("A · query ({}, {})", x.floor(), y.floor()),
             ia.rgb.clone(),
         );
+        // Markers on the loaded pictures, captions in original pixels.
         let npanels: usize = targets.iter().map(|t| t.2.len()).sum();
         for (j, (_, _, layers)) in targets.iter().enumerate() {
             let tag = if many {
@@ -242,18 +249,19 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                     radius: 6.0,
                     label: None,
                 });
+                let (bx, by) = ia.to_original(back.0, back.1);
                 pa.caption.push(format!(
                     "{tag}{name}: back to ({:.0}, {:.0}), {}",
-                    back.0.floor(),
-                    back.1.floor(),
+                    bx.floor(),
+                    by.floor(),
                     if *mutual { "mutual" } else { "not mutual" }
                 ));
             }
         }
         pa.markers
-            .push(crate::figure::Marker::ring(x, y, [0, 215, 255], "Q"));
+            .push(crate::figure::Marker::ring(lx, ly, [0, 215, 255], "Q"));
         fig.panels.push(pa);
-        for (j, (bpath, _, layers)) in targets.into_iter().enumerate() {
+        for (j, ((bpath, _, layers), ib)) in targets.into_iter().zip(&ibs).enumerate() {
             let bname = std::path::Path::new(&bpath)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -281,6 +289,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                     .iter()
                     .enumerate()
                     .map(|(i, (mx, my, c))| {
+                        let (mx, my) = ib.to_original(*mx, *my);
                         format!(
                             "{}: ({:.0}, {:.0}) cos {c:.3}",
                             i + 1,
@@ -346,6 +355,18 @@ type LayerPicture = (
     bool,
     (f32, f32),
 );
+
+/// An image's sizes for the JSON: its own (which coordinates refer to),
+/// the loaded one (after any downscale on loading) and the scale between.
+fn size_record(img: &LoadedImage) -> serde_json::Value {
+    let (w, h) = img.original_size();
+    let (sx, sy) = img.original_scale();
+    serde_json::json!({
+        "width": w, "height": h,
+        "loaded_width": img.width, "loaded_height": img.height,
+        "scale_x": sx, "scale_y": sy,
+    })
+}
 
 /// Smallest and largest value of a similarity map.
 fn range(sim: &crate::matching::SimilarityMap) -> (f32, f32) {

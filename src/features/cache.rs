@@ -383,7 +383,7 @@ pub fn save_source_map(
     let meta = Meta {
         geometry: m.geometry,
         label: m.label.clone(),
-        t_used: f64::NAN,
+        t_used: m.t_used.unwrap_or(f64::NAN),
         naive_clean: false,
     };
     save_named(path, &[(name, &m.map)], &meta, extra)

@@ -3,9 +3,10 @@
 //! [`load_image`] / [`decode_image`]: EXIF orientation applied, alpha
 //! dropped, 16-bit samples scaled to 8 bits, absurd sizes refused before
 //! anything big is allocated, and huge-but-legitimate photos downscaled so the
-//! longest side is at most [`MAX_SIDE`]. The loaded image is "the original
-//! image": every coordinate the tool reports refers to its pixels
-//! (docs/NUMERICS.md §4).
+//! longest side is at most [`MAX_SIDE`]. Features, queries and pictures work
+//! on the loaded pixels; coordinates the tool reports are original pixels of
+//! the file, mapped back through any downscale with
+//! [`LoadedImage::to_original`] (docs/NUMERICS.md §4).
 
 use std::fmt;
 use std::io::{Cursor, Read};
@@ -168,7 +169,8 @@ pub struct LoadedImage {
     /// blake3 of a format tag, the dimensions and the RGB pixels: identical
     /// pixels give identical hashes whatever file they came from.
     pub hash: [u8; 32],
-    /// Width of `rgb`: the "original image" all coordinates refer to.
+    /// Width of `rgb` (the loaded pixels; reported coordinates are mapped
+    /// to the file's own pixels by [`LoadedImage::to_original`]).
     pub width: u32,
     /// Height of `rgb`.
     pub height: u32,
@@ -211,6 +213,36 @@ impl LoadedImage {
     /// The content hash as lowercase hex.
     pub fn hash_hex(&self) -> String {
         self.hash.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// `(width, height)` of the image as decoded from its file (after EXIF
+    /// orientation): [`LoadedImage::downscaled_from`] when it was downscaled
+    /// on loading, else the loaded size.
+    pub fn original_size(&self) -> (u32, u32) {
+        self.downscaled_from.unwrap_or((self.width, self.height))
+    }
+
+    /// Original pixels per loaded pixel, `(x, y)`: `(1, 1)` unless the image
+    /// was downscaled on loading (8000x6000 loaded at 4096x3072: 1.953).
+    pub fn original_scale(&self) -> (f64, f64) {
+        let (ow, oh) = self.original_size();
+        (
+            f64::from(ow) / f64::from(self.width.max(1)),
+            f64::from(oh) / f64::from(self.height.max(1)),
+        )
+    }
+
+    /// A point in loaded pixels (what features, queries and the picture
+    /// use) -> the same point in original pixels of the file.
+    pub fn to_original(&self, x: f32, y: f32) -> (f32, f32) {
+        let (sx, sy) = self.original_scale();
+        ((f64::from(x) * sx) as f32, (f64::from(y) * sy) as f32)
+    }
+
+    /// A point in original pixels of the file -> loaded pixels.
+    pub fn from_original(&self, x: f32, y: f32) -> (f32, f32) {
+        let (sx, sy) = self.original_scale();
+        ((f64::from(x) / sx) as f32, (f64::from(y) / sy) as f32)
     }
 }
 
@@ -566,5 +598,45 @@ fn map_image_error(e: image::ImageError, file: &str, format: &str) -> ImageError
             format,
             detail: en.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PNG of `w`x`h` with a horizontal gradient, in memory.
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 251) as u8, (y % 241) as u8, 7])
+        });
+        let mut bytes = Vec::new();
+        img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
+            .expect("encode");
+        bytes
+    }
+
+    #[test]
+    fn a_downscaled_image_maps_points_back_to_its_original_pixels() {
+        // 8192x256 exceeds MAX_SIDE: loaded at 4096x128, half size.
+        let img = decode_image(&png(2 * MAX_SIDE, 256), "wide.png").expect("decode");
+        assert_eq!((img.width, img.height), (MAX_SIDE, 128));
+        assert_eq!(img.downscaled_from, Some((2 * MAX_SIDE, 256)));
+        assert_eq!(img.original_size(), (2 * MAX_SIDE, 256));
+        assert_eq!(img.original_scale(), (2.0, 2.0));
+        assert_eq!(img.to_original(100.5, 10.25), (201.0, 20.5));
+        assert_eq!(img.from_original(201.0, 20.5), (100.5, 10.25));
+        // The far corner of the loaded image is the far corner of the file.
+        assert_eq!(
+            img.to_original(MAX_SIDE as f32, 128.0),
+            ((2 * MAX_SIDE) as f32, 256.0)
+        );
+
+        // An image within the limits maps to itself.
+        let small = decode_image(&png(64, 32), "small.png").expect("decode");
+        assert_eq!(small.downscaled_from, None);
+        assert_eq!(small.original_size(), (64, 32));
+        assert_eq!(small.original_scale(), (1.0, 1.0));
+        assert_eq!(small.to_original(12.5, 3.5), (12.5, 3.5));
     }
 }

@@ -128,6 +128,9 @@ pub struct SourceMap {
     pub geometry: Geometry,
     /// What ran, e.g. "DINOv2 dinov2-base, block 11, 840x840".
     pub label: String,
+    /// The timestep of the diffusion features behind the map (for a fused
+    /// map, its diffusion half's); `None` for DINOv2, which has none.
+    pub t_used: Option<f64>,
 }
 
 impl SourceMap {
@@ -138,7 +141,8 @@ impl SourceMap {
             maps: BTreeMap::from([(slot, self.map)]),
             geometry: self.geometry,
             label: self.label,
-            t_used: f64::NAN,
+            // NaN: no timestep (DINOv2); `from_extracted` reads it back.
+            t_used: self.t_used.unwrap_or(f64::NAN),
             naive_clean: false,
             notes: Vec::new(),
         }
@@ -153,6 +157,7 @@ impl SourceMap {
             map,
             geometry: e.geometry,
             label: e.label.clone(),
+            t_used: e.t_used.is_finite().then_some(e.t_used),
         })
     }
 }
@@ -203,6 +208,7 @@ pub fn extract_dino(
         map: to_feature_map(&map)?,
         geometry,
         label: format!("DINOv2 {}, {layer}, {w}x{h}", dino.name),
+        t_used: None,
     })
 }
 
@@ -321,6 +327,7 @@ pub fn extract_pair(
                     map: e.map(key)?.clone(),
                     geometry: e.geometry,
                     label: format!("{}, {key}", e.label),
+                    t_used: Some(e.t_used),
                 });
             }
             let [x, y]: [SourceMap; 2] = out
@@ -412,11 +419,13 @@ pub fn extract_pair(
                     map: fa,
                     geometry: sd[0].geometry,
                     label: label(&sd[0], &dn[0]),
+                    t_used: Some(sd[0].t_used),
                 },
                 SourceMap {
                     map: fb,
                     geometry: sd[1].geometry,
                     label: label(&sd[1], &dn[1]),
+                    t_used: Some(sd[1].t_used),
                 },
             ];
             cache.get_or_compute(&ka, || Ok(out[0].clone().into_extracted(SLOT)))?;

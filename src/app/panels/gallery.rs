@@ -55,7 +55,7 @@ pub(super) fn gallery_section(
                     let size = t
                         .image
                         .as_ref()
-                        .map(|s| format!(" · {}×{}", s.image.width, s.image.height))
+                        .map(|s| format!(" · {}", crate::app::original::size_text(&s.image)))
                         .unwrap_or_else(|| " · loading…".into());
                     ui.add(egui::Label::new(format!("T{} · {}{size}", i + 1, t.name)).truncate());
                 });

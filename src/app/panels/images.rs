@@ -17,7 +17,8 @@ pub(super) fn images_section(ui: &mut egui::Ui, images: &ImagesState, cmds: &mut
                     ui.label(RichText::new(side.name()).strong());
                     match images.get(side) {
                         Some(s) => {
-                            let text = format!("{} · {}×{}", s.name, s.image.width, s.image.height);
+                            let size = crate::app::original::size_text(&s.image);
+                            let text = format!("{} · {size}", s.name);
                             ui.label(text).on_hover_text(s.image.source.clone());
                         }
                         None => match &images.errors[side.index()] {

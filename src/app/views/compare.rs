@@ -120,7 +120,7 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                     &markers,
                 );
             }
-            let text = match q {
+            let text = match q.map(|q| c.px(q.side).query(q)) {
                 Some(q) => format!("({:.0}, {:.0})", q.x.floor(), q.y.floor()),
                 None => "click to query".into(),
             };
@@ -172,7 +172,8 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                 if show.is_current() {
                     hover_value(c, ui, rect, a);
                     let m = if a.mutual { "mutual" } else { "not mutual" };
-                    let (x, y, s) = (a.best.x.floor(), a.best.y.floor(), a.best.score);
+                    let (x, y) = c.px(side).point(a.best.x, a.best.y);
+                    let (x, y, s) = (x.floor(), y.floor(), a.best.score);
                     fitted_line(
                         ui,
                         foot,

@@ -29,7 +29,10 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
         |c, side| {
             let name = c
                 .image(side)
-                .map(|s| format!("{side} · {} · {}×{}", s.name, s.image.width, s.image.height))
+                .map(|s| {
+                    let size = crate::app::original::size_text(&s.image);
+                    format!("{side} · {} · {size}", s.name)
+                })
                 .unwrap_or_else(|| side.name().to_string());
             let role = if side == src { "query" } else { "match" };
             format!("{name}   ({role})")
@@ -122,7 +125,7 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
             };
             child.add(
                 egui::Label::new(
-                    RichText::new(format!("{preview}{}", describe(a)))
+                    RichText::new(format!("{preview}{}", describe(c, a)))
                         .size(size)
                         .strong(),
                 )
@@ -140,16 +143,18 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
                 )
                 .truncate(),
             );
+            let to_orig = c.px(a.query.side.other());
             let top: Vec<String> = a
                 .top_k
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
+                    let (x, y) = to_orig.point(s.x, s.y);
                     format!(
                         "{} ({:.0}, {:.0}) {:.2}",
                         i + 1,
-                        s.x.floor(),
-                        s.y.floor(),
+                        x.floor(),
+                        y.floor(),
                         s.score
                     )
                 })

@@ -89,7 +89,7 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
                 title,
                 Align2::LEFT_CENTER,
             );
-            let text = match q {
+            let text = match q.map(|q| c.px(Side::A).query(q)) {
                 Some(q) => format!("({:.0}, {:.0})", q.x.floor(), q.y.floor()),
                 None => "click a point in A".into(),
             };
@@ -113,6 +113,7 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
             continue;
         };
         let (uid, tname) = (t.uid, t.name.clone());
+        let to_orig = PixelScale::of_slot(t.image.as_ref());
         let label = format!("T{}", ti + 1);
         let color = if modes.len() > 1 {
             mode_color(mode)
@@ -209,7 +210,8 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
                     &look,
                     &markers,
                 );
-                let (x, y, s) = (a.best.x.floor(), a.best.y.floor(), a.best.score);
+                let (x, y) = to_orig.point(a.best.x, a.best.y);
+                let (x, y, s) = (x.floor(), y.floor(), a.best.score);
                 let r = fitted_line(
                     ui,
                     foot,

@@ -16,6 +16,7 @@ use egui::{
 };
 
 use super::column::Column;
+use super::original::PixelScale;
 use super::overlay::{Look, Marker, MarkerStyle};
 use super::query::{Answer, QueryPoint, StripTile};
 use super::requests;
@@ -46,6 +47,11 @@ pub(super) struct Canvas<'a> {
 impl Canvas<'_> {
     fn image(&self, side: Side) -> Option<&ImageSlot> {
         self.images.get(side)
+    }
+
+    /// Loaded pixels of `side` -> its original pixels, for captions.
+    fn px(&self, side: Side) -> PixelScale {
+        PixelScale::of_slot(self.image(side))
     }
 
     /// The hovered point while hovering, else the clicked one.
@@ -462,6 +468,7 @@ fn hover_value(c: &Canvas, ui: &egui::Ui, rect: Rect, a: &Answer) {
     let sy = ((v * a.heat.sim.h as f32) as usize).min(a.heat.sim.h.saturating_sub(1));
     if let Some(s) = a.heat.sim.data.get(sy * a.heat.sim.w + sx) {
         let b = c.big;
+        let (x, y) = c.px(side).point(x, y);
         outlined_text(
             ui.painter(),
             pos + Vec2::new(14.0, 14.0),
@@ -632,9 +639,11 @@ fn updating_badge(c: &Canvas, ui: &egui::Ui, rect: Rect, mode: impl Into<Column>
     }
 }
 
-fn describe(a: &Answer) -> String {
+/// The answer in words, coordinates and distances in original pixels.
+fn describe(c: &Canvas, a: &Answer) -> String {
     let src = a.query.side;
     let tgt = src.other();
+    let a = &super::original::answer(a, c.px(src), c.px(tgt));
     let mutual = if a.mutual {
         format!("mutual (back within {:.1} px)", a.back_distance)
     } else {

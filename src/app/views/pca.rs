@@ -126,6 +126,10 @@ pub(super) fn pca_view(c: &mut Canvas, ui: &mut egui::Ui) {
         .size(12.0 * b),
     );
     if let Some(a) = &answer {
-        child.label(RichText::new(describe(a)).size(11.0 * b).color(col.color()));
+        child.label(
+            RichText::new(describe(c, a))
+                .size(11.0 * b)
+                .color(col.color()),
+        );
     }
 }

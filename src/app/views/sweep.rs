@@ -475,12 +475,14 @@ fn trajectory(
         .filter(|(_, d)| *d <= 10.0 * b)
         .min_by(|a, b| a.1.total_cmp(&b.1));
     if let Some((p, _)) = near {
+        let target = c.settings.query.map_or(Side::B, |q| q.side.other());
+        let (x, y) = c.px(target).point(p.x, p.y);
         let text = format!(
             "t={:.0} · cos {:.3} · ({:.0}, {:.0})",
             p.t,
             p.cosine,
-            p.x.floor(),
-            p.y.floor()
+            x.floor(),
+            y.floor()
         );
         let s = to_screen(rect, w, h, p.x, p.y);
         let (at, align) = if s.x > rect.center().x {
