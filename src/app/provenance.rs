@@ -31,14 +31,12 @@ use crate::model::FeatureKey;
 use crate::worker::{BackboneInfo, PairFeatures, RequestId, Side};
 
 /// The identity of the running backbone's weights, as provenance and
-/// exports record it. This is the ONE place it is decided: today it is
-/// what the worker reports about the loaded backbone
-/// ([`BackboneInfo::description`], from `Backbone::describe()`: the preset
-/// and its seed, the folder, hub repo or single file, and the student).
-/// When `BackboneInfo` carries a content identity of the weight files,
-/// return that here.
+/// exports record it: the content identity the worker reports
+/// ([`BackboneInfo::weights_id`], from `Backbone::weights_id()`: blake3 of
+/// every weight file loaded, the student's included; seeded presets by
+/// their seed and config).
 pub fn weights_identity(info: &BackboneInfo) -> String {
-    info.description.clone()
+    info.weights_id.clone()
 }
 
 /// One input image as the features saw it.
@@ -600,6 +598,7 @@ mod tests {
         BackboneInfo {
             choice: BackboneChoice::default(),
             description: "tiny-sd21 (seeded random weights, seed 1)".into(),
+            weights_id: "0123abcd".into(),
             image_size: 256,
             has_student: false,
             student_t: None,

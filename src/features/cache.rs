@@ -468,7 +468,10 @@ pub fn read_disk(path: &Path) -> Result<Option<Extracted>, CacheError> {
 }
 
 /// [`read_disk`], also returning the file's metadata.
-fn read_verified(path: &Path) -> Result<Option<(Extracted, BTreeMap<String, String>)>, CacheError> {
+/// A verified entry and its metadata.
+type VerifiedEntry = (Extracted, BTreeMap<String, String>);
+
+fn read_verified(path: &Path) -> Result<Option<VerifiedEntry>, CacheError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

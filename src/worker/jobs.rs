@@ -761,6 +761,7 @@ fn backbone_info(
     BackboneInfo {
         choice,
         description: bb.describe(),
+        weights_id: bb.weights_id(),
         image_size: bb.config.image_size() as u32,
         has_student: bb.student.is_some(),
         student_t: bb.student.as_ref().and_then(|s| s.timestep),

@@ -610,6 +610,9 @@ pub struct BackboneInfo {
     pub choice: BackboneChoice,
     /// Where the weights came from.
     pub description: String,
+    /// The content identity of the weight files (`Backbone::weights_id`:
+    /// blake3 of every file loaded, the student's included).
+    pub weights_id: String,
     /// Default image side of the preset (512 or 768; 256 for the tiny ones).
     pub image_size: u32,
     pub has_student: bool,

@@ -208,7 +208,7 @@ impl HashMemo {
         let Some(file) = &self.file else { return };
         let mut kept: Vec<(PathBuf, MemoEntry)> = snapshot.into_iter().collect();
         // Newest modifications first; the memo stays small.
-        kept.sort_by(|a, b| b.1.stamp.mtime_ns.cmp(&a.1.stamp.mtime_ns));
+        kept.sort_by_key(|b| std::cmp::Reverse(b.1.stamp.mtime_ns));
         kept.truncate(MEMO_KEEP);
         let memo = MemoFile {
             version: 1,
