@@ -497,7 +497,7 @@ impl CleanDiftApp {
                 Err(e) => self.message_on(
                     super::Topic::Export,
                     Level::Error,
-                    format!("Cannot export the sweep: {e:#}"),
+                    format!("Cannot export the sweep: {}", crate::util::error_chain(&*e)),
                     "Wait for the first timestep, or choose another export folder".into(),
                 ),
             }
@@ -523,7 +523,10 @@ impl CleanDiftApp {
             Err(e) => self.message_on(
                 super::Topic::Export,
                 Level::Error,
-                format!("Cannot export the figure: {e:#}"),
+                format!(
+                    "Cannot export the figure: {}",
+                    crate::util::error_chain(&*e)
+                ),
                 "Choose another export folder in the side panel".into(),
             ),
         }
@@ -575,7 +578,11 @@ impl CleanDiftApp {
             Err(e) => self.message_on(
                 super::Topic::Export,
                 Level::Error,
-                format!("Cannot save {}: {e:#}", path.display()),
+                format!(
+                    "Cannot save {}: {}",
+                    path.display(),
+                    crate::util::error_chain(&*e)
+                ),
                 "Choose another export folder in the side panel".into(),
             ),
         }

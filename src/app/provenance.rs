@@ -442,7 +442,7 @@ impl CleanDiftApp {
                 self.message_on(
                     Topic::Export,
                     Level::Error,
-                    format!("Not exported ({what}): {e:#}"),
+                    format!("Not exported ({what}): {}", crate::util::error_chain(&*e)),
                     "Wait until the view is computed for the current inputs (the \"stale\" label goes), then export again".into(),
                 );
                 true
