@@ -256,9 +256,17 @@ fn check_exports(app: &CleanDiftApp, dir: &Path) -> Option<PathBuf> {
         assert_eq!(pv["source"], "SD");
         assert!(pv["t"].as_f64().is_some_and(|t| t.is_finite()));
         assert!(
+            pv["backbone"]["description"]
+                .as_str()
+                .is_some_and(|w| w.contains("tiny-sd21")),
+            "{pv}"
+        );
+        // The weights' content identity (Backbone::weights_id): a blake3 hex digest.
+        assert!(
             pv["backbone"]["weights"]
                 .as_str()
-                .is_some_and(|w| w.contains("tiny-sd21"))
+                .is_some_and(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit())),
+            "{pv}"
         );
         last = Some(p);
     }

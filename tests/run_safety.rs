@@ -620,7 +620,10 @@ fn a_nan_base_model_is_refused() {
     assert!(!o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("base model") && err.contains("not finite") && err.contains(&poisoned),
+        // Refused at load (issue #20 item 15), naming the file and the tensor.
+        err.contains("diffusion_pytorch_model.safetensors")
+            && err.contains("not finite")
+            && err.contains(&poisoned),
         "{err}"
     );
     assert!(runs(&out).is_empty(), "no run folder for a refused run");
