@@ -1,19 +1,14 @@
-//! CleanDIFT Explorer: the diffusion backbone with CleanDIFT's feature taps,
-//! clean/naive/noisy feature extraction, matching and evaluation.
+//! CleanDIFT Explorer: the desktop app (`app`) and the command line (`cli`)
+//! over the numerics of `cleandift-core` and the pictures of
+//! `cleandift-figure`.
 //!
-//! Arrows point one way: `cli` -> `features` -> `model`; `matching` depends
-//! on nothing above it.
+//! The core's modules are re-exported under their old names, so `crate::model`
+//! here and `cleandift::model` in tests name the same items as
+//! `cleandift_core::model`. Arrows point one way: `app`/`cli` -> `figure` ->
+//! core; the core cannot import anything above it (it is another crate).
 
-pub mod analysis;
+pub use cleandift_core::{analysis, eval, features, matching, model, train, util, worker};
+pub use cleandift_figure::{figure, plot, render};
+
 pub mod app;
 pub mod cli;
-pub mod eval;
-pub mod features;
-pub mod figure;
-pub mod matching;
-pub mod model;
-pub mod plot;
-pub mod render;
-pub mod train;
-pub mod util;
-pub mod worker;

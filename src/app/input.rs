@@ -160,7 +160,7 @@ impl CleanDiftApp {
                     .any(|(s, r, _)| *s == Side::A && r.expand(8.0).contains(p))
             });
         if on_a {
-            self.load_image(Side::A, ImageSource::Dropped(files[0].clone()));
+            self.load_image(Side::A, ImageSource::Dropped(dropped(&files[0])));
             return;
         }
         if !folders.is_empty() || self.settings.view == View::Gallery {
@@ -171,7 +171,7 @@ impl CleanDiftApp {
             let singles: Vec<ImageSource> = files
                 .iter()
                 .filter(|f| !f.path().is_dir())
-                .map(|f| ImageSource::Dropped(f.clone()))
+                .map(|f| ImageSource::Dropped(dropped(f)))
                 .collect();
             if !singles.is_empty() {
                 self.add_targets(singles);
@@ -179,8 +179,8 @@ impl CleanDiftApp {
             return;
         }
         if files.len() >= 2 {
-            self.load_image(Side::A, ImageSource::Dropped(files[0].clone()));
-            self.load_image(Side::B, ImageSource::Dropped(files[1].clone()));
+            self.load_image(Side::A, ImageSource::Dropped(dropped(&files[0])));
+            self.load_image(Side::B, ImageSource::Dropped(dropped(&files[1])));
             if files.len() > 2 {
                 self.message(
                     Level::Warn,
@@ -194,6 +194,25 @@ impl CleanDiftApp {
             return;
         }
         let side = self.view.side_at(pos, self.ctx.content_rect().width());
-        self.load_image(side, ImageSource::Dropped(files[0].clone()));
+        self.load_image(side, ImageSource::Dropped(dropped(&files[0])));
     }
+}
+
+/// egui's handle to a dropped file, handed to the worker as the core's
+/// [`crate::worker::DroppedFile`].
+#[derive(Debug)]
+struct EguiDropped(egui::DroppedFileHandle);
+
+impl crate::worker::DroppedFile for EguiDropped {
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        self.0.bytes()
+    }
+}
+
+fn dropped(f: &egui::DroppedFileHandle) -> crate::worker::DroppedFileHandle {
+    std::sync::Arc::new(EguiDropped(f.clone()))
 }

@@ -1,0 +1,21 @@
+//! The core crate's integration tests in one binary (one link, not fifteen):
+//! parity with diffusers' fixtures, checkpoint layouts, preprocessing,
+//! feature extraction, evaluation and the engine.
+
+mod common;
+
+mod backbone_reference;
+mod checkpoint_layouts;
+mod config_variants;
+mod dino_reference;
+mod engine;
+mod eval;
+mod feature_trust;
+mod fusion_reference;
+mod half_precision;
+mod preprocess;
+mod sources;
+mod text_reference;
+mod variance;
+mod weights_loading;
+mod weights_validation;

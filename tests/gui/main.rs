@@ -1,0 +1,14 @@
+//! The app's tests in one binary: kittest clicks on real widgets (rendered
+//! with wgpu on lavapipe), the worker protocol, and text layout.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/kittest.rs"]
+mod kittest_common;
+
+mod app;
+mod app_export;
+mod app_misc;
+mod app_trust;
+mod app_worker;
+mod text_layout;
