@@ -51,7 +51,9 @@ fn all_sources() -> Vec<String> {
 /// Looks like a path of ours: has a `/` or ends in a known extension, and no
 /// spaces, `::` or shell syntax.
 fn path_like(s: &str) -> bool {
-    let known_ext = [".rs", ".md", ".wgsl", ".py", ".sh", ".toml", ".json", ".ron"];
+    let known_ext = [
+        ".rs", ".md", ".wgsl", ".py", ".sh", ".toml", ".json", ".ron",
+    ];
     !s.contains(' ')
         && !s.contains("::")
         && !s.contains('*')
@@ -60,7 +62,9 @@ fn path_like(s: &str) -> bool {
         && !s.starts_with('-')
         && !s.starts_with("../")
         && !s.starts_with('~')
-        && (s.contains('/') && s.ends_with(".rs") || s.ends_with('/') && s.len() > 1 || known_ext.iter().any(|x| s.ends_with(x)) && s.contains('/'))
+        && (s.contains('/') && s.ends_with(".rs")
+            || s.ends_with('/') && s.len() > 1
+            || known_ext.iter().any(|x| s.ends_with(x)) && s.contains('/'))
 }
 
 #[test]
@@ -73,7 +77,10 @@ fn every_path_named_in_the_architecture_exists() {
             continue;
         }
         let span = span.trim_end_matches('/');
-        let top_level = ["src/", "crates/", "tests/", "benches/", "scripts/", "docs/", "shaders/", "assets/", ".ci/"];
+        let top_level = [
+            "src/", "crates/", "tests/", "benches/", "scripts/", "docs/", "shaders/", "assets/",
+            ".ci/",
+        ];
         let exists = if top_level.iter().any(|t| span.starts_with(t)) {
             root().join(span).exists()
         } else {
@@ -128,5 +135,52 @@ fn every_module_is_named_in_the_architecture() {
     assert!(
         unnamed.is_empty(),
         "modules not named in docs/ARCHITECTURE.md (name each file, or its folder for mod.rs): {unnamed:#?}"
+    );
+}
+
+/// All `.rs` files under `dir`, relative to the root.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn no_source_file_is_over_about_700_lines() {
+    const LIMIT: usize = 720;
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "benches"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    for c in std::fs::read_dir(root().join("crates"))
+        .expect("crates/")
+        .flatten()
+    {
+        rust_files(&c.path(), &mut files);
+    }
+    assert!(files.len() > 100, "found only {} files", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|p| {
+            let n = std::fs::read_to_string(p).ok()?.lines().count();
+            (n > LIMIT).then(|| {
+                format!(
+                    "{} ({n} lines)",
+                    p.strip_prefix(root()).unwrap_or(p).display()
+                )
+            })
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "files over {LIMIT} lines: split them into folders: {long:#?}"
     );
 }

@@ -8,70 +8,25 @@
 #![cfg(unix)]
 
 use crate::common;
+use common::{asset, bin, text, tiny_train};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use common::assets;
 
 const BASE: &str = "tiny-sd21";
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cleandift"));
-    c.env("RUST_LOG", "warn")
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null());
-    c
-}
-
-fn asset(name: &str) -> String {
-    assets().join(name).display().to_string()
-}
-
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `train` with tiny settings; `extra` adds the output and step flags.
-fn train_cmd(extra: &[&str]) -> Command {
-    let mut c = bin();
-    c.args(["train", "--model", BASE, "--data"])
-        .arg(asset("chelsea.png"))
-        .arg(asset("coffee.png"))
-        .args([
-            "--size",
-            "64",
-            "--device",
-            "cpu",
-            "--seed",
-            "3",
-            "--trainable",
-            "decoder",
-            "--keys",
-            "us6",
-            "--warmup",
-            "0",
-        ])
-        .args(extra);
-    c
-}
-
 fn train(extra: &[&str]) -> Output {
-    train_cmd(extra).output().expect("the binary runs")
+    tiny_train(extra).output().expect("the binary runs")
 }
 
 /// The steps whose checkpoint a run reported saving, in order.
@@ -174,7 +129,7 @@ fn sighup_saves_a_checkpoint_like_sigterm() {
     let o_s = out.to_str().expect("utf-8");
     let mut results = Vec::new();
     for (sig, name) in [(libc::SIGTERM, "term"), (libc::SIGHUP, "hup")] {
-        let mut child = train_cmd(&[
+        let mut child = tiny_train(&[
             "--steps",
             "100000",
             "--save-every",
@@ -501,7 +456,7 @@ fn out_of_range_numbers_are_refused_by_option_name() {
         assert!(!o.status.success(), "{extra:?}: {}", text(&o));
         assert!(stderr(&o).contains(option), "{extra:?}: {}", text(&o));
     }
-    let o = train_cmd(&["--steps", "1", "--lr=NaN"])
+    let o = tiny_train(&["--steps", "1", "--lr=NaN"])
         .output()
         .expect("runs");
     assert!(
@@ -590,7 +545,7 @@ fn an_os_error_is_printed_once() {
     args.extend([asset("chelsea.png"), "--out".into(), under("o.st")]);
     let o = run_s(&args);
     let o2 = run_s(&match_args(&["--out", &under("m.png")]));
-    let o3 = train_cmd(&["--steps", "1", "--out", &under("runs")])
+    let o3 = tiny_train(&["--steps", "1", "--out", &under("runs")])
         .output()
         .expect("runs");
     for (what, o) in [("extract", o), ("match", o2), ("train", o3)] {

@@ -20,6 +20,13 @@ use cleandift::worker::{BackboneChoice, Event, Request, WorkerHandle};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cleandift");
 
+/// `cleandift extract --model tiny-sd21`; the caller adds the rest.
+fn extract_tiny() -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["extract", "--model", "tiny-sd21"]);
+    c
+}
+
 /// A `w x h` PNG of smooth colours in `dir`.
 fn big_png(dir: &Path, w: u32, h: u32) -> PathBuf {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
@@ -116,11 +123,8 @@ fn an_ensemble_beyond_the_bound_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("o.safetensors");
     let (code, _, stderr) = run(
-        Command::new(BIN)
+        extract_tiny()
             .args([
-                "extract",
-                "--model",
-                "tiny-sd21",
                 "--mode",
                 "noisy",
                 "--size",
@@ -209,11 +213,8 @@ fn progress_lines_are_printed_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("o.safetensors");
     let (code, _, stderr) = run(
-        Command::new(BIN)
+        extract_tiny()
             .args([
-                "extract",
-                "--model",
-                "tiny-sd21",
                 "--mode",
                 "noisy",
                 "--ensemble",
@@ -262,15 +263,8 @@ fn the_native_cap_is_said_where_it_applies() {
     let img = big_png(dir.path(), 1600, 1200);
     let out = dir.path().join("o.safetensors");
     let (code, stdout, stderr) = run(
-        Command::new(BIN)
-            .args([
-                "extract",
-                "--model",
-                "tiny-sd21",
-                "--size",
-                "native",
-                "--image",
-            ])
+        extract_tiny()
+            .args(["--size", "native", "--image"])
             .arg(&img)
             .arg("--out")
             .arg(&out),

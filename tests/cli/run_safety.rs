@@ -6,6 +6,7 @@
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use crate::common;
+use common::{asset, bin, text, tiny_train};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -21,51 +22,8 @@ use common::copy_dir;
 const BASE: &str = "tiny-sd21";
 const STUDENT: &str = "cleandift_tiny-sd21_unet.safetensors";
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cleandift"));
-    c.env("RUST_LOG", "warn").env_remove("RUST_BACKTRACE");
-    c
-}
-
-fn asset(name: &str) -> String {
-    common::assets().join(name).display().to_string()
-}
-
-/// `train` with tiny settings; `extra` adds the output and step flags.
-fn train_cmd(extra: &[&str]) -> Command {
-    let mut c = bin();
-    c.args(["train", "--model", BASE, "--data"])
-        .arg(asset("chelsea.png"))
-        .arg(asset("coffee.png"))
-        .args([
-            "--size",
-            "64",
-            "--device",
-            "cpu",
-            "--seed",
-            "3",
-            "--trainable",
-            "decoder",
-            "--keys",
-            "us6",
-            "--warmup",
-            "0",
-        ])
-        .args(extra);
-    c
-}
-
 fn run_out(mut c: Command) -> Output {
     c.stdin(Stdio::null()).output().expect("the binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Every tensor (raw bytes, dtype, shape) and the metadata of a
@@ -170,7 +128,7 @@ fn kill_9_at_random_instants_loses_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
     let reference = tmp.path().join("reference");
     let t0 = Instant::now();
-    let o = run_out(train_cmd(&[
+    let o = run_out(tiny_train(&[
         "--steps",
         STEPS,
         "--save-every",
@@ -206,7 +164,7 @@ fn kill_9_at_random_instants_loses_nothing() {
             args.extend(["--out", out_s.as_str(), "--run-name", name.as_str()]);
         }
         let log = tmp.path().join(format!("attempt-{attempt}.log"));
-        let mut c = train_cmd(&args);
+        let mut c = tiny_train(&args);
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"));
@@ -263,7 +221,7 @@ fn reruns_never_touch_an_earlier_run() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("out");
     let o_s = out.to_str().expect("utf-8");
-    let o = run_out(train_cmd(&["--steps", "2", "--out", o_s]));
+    let o = run_out(tiny_train(&["--steps", "2", "--out", o_s]));
     assert!(o.status.success(), "{}", text(&o));
     let first = runs(&out);
     assert_eq!(first.len(), 1, "{first:?}");
@@ -275,14 +233,14 @@ fn reruns_never_touch_an_earlier_run() {
         "{stdout}"
     );
 
-    let o = run_out(train_cmd(&["--steps", "3", "--out", o_s]));
+    let o = run_out(tiny_train(&["--steps", "3", "--out", o_s]));
     assert!(o.status.success(), "{}", text(&o));
     let both = runs(&out);
     assert_eq!(both.len(), 2, "{both:?}");
     assert_eq!(std::fs::read(&first_student).expect("student"), before);
 
     // An explicit name: first use creates it, the second is refused.
-    let o = run_out(train_cmd(&[
+    let o = run_out(tiny_train(&[
         "--steps",
         "2",
         "--out",
@@ -293,7 +251,7 @@ fn reruns_never_touch_an_earlier_run() {
     assert!(o.status.success(), "{}", text(&o));
     let mine = out.join("mine").join(STUDENT);
     let mine_before = std::fs::read(&mine).expect("student");
-    let o = run_out(train_cmd(&[
+    let o = run_out(tiny_train(&[
         "--steps",
         "4",
         "--out",
@@ -314,7 +272,7 @@ fn reruns_never_touch_an_earlier_run() {
     let run = out.join("mine");
     let r = run.to_str().expect("utf-8");
     let cwd = tempfile::tempdir().expect("cwd");
-    let mut c = train_cmd(&["--steps", "4", "--resume", r]);
+    let mut c = tiny_train(&["--steps", "4", "--resume", r]);
     c.current_dir(cwd.path());
     let o = run_out(c);
     assert!(o.status.success(), "{}", text(&o));
@@ -324,7 +282,7 @@ fn reruns_never_touch_an_earlier_run() {
         0,
         "nothing written to the current folder"
     );
-    let o = run_out(train_cmd(&["--steps", "5", "--resume", r, "--out", o_s]));
+    let o = run_out(tiny_train(&["--steps", "5", "--resume", r, "--out", o_s]));
     assert!(!o.status.success(), "{}", text(&o));
     assert_eq!(runs(&out).len(), 3);
 }
@@ -344,7 +302,7 @@ fn resume_without_model_uses_the_recorded_base() {
         c.env("HF_HUB_OFFLINE", "1").env("HF_HOME", &home);
         c
     };
-    let o = run_out(offline(train_cmd(&[
+    let o = run_out(offline(tiny_train(&[
         "--steps",
         "2",
         "--out",
@@ -443,7 +401,7 @@ fn concurrent_runs_are_locked_and_sigterm_saves() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("out");
     let o_s = out.to_str().expect("utf-8");
-    let mut a = train_cmd(&[
+    let mut a = tiny_train(&[
         "--steps",
         "100000",
         "--save-every",
@@ -464,14 +422,14 @@ fn concurrent_runs_are_locked_and_sigterm_saves() {
     let run = out.join("busy");
     let r = run.to_str().expect("utf-8");
 
-    let o = run_out(train_cmd(&["--steps", "3", "--resume", r]));
+    let o = run_out(tiny_train(&["--steps", "3", "--resume", r]));
     assert!(!o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("in use") && err.contains(&format!("pid {}", a.id())),
         "{err}"
     );
-    let o = run_out(train_cmd(&[
+    let o = run_out(tiny_train(&[
         "--steps",
         "2",
         "--out",
@@ -482,7 +440,7 @@ fn concurrent_runs_are_locked_and_sigterm_saves() {
     assert!(!o.status.success(), "{}", text(&o));
 
     // The same --out: a folder of its own.
-    let o = run_out(train_cmd(&["--steps", "2", "--out", o_s]));
+    let o = run_out(tiny_train(&["--steps", "2", "--out", o_s]));
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(runs(&out).len(), 2);
 
@@ -511,7 +469,7 @@ fn concurrent_runs_are_locked_and_sigterm_saves() {
     assert!(all_finite(&run.join(STUDENT)));
     // It resumes (one more step).
     let more = (step + 1).to_string();
-    let o = run_out(train_cmd(&["--steps", &more, "--resume", r]));
+    let o = run_out(tiny_train(&["--steps", &more, "--resume", r]));
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(ckpts(&run), vec![format!("ckpt-{:08}", step + 1)]);
 }
@@ -658,7 +616,7 @@ fn a_full_disk_is_refused_before_training() {
     }
     let _guard = Mount(mnt.clone());
     let out = mnt.join("out");
-    let o = run_out(train_cmd(&[
+    let o = run_out(tiny_train(&[
         "--steps",
         "2",
         "--out",

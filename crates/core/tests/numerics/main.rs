@@ -10,6 +10,7 @@ mod config_variants;
 mod dino_reference;
 mod engine;
 mod eval;
+mod eval_spair;
 mod feature_trust;
 mod fusion_reference;
 mod half_precision;

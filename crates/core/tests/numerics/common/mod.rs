@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod single_file;
+pub mod torch_file;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,7 @@ pub fn repo_root() -> PathBuf {
 
 /// `tests/fixtures/<shape>`.
 pub fn fixture_dir(shape: &str) -> PathBuf {
-    repo_root()
-        .join("tests/fixtures")
-        .join(shape)
+    repo_root().join("tests/fixtures").join(shape)
 }
 
 /// Copies the folder `src` into `dst` (created), recursively.
