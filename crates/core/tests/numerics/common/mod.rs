@@ -10,8 +10,13 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 /// The workspace's root (the folder holding `assets/` and `tests/fixtures/`).
+/// Found from the package being tested (the root, or `crates/core`), since
+/// this file is compiled into both.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|p| p.join("assets").is_dir() && p.join("tests/fixtures").is_dir())
+        .map_or(here.clone(), Path::to_path_buf)
 }
 
 /// `tests/fixtures/<shape>`.
