@@ -14,6 +14,7 @@
 //! files.
 
 mod column;
+mod command;
 pub mod dialogs;
 pub mod export;
 pub mod export_dir;
@@ -57,7 +58,7 @@ pub use settings::{ModelPreset, RangeMode, Settings, SizeChoice, SweepTab, View}
 pub use state::{BackboneState, FeatureSlot, ImageSlot, Level, StatusMessage, Topic};
 use state::{FeatureState, ImagesState, MessagesState, UiFlags, ViewState};
 use train::TrainPanel;
-pub(crate) use update::Command;
+pub(crate) use command::Command;
 
 /// The embedded default pair (A, B).
 pub const SAMPLE_A: &[u8] = include_bytes!("../../assets/astronaut.png");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use egui::TextureOptions;
 
+use super::command::Command;
 use super::dialogs::{DialogAnswer, DialogKind};
 use super::panels::{SidePanel, StatusInfo, TrainView};
 use super::query::QueryPoint;
@@ -16,39 +17,6 @@ use super::views::Canvas;
 use super::{CleanDiftApp, ModelPreset, hex8, panels, settings, views};
 use crate::features::preprocess::LoadedImage;
 use crate::worker::{BackboneInfo, Event, ImageSource, Job, RequestId, Side, UserError};
-
-/// What a UI function asks the app to do; applied after the panel that
-/// asked was drawn.
-#[derive(Debug, Clone)]
-pub(crate) enum Command {
-    /// Opens a file dialog (native, else the in-app chooser).
-    Dialog(DialogKind),
-    /// Opens a folder in the file manager.
-    OpenFolder(PathBuf),
-    LoadImage(Side, ImageSource),
-    /// Removes the gallery target with this uid.
-    RemoveTarget(u32),
-    /// Removes every gallery target.
-    ClearTargets,
-    /// Swaps A and B.
-    Swap,
-    LoadBackbone,
-    /// Runs cancelled or failed extractions again.
-    RetryFeatures,
-    CancelAll,
-    RestartWorker,
-    /// S: a screenshot of the window into the export folder.
-    Screenshot,
-    /// E: the view's figure (PNG, SVG) and JSON into the export folder.
-    ExportFigure,
-    SetTalk(bool),
-    StartTraining,
-    CancelTraining,
-    /// Stops the sweep view's series (they keep their points).
-    CancelSweep,
-    /// Lets a stopped sweep go on.
-    RunSweep,
-}
 
 impl CleanDiftApp {
     /// Applies what the UI asked for, in order.
