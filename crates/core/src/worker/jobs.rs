@@ -179,6 +179,7 @@ impl LaneState {
                 settings,
                 t,
             } => self.variance_step(id, backbone, &image, &settings, t, cancel, out),
+            #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => panic!("crash requested"),
         };
         match result {

@@ -203,8 +203,9 @@ pub enum Request {
         settings: ExtractSettings,
         t: f64,
     },
-    /// Makes the model lane panic (tests of the dead-worker path).
-    #[doc(hidden)]
+    /// Makes the model lane panic (tests of the dead-worker path); only
+    /// in test builds (the `test-hooks` feature).
+    #[cfg(any(test, feature = "test-hooks"))]
     Crash { id: RequestId },
 }
 
@@ -227,8 +228,9 @@ impl Request {
             | Request::Pca { id, .. }
             | Request::Train { id, .. }
             | Request::SweepStep { id, .. }
-            | Request::VarianceStep { id, .. }
-            | Request::Crash { id } => *id,
+            | Request::VarianceStep { id, .. } => *id,
+            #[cfg(any(test, feature = "test-hooks"))]
+            Request::Crash { id } => *id,
         }
     }
 
@@ -255,6 +257,7 @@ impl Request {
             Request::Pca { .. } => Job::Pca,
             Request::SweepStep { .. } => Job::Sweep,
             Request::VarianceStep { .. } => Job::Variance,
+            #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => Job::Backbone,
         }
     }
@@ -263,6 +266,7 @@ impl Request {
     /// queued one runs.
     pub fn supersede_key(&self) -> Option<Job> {
         match self {
+            #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => None,
             other => Some(other.job()),
         }
@@ -276,8 +280,9 @@ impl Request {
             | Request::ExtractTarget { .. }
             | Request::Train { .. }
             | Request::SweepStep { .. }
-            | Request::VarianceStep { .. }
-            | Request::Crash { .. } => Lane::Model,
+            | Request::VarianceStep { .. } => Lane::Model,
+            #[cfg(any(test, feature = "test-hooks"))]
+            Request::Crash { .. } => Lane::Model,
             Request::LoadImage { .. } | Request::LoadTarget { .. } | Request::Pca { .. } => {
                 Lane::Light
             }
