@@ -6,21 +6,22 @@
 //! exactly what the correspondence view would show for the pair (A,
 //! target). Targets fill in as their features arrive; cancel stops them.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::column::Column;
 use super::file_browser::Filter;
-use super::query::{self, Answer, QueryOptions, QueryPoint};
-use super::requests::pair_key;
+use super::answers::AnswerCache;
+use super::query::{Answer, QueryOptions, QueryPoint};
+use super::requests::{ask_slot, pair_key};
 use super::settings::Settings;
 use super::state::{FeatureSlot, ImageSlot, Level, Topic, answer_layer};
 use super::{CleanDiftApp, THUMB_SIDE, View};
 use crate::features::extract::Mode;
 use crate::features::preprocess::LoadedImage;
-use crate::model::FeatureKey;
-use crate::worker::{ImageSource, Job, PairFeatures, Request, RequestId, Side, UserError};
+use crate::worker::{
+    ExtractJob, ImageSource, Job, PairFeatures, Request, RequestId, Side, UserError,
+};
 
 /// The most target images the gallery holds.
 pub const MAX_TARGETS: usize = 8;
@@ -69,21 +70,12 @@ impl Target {
     }
 }
 
-/// Answers are cached by these.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct AnswerKey {
-    features: u64,
-    layer: FeatureKey,
-    q: [u32; 2],
-    tol: u32,
-}
-
 /// The gallery's targets and the answers derived from them.
 #[derive(Default)]
 pub struct GalleryState {
     pub(super) targets: Vec<Target>,
     next_uid: u32,
-    answers: VecDeque<(AnswerKey, Arc<Answer>)>,
+    answers: AnswerCache,
 }
 
 impl GalleryState {
@@ -195,30 +187,7 @@ impl GalleryState {
             k: 1,
             tolerance_cells: settings.tolerance_cells,
         };
-        let key = AnswerKey {
-            features: f.generation,
-            layer,
-            q: [q.x.to_bits(), q.y.to_bits()],
-            tol: opts.tolerance_cells.to_bits(),
-        };
-        if let Some((_, a)) = self.answers.iter().find(|(k, _)| *k == key) {
-            return Some(a.clone());
-        }
-        match query::answer(&f, layer, q, &opts) {
-            Ok(a) => {
-                let a = Arc::new(a);
-                self.answers.push_back((key, a.clone()));
-                // Two modes of eight targets, and some room for hovering.
-                while self.answers.len() > 3 * MAX_TARGETS {
-                    self.answers.pop_front();
-                }
-                Some(a)
-            }
-            Err(e) => {
-                tracing::debug!("gallery query {q:?} failed: {e}");
-                None
-            }
-        }
+        self.answers.get(&f, layer, q, &opts)
     }
 }
 
@@ -427,26 +396,22 @@ impl CleanDiftApp {
                     continue;
                 };
                 let slot = &mut self.gallery.targets[i].slots[mode_index(mode)];
-                let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
-                if done || !slot.request.wants(&key) {
-                    continue;
-                }
-                if let Some(old) = slot.request.take() {
-                    self.worker.cancel(old);
-                }
-                let id = self.worker.next_id();
-                if self.send(Request::ExtractTarget {
-                    id,
-                    backbone: bb,
-                    images,
-                    settings,
-                    thumb_side: THUMB_SIDE,
-                    target: uid,
-                }) {
-                    self.gallery.targets[i].slots[mode_index(mode)]
-                        .request
-                        .start(id, key);
-                }
+                ask_slot(
+                    &mut self.worker,
+                    &mut self.messages.worker_dead,
+                    slot,
+                    key,
+                    |id| Request::ExtractTarget {
+                        job: ExtractJob {
+                            id,
+                            backbone: bb,
+                            images,
+                            settings,
+                            thumb_side: THUMB_SIDE,
+                        },
+                        target: uid,
+                    },
+                );
             }
         }
     }

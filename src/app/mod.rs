@@ -13,6 +13,7 @@
 //! panel (`update.rs`). `docs/ARCHITECTURE.md` ("The app room") maps the
 //! files.
 
+mod answers;
 mod column;
 mod command;
 pub mod dialogs;
@@ -24,6 +25,7 @@ mod frames;
 pub mod gallery;
 mod input;
 mod jobs;
+pub mod keys;
 mod launch;
 pub mod native_dialog;
 pub mod original;

@@ -6,30 +6,25 @@ use std::sync::Arc;
 
 use super::column::Column;
 use super::jobs::{PcaKey, Tracked};
+use super::keys::{DinoKey, ExtractKey, FusionKey, PairKey, SourceSettings};
 use super::provenance::{Provenance, SlotKey};
 use super::settings::Settings;
-use super::state::{BackboneState, FeatureState, ImagesState, Level, answer_layer};
-use super::{CleanDiftApp, THUMB_SIDE, View, hex8, spawn_worker};
+use super::state::{BackboneState, FeatureSlot, FeatureState, ImagesState, Level, answer_layer};
+use super::{CleanDiftApp, THUMB_SIDE, View, spawn_worker};
 use crate::features::extract::{DEFAULT_T, ExtractSettings, Mode};
 use crate::features::fusion::FusionSettings;
 use crate::features::preprocess::{Fit, LoadedImage};
 use crate::features::source::Source;
 use crate::model::FeatureKey;
-use crate::worker::{ImageSource, Job, Request, RequestId, Side, UserError, WorkerHandle};
+use crate::worker::{
+    ExtractJob, ImageSource, Job, Request, RequestId, Side, UserError, WorkerHandle,
+};
 
 impl CleanDiftApp {
     // -- requests ----------------------------------------------------------
 
     pub(super) fn send(&mut self, req: Request) -> bool {
-        match self.worker.send(req) {
-            Ok(()) => true,
-            Err(e) => {
-                self.messages
-                    .worker_dead
-                    .get_or_insert_with(|| e.to_string());
-                false
-            }
-        }
+        send_to(&mut self.worker, &mut self.messages.worker_dead, req)
     }
 
     /// Decodes an image for `side` (on the worker's light lane).
@@ -278,38 +273,33 @@ impl CleanDiftApp {
                 continue;
             };
             let slot = self.features.slots.entry(col.key()).or_default();
-            let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
-            if done || !slot.request.wants(&key) {
-                continue;
-            }
-            if let Some(old) = slot.request.take() {
-                self.worker.cancel(old);
-            }
-            let id = self.worker.next_id();
-            let req = match col.feature_source() {
-                Some(source) => Request::ExtractSource {
-                    id,
-                    backbone: bb,
-                    images,
-                    settings,
-                    source,
-                    fusion: fusion.clone(),
-                    thumb_side: THUMB_SIDE,
+            let fusion = &fusion;
+            ask_slot(
+                &mut self.worker,
+                &mut self.messages.worker_dead,
+                slot,
+                key,
+                |id| {
+                    let job = ExtractJob {
+                        id,
+                        backbone: bb,
+                        images,
+                        settings,
+                        thumb_side: THUMB_SIDE,
+                    };
+                    match col.feature_source() {
+                        Some(source) => Request::ExtractSource {
+                            job,
+                            source,
+                            fusion: fusion.clone(),
+                        },
+                        None => Request::Extract {
+                            job,
+                            previous_student: col.previous,
+                        },
+                    }
                 },
-                None => Request::Extract {
-                    id,
-                    backbone: bb,
-                    images,
-                    settings,
-                    thumb_side: THUMB_SIDE,
-                    previous_student: col.previous,
-                },
-            };
-            if self.send(req)
-                && let Some(slot) = self.features.slots.get_mut(&col.key())
-            {
-                slot.request.start(id, key);
-            }
+            );
         }
     }
 
@@ -386,6 +376,41 @@ impl CleanDiftApp {
         }) {
             self.features.pca_request.start(id, key);
         }
+    }
+}
+
+/// Sends `req`; a worker that is gone is recorded in `worker_dead`.
+fn send_to(worker: &mut WorkerHandle, worker_dead: &mut Option<String>, req: Request) -> bool {
+    match worker.send(req) {
+        Ok(()) => true,
+        Err(e) => {
+            worker_dead.get_or_insert_with(|| e.to_string());
+            false
+        }
+    }
+}
+
+/// Asks for the features of `key` into `slot` (the main pair's columns and
+/// the gallery's targets alike) unless they are shown, in flight or
+/// blocked: an older request of the slot is cancelled, the new one
+/// (`request` makes it for its id) is recorded in the slot.
+pub(super) fn ask_slot(
+    worker: &mut WorkerHandle,
+    worker_dead: &mut Option<String>,
+    slot: &mut FeatureSlot,
+    key: SlotKey,
+    request: impl FnOnce(RequestId) -> Request,
+) {
+    let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
+    if done || !slot.request.wants(&key) {
+        return;
+    }
+    if let Some(old) = slot.request.take() {
+        worker.cancel(old);
+    }
+    let id = worker.next_id();
+    if send_to(worker, worker_dead, request(id)) {
+        slot.request.start(id, key);
     }
 }
 
@@ -493,7 +518,7 @@ pub(super) fn extract_settings(s: &Settings, mode: Mode) -> ExtractSettings {
     }
 }
 
-/// What a column's features are made for (a key string), from which
+/// What a column's features are made for (a typed key), from which
 /// images and with which settings; `None` before a backbone and both images.
 pub(super) fn feature_key(
     s: &Settings,
@@ -508,7 +533,7 @@ pub(super) fn feature_key(
 }
 
 /// What a column's features of the pair (`a`, `b`) are made for (a key
-/// string with the provenance of the same inputs) and with which
+/// with the provenance of the same inputs) and with which
 /// settings; `None` before a backbone.
 pub(super) fn pair_key(
     s: &Settings,
@@ -521,24 +546,27 @@ pub(super) fn pair_key(
         return None;
     };
     let es = extract_settings(s, col.mode);
-    let fusion = match col.feature_source() {
-        Some(Source::Dino) => serde_json::to_value(&fusion_settings(s, backbone).dino).ok(),
-        Some(_) => serde_json::to_value(fusion_settings(s, backbone)).ok(),
-        None => None,
+    let source = col.feature_source().map(|src| {
+        let f = fusion_settings(s, backbone);
+        let settings = match src {
+            Source::Dino => SourceSettings::Dino(DinoKey::from(&f.dino)),
+            _ => SourceSettings::Fusion(FusionKey::from(&f)),
+        };
+        (src, settings, f)
+    });
+    // The provenance records the source's settings as the exports write
+    // them.
+    let fusion = source.as_ref().and_then(|(src, _, f)| match src {
+        Source::Dino => serde_json::to_value(&f.dino).ok(),
+        _ => serde_json::to_value(f).ok(),
+    });
+    let key = PairKey {
+        backbone: *id,
+        previous: col.previous,
+        source: source.map(|(src, settings, _)| (src, settings)),
+        images: [a.hash, b.hash],
+        settings: ExtractKey::from(&es),
     };
-    let source = match (col.feature_source(), &fusion) {
-        (Some(src), Some(f)) => format!("{src}|{f}"),
-        (Some(src), None) => format!("{src}|"),
-        (None, _) => String::new(),
-    };
-    let key = format!(
-        "{id}|{}{source}|{}|{}|{}|{}",
-        if col.previous { "previous" } else { "current" },
-        hex8(&a.hash),
-        hex8(&b.hash),
-        serde_json::to_string(&es).unwrap_or_default(),
-        es.size
-    );
     let provenance = Provenance::for_pair(*id, info, [a.as_ref(), b.as_ref()], col, &es, fusion);
     Some((SlotKey::new(key, provenance), [a.clone(), b.clone()], es))
 }

@@ -12,6 +12,7 @@ use super::column::{Column, ModeKey};
 use super::jobs::{PcaKey, Tracked};
 use super::overlay::Overlay;
 use super::provenance::{DrawnAnswer, SlotKey};
+use super::answers::AnswerCache;
 use super::query::{self, Answer, QueryOptions, QueryPoint, StripTile};
 use super::settings::Settings;
 use crate::features::extract::Mode;
@@ -129,17 +130,6 @@ pub enum Topic {
 /// The layer strip is cached by (features, query point, side).
 type StripKey = (u64, [u32; 2], Side);
 
-/// Hover or committed query answers are cached by these.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct AnswerKey {
-    features: u64,
-    layer: FeatureKey,
-    q: [u32; 2],
-    side: Side,
-    k: usize,
-    tol: u32,
-}
-
 /// The layer a query answers on: `wanted`, or the only layer of
 /// single-layer features (DINOv2, fused).
 pub(super) fn answer_layer(f: &PairFeatures, wanted: FeatureKey) -> Option<FeatureKey> {
@@ -203,7 +193,7 @@ pub struct FeatureState {
     pub(super) slots: BTreeMap<ModeKey, FeatureSlot>,
     pub(super) pca_request: Tracked<PcaKey>,
     pub(super) pca: Option<Arc<PcaColours>>,
-    answers: VecDeque<(AnswerKey, Arc<Answer>)>,
+    answers: AnswerCache,
     strip: Option<(StripKey, Arc<Vec<StripTile>>)>,
     /// The mode and A's and B's wall times (seconds; `None`: from the
     /// cache) of the last features the worker extracted for a column.
@@ -344,38 +334,7 @@ impl FeatureState {
             // Hover previews skip the top-k search: they change every frame.
             opts.k = 1;
         }
-        let key = AnswerKey {
-            features: f.generation,
-            layer,
-            q: [q.x.to_bits(), q.y.to_bits()],
-            side: q.side,
-            k: opts.k,
-            tol: opts.tolerance_cells.to_bits(),
-        };
-        if let Some((_, a)) = self.answers.iter().find(|(k, _)| *k == key) {
-            return Some(a.clone());
-        }
-        match query::answer(&f, layer, q, &opts) {
-            Ok(a) => {
-                let a = Arc::new(a);
-                self.answers.push_back((key, a.clone()));
-                // At most 24 answers and ~200 MB of similarity maps (a
-                // 4096-px image's map is 64 MB).
-                let floats = |q: &VecDeque<(AnswerKey, Arc<Answer>)>| {
-                    q.iter().map(|(_, a)| a.heat.sim.data.len()).sum::<usize>()
-                };
-                while self.answers.len() > 24
-                    || (self.answers.len() > 1 && floats(&self.answers) > 50_000_000)
-                {
-                    self.answers.pop_front();
-                }
-                Some(a)
-            }
-            Err(e) => {
-                tracing::debug!("query {q:?} failed: {e}");
-                None
-            }
-        }
+        self.answers.get(&f, layer, q, &opts)
     }
 
     /// The layer strip of the committed query in the current mode.

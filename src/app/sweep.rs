@@ -20,25 +20,26 @@ use super::jobs::Tracked;
 use super::requests::extract_settings;
 use super::settings::{Settings, SweepTab};
 use super::state::{BackboneState, Level, Topic};
-use super::{CleanDiftApp, View, hex8};
+use super::keys::{ExtractKey, SweepKey, VarianceKey};
+use super::{CleanDiftApp, View};
 use crate::features::extract::{ExtractSettings, Mode};
 use crate::model::FeatureKey;
 use crate::plot::{Chart, HLine, Line, PALETTE, Stacked};
 use crate::worker::{Job, Request, RequestId, Side, SweepPoint, VariancePoint};
 
 /// One series filled in one t at a time.
-pub struct Series<P> {
+pub struct Series<K, P> {
     /// What the points are for.
-    pub(super) key: Option<String>,
+    pub(super) key: Option<K>,
     /// The points by t.
     pub(super) points: BTreeMap<u32, P>,
     /// The step in flight: (key, t).
-    pub(super) request: Tracked<(String, u32)>,
+    pub(super) request: Tracked<(K, u32)>,
     /// The last failure's message.
     pub(super) error: Option<String>,
 }
 
-impl<P> Default for Series<P> {
+impl<K, P> Default for Series<K, P> {
     fn default() -> Self {
         Series {
             key: None,
@@ -49,14 +50,14 @@ impl<P> Default for Series<P> {
     }
 }
 
-impl<P> Series<P> {
+impl<K: Clone + PartialEq, P> Series<K, P> {
     /// Makes `key` the series' key: a new one drops the points and returns
     /// the step in flight (to cancel).
-    fn retarget(&mut self, key: &str) -> Option<RequestId> {
-        if self.key.as_deref() == Some(key) {
+    fn retarget(&mut self, key: &K) -> Option<RequestId> {
+        if self.key.as_ref() == Some(key) {
             return None;
         }
-        self.key = Some(key.to_string());
+        self.key = Some(key.clone());
         self.points.clear();
         self.error = None;
         self.request.unblock();
@@ -101,8 +102,8 @@ impl<P> Series<P> {
 /// The sweep view's two series and where the plot drew its points.
 #[derive(Default)]
 pub struct SweepState {
-    pub(super) matches: Series<SweepPoint>,
-    pub(super) variance: Series<Arc<VariancePoint>>,
+    pub(super) matches: Series<SweepKey, SweepPoint>,
+    pub(super) variance: Series<VarianceKey, Arc<VariancePoint>>,
     /// The match plot's points on screen last frame (t, position).
     pub(super) plot_points: Vec<(u32, egui::Pos2)>,
 }
@@ -203,17 +204,13 @@ impl CleanDiftApp {
         ) {
             (true, Some(imgs), Some(q)) => {
                 let es = sweep_settings(&self.settings);
-                let key = format!(
-                    "{bb}|{}|{}|{}|{}|{}|{}|{}|{}",
-                    hex8(&imgs[0].hash),
-                    hex8(&imgs[1].hash),
-                    serde_json::to_string(&es).unwrap_or_default(),
-                    es.size,
-                    self.settings.layer,
-                    q.side,
-                    q.x.to_bits(),
-                    q.y.to_bits()
-                );
+                let key = SweepKey {
+                    backbone: bb,
+                    images: [imgs[0].hash, imgs[1].hash],
+                    settings: ExtractKey::from(&es),
+                    layer: self.settings.layer,
+                    query: (q.side, q.x.to_bits(), q.y.to_bits()),
+                };
                 Some((key, es, imgs.clone(), q))
             }
             _ => None,
@@ -255,12 +252,11 @@ impl CleanDiftApp {
         let want = match (active && tab == SweepTab::Variance, &images) {
             (true, Some(imgs)) => {
                 let es = variance_settings(&self.settings);
-                let key = format!(
-                    "{bb}|{}|{}|{}",
-                    hex8(&imgs[0].hash),
-                    serde_json::to_string(&es).unwrap_or_default(),
-                    es.size,
-                );
+                let key = VarianceKey {
+                    backbone: bb,
+                    image: imgs[0].hash,
+                    settings: ExtractKey::from(&es),
+                };
                 Some((key, es, imgs[0].clone()))
             }
             _ => None,

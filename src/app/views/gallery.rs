@@ -185,19 +185,6 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
         }
         match &answer {
             Some(_) if !show.draws() => {}
-            Some(a) if !show.is_current() => {
-                let data = a.heat.overlay_data();
-                let look = heat_look(c.settings, a);
-                let markers = target_markers(c, a, w, h, mode_color(mode));
-                c.view.overlay.paint(
-                    &painter,
-                    rect,
-                    slots::GALLERY + i as u64,
-                    Some(&data),
-                    &look,
-                    &markers,
-                );
-            }
             Some(a) => {
                 let data = a.heat.overlay_data();
                 let look = heat_look(c.settings, a);
@@ -210,28 +197,31 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
                     &look,
                     &markers,
                 );
-                let (x, y) = to_orig.point(a.best.x, a.best.y);
-                let (x, y, s) = (x.floor(), y.floor(), a.best.score);
-                let r = fitted_line(
-                    ui,
-                    foot,
-                    &[
-                        format!("({x:.0}, {y:.0}) · cos {s:.3}"),
-                        format!("cos {s:.3}"),
-                        format!("{s:.3}"),
-                    ],
-                    mode_color(mode),
-                    size,
-                    Align2::LEFT_CENTER,
-                );
-                // The caption for screen readers and tests.
-                let name = format!("{label} {mode}: ({x:.0}, {y:.0}) cos {s:.3}");
-                ui.interact(
-                    r,
-                    ui.make_persistent_id(("gallery caption", i)),
-                    Sense::hover(),
-                )
-                .widget_info(|| WidgetInfo::labeled(Role::Label, true, name.clone()));
+                // A stale answer keeps its overlay, not the caption.
+                if show.is_current() {
+                    let (x, y) = to_orig.point(a.best.x, a.best.y);
+                    let (x, y, s) = (x.floor(), y.floor(), a.best.score);
+                    let r = fitted_line(
+                        ui,
+                        foot,
+                        &[
+                            format!("({x:.0}, {y:.0}) · cos {s:.3}"),
+                            format!("cos {s:.3}"),
+                            format!("{s:.3}"),
+                        ],
+                        mode_color(mode),
+                        size,
+                        Align2::LEFT_CENTER,
+                    );
+                    // The caption for screen readers and tests.
+                    let name = format!("{label} {mode}: ({x:.0}, {y:.0}) cos {s:.3}");
+                    ui.interact(
+                        r,
+                        ui.make_persistent_id(("gallery caption", i)),
+                        Sense::hover(),
+                    )
+                    .widget_info(|| WidgetInfo::labeled(Role::Label, true, name.clone()));
+                }
             }
             None => {
                 let wait = target_wait(c, ti, mode);

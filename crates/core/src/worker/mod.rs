@@ -52,7 +52,7 @@ pub use errors::{JobError, OFFLINE_HINT, UserError, backbone_error};
 pub use handle::{WorkerGone, WorkerHandle};
 pub use protocol::{
     DroppedFile, DroppedFileHandle,
-    BackboneChoice, BackboneInfo, Event, ImageSource, Job, Notify, PcaColours, Progress, Request,
+    BackboneChoice, BackboneInfo, Event, ExtractJob, ImageSource, Job, Notify, PcaColours, Progress, Request,
     RequestId, SOURCE_LAYER, TrainData, TrainSummary, human_bytes,
 };
 pub use sweep::{SweepPoint, VariancePoint};
