@@ -7,6 +7,7 @@ mod common;
 #[path = "../common/xvfb.rs"]
 mod xvfb_server;
 
+mod architecture_doc;
 mod bench_dino;
 mod bench_parity;
 mod cli_trust;

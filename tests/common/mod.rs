@@ -6,6 +6,7 @@
 #[path = "../../crates/core/tests/numerics/common/mod.rs"]
 mod numerics;
 
+#[allow(unused_imports)]
 pub use numerics::*;
 
 /// Runs the `cleandift` binary offline: whether it succeeded, and its

@@ -3,7 +3,6 @@
 //! bilinear stacking, per-half L2 normalisation and weights), within 1e-5.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use cleandift_core::features::fusion::{fuse_pair, joint_pca};

@@ -56,24 +56,27 @@ pub fn file_shapes(path: &Path, format: Format) -> Result<Shapes> {
             }
             Ok(out)
         }
-        Format::Pickle => {
-            let refuse = |e: candle_core::Error| ModelError::Pickle {
-                path: path.to_path_buf(),
-                why: format!("cannot parse it: {e}"),
-                hint: layout::conversion_hint(path),
-            };
-            let mut infos =
-                candle_core::pickle::read_pth_tensor_info(path, false, None).map_err(refuse)?;
-            if infos.is_empty() {
-                infos = candle_core::pickle::read_pth_tensor_info(path, false, Some("state_dict"))
-                    .unwrap_or_default();
-            }
-            Ok(infos
-                .into_iter()
-                .map(|i| (i.name, i.layout.shape().dims().to_vec()))
-                .collect())
-        }
+        Format::Pickle => Ok(pickle_tensor_infos(path)?
+            .into_iter()
+            .map(|i| (i.name, i.layout.shape().dims().to_vec()))
+            .collect()),
     }
+}
+
+/// A torch pickle's tensor table: the top-level dict, or its `state_dict`
+/// entry when the top level holds no tensors. A table that cannot be parsed
+/// is refused with the conversion hint, at either level.
+pub(super) fn pickle_tensor_infos(path: &Path) -> Result<Vec<candle_core::pickle::TensorInfo>> {
+    let refuse = |e: candle_core::Error| ModelError::Pickle {
+        path: path.to_path_buf(),
+        why: format!("cannot parse it: {e}"),
+        hint: layout::conversion_hint(path),
+    };
+    let infos = candle_core::pickle::read_pth_tensor_info(path, false, None).map_err(refuse)?;
+    if !infos.is_empty() {
+        return Ok(infos);
+    }
+    candle_core::pickle::read_pth_tensor_info(path, false, Some("state_dict")).map_err(refuse)
 }
 
 /// The tensor shapes of a part, whatever its layout (all shards).

@@ -18,9 +18,8 @@
 //! ([`ModelError::WeightsChanged`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -216,7 +215,7 @@ impl HashMemo {
         };
         let written = serde_json::to_vec_pretty(&memo)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| write_file_atomic(file, &bytes));
+            .and_then(|bytes| crate::util::write_atomic(file, &bytes));
         if let Err(e) = written {
             tracing::warn!(
                 "cannot write the weights hash memo {}: {e} (hashes are kept for this run only)",
@@ -295,33 +294,6 @@ pub fn hash_file(path: &Path) -> Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().to_hex().to_string())
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder
-/// (fsync, rename). The model room imports nothing of ours, so this is a
-/// small copy of `util::write_atomic` for the memo (a plain file).
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map_or_else(|| "memo".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// One file that went into a [`WeightsIdentity`].

@@ -38,17 +38,7 @@ pub fn detect_single_file(path: &Path) -> Result<SingleFileKind> {
             .unwrap_or_default();
         (keys, Format::Safetensors)
     } else {
-        let refuse = |e: candle_core::Error| ModelError::Pickle {
-            path: path.to_path_buf(),
-            why: format!("cannot parse it: {e}"),
-            hint: layout::conversion_hint(path),
-        };
-        let mut infos =
-            candle_core::pickle::read_pth_tensor_info(path, false, None).map_err(refuse)?;
-        if infos.is_empty() {
-            infos = candle_core::pickle::read_pth_tensor_info(path, false, Some("state_dict"))
-                .map_err(refuse)?;
-        }
+        let infos = super::fit::pickle_tensor_infos(path)?;
         (infos.into_iter().map(|i| i.name).collect(), Format::Pickle)
     };
     let any = |p: &str| keys.iter().any(|k| k.starts_with(p));
