@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::answers::AnswerCache;
 use super::column::Column;
 use super::file_browser::Filter;
-use super::answers::AnswerCache;
 use super::query::{Answer, QueryOptions, QueryPoint};
 use super::requests::{ask_slot, pair_key};
 use super::settings::Settings;
@@ -19,6 +19,7 @@ use super::state::{FeatureSlot, ImageSlot, Level, Topic, answer_layer};
 use super::{CleanDiftApp, THUMB_SIDE, View};
 use crate::features::extract::Mode;
 use crate::features::preprocess::LoadedImage;
+use crate::model::FeatureKey;
 use crate::worker::{
     ExtractJob, ImageSource, Job, PairFeatures, Request, RequestId, Side, UserError,
 };
@@ -106,16 +107,6 @@ impl GalleryState {
         self.index_of_request(id).is_some()
     }
 
-    /// The job of the gallery request `id`, if in flight.
-    pub(super) fn job_of(&self, id: RequestId) -> Option<Job> {
-        let (i, mode) = self.index_of_request(id)?;
-        let uid = self.targets[i].uid;
-        Some(match mode {
-            None => Job::TargetImage(uid),
-            Some(m) => Job::TargetFeatures(uid, m),
-        })
-    }
-
     /// Whether a decode or an extraction is in flight.
     pub(super) fn is_pending(&self) -> bool {
         self.targets
@@ -173,7 +164,8 @@ impl GalleryState {
     /// current layer (computed on demand, cached): the best match only.
     pub fn answer(
         &mut self,
-        settings: &Settings,
+        layer: FeatureKey,
+        tolerance_cells: f32,
         index: usize,
         mode: Mode,
         q: QueryPoint,
@@ -182,10 +174,10 @@ impl GalleryState {
             return None;
         }
         let f = self.targets.get(index)?.features(mode)?.clone();
-        let layer = answer_layer(&f, settings.layer)?;
+        let layer = answer_layer(&f, layer)?;
         let opts = QueryOptions {
             k: 1,
-            tolerance_cells: settings.tolerance_cells,
+            tolerance_cells,
         };
         self.answers.get(&f, layer, q, &opts)
     }
@@ -339,8 +331,10 @@ impl CleanDiftApp {
     /// The committed query's answer in target `index` and `mode` (tests,
     /// export).
     pub fn gallery_answer(&mut self, index: usize, mode: Mode) -> Option<Arc<Answer>> {
-        let q = self.settings.query?;
-        self.gallery.answer(&self.settings, index, mode, q)
+        let q = self.view.query?;
+        let s = &self.settings;
+        self.gallery
+            .answer(s.features.layer, s.matching.tolerance_cells, index, mode, q)
     }
 
     /// Whether target `index`'s features in `mode` match the current
@@ -520,9 +514,9 @@ impl CleanDiftApp {
 
 /// The modes the gallery shows per target.
 pub(super) fn gallery_modes(s: &Settings) -> Vec<Mode> {
-    if s.gallery_both {
+    if s.gallery.both {
         vec![Mode::Clean, Mode::Noisy]
     } else {
-        vec![s.mode]
+        vec![s.features.mode]
     }
 }

@@ -459,12 +459,12 @@ pub fn ensure_current(app: &CleanDiftApp) -> anyhow::Result<()> {
     let cols: Vec<Column> = match s.view {
         View::Sweep => return Ok(()),
         View::Gallery => return ensure_gallery_current(app),
-        View::Correspondence => vec![s.mode.into()],
+        View::Correspondence => vec![s.features.mode.into()],
         View::Pca => vec![app.pca_column()],
         View::Compare => {
             let mut c = app.compare_modes();
-            let main = Column::from(s.mode);
-            if s.show_strip && !c.contains(&main) {
+            let main = Column::from(s.features.mode);
+            if s.compare.show_strip && !c.contains(&main) {
                 c.push(main);
             }
             c
@@ -547,7 +547,7 @@ pub(super) fn exported_target(
 pub(super) fn annotate(app: &CleanDiftApp, fig: &mut crate::figure::Figure) {
     let s = &app.settings;
     let cols: Vec<Column> = match s.view {
-        View::Correspondence => vec![s.mode.into()],
+        View::Correspondence => vec![s.features.mode.into()],
         View::Pca => vec![app.pca_column()],
         View::Compare => app.compare_modes(),
         View::Gallery => {
@@ -568,7 +568,7 @@ pub(super) fn annotate(app: &CleanDiftApp, fig: &mut crate::figure::Figure) {
         if let Some(p) = app.provenance_of(col) {
             let layer = app
                 .features_of(col)
-                .and_then(|f| super::state::answer_layer(f, s.layer));
+                .and_then(|f| super::state::answer_layer(f, s.features.layer));
             let p = match layer {
                 Some(l) => p.on_layer(l),
                 None => (**p).clone(),

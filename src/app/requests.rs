@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::column::Column;
 use super::jobs::{PcaKey, Tracked};
 use super::keys::{DinoKey, ExtractKey, FusionKey, PairKey, SourceSettings};
+use super::link::WorkerLink;
 use super::provenance::{Provenance, SlotKey};
 use super::settings::Settings;
 use super::state::{BackboneState, FeatureSlot, FeatureState, ImagesState, Level, answer_layer};
@@ -166,7 +167,7 @@ impl CleanDiftApp {
     /// The worker, for tests that need to poke it.
     #[doc(hidden)]
     pub fn worker_mut(&mut self) -> &mut WorkerHandle {
-        &mut self.worker
+        self.worker.handle_mut()
     }
 
     /// Swaps A and B (images, features and the query side).
@@ -174,7 +175,7 @@ impl CleanDiftApp {
         self.images.slots.swap(0, 1);
         self.images.pending.swap(0, 1);
         self.settings.image_paths.swap(0, 1);
-        if let Some(q) = &mut self.settings.query {
+        if let Some(q) = &mut self.view.query {
             q.side = q.side.other();
         }
         // Features are per (A, B): ask again (the cache makes it quick).
@@ -346,13 +347,13 @@ impl CleanDiftApp {
         let Some(f) = self.features_of(self.pca_column()).cloned() else {
             return;
         };
-        let Some(layer) = answer_layer(&f, self.settings.layer) else {
+        let Some(layer) = answer_layer(&f, self.settings.features.layer) else {
             return;
         };
         let key = PcaKey {
             features: f.generation,
             layer,
-            joint: self.settings.pca_joint,
+            joint: self.settings.pca.joint,
         };
         let have = self.features.pca.as_ref().is_some_and(|p| {
             PcaKey {
@@ -380,7 +381,7 @@ impl CleanDiftApp {
 }
 
 /// Sends `req`; a worker that is gone is recorded in `worker_dead`.
-fn send_to(worker: &mut WorkerHandle, worker_dead: &mut Option<String>, req: Request) -> bool {
+fn send_to(worker: &mut WorkerLink, worker_dead: &mut Option<String>, req: Request) -> bool {
     match worker.send(req) {
         Ok(()) => true,
         Err(e) => {
@@ -395,7 +396,7 @@ fn send_to(worker: &mut WorkerHandle, worker_dead: &mut Option<String>, req: Req
 /// blocked: an older request of the slot is cancelled, the new one
 /// (`request` makes it for its id) is recorded in the slot.
 pub(super) fn ask_slot(
-    worker: &mut WorkerHandle,
+    worker: &mut WorkerLink,
     worker_dead: &mut Option<String>,
     slot: &mut FeatureSlot,
     key: SlotKey,
@@ -419,7 +420,7 @@ fn needed_modes(s: &Settings) -> Vec<Mode> {
     match s.view {
         View::Compare => {
             let mut m = vec![Mode::Clean, Mode::Noisy];
-            if s.compare_naive || s.mode == Mode::Naive {
+            if s.compare.naive || s.features.mode == Mode::Naive {
                 m.push(Mode::Naive);
             }
             m
@@ -428,14 +429,14 @@ fn needed_modes(s: &Settings) -> Vec<Mode> {
         View::Sweep => vec![Mode::Clean, Mode::Naive],
         // The gallery asks for its own pairs (A with each target).
         View::Gallery => Vec::new(),
-        _ => vec![s.mode],
+        _ => vec![s.features.mode],
     }
 }
 
 /// Whether compare mode shows the previous student's column.
 fn shows_previous(s: &Settings, backbone: &BackboneState) -> bool {
     s.view == View::Compare
-        && s.compare_previous
+        && s.compare.previous
         && backbone
             .info()
             .is_some_and(|i| i.previous_student.is_some())
@@ -448,7 +449,7 @@ pub(super) fn compare_modes(s: &Settings, backbone: &BackboneState) -> Vec<Colum
         m.push(Column::PREVIOUS);
     }
     m.push(Mode::Noisy.into());
-    if s.compare_naive {
+    if s.compare.naive {
         m.push(Mode::Naive.into());
     }
     m.extend(source_columns(s));
@@ -458,17 +459,17 @@ pub(super) fn compare_modes(s: &Settings, backbone: &BackboneState) -> Vec<Colum
 /// The DINOv2 and fused columns the view shows (as enabled).
 fn source_columns(s: &Settings) -> Vec<Column> {
     let mut m = Vec::new();
-    if s.view == View::Pca && s.pca_source != super::ColumnSource::Sd {
+    if s.view == View::Pca && s.pca.source != super::ColumnSource::Sd {
         m.push(s.pca_column());
     }
     if s.view != View::Compare {
         return m;
     }
-    if s.compare_dino {
+    if s.compare.dino {
         m.push(Column::DINO);
     }
-    if s.compare_fused {
-        m.push(Column::fused(s.mode));
+    if s.compare.fused {
+        m.push(Column::fused(s.features.mode));
     }
     m
 }
@@ -494,18 +495,22 @@ pub(super) fn extract_settings(s: &Settings, mode: Mode) -> ExtractSettings {
         t: if mode == Mode::Clean {
             DEFAULT_T
         } else {
-            s.t.round().clamp(0.0, 999.0)
+            s.features.t.round().clamp(0.0, 999.0)
         },
         ensemble: if mode == Mode::Noisy {
-            s.ensemble.max(1)
+            s.features.ensemble.max(1)
         } else {
             1
         },
-        seed: if mode == Mode::Noisy { s.seed } else { 0 },
-        prompt: s.prompt.clone(),
+        seed: if mode == Mode::Noisy {
+            s.features.seed
+        } else {
+            0
+        },
+        prompt: s.features.prompt.clone(),
         layers: FeatureKey::ALL.to_vec(),
-        size: s.size.spec(),
-        fit: if s.letterbox {
+        size: s.features.size.spec(),
+        fit: if s.features.letterbox {
             Fit::Letterbox
         } else {
             Fit::Stretch

@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use egui::TextureHandle;
 
+use super::answers::AnswerCache;
 use super::column::{Column, ModeKey};
 use super::jobs::{PcaKey, Tracked};
 use super::overlay::Overlay;
 use super::provenance::{DrawnAnswer, SlotKey};
-use super::answers::AnswerCache;
 use super::query::{self, Answer, QueryOptions, QueryPoint, StripTile};
-use super::settings::Settings;
+use super::settings::MatchSettings;
 use crate::features::extract::Mode;
 use crate::features::preprocess::LoadedImage;
 use crate::model::FeatureKey;
@@ -244,15 +244,6 @@ impl FeatureState {
         self.slots.values().any(|s| s.request.awaits(id)) || self.pca_request.awaits(id)
     }
 
-    /// The job of the extraction or PCA `id`, if in flight.
-    pub(super) fn job_of(&self, id: RequestId) -> Option<Job> {
-        self.slots
-            .iter()
-            .find(|(_, s)| s.request.awaits(id))
-            .map(|(k, _)| k.job())
-            .or_else(|| self.pca_request.awaits(id).then_some(Job::Pca))
-    }
-
     /// Forgets every extraction in flight (to cancel them) and returns their
     /// ids.
     pub(super) fn take_pending(&mut self) -> Vec<RequestId> {
@@ -308,39 +299,45 @@ impl FeatureState {
     }
 
     /// The PCA colours of `col` on the current layer, if ready.
-    pub fn pca(&self, settings: &Settings, col: Column) -> Option<&Arc<PcaColours>> {
+    pub fn pca(&self, layer: FeatureKey, joint: bool, col: Column) -> Option<&Arc<PcaColours>> {
         let f = self.features_of(col)?;
-        let layer = answer_layer(f, settings.layer)?;
-        self.pca.as_ref().filter(|p| {
-            p.features == f.generation && p.layer == layer && p.joint == settings.pca_joint
-        })
+        let layer = answer_layer(f, layer)?;
+        self.pca
+            .as_ref()
+            .filter(|p| p.features == f.generation && p.layer == layer && p.joint == joint)
     }
 
-    /// The answer of `q` in a column on the current layer (computed on
-    /// demand, cached).
+    /// The answer of `q` in a column on `layer` (computed on demand,
+    /// cached); the top k only for the `committed` query.
     pub fn answer(
         &mut self,
-        settings: &Settings,
+        layer: FeatureKey,
+        matching: &MatchSettings,
+        committed: Option<QueryPoint>,
         col: impl Into<Column>,
         q: QueryPoint,
     ) -> Option<Arc<Answer>> {
         let f = self.features_of(col)?.clone();
-        let layer = answer_layer(&f, settings.layer)?;
+        let layer = answer_layer(&f, layer)?;
         let mut opts = QueryOptions {
-            k: settings.top_k.max(1),
-            tolerance_cells: settings.tolerance_cells,
+            k: matching.top_k.max(1),
+            tolerance_cells: matching.tolerance_cells,
         };
-        if settings.query != Some(q) || !settings.show_top_k {
+        if committed != Some(q) || !matching.show_top_k {
             // Hover previews skip the top-k search: they change every frame.
             opts.k = 1;
         }
         self.answers.get(&f, layer, q, &opts)
     }
 
-    /// The layer strip of the committed query in the current mode.
-    pub fn strip_tiles(&mut self, settings: &Settings) -> Option<Arc<Vec<StripTile>>> {
-        let q = settings.query?;
-        let f = self.features_of(settings.mode)?.clone();
+    /// The layer strip of the committed query `q` in `mode`.
+    pub fn strip_tiles(
+        &mut self,
+        mode: Mode,
+        q: Option<QueryPoint>,
+    ) -> Option<Arc<Vec<StripTile>>> {
+        let q = q?;
+        let f = self.features_of(mode)?.clone();
         let key = (f.generation, [q.x.to_bits(), q.y.to_bits()], q.side);
         if let Some((k, tiles)) = &self.strip
             && *k == key
@@ -356,6 +353,8 @@ impl FeatureState {
 /// The central view's per-frame state: the hover preview, where images and
 /// strip tiles were drawn, and the overlay painter.
 pub struct ViewState {
+    /// The committed query point (session state: not persisted).
+    pub(super) query: Option<QueryPoint>,
     /// The hovered point (live preview) this frame.
     pub(super) hover: Option<QueryPoint>,
     /// Screen rects of the images drawn last frame (tests, drops).
@@ -371,6 +370,7 @@ pub struct ViewState {
 impl ViewState {
     pub(super) fn new(overlay: Overlay) -> ViewState {
         ViewState {
+            query: None,
             hover: None,
             image_rects: Vec::new(),
             strip_rects: Vec::new(),

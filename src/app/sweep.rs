@@ -17,10 +17,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::jobs::Tracked;
+use super::keys::{ExtractKey, SweepKey, VarianceKey};
 use super::requests::extract_settings;
 use super::settings::{Settings, SweepTab};
 use super::state::{BackboneState, Level, Topic};
-use super::keys::{ExtractKey, SweepKey, VarianceKey};
 use super::{CleanDiftApp, View};
 use crate::features::extract::{ExtractSettings, Mode};
 use crate::model::FeatureKey;
@@ -113,16 +113,6 @@ impl SweepState {
         self.matches.request.awaits(id) || self.variance.request.awaits(id)
     }
 
-    pub(super) fn job_of(&self, id: RequestId) -> Option<Job> {
-        if self.matches.request.awaits(id) {
-            Some(Job::Sweep)
-        } else if self.variance.request.awaits(id) {
-            Some(Job::Variance)
-        } else {
-            None
-        }
-    }
-
     pub(super) fn is_pending(&self) -> bool {
         self.matches.is_pending() || self.variance.is_pending()
     }
@@ -165,7 +155,7 @@ pub(super) fn sweep_settings(s: &Settings) -> ExtractSettings {
     let mut es = extract_settings(s, Mode::Noisy);
     es.t = 0.0;
     es.ensemble = s.sweep.ensemble.max(1);
-    es.layers = vec![s.layer];
+    es.layers = vec![s.features.layer];
     es
 }
 
@@ -197,18 +187,14 @@ impl CleanDiftApp {
         };
 
         // The match sweep of the committed click.
-        let want = match (
-            active && tab == SweepTab::Matches,
-            &images,
-            self.settings.query,
-        ) {
+        let want = match (active && tab == SweepTab::Matches, &images, self.view.query) {
             (true, Some(imgs), Some(q)) => {
                 let es = sweep_settings(&self.settings);
                 let key = SweepKey {
                     backbone: bb,
                     images: [imgs[0].hash, imgs[1].hash],
                     settings: ExtractKey::from(&es),
-                    layer: self.settings.layer,
+                    layer: self.settings.features.layer,
                     query: (q.side, q.x.to_bits(), q.y.to_bits()),
                 };
                 Some((key, es, imgs.clone(), q))
@@ -237,7 +223,7 @@ impl CleanDiftApp {
                         backbone: bb,
                         images: imgs,
                         settings: es,
-                        layer: self.settings.layer,
+                        layer: self.settings.features.layer,
                         query: (q.side, q.x, q.y),
                         t: f64::from(t),
                     };
@@ -388,7 +374,7 @@ impl CleanDiftApp {
     pub fn sweep_series(&mut self) -> anyhow::Result<SweepSeries> {
         use anyhow::Context as _;
         let q = self
-            .settings
+            .view
             .query
             .context("no query point: click in an image first")?;
         let points = self.sweep_points();
@@ -438,11 +424,11 @@ impl CleanDiftApp {
         Ok(SweepSeries {
             app: format!("cleandift {}", env!("CARGO_PKG_VERSION")),
             backbone: self.backbone_info().map(|i| i.description.clone()),
-            layer: self.settings.layer.name().to_string(),
+            layer: self.settings.features.layer.name().to_string(),
             query: src.query(q),
             target: target.name().to_string(),
             ensemble: self.settings.sweep.ensemble,
-            seed: self.settings.seed,
+            seed: self.settings.features.seed,
             coordinates: "original image pixels of the target image",
             clean: clean_ref,
             naive: naive_ref,
@@ -477,7 +463,7 @@ impl CleanDiftApp {
                 .map(|s| s.name.clone())
                 .unwrap_or_default(),
             ensemble: self.settings.sweep.var_ensemble,
-            seed: self.settings.seed,
+            seed: self.settings.features.seed,
             regression: "per layer and t: least squares F_t ~ a*F_0 + b*F_999 + c (scalars a, b; per-channel c); fractions of the variance of F_t: x0 = a*Sxz/Szz, eps = b*Syz/Szz, residual = |R|^2/Szz (see cleandift analyze variance)",
             layers,
         })

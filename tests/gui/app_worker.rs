@@ -13,8 +13,8 @@ use cleandift::features::preprocess::{LoadedImage, SizeSpec};
 use cleandift::features::source::Source;
 use cleandift::model::FeatureKey;
 use cleandift::worker::{
-    BackboneChoice, Event, ExtractJob, ImageSource, Job, Request, RequestId, SOURCE_LAYER, Side, WorkerGone,
-    WorkerHandle,
+    BackboneChoice, Event, ExtractJob, ImageSource, Job, Request, RequestId, SOURCE_LAYER, Side,
+    WorkerGone, WorkerHandle,
 };
 
 fn spawn() -> (WorkerHandle, Arc<AtomicUsize>) {

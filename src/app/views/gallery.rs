@@ -35,7 +35,7 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
         .unwrap_or((1, 1));
     let cells = grid(area, ncells, gw, gh, header_h + footer_h, gap, 4);
     let painter = ui.painter().clone();
-    let q = c.settings.query.filter(|q| q.side == Side::A);
+    let q = c.view.query.filter(|q| q.side == Side::A);
     let pic_of = |cell: &Rect| {
         Rect::from_min_max(
             Pos2::new(cell.min.x, cell.min.y + header_h),
@@ -134,7 +134,7 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
         let t_of = if mode == Mode::Clean {
             String::new()
         } else {
-            format!(" t={:.0}", c.settings.t.round())
+            format!(" t={:.0}", c.settings.features.t.round())
         };
         let mut names = vec![
             format!("{label} · {tname} · {mode}{t_of}"),
@@ -159,7 +159,11 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
             Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
             Color32::WHITE,
         );
-        let answer = q.and_then(|q| c.gallery.answer(c.settings, ti, mode, q));
+        let (layer, tol) = (
+            c.settings.features.layer,
+            c.settings.matching.tolerance_cells,
+        );
+        let answer = q.and_then(|q| c.gallery.answer(layer, tol, ti, mode, q));
         let foot = foot_of(cell, rect);
         // A target's answer of other inputs is greyed out or hidden.
         let shown = crate::app::provenance::target_freshness(

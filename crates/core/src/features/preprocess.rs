@@ -37,7 +37,9 @@ pub const MAX_MODEL_SIDE: u32 = 4096;
 // Geometry
 
 /// How the image is fitted into the model input.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Fit {
     /// Resize to the model size ignoring aspect ratio (what DIFT does).
     #[default]

@@ -9,24 +9,20 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::errors::{
-    JobError, UserError, backbone_error, dino_error, internal, no_backbone, train_error,
-};
+use super::errors::{JobError, UserError, backbone_error, internal, no_backbone, train_error};
 use super::handle::Outbox;
 use super::protocol::{
-    BackboneChoice, BackboneInfo, Event, ExtractJob, ImageSource, Lane, PcaColours, Progress, Request,
-    RequestId, SOURCE_LAYER, TrainData, TrainSummary,
+    BackboneChoice, BackboneInfo, Event, ImageSource, Lane, PcaColours, Progress, Request,
+    RequestId, TrainData, TrainSummary,
 };
 use super::sweep;
-use crate::features::cache::{FeatureCache, cache_key};
-use crate::features::extract::{ExtractSettings, Mode, Stage};
-use crate::features::fusion::FusionSettings;
+use crate::features::cache::FeatureCache;
+use crate::features::extract::{ExtractSettings, Stage};
 use crate::features::pair::{LayerViews, PairFeatures, Side};
-use crate::features::preprocess::{LoadedImage, decode_image, load_image, native_cap_note};
-use crate::features::source::{Models, Source, extract_pair, source_cache_key};
+use crate::features::preprocess::{LoadedImage, decode_image, load_image};
 use crate::matching::{PcaMode, PcaOptions, pca_rgb};
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
-use crate::model::dino::{DinoModel, DinoSpec};
+use crate::model::dino::DinoModel;
 use crate::model::weights::{Backbone, BackboneSpec, LoadEvent, Student, StudentSource};
 use crate::model::{FeatureKey, ModelError};
 use crate::train::{TrainConfig, TrainEvent, train};

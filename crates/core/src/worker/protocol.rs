@@ -241,7 +241,9 @@ impl Request {
                 ..
             } => Job::PreviousStudent,
             Request::Extract { job, .. } => Job::Features(job.settings.mode),
-            Request::ExtractTarget { job, target } => Job::TargetFeatures(*target, job.settings.mode),
+            Request::ExtractTarget { job, target } => {
+                Job::TargetFeatures(*target, job.settings.mode)
+            }
             Request::LoadTarget { target, .. } => Job::TargetImage(*target),
             Request::ExtractSource { source, .. } => match source {
                 Source::Sd(m) => Job::Features(*m),

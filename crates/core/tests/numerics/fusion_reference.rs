@@ -9,8 +9,7 @@ use cleandift_core::features::fusion::{fuse_pair, joint_pca};
 use cleandift_core::matching::FeatureMap;
 
 fn reference() -> HashMap<String, Tensor> {
-    let p = crate::common::repo_root()
-        .join("tests/fixtures/fusion/reference.safetensors");
+    let p = crate::common::repo_root().join("tests/fixtures/fusion/reference.safetensors");
     candle_core::safetensors::load(p, &Device::Cpu).expect("fusion fixture")
 }
 

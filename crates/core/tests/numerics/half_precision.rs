@@ -23,9 +23,9 @@ use crate::common;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use cleandift_core::model::parity::agreement;
 use cleandift_core::model::FeatureKey;
 use cleandift_core::model::layers::{Grad, attention};
+use cleandift_core::model::parity::agreement;
 use cleandift_core::model::weights::{Backbone, BackboneSpec};
 use common::{fixture_dir, get, max_err, reference};
 

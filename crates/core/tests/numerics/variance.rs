@@ -2,7 +2,6 @@
 //! a numpy reference (tests/fixtures/variance/make_variance_reference.py,
 //! numbers committed in reference.json).
 
-
 use cleandift_core::analysis::fit_variance;
 use cleandift_core::matching::FeatureMap;
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use cleandift_core::model::layers::Grad;
-use cleandift_core::model::weights::{Backbone, BackboneSpec, FULL_STUDENT_PREFIX, read_safetensors};
+use cleandift_core::model::weights::{
+    Backbone, BackboneSpec, FULL_STUDENT_PREFIX, read_safetensors,
+};
 use cleandift_core::model::{FeatureKey, ModelError};
 use common::{assert_close, copy_dir, fixture_dir, get, reference};
 

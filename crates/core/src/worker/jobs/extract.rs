@@ -51,7 +51,7 @@ impl LaneState {
             settings,
             thumb_side,
         } = job;
-        let (bb, cache) = self.backbone_and_cache(backbone)?;
+        let (bb, _) = self.backbone_and_cache(backbone)?;
         settings.validate()?;
         let key = format!(
             "{}|{}|{}|{thumb_side}",

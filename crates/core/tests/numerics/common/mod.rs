@@ -15,9 +15,7 @@ pub fn repo_root() -> PathBuf {
 
 /// `tests/fixtures/<shape>`.
 pub fn fixture_dir(shape: &str) -> PathBuf {
-    repo_root()
-        .join("tests/fixtures")
-        .join(shape)
+    repo_root().join("tests/fixtures").join(shape)
 }
 
 /// Copies the folder `src` into `dst` (created), recursively.
