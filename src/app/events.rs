@@ -216,17 +216,17 @@ impl CleanDiftApp {
             Event::ImageLoaded {
                 id, image, path, ..
             } => {
-                self.gallery_image(id, image, path);
+                if let Job::TargetImage(uid) = job {
+                    self.gallery_image(uid, id, image, path);
+                }
             }
             Event::Features { id, features } => {
-                self.gallery_features(id, &features);
+                if let Job::TargetFeatures(uid, mode) = job {
+                    self.gallery_features((uid, mode), id, &features);
+                }
             }
-            Event::Failed { id, error, .. } => {
-                self.gallery_failed(id, job, Some(error));
-            }
-            Event::Cancelled { id, .. } => {
-                self.gallery_failed(id, job, None);
-            }
+            Event::Failed { id, error, .. } => self.gallery_failed(id, job, Some(error)),
+            Event::Cancelled { id, .. } => self.gallery_failed(id, job, None),
             _ => {}
         }
     }

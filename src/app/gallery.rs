@@ -410,58 +410,55 @@ impl CleanDiftApp {
         }
     }
 
-    /// A decoded gallery image arrived: returns whether it was one.
+    /// The image of target `uid` (request `id`) arrived.
     pub(super) fn gallery_image(
         &mut self,
+        uid: u32,
         id: RequestId,
         image: Arc<LoadedImage>,
         path: Option<PathBuf>,
-    ) -> bool {
+    ) {
         let Some(i) = self
             .gallery
             .targets
             .iter()
-            .position(|t| t.pending == Some(id))
+            .position(|t| t.uid == uid && t.pending == Some(id))
         else {
-            return false;
+            return;
         };
-        let uid = self.gallery.targets[i].uid;
         let slot = self.image_slot(&format!("target-{uid}"), image, path);
         let t = &mut self.gallery.targets[i];
         t.pending = None;
         t.name = slot.name.clone();
         t.image = Some(slot);
-        true
     }
 
-    /// Features of a gallery pair arrived: returns whether they were.
-    pub(super) fn gallery_features(&mut self, id: RequestId, features: &Arc<PairFeatures>) -> bool {
-        let mut hit = false;
-        for t in &mut self.gallery.targets {
-            for (m, slot) in MODES.iter().zip(t.slots.iter_mut()) {
-                if let Some(key) = slot.request.finish(id) {
-                    slot.ready = Some((key.ran(features), features.clone()));
-                    slot.request.unblock();
-                    self.messages
-                        .resolve(Topic::Job(Job::TargetFeatures(t.uid, *m)));
-                    hit = true;
-                }
-            }
-        }
-        hit
+    /// Features of (A, target `uid`) in `mode` (request `id`) arrived.
+    pub(super) fn gallery_features(
+        &mut self,
+        (uid, mode): (u32, Mode),
+        id: RequestId,
+        features: &Arc<PairFeatures>,
+    ) {
+        let Some(t) = self.gallery.targets.iter_mut().find(|t| t.uid == uid) else {
+            return;
+        };
+        let slot = &mut t.slots[mode_index(mode)];
+        let Some(key) = slot.request.finish(id) else {
+            return;
+        };
+        slot.ready = Some((key.ran(features), features.clone()));
+        slot.request.unblock();
+        self.messages
+            .resolve(Topic::Job(Job::TargetFeatures(uid, mode)));
     }
 
     /// A gallery job failed (`error`) or was cancelled (`None`). A target
     /// whose image cannot be opened leaves the gallery with a message that
-    /// names the file; the others go on. Returns whether it was awaited.
-    pub(super) fn gallery_failed(
-        &mut self,
-        id: RequestId,
-        job: Job,
-        error: Option<UserError>,
-    ) -> bool {
+    /// names the file; the others go on.
+    pub(super) fn gallery_failed(&mut self, id: RequestId, job: Job, error: Option<UserError>) {
         let Some((i, mode)) = self.gallery.index_of_request(id) else {
-            return false;
+            return;
         };
         match mode {
             None => {
@@ -508,7 +505,6 @@ impl CleanDiftApp {
                 }
             }
         }
-        true
     }
 }
 
