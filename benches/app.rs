@@ -416,7 +416,7 @@ fn main() {
         let _ = h.render();
         v.push(t.elapsed());
         let app = h.state_mut();
-        let q = app.settings.query.expect("query");
+        let q = app.committed_query().expect("query");
         assert!(
             app.committed_answer(Mode::Clean)
                 .is_some_and(|a| a.query == q),
@@ -439,9 +439,9 @@ fn main() {
     // Busy: a long noisy extraction while frames are drawn.
     {
         let app = h.state_mut();
-        app.settings.mode = Mode::Noisy;
-        app.settings.ensemble = 16;
-        app.settings.size = SizeChoice::Square(1024);
+        app.settings.features.mode = Mode::Noisy;
+        app.settings.features.ensemble = 16;
+        app.settings.features.size = SizeChoice::Square(1024);
     }
     h.step();
     let mut logic = Vec::new();

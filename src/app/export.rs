@@ -150,7 +150,7 @@ struct GalleryDoc {
 /// best match and its cosine.
 pub fn gallery_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
     let q = app
-        .settings
+        .view
         .query
         .filter(|q| q.side == Side::A)
         .context("no query point: click in A first")?;
@@ -191,8 +191,8 @@ pub fn gallery_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
     let doc = GalleryDoc {
         app: format!("cleandift {}", env!("CARGO_PKG_VERSION")),
         backbone: app.backbone_info().map(|i| i.description.clone()),
-        layer: app.settings.layer.name().to_string(),
-        stride: app.settings.layer.stride(),
+        layer: app.settings.features.layer.name().to_string(),
+        stride: app.settings.features.layer.stride(),
         view: View::Gallery,
         query_image,
         query: scale_a.query(q),
@@ -209,13 +209,13 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         return gallery_json(app);
     }
     let q = app
-        .settings
+        .view
         .query
         .context("no query point: click in an image first")?;
     super::provenance::ensure_current(app)?;
     let modes = match app.settings.view {
         View::Compare => app.compare_modes(),
-        _ => vec![app.settings.mode.into()],
+        _ => vec![app.settings.features.mode.into()],
     };
     let scale = Side::BOTH.map(|s| PixelScale::of_slot(app.image(s)));
     let (src, tgt) = (scale[q.side.index()], scale[q.side.other().index()]);
@@ -237,7 +237,7 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
         !results.is_empty(),
         "no features yet: wait for the extraction"
     );
-    let strip = if app.settings.view == View::Compare && app.settings.show_strip {
+    let strip = if app.settings.view == View::Compare && app.settings.compare.show_strip {
         app.strip_tiles().map(|t| {
             t.iter()
                 .map(|t| super::original::strip_tile(t, tgt))
@@ -255,8 +255,8 @@ pub fn correspondences_json(app: &mut CleanDiftApp) -> anyhow::Result<String> {
     let doc = Correspondences {
         app: format!("cleandift {}", env!("CARGO_PKG_VERSION")),
         backbone: app.backbone_info().map(|i| i.description.clone()),
-        layer: app.settings.layer.name().to_string(),
-        stride: app.settings.layer.stride(),
+        layer: app.settings.features.layer.name().to_string(),
+        stride: app.settings.features.layer.stride(),
         view: app.settings.view,
         images,
         query: src.query(q),

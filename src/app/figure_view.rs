@@ -53,13 +53,13 @@ fn subtitle(app: &CleanDiftApp, col: Option<Column>) -> String {
     }
     parts.push(format!(
         "layer {} (stride {})",
-        app.settings.layer.name(),
-        app.settings.layer.stride()
+        app.settings.features.layer.name(),
+        app.settings.features.layer.stride()
     ));
     if let Some(c) = col {
         match app.features_of(c) {
             Some(f) => parts.push(format!("{} · {}", f.label, super::t_caption(f.t_used))),
-            None => parts.push(format!("{c} · t={}", app.settings.t)),
+            None => parts.push(format!("{c} · t={}", app.settings.features.t)),
         }
     }
     parts.join(" · ")
@@ -121,7 +121,7 @@ fn target_panel(
     };
     let mut p = Panel::new(title, img);
     p.title_color = Some(rgb8(col.color()));
-    let matches: Vec<_> = if app.settings.show_top_k && !a.top_k.is_empty() {
+    let matches: Vec<_> = if app.settings.matching.show_top_k && !a.top_k.is_empty() {
         a.top_k.clone()
     } else {
         vec![a.best]
@@ -159,14 +159,14 @@ fn target_panel(
 }
 
 fn colorbar(app: &CleanDiftApp, look: &Look, per_column: bool) -> ColorBar {
-    let label = match (app.settings.range, per_column) {
+    let label = match (app.settings.display.range, per_column) {
         (RangeMode::Fixed, _) => "cosine similarity (fixed range)".to_string(),
         (RangeMode::Auto, false) => "cosine similarity (auto range)".to_string(),
         (RangeMode::Auto, true) => {
             "cosine similarity, each column from its own min to max (in its caption)".to_string()
         }
     };
-    let (lo, hi) = if per_column && app.settings.range == RangeMode::Auto {
+    let (lo, hi) = if per_column && app.settings.display.range == RangeMode::Auto {
         (0.0, 1.0)
     } else {
         (look.lo, look.hi)
@@ -190,8 +190,8 @@ pub fn view_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
 }
 
 fn figure_of_view(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
-    let q = app.settings.query;
-    let mode = app.settings.mode;
+    let q = app.view.query;
+    let mode = app.settings.features.mode;
     match app.settings.view {
         View::Sweep => anyhow::bail!("the sweep view exports its plots (E), not a figure"),
         View::Correspondence => {
@@ -272,7 +272,7 @@ fn figure_of_view(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
                 let (base, _) = embed(app, side)?;
                 let map = &pca.rgb[side.index()];
                 let look = Look {
-                    opacity: app.settings.pca_opacity,
+                    opacity: app.settings.pca.opacity,
                     uv: pca.uv[side.index()],
                     ..Look::default()
                 };
@@ -305,7 +305,7 @@ fn figure_of_view(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
 /// mode) with its heatmap, best match and cosine, in rows of at most five.
 fn gallery_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
     let q = app
-        .settings
+        .view
         .query
         .filter(|q| q.side == Side::A)
         .context("no query point: click in A first")?;
@@ -503,7 +503,7 @@ impl CleanDiftApp {
             }
             return;
         }
-        let scale = self.settings.figure_scale.clamp(1, 3);
+        let scale = self.settings.export.figure_scale.clamp(1, 3);
         match export_figure(self, &dir, scale) {
             Ok(files) => {
                 let mut names = vec![files.png.clone(), files.svg.clone()];
@@ -537,7 +537,7 @@ impl CleanDiftApp {
         if self.refuse_stale_export("figure") {
             return;
         }
-        let scale = self.settings.figure_scale.clamp(1, 3);
+        let scale = self.settings.export.figure_scale.clamp(1, 3);
         if self.settings.view == View::Sweep {
             let result = self.sweep_chart().and_then(|c| {
                 let bytes = if svg {

@@ -103,15 +103,15 @@ impl CleanDiftApp {
         let settled = !self.busy()
             && self.image(Side::A).is_some()
             && self.image(Side::B).is_some()
-            && self.features_current(self.settings.mode);
+            && self.features_current(self.settings.features.mode);
         match r.phase {
             Phase::Settling => {
                 if settled {
-                    if self.settings.query.is_none()
+                    if self.view.query.is_none()
                         && let Some(a) = self.image(Side::A)
                     {
                         let (w, h) = (a.image.width as f32, a.image.height as f32);
-                        self.settings.query = Some(QueryPoint {
+                        self.view.query = Some(QueryPoint {
                             side: Side::A,
                             x: w * 0.5,
                             y: h * 0.4,
@@ -141,7 +141,7 @@ impl CleanDiftApp {
                 if let Some(a) = self.image(Side::A) {
                     let (w, h) = (a.image.width as f32, a.image.height as f32);
                     let t = r.count as f32 / r.frames as f32;
-                    self.settings.query = Some(QueryPoint {
+                    self.view.query = Some(QueryPoint {
                         side: Side::A,
                         x: w * (0.15 + 0.7 * t),
                         y: h * (0.3 + 0.3 * (t * 6.0).sin().abs()),
@@ -154,9 +154,9 @@ impl CleanDiftApp {
                 }
             }
             Phase::StartBusy => {
-                self.settings.mode = Mode::Noisy;
-                self.settings.ensemble = 16;
-                self.settings.size = SizeChoice::Square(1024);
+                self.settings.features.mode = Mode::Noisy;
+                self.settings.features.ensemble = 16;
+                self.settings.features.size = SizeChoice::Square(1024);
                 r.phase = Phase::Busy;
             }
             Phase::Busy => {

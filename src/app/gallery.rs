@@ -6,21 +6,23 @@
 //! exactly what the correspondence view would show for the pair (A,
 //! target). Targets fill in as their features arrive; cancel stops them.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::answers::AnswerCache;
 use super::column::Column;
 use super::file_browser::Filter;
-use super::query::{self, Answer, QueryOptions, QueryPoint};
-use super::requests::pair_key;
+use super::query::{Answer, QueryOptions, QueryPoint};
+use super::requests::{ask_slot, pair_key};
 use super::settings::Settings;
 use super::state::{FeatureSlot, ImageSlot, Level, Topic, answer_layer};
 use super::{CleanDiftApp, THUMB_SIDE, View};
 use crate::features::extract::Mode;
 use crate::features::preprocess::LoadedImage;
 use crate::model::FeatureKey;
-use crate::worker::{ImageSource, Job, PairFeatures, Request, RequestId, Side, UserError};
+use crate::worker::{
+    ExtractJob, ImageSource, Job, PairFeatures, Request, RequestId, Side, UserError,
+};
 
 /// The most target images the gallery holds.
 pub const MAX_TARGETS: usize = 8;
@@ -69,21 +71,12 @@ impl Target {
     }
 }
 
-/// Answers are cached by these.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct AnswerKey {
-    features: u64,
-    layer: FeatureKey,
-    q: [u32; 2],
-    tol: u32,
-}
-
 /// The gallery's targets and the answers derived from them.
 #[derive(Default)]
 pub struct GalleryState {
     pub(super) targets: Vec<Target>,
     next_uid: u32,
-    answers: VecDeque<(AnswerKey, Arc<Answer>)>,
+    answers: AnswerCache,
 }
 
 impl GalleryState {
@@ -112,16 +105,6 @@ impl GalleryState {
     /// Whether `id` is a decode or an extraction of the gallery in flight.
     pub(super) fn awaits(&self, id: RequestId) -> bool {
         self.index_of_request(id).is_some()
-    }
-
-    /// The job of the gallery request `id`, if in flight.
-    pub(super) fn job_of(&self, id: RequestId) -> Option<Job> {
-        let (i, mode) = self.index_of_request(id)?;
-        let uid = self.targets[i].uid;
-        Some(match mode {
-            None => Job::TargetImage(uid),
-            Some(m) => Job::TargetFeatures(uid, m),
-        })
     }
 
     /// Whether a decode or an extraction is in flight.
@@ -181,7 +164,8 @@ impl GalleryState {
     /// current layer (computed on demand, cached): the best match only.
     pub fn answer(
         &mut self,
-        settings: &Settings,
+        layer: FeatureKey,
+        tolerance_cells: f32,
         index: usize,
         mode: Mode,
         q: QueryPoint,
@@ -190,35 +174,12 @@ impl GalleryState {
             return None;
         }
         let f = self.targets.get(index)?.features(mode)?.clone();
-        let layer = answer_layer(&f, settings.layer)?;
+        let layer = answer_layer(&f, layer)?;
         let opts = QueryOptions {
             k: 1,
-            tolerance_cells: settings.tolerance_cells,
+            tolerance_cells,
         };
-        let key = AnswerKey {
-            features: f.generation,
-            layer,
-            q: [q.x.to_bits(), q.y.to_bits()],
-            tol: opts.tolerance_cells.to_bits(),
-        };
-        if let Some((_, a)) = self.answers.iter().find(|(k, _)| *k == key) {
-            return Some(a.clone());
-        }
-        match query::answer(&f, layer, q, &opts) {
-            Ok(a) => {
-                let a = Arc::new(a);
-                self.answers.push_back((key, a.clone()));
-                // Two modes of eight targets, and some room for hovering.
-                while self.answers.len() > 3 * MAX_TARGETS {
-                    self.answers.pop_front();
-                }
-                Some(a)
-            }
-            Err(e) => {
-                tracing::debug!("gallery query {q:?} failed: {e}");
-                None
-            }
-        }
+        self.answers.get(&f, layer, q, &opts)
     }
 }
 
@@ -370,8 +331,10 @@ impl CleanDiftApp {
     /// The committed query's answer in target `index` and `mode` (tests,
     /// export).
     pub fn gallery_answer(&mut self, index: usize, mode: Mode) -> Option<Arc<Answer>> {
-        let q = self.settings.query?;
-        self.gallery.answer(&self.settings, index, mode, q)
+        let q = self.view.query?;
+        let s = &self.settings;
+        self.gallery
+            .answer(s.features.layer, s.matching.tolerance_cells, index, mode, q)
     }
 
     /// Whether target `index`'s features in `mode` match the current
@@ -427,82 +390,75 @@ impl CleanDiftApp {
                     continue;
                 };
                 let slot = &mut self.gallery.targets[i].slots[mode_index(mode)];
-                let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
-                if done || !slot.request.wants(&key) {
-                    continue;
-                }
-                if let Some(old) = slot.request.take() {
-                    self.worker.cancel(old);
-                }
-                let id = self.worker.next_id();
-                if self.send(Request::ExtractTarget {
-                    id,
-                    backbone: bb,
-                    images,
-                    settings,
-                    thumb_side: THUMB_SIDE,
-                    target: uid,
-                }) {
-                    self.gallery.targets[i].slots[mode_index(mode)]
-                        .request
-                        .start(id, key);
-                }
+                ask_slot(
+                    &mut self.worker,
+                    &mut self.messages.worker_dead,
+                    slot,
+                    key,
+                    |id| Request::ExtractTarget {
+                        job: ExtractJob {
+                            id,
+                            backbone: bb,
+                            images,
+                            settings,
+                            thumb_side: THUMB_SIDE,
+                        },
+                        target: uid,
+                    },
+                );
             }
         }
     }
 
-    /// A decoded gallery image arrived: returns whether it was one.
+    /// The image of target `uid` (request `id`) arrived.
     pub(super) fn gallery_image(
         &mut self,
+        uid: u32,
         id: RequestId,
         image: Arc<LoadedImage>,
         path: Option<PathBuf>,
-    ) -> bool {
+    ) {
         let Some(i) = self
             .gallery
             .targets
             .iter()
-            .position(|t| t.pending == Some(id))
+            .position(|t| t.uid == uid && t.pending == Some(id))
         else {
-            return false;
+            return;
         };
-        let uid = self.gallery.targets[i].uid;
         let slot = self.image_slot(&format!("target-{uid}"), image, path);
         let t = &mut self.gallery.targets[i];
         t.pending = None;
         t.name = slot.name.clone();
         t.image = Some(slot);
-        true
     }
 
-    /// Features of a gallery pair arrived: returns whether they were.
-    pub(super) fn gallery_features(&mut self, id: RequestId, features: &Arc<PairFeatures>) -> bool {
-        let mut hit = false;
-        for t in &mut self.gallery.targets {
-            for (m, slot) in MODES.iter().zip(t.slots.iter_mut()) {
-                if let Some(key) = slot.request.finish(id) {
-                    slot.ready = Some((key.ran(features), features.clone()));
-                    slot.request.unblock();
-                    self.messages
-                        .resolve(Topic::Job(Job::TargetFeatures(t.uid, *m)));
-                    hit = true;
-                }
-            }
-        }
-        hit
+    /// Features of (A, target `uid`) in `mode` (request `id`) arrived.
+    pub(super) fn gallery_features(
+        &mut self,
+        (uid, mode): (u32, Mode),
+        id: RequestId,
+        features: &Arc<PairFeatures>,
+    ) {
+        let Some(t) = self.gallery.targets.iter_mut().find(|t| t.uid == uid) else {
+            return;
+        };
+        let slot = &mut t.slots[mode_index(mode)];
+        let Some(key) = slot.request.finish(id) else {
+            return;
+        };
+        slot.ready = Some((key.ran(features), features.clone()));
+        slot.request.unblock();
+        self.messages
+            .resolve(Topic::Job(Job::TargetFeatures(uid, mode)));
     }
 
     /// A gallery job failed (`error`) or was cancelled (`None`). A target
     /// whose image cannot be opened leaves the gallery with a message that
-    /// names the file; the others go on. Returns whether it was awaited.
-    pub(super) fn gallery_failed(
-        &mut self,
-        id: RequestId,
-        job: Job,
-        error: Option<UserError>,
-    ) -> bool {
+    /// names the file; the others go on.
+    pub(super) fn gallery_failed(&mut self, id: RequestId, job: Job, error: Option<UserError>) {
         let Some((i, mode)) = self.gallery.index_of_request(id) else {
-            return false;
+            return;
         };
         match mode {
             None => {
@@ -549,15 +505,14 @@ impl CleanDiftApp {
                 }
             }
         }
-        true
     }
 }
 
 /// The modes the gallery shows per target.
 pub(super) fn gallery_modes(s: &Settings) -> Vec<Mode> {
-    if s.gallery_both {
+    if s.gallery.both {
         vec![Mode::Clean, Mode::Noisy]
     } else {
-        vec![s.mode]
+        vec![s.features.mode]
     }
 }

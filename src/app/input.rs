@@ -40,13 +40,13 @@ impl CleanDiftApp {
             self.step_layer(1);
         }
         if pressed(Key::C) {
-            self.settings.mode = Mode::Clean;
+            self.settings.features.mode = Mode::Clean;
             if self.settings.view == View::Compare {
                 self.settings.view = View::Correspondence;
             }
         }
         if pressed(Key::N) {
-            self.settings.mode = Mode::Noisy;
+            self.settings.features.mode = Mode::Noisy;
             if self.settings.view == View::Compare {
                 self.settings.view = View::Correspondence;
             }
@@ -114,8 +114,8 @@ impl CleanDiftApp {
 
     /// Moves the query point by feature cells of the current layer.
     pub fn move_query(&mut self, dx_cells: f32, dy_cells: f32) {
-        let layer = self.settings.layer;
-        let q = self.settings.query.unwrap_or_else(|| {
+        let layer = self.settings.features.layer;
+        let q = self.view.query.unwrap_or_else(|| {
             let (w, h) = self
                 .image(Side::A)
                 .map_or((1, 1), |s| (s.image.width, s.image.height));
@@ -130,12 +130,12 @@ impl CleanDiftApp {
         };
         let (w, h) = (img.image.width as f32, img.image.height as f32);
         let cell = self
-            .features_of(self.settings.mode)
+            .features_of(self.settings.features.mode)
             .map(|f| query::cell_px(f, q.side, layer))
             .unwrap_or(layer.stride() as f32);
         let x = (q.x + dx_cells * cell).clamp(0.5, (w - 0.5).max(0.5));
         let y = (q.y + dy_cells * cell).clamp(0.5, (h - 0.5).max(0.5));
-        self.settings.query = Some(QueryPoint { side: q.side, x, y });
+        self.view.query = Some(QueryPoint { side: q.side, x, y });
     }
 
     pub(super) fn handle_drops(&mut self, ctx: &egui::Context) {

@@ -95,7 +95,7 @@ impl<K: Clone + PartialEq> Tracked<K> {
 }
 
 /// What PCA colours are computed for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PcaKey {
     /// `PairFeatures::generation`.
     pub features: u64,

@@ -13,8 +13,12 @@
 //! panel (`update.rs`). `docs/ARCHITECTURE.md` ("The app room") maps the
 //! files.
 
+mod answers;
+mod chosen;
 mod column;
+mod command;
 pub mod dialogs;
+mod events;
 pub mod export;
 pub mod export_dir;
 pub mod figure_view;
@@ -23,7 +27,9 @@ mod frames;
 pub mod gallery;
 mod input;
 mod jobs;
+pub mod keys;
 mod launch;
+mod link;
 pub mod native_dialog;
 pub mod original;
 pub mod overlay;
@@ -49,15 +55,16 @@ pub use column::{
     Column, ColumnSource, DINO_COLOR, FUSED_COLOR, PREVIOUS_COLOR, QUERY_COLOR, mode_color,
     t_caption, t_value,
 };
+pub(crate) use command::Command;
 use dialogs::{DialogKind, DialogState};
 pub use launch::{AppArgs, LaunchOptions, run};
+use link::WorkerLink;
 use overlay::Overlay;
 use query::QueryPoint;
 pub use settings::{ModelPreset, RangeMode, Settings, SizeChoice, SweepTab, View};
 pub use state::{BackboneState, FeatureSlot, ImageSlot, Level, StatusMessage, Topic};
 use state::{FeatureState, ImagesState, MessagesState, UiFlags, ViewState};
 use train::TrainPanel;
-pub(crate) use update::Command;
 
 /// The embedded default pair (A, B).
 pub const SAMPLE_A: &[u8] = include_bytes!("../../assets/astronaut.png");
@@ -73,7 +80,8 @@ pub const THUMB_SIDE: u32 = 160;
 /// The app: settings plus one state struct per view and panel.
 pub struct CleanDiftApp {
     pub settings: Settings,
-    worker: WorkerHandle,
+    /// The worker, and the job of every request sent to it.
+    worker: WorkerLink,
     ctx: egui::Context,
     /// Jobs in flight with their progress.
     progress: std::collections::BTreeMap<RequestId, (Job, Progress)>,
@@ -121,42 +129,34 @@ impl CleanDiftApp {
         };
         if let Some(m) = &launch.model {
             let (preset, folder) = ModelPreset::from_model(m);
-            settings.preset = preset;
+            settings.backbone.preset = preset;
             if preset == ModelPreset::Folder {
-                settings.folder = folder;
+                settings.backbone.folder = folder;
             }
         }
         if let Some(s) = &launch.student {
-            settings.student = s.clone();
+            settings.backbone.student = s.clone();
         }
         if let Some(d) = &launch.device {
-            settings.device = d.clone();
+            settings.backbone.device = d.clone();
         }
         if let Some(m) = launch.mode {
-            settings.mode = m;
+            settings.features.mode = m;
         }
         if let Some(l) = launch.layer {
-            settings.layer = l;
+            settings.features.layer = l;
         }
         if let Some(t) = launch.t {
-            settings.t = t;
+            settings.features.t = t;
         }
         if let Some(v) = launch.view {
             settings.view = v;
         }
         if let Some(s) = launch.size {
-            settings.size = s;
+            settings.features.size = s;
         }
         if let Some(d) = &launch.export_dir {
-            settings.export_dir = Some(d.clone());
-        }
-        if let Some((x, y)) = launch.query {
-            // Placed in original pixels when A arrives (`set_image`).
-            settings.query = Some(QueryPoint {
-                side: Side::A,
-                x,
-                y,
-            });
+            settings.export.dir = Some(d.clone());
         }
         settings.sanitize();
 
@@ -191,7 +191,15 @@ impl CleanDiftApp {
             backbone: BackboneState::None,
             features: FeatureState::default(),
             gallery: gallery::GalleryState::default(),
-            view: ViewState::new(overlay),
+            view: ViewState {
+                // Placed in original pixels when A arrives (`set_image`).
+                query: launch.query.map(|(x, y)| QueryPoint {
+                    side: Side::A,
+                    x,
+                    y,
+                }),
+                ..ViewState::new(overlay)
+            },
             messages: MessagesState::default(),
             flags: UiFlags {
                 persist: launch.persist,
@@ -266,29 +274,37 @@ impl CleanDiftApp {
 
     /// The query shown: the hovered point while hovering, else the clicked one.
     pub fn shown_query(&self) -> Option<QueryPoint> {
-        self.view.hover.or(self.settings.query)
+        self.view.hover.or(self.view.query)
+    }
+
+    /// The committed query point (original pixels of its side).
+    pub fn committed_query(&self) -> Option<QueryPoint> {
+        self.view.query
     }
 
     /// Sets the committed query point (original pixels of `side`).
     pub fn set_query(&mut self, q: Option<QueryPoint>) {
-        self.settings.query = q;
+        self.view.query = q;
     }
 
     /// The answer of `q` in `mode` on the current layer (computed on demand,
     /// cached).
     pub fn answer(&mut self, col: impl Into<Column>, q: QueryPoint) -> Option<Arc<query::Answer>> {
-        self.features.answer(&self.settings, col, q)
+        let s = &self.settings;
+        self.features
+            .answer(s.features.layer, &s.matching, self.view.query, col, q)
     }
 
     /// The committed query's answer in `mode` (tests, export).
     pub fn committed_answer(&mut self, mode: impl Into<Column>) -> Option<Arc<query::Answer>> {
-        let q = self.settings.query?;
+        let q = self.view.query?;
         self.answer(mode, q)
     }
 
     /// The layer strip of the committed query in the current mode.
     pub fn strip_tiles(&mut self) -> Option<Arc<Vec<query::StripTile>>> {
-        self.features.strip_tiles(&self.settings)
+        self.features
+            .strip_tiles(self.settings.features.mode, self.view.query)
     }
 
     /// The features of `mode` (or column) being shown, if any.
@@ -303,7 +319,9 @@ impl CleanDiftApp {
 
     /// The PCA colours for the current layer and mode, if ready.
     pub fn pca(&self) -> Option<&Arc<crate::worker::PcaColours>> {
-        self.features.pca(&self.settings, self.pca_column())
+        let s = &self.settings;
+        self.features
+            .pca(s.features.layer, s.pca.joint, self.pca_column())
     }
 
     // -- small state helpers --------------------------------------------------
@@ -417,7 +435,7 @@ impl CleanDiftApp {
 
     /// Sets the layer (keyboard and strip).
     pub fn set_layer(&mut self, layer: FeatureKey) {
-        self.settings.layer = layer;
+        self.settings.features.layer = layer;
     }
 
     /// Moves to the next (`+1`) or previous (`-1`) layer.
@@ -435,7 +453,7 @@ impl CleanDiftApp {
     /// the native one cannot open; the status area says which and why.
     pub fn open_dialog(&mut self, kind: DialogKind) {
         let start = self.dialog_start(kind);
-        let builtin = self.settings.builtin_file_dialog;
+        let builtin = self.settings.export.builtin_file_dialog;
         match self.dialogs.open(kind, &start, builtin, &self.ctx) {
             Ok(None) => {}
             Ok(Some(why)) => self.message(
@@ -477,11 +495,11 @@ impl CleanDiftApp {
             | DialogKind::SaveSvg
             | DialogKind::SaveJson
             | DialogKind::ExportDir => self.export_dir(),
-            DialogKind::Folder if !self.settings.folder.trim().is_empty() => {
-                PathBuf::from(self.settings.folder.trim())
+            DialogKind::Folder if !self.settings.backbone.folder.trim().is_empty() => {
+                PathBuf::from(self.settings.backbone.folder.trim())
             }
-            DialogKind::Student if !self.settings.student.trim().is_empty() => {
-                let p = PathBuf::from(self.settings.student.trim());
+            DialogKind::Student if !self.settings.backbone.student.trim().is_empty() => {
+                let p = PathBuf::from(self.settings.backbone.student.trim());
                 dir_of(&p).unwrap_or(p)
             }
             DialogKind::TrainFolder => self.settings.train.folder.clone().unwrap_or_else(home),
@@ -513,10 +531,10 @@ impl CleanDiftApp {
     }
 }
 
-fn spawn_worker(ctx: &egui::Context) -> WorkerHandle {
+fn spawn_worker(ctx: &egui::Context) -> WorkerLink {
     let c = ctx.clone();
     match WorkerHandle::spawn(Arc::new(move || c.request_repaint())) {
-        Ok(w) => w,
+        Ok(w) => WorkerLink::new(w),
         Err(e) => {
             // Without threads nothing works; say so loudly rather than hang.
             tracing::error!("cannot start the worker thread: {e}");

@@ -10,7 +10,7 @@
 //! message until it is current.
 //!
 //! A feature slot's key ([`SlotKey`]) is the request key of
-//! `requests::pair_key` (a string over every input) with the structured
+//! `requests::pair_key` (a typed [`PairKey`] over every input) with the structured
 //! [`Provenance`] of the same inputs beside it: features are current when
 //! their key equals the key of the current inputs; the provenance says
 //! what they belong to and, when stale, what changed.
@@ -22,6 +22,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::column::{Column, ColumnSource};
+use super::keys::PairKey;
 use super::settings::Settings;
 use super::state::{BackboneState, FeatureState, ImagesState, Level, Topic};
 use super::{CleanDiftApp, View};
@@ -251,12 +252,12 @@ impl Provenance {
     }
 }
 
-/// A feature slot's key: the request key (every input, as a string) and
-/// the structured provenance of the same inputs. Keys compare by the
-/// string.
+/// A feature slot's key: the request key (every input, typed) and the
+/// structured provenance of the same inputs. Keys compare by the request
+/// key.
 #[derive(Debug, Clone)]
 pub struct SlotKey {
-    pub(super) key: String,
+    pub(super) key: PairKey,
     pub provenance: Arc<Provenance>,
 }
 
@@ -267,7 +268,7 @@ impl PartialEq for SlotKey {
 }
 
 impl SlotKey {
-    pub(super) fn new(key: String, provenance: Provenance) -> SlotKey {
+    pub(super) fn new(key: PairKey, provenance: Provenance) -> SlotKey {
         SlotKey {
             key,
             provenance: Arc::new(provenance),
@@ -458,12 +459,12 @@ pub fn ensure_current(app: &CleanDiftApp) -> anyhow::Result<()> {
     let cols: Vec<Column> = match s.view {
         View::Sweep => return Ok(()),
         View::Gallery => return ensure_gallery_current(app),
-        View::Correspondence => vec![s.mode.into()],
+        View::Correspondence => vec![s.features.mode.into()],
         View::Pca => vec![app.pca_column()],
         View::Compare => {
             let mut c = app.compare_modes();
-            let main = Column::from(s.mode);
-            if s.show_strip && !c.contains(&main) {
+            let main = Column::from(s.features.mode);
+            if s.compare.show_strip && !c.contains(&main) {
                 c.push(main);
             }
             c
@@ -546,7 +547,7 @@ pub(super) fn exported_target(
 pub(super) fn annotate(app: &CleanDiftApp, fig: &mut crate::figure::Figure) {
     let s = &app.settings;
     let cols: Vec<Column> = match s.view {
-        View::Correspondence => vec![s.mode.into()],
+        View::Correspondence => vec![s.features.mode.into()],
         View::Pca => vec![app.pca_column()],
         View::Compare => app.compare_modes(),
         View::Gallery => {
@@ -567,7 +568,7 @@ pub(super) fn annotate(app: &CleanDiftApp, fig: &mut crate::figure::Figure) {
         if let Some(p) = app.provenance_of(col) {
             let layer = app
                 .features_of(col)
-                .and_then(|f| super::state::answer_layer(f, s.layer));
+                .and_then(|f| super::state::answer_layer(f, s.features.layer));
             let p = match layer {
                 Some(l) => p.on_layer(l),
                 None => (**p).clone(),
@@ -617,10 +618,14 @@ mod tests {
             ..ExtractSettings::default()
         };
         let p = Provenance::for_pair(id, &info(), imgs, Mode::Naive.into(), &es, None);
-        SlotKey::new(
-            format!("{id}|{}|{}|{t}", p.images[0].blake3, p.images[1].blake3),
-            p,
-        )
+        let key = PairKey {
+            backbone: id,
+            previous: false,
+            source: None,
+            images: [imgs[0].hash, imgs[1].hash],
+            settings: (&es).into(),
+        };
+        SlotKey::new(key, p)
     }
 
     #[test]

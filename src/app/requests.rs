@@ -6,30 +6,26 @@ use std::sync::Arc;
 
 use super::column::Column;
 use super::jobs::{PcaKey, Tracked};
+use super::keys::{DinoKey, ExtractKey, FusionKey, PairKey, SourceSettings};
+use super::link::WorkerLink;
 use super::provenance::{Provenance, SlotKey};
 use super::settings::Settings;
-use super::state::{BackboneState, FeatureState, ImagesState, Level, answer_layer};
-use super::{CleanDiftApp, THUMB_SIDE, View, hex8, spawn_worker};
+use super::state::{BackboneState, FeatureSlot, FeatureState, ImagesState, Level, answer_layer};
+use super::{CleanDiftApp, THUMB_SIDE, View, spawn_worker};
 use crate::features::extract::{DEFAULT_T, ExtractSettings, Mode};
 use crate::features::fusion::FusionSettings;
 use crate::features::preprocess::{Fit, LoadedImage};
 use crate::features::source::Source;
 use crate::model::FeatureKey;
-use crate::worker::{ImageSource, Job, Request, RequestId, Side, UserError, WorkerHandle};
+use crate::worker::{
+    ExtractJob, ImageSource, Job, Request, RequestId, Side, UserError, WorkerHandle,
+};
 
 impl CleanDiftApp {
     // -- requests ----------------------------------------------------------
 
     pub(super) fn send(&mut self, req: Request) -> bool {
-        match self.worker.send(req) {
-            Ok(()) => true,
-            Err(e) => {
-                self.messages
-                    .worker_dead
-                    .get_or_insert_with(|| e.to_string());
-                false
-            }
-        }
+        send_to(&mut self.worker, &mut self.messages.worker_dead, req)
     }
 
     /// Decodes an image for `side` (on the worker's light lane).
@@ -171,7 +167,7 @@ impl CleanDiftApp {
     /// The worker, for tests that need to poke it.
     #[doc(hidden)]
     pub fn worker_mut(&mut self) -> &mut WorkerHandle {
-        &mut self.worker
+        self.worker.handle_mut()
     }
 
     /// Swaps A and B (images, features and the query side).
@@ -179,7 +175,7 @@ impl CleanDiftApp {
         self.images.slots.swap(0, 1);
         self.images.pending.swap(0, 1);
         self.settings.image_paths.swap(0, 1);
-        if let Some(q) = &mut self.settings.query {
+        if let Some(q) = &mut self.view.query {
             q.side = q.side.other();
         }
         // Features are per (A, B): ask again (the cache makes it quick).
@@ -278,38 +274,33 @@ impl CleanDiftApp {
                 continue;
             };
             let slot = self.features.slots.entry(col.key()).or_default();
-            let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
-            if done || !slot.request.wants(&key) {
-                continue;
-            }
-            if let Some(old) = slot.request.take() {
-                self.worker.cancel(old);
-            }
-            let id = self.worker.next_id();
-            let req = match col.feature_source() {
-                Some(source) => Request::ExtractSource {
-                    id,
-                    backbone: bb,
-                    images,
-                    settings,
-                    source,
-                    fusion: fusion.clone(),
-                    thumb_side: THUMB_SIDE,
+            let fusion = &fusion;
+            ask_slot(
+                &mut self.worker,
+                &mut self.messages.worker_dead,
+                slot,
+                key,
+                |id| {
+                    let job = ExtractJob {
+                        id,
+                        backbone: bb,
+                        images,
+                        settings,
+                        thumb_side: THUMB_SIDE,
+                    };
+                    match col.feature_source() {
+                        Some(source) => Request::ExtractSource {
+                            job,
+                            source,
+                            fusion: fusion.clone(),
+                        },
+                        None => Request::Extract {
+                            job,
+                            previous_student: col.previous,
+                        },
+                    }
                 },
-                None => Request::Extract {
-                    id,
-                    backbone: bb,
-                    images,
-                    settings,
-                    thumb_side: THUMB_SIDE,
-                    previous_student: col.previous,
-                },
-            };
-            if self.send(req)
-                && let Some(slot) = self.features.slots.get_mut(&col.key())
-            {
-                slot.request.start(id, key);
-            }
+            );
         }
     }
 
@@ -356,13 +347,13 @@ impl CleanDiftApp {
         let Some(f) = self.features_of(self.pca_column()).cloned() else {
             return;
         };
-        let Some(layer) = answer_layer(&f, self.settings.layer) else {
+        let Some(layer) = answer_layer(&f, self.settings.features.layer) else {
             return;
         };
         let key = PcaKey {
             features: f.generation,
             layer,
-            joint: self.settings.pca_joint,
+            joint: self.settings.pca.joint,
         };
         let have = self.features.pca.as_ref().is_some_and(|p| {
             PcaKey {
@@ -389,12 +380,47 @@ impl CleanDiftApp {
     }
 }
 
+/// Sends `req`; a worker that is gone is recorded in `worker_dead`.
+fn send_to(worker: &mut WorkerLink, worker_dead: &mut Option<String>, req: Request) -> bool {
+    match worker.send(req) {
+        Ok(()) => true,
+        Err(e) => {
+            worker_dead.get_or_insert_with(|| e.to_string());
+            false
+        }
+    }
+}
+
+/// Asks for the features of `key` into `slot` (the main pair's columns and
+/// the gallery's targets alike) unless they are shown, in flight or
+/// blocked: an older request of the slot is cancelled, the new one
+/// (`request` makes it for its id) is recorded in the slot.
+pub(super) fn ask_slot(
+    worker: &mut WorkerLink,
+    worker_dead: &mut Option<String>,
+    slot: &mut FeatureSlot,
+    key: SlotKey,
+    request: impl FnOnce(RequestId) -> Request,
+) {
+    let done = slot.ready.as_ref().is_some_and(|(k, _)| *k == key);
+    if done || !slot.request.wants(&key) {
+        return;
+    }
+    if let Some(old) = slot.request.take() {
+        worker.cancel(old);
+    }
+    let id = worker.next_id();
+    if send_to(worker, worker_dead, request(id)) {
+        slot.request.start(id, key);
+    }
+}
+
 /// The modes the current view needs.
 fn needed_modes(s: &Settings) -> Vec<Mode> {
     match s.view {
         View::Compare => {
             let mut m = vec![Mode::Clean, Mode::Noisy];
-            if s.compare_naive || s.mode == Mode::Naive {
+            if s.compare.naive || s.features.mode == Mode::Naive {
                 m.push(Mode::Naive);
             }
             m
@@ -403,14 +429,14 @@ fn needed_modes(s: &Settings) -> Vec<Mode> {
         View::Sweep => vec![Mode::Clean, Mode::Naive],
         // The gallery asks for its own pairs (A with each target).
         View::Gallery => Vec::new(),
-        _ => vec![s.mode],
+        _ => vec![s.features.mode],
     }
 }
 
 /// Whether compare mode shows the previous student's column.
 fn shows_previous(s: &Settings, backbone: &BackboneState) -> bool {
     s.view == View::Compare
-        && s.compare_previous
+        && s.compare.previous
         && backbone
             .info()
             .is_some_and(|i| i.previous_student.is_some())
@@ -423,7 +449,7 @@ pub(super) fn compare_modes(s: &Settings, backbone: &BackboneState) -> Vec<Colum
         m.push(Column::PREVIOUS);
     }
     m.push(Mode::Noisy.into());
-    if s.compare_naive {
+    if s.compare.naive {
         m.push(Mode::Naive.into());
     }
     m.extend(source_columns(s));
@@ -433,17 +459,17 @@ pub(super) fn compare_modes(s: &Settings, backbone: &BackboneState) -> Vec<Colum
 /// The DINOv2 and fused columns the view shows (as enabled).
 fn source_columns(s: &Settings) -> Vec<Column> {
     let mut m = Vec::new();
-    if s.view == View::Pca && s.pca_source != super::ColumnSource::Sd {
+    if s.view == View::Pca && s.pca.source != super::ColumnSource::Sd {
         m.push(s.pca_column());
     }
     if s.view != View::Compare {
         return m;
     }
-    if s.compare_dino {
+    if s.compare.dino {
         m.push(Column::DINO);
     }
-    if s.compare_fused {
-        m.push(Column::fused(s.mode));
+    if s.compare.fused {
+        m.push(Column::fused(s.features.mode));
     }
     m
 }
@@ -469,18 +495,22 @@ pub(super) fn extract_settings(s: &Settings, mode: Mode) -> ExtractSettings {
         t: if mode == Mode::Clean {
             DEFAULT_T
         } else {
-            s.t.round().clamp(0.0, 999.0)
+            s.features.t.round().clamp(0.0, 999.0)
         },
         ensemble: if mode == Mode::Noisy {
-            s.ensemble.max(1)
+            s.features.ensemble.max(1)
         } else {
             1
         },
-        seed: if mode == Mode::Noisy { s.seed } else { 0 },
-        prompt: s.prompt.clone(),
+        seed: if mode == Mode::Noisy {
+            s.features.seed
+        } else {
+            0
+        },
+        prompt: s.features.prompt.clone(),
         layers: FeatureKey::ALL.to_vec(),
-        size: s.size.spec(),
-        fit: if s.letterbox {
+        size: s.features.size.spec(),
+        fit: if s.features.letterbox {
             Fit::Letterbox
         } else {
             Fit::Stretch
@@ -493,7 +523,7 @@ pub(super) fn extract_settings(s: &Settings, mode: Mode) -> ExtractSettings {
     }
 }
 
-/// What a column's features are made for (a key string), from which
+/// What a column's features are made for (a typed key), from which
 /// images and with which settings; `None` before a backbone and both images.
 pub(super) fn feature_key(
     s: &Settings,
@@ -508,7 +538,7 @@ pub(super) fn feature_key(
 }
 
 /// What a column's features of the pair (`a`, `b`) are made for (a key
-/// string with the provenance of the same inputs) and with which
+/// with the provenance of the same inputs) and with which
 /// settings; `None` before a backbone.
 pub(super) fn pair_key(
     s: &Settings,
@@ -521,24 +551,27 @@ pub(super) fn pair_key(
         return None;
     };
     let es = extract_settings(s, col.mode);
-    let fusion = match col.feature_source() {
-        Some(Source::Dino) => serde_json::to_value(&fusion_settings(s, backbone).dino).ok(),
-        Some(_) => serde_json::to_value(fusion_settings(s, backbone)).ok(),
-        None => None,
+    let source = col.feature_source().map(|src| {
+        let f = fusion_settings(s, backbone);
+        let settings = match src {
+            Source::Dino => SourceSettings::Dino(DinoKey::from(&f.dino)),
+            _ => SourceSettings::Fusion(FusionKey::from(&f)),
+        };
+        (src, settings, f)
+    });
+    // The provenance records the source's settings as the exports write
+    // them.
+    let fusion = source.as_ref().and_then(|(src, _, f)| match src {
+        Source::Dino => serde_json::to_value(&f.dino).ok(),
+        _ => serde_json::to_value(f).ok(),
+    });
+    let key = PairKey {
+        backbone: *id,
+        previous: col.previous,
+        source: source.map(|(src, settings, _)| (src, settings)),
+        images: [a.hash, b.hash],
+        settings: ExtractKey::from(&es),
     };
-    let source = match (col.feature_source(), &fusion) {
-        (Some(src), Some(f)) => format!("{src}|{f}"),
-        (Some(src), None) => format!("{src}|"),
-        (None, _) => String::new(),
-    };
-    let key = format!(
-        "{id}|{}{source}|{}|{}|{}|{}",
-        if col.previous { "previous" } else { "current" },
-        hex8(&a.hash),
-        hex8(&b.hash),
-        serde_json::to_string(&es).unwrap_or_default(),
-        es.size
-    );
     let provenance = Provenance::for_pair(*id, info, [a.as_ref(), b.as_ref()], col, &es, fusion);
     Some((SlotKey::new(key, provenance), [a.clone(), b.clone()], es))
 }

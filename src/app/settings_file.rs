@@ -119,7 +119,7 @@ pub fn restore_from(storage: &dyn eframe::Storage) -> Restored {
 
 /// Decodes the settings value as eframe wrote it.
 fn decode(value: &str) -> Result<Settings, ron::error::SpannedError> {
-    ron::from_str(value)
+    super::settings::decode(value)
 }
 
 /// Copies the bad file to `<name>.bad-<UTC stamp>` (`-2`, `-3`, … when that
@@ -174,7 +174,11 @@ mod tests {
 
         std::fs::write(&file, "{\"app\": \"(t: 500.0, mode: naive)\"}").expect("write");
         match restore(&file) {
-            Restored::Loaded(s) => assert_eq!(s.t, 500.0),
+            Restored::Loaded(s) => {
+                // The flat layout of older files.
+                assert_eq!(s.features.t, 500.0);
+                assert_eq!(s.features.mode, crate::features::extract::Mode::Naive);
+            }
             other => panic!("{other:?}"),
         }
 

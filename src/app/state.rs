@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use egui::TextureHandle;
 
+use super::answers::AnswerCache;
 use super::column::{Column, ModeKey};
 use super::jobs::{PcaKey, Tracked};
 use super::overlay::Overlay;
 use super::provenance::{DrawnAnswer, SlotKey};
 use super::query::{self, Answer, QueryOptions, QueryPoint, StripTile};
-use super::settings::Settings;
+use super::settings::MatchSettings;
 use crate::features::extract::Mode;
 use crate::features::preprocess::LoadedImage;
 use crate::model::FeatureKey;
@@ -129,17 +130,6 @@ pub enum Topic {
 /// The layer strip is cached by (features, query point, side).
 type StripKey = (u64, [u32; 2], Side);
 
-/// Hover or committed query answers are cached by these.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct AnswerKey {
-    features: u64,
-    layer: FeatureKey,
-    q: [u32; 2],
-    side: Side,
-    k: usize,
-    tol: u32,
-}
-
 /// The layer a query answers on: `wanted`, or the only layer of
 /// single-layer features (DINOv2, fused).
 pub(super) fn answer_layer(f: &PairFeatures, wanted: FeatureKey) -> Option<FeatureKey> {
@@ -203,7 +193,7 @@ pub struct FeatureState {
     pub(super) slots: BTreeMap<ModeKey, FeatureSlot>,
     pub(super) pca_request: Tracked<PcaKey>,
     pub(super) pca: Option<Arc<PcaColours>>,
-    answers: VecDeque<(AnswerKey, Arc<Answer>)>,
+    answers: AnswerCache,
     strip: Option<(StripKey, Arc<Vec<StripTile>>)>,
     /// The mode and A's and B's wall times (seconds; `None`: from the
     /// cache) of the last features the worker extracted for a column.
@@ -252,15 +242,6 @@ impl FeatureState {
     /// Whether `id` is an extraction or PCA in flight.
     pub(super) fn awaits(&self, id: RequestId) -> bool {
         self.slots.values().any(|s| s.request.awaits(id)) || self.pca_request.awaits(id)
-    }
-
-    /// The job of the extraction or PCA `id`, if in flight.
-    pub(super) fn job_of(&self, id: RequestId) -> Option<Job> {
-        self.slots
-            .iter()
-            .find(|(_, s)| s.request.awaits(id))
-            .map(|(k, _)| k.job())
-            .or_else(|| self.pca_request.awaits(id).then_some(Job::Pca))
     }
 
     /// Forgets every extraction in flight (to cancel them) and returns their
@@ -318,70 +299,45 @@ impl FeatureState {
     }
 
     /// The PCA colours of `col` on the current layer, if ready.
-    pub fn pca(&self, settings: &Settings, col: Column) -> Option<&Arc<PcaColours>> {
+    pub fn pca(&self, layer: FeatureKey, joint: bool, col: Column) -> Option<&Arc<PcaColours>> {
         let f = self.features_of(col)?;
-        let layer = answer_layer(f, settings.layer)?;
-        self.pca.as_ref().filter(|p| {
-            p.features == f.generation && p.layer == layer && p.joint == settings.pca_joint
-        })
+        let layer = answer_layer(f, layer)?;
+        self.pca
+            .as_ref()
+            .filter(|p| p.features == f.generation && p.layer == layer && p.joint == joint)
     }
 
-    /// The answer of `q` in a column on the current layer (computed on
-    /// demand, cached).
+    /// The answer of `q` in a column on `layer` (computed on demand,
+    /// cached); the top k only for the `committed` query.
     pub fn answer(
         &mut self,
-        settings: &Settings,
+        layer: FeatureKey,
+        matching: &MatchSettings,
+        committed: Option<QueryPoint>,
         col: impl Into<Column>,
         q: QueryPoint,
     ) -> Option<Arc<Answer>> {
         let f = self.features_of(col)?.clone();
-        let layer = answer_layer(&f, settings.layer)?;
+        let layer = answer_layer(&f, layer)?;
         let mut opts = QueryOptions {
-            k: settings.top_k.max(1),
-            tolerance_cells: settings.tolerance_cells,
+            k: matching.top_k.max(1),
+            tolerance_cells: matching.tolerance_cells,
         };
-        if settings.query != Some(q) || !settings.show_top_k {
+        if committed != Some(q) || !matching.show_top_k {
             // Hover previews skip the top-k search: they change every frame.
             opts.k = 1;
         }
-        let key = AnswerKey {
-            features: f.generation,
-            layer,
-            q: [q.x.to_bits(), q.y.to_bits()],
-            side: q.side,
-            k: opts.k,
-            tol: opts.tolerance_cells.to_bits(),
-        };
-        if let Some((_, a)) = self.answers.iter().find(|(k, _)| *k == key) {
-            return Some(a.clone());
-        }
-        match query::answer(&f, layer, q, &opts) {
-            Ok(a) => {
-                let a = Arc::new(a);
-                self.answers.push_back((key, a.clone()));
-                // At most 24 answers and ~200 MB of similarity maps (a
-                // 4096-px image's map is 64 MB).
-                let floats = |q: &VecDeque<(AnswerKey, Arc<Answer>)>| {
-                    q.iter().map(|(_, a)| a.heat.sim.data.len()).sum::<usize>()
-                };
-                while self.answers.len() > 24
-                    || (self.answers.len() > 1 && floats(&self.answers) > 50_000_000)
-                {
-                    self.answers.pop_front();
-                }
-                Some(a)
-            }
-            Err(e) => {
-                tracing::debug!("query {q:?} failed: {e}");
-                None
-            }
-        }
+        self.answers.get(&f, layer, q, &opts)
     }
 
-    /// The layer strip of the committed query in the current mode.
-    pub fn strip_tiles(&mut self, settings: &Settings) -> Option<Arc<Vec<StripTile>>> {
-        let q = settings.query?;
-        let f = self.features_of(settings.mode)?.clone();
+    /// The layer strip of the committed query `q` in `mode`.
+    pub fn strip_tiles(
+        &mut self,
+        mode: Mode,
+        q: Option<QueryPoint>,
+    ) -> Option<Arc<Vec<StripTile>>> {
+        let q = q?;
+        let f = self.features_of(mode)?.clone();
         let key = (f.generation, [q.x.to_bits(), q.y.to_bits()], q.side);
         if let Some((k, tiles)) = &self.strip
             && *k == key
@@ -397,6 +353,8 @@ impl FeatureState {
 /// The central view's per-frame state: the hover preview, where images and
 /// strip tiles were drawn, and the overlay painter.
 pub struct ViewState {
+    /// The committed query point (session state: not persisted).
+    pub(super) query: Option<QueryPoint>,
     /// The hovered point (live preview) this frame.
     pub(super) hover: Option<QueryPoint>,
     /// Screen rects of the images drawn last frame (tests, drops).
@@ -412,6 +370,7 @@ pub struct ViewState {
 impl ViewState {
     pub(super) fn new(overlay: Overlay) -> ViewState {
         ViewState {
+            query: None,
             hover: None,
             image_rects: Vec::new(),
             strip_rects: Vec::new(),

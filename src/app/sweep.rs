@@ -17,28 +17,29 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::jobs::Tracked;
+use super::keys::{ExtractKey, SweepKey, VarianceKey};
 use super::requests::extract_settings;
 use super::settings::{Settings, SweepTab};
 use super::state::{BackboneState, Level, Topic};
-use super::{CleanDiftApp, View, hex8};
+use super::{CleanDiftApp, View};
 use crate::features::extract::{ExtractSettings, Mode};
 use crate::model::FeatureKey;
 use crate::plot::{Chart, HLine, Line, PALETTE, Stacked};
 use crate::worker::{Job, Request, RequestId, Side, SweepPoint, VariancePoint};
 
 /// One series filled in one t at a time.
-pub struct Series<P> {
+pub struct Series<K, P> {
     /// What the points are for.
-    pub(super) key: Option<String>,
+    pub(super) key: Option<K>,
     /// The points by t.
     pub(super) points: BTreeMap<u32, P>,
     /// The step in flight: (key, t).
-    pub(super) request: Tracked<(String, u32)>,
+    pub(super) request: Tracked<(K, u32)>,
     /// The last failure's message.
     pub(super) error: Option<String>,
 }
 
-impl<P> Default for Series<P> {
+impl<K, P> Default for Series<K, P> {
     fn default() -> Self {
         Series {
             key: None,
@@ -49,14 +50,14 @@ impl<P> Default for Series<P> {
     }
 }
 
-impl<P> Series<P> {
+impl<K: Clone + PartialEq, P> Series<K, P> {
     /// Makes `key` the series' key: a new one drops the points and returns
     /// the step in flight (to cancel).
-    fn retarget(&mut self, key: &str) -> Option<RequestId> {
-        if self.key.as_deref() == Some(key) {
+    fn retarget(&mut self, key: &K) -> Option<RequestId> {
+        if self.key.as_ref() == Some(key) {
             return None;
         }
-        self.key = Some(key.to_string());
+        self.key = Some(key.clone());
         self.points.clear();
         self.error = None;
         self.request.unblock();
@@ -101,8 +102,8 @@ impl<P> Series<P> {
 /// The sweep view's two series and where the plot drew its points.
 #[derive(Default)]
 pub struct SweepState {
-    pub(super) matches: Series<SweepPoint>,
-    pub(super) variance: Series<Arc<VariancePoint>>,
+    pub(super) matches: Series<SweepKey, SweepPoint>,
+    pub(super) variance: Series<VarianceKey, Arc<VariancePoint>>,
     /// The match plot's points on screen last frame (t, position).
     pub(super) plot_points: Vec<(u32, egui::Pos2)>,
 }
@@ -110,16 +111,6 @@ pub struct SweepState {
 impl SweepState {
     pub(super) fn awaits(&self, id: RequestId) -> bool {
         self.matches.request.awaits(id) || self.variance.request.awaits(id)
-    }
-
-    pub(super) fn job_of(&self, id: RequestId) -> Option<Job> {
-        if self.matches.request.awaits(id) {
-            Some(Job::Sweep)
-        } else if self.variance.request.awaits(id) {
-            Some(Job::Variance)
-        } else {
-            None
-        }
     }
 
     pub(super) fn is_pending(&self) -> bool {
@@ -164,7 +155,7 @@ pub(super) fn sweep_settings(s: &Settings) -> ExtractSettings {
     let mut es = extract_settings(s, Mode::Noisy);
     es.t = 0.0;
     es.ensemble = s.sweep.ensemble.max(1);
-    es.layers = vec![s.layer];
+    es.layers = vec![s.features.layer];
     es
 }
 
@@ -196,24 +187,16 @@ impl CleanDiftApp {
         };
 
         // The match sweep of the committed click.
-        let want = match (
-            active && tab == SweepTab::Matches,
-            &images,
-            self.settings.query,
-        ) {
+        let want = match (active && tab == SweepTab::Matches, &images, self.view.query) {
             (true, Some(imgs), Some(q)) => {
                 let es = sweep_settings(&self.settings);
-                let key = format!(
-                    "{bb}|{}|{}|{}|{}|{}|{}|{}|{}",
-                    hex8(&imgs[0].hash),
-                    hex8(&imgs[1].hash),
-                    serde_json::to_string(&es).unwrap_or_default(),
-                    es.size,
-                    self.settings.layer,
-                    q.side,
-                    q.x.to_bits(),
-                    q.y.to_bits()
-                );
+                let key = SweepKey {
+                    backbone: bb,
+                    images: [imgs[0].hash, imgs[1].hash],
+                    settings: ExtractKey::from(&es),
+                    layer: self.settings.features.layer,
+                    query: (q.side, q.x.to_bits(), q.y.to_bits()),
+                };
                 Some((key, es, imgs.clone(), q))
             }
             _ => None,
@@ -240,7 +223,7 @@ impl CleanDiftApp {
                         backbone: bb,
                         images: imgs,
                         settings: es,
-                        layer: self.settings.layer,
+                        layer: self.settings.features.layer,
                         query: (q.side, q.x, q.y),
                         t: f64::from(t),
                     };
@@ -255,12 +238,11 @@ impl CleanDiftApp {
         let want = match (active && tab == SweepTab::Variance, &images) {
             (true, Some(imgs)) => {
                 let es = variance_settings(&self.settings);
-                let key = format!(
-                    "{bb}|{}|{}|{}",
-                    hex8(&imgs[0].hash),
-                    serde_json::to_string(&es).unwrap_or_default(),
-                    es.size,
-                );
+                let key = VarianceKey {
+                    backbone: bb,
+                    image: imgs[0].hash,
+                    settings: ExtractKey::from(&es),
+                };
                 Some((key, es, imgs[0].clone()))
             }
             _ => None,
@@ -392,7 +374,7 @@ impl CleanDiftApp {
     pub fn sweep_series(&mut self) -> anyhow::Result<SweepSeries> {
         use anyhow::Context as _;
         let q = self
-            .settings
+            .view
             .query
             .context("no query point: click in an image first")?;
         let points = self.sweep_points();
@@ -442,11 +424,11 @@ impl CleanDiftApp {
         Ok(SweepSeries {
             app: format!("cleandift {}", env!("CARGO_PKG_VERSION")),
             backbone: self.backbone_info().map(|i| i.description.clone()),
-            layer: self.settings.layer.name().to_string(),
+            layer: self.settings.features.layer.name().to_string(),
             query: src.query(q),
             target: target.name().to_string(),
             ensemble: self.settings.sweep.ensemble,
-            seed: self.settings.seed,
+            seed: self.settings.features.seed,
             coordinates: "original image pixels of the target image",
             clean: clean_ref,
             naive: naive_ref,
@@ -481,7 +463,7 @@ impl CleanDiftApp {
                 .map(|s| s.name.clone())
                 .unwrap_or_default(),
             ensemble: self.settings.sweep.var_ensemble,
-            seed: self.settings.seed,
+            seed: self.settings.features.seed,
             regression: "per layer and t: least squares F_t ~ a*F_0 + b*F_999 + c (scalars a, b; per-channel c); fractions of the variance of F_t: x0 = a*Sxz/Szz, eps = b*Syz/Szz, residual = |R|^2/Szz (see cleandift analyze variance)",
             layers,
         })

@@ -116,7 +116,7 @@ impl CleanDiftApp {
         };
         let text = match t.source {
             TrainSource::LoadedAndAssets => {
-                let prompt = self.settings.prompt.trim().to_string();
+                let prompt = self.settings.features.prompt.trim().to_string();
                 for slot in self.images.slots.iter().flatten() {
                     data.images.push((slot.image.clone(), prompt.clone()));
                 }
@@ -315,7 +315,7 @@ impl CleanDiftApp {
             // request's id: every feature is asked for again.
             // The Backbone panel (and the next start) loads the new student.
             if let Some(student) = &info.choice.student {
-                self.settings.student = student.clone();
+                self.settings.backbone.student = student.clone();
             }
             self.set_backbone_ready(id, info);
             switched = true;
@@ -332,7 +332,7 @@ impl CleanDiftApp {
             );
         }
         if summary.cancelled {
-            let kept = match self.settings.student.trim() {
+            let kept = match self.settings.backbone.student.trim() {
                 "" | "none" => "the backbone is unchanged".to_string(),
                 s => format!("the student {s} stays loaded and on disk, unchanged"),
             };

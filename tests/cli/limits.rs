@@ -16,7 +16,7 @@ use cleandift::features::preprocess::{
     LoadedImage, NATIVE_MAX_SIDE, SizeSpec, native_cap_note, resolve_size,
 };
 use cleandift::model::FeatureKey;
-use cleandift::worker::{BackboneChoice, Event, Request, WorkerHandle};
+use cleandift::worker::{BackboneChoice, Event, ExtractJob, Request, WorkerHandle};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cleandift");
 
@@ -165,11 +165,13 @@ fn an_ensemble_beyond_the_bound_is_refused_by_name() {
     let img = Arc::new(common::asset_image("chelsea.png"));
     let id = w.next_id();
     w.send(Request::Extract {
-        id,
-        backbone: bb,
-        images: [img.clone(), img],
-        settings: s,
-        thumb_side: 32,
+        job: ExtractJob {
+            id,
+            backbone: bb,
+            images: [img.clone(), img],
+            settings: s,
+            thumb_side: 32,
+        },
         previous_student: false,
     })
     .expect("send");
@@ -294,16 +296,18 @@ fn the_native_cap_is_said_where_it_applies() {
     ));
     let id = w.next_id();
     w.send(Request::Extract {
-        id,
-        backbone: bb,
-        images: [big.clone(), big],
-        settings: ExtractSettings {
-            mode: Mode::Clean,
-            layers: vec![FeatureKey::Us6],
-            size: SizeSpec::Native,
-            ..ExtractSettings::default()
+        job: ExtractJob {
+            id,
+            backbone: bb,
+            images: [big.clone(), big],
+            settings: ExtractSettings {
+                mode: Mode::Clean,
+                layers: vec![FeatureKey::Us6],
+                size: SizeSpec::Native,
+                ..ExtractSettings::default()
+            },
+            thumb_side: 32,
         },
-        thumb_side: 32,
         previous_student: false,
     })
     .expect("send");

@@ -147,7 +147,7 @@ fn click_in_a_matches_the_engine_and_the_marker_is_drawn_there() {
         app.committed_answer(Mode::Clean).is_some()
     });
     let app = h.state_mut();
-    let q = app.settings.query.expect("query set by the click");
+    let q = app.committed_query().expect("query set by the click");
     assert_eq!(q.side, Side::A);
     assert!(
         (q.x - 230.5).abs() < 0.6 && (q.y - 150.5).abs() < 0.6,
@@ -162,8 +162,8 @@ fn click_in_a_matches_the_engine_and_the_marker_is_drawn_there() {
 
     // The ring in B is drawn at the engine's answer: render with and
     // without the query (no heatmap, no top-k) and find the changed pixels.
-    h.state_mut().settings.opacity = 0.0;
-    h.state_mut().settings.show_top_k = false;
+    h.state_mut().settings.display.opacity = 0.0;
+    h.state_mut().settings.matching.show_top_k = false;
     h.remove_cursor();
     h.step();
     h.step();
@@ -202,12 +202,12 @@ fn widgets_switch_layer_mode_and_compare() {
     let mut h = harness();
     wait_settled(&mut h);
     click_label(&mut h, "us9");
-    assert_eq!(h.state().settings.layer, FeatureKey::Us9);
+    assert_eq!(h.state().settings.features.layer, FeatureKey::Us9);
     click_label(&mut h, "mid");
-    assert_eq!(h.state().settings.layer, FeatureKey::Mid);
+    assert_eq!(h.state().settings.features.layer, FeatureKey::Mid);
 
     click_label(&mut h, "noisy");
-    assert_eq!(h.state().settings.mode, Mode::Noisy);
+    assert_eq!(h.state().settings.features.mode, Mode::Noisy);
     wait_settled(&mut h);
     let f = h
         .state()
@@ -237,7 +237,7 @@ fn widgets_switch_layer_mode_and_compare() {
     assert_eq!(h.state().strip_rects().len(), 11);
     h.get_by_label("layer us3").click();
     h.step();
-    assert_eq!(h.state().settings.layer, FeatureKey::Us3);
+    assert_eq!(h.state().settings.features.layer, FeatureKey::Us3);
 
     click_label(&mut h, "PCA");
     assert_eq!(h.state().settings.view, View::Pca);
@@ -314,7 +314,7 @@ fn fusion_settings_start_published_and_recompute_the_fused_column() {
 
     // The layer strip shows the mix and takes us9 out again: the published
     // mix's features come back (cached by the worker, same label).
-    assert!(h.state().settings.show_strip);
+    assert!(h.state().settings.compare.show_strip);
     click_label(&mut h, "mix us9");
     assert!(h.state().settings.fusion.is_published());
     wait(&mut h, "published fused features again", 240, |app| {
@@ -375,7 +375,7 @@ fn compare_shows_dino_and_fused_columns_that_answer_clicks() {
     );
     click_label(&mut h, "DINOv2");
     click_label(&mut h, "Fused (SD+DINO)");
-    assert!(h.state().settings.compare_dino && h.state().settings.compare_fused);
+    assert!(h.state().settings.compare.dino && h.state().settings.compare.fused);
     // tiny-sd21 picks the offline tiny-dino automatically.
     assert_eq!(h.state().dino_model(), "tiny-dino");
     let fused = Column::fused(Mode::Clean);
@@ -467,9 +467,9 @@ fn frames_keep_coming_during_a_long_extraction_and_cancel_works() {
     wait_settled(&mut h);
     {
         let app = h.state_mut();
-        app.settings.size = SizeChoice::Square(512);
-        app.settings.ensemble = 32;
-        app.settings.mode = Mode::Noisy;
+        app.settings.features.size = SizeChoice::Square(512);
+        app.settings.features.ensemble = 32;
+        app.settings.features.mode = Mode::Noisy;
     }
     h.step();
     assert!(h.state().busy(), "the noisy extraction should be running");
@@ -553,7 +553,7 @@ fn a_corrupt_image_dropped_on_b_shows_an_error_and_keeps_the_state() {
         .features_of(Mode::Clean)
         .expect("features")
         .generation;
-    let q_before = h.state().settings.query;
+    let q_before = h.state().committed_query();
 
     // JPEG signature, then garbage.
     let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
@@ -578,7 +578,7 @@ fn a_corrupt_image_dropped_on_b_shows_an_error_and_keeps_the_state() {
         app.features_of(Mode::Clean).expect("features").generation,
         gen_before
     );
-    assert_eq!(app.settings.query, q_before);
+    assert_eq!(app.committed_query(), q_before);
 
     // A good file dropped on B replaces B only.
     let good = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/chelsea.png"))
@@ -673,12 +673,12 @@ fn talk_mode_keys_move_switch_and_save() {
     click_image(&mut h, Side::A, 256.5, 256.5);
     h.remove_cursor();
     h.step();
-    let q0 = h.state().settings.query.expect("query");
+    let q0 = h.state().committed_query().expect("query");
     // One feature cell of us6 in A: stride 16 at 256 px model size for a
     // 512 px image = 32 px.
     h.key_press(Key::ArrowRight);
     h.step();
-    let q1 = h.state().settings.query.expect("query");
+    let q1 = h.state().committed_query().expect("query");
     assert!(
         (q1.x - q0.x - 32.0).abs() < 1e-3 && q1.y == q0.y,
         "{q0:?} -> {q1:?}"
@@ -686,35 +686,35 @@ fn talk_mode_keys_move_switch_and_save() {
     // Shift+Arrow moves four cells.
     h.key_press_modifiers(egui::Modifiers::SHIFT, Key::ArrowDown);
     h.step();
-    let q2 = h.state().settings.query.expect("query");
+    let q2 = h.state().committed_query().expect("query");
     assert!(
         (q2.y - q1.y - 4.0 * 32.0).abs() < 1e-3 && q2.x == q1.x,
         "{q1:?} -> {q2:?}"
     );
     h.key_press(Key::Num9);
     h.step();
-    assert_eq!(h.state().settings.layer, FeatureKey::Us9);
+    assert_eq!(h.state().settings.features.layer, FeatureKey::Us9);
     h.key_press(Key::Num0);
     h.step();
-    assert_eq!(h.state().settings.layer, FeatureKey::Us10);
+    assert_eq!(h.state().settings.features.layer, FeatureKey::Us10);
     h.key_press(Key::Minus);
     h.step();
-    assert_eq!(h.state().settings.layer, FeatureKey::Us9);
+    assert_eq!(h.state().settings.features.layer, FeatureKey::Us9);
     h.key_press(Key::Equals);
     h.step();
-    assert_eq!(h.state().settings.layer, FeatureKey::Us10);
+    assert_eq!(h.state().settings.features.layer, FeatureKey::Us10);
     h.key_press(Key::Num6);
     h.key_press(Key::N);
     h.step();
     h.step();
-    assert_eq!(h.state().settings.mode, Mode::Noisy);
+    assert_eq!(h.state().settings.features.mode, Mode::Noisy);
     h.key_press(Key::M);
     h.step();
     assert_eq!(h.state().settings.view, View::Compare);
     h.key_press(Key::C);
     h.step();
     assert_eq!(
-        (h.state().settings.mode, h.state().settings.view),
+        (h.state().settings.features.mode, h.state().settings.view),
         (Mode::Clean, View::Correspondence)
     );
     wait_settled(&mut h);
@@ -824,11 +824,11 @@ fn settings_persist_between_runs() {
         let mut h = harness_with(o);
         wait_settled(&mut h);
         let app = h.state_mut();
-        app.settings.layer = FeatureKey::Us8;
-        app.settings.mode = Mode::Noisy;
-        app.settings.t = 333.0;
-        app.settings.colormap = cleandift::render::Colormap::Viridis;
-        app.settings.opacity = 0.35;
+        app.settings.features.layer = FeatureKey::Us8;
+        app.settings.features.mode = Mode::Noisy;
+        app.settings.features.t = 333.0;
+        app.settings.display.colormap = cleandift::render::Colormap::Viridis;
+        app.settings.display.opacity = 0.35;
         app.settings.view = View::Compare;
         app.settings.image_paths[1] =
             Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/coffee.png"));
@@ -844,11 +844,11 @@ fn settings_persist_between_runs() {
             CleanDiftApp::new(cc, o)
         });
     let restored = h.state().settings.clone();
-    assert_eq!(restored.layer, saved.layer);
-    assert_eq!(restored.mode, saved.mode);
-    assert_eq!(restored.t, 333.0);
-    assert_eq!(restored.colormap, saved.colormap);
-    assert_eq!(restored.opacity, saved.opacity);
+    assert_eq!(restored.features.layer, saved.features.layer);
+    assert_eq!(restored.features.mode, saved.features.mode);
+    assert_eq!(restored.features.t, 333.0);
+    assert_eq!(restored.display.colormap, saved.display.colormap);
+    assert_eq!(restored.display.opacity, saved.display.opacity);
     assert_eq!(restored.view, View::Compare);
     wait(&mut h, "the remembered image", 60, |app| {
         app.image(Side::B).is_some_and(|s| s.name == "coffee.png")
@@ -861,7 +861,7 @@ fn a_click_in_b_queries_the_other_way_and_swap_follows() {
     wait_settled(&mut h);
     click_image(&mut h, Side::B, 150.5, 300.5);
     h.step();
-    let q = h.state().settings.query.expect("query");
+    let q = h.state().committed_query().expect("query");
     assert_eq!(q.side, Side::B);
     let a = h.state_mut().committed_answer(Mode::Clean).expect("answer");
     let (ex, ey, _) = engine_best(h.state(), Mode::Clean, FeatureKey::Us6, q);
@@ -878,7 +878,7 @@ fn a_click_in_b_queries_the_other_way_and_swap_follows() {
     let app = h.state();
     assert_eq!(app.image(Side::A).expect("A").image.hash, hb);
     assert_eq!(app.image(Side::B).expect("B").image.hash, ha);
-    assert_eq!(app.settings.query.map(|q| q.side), Some(Side::A));
+    assert_eq!(app.committed_query().map(|q| q.side), Some(Side::A));
     wait_settled(&mut h);
     assert!(h.state_mut().committed_answer(Mode::Clean).is_some());
 }
@@ -888,12 +888,16 @@ fn hovering_previews_without_committing() {
     let mut h = harness();
     wait_settled(&mut h);
     click_image(&mut h, Side::A, 100.5, 100.5);
-    let committed = h.state().settings.query;
+    let committed = h.state().committed_query();
     let pos = screen(h.state(), Side::A, 350.0, 380.0);
     h.hover_at(pos);
     h.step();
     let shown = h.state().shown_query().expect("shown");
-    assert_eq!(h.state().settings.query, committed, "hover must not commit");
+    assert_eq!(
+        h.state().committed_query(),
+        committed,
+        "hover must not commit"
+    );
     assert!((shown.x - 350.0).abs() < 1.0 && (shown.y - 380.0).abs() < 1.0);
     assert!(h.state_mut().answer(Mode::Clean, shown).is_some());
     h.remove_cursor();
@@ -904,21 +908,21 @@ fn hovering_previews_without_committing() {
 #[test]
 fn the_noisy_view_follows_the_t_slider_cached_per_t() {
     let mut h = harness();
-    h.state_mut().settings.mode = Mode::Noisy;
-    h.state_mut().settings.ensemble = 2;
+    h.state_mut().settings.features.mode = Mode::Noisy;
+    h.state_mut().settings.features.ensemble = 2;
     wait_settled(&mut h);
     let first = h.state().features_of(Mode::Noisy).expect("noisy").clone();
     assert_eq!(first.t_used, 261.0);
     h.get_by_role_and_label(egui::Role::Slider, "t")
         .set_value_accesskit(500.0);
     h.step();
-    assert_eq!(h.state().settings.t, 500.0);
+    assert_eq!(h.state().settings.features.t, 500.0);
     wait_settled(&mut h);
     let second = h.state().features_of(Mode::Noisy).expect("noisy").clone();
     assert_eq!(second.t_used, 500.0);
     assert!(second.label.contains("t=500"), "{}", second.label);
     // Back to 261: served from the cache (the same prepared features).
-    h.state_mut().settings.t = 261.0;
+    h.state_mut().settings.features.t = 261.0;
     wait_settled(&mut h);
     let third = h.state().features_of(Mode::Noisy).expect("noisy");
     assert_eq!(third.generation, first.generation);
@@ -943,7 +947,7 @@ fn a_bad_model_folder_says_what_to_do() {
     // The images still show (they decode on their own lane, maybe after
     // the load failed); choosing tiny-sd21 then works.
     wait(&mut h, "image A", 30, |app| app.image(Side::A).is_some());
-    h.state_mut().settings.preset = cleandift::app::ModelPreset::TinySd21;
+    h.state_mut().settings.backbone.preset = cleandift::app::ModelPreset::TinySd21;
     h.state_mut().load_backbone();
     wait_settled(&mut h);
 }
@@ -973,7 +977,7 @@ fn docs_screenshots() {
     };
     shot(&mut h, "correspondence.png");
     h.state_mut().settings.view = View::Compare;
-    h.state_mut().settings.compare_naive = true;
+    h.state_mut().settings.compare.naive = true;
     wait_settled(&mut h);
     shot(&mut h, "compare.png");
     h.state_mut().settings.view = View::Pca;
@@ -982,7 +986,7 @@ fn docs_screenshots() {
     });
     shot(&mut h, "pca.png");
     h.state_mut().settings.view = View::Correspondence;
-    h.state_mut().settings.compare_naive = false;
+    h.state_mut().settings.compare.naive = false;
     h.state_mut().set_talk(true);
     wait_settled(&mut h);
     shot(&mut h, "talk.png");
@@ -1169,7 +1173,7 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     // start) loads it, and the panel does not say "(not applied)".
     assert!(student_file.is_absolute(), "{}", student_file.display());
     assert_eq!(
-        h.state().settings.student,
+        h.state().settings.backbone.student,
         student_file.display().to_string()
     );
     assert_eq!(
@@ -1261,7 +1265,7 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     let es = extract(&bb, &img(Side::A), &s, None, &mut |_| {}).expect("extract A");
     let et = extract(&bb, &img(Side::B), &s, None, &mut |_| {}).expect("extract B");
     assert!(!es.naive_clean);
-    let layer = h.state().settings.layer;
+    let layer = h.state().settings.features.layer;
     let vs = MatchView::new(es.map(layer).expect("layer"), es.geometry).expect("view");
     let vt = MatchView::new(et.map(layer).expect("layer"), et.geometry).expect("view");
     let m = vt
@@ -1281,7 +1285,7 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     // step keeps the finished student loaded and its file byte for byte;
     // the cancelled run's checkpoint lies in a run folder of its own and is
     // offered as a separate choice.
-    let first = std::path::PathBuf::from(h.state().settings.student.clone());
+    let first = std::path::PathBuf::from(h.state().settings.backbone.student.clone());
     let first_bytes = std::fs::read(&first).expect("first student");
     let first_info = h.state().backbone_info().expect("backbone").clone();
     h.state_mut().settings.train.run.steps = 100_000;
@@ -1294,7 +1298,10 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     let run2 = h.state().training().expect("run 2").clone();
     let s2 = run2.finished.clone().expect("finished");
     assert!(s2.cancelled, "{s2:?}");
-    assert_eq!(h.state().settings.student, first.display().to_string());
+    assert_eq!(
+        h.state().settings.backbone.student,
+        first.display().to_string()
+    );
     let info = h.state().backbone_info().expect("backbone").clone();
     assert_eq!(info.choice, first_info.choice);
     assert!(info.has_student);
@@ -1316,7 +1323,10 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
     );
     // The separate choice loads the cancelled run's student.
     click_label(&mut h, "Use the cancelled run's student");
-    assert_eq!(h.state().settings.student, second.display().to_string());
+    assert_eq!(
+        h.state().settings.backbone.student,
+        second.display().to_string()
+    );
     wait(&mut h, "the backbone with run 2's student", 120, |app| {
         app.backbone_info()
             .is_some_and(|i| i.choice.student.as_deref() == Some(&*second.display().to_string()))
@@ -1364,7 +1374,7 @@ fn a_model_change_says_it_is_not_applied_until_load() {
     let mut h = harness();
     wait_settled(&mut h);
     assert!(h.query_by_label("not applied — press Load").is_none());
-    h.state_mut().settings.preset = cleandift::app::ModelPreset::TinySd15;
+    h.state_mut().settings.backbone.preset = cleandift::app::ModelPreset::TinySd15;
     h.step();
     h.step();
     assert!(
@@ -1481,8 +1491,8 @@ fn a_bad_image_on_the_command_line_leaves_b_empty_with_the_error_standing() {
 fn a_cancelled_extraction_note_goes_when_the_features_arrive() {
     let mut h = harness();
     wait_settled(&mut h);
-    h.state_mut().settings.mode = Mode::Noisy;
-    h.state_mut().settings.ensemble = 4;
+    h.state_mut().settings.features.mode = Mode::Noisy;
+    h.state_mut().settings.features.ensemble = 4;
     h.step();
     // Checked before the next frame drains the worker's answer, so the
     // outcome does not depend on how fast the extraction was.
@@ -1573,9 +1583,9 @@ fn the_sweep_view_plots_each_t_sets_t_on_click_and_exports() {
     h.step();
 
     // Clicking the t=300 point sets the main t slider.
-    assert_ne!(h.state().settings.t, 300.0);
+    assert_ne!(h.state().settings.features.t, 300.0);
     click_at(&mut h, plotted[1].1);
-    assert_eq!(h.state().settings.t, 300.0);
+    assert_eq!(h.state().settings.features.t, 300.0);
     h.remove_cursor();
     h.step();
 
@@ -1727,7 +1737,7 @@ fn the_gallery_answers_a_click_in_every_target_as_two_image_runs_do() {
     click_image(&mut h, Side::A, 230.5, 150.5);
     h.remove_cursor();
     h.step();
-    let q = h.state().settings.query.expect("query");
+    let q = h.state().committed_query().expect("query");
     assert_eq!(q.side, Side::A);
     let mut answers = Vec::new();
     for i in 0..3 {
@@ -1789,7 +1799,7 @@ fn the_gallery_answers_a_click_in_every_target_as_two_image_runs_do() {
     fig.to_png(1.0).expect("png");
 
     // Clean vs noisy: two pictures per target.
-    h.state_mut().settings.gallery_both = true;
+    h.state_mut().settings.gallery.both = true;
     wait(&mut h, "noisy gallery features", 120, |app| {
         gallery_settled(app, 3, &[Mode::Clean, Mode::Noisy])
     });
@@ -1800,7 +1810,7 @@ fn the_gallery_answers_a_click_in_every_target_as_two_image_runs_do() {
     assert_eq!(h.state().gallery_rects().len(), 6);
 
     // The same pair in the correspondence view gives the same answer.
-    h.state_mut().settings.gallery_both = false;
+    h.state_mut().settings.gallery.both = false;
     h.state_mut().settings.view = View::Correspondence;
     let path = dir.path().join("coffee.png");
     h.state_mut()
@@ -1870,7 +1880,7 @@ fn docs_gallery_screenshot() {
     ]
     .map(|n| cleandift::worker::ImageSource::Path(assets.join(n)));
     h.state_mut().add_targets(targets.to_vec());
-    h.state_mut().settings.gallery_both = true;
+    h.state_mut().settings.gallery.both = true;
     wait(&mut h, "the gallery", 300, |app| {
         gallery_settled(app, 4, &[Mode::Clean, Mode::Noisy])
     });

@@ -168,7 +168,7 @@ fn s_saves_the_window_and_e_exports_the_figure() {
     h.get_by_label("Open folder");
 
     // E: the figure at 2x as PNG, SVG and JSON under one name.
-    h.state_mut().settings.figure_scale = 2;
+    h.state_mut().settings.export.figure_scale = 2;
     let fig = cleandift::app::figure_view::view_figure(h.state_mut()).expect("figure");
     let layout = fig.layout().expect("layout");
     h.key_press(Key::E);
@@ -206,7 +206,7 @@ fn s_saves_the_window_and_e_exports_the_figure() {
     let y = ((bar.y + bar.h / 2.0) * 2.0) as u32;
     let x0 = (bar.x * 2.0).round() as u32;
     let x1 = ((bar.x + bar.w) * 2.0).round() as u32 - 1;
-    let cmap = h.state().settings.colormap;
+    let cmap = h.state().settings.display.colormap;
     let want = |v: f32| Colormap::rgb(cmap, v).map(|c| (c * 255.0).round() as u8);
     let close = |a: [u8; 3], b: [u8; 3]| {
         a.iter()

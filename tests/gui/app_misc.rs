@@ -71,7 +71,7 @@ fn a_downscaled_image_is_captioned_and_exported_in_original_pixels() {
 
     // A click in A: the export names original pixels of A.
     click_image(&mut h, Side::A, 1000.5, 100.5);
-    let q = h.state().settings.query.expect("query");
+    let q = h.state().committed_query().expect("query");
     assert_eq!(q.side, Side::A);
     let ans = h.state_mut().committed_answer(Mode::Clean).expect("answer");
     let doc = json(h.state_mut());
@@ -113,7 +113,7 @@ fn a_downscaled_image_is_captioned_and_exported_in_original_pixels() {
 
     // A click in B: the best match lands in A, in A's original pixels.
     click_image(&mut h, Side::B, bw as f32 * 0.5, bh as f32 * 0.5);
-    let q = h.state().settings.query.expect("query");
+    let q = h.state().committed_query().expect("query");
     assert_eq!(q.side, Side::B);
     let ans = h.state_mut().committed_answer(Mode::Clean).expect("answer");
     let doc = json(h.state_mut());
@@ -149,7 +149,7 @@ fn a_launch_query_names_original_pixels_of_a_downscaled_image() {
     wait(&mut h, "images", 120, |app| {
         app.image(Side::A).is_some() && app.image(Side::B).is_some()
     });
-    let q = h.state().settings.query.expect("query");
+    let q = h.state().committed_query().expect("query");
     assert_eq!((q.side, q.x, q.y), (Side::A, 3000.25, 150.25));
 }
 
@@ -165,8 +165,8 @@ fn dino_and_fused_columns_name_their_timestep_in_words_never_nan() {
         export_dir: Some(dir.path().to_path_buf()),
         ..opts()
     });
-    h.state_mut().settings.compare_dino = true;
-    h.state_mut().settings.compare_fused = true;
+    h.state_mut().settings.compare.dino = true;
+    h.state_mut().settings.compare.fused = true;
     let fused = Column::fused(Mode::Clean);
     wait(&mut h, "DINOv2 and fused features", 240, |app| {
         settled(app) && app.features_current(Column::DINO) && app.features_current(fused)
@@ -240,7 +240,7 @@ fn a_damaged_settings_file_is_kept_beside_it_and_reported_in_the_app() {
             .collect();
         assert_eq!(kept.len(), 1, "{} names one kept file", m.hint);
         assert_eq!(std::fs::read_to_string(&kept[0]).expect("kept"), junk);
-        assert_eq!(app.settings.t, 261.0, "defaults");
+        assert_eq!(app.settings.features.t, 261.0, "defaults");
         drop(h);
         std::fs::remove_file(&kept[0]).expect("remove");
     }
@@ -249,8 +249,8 @@ fn a_damaged_settings_file_is_kept_beside_it_and_reported_in_the_app() {
     std::fs::write(&file, "{\"app\": \"(t: 500.0, mode: naive)\"}").expect("write");
     let mut h = settings_harness(&file);
     h.step();
-    assert_eq!(h.state().settings.t, 500.0);
-    assert_eq!(h.state().settings.mode, Mode::Naive);
+    assert_eq!(h.state().settings.features.t, 500.0);
+    assert_eq!(h.state().settings.features.mode, Mode::Naive);
     assert!(
         h.state()
             .messages()

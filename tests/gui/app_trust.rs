@@ -289,7 +289,7 @@ fn a_failed_load_keeps_the_running_backbone_named_and_working() {
     let running = h.state().backbone_info().expect("running").clone();
 
     // Backbone → Model: Local folder; type a path that does not exist; Load.
-    h.state_mut().settings.preset = ModelPreset::Folder;
+    h.state_mut().settings.backbone.preset = ModelPreset::Folder;
     h.step();
     h.step();
     type_into(
@@ -297,7 +297,10 @@ fn a_failed_load_keeps_the_running_backbone_named_and_working() {
         "diffusers folder path",
         "/nonexistent/diffusers-folder",
     );
-    assert_eq!(h.state().settings.folder, "/nonexistent/diffusers-folder");
+    assert_eq!(
+        h.state().settings.backbone.folder,
+        "/nonexistent/diffusers-folder"
+    );
     click_button(&mut h, "Load");
     wait(&mut h, "the load to fail", 60, |app| {
         !matches!(app.backbone_state(), BackboneState::Loading { .. })
@@ -337,7 +340,7 @@ fn a_failed_load_keeps_the_running_backbone_named_and_working() {
     );
 
     // Naive: its features come, from the running backbone.
-    h.state_mut().settings.mode = Mode::Naive;
+    h.state_mut().settings.features.mode = Mode::Naive;
     wait(&mut h, "naive features after the failed load", 300, settled);
     {
         let app = h.state_mut();
@@ -352,7 +355,7 @@ fn a_failed_load_keeps_the_running_backbone_named_and_working() {
         );
     }
     // Choosing the running model again is not "not applied".
-    h.state_mut().settings.preset = ModelPreset::TinySd21;
+    h.state_mut().settings.backbone.preset = ModelPreset::TinySd21;
     h.step();
     h.step();
     assert!(h.query_by_label("not applied — press Load").is_none());

@@ -13,8 +13,8 @@ use cleandift::features::preprocess::{LoadedImage, SizeSpec};
 use cleandift::features::source::Source;
 use cleandift::model::FeatureKey;
 use cleandift::worker::{
-    BackboneChoice, Event, ImageSource, Job, Request, RequestId, SOURCE_LAYER, Side, WorkerGone,
-    WorkerHandle,
+    BackboneChoice, Event, ExtractJob, ImageSource, Job, Request, RequestId, SOURCE_LAYER, Side,
+    WorkerGone, WorkerHandle,
 };
 
 fn spawn() -> (WorkerHandle, Arc<AtomicUsize>) {
@@ -106,11 +106,13 @@ fn extract(
 ) -> RequestId {
     let id = w.next_id();
     w.send(Request::Extract {
-        id,
-        backbone,
-        images: imgs.clone(),
-        settings: s,
-        thumb_side: 64,
+        job: ExtractJob {
+            id,
+            backbone,
+            images: imgs.clone(),
+            settings: s,
+            thumb_side: 64,
+        },
         previous_student: false,
     })
     .expect("send");
@@ -157,11 +159,13 @@ fn superseded_requests_are_skipped_and_ids_name_the_answers() {
     // the feature cache: nothing extracted, nothing timed.
     let again = w.next_id();
     w.send(Request::Extract {
-        id: again,
-        backbone: bb,
-        images: imgs.clone(),
-        settings: settings(Mode::Clean, 192, 1),
-        thumb_side: 32,
+        job: ExtractJob {
+            id: again,
+            backbone: bb,
+            images: imgs.clone(),
+            settings: settings(Mode::Clean, 192, 1),
+            thumb_side: 32,
+        },
         previous_student: false,
     })
     .expect("send");
@@ -279,10 +283,13 @@ fn extract_source(
 ) -> RequestId {
     let id = w.next_id();
     w.send(Request::ExtractSource {
-        id,
-        backbone,
-        images: imgs.clone(),
-        settings: s,
+        job: ExtractJob {
+            id,
+            backbone,
+            images: imgs.clone(),
+            settings: s,
+            thumb_side: 64,
+        },
         source,
         fusion: FusionSettings {
             dino: DinoSettings {
@@ -291,7 +298,6 @@ fn extract_source(
             },
             ..FusionSettings::default()
         },
-        thumb_side: 64,
     })
     .expect("send");
     id

@@ -9,6 +9,7 @@ mod kittest_common;
 mod app;
 mod app_export;
 mod app_misc;
+mod app_routing;
 mod app_trust;
 mod app_worker;
 mod text_layout;

@@ -179,7 +179,7 @@ fn run_views(images: Option<[ImageSource; 2]>, pair: &str) -> Vec<String> {
             &format!("{pair} compare, 2 columns"),
             &mut all,
         );
-        h.state_mut().settings.compare_naive = true;
+        h.state_mut().settings.compare.naive = true;
         settle(&mut h);
         check(
             &mut h,
@@ -187,8 +187,8 @@ fn run_views(images: Option<[ImageSource; 2]>, pair: &str) -> Vec<String> {
             &format!("{pair} compare, 3 columns"),
             &mut all,
         );
-        h.state_mut().settings.compare_dino = true;
-        h.state_mut().settings.compare_fused = true;
+        h.state_mut().settings.compare.dino = true;
+        h.state_mut().settings.compare.fused = true;
         settle(&mut h);
         check(
             &mut h,
@@ -260,7 +260,7 @@ fn run_views(images: Option<[ImageSource; 2]>, pair: &str) -> Vec<String> {
             &format!("{pair} gallery, 3 targets"),
             &mut all,
         );
-        h.state_mut().settings.gallery_both = true;
+        h.state_mut().settings.gallery.both = true;
         settle(&mut h);
         check(
             &mut h,

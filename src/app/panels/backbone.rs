@@ -5,13 +5,13 @@ use egui::{Color32, RichText};
 use super::shorten;
 use super::status::ERROR;
 use crate::app::dialogs::DialogKind;
-use crate::app::settings::Settings;
+use crate::app::settings::BackboneSettings;
 use crate::app::state::BackboneState;
 use crate::app::{Command, ModelPreset};
 
 pub(super) fn backbone_section(
     ui: &mut egui::Ui,
-    s: &mut Settings,
+    s: &mut BackboneSettings,
     backbone: &BackboneState,
     cmds: &mut Vec<Command>,
 ) {
@@ -71,7 +71,7 @@ pub(super) fn backbone_section(
                         ui.selectable_value(&mut s.dtype, d.to_string(), d);
                     }
                 });
-            let choice = s.backbone_choice();
+            let choice = s.choice();
             if browse {
                 cmds.push(Command::Dialog(DialogKind::Folder));
             }

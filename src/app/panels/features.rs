@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use egui::RichText;
 
-use crate::app::settings::Settings;
+use crate::app::settings::{
+    CompareSettings, DisplaySettings, FeatureSettings, MatchSettings, PcaSettings,
+};
 use crate::app::{ColumnSource, Command, RangeMode, SizeChoice, View};
 use crate::features::extract::{DEFAULT_T, Mode};
 use crate::model::FeatureKey;
@@ -12,7 +14,8 @@ use crate::render::Colormap;
 
 pub(super) fn features_section(
     ui: &mut egui::Ui,
-    s: &mut Settings,
+    s: &mut FeatureSettings,
+    view: View,
     channels: Option<BTreeMap<FeatureKey, usize>>,
     extract_blocked: bool,
     last_extraction: Option<String>,
@@ -52,7 +55,7 @@ pub(super) fn features_section(
                         }
                     }
                 });
-            let t_used = s.mode != Mode::Clean || matches!(s.view, View::Compare | View::Sweep);
+            let t_used = s.mode != Mode::Clean || matches!(view, View::Compare | View::Sweep);
             ui.add_enabled(
                 t_used,
                 egui::Slider::new(&mut s.t, 0.0..=999.0)
@@ -124,69 +127,73 @@ pub(crate) fn layer_shortcut(key: FeatureKey) -> Option<char> {
     }
 }
 
-pub(super) fn overlay_section(ui: &mut egui::Ui, s: &mut Settings) {
+pub(super) fn overlay_section(ui: &mut egui::Ui, d: &mut DisplaySettings, m: &mut MatchSettings) {
     egui::CollapsingHeader::new("Overlay")
         .default_open(true)
         .show(ui, |ui| {
             egui::ComboBox::from_label("Colormap")
-                .selected_text(format!("{:?}", s.colormap))
+                .selected_text(format!("{:?}", d.colormap))
                 .show_ui(ui, |ui| {
                     for c in Colormap::ALL {
-                        ui.selectable_value(&mut s.colormap, c, format!("{c:?}"));
+                        ui.selectable_value(&mut d.colormap, c, format!("{c:?}"));
                     }
                 });
-            ui.add(egui::Slider::new(&mut s.opacity, 0.0..=1.0).text("Opacity"));
+            ui.add(egui::Slider::new(&mut d.opacity, 0.0..=1.0).text("Opacity"));
             ui.horizontal(|ui| {
                 ui.label("Range");
-                ui.radio_value(&mut s.range, RangeMode::Auto, "auto")
+                ui.radio_value(&mut d.range, RangeMode::Auto, "auto")
                     .on_hover_text("Each heatmap from its own minimum to maximum");
-                ui.radio_value(&mut s.range, RangeMode::Fixed, "fixed")
+                ui.radio_value(&mut d.range, RangeMode::Fixed, "fixed")
                     .on_hover_text("Fixed cosine similarity values");
             });
-            if s.range == RangeMode::Fixed {
-                ui.add(egui::Slider::new(&mut s.lo, -1.0..=1.0).text("from"));
-                ui.add(egui::Slider::new(&mut s.hi, -1.0..=1.0).text("to"));
-                if s.lo >= s.hi {
-                    s.hi = (s.lo + 0.01).min(1.0);
-                    s.lo = s.lo.min(s.hi - 0.01);
+            if d.range == RangeMode::Fixed {
+                ui.add(egui::Slider::new(&mut d.lo, -1.0..=1.0).text("from"));
+                ui.add(egui::Slider::new(&mut d.hi, -1.0..=1.0).text("to"));
+                if d.lo >= d.hi {
+                    d.hi = (d.lo + 0.01).min(1.0);
+                    d.lo = d.lo.min(d.hi - 0.01);
                 }
             }
             ui.horizontal(|ui| {
-                let l = ui.checkbox(&mut s.show_top_k, "Top-k");
-                ui.add(egui::DragValue::new(&mut s.top_k).range(1..=20))
+                let l = ui.checkbox(&mut m.show_top_k, "Top-k");
+                ui.add(egui::DragValue::new(&mut m.top_k).range(1..=20))
                     .labelled_by(l.id)
                     .on_hover_text("Matches listed and marked, at least one feature cell apart");
             });
             ui.add(
-                egui::Slider::new(&mut s.tolerance_cells, 0.0..=4.0)
+                egui::Slider::new(&mut m.tolerance_cells, 0.0..=4.0)
                     .step_by(0.25)
                     .text("Mutual tolerance (cells)"),
             )
             .on_hover_text(
                 "A match is mutual when B's match leads back within this many feature cells",
             );
-            ui.checkbox(&mut s.hover_preview, "Live hover preview");
+            ui.checkbox(&mut m.hover_preview, "Live hover preview");
         });
 }
 
-pub(super) fn compare_pca_section(ui: &mut egui::Ui, s: &mut Settings, previous: Option<String>) {
+pub(super) fn compare_pca_section(
+    ui: &mut egui::Ui,
+    c: &mut CompareSettings,
+    p: &mut PcaSettings,
+    previous: Option<String>,
+) {
     egui::CollapsingHeader::new("Compare and PCA")
         .default_open(true)
         .show(ui, |ui| {
-            ui.checkbox(&mut s.compare_naive, "Naive as a column");
+            ui.checkbox(&mut c.naive, "Naive as a column");
             if let Some(previous) = previous {
-                ui.checkbox(&mut s.compare_previous, "Previous student as a column")
+                ui.checkbox(&mut c.previous, "Previous student as a column")
                     .on_hover_text(format!(
                         "Old vs new after a fine-tune: clean features of {previous}"
                     ));
             }
-            ui.checkbox(&mut s.compare_dino, "DINOv2")
+            ui.checkbox(&mut c.dino, "DINOv2")
                 .on_hover_text("DINOv2 patch tokens as a column");
-            ui.checkbox(&mut s.compare_fused, "Fused (SD+DINO)")
-                .on_hover_text(
-                    "sd-dino fusion as a column: the diffusion features of the main mode \
+            ui.checkbox(&mut c.fused, "Fused (SD+DINO)").on_hover_text(
+                "sd-dino fusion as a column: the diffusion features of the main mode \
                      (clean, naive or noisy; PCA-reduced) with DINOv2 tokens",
-                );
+            );
             ui.horizontal(|ui| {
                 ui.label("PCA of");
                 for (v, label) in [
@@ -194,15 +201,15 @@ pub(super) fn compare_pca_section(ui: &mut egui::Ui, s: &mut Settings, previous:
                     (ColumnSource::Dino, "DINOv2 tokens"),
                     (ColumnSource::Fused, "fused"),
                 ] {
-                    ui.selectable_value(&mut s.pca_source, v, label);
+                    ui.selectable_value(&mut p.source, v, label);
                 }
             })
             .response
             .on_hover_text("Which features the PCA view colours (fused: SD+DINO in the main mode)");
-            ui.checkbox(&mut s.show_strip, "Layer strip");
-            ui.add(egui::Slider::new(&mut s.pca_opacity, 0.0..=1.0).text("PCA opacity"))
+            ui.checkbox(&mut c.show_strip, "Layer strip");
+            ui.add(egui::Slider::new(&mut p.opacity, 0.0..=1.0).text("PCA opacity"))
                 .on_hover_text("1 shows PCA colours instead of the photos");
-            ui.checkbox(&mut s.pca_joint, "Joint PCA basis")
+            ui.checkbox(&mut p.joint, "Joint PCA basis")
                 .on_hover_text("One basis for A and B: equal colours = similar features");
         });
 }

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use egui::{RichText, Role, WidgetInfo};
 
-use crate::app::ColumnSource;
-use crate::app::settings::{DINO_CHOICES, FusionChoice, MAX_DINO_SIZE, Settings};
+use crate::app::settings::{DINO_CHOICES, FusionChoice, MAX_DINO_SIZE};
 use crate::features::fusion::DEFAULT_PCA_DIM;
 use crate::model::FeatureKey;
 
@@ -21,17 +20,14 @@ const PUBLISHED: &str = "Published (sd-dino, \"A Tale of Two Features\"): us2+us
 /// Shown when a DINOv2 or fused column or the PCA of them is on.
 pub(super) fn fusion_section(
     ui: &mut egui::Ui,
-    s: &mut Settings,
+    f: &mut FusionChoice,
+    auto_dino: &str,
     channels: Option<&BTreeMap<FeatureKey, usize>>,
 ) {
-    if !(s.compare_dino || s.compare_fused || s.pca_source != ColumnSource::Sd) {
-        return;
-    }
     egui::CollapsingHeader::new("Fusion (SD+DINO)")
         .default_open(true)
         .show(ui, |ui| {
-            dino_model_choice(ui, s);
-            let f = &mut s.fusion;
+            dino_model_choice(ui, f, auto_dino);
             ui.horizontal(|ui| {
                 let l = ui.label("DINOv2 size");
                 ui.add(
@@ -62,21 +58,20 @@ pub(super) fn fusion_section(
             ui.label("Diffusion layers of the mix (also in the layer strip)");
             layer_toggles(ui, f);
             pca_dims(ui, f, channels);
-            let published = f.is_published() && s.dino_model.trim().is_empty();
+            let published = f.is_published();
             ui.horizontal(|ui| {
                 if ui
                     .add_enabled(!published, egui::Button::new("Reset to published"))
                     .on_hover_text(PUBLISHED)
                     .clicked()
                 {
-                    s.fusion = FusionChoice::default();
-                    s.dino_model.clear();
+                    *f = FusionChoice::default();
                 }
                 if published {
                     ui.label(RichText::new("published settings").weak().small());
                 }
             });
-            if let Err(e) = s.fusion.validate() {
+            if let Err(e) = f.validate() {
                 ui.colored_label(ui.visuals().error_fg_color, e);
             }
             ui.label(RichText::new(PUBLISHED).weak().small());
@@ -85,12 +80,11 @@ pub(super) fn fusion_section(
 
 /// The DINOv2 model: automatic (tiny-dino with a tiny backbone, else the
 /// published dinov2-base) or any preset.
-fn dino_model_choice(ui: &mut egui::Ui, s: &mut Settings) {
-    let auto = s.dino_model_for(&s.backbone_choice().model);
-    let shown = match DINO_CHOICES.iter().find(|(v, _)| *v == s.dino_model.trim()) {
+fn dino_model_choice(ui: &mut egui::Ui, f: &mut FusionChoice, auto: &str) {
+    let shown = match DINO_CHOICES.iter().find(|(v, _)| *v == f.dino_model.trim()) {
         Some(("", _)) => format!("auto ({auto})"),
         Some((_, label)) => (*label).to_string(),
-        None => s.dino_model.clone(),
+        None => f.dino_model.clone(),
     };
     egui::ComboBox::from_label("DINOv2 model")
         .selected_text(shown)
@@ -101,7 +95,7 @@ fn dino_model_choice(ui: &mut egui::Ui, s: &mut Settings) {
                 } else {
                     label.to_string()
                 };
-                ui.selectable_value(&mut s.dino_model, value.to_string(), label);
+                ui.selectable_value(&mut f.dino_model, value.to_string(), label);
             }
         })
         .response

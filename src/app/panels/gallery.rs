@@ -6,11 +6,11 @@ use egui::RichText;
 use crate::app::Command;
 use crate::app::dialogs::DialogKind;
 use crate::app::gallery::{GalleryState, MAX_TARGETS};
-use crate::app::settings::Settings;
+use crate::app::settings::GallerySettings;
 
 pub(super) fn gallery_section(
     ui: &mut egui::Ui,
-    settings: &mut Settings,
+    settings: &mut GallerySettings,
     gallery: &GalleryState,
     cmds: &mut Vec<Command>,
 ) {
@@ -60,7 +60,7 @@ pub(super) fn gallery_section(
                     ui.add(egui::Label::new(format!("T{} · {}{size}", i + 1, t.name)).truncate());
                 });
             }
-            ui.checkbox(&mut settings.gallery_both, "Clean vs noisy per target")
+            ui.checkbox(&mut settings.both, "Clean vs noisy per target")
                 .on_hover_text(
                     "Two pictures per target: clean and noisy at t (else the main mode)",
                 );

@@ -17,7 +17,7 @@ use std::path::Path;
 use egui::{Align, Layout, RichText};
 
 use super::dialogs::DialogKind;
-use super::settings::Settings;
+use super::settings::{ExportSettings, Settings};
 use super::state::{BackboneState, ImagesState, MessagesState, UiFlags};
 use super::{Command, View, mode_color, sample_source};
 use crate::features::extract::Mode;
@@ -77,11 +77,11 @@ pub(super) fn top_bar(
                 ui.horizontal(|ui| {
                     ui.label("Figure scale:");
                     for k in [1u32, 2, 3] {
-                        ui.selectable_value(&mut s.figure_scale, k, format!("{k}×"));
+                        ui.selectable_value(&mut s.export.figure_scale, k, format!("{k}×"));
                     }
                 });
                 ui.checkbox(
-                    &mut s.builtin_file_dialog,
+                    &mut s.export.builtin_file_dialog,
                     "Always use the in-app file chooser",
                 );
                 ui.separator();
@@ -121,8 +121,8 @@ pub(super) fn top_bar(
                     });
             }
             ui.separator();
-            let layer = s.layer;
-            let mode = s.mode;
+            let layer = s.features.layer;
+            let mode = s.features.mode;
             let talk_label = if flags.talk {
                 "Leave talk mode"
             } else {
@@ -134,7 +134,7 @@ pub(super) fn top_bar(
                 "Show panel"
             };
             let t_text = (mode != Mode::Clean || matches!(s.view, View::Compare | View::Sweep))
-                .then(|| format!("t = {:.0}", s.t));
+                .then(|| format!("t = {:.0}", s.features.t));
             // What fits beside the right-hand buttons: the full status, then
             // without the Shortcuts button (F1 and Help still open it), then
             // the short status (talk mode at 1280 px with five view tabs).
@@ -284,34 +284,49 @@ pub(super) fn side_panel(ui: &mut egui::Ui, p: SidePanel<'_>, cmds: &mut Vec<Com
             egui::ScrollArea::vertical().show(ui, |ui| {
                 images::images_section(ui, images, cmds);
                 if settings.view == View::Gallery {
-                    gallery::gallery_section(ui, settings, gallery, cmds);
+                    gallery::gallery_section(ui, &mut settings.gallery, gallery, cmds);
                 }
-                backbone::backbone_section(ui, settings, backbone, cmds);
+                backbone::backbone_section(ui, &mut settings.backbone, backbone, cmds);
                 if settings.view == View::Sweep {
-                    sweep::sweep_section(ui, settings, &sweep, cmds);
+                    sweep::sweep_section(ui, &mut settings.sweep, &sweep, cmds);
                 }
                 let channels = backbone.info().map(|i| i.channels.clone());
                 features::features_section(
                     ui,
-                    settings,
+                    &mut settings.features,
+                    settings.view,
                     channels.clone(),
                     extract_blocked,
                     last_extraction,
                     cmds,
                 );
-                features::overlay_section(ui, settings);
+                features::overlay_section(ui, &mut settings.display, &mut settings.matching);
                 let previous = backbone.info().and_then(|i| i.previous_student.clone());
-                features::compare_pca_section(ui, settings, previous);
-                fusion::fusion_section(ui, settings, channels.as_ref());
+                features::compare_pca_section(
+                    ui,
+                    &mut settings.compare,
+                    &mut settings.pca,
+                    previous,
+                );
+                // Shown when a DINOv2 or fused column or the PCA of them is on.
+                if settings.compare.dino
+                    || settings.compare.fused
+                    || settings.pca.source != super::ColumnSource::Sd
+                {
+                    let auto = settings.dino_model_for(&settings.backbone.choice().model);
+                    fusion::fusion_section(ui, &mut settings.fusion, &auto, channels.as_ref());
+                }
+                // The student a run made and the old-vs-new column: the
+                // Fine-tune panel's part spans the backbone and compare.
                 train::train_section(ui, settings, &train, cmds);
-                export_section(ui, settings, export_dir, last_export, cmds);
+                export_section(ui, &mut settings.export, export_dir, last_export, cmds);
             });
         });
 }
 
 fn export_section(
     ui: &mut egui::Ui,
-    s: &mut Settings,
+    s: &mut ExportSettings,
     export_dir: &Path,
     last_export: Option<&Path>,
     cmds: &mut Vec<Command>,

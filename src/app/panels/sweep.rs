@@ -4,7 +4,7 @@
 use egui::RichText;
 
 use crate::app::Command;
-use crate::app::settings::{Settings, SweepTab};
+use crate::app::settings::{SweepSettings, SweepTab};
 use crate::model::FeatureKey;
 
 /// What the Sweep section shows about the series.
@@ -34,14 +34,13 @@ fn range(ui: &mut egui::Ui, start: &mut u32, end: &mut u32, step: &mut u32, id: 
 
 pub(in crate::app) fn sweep_section(
     ui: &mut egui::Ui,
-    s: &mut Settings,
+    sw: &mut SweepSettings,
     v: &SweepView,
     cmds: &mut Vec<Command>,
 ) {
     egui::CollapsingHeader::new("Sweep t")
         .default_open(true)
         .show(ui, |ui| {
-            let sw = &mut s.sweep;
             match sw.tab {
                 SweepTab::Matches => {
                     ui.label(

@@ -235,7 +235,7 @@ fn run_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mut Vec
         // checkpoint is a separate choice.
         let cancelled = run.finished.as_ref().is_some_and(|s| s.cancelled);
         let path = c.student.display().to_string();
-        if cancelled && s.student != path {
+        if cancelled && s.backbone.student != path {
             let use_it = ui
                 .button("Use the cancelled run's student")
                 .on_hover_text(format!(
@@ -243,7 +243,7 @@ fn run_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mut Vec
                     c.step
                 ));
             if use_it.clicked() {
-                s.student = path;
+                s.backbone.student = path;
                 cmds.push(Command::LoadBackbone);
             }
         }
@@ -293,7 +293,7 @@ fn run_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mut Vec
         && let Some(previous) = &v.previous_student
     {
         ui.checkbox(
-            &mut s.compare_previous,
+            &mut s.compare.previous,
             "Compare: show the previous student as a column",
         )
         .on_hover_text(format!("Old vs new: clean features of {previous}"));

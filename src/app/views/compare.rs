@@ -15,7 +15,7 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
     let b = c.big;
     let modes = c.compare_modes();
     let ncols = 1 + modes.len();
-    let strip_h = if c.settings.show_strip {
+    let strip_h = if c.settings.compare.show_strip {
         (area.height() * 0.26).clamp(90.0, 190.0 * b)
     } else {
         0.0
@@ -224,16 +224,16 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
 
 fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
     let b = c.big;
-    let mode = c.settings.mode;
+    let mode = c.settings.features.mode;
     let title_h = 20.0 * b;
     let label_h = 16.0 * b;
-    let q = c.settings.query;
+    let q = c.view.query;
     let tgt = q.map_or(Side::B, |q| q.side.other());
     let Some((w, h)) = c.images.size(tgt) else {
         return;
     };
     // With the fused column shown, the strip also shows and edits its mix.
-    let fused = c.settings.compare_fused;
+    let fused = c.settings.compare.fused;
     let mix = if fused {
         let names: Vec<&str> = c.settings.fusion.layers.iter().map(|k| k.name()).collect();
         format!(" · fused mix {} (the squares toggle it)", names.join("+"))
@@ -284,16 +284,16 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
         if let Some(t) = tile {
             let data = t.heat.overlay_data();
             let look = Look {
-                colormap: c.settings.colormap,
-                lo: match c.settings.range {
+                colormap: c.settings.display.colormap,
+                lo: match c.settings.display.range {
                     RangeMode::Auto => t.min,
-                    RangeMode::Fixed => c.settings.lo,
+                    RangeMode::Fixed => c.settings.display.lo,
                 },
-                hi: match c.settings.range {
+                hi: match c.settings.display.range {
                     RangeMode::Auto => t.max.max(t.min + 1e-4),
-                    RangeMode::Fixed => c.settings.hi,
+                    RangeMode::Fixed => c.settings.display.hi,
                 },
-                opacity: c.settings.opacity.max(0.5),
+                opacity: c.settings.display.opacity.max(0.5),
                 uv: t.heat.uv,
             };
             let marker = Marker {
@@ -311,7 +311,7 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
                 &[marker],
             );
         }
-        let current = c.settings.layer == *key;
+        let current = c.settings.features.layer == *key;
         let stroke = if current {
             Stroke::new(2.5, mode_color(mode))
         } else if resp.hovered() {

@@ -12,7 +12,7 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
     let b = c.big;
     let header_h = 24.0 * b;
     let footer_h = 70.0 * b;
-    let mode = c.settings.mode;
+    let mode = c.settings.features.mode;
     let src = c.shown_query().map_or(Side::A, |q| q.side);
 
     let layout = TwoColumns {
@@ -118,7 +118,7 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
             child.add(egui::Label::new(RichText::new(label).size(size)).wrap());
         }
         (Some(a), _) => {
-            let preview = if c.view.hover.is_some() && c.settings.query != c.view.hover {
+            let preview = if c.view.hover.is_some() && c.view.query != c.view.hover {
                 "preview · "
             } else {
                 ""

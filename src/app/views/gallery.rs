@@ -35,7 +35,7 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
         .unwrap_or((1, 1));
     let cells = grid(area, ncells, gw, gh, header_h + footer_h, gap, 4);
     let painter = ui.painter().clone();
-    let q = c.settings.query.filter(|q| q.side == Side::A);
+    let q = c.view.query.filter(|q| q.side == Side::A);
     let pic_of = |cell: &Rect| {
         Rect::from_min_max(
             Pos2::new(cell.min.x, cell.min.y + header_h),
@@ -134,7 +134,7 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
         let t_of = if mode == Mode::Clean {
             String::new()
         } else {
-            format!(" t={:.0}", c.settings.t.round())
+            format!(" t={:.0}", c.settings.features.t.round())
         };
         let mut names = vec![
             format!("{label} · {tname} · {mode}{t_of}"),
@@ -159,7 +159,11 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
             Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
             Color32::WHITE,
         );
-        let answer = q.and_then(|q| c.gallery.answer(c.settings, ti, mode, q));
+        let (layer, tol) = (
+            c.settings.features.layer,
+            c.settings.matching.tolerance_cells,
+        );
+        let answer = q.and_then(|q| c.gallery.answer(layer, tol, ti, mode, q));
         let foot = foot_of(cell, rect);
         // A target's answer of other inputs is greyed out or hidden.
         let shown = crate::app::provenance::target_freshness(
@@ -185,19 +189,6 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
         }
         match &answer {
             Some(_) if !show.draws() => {}
-            Some(a) if !show.is_current() => {
-                let data = a.heat.overlay_data();
-                let look = heat_look(c.settings, a);
-                let markers = target_markers(c, a, w, h, mode_color(mode));
-                c.view.overlay.paint(
-                    &painter,
-                    rect,
-                    slots::GALLERY + i as u64,
-                    Some(&data),
-                    &look,
-                    &markers,
-                );
-            }
             Some(a) => {
                 let data = a.heat.overlay_data();
                 let look = heat_look(c.settings, a);
@@ -210,28 +201,31 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
                     &look,
                     &markers,
                 );
-                let (x, y) = to_orig.point(a.best.x, a.best.y);
-                let (x, y, s) = (x.floor(), y.floor(), a.best.score);
-                let r = fitted_line(
-                    ui,
-                    foot,
-                    &[
-                        format!("({x:.0}, {y:.0}) · cos {s:.3}"),
-                        format!("cos {s:.3}"),
-                        format!("{s:.3}"),
-                    ],
-                    mode_color(mode),
-                    size,
-                    Align2::LEFT_CENTER,
-                );
-                // The caption for screen readers and tests.
-                let name = format!("{label} {mode}: ({x:.0}, {y:.0}) cos {s:.3}");
-                ui.interact(
-                    r,
-                    ui.make_persistent_id(("gallery caption", i)),
-                    Sense::hover(),
-                )
-                .widget_info(|| WidgetInfo::labeled(Role::Label, true, name.clone()));
+                // A stale answer keeps its overlay, not the caption.
+                if show.is_current() {
+                    let (x, y) = to_orig.point(a.best.x, a.best.y);
+                    let (x, y, s) = (x.floor(), y.floor(), a.best.score);
+                    let r = fitted_line(
+                        ui,
+                        foot,
+                        &[
+                            format!("({x:.0}, {y:.0}) · cos {s:.3}"),
+                            format!("cos {s:.3}"),
+                            format!("{s:.3}"),
+                        ],
+                        mode_color(mode),
+                        size,
+                        Align2::LEFT_CENTER,
+                    );
+                    // The caption for screen readers and tests.
+                    let name = format!("{label} {mode}: ({x:.0}, {y:.0}) cos {s:.3}");
+                    ui.interact(
+                        r,
+                        ui.make_persistent_id(("gallery caption", i)),
+                        Sense::hover(),
+                    )
+                    .widget_info(|| WidgetInfo::labeled(Role::Label, true, name.clone()));
+                }
             }
             None => {
                 let wait = target_wait(c, ti, mode);

@@ -56,19 +56,22 @@ impl Canvas<'_> {
 
     /// The hovered point while hovering, else the clicked one.
     fn shown_query(&self) -> Option<QueryPoint> {
-        self.view.hover.or(self.settings.query)
+        self.view.hover.or(self.view.query)
     }
 
     fn set_query(&mut self, q: Option<QueryPoint>) {
-        self.settings.query = q;
+        self.view.query = q;
     }
 
     fn set_layer(&mut self, layer: FeatureKey) {
-        self.settings.layer = layer;
+        self.settings.features.layer = layer;
     }
 
     fn answer(&mut self, col: impl Into<Column>, q: QueryPoint) -> Option<Arc<Answer>> {
-        self.features.answer(self.settings, col, q)
+        let s = &*self.settings;
+        let committed = self.view.query;
+        self.features
+            .answer(s.features.layer, &s.matching, committed, col, q)
     }
 
     fn features_of(&self, col: impl Into<Column>) -> Option<&Arc<PairFeatures>> {
@@ -98,11 +101,14 @@ impl Canvas<'_> {
     }
 
     fn pca(&self) -> Option<&Arc<PcaColours>> {
-        self.features.pca(self.settings, self.pca_column())
+        let s = &*self.settings;
+        self.features
+            .pca(s.features.layer, s.pca.joint, self.pca_column())
     }
 
     fn strip_tiles(&mut self) -> Option<Arc<Vec<StripTile>>> {
-        self.features.strip_tiles(self.settings)
+        self.features
+            .strip_tiles(self.settings.features.mode, self.view.query)
     }
 
     fn backbone_state(&self) -> &BackboneState {
@@ -270,9 +276,9 @@ fn pointer(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, side: Side, salt: &str
         let (x, y) = to_orig(rect, w, h, pos);
         c.set_query(Some(QueryPoint { side, x, y }));
         c.view.hover = None;
-    } else if c.settings.hover_preview
+    } else if c.settings.matching.hover_preview
         && let Some(pos) = resp.hover_pos()
-        && c.settings.query.is_none_or(|q| q.side == side)
+        && c.view.query.is_none_or(|q| q.side == side)
     {
         let (x, y) = to_orig(rect, w, h, pos);
         c.view.hover = Some(QueryPoint { side, x, y });
@@ -308,15 +314,15 @@ fn placeholder(ui: &egui::Ui, cell: Rect, text: &str) {
 /// The heatmap look of an answer under the current settings (the view and
 /// the PNG export share it).
 pub(super) fn heat_look(settings: &Settings, a: &Answer) -> Look {
-    let (lo, hi) = match settings.range {
+    let (lo, hi) = match settings.display.range {
         RangeMode::Auto => (a.min, a.max.max(a.min + 1e-4)),
-        RangeMode::Fixed => (settings.lo, settings.hi),
+        RangeMode::Fixed => (settings.display.lo, settings.display.hi),
     };
     Look {
-        colormap: settings.colormap,
+        colormap: settings.display.colormap,
         lo,
         hi,
-        opacity: settings.opacity,
+        opacity: settings.display.opacity,
         uv: a.heat.uv,
     }
 }
@@ -325,7 +331,7 @@ pub(super) fn heat_look(settings: &Settings, a: &Answer) -> Look {
 fn target_markers(c: &Canvas, a: &Answer, w: u32, h: u32, color: Color32) -> Vec<Marker> {
     let b = c.big;
     let mut m = Vec::new();
-    if c.settings.show_top_k {
+    if c.settings.matching.show_top_k {
         for s in a.top_k.iter().skip(1) {
             m.push(Marker {
                 pos: frac(w, h, s.x, s.y),
@@ -377,7 +383,7 @@ fn source_markers(
 
 /// Rank labels next to the top-k markers.
 fn rank_labels(c: &Canvas, painter: &egui::Painter, rect: Rect, a: &Answer, w: u32, h: u32) {
-    if !c.settings.show_top_k {
+    if !c.settings.matching.show_top_k {
         return;
     }
     let b = c.big;
@@ -493,7 +499,7 @@ fn colorbar(
     let w = rect.width() / n as f32;
     for i in 0..n {
         let v = (i as f32 + 0.5) / n as f32;
-        let c = c.settings.colormap.rgb(v);
+        let c = c.settings.display.colormap.rgb(v);
         let col = Color32::from_rgb(
             (c[0] * 255.0) as u8,
             (c[1] * 255.0) as u8,

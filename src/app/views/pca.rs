@@ -13,16 +13,16 @@ pub(super) fn pca_view(c: &mut Canvas, ui: &mut egui::Ui) {
     let b = c.big;
     let header_h = 24.0 * b;
     let footer_h = 44.0 * b;
-    let mode = c.settings.mode;
+    let mode = c.settings.features.mode;
     let col = c.pca_column();
-    let layer = c.settings.layer;
+    let layer = c.settings.features.layer;
     let what = if col.source == crate::app::ColumnSource::Sd {
         format!("{layer} ({mode}, ")
     } else {
         format!("{col} (")
     };
 
-    let basis = if c.settings.pca_joint {
+    let basis = if c.settings.pca.joint {
         "joint basis"
     } else {
         "per-image basis"
@@ -85,7 +85,7 @@ pub(super) fn pca_view(c: &mut Canvas, ui: &mut egui::Ui) {
                     map: p.rgb[side.index()].clone(),
                 };
                 let look = Look {
-                    opacity: c.settings.pca_opacity,
+                    opacity: c.settings.pca.opacity,
                     uv: p.uv[side.index()],
                     ..Look::default()
                 };

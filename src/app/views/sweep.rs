@@ -140,7 +140,7 @@ fn matches_tab(c: &mut Canvas, ui: &mut egui::Ui, body: Rect) {
     let legend_h = 22.0 * b;
     let images_h = (body.height() * 0.52).max(120.0);
     let top = Rect::from_min_size(body.min, Vec2::new(body.width(), images_h));
-    let layer = c.settings.layer;
+    let layer = c.settings.features.layer;
     let layout = TwoColumns {
         area: top,
         header_h,
@@ -157,14 +157,14 @@ fn matches_tab(c: &mut Canvas, ui: &mut egui::Ui, body: Rect) {
                 .image(side)
                 .map(|s| format!("{side} · {}", s.name))
                 .unwrap_or_else(|| side.name().to_string());
-            match c.settings.query {
+            match c.view.query {
                 Some(q) if q.side == side => format!("{name} · query"),
                 Some(_) => format!("{name} · noisy matches on {layer} by t"),
                 None => name,
             }
         },
     );
-    let q = c.settings.query;
+    let q = c.view.query;
     let clean = q.and_then(|q| c.answer(Mode::Clean, q));
     let has_student = c.backbone.info().is_some_and(|i| i.has_student);
     let naive = if has_student {
@@ -264,7 +264,7 @@ fn matches_tab(c: &mut Canvas, ui: &mut egui::Ui, body: Rect) {
         f64::from(*ts.first().unwrap_or(&0)),
         f64::from(*ts.last().unwrap_or(&999)),
     );
-    let main_t = c.settings.t;
+    let main_t = c.settings.features.t;
     let clean_xy = clean.as_ref().map(|a| (a.best.x, a.best.y));
     let dist = |x: f32, y: f32| {
         clean_xy.map(|(cx, cy)| f64::from(((x - cx).powi(2) + (y - cy).powi(2)).sqrt()))
@@ -304,7 +304,7 @@ fn matches_tab(c: &mut Canvas, ui: &mut egui::Ui, body: Rect) {
         &mut unused,
     );
     if let Some(t) = clicked_cos.or(clicked_dist) {
-        c.settings.t = t;
+        c.settings.features.t = t;
     }
     let legend = Rect::from_min_max(Pos2::new(body.min.x, body.max.y - legend_h), body.max);
     let mut items = vec![
@@ -475,7 +475,7 @@ fn trajectory(
         .filter(|(_, d)| *d <= 10.0 * b)
         .min_by(|a, b| a.1.total_cmp(&b.1));
     if let Some((p, _)) = near {
-        let target = c.settings.query.map_or(Side::B, |q| q.side.other());
+        let target = c.view.query.map_or(Side::B, |q| q.side.other());
         let (x, y) = c.px(target).point(p.x, p.y);
         let text = format!(
             "t={:.0} · cos {:.3} · ({:.0}, {:.0})",

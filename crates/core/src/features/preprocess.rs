@@ -37,7 +37,9 @@ pub const MAX_MODEL_SIDE: u32 = 4096;
 // Geometry
 
 /// How the image is fitted into the model input.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Fit {
     /// Resize to the model size ignoring aspect ratio (what DIFT does).
     #[default]
@@ -152,7 +154,7 @@ fn content_placement(ow: u32, oh: u32, mw: u32, mh: u32, fit: Fit) -> (u32, u32,
 /// [`native_cap_note`]).
 ///
 /// Serialises as its text form (`"model"`, `"native"`, `"640x480"`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SizeSpec {
     /// The model's default square size (512 for SD1.5, 768 for SD2.1).
     #[default]

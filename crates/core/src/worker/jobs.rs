@@ -2,29 +2,27 @@
 //! [`LaneState`] owns the backbone, the feature cache and the recently
 //! prepared pairs; the light lane's holds nothing.
 
+mod extract;
+
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::errors::{
-    JobError, UserError, backbone_error, dino_error, internal, no_backbone, train_error,
-};
+use super::errors::{JobError, UserError, backbone_error, internal, no_backbone, train_error};
 use super::handle::Outbox;
 use super::protocol::{
     BackboneChoice, BackboneInfo, Event, ImageSource, Lane, PcaColours, Progress, Request,
-    RequestId, SOURCE_LAYER, TrainData, TrainSummary,
+    RequestId, TrainData, TrainSummary,
 };
 use super::sweep;
-use crate::features::cache::{FeatureCache, cache_key};
-use crate::features::extract::{ExtractSettings, Mode, Stage};
-use crate::features::fusion::FusionSettings;
+use crate::features::cache::FeatureCache;
+use crate::features::extract::{ExtractSettings, Stage};
 use crate::features::pair::{LayerViews, PairFeatures, Side};
-use crate::features::preprocess::{LoadedImage, decode_image, load_image, native_cap_note};
-use crate::features::source::{Models, Source, extract_pair, source_cache_key};
+use crate::features::preprocess::{LoadedImage, decode_image, load_image};
 use crate::matching::{PcaMode, PcaOptions, pca_rgb};
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
-use crate::model::dino::{DinoModel, DinoSpec};
+use crate::model::dino::DinoModel;
 use crate::model::weights::{Backbone, BackboneSpec, LoadEvent, Student, StudentSource};
 use crate::model::{FeatureKey, ModelError};
 use crate::train::{TrainConfig, TrainEvent, train};
@@ -37,15 +35,44 @@ const PREPARED_KEEP: usize = 8;
 /// Download progress is reported at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 
-/// An extraction as [`Request::Extract`] asks for it.
-pub(super) struct ExtractJob {
-    pub id: RequestId,
-    /// The id of the backbone that must run it.
-    pub backbone: RequestId,
-    pub images: [Arc<LoadedImage>; 2],
-    pub settings: ExtractSettings,
-    /// Longest side of the layer-strip thumbnails, pixels.
-    pub thumb_side: u32,
+/// A model load's events as progress of request `id`: downloads at most
+/// every [`PROGRESS_EVERY`] (and at their end), part names after `prefix`.
+struct LoadProgress<'a> {
+    id: RequestId,
+    prefix: &'static str,
+    out: &'a Outbox,
+    last: Mutex<Instant>,
+}
+
+impl<'a> LoadProgress<'a> {
+    fn new(id: RequestId, prefix: &'static str, out: &'a Outbox) -> Self {
+        LoadProgress {
+            id,
+            prefix,
+            out,
+            last: Mutex::new(Instant::now() - PROGRESS_EVERY),
+        }
+    }
+
+    fn report(&self, ev: LoadEvent) {
+        let progress = match ev {
+            LoadEvent::Downloading { file, done, total } => {
+                let mut last = match self.last.lock() {
+                    Ok(l) => l,
+                    Err(p) => p.into_inner(),
+                };
+                if done < total && last.elapsed() < PROGRESS_EVERY {
+                    return;
+                }
+                *last = Instant::now();
+                Progress::Downloading { file, done, total }
+            }
+            LoadEvent::Loading { part } => Progress::Loading {
+                part: format!("{}{part}", self.prefix),
+            },
+        };
+        self.out.progress(self.id, progress);
+    }
 }
 
 pub(super) struct LaneState {
@@ -88,61 +115,17 @@ impl LaneState {
                 out,
             ),
             Request::Extract {
-                id,
-                backbone,
-                images,
-                settings,
-                thumb_side,
-                previous_student,
-            } => {
-                let job = ExtractJob {
-                    id,
-                    backbone,
-                    images,
-                    settings,
-                    thumb_side,
-                };
-                if previous_student {
-                    self.extract_previous(job, cancel, out)
-                } else {
-                    self.extract(job, cancel, out)
-                }
-            }
-            Request::ExtractTarget {
-                id,
-                backbone,
-                images,
-                settings,
-                thumb_side,
-                ..
-            } => {
-                let job = ExtractJob {
-                    id,
-                    backbone,
-                    images,
-                    settings,
-                    thumb_side,
-                };
+                job,
+                previous_student: true,
+            } => self.extract_previous(job, cancel, out),
+            Request::Extract { job, .. } | Request::ExtractTarget { job, .. } => {
                 self.extract(job, cancel, out)
             }
             Request::ExtractSource {
-                id,
-                backbone,
-                images,
-                settings,
+                job,
                 source,
                 fusion,
-                thumb_side,
-            } => {
-                let job = ExtractJob {
-                    id,
-                    backbone,
-                    images,
-                    settings,
-                    thumb_side,
-                };
-                self.extract_source(job, source, fusion, cancel, out)
-            }
+            } => self.extract_source(job, source, fusion, cancel, out),
             Request::Train {
                 id,
                 backbone,
@@ -179,6 +162,7 @@ impl LaneState {
                 settings,
                 t,
             } => self.variance_step(id, backbone, &image, &settings, t, cancel, out),
+            #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => panic!("crash requested"),
         };
         match result {
@@ -231,25 +215,8 @@ impl LaneState {
             self.cache = Some(FeatureCache::new(CACHE_BYTES, None));
         }
         self.prepared.clear();
-        let last = Mutex::new(Instant::now() - PROGRESS_EVERY);
-        let bb = Backbone::load(&spec, &|ev| {
-            let progress = match ev {
-                LoadEvent::Downloading { file, done, total } => {
-                    let mut last = match last.lock() {
-                        Ok(l) => l,
-                        Err(p) => p.into_inner(),
-                    };
-                    if done < total && last.elapsed() < PROGRESS_EVERY {
-                        return;
-                    }
-                    *last = Instant::now();
-                    Progress::Downloading { file, done, total }
-                }
-                LoadEvent::Loading { part } => Progress::Loading { part: part.into() },
-            };
-            out.progress(id, progress);
-        })
-        .map_err(user)?;
+        let progress = LoadProgress::new(id, "", out);
+        let bb = Backbone::load(&spec, &|ev| progress.report(ev)).map_err(user)?;
         let info = backbone_info(&bb, choice.clone(), None);
         self.backbone = Some((id, bb));
         self.choice = Some(choice);
@@ -259,278 +226,9 @@ impl LaneState {
         });
         Ok(())
     }
-
-    fn extract(
-        &mut self,
-        job: ExtractJob,
-        cancel: &AtomicBool,
-        out: &Outbox,
-    ) -> Result<(), JobError> {
-        let ExtractJob {
-            id,
-            backbone,
-            images,
-            settings,
-            thumb_side,
-        } = job;
-        let Some((bb_id, bb)) = &self.backbone else {
-            return Err(no_backbone());
-        };
-        if *bb_id != backbone {
-            return Err(JobError::User(UserError {
-                message: "the backbone changed before these features were extracted".into(),
-                hint: String::new(),
-            }));
-        }
-        let cache = self
-            .cache
-            .as_ref()
-            .ok_or_else(|| JobError::User(internal("no feature cache on this lane")))?;
-        settings.validate()?;
-        let key = format!(
-            "{}|{}|{}|{thumb_side}",
-            cache_key(bb, &images[0], &settings),
-            cache_key(bb, &images[1], &settings),
-            settings.size
-        );
-        if let Some(pos) = self.prepared.iter().position(|(k, _)| *k == key)
-            && let Some(entry) = self.prepared.remove(pos)
-        {
-            let features = entry.1.clone();
-            self.prepared.push_back(entry);
-            out.send(Event::Features { id, features });
-            return Ok(());
-        }
-        let mut extracted = Vec::with_capacity(2);
-        let mut secs = [None, None];
-        for side in Side::BOTH {
-            let img = &images[side.index()];
-            out.progress(id, Progress::Preprocessing { side });
-            let t0 = Instant::now();
-            // A cache hit reports no stage.
-            let mut ran = false;
-            let e = cache.get_or_extract(bb, img, &settings, Some(cancel), &mut |stage| {
-                ran = true;
-                let progress = match stage {
-                    Stage::Encoding => Progress::Encoding { side },
-                    Stage::Text => Progress::Text { side },
-                    Stage::Unet { done, total } => Progress::Unet { side, done, total },
-                };
-                out.progress(id, progress);
-            })?;
-            secs[side.index()] = ran.then(|| t0.elapsed().as_secs_f32());
-            extracted.push(e);
-        }
-        let notes = run_notes(&images, &settings, cache);
-        let mut features = PairFeatures::prepare(
-            settings,
-            [
-                (&images[0].hash, &*extracted[0]),
-                (&images[1].hash, &*extracted[1]),
-            ],
-            thumb_side,
-            Some(cancel),
-            &mut |done, total| out.progress(id, Progress::Preparing { done, total }),
-        )?;
-        features.extract_secs = secs;
-        features.notes = notes;
-        let features = Arc::new(features);
-        self.prepared.push_back((key, features.clone()));
-        while self.prepared.len() > PREPARED_KEEP {
-            self.prepared.pop_front();
-        }
-        out.send(Event::Features { id, features });
-        Ok(())
-    }
 }
 
 impl LaneState {
-    /// Loads DINOv2 `name` (on the backbone's device and dtype) unless it
-    /// is loaded; returns its index in `self.dino`.
-    fn ensure_dino(&mut self, id: RequestId, name: &str, out: &Outbox) -> Result<usize, JobError> {
-        let name = name.trim();
-        let Some((_, bb)) = &self.backbone else {
-            return Err(no_backbone());
-        };
-        // Kept per name, on the backbone's device and dtype (a backbone
-        // loaded on another device loads DINOv2 again there).
-        if let Some(i) = self.dino.iter().position(|(n, m)| {
-            n == name && m.net.device().same_device(&bb.device) && m.net.dtype() == bb.dtype
-        }) {
-            return Ok(i);
-        }
-        let spec = DinoSpec::new(name, bb.device.clone(), bb.dtype);
-        // One DINOv2 at a time: the old one's memory goes first.
-        self.dino.clear();
-        out.progress(
-            id,
-            Progress::Loading {
-                part: format!("DINOv2 {name}"),
-            },
-        );
-        let last = Mutex::new(Instant::now() - PROGRESS_EVERY);
-        let m = DinoModel::load(&spec, &|ev| {
-            let progress = match ev {
-                LoadEvent::Downloading { file, done, total } => {
-                    let mut last = match last.lock() {
-                        Ok(l) => l,
-                        Err(p) => p.into_inner(),
-                    };
-                    if done < total && last.elapsed() < PROGRESS_EVERY {
-                        return;
-                    }
-                    *last = Instant::now();
-                    Progress::Downloading { file, done, total }
-                }
-                LoadEvent::Loading { part } => Progress::Loading {
-                    part: format!("DINOv2 {part}"),
-                },
-            };
-            out.progress(id, progress);
-        })
-        .map_err(|e| JobError::User(dino_error(name, &e)))?;
-        self.dino.push((name.to_string(), m));
-        Ok(0)
-    }
-
-    /// Features of a [`Source`] (DINOv2, fused), prepared as one layer
-    /// ([`SOURCE_LAYER`]).
-    fn extract_source(
-        &mut self,
-        job: ExtractJob,
-        source: Source,
-        fusion: FusionSettings,
-        cancel: &AtomicBool,
-        out: &Outbox,
-    ) -> Result<(), JobError> {
-        let ExtractJob {
-            id,
-            backbone,
-            images,
-            settings,
-            thumb_side,
-        } = job;
-        match &self.backbone {
-            None => return Err(no_backbone()),
-            Some((bb_id, _)) if *bb_id != backbone => {
-                return Err(JobError::User(UserError {
-                    message: "the backbone changed before these features were extracted".into(),
-                    hint: String::new(),
-                }));
-            }
-            Some(_) => {}
-        }
-        settings.validate()?;
-        if source.needs_dino() {
-            fusion.validate()?;
-        }
-        let dino = if source.needs_dino() {
-            Some(self.ensure_dino(id, &fusion.dino.model, out)?)
-        } else {
-            None
-        };
-        let (Some((_, bb)), Some(cache)) = (&self.backbone, &self.cache) else {
-            return Err(JobError::User(internal(
-                "no backbone or feature cache on this lane",
-            )));
-        };
-        let models = Models {
-            sd: Some(bb),
-            dino: dino.and_then(|i| self.dino.get(i)).map(|(_, m)| m),
-        };
-        let key = format!(
-            "{}|{thumb_side}",
-            source_cache_key(
-                source,
-                models,
-                &[&images[0], &images[1]],
-                &settings,
-                &fusion
-            )
-        );
-        if let Some(pos) = self.prepared.iter().position(|(k, _)| *k == key)
-            && let Some(entry) = self.prepared.remove(pos)
-        {
-            let features = entry.1.clone();
-            self.prepared.push_back(entry);
-            out.send(Event::Features { id, features });
-            return Ok(());
-        }
-        out.progress(id, Progress::Preprocessing { side: Side::A });
-        // Stages restart per image: the second encode starts side B.
-        let mut encodes = 0u32;
-        let pair = extract_pair(
-            source,
-            models,
-            cache,
-            &images[0],
-            &images[1],
-            &settings,
-            &fusion,
-            Some(cancel),
-            &mut |stage| {
-                if matches!(stage, Stage::Encoding) {
-                    encodes += 1;
-                }
-                let side = if encodes >= 2 { Side::B } else { Side::A };
-                let progress = match stage {
-                    Stage::Encoding => Progress::Encoding { side },
-                    Stage::Text => Progress::Text { side },
-                    Stage::Unet { done, total } => Progress::Unet { side, done, total },
-                };
-                out.progress(id, progress);
-            },
-        )?;
-        let [a, b] = pair.map(|m| m.into_extracted(SOURCE_LAYER));
-        let mut s2 = settings;
-        if let Source::Sd(m) | Source::Fused(m) = source {
-            s2.mode = m;
-        }
-        s2.layers = vec![SOURCE_LAYER];
-        let features = PairFeatures::prepare(
-            s2,
-            [(&images[0].hash, &a), (&images[1].hash, &b)],
-            thumb_side,
-            Some(cancel),
-            &mut |done, total| out.progress(id, Progress::Preparing { done, total }),
-        )?;
-        let features = Arc::new(features);
-        self.prepared.push_back((key, features.clone()));
-        while self.prepared.len() > PREPARED_KEEP {
-            self.prepared.pop_front();
-        }
-        out.send(Event::Features { id, features });
-        Ok(())
-    }
-
-    /// Clean features of the student the last fine-tune replaced: the
-    /// students are swapped for the one extraction (the cache keys name the
-    /// student, so nothing is mixed up).
-    fn extract_previous(
-        &mut self,
-        mut job: ExtractJob,
-        cancel: &AtomicBool,
-        out: &Outbox,
-    ) -> Result<(), JobError> {
-        let Some(previous) = self.previous_student.take() else {
-            return Err(JobError::User(UserError {
-                message: "no fine-tune has replaced a student yet".into(),
-                hint: "Run a fine-tune (Fine-tune panel) first".into(),
-            }));
-        };
-        let Some((_, bb)) = self.backbone.as_mut() else {
-            self.previous_student = Some(previous);
-            return Err(no_backbone());
-        };
-        let current = std::mem::replace(&mut bb.student, previous);
-        job.settings.mode = Mode::Clean;
-        let result = self.extract(job, cancel, out);
-        if let Some((_, bb)) = self.backbone.as_mut() {
-            self.previous_student = Some(std::mem::replace(&mut bb.student, current));
-        }
-        result
-    }
-
     /// Runs a fine-tune on the loaded backbone and switches its student to
     /// the result.
     fn train(
@@ -624,25 +322,6 @@ impl LaneState {
         });
         Ok(())
     }
-}
-
-/// What the status area should say about an extraction of `images`: the
-/// `native` size cap where it applied, and the cache's notes (fewer
-/// ensemble members per pass to fit in memory, a damaged disk entry).
-fn run_notes(
-    images: &[Arc<LoadedImage>; 2],
-    s: &ExtractSettings,
-    cache: &FeatureCache,
-) -> Vec<String> {
-    let mut notes: Vec<String> = images
-        .iter()
-        .filter_map(|i| {
-            native_cap_note(s.size, i.width, i.height).map(|n| format!("{}: {n}", i.source))
-        })
-        .collect();
-    notes.dedup();
-    notes.extend(cache.take_notes());
-    notes
 }
 
 impl LaneState {

@@ -51,7 +51,8 @@ pub use crate::util::next_generation;
 pub use errors::{JobError, OFFLINE_HINT, UserError, backbone_error};
 pub use handle::{WorkerGone, WorkerHandle};
 pub use protocol::{
-    BackboneChoice, BackboneInfo, DroppedFile, DroppedFileHandle, Event, ImageSource, Job, Notify,
-    PcaColours, Progress, Request, RequestId, SOURCE_LAYER, TrainData, TrainSummary, human_bytes,
+    BackboneChoice, BackboneInfo, DroppedFile, DroppedFileHandle, Event, ExtractJob, ImageSource,
+    Job, Notify, PcaColours, Progress, Request, RequestId, SOURCE_LAYER, TrainData, TrainSummary,
+    human_bytes,
 };
 pub use sweep::{SweepPoint, VariancePoint};

@@ -99,6 +99,20 @@ impl ImageSource {
     }
 }
 
+/// A pair's features as the extract requests ask for them
+/// ([`Request::Extract`], [`Request::ExtractTarget`],
+/// [`Request::ExtractSource`]).
+#[derive(Debug, Clone)]
+pub struct ExtractJob {
+    pub id: RequestId,
+    /// The id of the [`Request::LoadBackbone`] whose backbone must run it.
+    pub backbone: RequestId,
+    pub images: [Arc<LoadedImage>; 2],
+    pub settings: ExtractSettings,
+    /// Longest side of the layer-strip thumbnails, pixels.
+    pub thumb_side: u32,
+}
+
 /// What the UI asks for.
 #[derive(Debug, Clone)]
 pub enum Request {
@@ -113,32 +127,19 @@ pub enum Request {
         side: Side,
         source: ImageSource,
     },
-    /// Features of both images (all layers in `settings.layers`), prepared
-    /// for matching. `backbone` is the id of the [`Request::LoadBackbone`]
-    /// whose backbone must run it.
+    /// Features of both images (all layers in `job.settings.layers`),
+    /// prepared for matching.
     Extract {
-        id: RequestId,
-        backbone: RequestId,
-        images: [Arc<LoadedImage>; 2],
-        settings: ExtractSettings,
-        /// Longest side of the layer-strip thumbnails, pixels.
-        thumb_side: u32,
+        job: ExtractJob,
         /// Run clean mode with the student the last fine-tune replaced
         /// (compare old vs new student); an error when there is none.
         previous_student: bool,
     },
-    /// Features of the query image and one gallery target (`images` =
+    /// Features of the query image and one gallery target (`job.images` =
     /// [A, target]), exactly as [`Request::Extract`] makes them (same
     /// cache); `target` names the gallery target, so requests for
     /// different targets (and the main pair's) never supersede each other.
-    ExtractTarget {
-        id: RequestId,
-        backbone: RequestId,
-        images: [Arc<LoadedImage>; 2],
-        settings: ExtractSettings,
-        thumb_side: u32,
-        target: u32,
-    },
+    ExtractTarget { job: ExtractJob, target: u32 },
     /// Decode an image for gallery target `target` (answered by
     /// [`Event::ImageLoaded`] with side B).
     LoadTarget {
@@ -149,18 +150,14 @@ pub enum Request {
     /// Features of both images from a [`Source`] (DINOv2 or fused; a
     /// diffusion source works too), prepared for matching as one layer
     /// ([`SOURCE_LAYER`]). The DINOv2 model `fusion.dino.model` is loaded
-    /// on first need and kept; `backbone` as for [`Request::Extract`].
+    /// on first need and kept; `job.settings` are the diffusion settings
+    /// (for the fused source's diffusion part).
     ExtractSource {
-        id: RequestId,
-        backbone: RequestId,
-        images: [Arc<LoadedImage>; 2],
-        /// The diffusion settings (for the fused source's diffusion part).
-        settings: ExtractSettings,
+        job: ExtractJob,
         source: Source,
         /// The fusion and DINOv2 settings (model: a preset, folder or hub
         /// repo id); part of the feature cache key.
         fusion: FusionSettings,
-        thumb_side: u32,
     },
     /// Fine-tunes a CleanDIFT student of the loaded backbone (`backbone`,
     /// as for [`Request::Extract`]). On success the backbone's student is
@@ -203,8 +200,9 @@ pub enum Request {
         settings: ExtractSettings,
         t: f64,
     },
-    /// Makes the model lane panic (tests of the dead-worker path).
-    #[doc(hidden)]
+    /// Makes the model lane panic (tests of the dead-worker path); only
+    /// in test builds (the `test-hooks` feature).
+    #[cfg(any(test, feature = "test-hooks"))]
     Crash { id: RequestId },
 }
 
@@ -220,15 +218,16 @@ impl Request {
         match self {
             Request::LoadBackbone { id, .. }
             | Request::LoadImage { id, .. }
-            | Request::Extract { id, .. }
-            | Request::ExtractSource { id, .. }
-            | Request::ExtractTarget { id, .. }
             | Request::LoadTarget { id, .. }
             | Request::Pca { id, .. }
             | Request::Train { id, .. }
             | Request::SweepStep { id, .. }
-            | Request::VarianceStep { id, .. }
-            | Request::Crash { id } => *id,
+            | Request::VarianceStep { id, .. } => *id,
+            Request::Extract { job, .. }
+            | Request::ExtractSource { job, .. }
+            | Request::ExtractTarget { job, .. } => job.id,
+            #[cfg(any(test, feature = "test-hooks"))]
+            Request::Crash { id } => *id,
         }
     }
 
@@ -241,10 +240,10 @@ impl Request {
                 previous_student: true,
                 ..
             } => Job::PreviousStudent,
-            Request::Extract { settings, .. } => Job::Features(settings.mode),
-            Request::ExtractTarget {
-                settings, target, ..
-            } => Job::TargetFeatures(*target, settings.mode),
+            Request::Extract { job, .. } => Job::Features(job.settings.mode),
+            Request::ExtractTarget { job, target } => {
+                Job::TargetFeatures(*target, job.settings.mode)
+            }
             Request::LoadTarget { target, .. } => Job::TargetImage(*target),
             Request::ExtractSource { source, .. } => match source {
                 Source::Sd(m) => Job::Features(*m),
@@ -255,6 +254,7 @@ impl Request {
             Request::Pca { .. } => Job::Pca,
             Request::SweepStep { .. } => Job::Sweep,
             Request::VarianceStep { .. } => Job::Variance,
+            #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => Job::Backbone,
         }
     }
@@ -263,6 +263,7 @@ impl Request {
     /// queued one runs.
     pub fn supersede_key(&self) -> Option<Job> {
         match self {
+            #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => None,
             other => Some(other.job()),
         }
@@ -276,8 +277,9 @@ impl Request {
             | Request::ExtractTarget { .. }
             | Request::Train { .. }
             | Request::SweepStep { .. }
-            | Request::VarianceStep { .. }
-            | Request::Crash { .. } => Lane::Model,
+            | Request::VarianceStep { .. } => Lane::Model,
+            #[cfg(any(test, feature = "test-hooks"))]
+            Request::Crash { .. } => Lane::Model,
             Request::LoadImage { .. } | Request::LoadTarget { .. } | Request::Pca { .. } => {
                 Lane::Light
             }
