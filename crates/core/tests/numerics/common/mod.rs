@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: fixtures and comparisons.
 #![allow(dead_code)]
 
+pub mod image_bytes;
 pub mod single_file;
 
 use std::collections::HashMap;
@@ -15,9 +16,7 @@ pub fn repo_root() -> PathBuf {
 
 /// `tests/fixtures/<shape>`.
 pub fn fixture_dir(shape: &str) -> PathBuf {
-    repo_root()
-        .join("tests/fixtures")
-        .join(shape)
+    repo_root().join("tests/fixtures").join(shape)
 }
 
 /// Copies the folder `src` into `dst` (created), recursively.
