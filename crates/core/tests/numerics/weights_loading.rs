@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use cleandift_core::model::layers::Grad;
-use cleandift_core::model::weights::{Backbone, BackboneSpec, FULL_STUDENT_PREFIX, read_safetensors};
+use cleandift_core::model::weights::{
+    Backbone, BackboneSpec, FULL_STUDENT_PREFIX, read_safetensors,
+};
 use cleandift_core::model::{FeatureKey, ModelError};
 use common::{assert_close, copy_dir, fixture_dir, get, reference};
 
@@ -70,7 +72,7 @@ fn wrong_shape_and_unexpected_keys_are_listed() {
     let (_tmp, dir) = copy_fixture("tiny-sd15");
     let mut t = unet_tensors(&dir);
     // (conv_in.weight pins in_channels, so its shape is judged with the
-    // config, before the build: see tests/weights_validation.rs.)
+    // config, before the build: see crates/core/tests/numerics/weights_validation.rs.)
     t.insert(
         "mid_block.resnets.0.conv1.weight".into(),
         Tensor::zeros((48, 48, 1, 1), DType::F16, &Device::Cpu).expect("zeros"),
