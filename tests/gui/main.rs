@@ -11,4 +11,5 @@ mod app_export;
 mod app_misc;
 mod app_trust;
 mod app_worker;
+mod talk_demo;
 mod text_layout;
