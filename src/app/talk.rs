@@ -22,6 +22,12 @@ pub fn talk_zoom(unzoomed: Vec2) -> f32 {
     TALK_ZOOM * k.clamp(1.0, 4.0)
 }
 
+/// Two sizes differ by more than rounding (a size in points times the zoom
+/// is not exact).
+fn differs(a: Vec2, b: Vec2) -> bool {
+    (a - b).abs().max_elem() > 2.0
+}
+
 /// What talk mode's scale remembers.
 #[derive(Debug, Default)]
 pub struct UiScale {
@@ -41,7 +47,10 @@ impl UiScale {
         let zoom = ctx.zoom_factor();
         let points = ctx.viewport_rect().size();
         let unzoomed = points * zoom;
-        let known = unzoomed.x.is_finite() && unzoomed.y.is_finite() && unzoomed.min_elem() > 0.0;
+        let known = ctx.cumulative_pass_nr() > 0
+            && unzoomed.x.is_finite()
+            && unzoomed.y.is_finite()
+            && unzoomed.min_elem() > 0.0;
         // Before the first frame the size is not known yet: the base zoom,
         // chosen again once it is.
         self.chosen_for = known.then_some((points, unzoomed));
@@ -90,7 +99,7 @@ impl CleanDiftApp {
         if self.flags.talk
             && scale
                 .chosen_for
-                .is_none_or(|(p, u)| p != points && u != unzoomed)
+                .is_none_or(|(p, u)| differs(p, points) && differs(u, unzoomed))
         {
             scale.choose(ctx);
         }

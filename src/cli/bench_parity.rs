@@ -14,12 +14,11 @@ use candle_core::{DType, Device, Tensor};
 use crate::model::FeatureKey;
 use crate::model::device::{DeviceChoice, default_dtype, parse_dtype};
 use crate::model::layers::Grad;
-use crate::model::weights::{Backbone, BackboneSpec};
 pub use crate::model::parity::{Agreement, agreement, max_err, rel_err, tolerance};
+use crate::model::weights::{Backbone, BackboneSpec};
 
 /// The fixtures checked, in order.
 pub const FIXTURES: [&str; 2] = ["tiny-sd15", "tiny-sd21"];
-
 
 /// One compared output.
 #[derive(Debug, Clone)]

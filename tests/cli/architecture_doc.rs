@@ -51,7 +51,9 @@ fn all_sources() -> Vec<String> {
 /// Looks like a path of ours: has a `/` or ends in a known extension, and no
 /// spaces, `::` or shell syntax.
 fn path_like(s: &str) -> bool {
-    let known_ext = [".rs", ".md", ".wgsl", ".py", ".sh", ".toml", ".json", ".ron"];
+    let known_ext = [
+        ".rs", ".md", ".wgsl", ".py", ".sh", ".toml", ".json", ".ron",
+    ];
     !s.contains(' ')
         && !s.contains("::")
         && !s.contains('*')
@@ -60,7 +62,9 @@ fn path_like(s: &str) -> bool {
         && !s.starts_with('-')
         && !s.starts_with("../")
         && !s.starts_with('~')
-        && (s.contains('/') && s.ends_with(".rs") || s.ends_with('/') && s.len() > 1 || known_ext.iter().any(|x| s.ends_with(x)) && s.contains('/'))
+        && (s.contains('/') && s.ends_with(".rs")
+            || s.ends_with('/') && s.len() > 1
+            || known_ext.iter().any(|x| s.ends_with(x)) && s.contains('/'))
 }
 
 #[test]
@@ -73,7 +77,10 @@ fn every_path_named_in_the_architecture_exists() {
             continue;
         }
         let span = span.trim_end_matches('/');
-        let top_level = ["src/", "crates/", "tests/", "benches/", "scripts/", "docs/", "shaders/", "assets/", ".ci/"];
+        let top_level = [
+            "src/", "crates/", "tests/", "benches/", "scripts/", "docs/", "shaders/", "assets/",
+            ".ci/",
+        ];
         let exists = if top_level.iter().any(|t| span.starts_with(t)) {
             root().join(span).exists()
         } else {
