@@ -41,6 +41,7 @@ pub mod settings;
 pub mod settings_file;
 pub mod state;
 pub mod sweep;
+pub mod talk;
 pub mod train;
 mod update;
 mod views;
@@ -217,12 +218,14 @@ impl CleanDiftApp {
             frame_report: launch.frame_report.map(frames::FrameReport::new),
         };
         if let Some(b) = bad_settings {
-            // A standing warning: it stays in the status line until dismissed.
+            // A warning: it holds the status line until it has been shown
+            // and a newer message comes (the log keeps it).
             let (text, hint) = b.message();
             app.message(Level::Warn, text, hint);
         }
         if cc.wgpu_render_state.is_none() {
-            // The glow renderer: say why, once, in the status area.
+            // The glow renderer: say why, once, in the status area (the note
+            // beside Messages keeps saying it).
             let note = app.flags.renderer_note.clone();
             app.message(Level::Warn, note, String::new());
         } else if let Some(rs) = &cc.wgpu_render_state
@@ -423,14 +426,6 @@ impl CleanDiftApp {
     /// Where the layer-strip tiles were drawn last frame.
     pub fn strip_rects(&self) -> &[(FeatureKey, egui::Rect)] {
         &self.view.strip_rects
-    }
-
-    /// Turns talk mode on or off (fullscreen, bigger everything).
-    pub fn set_talk(&mut self, on: bool) {
-        self.flags.talk = on;
-        self.ctx
-            .send_viewport_cmd(egui::ViewportCommand::Fullscreen(on));
-        self.ctx.set_zoom_factor(if on { 1.4 } else { 1.0 });
     }
 
     /// Sets the layer (keyboard and strip).

@@ -111,6 +111,9 @@ pub struct StatusMessage {
     pub active: bool,
     /// A folder the message is about (exports): an "Open folder" button.
     pub folder: Option<std::path::PathBuf>,
+    /// The status line has shown it: a warning then gives way to the next
+    /// message (the log keeps it).
+    pub shown: bool,
 }
 
 /// What a status message is about.
@@ -357,6 +360,9 @@ pub struct ViewState {
     pub(super) query: Option<QueryPoint>,
     /// The hovered point (live preview) this frame.
     pub(super) hover: Option<QueryPoint>,
+    /// No hover preview until the pointer moves: the UI's scale changed and
+    /// egui's last pointer position names another place now.
+    pub(super) hover_held: bool,
     /// Screen rects of the images drawn last frame (tests, drops).
     pub(super) image_rects: Vec<(Side, egui::Rect, Option<Column>)>,
     pub(super) strip_rects: Vec<(FeatureKey, egui::Rect)>,
@@ -372,6 +378,7 @@ impl ViewState {
         ViewState {
             query: None,
             hover: None,
+            hover_held: false,
             image_rects: Vec::new(),
             strip_rects: Vec::new(),
             gallery_rects: Vec::new(),
@@ -466,6 +473,15 @@ impl MessagesState {
         if topic != Topic::General {
             self.resolve(topic);
         }
+        // A warning the status line has shown moves to the log: the newest
+        // word takes the line.
+        for m in self
+            .list
+            .iter_mut()
+            .filter(|m| m.shown && m.level == Level::Warn)
+        {
+            m.active = false;
+        }
         self.list.push_back(StatusMessage {
             level,
             text,
@@ -474,6 +490,7 @@ impl MessagesState {
             topic,
             active: true,
             folder,
+            shown: false,
         });
         self.pushed += 1;
         if level == Level::Error {
@@ -492,25 +509,37 @@ impl MessagesState {
         }
     }
 
-    /// The message the status line shows: the latest error or warning
-    /// still standing, else the latest note still standing.
+    /// The message the status line shows: the result of a save or export
+    /// when it is the newest word (the newest action's result wins), else the
+    /// latest error (or warning not yet shown) still standing, else the
+    /// latest note still standing.
     pub fn current(&self) -> Option<&StatusMessage> {
-        let active = || self.list.iter().rev().filter(|m| m.active);
-        active()
-            .find(|m| m.level != Level::Info)
-            .or_else(|| active().next())
+        self.current_index().and_then(|i| self.list.get(i))
+    }
+
+    fn current_index(&self) -> Option<usize> {
+        let mut active = self.list.iter().enumerate().rev().filter(|(_, m)| m.active);
+        let (newest, m) = active.clone().next()?;
+        if m.topic == Topic::Export {
+            return Some(newest);
+        }
+        Some(
+            active
+                .find(|(_, m)| m.level != Level::Info)
+                .map_or(newest, |(i, _)| i),
+        )
+    }
+
+    /// The status line drew the current message.
+    pub fn mark_shown(&mut self) {
+        if let Some(m) = self.current_index().and_then(|i| self.list.get_mut(i)) {
+            m.shown = true;
+        }
     }
 
     /// Takes the shown message off the status line (the log keeps it).
     pub fn dismiss_current(&mut self) {
-        let shown = self.current().map(|m| (m.at, m.text.clone()));
-        if let Some((at, text)) = shown
-            && let Some(m) = self
-                .list
-                .iter_mut()
-                .rev()
-                .find(|m| m.at == at && m.text == text)
-        {
+        if let Some(m) = self.current_index().and_then(|i| self.list.get_mut(i)) {
             m.active = false;
         }
     }
@@ -541,6 +570,8 @@ pub struct UiFlags {
     /// The side panel is hidden (H or the top bar's button), remembered
     /// separately for normal and talk mode (talk mode starts hidden).
     pub(super) panel_hidden: [bool; 2],
+    /// Talk mode's zoom of the whole UI.
+    pub(super) scale: super::talk::UiScale,
 }
 
 impl UiFlags {

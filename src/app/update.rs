@@ -105,6 +105,7 @@ impl eframe::App for CleanDiftApp {
         self.request_gallery();
         self.request_pca();
         self.request_sweep();
+        self.follow_ui_scale(ui.ctx());
         self.handle_keys(ui.ctx());
         self.handle_drops(ui.ctx());
         self.view.hover = None;

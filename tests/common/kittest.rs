@@ -1,5 +1,5 @@
-//! Helpers of the app's egui_kittest tests (`tests/app.rs`,
-//! `tests/app_export.rs`; both include this file with `#[path]`): the
+//! Helpers of the app's egui_kittest tests (`tests/gui/app.rs`,
+//! `tests/gui/app_export.rs`; both include this file with `#[path]`): the
 //! window size, launch options and harness, waiting for features, the
 //! message log, and clicks at screen or image positions.
 #![allow(dead_code)]

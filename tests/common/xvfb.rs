@@ -1,4 +1,4 @@
-//! Xvfb start-up shared by `tests/xvfb.rs` and `benches/app.rs` (both
+//! Xvfb start-up shared by `tests/cli/xvfb.rs` and `benches/app.rs` (both
 //! include this file with `#[path]`): a server on a display number it picks
 //! itself (`-displayfd`, so parallel users never share one), waited for
 //! until a client can connect, stopped with SIGTERM (so it removes its lock

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device};
 use cleandift::app::query::QueryPoint;
@@ -461,6 +460,9 @@ fn snapshots_of_the_main_views() {
     h.snapshot_options("pca", &snap_options());
 }
 
+/// The UI keeps drawing while the worker extracts: frames show the UNet's
+/// progress moving on, and Cancel stops the job. How long those frames take
+/// is measured by `cargo bench --bench app` (the "busy" rows).
 #[test]
 fn frames_keep_coming_during_a_long_extraction_and_cancel_works() {
     let mut h = harness();
@@ -473,45 +475,31 @@ fn frames_keep_coming_during_a_long_extraction_and_cancel_works() {
     }
     h.step();
     assert!(h.state().busy(), "the noisy extraction should be running");
-    // Frames while the worker extracts, until the UNet is under way.
-    let t0 = Instant::now();
+    // Frames while the worker extracts, until two of them have shown the UNet
+    // at different steps: the frames did not wait for the job.
     let mut frames = 0u32;
-    let mut slowest = Duration::ZERO;
-    let mut seen_unet = None;
+    let mut unet_steps = std::collections::BTreeSet::new();
     let mut stages = std::collections::BTreeSet::new();
-    while h.state().busy() && t0.elapsed() < Duration::from_secs(60) {
-        let f0 = Instant::now();
+    while h.state().busy() && unet_steps.len() < 2 {
         h.step();
-        slowest = slowest.max(f0.elapsed());
         frames += 1;
         for (_, (job, p)) in h.state().progress() {
             let text = format!("{job}: {p}");
-            if text.contains("noisy features") && text.contains("UNet") && seen_unet.is_none() {
-                seen_unet = Some(t0.elapsed());
+            if text.contains("noisy features") && text.contains("UNet") {
+                unet_steps.insert(text.clone());
             }
             stages.insert(text.split(':').nth(1).unwrap_or("").trim().to_string());
         }
-        if seen_unet.is_some_and(|t| t0.elapsed() > t + Duration::from_millis(300)) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
     assert!(
+        unet_steps.len() >= 2,
+        "the job ended after {frames} frames before the progress bar showed two UNet steps: {stages:?}"
+    );
+    assert!(
         h.state().busy(),
-        "the job finished in {:?}: too short to test cancel",
-        t0.elapsed()
-    );
-    assert!(
-        seen_unet.is_some(),
-        "the progress bar named the UNet stage: {stages:?}"
-    );
-    assert!(frames >= 30, "only {frames} frames in {:?}", t0.elapsed());
-    assert!(
-        slowest < Duration::from_millis(500),
-        "a frame took {slowest:?} while the worker ran"
+        "the job finished with the frames: too short to test cancel"
     );
     h.get_by_label("Cancel").click();
-    let t1 = Instant::now();
     wait(&mut h, "the cancel", 30, |app| !app.busy());
     let app = h.state();
     assert!(
@@ -520,11 +508,6 @@ fn frames_keep_coming_during_a_long_extraction_and_cancel_works() {
         messages(app)
     );
     assert!(!app.features_current(Mode::Noisy));
-    eprintln!(
-        "{frames} frames in {:?} while extracting (UNet from {seen_unet:?}; slowest {slowest:?}); cancel took {:?}",
-        t0.elapsed(),
-        t1.elapsed()
-    );
 }
 
 #[derive(Debug)]
@@ -1113,13 +1096,7 @@ fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {
             app.training().is_some_and(|r| !r.loss.is_empty())
         });
         click_label(&mut h, cancel);
-        let t0 = Instant::now();
         wait(&mut h, "the cancel", 60, |app| !app.is_training());
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{cancel}: took {:?}",
-            t0.elapsed()
-        );
         let run = h.state().training().expect("run").clone();
         let summary = run.finished.expect("finished");
         assert!(

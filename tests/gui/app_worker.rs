@@ -207,7 +207,6 @@ fn cancel_stops_a_running_extraction_and_skips_a_queued_one() {
         60,
         |e| matches!(e, Event::Progress { id, progress } if *id == long && progress.to_string().contains("UNet")),
     );
-    let t0 = Instant::now();
     w.cancel(long);
     let evs = collect(
         &w,
@@ -232,14 +231,12 @@ fn cancel_stops_a_running_extraction_and_skips_a_queued_one() {
         !evs.iter().any(|e| matches!(e, Event::Features { .. })),
         "{evs:#?}"
     );
-    eprintln!("cancel answered in {:?}", t0.elapsed());
-    assert!(t0.elapsed() < Duration::from_secs(20));
 }
 
 /// A noisy ensemble run in batches of 8 members, cancelled once its UNet
 /// started, answers `Cancelled` and no features; its progress counts
 /// members (0 of 64 before the first pass). That the cancel lands inside a
-/// pass is tested without threads in tests/engine.rs.
+/// pass is tested without threads in crates/core/tests/numerics/engine.rs.
 #[test]
 fn a_batched_noisy_ensemble_is_cancelled() {
     let (mut w, _) = spawn();

@@ -12,4 +12,5 @@ mod app_misc;
 mod app_routing;
 mod app_trust;
 mod app_worker;
+mod talk_demo;
 mod text_layout;

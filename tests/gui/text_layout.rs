@@ -3,9 +3,11 @@
 //! targets, one mode or clean vs noisy), the sweep view's two tabs and
 //! talk mode, with a
 //! square and portrait pair and a landscape pair, no two pieces of text overlap, no
-//! text is cut at the side of the area that clips it, and none leaves the
-//! window. The checks read the text shapes egui painted in the last frame
-//! (`FullOutput::shapes`), so they see exactly what a person sees.
+//! text is cut at the side of the area that clips it, none leaves the
+//! window, and none covers part of a check box (such as the layer strip's
+//! fused-mix squares). The checks read the text shapes egui painted in the
+//! last frame (`FullOutput::shapes`), so they see exactly what a person sees,
+//! and the controls' rectangles from the accessibility tree.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,11 +15,13 @@ use std::time::{Duration, Instant};
 use cleandift::app::settings::{SweepSettings, SweepTab};
 use cleandift::app::{CleanDiftApp, LaunchOptions, SizeChoice, View};
 use cleandift::worker::ImageSource;
+use egui::accesskit::Role;
 use egui::epaint::{ClippedShape, Shape};
 use egui::{Pos2, Rect};
 use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
 
-fn asset(name: &str) -> ImageSource {
+pub(crate) fn asset(name: &str) -> ImageSource {
     ImageSource::Path(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("assets")
@@ -25,7 +29,7 @@ fn asset(name: &str) -> ImageSource {
     )
 }
 
-fn harness(
+pub(crate) fn harness(
     size: [f32; 2],
     images: Option<[ImageSource; 2]>,
     talk: bool,
@@ -47,7 +51,7 @@ fn harness(
         .build_eframe(move |cc| CleanDiftApp::new(cc, o))
 }
 
-fn settle(h: &mut Harness<'_, CleanDiftApp>) {
+pub(crate) fn settle(h: &mut Harness<'_, CleanDiftApp>) {
     let start = Instant::now();
     let mut quiet = 0;
     while quiet < 3 {
@@ -70,10 +74,10 @@ fn settle(h: &mut Harness<'_, CleanDiftApp>) {
 
 /// One painted piece of text.
 #[derive(Debug)]
-struct Text {
-    text: String,
-    rect: Rect,
-    clip: Rect,
+pub(crate) struct Text {
+    pub(crate) text: String,
+    pub(crate) rect: Rect,
+    pub(crate) clip: Rect,
 }
 
 fn collect(shape: &Shape, clip: Rect, out: &mut Vec<Text>) {
@@ -95,7 +99,7 @@ fn collect(shape: &Shape, clip: Rect, out: &mut Vec<Text>) {
 
 /// The painted texts, with copies of one label drawn a pixel or two apart
 /// (a halo around marker numbers) merged into one.
-fn texts(shapes: &[ClippedShape]) -> Vec<Text> {
+pub(crate) fn texts(shapes: &[ClippedShape]) -> Vec<Text> {
     let mut raw = Vec::new();
     for s in shapes {
         collect(&s.shape, s.clip_rect, &mut raw);
@@ -114,7 +118,7 @@ fn texts(shapes: &[ClippedShape]) -> Vec<Text> {
 }
 
 /// What is wrong with the text layout of the last frame.
-fn problems(h: &Harness<'_, CleanDiftApp>, screen: Rect) -> Vec<String> {
+pub(crate) fn problems(h: &Harness<'_, CleanDiftApp>, screen: Rect) -> Vec<String> {
     const SLACK: f32 = 1.5;
     let all = texts(&h.output().shapes);
     let mut bad = Vec::new();
@@ -134,6 +138,25 @@ fn problems(h: &Harness<'_, CleanDiftApp>, screen: Rect) -> Vec<String> {
             bad.push(format!("{:?} leaves the window: {:?}", t.text, t.rect));
         }
         shown.push((t, vis));
+    }
+    // A check box is a control with its own label inside its rectangle: a
+    // text that covers part of it (but is not its label) hides one or the
+    // other, e.g. a layer strip's mix square painted over the layer's name.
+    let boxes: Vec<(String, Rect)> = h
+        .query_all_by_role(Role::CheckBox)
+        .map(|n| (n.accesskit_node().label().unwrap_or_default(), n.rect()))
+        .collect();
+    for (t, vis) in &shown {
+        for (label, r) in &boxes {
+            let o = vis.intersect(*r);
+            let own = r.expand(SLACK).contains_rect(t.rect);
+            if o.width() > SLACK && o.height() > SLACK && !own {
+                bad.push(format!(
+                    "{:?} {:?} covers part of the check box {label:?} {r:?}",
+                    t.text, t.rect
+                ));
+            }
+        }
     }
     for (i, (a, va)) in shown.iter().enumerate() {
         for (b, vb) in &shown[i + 1..] {

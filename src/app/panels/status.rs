@@ -99,6 +99,7 @@ fn status_line(
             cmds.push(Command::CancelAll);
         }
     } else if let Some(m) = messages.current().cloned() {
+        messages.mark_shown();
         if ui
             .small_button("Dismiss")
             .on_hover_text("Dismiss (the Messages log keeps it)")
@@ -214,9 +215,19 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
         "move the query point one feature cell (Shift: four)",
     ),
     ("S", "save the view as PNG in the export folder"),
-    ("E", "export the correspondences as JSON"),
-    ("T / F11", "talk mode: fullscreen, large markers"),
+    (
+        "E",
+        "export the view's figure as PNG and SVG, with its data as JSON (the sweep: also CSV)",
+    ),
+    (
+        "T / F11",
+        "talk mode: fullscreen, the whole UI larger (more on a 4K screen)",
+    ),
     ("Esc", "leave talk mode"),
+    (
+        "Ctrl+= / Ctrl+−",
+        "zoom the whole UI in / out (Ctrl+0: back to 100 %)",
+    ),
     ("H", "hide or show the side panel"),
     ("F1", "this help"),
 ];

@@ -213,7 +213,7 @@ fn run_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mut Vec
             .last
             .as_ref()
             .map_or(0.0, |r| r.step as f32 / r.total_steps.max(1) as f32);
-        ui.add(egui::ProgressBar::new(frac).desired_width(240.0));
+        ui.add(egui::ProgressBar::new(frac).desired_width(ui.available_width().min(240.0)));
     }
     if let Some(c) = &run.saved {
         let name = c.run_dir.file_name().map_or_else(
@@ -274,18 +274,31 @@ fn run_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mut Vec
                     p.line(Line::new(k.to_string(), pts.clone()).color(key_color(i, n)));
                 }
             });
-        // The legend under the plot, never over the curves.
+        // The legend under the plot, never over the curves. Each entry (its
+        // colour and name) is one allocation, so the row wraps before an
+        // entry that does not fit instead of letting it run past the edge.
         ui.horizontal_wrapped(|ui| {
             ui.spacing_mut().item_spacing.x = 10.0;
             let n = run.per_key.len();
+            let font = egui::TextStyle::Small.resolve(ui.style());
+            let text_color = ui.visuals().text_color();
             for (i, (k, _)) in run.per_key.iter().enumerate() {
-                ui.horizontal(|ui| {
-                    ui.spacing_mut().item_spacing.x = 3.0;
-                    let (r, _) =
-                        ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
-                    ui.painter().rect_filled(r, 2.0, key_color(i, n));
-                    ui.label(RichText::new(k.to_string()).small());
+                let galley = ui
+                    .painter()
+                    .layout_no_wrap(k.to_string(), font.clone(), text_color);
+                let swatch = 10.0;
+                let size = egui::vec2(swatch + 3.0 + galley.size().x, galley.size().y.max(swatch));
+                let (r, resp) = ui.allocate_exact_size(size, egui::Sense::hover());
+                resp.widget_info(|| {
+                    egui::WidgetInfo::labeled(egui::accesskit::Role::Label, true, k.to_string())
                 });
+                let sq = egui::Rect::from_center_size(
+                    egui::pos2(r.min.x + swatch * 0.5, r.center().y),
+                    egui::vec2(swatch, swatch),
+                );
+                ui.painter().rect_filled(sq, 2.0, key_color(i, n));
+                let at = egui::pos2(sq.max.x + 3.0, r.center().y - galley.size().y * 0.5);
+                ui.painter().galley(at, galley, text_color);
             }
         });
     }

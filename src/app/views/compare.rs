@@ -174,17 +174,18 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                     let m = if a.mutual { "mutual" } else { "not mutual" };
                     let (x, y) = c.px(side).point(a.best.x, a.best.y);
                     let (x, y, s) = (x.floor(), y.floor(), a.best.score);
-                    fitted_line(
+                    // Whether the match is mutual is never dropped: the
+                    // shortest form is set smaller rather than cut.
+                    fitted_line_down_to(
                         ui,
                         foot,
                         &[
                             format!("({x:.0}, {y:.0}) · cos {s:.3} · {m}"),
                             format!("({x:.0}, {y:.0}) · {s:.3} · {m}"),
                             format!("{s:.3} · {m}"),
-                            format!("{s:.3}"),
                         ],
                         color,
-                        size,
+                        [size, size * 0.6],
                         Align2::LEFT_CENTER,
                     );
                 }
@@ -326,15 +327,28 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
         } else {
             ui.visuals().text_color()
         };
-        painter.text(
-            Pos2::new(cell.center().x, area.max.y - label_h * 0.5),
-            Align2::CENTER_CENTER,
-            text,
-            FontId::proportional(11.0 * b),
+        // The label, and with the fused column the mix toggle left of it:
+        // the two side by side, centred under the tile, the label's type
+        // smaller where they would not fit.
+        let y = area.max.y - label_h * 0.5;
+        let toggle = if fused { 10.0 * b } else { 0.0 };
+        let spacing = if fused { 5.0 * b } else { 0.0 };
+        let mut font = 11.0 * b;
+        let mut galley = painter.layout_no_wrap(text.clone(), FontId::proportional(font), color);
+        let room = cell.width() - toggle - spacing;
+        if galley.size().x > room && room > 0.0 {
+            font = (font * room / galley.size().x).max(6.0);
+            galley = painter.layout_no_wrap(text, FontId::proportional(font), color);
+        }
+        let group = toggle + spacing + galley.size().x;
+        let left = cell.center().x - group * 0.5;
+        painter.galley(
+            Pos2::new(left + toggle + spacing, y - galley.size().y * 0.5),
+            galley,
             color,
         );
         if fused {
-            mix_toggle(c, ui, &painter, *key, i, cell, area.max.y - label_h * 0.5);
+            mix_toggle(c, ui, &painter, *key, i, Pos2::new(left + toggle * 0.5, y));
         }
     }
     if let (Some(_), Some(label)) = (q, show.label()) {
@@ -351,20 +365,19 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, area: Rect) {
     }
 }
 
-/// The strip tile's fused-mix toggle: a small square left of the tile's
-/// label, filled in the fused colour while `key` is in the mix. The last
-/// layer of the mix cannot be taken out.
+/// The strip tile's fused-mix toggle: a small square centred at `centre`,
+/// left of the tile's label, filled in the fused colour while `key` is in
+/// the mix. The last layer of the mix cannot be taken out.
 fn mix_toggle(
     c: &mut Canvas,
     ui: &mut egui::Ui,
     painter: &egui::Painter,
     key: crate::model::FeatureKey,
     i: usize,
-    cell: Rect,
-    y: f32,
+    centre: Pos2,
 ) {
     let side = 10.0 * c.big;
-    let rect = Rect::from_center_size(Pos2::new(cell.min.x + side * 0.8, y), Vec2::splat(side));
+    let rect = Rect::from_center_size(centre, Vec2::splat(side));
     let on = c.settings.fusion.layers.contains(&key);
     let resp = ui.interact(
         rect.expand(2.0),

@@ -277,6 +277,7 @@ fn pointer(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, side: Side, salt: &str
         c.set_query(Some(QueryPoint { side, x, y }));
         c.view.hover = None;
     } else if c.settings.matching.hover_preview
+        && !c.view.hover_held
         && let Some(pos) = resp.hover_pos()
         && c.view.query.is_none_or(|q| q.side == side)
     {
@@ -328,6 +329,12 @@ pub(super) fn heat_look(settings: &Settings, a: &Answer) -> Look {
 }
 
 /// Markers on the target image: the best match and the top-k.
+/// Radius of a top-k ring and of the best match's ring, before talk mode's
+/// scale; the overlay draws an outline this far outside either.
+const RANK_RING: f32 = 6.0;
+const BEST_RING: f32 = 10.0;
+const RING_OUTLINE: f32 = 2.5;
+
 fn target_markers(c: &Canvas, a: &Answer, w: u32, h: u32, color: Color32) -> Vec<Marker> {
     let b = c.big;
     let mut m = Vec::new();
@@ -335,7 +342,7 @@ fn target_markers(c: &Canvas, a: &Answer, w: u32, h: u32, color: Color32) -> Vec
         for s in a.top_k.iter().skip(1) {
             m.push(Marker {
                 pos: frac(w, h, s.x, s.y),
-                radius: 6.0 * b,
+                radius: RANK_RING * b,
                 style: MarkerStyle::SmallRing,
                 color: Color32::from_rgb(250, 250, 250),
             });
@@ -343,7 +350,7 @@ fn target_markers(c: &Canvas, a: &Answer, w: u32, h: u32, color: Color32) -> Vec
     }
     m.push(Marker {
         pos: frac(w, h, a.best.x, a.best.y),
-        radius: 10.0 * b,
+        radius: BEST_RING * b,
         style: MarkerStyle::Ring,
         color,
     });
@@ -394,6 +401,17 @@ fn rank_labels(c: &Canvas, painter: &egui::Painter, rect: Rect, a: &Answer, w: u
         .iter()
         .map(|s| to_screen(rect, w, h, s.x, s.y))
         .collect();
+    // The rings as drawn (target_markers; the overlay adds a 2.5 px outline):
+    // a label keeps clear of every one, the best match's above all.
+    let rings: Vec<(Pos2, f32)> = markers
+        .iter()
+        .skip(1)
+        .map(|m| (*m, RANK_RING * b + RING_OUTLINE))
+        .chain(std::iter::once((
+            to_screen(rect, w, h, a.best.x, a.best.y),
+            BEST_RING * b + RING_OUTLINE,
+        )))
+        .collect();
     let mut placed: Vec<Rect> = Vec::new();
     for (i, p) in markers.iter().enumerate().skip(1) {
         let text = format!("{}", i + 1);
@@ -404,7 +422,7 @@ fn rank_labels(c: &Canvas, painter: &egui::Painter, rect: Rect, a: &Answer, w: u
         // stays inside the picture and clear of the others and of the
         // markers, and is left out when the cluster leaves no room (the
         // footer and exports still list every match).
-        let spots = [1.0, 2.2].iter().flat_map(|k| {
+        let spots = [1.0, 2.2, 3.4].iter().flat_map(|k| {
             [
                 (Vec2::new(off, -off), Align2::LEFT_BOTTOM),
                 (Vec2::new(-off, -off), Align2::RIGHT_BOTTOM),
@@ -419,6 +437,9 @@ fn rank_labels(c: &Canvas, painter: &egui::Painter, rect: Rect, a: &Answer, w: u
                 rect.contains_rect(*r)
                     && !placed.iter().any(|o| o.intersects(*r))
                     && !markers.iter().any(|m| r.expand(2.0).contains(*m))
+                    && rings
+                        .iter()
+                        .all(|(c, radius)| r.distance_to_pos(*c) > *radius)
             });
         if let Some((pos, al, r)) = found {
             placed.push(r);
@@ -456,7 +477,7 @@ fn outlined_text(
 
 /// The similarity under the pointer, when it hovers a heatmap.
 fn hover_value(c: &Canvas, ui: &egui::Ui, rect: Rect, a: &Answer) {
-    let Some(pos) = ui.ctx().pointer_hover_pos() else {
+    let Some(pos) = ui.ctx().pointer_hover_pos().filter(|_| !c.view.hover_held) else {
         return;
     };
     if !rect.contains(pos) {
@@ -595,8 +616,22 @@ fn fitted_line(
     size: f32,
     align: Align2,
 ) -> Rect {
+    fitted_line_down_to(ui, rect, candidates, color, [size, size], align)
+}
+
+/// [`fitted_line`], but where no candidate fits at `sizes[0]` the last one is
+/// set smaller, down to `sizes[1]`, before it is cut: for a caption whose
+/// shortest form must stay whole.
+fn fitted_line_down_to(
+    ui: &egui::Ui,
+    rect: Rect,
+    candidates: &[String],
+    color: Color32,
+    sizes: [f32; 2],
+    align: Align2,
+) -> Rect {
     let painter = ui.painter();
-    let font = FontId::proportional(size);
+    let font = FontId::proportional(sizes[0]);
     let width = rect.width().max(1.0);
     let full = candidates.first().cloned().unwrap_or_default();
     let mut chosen = None;
@@ -607,10 +642,18 @@ fn fitted_line(
             break;
         }
     }
+    let last = candidates.last().cloned().unwrap_or_default();
+    if chosen.is_none() && sizes[1] < sizes[0] {
+        let g = painter.layout_no_wrap(last.clone(), font.clone(), color);
+        let smaller = (sizes[0] * width / g.size().x.max(1.0)).floor();
+        if smaller >= sizes[1] {
+            let g = painter.layout_no_wrap(last.clone(), FontId::proportional(smaller), color);
+            chosen = Some((g, candidates.len() == 1));
+        }
+    }
     let (galley, complete) = match chosen {
         Some(c) => c,
         None => {
-            let last = candidates.last().cloned().unwrap_or_default();
             let mut job = egui::text::LayoutJob::simple_singleline(last, font, color);
             job.wrap = egui::text::TextWrapping::truncate_at_width(width);
             (painter.layout_job(job), false)

@@ -267,20 +267,12 @@ pub fn load_image(path: &Path) -> Result<LoadedImage, ImageError> {
         file: file.clone(),
         io,
     };
+    // Look before opening: opening a FIFO blocks until someone writes to it.
+    // The open handle is checked again (the path may change in between).
+    ensure_regular_file(&file, &std::fs::metadata(path).map_err(read_err)?)?;
     let handle = std::fs::File::open(path).map_err(read_err)?;
     let meta = handle.metadata().map_err(read_err)?;
-    if meta.is_dir() {
-        return Err(ImageError::NotAFile {
-            file,
-            what: "a directory",
-        });
-    }
-    if !meta.is_file() {
-        return Err(ImageError::NotAFile {
-            file,
-            what: "not a regular file (a device, pipe or socket)",
-        });
-    }
+    ensure_regular_file(&file, &meta)?;
     let len = meta.len();
     if len == 0 {
         return Err(ImageError::Empty { file });
@@ -305,6 +297,23 @@ pub fn load_image(path: &Path) -> Result<LoadedImage, ImageError> {
         });
     }
     decode_image(&bytes, &file)
+}
+
+/// [`ImageError::NotAFile`] unless `meta` describes a regular file.
+fn ensure_regular_file(file: &str, meta: &std::fs::Metadata) -> Result<(), ImageError> {
+    if meta.is_dir() {
+        return Err(ImageError::NotAFile {
+            file: file.to_string(),
+            what: "a directory",
+        });
+    }
+    if !meta.is_file() {
+        return Err(ImageError::NotAFile {
+            file: file.to_string(),
+            what: "not a regular file (a device, pipe or socket)",
+        });
+    }
+    Ok(())
 }
 
 /// Decode an image from memory. `label` names it in errors and becomes

@@ -79,7 +79,7 @@ mod tests {
         assert_eq!(a.len(), 1000);
         assert!((a[0] - (1.0 - 0.00085)).abs() < 1e-12);
         // diffusers: alphas_cumprod[999] = 0.00466 for scaled_linear (the
-        // whole curve is compared with diffusers in tests/backbone_reference.rs).
+        // whole curve is compared with diffusers in crates/core/tests/numerics/backbone_reference.rs).
         assert!((a[999] - 0.004_660_1).abs() < 1e-6, "{}", a[999]);
         assert!(a.windows(2).all(|w| w[1] < w[0]));
     }

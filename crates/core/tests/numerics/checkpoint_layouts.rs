@@ -300,7 +300,7 @@ fn unet_values_the_network_cannot_honour_are_refused_by_name() {
     use serde_json::json;
     let cases = [
         // center_input_sample, mid_block_scale_factor, act_fn and
-        // timestep_post_act are honoured (tests/config_variants.rs).
+        // timestep_post_act are honoured (crates/core/tests/numerics/config_variants.rs).
         ("act_fn", json!("softsign")),
         ("only_cross_attention", json!(true)),
         ("only_cross_attention", json!([false, true, false, false])),

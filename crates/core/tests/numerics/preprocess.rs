@@ -3,10 +3,9 @@
 //!
 //! Every input is generated at run time into a temporary directory.
 
-use std::io::Cursor;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
+use crate::common::image_bytes::{encode, jpeg, noise_rgb, patch_jpeg_size, patch_png_size};
 use candle_core::{Device, IndexOp};
 use cleandift_core::features::preprocess::{
     Fit, Geometry, ImageError, LoadedImage, MAX_PIXELS, MAX_SIDE, SizeSpec, decode_image,
@@ -17,70 +16,10 @@ use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, RgbImage, 
 // ---------------------------------------------------------------------------
 // helpers
 
-fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
-    let mut buf = Cursor::new(Vec::new());
-    img.write_to(&mut buf, format).expect("encode test image");
-    buf.into_inner()
-}
-
-fn jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
-    let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality)
-        .encode_image(img)
-        .expect("encode jpeg");
-    buf
-}
-
-/// A deterministic textured image (so compressed data is not trivially small).
-fn noise_rgb(w: u32, h: u32) -> RgbImage {
-    let mut s: u32 = 0x1234_5678;
-    RgbImage::from_fn(w, h, |_, _| {
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        Rgb([s as u8, (s >> 8) as u8, (s >> 16) as u8])
-    })
-}
-
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).expect("write test file");
     p
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// Rewrite the IHDR width/height of a PNG (and fix its CRC).
-fn patch_png_size(png: &mut [u8], w: u32, h: u32) {
-    assert_eq!(&png[12..16], b"IHDR");
-    png[16..20].copy_from_slice(&w.to_be_bytes());
-    png[20..24].copy_from_slice(&h.to_be_bytes());
-    let crc = crc32(&png[12..29]);
-    png[29..33].copy_from_slice(&crc.to_be_bytes());
-}
-
-/// Rewrite the SOF0 height/width of a baseline JPEG.
-fn patch_jpeg_size(jpg: &mut [u8], w: u16, h: u16) {
-    let pos = jpg
-        .windows(2)
-        .position(|m| m == [0xff, 0xc0])
-        .expect("SOF0 marker");
-    // marker(2) length(2) precision(1) height(2) width(2)
-    jpg[pos + 5..pos + 7].copy_from_slice(&h.to_be_bytes());
-    jpg[pos + 7..pos + 9].copy_from_slice(&w.to_be_bytes());
 }
 
 /// Insert an APP1 EXIF segment holding only Orientation (tag 0x0112) right
@@ -151,9 +90,62 @@ fn directory_is_refused() {
     );
 }
 
+/// A path no user can read as an image, root included (CI runs as root, and
+/// root reads a mode-000 file): each is refused with an error that names the
+/// path and says why.
 #[cfg(unix)]
 #[test]
-fn permission_denied_is_reported() {
+fn unreadable_paths_are_reported_for_every_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = encode(&DynamicImage::ImageRgb8(noise_rgb(4, 4)), ImageFormat::Png);
+    let plain = write(dir.path(), "plain.png", &png);
+
+    // A dangling symbolic link.
+    let link = dir.path().join("gone.png");
+    std::os::unix::fs::symlink(dir.path().join("deleted.png"), &link).unwrap();
+    let e = err_of(load_image(&link));
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, ImageError::Read { io, .. } if io.kind() == std::io::ErrorKind::NotFound),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("gone.png") && msg.contains("No such file"),
+        "{msg}"
+    );
+
+    // A file "inside" a regular file.
+    let inner = plain.join("inner.png");
+    let e = err_of(load_image(&inner));
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, ImageError::Read { io, .. } if io.kind() == std::io::ErrorKind::NotADirectory),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("plain.png/inner.png") && msg.contains("Not a directory"),
+        "{msg}"
+    );
+
+    // A named pipe: refused without opening it (opening one blocks until a
+    // writer comes).
+    let fifo = dir.path().join("pipe.png");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let e = err_of(load_image(&fifo));
+    let msg = e.to_string();
+    assert!(matches!(e, ImageError::NotAFile { .. }), "{e:?}");
+    assert!(msg.contains("pipe.png") && msg.contains("pipe"), "{msg}");
+}
+
+/// A mode-000 file: refused with "Permission denied" for a user the mode
+/// stops; loaded as usual by root (or with CAP_DAC_OVERRIDE), whom it does not.
+#[cfg(unix)]
+#[test]
+fn a_mode_000_file_is_refused_exactly_when_the_os_refuses_it() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let p = write(
@@ -162,17 +154,21 @@ fn permission_denied_is_reported() {
         &encode(&DynamicImage::ImageRgb8(noise_rgb(4, 4)), ImageFormat::Png),
     );
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
-    if std::fs::read(&p).is_ok() {
-        // Running as root (or with CAP_DAC_OVERRIDE): permissions cannot
-        // stop a read, so this case cannot be produced here.
-        eprintln!("skipping permission test: file is readable despite mode 000 (root?)");
-        return;
+    match std::fs::read(&p) {
+        Ok(_) => {
+            let img = load_image(&p).expect("a file the OS lets us read loads");
+            assert_eq!((img.width, img.height), (4, 4));
+            assert_eq!(img.rgb, noise_rgb(4, 4));
+        }
+        Err(os) => {
+            assert_eq!(os.kind(), std::io::ErrorKind::PermissionDenied, "{os}");
+            let e = err_of(load_image(&p));
+            let msg = e.to_string();
+            assert!(matches!(e, ImageError::Read { .. }), "{e:?}");
+            assert!(msg.contains("secret.png"), "{msg}");
+            assert!(msg.to_lowercase().contains("permission denied"), "{msg}");
+        }
     }
-    let e = err_of(load_image(&p));
-    let msg = e.to_string();
-    assert!(matches!(e, ImageError::Read { .. }), "{e:?}");
-    assert!(msg.contains("secret.png"), "{msg}");
-    assert!(msg.to_lowercase().contains("permission denied"), "{msg}");
 }
 
 #[test]
@@ -299,13 +295,10 @@ fn png_decompression_bomb_is_refused_before_decoding() {
     let mut png = encode(&DynamicImage::ImageRgb8(noise_rgb(1, 1)), ImageFormat::Png);
     patch_png_size(&mut png, 100_000, 100_000);
     assert!(png.len() < 200);
-    let t0 = Instant::now();
+    // TooLarge with the header's size is only produced from the header, before
+    // a pixel buffer exists (a decode attempt would fail as TooMuchMemory or
+    // Corrupt). How fast the refusal is: `cargo bench -p cleandift-core`.
     let e = err_of(decode_image(&png, "bomb.png"));
-    assert!(
-        t0.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        t0.elapsed()
-    );
     let msg = e.to_string();
     assert!(
         matches!(
@@ -341,13 +334,7 @@ fn png_decompression_bomb_is_refused_before_decoding() {
 fn jpeg_header_claiming_huge_size_is_refused() {
     let mut jpg = jpeg(&noise_rgb(16, 16), 90);
     patch_jpeg_size(&mut jpg, 65_000, 65_000);
-    let t0 = Instant::now();
     let e = err_of(decode_image(&jpg, "huge.jpg"));
-    assert!(
-        t0.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        t0.elapsed()
-    );
     assert!(
         matches!(
             e,

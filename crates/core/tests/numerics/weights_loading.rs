@@ -72,7 +72,7 @@ fn wrong_shape_and_unexpected_keys_are_listed() {
     let (_tmp, dir) = copy_fixture("tiny-sd15");
     let mut t = unet_tensors(&dir);
     // (conv_in.weight pins in_channels, so its shape is judged with the
-    // config, before the build: see tests/weights_validation.rs.)
+    // config, before the build: see crates/core/tests/numerics/weights_validation.rs.)
     t.insert(
         "mid_block.resnets.0.conv1.weight".into(),
         Tensor::zeros((48, 48, 1, 1), DType::F16, &Device::Cpu).expect("zeros"),

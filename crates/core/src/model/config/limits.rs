@@ -9,7 +9,7 @@ use crate::model::dino::DinoConfig;
 /// The largest UNet `sample_size` (latent side) accepted: 512, i.e. a
 /// default model input of 4096 px, the largest side `--size` accepts
 /// (`features::preprocess::MAX_MODEL_SIDE`, checked equal in
-/// tests/weights_validation.rs). `sample_size` only sets the default input
+/// crates/core/tests/numerics/weights_validation.rs). `sample_size` only sets the default input
 /// size; no weight depends on it, so nothing else bounds it.
 pub const MAX_SAMPLE_SIZE: usize = 512;
 

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: fixtures and comparisons.
 #![allow(dead_code)]
 
+pub mod image_bytes;
 pub mod single_file;
 pub mod torch_file;
 
