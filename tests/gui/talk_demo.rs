@@ -15,6 +15,19 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use crate::kittest_common::{click_at, harness_with, messages, opts, settled, wait};
 use crate::text_layout::{harness, problems, settle, texts};
 
+/// A harness for a window of `size` physical pixels (no system scaling):
+/// kittest keeps its size in points whatever the zoom, so in talk mode the
+/// harness gets the points that window has at talk mode's zoom (1280×720
+/// at 1.4× is about 914×514 points, where the layout is tight).
+fn window(size: [f32; 2], talk: bool) -> Harness<'static, CleanDiftApp> {
+    let zoom = if talk {
+        cleandift::app::talk::talk_zoom(egui::vec2(size[0], size[1]))
+    } else {
+        1.0
+    };
+    harness([size[0] / zoom, size[1] / zoom], None, talk)
+}
+
 fn export_harness(export: &Path) -> Harness<'static, CleanDiftApp> {
     harness_with(LaunchOptions {
         export_dir: Some(export.to_path_buf()),
@@ -258,12 +271,12 @@ fn f_g_a_fine_tune_keeps_the_panel_width_and_shows_the_whole_legend() {
 #[test]
 fn a_talk_compare_with_fused_keeps_the_strip_labels_clear() {
     let size = [1280.0, 720.0];
-    let mut h = harness(size, None, true);
+    let mut h = window(size, true);
     {
         let s = &mut h.state_mut().settings;
         s.view = View::Compare;
-        s.compare_dino = true;
-        s.compare_fused = true;
+        s.compare.dino = true;
+        s.compare.fused = true;
     }
     settle(&mut h);
     let squares = h
@@ -275,7 +288,7 @@ fn a_talk_compare_with_fused_keeps_the_strip_labels_clear() {
         })
         .count();
     assert_eq!(squares, 11, "the strip shows its mix squares");
-    let screen = Rect::from_min_max(Pos2::ZERO, Pos2::new(size[0], size[1]));
+    let screen = h.ctx.viewport_rect();
     let bad = problems(&h, screen);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
@@ -286,13 +299,13 @@ fn a_talk_compare_with_fused_keeps_the_strip_labels_clear() {
 fn i_every_compare_caption_at_1280_says_mutual_or_not() {
     let size = [1280.0, 720.0];
     for talk in [false, true] {
-        let mut h = harness(size, None, talk);
+        let mut h = window(size, talk);
         {
             let s = &mut h.state_mut().settings;
             s.view = View::Compare;
-            s.compare_naive = true;
-            s.compare_dino = true;
-            s.compare_fused = true;
+            s.compare.naive = true;
+            s.compare.dino = true;
+            s.compare.fused = true;
         }
         settle(&mut h);
         let all = texts(&h.output().shapes);
@@ -353,7 +366,7 @@ fn h_talk_mode_top_k_numbers_keep_clear_of_the_best_match_ring() {
         );
         h.remove_cursor();
         settle(&mut h);
-        let mode = h.state().settings.mode;
+        let mode = h.state().settings.features.mode;
         let a = h.state_mut().committed_answer(mode).expect("an answer");
         let (_, b_rect, _) = *h
             .state()
