@@ -119,6 +119,7 @@ fn png_pixels_of_colour_bar_markers_and_text() {
         assert_eq!(img.get_pixel(2, 2).0, BACKGROUND);
     }
     let png = f.to_png(2.0).unwrap();
+    crate::plot::tests::sample_out("figure.png", &png);
     let back = image::load_from_memory(&png).unwrap();
     assert_eq!(back.width(), (l.width * 2.0).round() as u32);
 }

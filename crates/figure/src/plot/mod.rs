@@ -191,4 +191,4 @@ pub fn tick_label(v: f64, step: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

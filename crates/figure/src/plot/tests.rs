@@ -33,6 +33,14 @@ fn chart() -> Chart {
     }
 }
 
+/// Writes `png` into `$FIGURE_SAMPLES` when that is set (to look at).
+pub(crate) fn sample_out(name: &str, png: &[u8]) {
+    if let Some(dir) = std::env::var_os("FIGURE_SAMPLES") {
+        let p = std::path::Path::new(&dir).join(name);
+        std::fs::write(&p, png).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+}
+
 fn near(a: [u8; 3], b: [u8; 3], tol: i32) -> bool {
     a.iter()
         .zip(b)
@@ -197,6 +205,7 @@ fn a_long_legend_label_is_inside_the_picture() {
     // Drawn: the label's last letters have ink, the picture's right edge
     // has none.
     let img = c.to_image(1.0).unwrap();
+    sample_out("legend.png", &crate::png::encode(&img).unwrap());
     let (lx, ly, lw) = text_box(&s, long);
     let dark = |x0: f32, x1: f32| {
         (x0 as u32..x1 as u32)
@@ -277,6 +286,7 @@ fn charts_by_t_colour_points_and_draw_the_main_t() {
     assert!(svg.contains(">points: colour of t</text>"));
     let s = c.scene();
     let img = c.to_image(1.0).unwrap();
+    sample_out("by_t.png", &c.to_png(2.0).unwrap());
     let (fx, fy, fw, fh) = frame(&s);
     let x = fx + fw * 261.0 / 999.0;
     let grey = (fy as u32 + 2..(fy + fh) as u32 - 2)
