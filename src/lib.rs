@@ -8,7 +8,7 @@
 //! core; the core cannot import anything above it (it is another crate).
 
 pub use cleandift_core::{analysis, eval, features, matching, model, train, util, worker};
-pub use cleandift_figure::{figure, plot, render};
+pub use cleandift_figure::{figure, plot, png, render, scene, style};
 
 pub mod app;
 pub mod cli;

@@ -8,22 +8,23 @@ use crate::features::extract::Mode;
 use crate::features::source::Source;
 use crate::worker::Job;
 
-/// Colours of the modes (markers, titles).
+/// A colour of the figures' palette ([`crate::style`]) on screen.
+pub const fn rgb(c: [u8; 3]) -> Color32 {
+    Color32::from_rgb(c[0], c[1], c[2])
+}
+
+/// Colours of the modes (markers, titles), as the exported figures have them.
 pub fn mode_color(mode: Mode) -> Color32 {
-    match mode {
-        Mode::Clean => Color32::from_rgb(70, 215, 120),
-        Mode::Noisy => Color32::from_rgb(255, 150, 40),
-        Mode::Naive => Color32::from_rgb(185, 125, 255),
-    }
+    rgb(crate::style::mode_rgb(mode))
 }
 
 /// Colour of the previous-student column (compare mode after a fine-tune).
-pub const PREVIOUS_COLOR: Color32 = Color32::from_rgb(120, 190, 230);
+pub const PREVIOUS_COLOR: Color32 = rgb(crate::style::PREVIOUS);
 
 /// Colour of the DINOv2 column.
-pub const DINO_COLOR: Color32 = Color32::from_rgb(240, 90, 110);
+pub const DINO_COLOR: Color32 = rgb(crate::style::DINO);
 /// Colour of the fused (diffusion + DINOv2) column.
-pub const FUSED_COLOR: Color32 = Color32::from_rgb(235, 215, 60);
+pub const FUSED_COLOR: Color32 = rgb(crate::style::FUSED);
 
 /// Which features a column shows besides its mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -141,7 +142,7 @@ pub fn t_value(t_used: f64) -> Option<f64> {
 }
 
 /// Colour of the query crosshair.
-pub const QUERY_COLOR: Color32 = Color32::from_rgb(0, 215, 255);
+pub const QUERY_COLOR: Color32 = rgb(crate::style::QUERY);
 
 /// A feature slot: one per extraction mode, plus the previous student's
 /// clean features (ordered for the slot map).

@@ -1,4 +1,4 @@
-//! Pieces of the exports: PNG writing, the CPU heatmap blend the figure
+//! Pieces of the exports: PNG files (encoded by [`crate::png`]), the CPU heatmap blend the figure
 //! uses ([`super::figure_view`] composes the figure), and the current
 //! correspondences as JSON. Files are written atomically.
 
@@ -24,12 +24,7 @@ pub fn write_png(path: &Path, img: &RgbImage) -> anyhow::Result<()> {
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .context("cannot encode the PNG")?;
+    let bytes = crate::png::encode(img).context("cannot encode the PNG")?;
     crate::util::write_atomic(path, &bytes)?;
     Ok(())
 }
@@ -77,15 +72,6 @@ pub(super) fn blend_picture(photo: &RgbImage, data: &OverlayData, look: &Look) -
         }
     }
     out
-}
-
-pub(super) fn photo(app: &CleanDiftApp, side: Side) -> anyhow::Result<RgbImage> {
-    Ok(app
-        .image(side)
-        .with_context(|| format!("image {side} is not loaded"))?
-        .image
-        .rgb
-        .clone())
 }
 
 // ---------------------------------------------------------------------------

@@ -8,42 +8,18 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use image::RgbImage;
 
-use super::export::{correspondences_json, heat_over, photo, rgb8, to_height};
+use super::export::correspondences_json;
 use super::export_dir::{free_stem, stamp_now, with_ext, write_new};
+use super::figure_build::{ColumnAnswer, Content, FigureInputs, GalleryPanel, SidePicture};
 use super::original::PixelScale;
-use super::overlay::{Look, OverlayData};
-use super::query::{Answer, QueryPoint};
-use super::sweep::png_bytes;
-use super::{CleanDiftApp, Column, Level, QUERY_COLOR, RangeMode, View};
-use crate::figure::{ColorBar, Figure, Marker, MarkerShape, Panel};
-use crate::render::upsample_rgb;
+use super::{CleanDiftApp, Column, Level, View};
+use crate::figure::Figure;
 use crate::worker::Side;
 
-/// The tallest image a figure embeds (larger photos are scaled down).
-const MAX_EMBED_H: u32 = 1024;
+pub use super::figure_build::MAX_EMBED_H;
 
 /// The figure scales offered.
 pub const SCALES: [u32; 3] = [1, 2, 3];
-
-/// A side's photo, at most [`MAX_EMBED_H`] tall, and the factor applied.
-fn embed(app: &CleanDiftApp, side: Side) -> anyhow::Result<(RgbImage, f32)> {
-    let img = photo(app, side)?;
-    if img.height() > MAX_EMBED_H {
-        Ok(to_height(&img, MAX_EMBED_H))
-    } else {
-        Ok((img, 1.0))
-    }
-}
-
-fn pt(x: f32, y: f32) -> String {
-    format!("({}, {})", x.floor() as i64, y.floor() as i64)
-}
-
-/// The scale from `side`'s loaded pixels to its original pixels (captions
-/// name original pixels; markers sit on the embedded loaded picture).
-fn px(app: &CleanDiftApp, side: Side) -> PixelScale {
-    PixelScale::of_slot(app.image(side))
-}
 
 /// Layer, t and backbone for the subtitle.
 fn subtitle(app: &CleanDiftApp, col: Option<Column>) -> String {
@@ -65,201 +41,112 @@ fn subtitle(app: &CleanDiftApp, col: Option<Column>) -> String {
     parts.join(" · ")
 }
 
-/// The query image with the query marker ("Q") and, per answer, where its
-/// best match leads back (ring: mutual, x: not).
-fn query_panel(
-    app: &CleanDiftApp,
-    q: QueryPoint,
-    answers: &[(std::sync::Arc<Answer>, Column)],
-) -> anyhow::Result<Panel> {
-    let (img, k) = embed(app, q.side)?;
-    let (src, tgt) = (px(app, q.side), px(app, q.side.other()));
-    let (ox, oy) = src.point(q.x, q.y);
-    let mut p = Panel::new(format!("{} · query {}", q.side, pt(ox, oy)), img);
-    for (a, col) in answers {
-        let orig = super::original::answer(a, src, tgt);
-        p.markers.push(Marker {
-            x: a.back.x * k,
-            y: a.back.y * k,
-            color: rgb8(col.color()),
-            shape: if a.mutual {
-                MarkerShape::Ring
-            } else {
-                MarkerShape::Cross
-            },
-            radius: 6.0,
-            label: None,
-        });
-        p.caption.push(format!(
-            "{col}: back to {}, {} ({:.1} px)",
-            pt(orig.back.x, orig.back.y),
-            if a.mutual { "mutual" } else { "not mutual" },
-            orig.back_distance
-        ));
-    }
-    p.markers
-        .push(Marker::ring(q.x * k, q.y * k, rgb8(QUERY_COLOR), "Q"));
-    Ok(p)
-}
-
-/// The target image with `a`'s heatmap, the numbered matches (1 = best)
-/// and their cosines.
-fn target_panel(
-    app: &CleanDiftApp,
-    a: &Answer,
+/// `col`'s answer to `q` with its look, if its features are there.
+fn column_answer(
+    app: &mut CleanDiftApp,
     col: Column,
-    title: String,
-) -> anyhow::Result<(Panel, Look)> {
-    let side = a.query.side.other();
-    let base = photo(app, side)?;
-    let look = super::views::heat_look(&app.settings, a);
-    let blended = heat_over(&base, &a.heat.sim, &look);
-    let (img, k) = if blended.height() > MAX_EMBED_H {
-        to_height(&blended, MAX_EMBED_H)
-    } else {
-        (blended, 1.0)
-    };
-    let mut p = Panel::new(title, img);
-    p.title_color = Some(rgb8(col.color()));
-    let matches: Vec<_> = if app.settings.matching.show_top_k && !a.top_k.is_empty() {
-        a.top_k.clone()
-    } else {
-        vec![a.best]
-    };
-    // Lower ranks first so the best is drawn on top.
-    for (i, m) in matches.iter().enumerate().rev() {
-        let color = if i == 0 {
-            rgb8(col.color())
-        } else {
-            [245, 245, 245]
-        };
-        let mut mk = Marker::ring(m.x * k, m.y * k, color, (i + 1).to_string());
-        if i > 0 {
-            mk.radius = 6.0;
-        }
-        p.markers.push(mk);
-    }
-    let to_orig = px(app, side);
-    let list: Vec<String> = matches
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let (x, y) = to_orig.point(m.x, m.y);
-            format!("{}: {} cos {:.3}", i + 1, pt(x, y), m.score)
-        })
-        .collect();
-    p.caption.push(list.join(" · "));
-    p.caption.push(format!(
-        "{} · range {:.3} to {:.3}",
-        if a.mutual { "mutual" } else { "not mutual" },
-        look.lo,
-        look.hi
-    ));
-    Ok((p, look))
+    q: super::query::QueryPoint,
+) -> Option<ColumnAnswer> {
+    let answer = app.answer(col, q)?;
+    let look = super::views::heat_look(&app.settings, &answer);
+    let t_suffix = app
+        .features_of(col)
+        .map(|f| format!(" · {}", super::t_caption(f.t_used)))
+        .unwrap_or_default();
+    Some(ColumnAnswer {
+        column: col,
+        answer,
+        look,
+        t_suffix,
+    })
 }
 
-fn colorbar(app: &CleanDiftApp, look: &Look, per_column: bool) -> ColorBar {
-    let label = match (app.settings.display.range, per_column) {
-        (RangeMode::Fixed, _) => "cosine similarity (fixed range)".to_string(),
-        (RangeMode::Auto, false) => "cosine similarity (auto range)".to_string(),
-        (RangeMode::Auto, true) => {
-            "cosine similarity, each column from its own min to max (in its caption)".to_string()
-        }
-    };
-    let (lo, hi) = if per_column && app.settings.display.range == RangeMode::Auto {
-        (0.0, 1.0)
-    } else {
-        (look.lo, look.hi)
-    };
-    ColorBar {
-        colormap: look.colormap,
-        lo,
-        hi,
-        label,
-    }
-}
-
-/// The current view as a figure, with the provenance of every answer it
-/// shows in its notes; refused while an answer is not current
-/// ([`super::provenance::ensure_current`]).
-pub fn view_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
-    super::provenance::ensure_current(app)?;
-    let mut fig = figure_of_view(app)?;
-    super::provenance::annotate(app, &mut fig);
-    Ok(fig)
-}
-
-fn figure_of_view(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
+/// What the current view's figure shows, gathered from the app as plain
+/// data ([`FigureInputs`]); refused when there is nothing to show yet.
+pub fn figure_inputs(app: &mut CleanDiftApp) -> anyhow::Result<FigureInputs> {
     let q = app.view.query;
     let mode = app.settings.features.mode;
-    match app.settings.view {
+    let sides = Side::BOTH.map(|s| {
+        app.image(s).map(|slot| SidePicture {
+            photo: slot.image.rgb.clone(),
+            scale: PixelScale::of(&slot.image),
+        })
+    });
+    let (subtitle, content) = match app.settings.view {
         View::Sweep => anyhow::bail!("the sweep view exports its plots (E), not a figure"),
         View::Correspondence => {
             let col: Column = mode.into();
-            let mut f = Figure::new("Correspondence");
-            f.subtitle = subtitle(app, Some(col));
-            let Some(q) = q else {
-                for side in Side::BOTH {
-                    f.panels
-                        .push(Panel::new(side.to_string(), embed(app, side)?.0));
-                }
-                f.notes
-                    .push("No query point: click in an image first.".into());
-                return Ok(f);
+            let content = match q {
+                None => Content::Pictures,
+                Some(q) => Content::Correspondence {
+                    query: q,
+                    answer: column_answer(app, col, q).with_context(|| {
+                        format!("no {mode} features yet: wait for the extraction")
+                    })?,
+                },
             };
-            let a = app
-                .answer(col, q)
-                .with_context(|| format!("no {mode} features yet: wait for the extraction"))?;
-            let src = query_panel(app, q, &[(a.clone(), col)])?;
-            let title = format!("{} · {col}", q.side.other());
-            let (tgt, look) = target_panel(app, &a, col, title)?;
-            f.panels = match q.side {
-                Side::A => vec![src, tgt],
-                Side::B => vec![tgt, src],
-            };
-            f.colorbar = Some(colorbar(app, &look, false));
-            f.panel_height = 360.0;
-            Ok(f)
+            (subtitle(app, Some(col)), content)
         }
         View::Compare => {
             let q = q.context("no query point: click in an image first")?;
-            let mut answers = Vec::new();
-            for c in app.compare_modes() {
-                if let Some(a) = app.answer(c, q) {
-                    answers.push((a, c));
-                }
-            }
+            let answers: Vec<ColumnAnswer> = app
+                .compare_modes()
+                .into_iter()
+                .filter_map(|c| column_answer(app, c, q))
+                .collect();
             anyhow::ensure!(
                 !answers.is_empty(),
                 "no features yet: wait for the extraction"
             );
-            let mut f = Figure::new("Compare");
-            f.subtitle = subtitle(app, None);
-            f.panels.push(query_panel(app, q, &answers)?);
-            let mut last_look = None;
-            for (a, c) in &answers {
-                let t = app
-                    .features_of(*c)
-                    .map(|f| format!(" · {}", super::t_caption(f.t_used)))
-                    .unwrap_or_default();
-                let (p, look) = target_panel(app, a, *c, format!("{c}{t}"))?;
-                f.panels.push(p);
-                last_look = Some(look);
-            }
-            if let Some(look) = last_look {
-                f.colorbar = Some(colorbar(app, &look, answers.len() > 1));
-            }
-            f.panel_height = if f.panels.len() > 3 { 240.0 } else { 320.0 };
-            Ok(f)
+            (subtitle(app, None), Content::Compare { query: q, answers })
         }
-        View::Gallery => gallery_figure(app),
+        View::Gallery => {
+            let q = q
+                .filter(|q| q.side == Side::A)
+                .context("no query point: click in A first")?;
+            let modes = app.gallery_modes();
+            let n = app.gallery().targets().len();
+            anyhow::ensure!(n > 0, "the gallery has no targets: add images first");
+            let mut panels = Vec::new();
+            let mut missing = 0;
+            for index in 0..n {
+                for &m in &modes {
+                    let answer = app.gallery_answer(index, m);
+                    let t = &app.gallery().targets()[index];
+                    let (Some(answer), Some(slot)) = (answer, &t.image) else {
+                        missing += 1;
+                        continue;
+                    };
+                    panels.push(GalleryPanel {
+                        index,
+                        name: t.name.clone(),
+                        mode: m,
+                        picture: SidePicture {
+                            photo: slot.image.rgb.clone(),
+                            scale: PixelScale::of(&slot.image),
+                        },
+                        look: super::views::heat_look(&app.settings, &answer),
+                        answer,
+                    });
+                }
+            }
+            let sub = subtitle(app, (modes.len() == 1).then(|| modes[0].into()));
+            (
+                sub,
+                Content::Gallery {
+                    query: q,
+                    several_modes: modes.len() > 1,
+                    panels,
+                    missing,
+                },
+            )
+        }
         View::Pca => {
             let pca = app
                 .pca()
                 .cloned()
                 .context("no PCA colours yet: wait for them to be computed")?;
-            let mut f = Figure::new("PCA");
-            f.subtitle = format!(
+            let sub = format!(
                 "{} · first three components as RGB, {}",
                 subtitle(app, Some(mode.into())),
                 if pca.joint {
@@ -268,112 +155,27 @@ fn figure_of_view(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
                     "per image"
                 }
             );
-            for side in Side::BOTH {
-                let (base, _) = embed(app, side)?;
-                let map = &pca.rgb[side.index()];
-                let look = Look {
-                    opacity: app.settings.pca.opacity,
-                    uv: pca.uv[side.index()],
-                    ..Look::default()
-                };
-                let img = if look.uv == [0.0, 0.0, 1.0, 1.0] {
-                    let up = upsample_rgb(map, base.width(), base.height());
-                    let a = look.opacity.clamp(0.0, 1.0);
-                    let mut out = base.clone();
-                    for (p, c) in out.pixels_mut().zip(up.pixels()) {
-                        for (d, s) in p.0.iter_mut().zip(c.0) {
-                            *d = (f32::from(*d) * (1.0 - a) + f32::from(s) * a).round() as u8;
-                        }
-                    }
-                    out
-                } else {
-                    let data = OverlayData::Rgb {
-                        generation: 0,
-                        map: map.clone(),
-                    };
-                    super::export::blend_picture(&base, &data, &look)
-                };
-                f.panels.push(Panel::new(side.to_string(), img));
-            }
-            f.panel_height = 360.0;
-            Ok(f)
+            let opacity = app.settings.pca.opacity;
+            (sub, Content::Pca { pca, opacity })
         }
-    }
+    };
+    Ok(FigureInputs {
+        subtitle,
+        sides,
+        show_top_k: app.settings.matching.show_top_k,
+        range: app.settings.display.range,
+        content,
+    })
 }
 
-/// The gallery as a figure: A with the query, then every target (per
-/// mode) with its heatmap, best match and cosine, in rows of at most five.
-fn gallery_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
-    let q = app
-        .view
-        .query
-        .filter(|q| q.side == Side::A)
-        .context("no query point: click in A first")?;
-    let modes = app.gallery_modes();
-    let n = app.gallery().targets().len();
-    anyhow::ensure!(n > 0, "the gallery has no targets: add images first");
-    let mut f = Figure::new("Gallery");
-    f.subtitle = subtitle(app, (modes.len() == 1).then(|| modes[0].into()));
-    let mut panels = vec![query_panel(app, q, &[])?];
-    let mut last_look = None;
-    let mut missing = 0;
-    for i in 0..n {
-        for &mode in &modes {
-            let Some(a) = app.gallery_answer(i, mode) else {
-                missing += 1;
-                continue;
-            };
-            let t = &app.gallery().targets()[i];
-            let Some(slot) = &t.image else {
-                missing += 1;
-                continue;
-            };
-            let look = super::views::heat_look(&app.settings, &a);
-            let blended = heat_over(&slot.image.rgb, &a.heat.sim, &look);
-            let (img, k) = if blended.height() > MAX_EMBED_H {
-                to_height(&blended, MAX_EMBED_H)
-            } else {
-                (blended, 1.0)
-            };
-            let col: Column = mode.into();
-            let title = if modes.len() > 1 {
-                format!("T{} · {} · {mode}", i + 1, t.name)
-            } else {
-                format!("T{} · {}", i + 1, t.name)
-            };
-            let mut p = Panel::new(title, img);
-            p.title_color = Some(rgb8(col.color()));
-            p.markers.push(Marker::ring(
-                a.best.x * k,
-                a.best.y * k,
-                rgb8(col.color()),
-                "1",
-            ));
-            let (bx, by) = PixelScale::of(&slot.image).point(a.best.x, a.best.y);
-            p.caption
-                .push(format!("best {} · cos {:.3}", pt(bx, by), a.best.score));
-            p.caption
-                .push(format!("range {:.3} to {:.3}", look.lo, look.hi));
-            panels.push(p);
-            last_look = Some(look);
-        }
-    }
-    anyhow::ensure!(
-        last_look.is_some(),
-        "no gallery features yet: wait for the extraction"
-    );
-    if missing > 0 {
-        f.notes.push(format!(
-            "{missing} target picture(s) left out: their features were not ready"
-        ));
-    }
-    if let Some(look) = last_look {
-        f.colorbar = Some(colorbar(app, &look, panels.len() > 2));
-    }
-    f.columns = panels.len().min(5);
-    f.panel_height = 220.0;
-    f.panels = panels;
-    Ok(f)
+/// The current view as a figure, with the provenance of every answer it
+/// shows in its notes; refused while an answer is not current
+/// ([`super::provenance::ensure_current`]).
+pub fn view_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
+    super::provenance::ensure_current(app)?;
+    let mut fig = figure_inputs(app)?.figure()?;
+    super::provenance::annotate(app, &mut fig);
+    Ok(fig)
 }
 
 /// What a figure export wrote.
@@ -474,8 +276,9 @@ impl CleanDiftApp {
             return;
         }
         let dir = self.export_dir();
+        let scale = self.settings.export.figure_scale.clamp(1, 3);
         if self.settings.view == View::Sweep {
-            match self.export_sweep(&dir) {
+            match self.export_sweep(&dir, scale) {
                 Ok(files) => {
                     let mut names = vec![files.png.clone(), files.svg.clone()];
                     if let Some((p, s)) = &files.distance {
@@ -487,7 +290,7 @@ impl CleanDiftApp {
                         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                         .collect();
                     let text = format!(
-                        "Exported the sweep to {}: {}",
+                        "Exported the sweep ({scale}×) to {}: {}",
                         dir.display(),
                         list.join(", ")
                     );
@@ -503,7 +306,6 @@ impl CleanDiftApp {
             }
             return;
         }
-        let scale = self.settings.export.figure_scale.clamp(1, 3);
         match export_figure(self, &dir, scale) {
             Ok(files) => {
                 let mut names = vec![files.png.clone(), files.svg.clone()];
@@ -541,9 +343,9 @@ impl CleanDiftApp {
         if self.settings.view == View::Sweep {
             let result = self.sweep_chart().and_then(|c| {
                 let bytes = if svg {
-                    crate::plot::to_svg(&c).into_bytes()
+                    c.to_svg()?.into_bytes()
                 } else {
-                    png_bytes(&c)?
+                    c.to_png(scale as f32)?
                 };
                 write_new(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
             });

@@ -16,7 +16,7 @@ use super::engine::{extract_with_bar, load, with_geometry};
 use crate::analysis::{VarianceFit, fit_variance};
 use crate::features::cache::FeatureCache;
 use crate::features::extract::{ExtractSettings, Mode};
-use crate::plot::{Chart, PALETTE, Stacked};
+use crate::plot::{VarianceRow as ChartRow, variance_chart};
 use crate::util::parse_t_range;
 
 #[derive(Debug, Clone, Args)]
@@ -160,7 +160,14 @@ fn run_variance(a: &VarianceArgs) -> anyhow::Result<()> {
     write("variance.json", &serde_json::to_vec_pretty(&report)?)?;
     for (layer, rows) in &report.layers {
         let stem = a.out.join(format!("variance-{layer}"));
-        let (svg, png) = crate::plot::save(&chart(layer, rows), &stem)
+        let rows: Vec<ChartRow<'_>> = rows
+            .iter()
+            .map(|r| ChartRow {
+                t: f64::from(r.t),
+                fit: &r.fit,
+            })
+            .collect();
+        let (svg, png) = crate::plot::save(&variance_chart(layer, &rows), &stem, 1.0)
             .with_context(|| format!("writing {}.svg/.png", stem.display()))?;
         println!("wrote {}\nwrote {}", png.display(), svg.display());
     }
@@ -206,29 +213,4 @@ fn csv(r: &Report) -> String {
         }
     }
     out
-}
-
-fn chart(layer: &str, rows: &[Row]) -> Chart {
-    let xs: Vec<f64> = rows.iter().map(|r| f64::from(r.t)).collect();
-    let col = |f: fn(&VarianceFit) -> f64| rows.iter().map(|r| f(&r.fit)).collect::<Vec<_>>();
-    let all_in_unit = rows.iter().all(|r| {
-        [r.fit.frac_x0, r.fit.frac_eps, r.fit.frac_residual]
-            .iter()
-            .all(|v| (-1e-9..=1.0 + 1e-9).contains(v))
-    });
-    Chart {
-        title: format!("Fraction of variance vs timestep, layer {layer}"),
-        x_label: "t".into(),
-        y_label: "fraction of variance".into(),
-        stacked: Some(Stacked {
-            xs,
-            layers: vec![
-                ("x0 features".into(), col(|f| f.frac_x0), PALETTE[0]),
-                ("eps features".into(), col(|f| f.frac_eps), PALETTE[1]),
-                ("residual".into(), col(|f| f.frac_residual), [150, 150, 150]),
-            ],
-        }),
-        y_range: all_in_unit.then_some((0.0, 1.0)),
-        ..Chart::default()
-    }
 }

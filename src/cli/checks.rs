@@ -104,10 +104,7 @@ pub(super) fn picture_format(option: &str, path: &Path, svg: bool) -> anyhow::Re
 pub(super) fn encode(img: &image::RgbImage, fmt: Picture) -> anyhow::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     match fmt {
-        Picture::Png => img.write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )?,
+        Picture::Png => bytes = crate::png::encode(img)?,
         Picture::Jpeg => {
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95).encode_image(img)?
         }

@@ -23,6 +23,7 @@ use crate::features::extract::{DEFAULT_T, ExtractSettings, Mode};
 use crate::features::source::SourceKind;
 use crate::model::weights::Backbone;
 use crate::plot::{Chart, HLine, Line, Marker, PALETTE};
+use crate::style::mode_rgb;
 use crate::util::parse_t_range;
 
 /// Which PCK number the table and the plot show.
@@ -231,7 +232,7 @@ impl SweepPlan {
                 .with_context(|| format!("writing {}", p.display()))?;
             println!("wrote {}", p.display());
         }
-        let (svg, png) = crate::plot::save(&self.chart(&report), &self.out.join("sweep"))
+        let (svg, png) = crate::plot::save(&self.chart(&report), &self.out.join("sweep"), 1.0)
             .context("writing the sweep plot")?;
         println!("wrote {}\nwrote {}", png.display(), svg.display());
         Ok(())
@@ -313,17 +314,16 @@ impl SweepPlan {
                     label: "noisy (DIFT)".into(),
                     xs: nx,
                     ys: ny,
-                    color: PALETTE[0],
-                    dashed: false,
-                    points: true,
+                    color: mode_rgb(Mode::Noisy),
+                    ..Line::default()
                 },
                 Line {
                     label: "naive clean".into(),
                     xs: vx,
                     ys: vy,
-                    color: PALETTE[1],
-                    dashed: false,
-                    points: true,
+                    color: mode_rgb(Mode::Naive),
+                    dashed: true,
+                    ..Line::default()
                 },
             ],
             hlines: vec![HLine {
@@ -333,12 +333,15 @@ impl SweepPlan {
                     "clean (no student)".into()
                 },
                 y: 100.0 * r.clean_pck,
-                color: PALETTE[2],
+                color: mode_rgb(Mode::Clean),
                 dashed: true,
             }],
             markers,
             ..Chart::default()
         }
+        // Points coloured by t and the clean features' t, as the app's
+        // sweep view draws its main t.
+        .by_t(format!("clean's t={}", trim(r.clean.t)), r.clean.t)
     }
 }
 

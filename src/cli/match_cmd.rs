@@ -222,6 +222,9 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
         }
     }
     if a.figure.is_some() || a.out.is_some() {
+        // The app's colours: the source's (its mode's for diffusion
+        // features) for the best match and the way back, as its columns.
+        let color = crate::style::source_rgb(kind.with_mode(s.mode));
         let mut fig = crate::figure::Figure::new(if many { "Gallery" } else { "Correspondence" });
         fig.subtitle = format!("{label} · {}", engines.describe());
         let mut pa = crate::figure::Panel::new(
@@ -240,7 +243,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                 pa.markers.push(crate::figure::Marker {
                     x: back.0,
                     y: back.1,
-                    color: [255, 200, 0],
+                    color,
                     shape: if *mutual {
                         crate::figure::MarkerShape::Ring
                     } else {
@@ -258,48 +261,41 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                 ));
             }
         }
-        pa.markers
-            .push(crate::figure::Marker::ring(lx, ly, [0, 215, 255], "Q"));
+        pa.markers.push(crate::figure::Marker::ring(
+            lx,
+            ly,
+            crate::style::QUERY,
+            "Q",
+        ));
         fig.panels.push(pa);
         for (j, ((bpath, _, layers), ib)) in targets.into_iter().zip(&ibs).enumerate() {
             let bname = std::path::Path::new(&bpath)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or(bpath.clone());
-            for (name, heat, top, _, _, (lo, hi)) in layers {
+            for (name, heat, top, _, mutual, (lo, hi)) in layers {
                 let title = if many {
                     format!("B{} {bname} · layer {name}", j + 1)
                 } else {
                     format!("B · layer {name}")
                 };
-                let mut pb = crate::figure::Panel::new(title, heat);
-                for (i, (mx, my, _)) in top.iter().enumerate().rev() {
-                    let color = if i == 0 {
-                        [255, 40, 40]
-                    } else {
-                        [245, 245, 245]
-                    };
-                    let mut m = crate::figure::Marker::ring(*mx, *my, color, (i + 1).to_string());
-                    if i > 0 {
-                        m.radius = 6.0;
-                    }
-                    pb.markers.push(m);
-                }
-                let list: Vec<String> = top
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (mx, my, c))| {
-                        let (mx, my) = ib.to_original(*mx, *my);
-                        format!(
-                            "{}: ({:.0}, {:.0}) cos {c:.3}",
-                            i + 1,
-                            mx.floor(),
-                            my.floor()
-                        )
-                    })
-                    .collect();
-                pb.caption.push(list.join(" · "));
-                pb.caption.push(format!("range {lo:.3} to {hi:.3}"));
+                let pb = crate::figure::top_k_panel(crate::figure::TopK {
+                    title,
+                    title_color: Some(color),
+                    image: heat,
+                    matches: top
+                        .iter()
+                        .map(|(mx, my, c)| crate::figure::Ranked {
+                            x: *mx,
+                            y: *my,
+                            orig: ib.to_original(*mx, *my),
+                            cosine: *c,
+                        })
+                        .collect(),
+                    best_color: color,
+                    mutual: Some(mutual),
+                    range: (lo, hi),
+                });
                 if npanels == 1 {
                     fig.colorbar = Some(crate::figure::ColorBar {
                         colormap: Colormap::Turbo,

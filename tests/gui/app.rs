@@ -1567,7 +1567,7 @@ fn the_sweep_view_plots_each_t_sets_t_on_click_and_exports() {
     h.step();
 
     // The series as files: the plots (PNG, SVG) and the rows (CSV, JSON).
-    let files = h.state_mut().export_sweep(dir.path()).expect("export");
+    let files = h.state_mut().export_sweep(dir.path(), 1).expect("export");
     let csv = std::fs::read_to_string(&files.csv).expect("csv");
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 3, "{csv}");
@@ -1577,15 +1577,36 @@ fn the_sweep_view_plots_each_t_sets_t_on_click_and_exports() {
     assert_eq!(json["rows"].as_array().map(Vec::len), Some(3));
     assert_eq!(json["rows"][2]["t"], 500.0);
     assert!(json["clean"]["cosine"].is_number(), "{json}");
-    image::open(&files.png).expect("png");
+    let png1 = image::open(&files.png).expect("png");
     let (dpng, dsvg) = files.distance.clone().expect("distance plot");
     image::open(&dpng).expect("distance png");
-    assert!(
-        std::fs::read_to_string(&files.svg)
-            .expect("svg")
-            .contains("<svg")
+    // The plots as on screen: points coloured by their t, the main t as a
+    // line, the full legend.
+    for svg in [&files.svg, &dsvg] {
+        let svg = std::fs::read_to_string(svg).expect("svg");
+        assert!(svg.contains("<svg"));
+        for t in [100.0, 300.0, 500.0] {
+            let fill = format!(
+                "fill=\"{}\"",
+                cleandift::scene::hex(cleandift::style::t_rgb(t))
+            );
+            assert!(svg.contains(&fill), "no point coloured as t={t}");
+        }
+        assert!(svg.contains(r#"<g class="vline">"#), "no main-t line");
+        assert!(svg.contains(">main t=300</text>"), "no main-t legend");
+        assert!(svg.contains(">noisy (ensemble 2)</text>"));
+        assert!(svg.contains(">clean: "), "no clean reference");
+    }
+    // At the figure scale: 2× is twice 1× on each side.
+    let files2 = h
+        .state_mut()
+        .export_sweep(dir.path(), 2)
+        .expect("export 2x");
+    let png2 = image::open(&files2.png).expect("png 2x");
+    assert_eq!(
+        (png2.width(), png2.height()),
+        (2 * png1.width(), 2 * png1.height())
     );
-    assert!(dsvg.is_file());
 
     // A wider range asks only for the missing t; Cancel stops it with the
     // points kept, Run goes on.
@@ -1653,10 +1674,18 @@ fn the_sweep_view_plots_each_t_sets_t_on_click_and_exports() {
     h.snapshot_options("sweep_variance", &snap_options());
     let files = h
         .state_mut()
-        .export_sweep(dir.path())
+        .export_sweep(dir.path(), 1)
         .expect("variance export");
     let csv = std::fs::read_to_string(&files.csv).expect("csv");
     assert_eq!(csv.lines().count(), 1 + 2 * 3, "{csv}");
+    let svg = std::fs::read_to_string(&files.svg).expect("svg");
+    assert_eq!(svg.matches("<polygon").count(), 3, "three stacked areas");
+    for part in ["x0 features", "eps features", "residual"] {
+        assert!(
+            svg.contains(&format!(">{part}</text>")),
+            "no {part} in the legend"
+        );
+    }
     assert!(files.distance.is_none());
 }
 

@@ -20,20 +20,15 @@ use crate::app::settings::SweepTab;
 use crate::app::slots;
 use crate::app::sweep::VARIANCE_COLORS;
 use crate::features::extract::Mode;
-use crate::render::Colormap;
 
-/// Colour of timestep `t` on the trajectory (viridis, 0 → 999).
+/// Colour of timestep `t` on the trajectory (viridis, 0 → 999), as the
+/// exported sweep charts colour their points.
 pub(crate) fn t_color(t: f64) -> Color32 {
-    let c = Colormap::Viridis.rgb((t / 999.0) as f32);
-    Color32::from_rgb(
-        (c[0] * 255.0) as u8,
-        (c[1] * 255.0) as u8,
-        (c[2] * 255.0) as u8,
-    )
+    rgb(crate::style::t_rgb(t))
 }
 
-const NOISY: Color32 = Color32::from_rgb(255, 150, 40);
-const T_LINE: Color32 = Color32::from_rgb(160, 160, 160);
+const NOISY: Color32 = crate::app::column::rgb(crate::style::mode_rgb(Mode::Noisy));
+const T_LINE: Color32 = crate::app::column::rgb(crate::style::T_LINE);
 
 /// Grid marks on the t axis far enough apart for their labels (egui_plot's
 /// default powers of ten leave 0…999 with one label on a narrow plot).

@@ -1,24 +1,25 @@
 //! Figures for papers and talks. A [`Figure`] describes what a view shows:
 //! a title and a subtitle (layer, mode, t), panels (an image each, with a
 //! title, numbered markers and caption lines such as cosines) and a colour
-//! bar with its scale. [`Figure::to_png`] renders it at a scale (1×, 2×,
-//! 3× ...) on the CPU; [`Figure::to_svg`] writes SVG with the images
-//! embedded as base64 PNG and the text, markers and colour bar as SVG
-//! elements. Both draw the same [`layout`](Figure::layout), so the two files
-//! agree.
-//!
-//! Text is shaped and rasterized with egui's own font system (epaint), so a
-//! figure needs no system fonts and no GPU.
+//! bar with its scale. Its [`layout`](Figure::layout) becomes one
+//! [`Scene`]: [`Figure::to_svg`] writes it (images embedded as base64 PNG,
+//! text, markers and colour bar as SVG elements) and [`Figure::to_png`]
+//! renders that same SVG at a scale (1×, 2×, 3× ...) with resvg, so the two
+//! files agree. Text is measured with the font the PNG is drawn with
+//! ([`crate::text`]), so no system font and no GPU is needed.
 
-mod png;
-mod svg;
+mod panels;
+mod scene;
 #[cfg(test)]
 mod tests;
-mod text;
+
+pub use panels::{Ranked, TopK, top_k_panel};
 
 use image::RgbImage;
 
 use crate::render::Colormap;
+use crate::scene::{Scene, SceneError};
+use crate::text;
 
 /// Figure errors.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +32,8 @@ pub enum FigureError {
     Scale(f32),
     #[error("the figure would be {0}×{1} pixels: too large")]
     TooLarge(u32, u32),
-    #[error("cannot encode the figure as PNG: {0}")]
-    Png(#[from] image::ImageError),
+    #[error("cannot draw the figure: {0}")]
+    Scene(#[from] SceneError),
 }
 
 /// The largest side of a rendered PNG, in pixels.
@@ -158,14 +159,18 @@ impl Figure {
     /// Where everything goes, in figure units.
     pub fn layout(&self) -> Result<Layout, FigureError> {
         self.check()?;
-        let mut m = text::Measure::new();
-        Ok(layout(self, &mut m))
+        Ok(layout(self))
+    }
+
+    /// The figure as a scene (what both files draw).
+    pub fn scene(&self) -> Result<Scene, FigureError> {
+        let l = self.layout()?;
+        Ok(scene::of(self, &l))
     }
 
     /// The figure as SVG (text and markers as elements, images as base64 PNG).
     pub fn to_svg(&self) -> Result<String, FigureError> {
-        let l = self.layout()?;
-        svg::render(self, &l)
+        Ok(self.scene()?.to_svg()?)
     }
 
     /// The figure as an image at `scale` (1 = one pixel per figure unit).
@@ -181,28 +186,17 @@ impl Figure {
         if w > MAX_SIDE || h > MAX_SIDE {
             return Err(FigureError::TooLarge(w, h));
         }
-        Ok(png::render(self, &l, scale))
+        Ok(scene::of(self, &l).to_image(scale)?)
     }
 
-    /// The figure as PNG bytes at `scale`.
+    /// The figure as PNG bytes at `scale` (its SVG rendered).
     pub fn to_png(&self, scale: f32) -> Result<Vec<u8>, FigureError> {
         let img = self.to_image(scale)?;
-        let mut bytes = Vec::new();
-        img.write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )?;
-        Ok(bytes)
+        crate::png::encode(&img).map_err(|e| FigureError::Scene(e.into()))
     }
 }
 
-/// Text alignment relative to an item's x.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Anchor {
-    Start,
-    Middle,
-    End,
-}
+pub use crate::scene::Anchor;
 
 /// A rectangle in figure units.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -302,7 +296,7 @@ pub fn tick_label(v: f32) -> String {
     if s == "-0" { "0".into() } else { s.into() }
 }
 
-fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
+fn layout(f: &Figure) -> Layout {
     let mut items = Vec::new();
     let h = f.panel_height.max(32.0);
     let widths: Vec<f32> = f
@@ -320,19 +314,19 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
         .chunks(per_row)
         .map(row_width)
         .fold(0.0_f32, f32::max);
-    let title_w = m.width(&f.title, TITLE).max(m.width(&f.subtitle, SUBTITLE));
-    let content_w = row_w.max(title_w).max(240.0);
+    // Every one-line text fits: the title, the subtitle, the colour bar's label.
+    let title_w = text::width(&f.title, TITLE)
+        .max(text::width(&f.subtitle, SUBTITLE))
+        .max(
+            f.colorbar
+                .as_ref()
+                .map_or(0.0, |c| text::width(&c.label, TICK)),
+        );
+    let content_w = row_w.max(title_w.ceil()).max(240.0);
     let width = content_w + 2.0 * MARGIN;
     let mut y = MARGIN;
-    let line = |items: &mut Vec<Item>,
-                m: &mut text::Measure,
-                x,
-                y: &mut f32,
-                s: &str,
-                size,
-                color,
-                anchor| {
-        let (asc, row) = m.metrics(size);
+    let line = |items: &mut Vec<Item>, x, y: &mut f32, s: &str, size, color, anchor| {
+        let (asc, row) = text::line_metrics(size);
         items.push(Item::Text {
             x,
             y: *y,
@@ -347,7 +341,6 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
     if !f.title.is_empty() {
         line(
             &mut items,
-            m,
             MARGIN,
             &mut y,
             &f.title,
@@ -359,7 +352,6 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
     if !f.subtitle.is_empty() {
         line(
             &mut items,
-            m,
             MARGIN,
             &mut y,
             &f.subtitle,
@@ -370,7 +362,15 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
     }
     y += 10.0;
     // Panels: title, image, caption; each row centred.
-    let titled = f.panels.iter().any(|p| !p.title.is_empty());
+    // A title wider than its image wraps onto more lines (never cut); a
+    // row's images start below its longest title.
+    let title_lines = |p: &Panel, w: f32| {
+        if p.title.is_empty() {
+            Vec::new()
+        } else {
+            text::wrap(&p.title, PANEL_TITLE, w + GAP - 4.0)
+        }
+    };
     let mut bottom = y;
     for (row, ws) in widths.chunks(per_row).enumerate() {
         if row > 0 {
@@ -378,8 +378,14 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
         }
         let first = row * per_row;
         let mut x = MARGIN + (content_w - row_width(ws)) / 2.0;
-        let img_y = y + if titled {
-            m.metrics(PANEL_TITLE).1 + 4.0
+        let lines = f.panels[first..]
+            .iter()
+            .zip(ws)
+            .map(|(p, w)| title_lines(p, *w).len())
+            .max()
+            .unwrap_or(0);
+        let img_y = y + if lines > 0 {
+            lines as f32 * text::line_metrics(PANEL_TITLE).1 + 4.0
         } else {
             0.0
         };
@@ -387,26 +393,18 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
         for (i, (p, w)) in f.panels[first..].iter().zip(ws).enumerate() {
             let i = first + i;
             let cx = x + w / 2.0;
-            if !p.title.is_empty() {
-                let mut ty = y;
-                let color = p.title_color.unwrap_or(INK);
-                // A title wider than its image wraps.
-                for l in m
-                    .wrap(&p.title, PANEL_TITLE, w + GAP - 4.0)
-                    .into_iter()
-                    .take(1)
-                {
-                    line(
-                        &mut items,
-                        m,
-                        cx,
-                        &mut ty,
-                        &l,
-                        PANEL_TITLE,
-                        color,
-                        Anchor::Middle,
-                    );
-                }
+            let mut ty = y;
+            let color = p.title_color.unwrap_or(INK);
+            for l in title_lines(p, *w) {
+                line(
+                    &mut items,
+                    cx,
+                    &mut ty,
+                    &l,
+                    PANEL_TITLE,
+                    color,
+                    Anchor::Middle,
+                );
             }
             let rect = Rect {
                 x,
@@ -475,7 +473,7 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
                 });
                 placed.push((bx, by));
                 let size = 12.0;
-                let (asc, row) = m.metrics(size);
+                let (asc, row) = text::line_metrics(size);
                 items.push(Item::Badge {
                     x: bx,
                     y: by,
@@ -493,8 +491,8 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
             });
             let mut cy = img_y + h + 6.0;
             for c in &p.caption {
-                for l in m.wrap(c, CAPTION, w.max(120.0)) {
-                    line(&mut items, m, x, &mut cy, &l, CAPTION, INK, Anchor::Start);
+                for l in text::wrap(c, CAPTION, w.max(120.0)) {
+                    line(&mut items, x, &mut cy, &l, CAPTION, INK, Anchor::Start);
                 }
             }
             bottom = bottom.max(cy);
@@ -503,8 +501,8 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
     }
     y = bottom + 12.0;
     if let Some(cb) = &f.colorbar {
-        let (asc, row) = m.metrics(TICK);
-        let label_w = m.width(&cb.label, TICK);
+        let (asc, row) = text::line_metrics(TICK);
+        let label_w = text::width(&cb.label, TICK);
         let bar_w = (content_w - label_w - 12.0).clamp(120.0, 360.0);
         let bx = MARGIN;
         items.push(Item::Text {
@@ -551,10 +549,9 @@ fn layout(f: &Figure, m: &mut text::Measure) -> Layout {
         y += row + 6.0;
     }
     for n in &f.notes {
-        for l in m.wrap(n, CAPTION, content_w) {
+        for l in text::wrap(n, CAPTION, content_w) {
             line(
                 &mut items,
-                m,
                 MARGIN,
                 &mut y,
                 &l,
