@@ -17,6 +17,7 @@ mod match_downscaled;
 mod match_figure;
 mod research_cli;
 mod run_safety;
+mod run_safety_outputs;
 mod single_file;
 mod train;
 mod xvfb;

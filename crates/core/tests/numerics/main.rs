@@ -15,6 +15,7 @@ mod feature_trust;
 mod fusion_reference;
 mod half_precision;
 mod preprocess;
+mod preprocess_geometry;
 mod sources;
 mod text_reference;
 mod variance;
