@@ -277,59 +277,53 @@ impl CleanDiftApp {
         }
         let dir = self.export_dir();
         let scale = self.settings.export.figure_scale.clamp(1, 3);
-        if self.settings.view == View::Sweep {
-            match self.export_sweep(&dir, scale) {
-                Ok(files) => {
-                    let mut names = vec![files.png.clone(), files.svg.clone()];
-                    if let Some((p, s)) = &files.distance {
-                        names.extend([p.clone(), s.clone()]);
-                    }
-                    names.extend([files.csv.clone(), files.json.clone()]);
-                    let list: Vec<String> = names
-                        .iter()
-                        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                        .collect();
-                    let text = format!(
-                        "Exported the sweep ({scale}×) to {}: {}",
-                        dir.display(),
-                        list.join(", ")
-                    );
-                    self.message_with_folder(Level::Info, text, String::new(), Some(dir));
-                    self.last_export = Some(files.png);
+        // What E wrote (or why it could not), said the same way for the
+        // sweep and for a figure.
+        let (what, hint, result) = if self.settings.view == View::Sweep {
+            let r = self.export_sweep(&dir, scale).map(|files| {
+                let mut names = vec![files.png.clone(), files.svg.clone()];
+                if let Some((p, s)) = &files.distance {
+                    names.extend([p.clone(), s.clone()]);
                 }
-                Err(e) => self.message_on(
-                    super::Topic::Export,
-                    Level::Error,
-                    format!("Cannot export the sweep: {}", crate::util::error_chain(&*e)),
-                    "Wait for the first timestep, or choose another export folder".into(),
-                ),
-            }
-            return;
-        }
-        match export_figure(self, &dir, scale) {
-            Ok(files) => {
+                names.extend([files.csv.clone(), files.json.clone()]);
+                (files.png, names)
+            });
+            (
+                "the sweep",
+                "Wait for the first timestep, or choose another export folder",
+                r,
+            )
+        } else {
+            let r = export_figure(self, &dir, scale).map(|files| {
                 let mut names = vec![files.png.clone(), files.svg.clone()];
                 names.extend(files.json.clone());
+                (files.png, names)
+            });
+            (
+                "the figure",
+                "Choose another export folder in the side panel",
+                r,
+            )
+        };
+        match result {
+            Ok((png, names)) => {
                 let list: Vec<String> = names
                     .iter()
                     .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                     .collect();
                 let text = format!(
-                    "Exported the figure ({scale}×) to {}: {}",
+                    "Exported {what} ({scale}×) to {}: {}",
                     dir.display(),
                     list.join(", ")
                 );
                 self.message_with_folder(Level::Info, text, String::new(), Some(dir));
-                self.last_export = Some(files.png);
+                self.last_export = Some(png);
             }
             Err(e) => self.message_on(
                 super::Topic::Export,
                 Level::Error,
-                format!(
-                    "Cannot export the figure: {}",
-                    crate::util::error_chain(&*e)
-                ),
-                "Choose another export folder in the side panel".into(),
+                format!("Cannot export {what}: {}", crate::util::error_chain(&*e)),
+                hint.into(),
             ),
         }
     }

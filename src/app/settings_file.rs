@@ -221,3 +221,25 @@ mod tests {
         assert!(missing.ends_with("no/such/file.png"));
     }
 }
+
+/// An eframe store kept in memory (one RON string per key, as eframe's
+/// file holds them): for tests, and for a session whose settings must not
+/// touch the disk.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore(pub std::collections::HashMap<String, String>);
+
+impl eframe::Storage for MemoryStore {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.into(), value);
+    }
+
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+
+    fn flush(&mut self) {}
+}

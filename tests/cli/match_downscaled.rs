@@ -3,10 +3,9 @@
 //! file's own pixels, and the JSON records both sizes and the scale.
 
 use std::path::Path;
-use std::process::Command;
 
 fn run_match(a: &Path, b: &Path, point: &str, tolerance: &str) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_cleandift"))
+    let o = crate::common::bin()
         .args([
             "match",
             "--model",

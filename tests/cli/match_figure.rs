@@ -3,7 +3,6 @@
 //! one unlabelled heatmap whatever `--layers` said).
 
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn match_writes_one_titled_panel_per_layer() {
@@ -15,7 +14,7 @@ fn match_writes_one_titled_panel_per_layer() {
         dir.path().join("two.svg"),
     );
     let run = |layers: &str, out: &Path, figure: Option<&Path>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cleandift"));
+        let mut c = crate::common::bin();
         c.args([
             "match",
             "--model",
@@ -67,7 +66,7 @@ fn match_with_several_targets_answers_each_as_a_single_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let svg = dir.path().join("gallery.svg");
     let run = |targets: &[&str], figure: Option<&Path>| -> serde_json::Value {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cleandift"));
+        let mut c = crate::common::bin();
         c.args([
             "match",
             "--model",

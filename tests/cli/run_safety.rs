@@ -9,8 +9,7 @@ use crate::common;
 use common::{asset, bin, text, tiny_train};
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

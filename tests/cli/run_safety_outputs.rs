@@ -3,18 +3,14 @@
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use crate::common;
-use common::{asset, bin, text, tiny_train};
+use common::{asset, bin, text};
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use common::copy_dir;
 #[allow(unused_imports)]
 use crate::run_safety::*;
 

@@ -10,23 +10,22 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device};
 use cleandift::app::query::QueryPoint;
-use cleandift::app::settings::{FusionChoice, TrainSource};
-use cleandift::app::{CleanDiftApp, Column, LaunchOptions, Level, SizeChoice, View};
+use cleandift::app::settings::FusionChoice;
+use cleandift::app::{CleanDiftApp, Column, Level, SizeChoice, View};
 use cleandift::features::MatchView;
 use cleandift::features::extract::{Mode, extract};
 use cleandift::features::fusion::{DinoSettings, FusionSettings};
 use cleandift::model::FeatureKey;
-use cleandift::model::weights::{Backbone, BackboneSpec, StudentSource, load_student};
-use cleandift::worker::{Request, Side};
-use egui::{Event, Key, Pos2, Rect};
+use cleandift::model::weights::{Backbone, BackboneSpec};
+use cleandift::worker::Side;
+use egui::{Pos2, Rect};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::{Harness, SnapshotOptions};
 
 use crate::kittest_common;
 
 use kittest_common::{
-    SIZE, click_at, click_image, harness_with, image_wh, messages, opts, rect_of, screen, settled,
-    wait, wait_settled,
+    SIZE, click_image, harness_with, messages, opts, rect_of, screen, settled, wait, wait_settled,
 };
 
 pub(crate) fn harness() -> Harness<'static, CleanDiftApp> {
@@ -511,7 +510,7 @@ fn frames_keep_coming_during_a_long_extraction_and_cancel_works() {
 }
 
 #[derive(Debug)]
-pub(crate) struct DroppedBytes(PathBuf, Vec<u8>);
+pub(crate) struct DroppedBytes(pub(crate) PathBuf, pub(crate) Vec<u8>);
 
 impl egui::DroppedFile for DroppedBytes {
     fn path(&self) -> &Path {

@@ -260,23 +260,6 @@ fn a_damaged_settings_file_is_kept_beside_it_and_reported_in_the_app() {
     );
 }
 
-/// eframe's store: one RON string per key.
-#[derive(Default)]
-struct Store(std::collections::HashMap<String, String>);
-
-impl eframe::Storage for Store {
-    fn get_string(&self, key: &str) -> Option<String> {
-        self.0.get(key).cloned()
-    }
-    fn set_string(&mut self, key: &str, value: String) {
-        self.0.insert(key.into(), value);
-    }
-    fn remove_string(&mut self, key: &str) {
-        self.0.remove(key);
-    }
-    fn flush(&mut self) {}
-}
-
 #[test]
 fn relative_image_paths_are_saved_absolute() {
     let rel = Path::new("assets/chelsea.png");
@@ -304,7 +287,7 @@ fn relative_image_paths_are_saved_absolute() {
     );
 
     // What the app saves names the file from any folder.
-    let mut store = Store::default();
+    let mut store = cleandift::app::settings_file::MemoryStore::default();
     eframe::App::save(h.state_mut(), &mut store);
     let Restored::Loaded(saved) = restore_from(&store) else {
         panic!("the saved settings do not restore");

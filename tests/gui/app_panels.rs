@@ -2,31 +2,24 @@
 //! student, a model change waits for Load, the panel hides and shows, a bad
 //! image on the command line, a cancelled extraction's note.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use candle_core::{DType, Device};
 use cleandift::app::query::QueryPoint;
-use cleandift::app::settings::{FusionChoice, TrainSource};
-use cleandift::app::{CleanDiftApp, Column, LaunchOptions, Level, SizeChoice, View};
+use cleandift::app::settings::TrainSource;
+use cleandift::app::{CleanDiftApp, Column};
 use cleandift::features::MatchView;
 use cleandift::features::extract::{Mode, extract};
-use cleandift::features::fusion::{DinoSettings, FusionSettings};
-use cleandift::model::FeatureKey;
-use cleandift::model::weights::{Backbone, BackboneSpec, StudentSource, load_student};
-use cleandift::worker::{Request, Side};
-use egui::{Event, Key, Pos2, Rect};
+use cleandift::model::weights::{StudentSource, load_student};
+use cleandift::worker::Side;
+use egui::Key;
+use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::{Harness, SnapshotOptions};
 
 use crate::kittest_common;
 
-use kittest_common::{
-    SIZE, click_at, click_image, harness_with, image_wh, messages, opts, rect_of, screen, settled,
-    wait, wait_settled,
-};
 #[allow(unused_imports)]
 use crate::app::*;
+use kittest_common::{click_image, harness_with, messages, opts, rect_of, wait, wait_settled};
 
 #[test]
 fn the_fine_tune_panel_trains_switches_the_student_and_compares_old_vs_new() {

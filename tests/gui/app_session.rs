@@ -3,31 +3,23 @@
 //! t slider, a bad model folder, the command line's checks, and the docs'
 //! screenshots.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use candle_core::{DType, Device};
-use cleandift::app::query::QueryPoint;
-use cleandift::app::settings::{FusionChoice, TrainSource};
-use cleandift::app::{CleanDiftApp, Column, LaunchOptions, Level, SizeChoice, View};
-use cleandift::features::MatchView;
-use cleandift::features::extract::{Mode, extract};
-use cleandift::features::fusion::{DinoSettings, FusionSettings};
+use cleandift::app::{CleanDiftApp, Column, LaunchOptions, View};
+use cleandift::features::extract::Mode;
 use cleandift::model::FeatureKey;
-use cleandift::model::weights::{Backbone, BackboneSpec, StudentSource, load_student};
 use cleandift::worker::{Request, Side};
-use egui::{Event, Key, Pos2, Rect};
+use egui::Key;
+use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::{Harness, SnapshotOptions};
 
 use crate::kittest_common;
 
-use kittest_common::{
-    SIZE, click_at, click_image, harness_with, image_wh, messages, opts, rect_of, screen, settled,
-    wait, wait_settled,
-};
 #[allow(unused_imports)]
 use crate::app::*;
+use kittest_common::{
+    SIZE, click_image, harness_with, image_wh, messages, opts, screen, wait, wait_settled,
+};
 
 #[test]
 fn talk_mode_keys_move_switch_and_save() {
@@ -166,26 +158,10 @@ fn a_dead_worker_is_reported_and_can_be_restarted() {
     assert!(h.state_mut().committed_answer(Mode::Clean).is_some());
 }
 
-#[derive(Default)]
-pub(crate) struct MemStorage(std::collections::HashMap<String, String>);
-
-impl eframe::Storage for MemStorage {
-    fn get_string(&self, key: &str) -> Option<String> {
-        self.0.get(key).cloned()
-    }
-    fn set_string(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_string(), value);
-    }
-    fn remove_string(&mut self, key: &str) {
-        self.0.remove(key);
-    }
-    fn flush(&mut self) {}
-}
-
 #[test]
 fn settings_persist_between_runs() {
     use eframe::App as _;
-    let mut storage = MemStorage::default();
+    let mut storage = cleandift::app::settings_file::MemoryStore::default();
     let mut o = opts();
     o.persist = true;
     let saved = {

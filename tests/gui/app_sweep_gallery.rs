@@ -4,28 +4,22 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
-use cleandift::app::query::QueryPoint;
-use cleandift::app::settings::{FusionChoice, TrainSource};
-use cleandift::app::{CleanDiftApp, Column, LaunchOptions, Level, SizeChoice, View};
-use cleandift::features::MatchView;
-use cleandift::features::extract::{Mode, extract};
-use cleandift::features::fusion::{DinoSettings, FusionSettings};
+use cleandift::app::{CleanDiftApp, Level, View};
+use cleandift::features::extract::Mode;
 use cleandift::model::FeatureKey;
-use cleandift::model::weights::{Backbone, BackboneSpec, StudentSource, load_student};
-use cleandift::worker::{Request, Side};
-use egui::{Event, Key, Pos2, Rect};
+use cleandift::worker::Side;
+use egui::{Event, Pos2};
+use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::{Harness, SnapshotOptions};
 
 use crate::kittest_common;
 
-use kittest_common::{
-    SIZE, click_at, click_image, harness_with, image_wh, messages, opts, rect_of, screen, settled,
-    wait, wait_settled,
-};
 #[allow(unused_imports)]
 use crate::app::*;
+use kittest_common::{
+    SIZE, click_at, click_image, harness_with, image_wh, messages, opts, screen, settled, wait,
+    wait_settled,
+};
 
 /// The sweep view (issue 14): a short sweep fills in one t at a time with
 /// the click's best match, the plot shows those points, clicking one sets

@@ -44,23 +44,6 @@ fn flat_train_settings_of_older_files_still_load() {
     assert_eq!(empty, TrainSettings::default());
 }
 
-/// eframe's storage: one RON string per key.
-#[derive(Default)]
-struct Ron(std::collections::HashMap<String, String>);
-
-impl eframe::Storage for Ron {
-    fn get_string(&self, key: &str) -> Option<String> {
-        self.0.get(key).cloned()
-    }
-    fn set_string(&mut self, key: &str, value: String) {
-        self.0.insert(key.into(), value);
-    }
-    fn remove_string(&mut self, key: &str) {
-        self.0.remove(key);
-    }
-    fn flush(&mut self) {}
-}
-
 #[test]
 fn settings_round_trip_through_ron_and_old_flat_train_settings_load() {
     let mut s = Settings::default();
@@ -68,7 +51,7 @@ fn settings_round_trip_through_ron_and_old_flat_train_settings_load() {
     s.train.run.steps = 40;
     s.train.run.lr = Some(3e-4);
     s.train.run.out_dir = Some(PathBuf::from("runs"));
-    let mut storage = Ron::default();
+    let mut storage = crate::app::settings_file::MemoryStore::default();
     eframe::set_value(&mut storage, "app", &s);
     let back = storage
         .get_string("app")
@@ -219,7 +202,7 @@ fn a_flat_settings_file_loads_into_the_nested_layout_with_every_value() {
     assert_ne!(want.sweep, d.sweep);
 
     // Saved again, it is the nested layout and reads back the same.
-    let mut storage = Ron::default();
+    let mut storage = crate::app::settings_file::MemoryStore::default();
     eframe::set_value(&mut storage, eframe::APP_KEY, &*s);
     let saved = storage.get_string(eframe::APP_KEY).expect("saved");
     assert!(

@@ -11,7 +11,13 @@ pub(super) const RANK_RING: f32 = 6.0;
 pub(super) const BEST_RING: f32 = 10.0;
 pub(super) const RING_OUTLINE: f32 = 2.5;
 
-pub(super) fn target_markers(c: &Canvas, a: &Answer, w: u32, h: u32, color: Color32) -> Vec<Marker> {
+pub(super) fn target_markers(
+    c: &Canvas,
+    a: &Answer,
+    w: u32,
+    h: u32,
+    color: Color32,
+) -> Vec<Marker> {
     let b = c.big;
     let mut m = Vec::new();
     if c.settings.matching.show_top_k {
@@ -65,7 +71,14 @@ pub(super) fn source_markers(
 }
 
 /// Rank labels next to the top-k markers.
-pub(super) fn rank_labels(c: &Canvas, painter: &egui::Painter, rect: Rect, a: &Answer, w: u32, h: u32) {
+pub(super) fn rank_labels(
+    c: &Canvas,
+    painter: &egui::Painter,
+    rect: Rect,
+    a: &Answer,
+    w: u32,
+    h: u32,
+) {
     if !c.settings.matching.show_top_k {
         return;
     }

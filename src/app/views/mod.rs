@@ -10,7 +10,7 @@ mod pca;
 mod stale;
 mod sweep;
 
-use markers::{RANK_RING, BEST_RING, RING_OUTLINE, target_markers, source_markers, rank_labels, outlined_text, hover_value};
+use markers::{hover_value, outlined_text, rank_labels, source_markers, target_markers};
 
 use std::sync::Arc;
 

@@ -6,10 +6,8 @@
 use std::path::Path;
 
 use crate::common::image_bytes::{encode, jpeg, noise_rgb, patch_jpeg_size, patch_png_size};
-use candle_core::{Device, IndexOp};
 use cleandift_core::features::preprocess::{
-    Fit, Geometry, ImageError, LoadedImage, MAX_PIXELS, MAX_SIDE, SizeSpec, decode_image,
-    load_image, resolve_size, to_model_tensor,
+    ImageError, LoadedImage, MAX_PIXELS, MAX_SIDE, decode_image, load_image,
 };
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, RgbImage, Rgba};
 

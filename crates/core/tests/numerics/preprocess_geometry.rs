@@ -1,15 +1,12 @@
 //! Model-input geometry: pixel centres, stretch and letterbox mappings,
 //! sizes, fits.
 
-use std::path::Path;
-
-use crate::common::image_bytes::{encode, jpeg, noise_rgb, patch_jpeg_size, patch_png_size};
+use crate::common::image_bytes::noise_rgb;
 use candle_core::{Device, IndexOp};
 use cleandift_core::features::preprocess::{
-    Fit, Geometry, ImageError, LoadedImage, MAX_PIXELS, MAX_SIDE, SizeSpec, decode_image,
-    load_image, resolve_size, to_model_tensor,
+    Fit, Geometry, LoadedImage, SizeSpec, resolve_size, to_model_tensor,
 };
-use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, RgbImage, Rgba};
+use image::{Rgb, RgbImage};
 
 // ---------------------------------------------------------------------------
 // geometry
