@@ -350,7 +350,7 @@ fn offline_without_a_tokenizer_names_the_files_to_copy() {
     let out = std::process::Command::new(std::env::current_exe().expect("exe"))
         .args([
             "--exact",
-            "offline_without_a_tokenizer_names_the_files_to_copy",
+            "single_file::offline_without_a_tokenizer_names_the_files_to_copy",
             "--nocapture",
         ])
         .env(CHILD, "1")

@@ -199,7 +199,11 @@ fn the_sweep_view_plots_each_t_sets_t_on_click_and_exports() {
     let v0 = &h.state().variance_points()[0].1;
     assert!((v0.fits[1].1.frac_x0 - 1.0).abs() < 1e-6, "{v0:?}");
     h.remove_cursor();
-    h.step();
+    // Panels take their content's size a frame late: a few frames, so the
+    // status bar is the one its message needs, whatever came before.
+    for _ in 0..5 {
+        h.step();
+    }
     h.snapshot_options("sweep_variance", &snap_options());
     let files = h
         .state_mut()

@@ -142,9 +142,13 @@ pub(crate) fn problems(h: &Harness<'_, CleanDiftApp>, screen: Rect) -> Vec<Strin
     // A check box is a control with its own label inside its rectangle: a
     // text that covers part of it (but is not its label) hides one or the
     // other, e.g. a layer strip's mix square painted over the layer's name.
+    // Only the strip's mix squares: AccessKit gives a box's whole rectangle,
+    // not what its scroll area shows, so a side-panel box scrolled under the
+    // status bar would count as covered.
     let boxes: Vec<(String, Rect)> = h
         .query_all_by_role(Role::CheckBox)
         .map(|n| (n.accesskit_node().label().unwrap_or_default(), n.rect()))
+        .filter(|(label, _)| label.starts_with("mix "))
         .collect();
     for (t, vis) in &shown {
         for (label, r) in &boxes {

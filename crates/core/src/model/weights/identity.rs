@@ -215,7 +215,13 @@ impl HashMemo {
         };
         let written = serde_json::to_vec_pretty(&memo)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| crate::util::write_atomic(file, &bytes));
+            .and_then(|bytes| {
+                // The cache folder is made on first use.
+                if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                crate::util::write_atomic(file, &bytes)
+            });
         if let Err(e) = written {
             tracing::warn!(
                 "cannot write the weights hash memo {}: {e} (hashes are kept for this run only)",
