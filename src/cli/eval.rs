@@ -8,16 +8,11 @@ use clap::Args;
 use super::engine::{Engines, FeatureArgs, SourceRecord};
 use super::progress::Bar;
 use crate::eval::{
-    Dataset, EvalOptions, FeatureSource, SourceError, SpairDataset, SpairOptions, WarpConfig,
-    WarpDataset, evaluate,
+    Dataset, DiffusionSource, EvalOptions, FeatureSource, PairedSource, SpairDataset, SpairOptions,
+    WarpConfig, WarpDataset, evaluate,
 };
 use crate::features::cache::FeatureCache;
-use crate::features::extract::{ExtractError, ExtractSettings};
-use crate::features::fusion::FusionSettings;
-use crate::features::preprocess::{Geometry, LoadedImage};
-use crate::features::source::{SourceKind, extract_pair};
-use crate::matching::FeatureMap;
-use crate::model::weights::Backbone;
+use crate::features::source::SourceKind;
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
@@ -71,148 +66,6 @@ pub struct EvalArgs {
     /// point, as the paper reports).
     #[arg(long, default_value = "bbox")]
     pub sweep_threshold: String,
-}
-
-/// The diffusion extractor as an eval [`FeatureSource`]: one layer (the
-/// first of `--layers`), `{category}` in the prompt replaced per pair.
-pub(super) struct Diffusion<'a> {
-    pub(super) bb: &'a Backbone,
-    pub(super) cache: FeatureCache,
-    pub(super) settings: ExtractSettings,
-}
-
-impl Diffusion<'_> {
-    fn run(
-        &mut self,
-        img: &LoadedImage,
-        prompt: String,
-    ) -> Result<(FeatureMap, Geometry), ExtractError> {
-        let mut s = self.settings.clone();
-        s.prompt = prompt;
-        let e = self
-            .cache
-            .get_or_extract(self.bb, img, &s, None, &mut |_| {})?;
-        let key = s.layers[0];
-        Ok((e.map(key)?.clone(), e.geometry))
-    }
-}
-
-impl FeatureSource for Diffusion<'_> {
-    fn features(&mut self, img: &LoadedImage) -> Result<(FeatureMap, Geometry), SourceError> {
-        let p = self.settings.prompt.replace("{category}", "object");
-        Ok(self.run(img, p)?)
-    }
-
-    fn features_in_category(
-        &mut self,
-        img: &LoadedImage,
-        category: &str,
-    ) -> Result<(FeatureMap, Geometry), SourceError> {
-        let p = self.settings.prompt.replace("{category}", category);
-        Ok(self.run(img, p)?)
-    }
-
-    fn describe(&self) -> String {
-        let s = &self.settings;
-        format!(
-            "{} | mode {} t {} ensemble {} seed {} layer {} prompt {:?} size {:?} fit {:?}",
-            self.bb.describe(),
-            s.mode,
-            s.t,
-            s.ensemble,
-            s.seed,
-            s.layers[0],
-            s.prompt,
-            s.size,
-            s.fit
-        )
-    }
-}
-
-/// DINOv2 or fused features as an eval [`FeatureSource`]: DINOv2 per
-/// image, fused per pair (its PCA is joint).
-struct Paired<'a> {
-    kind: SourceKind,
-    engines: &'a Engines,
-    cache: FeatureCache,
-    settings: ExtractSettings,
-    fusion: FusionSettings,
-}
-
-impl Paired<'_> {
-    fn run(
-        &mut self,
-        a: &LoadedImage,
-        b: &LoadedImage,
-        category: &str,
-    ) -> Result<[(FeatureMap, Geometry); 2], ExtractError> {
-        let mut s = self.settings.clone();
-        s.prompt = s.prompt.replace("{category}", category);
-        let [x, y] = extract_pair(
-            self.kind.with_mode(s.mode),
-            self.engines.models(),
-            &self.cache,
-            a,
-            b,
-            &s,
-            &self.fusion,
-            None,
-            &mut |_| {},
-        )?;
-        Ok([(x.map, x.geometry), (y.map, y.geometry)])
-    }
-}
-
-impl FeatureSource for Paired<'_> {
-    fn features(&mut self, img: &LoadedImage) -> Result<(FeatureMap, Geometry), SourceError> {
-        self.features_in_category(img, "object")
-    }
-
-    fn features_in_category(
-        &mut self,
-        img: &LoadedImage,
-        category: &str,
-    ) -> Result<(FeatureMap, Geometry), SourceError> {
-        let [x, _] = self.run(img, img, category)?;
-        Ok(x)
-    }
-
-    fn pair_features(
-        &mut self,
-        src: &LoadedImage,
-        trg: &LoadedImage,
-        category: &str,
-    ) -> Option<Result<[(FeatureMap, Geometry); 2], SourceError>> {
-        (self.kind == SourceKind::Fused)
-            .then(|| self.run(src, trg, category).map_err(SourceError::from))
-    }
-
-    fn describe(&self) -> String {
-        let s = &self.settings;
-        let f = &self.fusion;
-        let dino = format!(
-            "DINOv2 {} layer {} size {}",
-            f.dino.model,
-            f.dino.layer.map_or("last".to_string(), |l| l.to_string()),
-            f.dino.size
-        );
-        match self.kind {
-            SourceKind::Fused => format!(
-                "fused | {} | mode {} t {} ensemble {} seed {} layers {:?} PCA {:?} weight {} | {dino} | size {:?} fit {:?}",
-                self.engines.describe(),
-                s.mode,
-                s.t,
-                s.ensemble,
-                s.seed,
-                f.layers,
-                f.pca_dims,
-                f.sd_weight,
-                s.size,
-                s.fit
-            ),
-            _ => format!("dino | {dino} | fit {:?}", s.fit),
-        }
-    }
 }
 
 /// Without `--allow-missing`, refuses (before any model loads) an SPair
@@ -313,7 +166,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         let mut diffusion;
         let mut paired;
         let src: &mut dyn FeatureSource = if kind == SourceKind::Sd {
-            diffusion = Diffusion {
+            diffusion = DiffusionSource {
                 bb: engines
                     .sd
                     .as_ref()
@@ -323,9 +176,10 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
             };
             &mut diffusion
         } else {
-            paired = Paired {
+            paired = PairedSource {
                 kind,
-                engines: &engines,
+                models: engines.models(),
+                models_described: engines.describe(),
                 cache,
                 settings: settings.clone(),
                 fusion: fusion.clone(),

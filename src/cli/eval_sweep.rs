@@ -15,8 +15,9 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use super::engine::Engines;
-use super::eval::{Diffusion, EvalArgs};
+use super::eval::EvalArgs;
 use super::progress::Bar;
+use crate::eval::DiffusionSource;
 use crate::eval::{Dataset, EvalOptions, EvalReport, evaluate};
 use crate::features::cache::FeatureCache;
 use crate::features::extract::{DEFAULT_T, ExtractSettings, Mode};
@@ -155,7 +156,7 @@ impl SweepPlan {
             let mut s = settings.clone();
             s.mode = mode;
             s.t = t;
-            let mut src = Diffusion {
+            let mut src = DiffusionSource {
                 bb,
                 cache: FeatureCache::new(1 << 30, a.features.cache_dir.clone()),
                 settings: s,

@@ -35,10 +35,14 @@
 
 mod annotations;
 mod error;
+mod report;
+mod sources;
 mod spair;
 mod warp;
 
 pub use error::{DatasetError, EvalError, SourceError};
+pub use report::{EvalReport, OptionsRecord, RunCounts, SkippedPair, build_report};
+pub use sources::{DiffusionSource, PairedSource};
 pub use spair::{SpairDataset, SpairOptions, SpairPair, Split};
 pub use warp::{
     Homography, IMAGE_EXTENSIONS, OUTSIDE_GREY, WarpConfig, WarpDataset, WarpKind, WarpSpec,
@@ -46,17 +50,16 @@ pub use warp::{
 };
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::features::MatchView;
 use crate::features::preprocess::{Fit, Geometry, LoadedImage};
-use crate::matching::{DEFAULT_ALPHAS, FeatureMap, PairKeypoints, PckAccumulator, PckReport};
+use crate::matching::{DEFAULT_ALPHAS, FeatureMap, PairKeypoints, PckAccumulator, PckScores};
 
 /// Anything that turns an image into one feature map (+ its geometry). The
 /// real extractor (diffusion features) implements this in the CLI; tests use
@@ -191,60 +194,124 @@ impl Default for EvalOptions {
     }
 }
 
-/// The options as recorded in a report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OptionsRecord {
-    /// PCK alphas.
-    pub alphas: Vec<f64>,
-    /// Pair limit.
-    pub max_pairs: Option<usize>,
-    /// Category filter.
-    pub categories: Option<Vec<String>>,
-    /// Cache bound, bytes.
-    pub cache_bytes: usize,
-    /// Whether pairs that cannot be loaded were skipped (else they stop
-    /// the run).
-    pub allow_missing: bool,
-}
-
-/// A pair left out, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SkippedPair {
+/// One evaluated pair: its source keypoints, what was predicted for each in
+/// the target, the ground truth, and the pair's own PCK.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairRecord {
     /// Index in the dataset.
     pub index: usize,
-    /// The pair's name.
-    pub name: String,
-    /// What was wrong (a person can act on it).
-    pub reason: String,
+    /// Source image (as loaded: its path or name).
+    pub src_image: String,
+    /// Target image.
+    pub trg_image: String,
+    /// Source keypoints `[x, y]`, original source pixels (continuous).
+    pub src_kps: Vec<[f64; 2]>,
+    /// Name, category, predictions, ground truth, box and target size: what
+    /// PCK is counted from.
+    pub keypoints: PairKeypoints,
+    /// This pair's PCK at every alpha (per point and per image are equal
+    /// for one pair), counted as the totals count it.
+    pub pck: PckScores,
 }
 
-/// Everything one evaluation found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EvalReport {
-    /// The dataset's name.
-    pub dataset: String,
-    /// The feature source's description.
-    pub extractor: String,
-    /// The options used.
-    pub options: OptionsRecord,
-    /// PCK per category and overall, per point and per image, bbox and
-    /// image thresholds, every alpha.
-    pub pck: PckReport,
-    /// Pairs selected (after category filter and limit).
-    pub pairs_selected: usize,
-    /// Pairs counted in `pck`.
-    pub pairs_evaluated: usize,
-    /// Keypoints counted in `pck`.
-    pub keypoints: usize,
-    /// Pairs left out: how many, and each with its reason.
-    pub pairs_skipped: usize,
-    pub skipped: Vec<SkippedPair>,
-    /// Feature maps computed (cache misses).
-    pub feature_maps_computed: usize,
-    /// Feature maps served from the cache.
-    pub cache_hits: usize,
-    /// Wall time of the whole run, seconds.
-    pub wall_time_s: f64,
+/// What became of one selected pair.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PairOutcome {
+    /// Matched and scored.
+    Evaluated(PairRecord),
+    /// Left out (files missing with `allow_missing`, no keypoints...).
+    Skipped(SkippedPair),
+}
+
+/// Evaluates pairs one at a time with a feature cache shared between them:
+/// what [`evaluate`] runs, and what a caller that schedules pairs itself
+/// (resumable runs, shards, the app's benchmark view) uses directly.
+pub struct PairEvaluator {
+    cache: FeatureCache,
+    scorer: PckAccumulator,
+    allow_missing: bool,
+}
+
+impl PairEvaluator {
+    /// An evaluator for `opts` (alphas, cache bound, `allow_missing`).
+    pub fn new(opts: &EvalOptions) -> Result<Self, EvalError> {
+        Ok(Self {
+            cache: FeatureCache::new(opts.cache_bytes),
+            scorer: PckAccumulator::new(&opts.alphas).map_err(EvalError::Alphas)?,
+            allow_missing: opts.allow_missing,
+        })
+    }
+
+    /// Feature maps computed so far (cache misses).
+    pub fn feature_maps_computed(&self) -> usize {
+        self.cache.misses
+    }
+
+    /// Feature maps served from the cache so far.
+    pub fn cache_hits(&self) -> usize {
+        self.cache.hits
+    }
+
+    /// Evaluates pair `i` of `ds`. A pair whose files cannot be loaded is an
+    /// error ([`EvalError::Skipped`], with `done`/`total` set to 0) unless
+    /// `allow_missing`; impossible annotations and feature errors are errors.
+    pub fn pair(
+        &mut self,
+        ds: &dyn Dataset,
+        i: usize,
+        src: &mut dyn FeatureSource,
+    ) -> Result<PairOutcome, EvalError> {
+        let skip = |reason: String| SkippedPair {
+            index: i,
+            name: ds.pair_name(i),
+            reason,
+        };
+        let pair = match ds.pair(i) {
+            Ok(p) => p,
+            Err(e) if !self.allow_missing => {
+                let s = skip(e.to_string());
+                return Err(EvalError::Skipped {
+                    name: s.name,
+                    reason: s.reason,
+                    done: 0,
+                    total: 0,
+                });
+            }
+            Err(e) => return Ok(PairOutcome::Skipped(skip(e.to_string()))),
+        };
+        if let Some(reason) = annotations::check_pair(&pair, &ds.annotation_file(i))? {
+            return Ok(PairOutcome::Skipped(skip(reason)));
+        }
+        let (s, t) = match src.pair_features(&pair.src, &pair.trg, &pair.category) {
+            Some(r) => {
+                let [(ms, gs), (mt, gt)] = r.map_err(|cause| EvalError::Features {
+                    image: format!("{} / {}", pair.src.source, pair.trg.source),
+                    cause,
+                })?;
+                self.cache.misses += 2;
+                (
+                    Rc::new(prepare(ms, gs, &pair.src)?),
+                    Rc::new(prepare(mt, gt, &pair.trg)?),
+                )
+            }
+            None => (
+                self.cache.get(src, &pair.src, &pair.category)?,
+                self.cache.get(src, &pair.trg, &pair.category)?,
+            ),
+        };
+        let keypoints = match_pair(&pair, &s, &t)?;
+        match self.scorer.pair_scores(&keypoints) {
+            Err(e) => Ok(PairOutcome::Skipped(skip(e.to_string()))),
+            Ok(pck) => Ok(PairOutcome::Evaluated(PairRecord {
+                index: i,
+                src_image: pair.src.source.clone(),
+                trg_image: pair.trg.source.clone(),
+                src_kps: pair.src_kps.clone(),
+                keypoints,
+                pck,
+            })),
+        }
+    }
 }
 
 /// Runs the evaluation: selects pairs (categories, limit), matches every
@@ -257,23 +324,22 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport, EvalError> {
     let start = Instant::now();
-    let mut acc = PckAccumulator::new(&opts.alphas).map_err(EvalError::Alphas)?;
+    let mut evaluator = PairEvaluator::new(opts)?;
     let dataset = ds.name();
-    let (selected, mut skipped) = select_pairs(ds, opts, &dataset)?;
+    let (selected, mut skipped) = select_pairs(ds, opts)?;
     if selected.is_empty() {
         return Err(EvalError::NoPairs { dataset });
     }
     let total = selected.len();
-    let stop = |s: &SkippedPair, done: usize| EvalError::Skipped {
-        name: s.name.clone(),
-        reason: s.reason.clone(),
-        done,
-        total,
-    };
     if let (false, Some(s)) = (opts.allow_missing, skipped.first()) {
-        return Err(stop(s, 0));
+        return Err(EvalError::Skipped {
+            name: s.name.clone(),
+            reason: s.reason.clone(),
+            done: 0,
+            total,
+        });
     }
-    let mut cache = FeatureCache::new(opts.cache_bytes);
+    let mut records = Vec::with_capacity(total);
     progress(0, total);
     for (done, &i) in selected.iter().enumerate() {
         if opts
@@ -283,83 +349,37 @@ pub fn evaluate(
         {
             return Err(EvalError::Cancelled { done, total });
         }
-        let skip = |reason: String| SkippedPair {
-            index: i,
-            name: ds.pair_name(i),
-            reason,
-        };
-        match ds.pair(i) {
-            Err(e) if !opts.allow_missing => return Err(stop(&skip(e.to_string()), done)),
-            Err(e) => skipped.push(skip(e.to_string())),
-            Ok(pair) => match annotations::check_pair(&pair, &ds.annotation_file(i))? {
-                Some(reason) => skipped.push(skip(reason)),
-                None => {
-                    let (s, t) = match src.pair_features(&pair.src, &pair.trg, &pair.category) {
-                        Some(r) => {
-                            let [(ms, gs), (mt, gt)] = r.map_err(|cause| EvalError::Features {
-                                image: format!("{} / {}", pair.src.source, pair.trg.source),
-                                cause,
-                            })?;
-                            cache.misses += 2;
-                            (
-                                Rc::new(prepare(ms, gs, &pair.src)?),
-                                Rc::new(prepare(mt, gt, &pair.trg)?),
-                            )
-                        }
-                        None => (
-                            cache.get(src, &pair.src, &pair.category)?,
-                            cache.get(src, &pair.trg, &pair.category)?,
-                        ),
-                    };
-                    let kps = match_pair(&pair, &s, &t)?;
-                    if let Err(e) = acc.add(&kps) {
-                        skipped.push(skip(e.to_string()));
-                    }
-                }
-            },
+        match evaluator.pair(ds, i, src) {
+            Ok(PairOutcome::Evaluated(r)) => records.push(r),
+            Ok(PairOutcome::Skipped(s)) => skipped.push(s),
+            Err(EvalError::Skipped { name, reason, .. }) => {
+                return Err(EvalError::Skipped {
+                    name,
+                    reason,
+                    done,
+                    total,
+                });
+            }
+            Err(e) => return Err(e),
         }
         progress(done + 1, total);
     }
-    let pck = acc.report();
-    if pck.overall.pairs == 0 {
-        let first = skipped
-            .first()
-            .map_or_else(String::new, |s| format!("{}: {}", s.name, s.reason));
-        return Err(EvalError::NoUsablePairs {
-            dataset,
-            selected: total,
-            first,
-        });
-    }
-    Ok(EvalReport {
-        dataset,
-        extractor: src.describe(),
-        options: OptionsRecord {
-            alphas: opts.alphas.clone(),
-            max_pairs: opts.max_pairs,
-            categories: opts.categories.clone(),
-            cache_bytes: opts.cache_bytes,
-            allow_missing: opts.allow_missing,
-        },
+    let counts = RunCounts {
         pairs_selected: total,
-        pairs_evaluated: pck.overall.pairs,
-        keypoints: pck.overall.keypoints,
-        pck,
-        pairs_skipped: skipped.len(),
-        skipped,
-        feature_maps_computed: cache.misses,
-        cache_hits: cache.hits,
+        feature_maps_computed: evaluator.feature_maps_computed(),
+        cache_hits: evaluator.cache_hits(),
         wall_time_s: start.elapsed().as_secs_f64(),
-    })
+    };
+    build_report(dataset, src.describe(), opts, records, skipped, counts)
 }
 
-/// Indices to evaluate, plus pairs skipped already because their category
-/// could not be read.
-fn select_pairs(
+/// Indices to evaluate (dataset order), plus pairs skipped already because
+/// their category could not be read.
+pub fn select_pairs(
     ds: &dyn Dataset,
     opts: &EvalOptions,
-    dataset: &str,
 ) -> Result<(Vec<usize>, Vec<SkippedPair>), EvalError> {
+    let dataset = ds.name();
     let limit = opts.max_pairs.unwrap_or(usize::MAX);
     let Some(wanted) = &opts.categories else {
         return Ok(((0..ds.len().min(limit)).collect(), Vec::new()));
@@ -389,7 +409,7 @@ fn select_pairs(
         .collect();
     if !unknown.is_empty() {
         return Err(EvalError::UnknownCategories {
-            dataset: dataset.to_string(),
+            dataset,
             unknown,
             available: seen.into_iter().collect(),
         });
@@ -544,101 +564,4 @@ fn view_bytes(v: &MatchView) -> usize {
     let map = v.target.map();
     let (w, h) = v.target.image_size();
     map.data.len() * 4 + w * h * 4 + (w + h) * 32 + map.cells() * 8 + 256
-}
-
-impl EvalReport {
-    /// ` — N pair(s) skipped, M evaluated ...` for titles; empty when none
-    /// was skipped.
-    pub fn skipped_note(&self) -> String {
-        if self.pairs_skipped == 0 {
-            return String::new();
-        }
-        format!(
-            " — {} pair(s) skipped, {} evaluated (the PCK is over the evaluated ones only)",
-            self.pairs_skipped, self.pairs_evaluated
-        )
-    }
-
-    /// A readable terminal table: one row per category and one for all
-    /// pairs; per alpha four columns, PCK in percent: bbox threshold per
-    /// point and per image, image threshold per point and per image.
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "PCK (%) on {}{}", self.dataset, self.skipped_note());
-        let _ = writeln!(out, "features: {}", self.extractor);
-        let _ = writeln!(
-            out,
-            "{} pair(s) evaluated, {} keypoint(s), {} skipped, {:.1} s",
-            self.pairs_evaluated,
-            self.keypoints,
-            self.skipped.len(),
-            self.wall_time_s
-        );
-        let name_w = self
-            .pck
-            .per_category
-            .keys()
-            .map(|k| k.chars().count())
-            .chain([8])
-            .max()
-            .unwrap_or(8);
-        const COL: usize = 9;
-        let group_w = 4 * COL;
-        let mut line1 = format!("{:<name_w$} {:>6} {:>6}", "", "", "");
-        let mut line2 = format!("{:<name_w$} {:>6} {:>6}", "category", "pairs", "kps");
-        for alpha in &self.options.alphas {
-            let _ = write!(
-                line1,
-                " |{:^group_w$}",
-                format!("PCK@{}", trim_float(*alpha))
-            );
-            let _ = write!(
-                line2,
-                " |{:>COL$}{:>COL$}{:>COL$}{:>COL$}",
-                "bb/pt", "bb/img", "im/pt", "im/img"
-            );
-        }
-        let rule = "-".repeat(line2.chars().count());
-        let _ = writeln!(out, "{}\n{line2}\n{rule}", line1.trim_end());
-        let row = |out: &mut String, name: &str, s: &crate::matching::PckScores| {
-            let _ = write!(out, "{name:<name_w$} {:>6} {:>6}", s.pairs, s.keypoints);
-            for at in &s.at {
-                let _ = write!(
-                    out,
-                    " |{:>COL$.2}{:>COL$.2}{:>COL$.2}{:>COL$.2}",
-                    100.0 * at.bbox.per_point,
-                    100.0 * at.bbox.per_image,
-                    100.0 * at.image.per_point,
-                    100.0 * at.image.per_image
-                );
-            }
-            out.push('\n');
-        };
-        for (name, s) in &self.pck.per_category {
-            row(&mut out, name, s);
-        }
-        let _ = writeln!(out, "{rule}");
-        row(&mut out, "overall", &self.pck.overall);
-        let _ = writeln!(
-            out,
-            "bb = threshold alpha*max(bbox h, w), im = alpha*max(image h, w); pt = per point (all keypoints), img = per image (mean over pairs)"
-        );
-        if !self.skipped.is_empty() {
-            let _ = writeln!(out, "skipped pairs:");
-            for s in self.skipped.iter().take(10) {
-                let _ = writeln!(out, "  {}: {}", s.name, s.reason);
-            }
-            if self.skipped.len() > 10 {
-                let _ = writeln!(out, "  ... and {} more", self.skipped.len() - 10);
-            }
-        }
-        out
-    }
-}
-
-/// `0.1` rather than `0.1000000001`-style noise, `0.05` as is.
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.4}");
-    let s = s.trim_end_matches('0');
-    s.strip_suffix('.').unwrap_or(s).to_string()
 }

@@ -40,6 +40,7 @@ mod similarity;
 pub use pca::{PcaBasis, PcaMode, PcaOptions, RgbMap, fit_pca, pca_rgb};
 pub use pck::{
     DEFAULT_ALPHAS, PairKeypoints, PckAccumulator, PckAt, PckReport, PckScores, PckValue,
+    threshold_base,
 };
 pub use similarity::{
     DenseMatch, Match, MutualMatch, PreparedTarget, SimilarityMap, dense_matches, mutual_nn,

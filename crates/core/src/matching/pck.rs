@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{MatchError, check_finite, check_image};
 
@@ -18,7 +18,7 @@ use super::{MatchError, check_finite, check_image};
 pub const DEFAULT_ALPHAS: [f64; 3] = [0.05, 0.1, 0.15];
 
 /// Keypoints of one image pair, in target image pixels.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PairKeypoints {
     /// Pair name, for error messages.
     pub name: String,
@@ -38,7 +38,7 @@ pub struct PairKeypoints {
 
 /// One PCK value, both averages, as fractions in `[0, 1]` (0 when nothing
 /// was counted).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PckValue {
     /// All correct keypoints / all keypoints.
     pub per_point: f64,
@@ -47,7 +47,7 @@ pub struct PckValue {
 }
 
 /// PCK at one alpha, both thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PckAt {
     /// The alpha.
     pub alpha: f64,
@@ -58,7 +58,7 @@ pub struct PckAt {
 }
 
 /// PCK of a set of pairs at every alpha.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PckScores {
     /// Pairs counted.
     pub pairs: usize,
@@ -69,7 +69,7 @@ pub struct PckScores {
 }
 
 /// PCK overall and per category.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PckReport {
     /// All pairs together.
     pub overall: PckScores,
@@ -164,6 +164,31 @@ impl PckAccumulator {
 
     /// Counts one pair under its category.
     pub fn add(&mut self, pair: &PairKeypoints) -> Result<(), MatchError> {
+        let one = self.count(pair)?;
+        let n = self.alphas.len();
+        self.per_category
+            .entry(pair.category.clone())
+            .or_insert_with(|| Counts::new(n))
+            .merge(&one);
+        Ok(())
+    }
+
+    /// The PCK of `pair` alone (per point and per image are then equal),
+    /// counted exactly as [`Self::add`] counts it; the accumulator is not
+    /// changed.
+    pub fn pair_scores(&self, pair: &PairKeypoints) -> Result<PckScores, MatchError> {
+        Ok(self.count(pair)?.scores(&self.alphas))
+    }
+
+    /// Whether each keypoint of `pair` is correct at `alpha` with the bbox
+    /// (`image == false`) or image threshold: distance `<=` threshold.
+    pub fn correct(pair: &PairKeypoints, alpha: f64, image: bool) -> Vec<bool> {
+        let size = threshold_base(pair, image);
+        distances(pair).iter().map(|&d| d <= alpha * size).collect()
+    }
+
+    /// The counts of one pair, after checking it.
+    fn count(&self, pair: &PairKeypoints) -> Result<Counts, MatchError> {
         let name = || pair.name.clone();
         if pair.pred.len() != pair.gt.len() {
             return Err(MatchError::KeypointCountMismatch {
@@ -188,33 +213,19 @@ impl PckAccumulator {
                 y2,
             });
         }
-        let sizes = [
-            f64::from(x2 - x1).max(f64::from(y2 - y1)),
-            pair.img_w.max(pair.img_h) as f64,
-        ];
-        let dists: Vec<f64> = pair
-            .pred
-            .iter()
-            .zip(&pair.gt)
-            .map(|(p, g)| {
-                (f64::from(p[0]) - f64::from(g[0])).hypot(f64::from(p[1]) - f64::from(g[1]))
-            })
-            .collect();
-        let n = self.alphas.len();
-        let counts = self
-            .per_category
-            .entry(pair.category.clone())
-            .or_insert_with(|| Counts::new(n));
-        counts.pairs += 1;
-        counts.keypoints += dists.len();
+        let sizes = [threshold_base(pair, false), threshold_base(pair, true)];
+        let dists = distances(pair);
+        let mut counts = Counts::new(self.alphas.len());
+        counts.pairs = 1;
+        counts.keypoints = dists.len();
         for (t, size) in sizes.into_iter().enumerate() {
             for (i, alpha) in self.alphas.iter().enumerate() {
                 let correct = dists.iter().filter(|&&d| d <= alpha * size).count();
-                counts.correct[t][i] += correct;
-                counts.fraction_sum[t][i] += correct as f64 / dists.len() as f64;
+                counts.correct[t][i] = correct;
+                counts.fraction_sum[t][i] = correct as f64 / dists.len() as f64;
             }
         }
-        Ok(())
+        Ok(counts)
     }
 
     /// PCK per category and overall (over all pairs).
@@ -232,6 +243,25 @@ impl PckAccumulator {
                 .collect(),
         }
     }
+}
+
+/// `max(bbox w, h)` or `max(image w, h)`: what alpha multiplies.
+pub fn threshold_base(pair: &PairKeypoints, image: bool) -> f64 {
+    let [x1, y1, x2, y2] = pair.bbox;
+    if image {
+        pair.img_w.max(pair.img_h) as f64
+    } else {
+        f64::from(x2 - x1).max(f64::from(y2 - y1))
+    }
+}
+
+/// Distance of each prediction from its ground truth, target pixels.
+fn distances(pair: &PairKeypoints) -> Vec<f64> {
+    pair.pred
+        .iter()
+        .zip(&pair.gt)
+        .map(|(p, g)| (f64::from(p[0]) - f64::from(g[0])).hypot(f64::from(p[1]) - f64::from(g[1])))
+        .collect()
 }
 
 #[cfg(test)]
