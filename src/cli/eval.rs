@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::engine::{Engines, FeatureArgs, SourceRecord};
+use super::engine::{FeatureArgs, SourceRecord};
 use super::progress::Bar;
 use crate::eval::{
     Dataset, DiffusionSource, EvalOptions, FeatureSource, PairedSource, SpairDataset, SpairOptions,
