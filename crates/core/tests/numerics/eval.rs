@@ -6,11 +6,12 @@ use std::f64::consts::PI;
 use std::path::PathBuf;
 
 use cleandift_core::eval::{
-    Dataset, EvalOptions, EvalReport, FeatureSource, Homography, SourceError, WarpConfig,
-    WarpDataset, evaluate,
+    Dataset, EvalOptions, EvalReport, FeatureSource, Homography, PairEvaluator, PairOutcome,
+    RunCounts, SourceError, WarpConfig, WarpDataset, build_report, evaluate, select_pairs,
 };
 use cleandift_core::features::preprocess::{Fit, Geometry, LoadedImage};
 use cleandift_core::matching::FeatureMap;
+use cleandift_core::matching::PckAccumulator;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -323,6 +324,69 @@ fn oracle_through_letterbox_geometry_is_still_right() {
     );
     let (bb, _, im, _) = pck(&report, 1);
     assert!(bb >= 0.99 && im >= 0.99, "{}", report.table());
+}
+
+/// The report lists every pair with its predictions and its own PCK; the
+/// totals summed again from those records (shuffled, after a JSON round
+/// trip, or evaluated pair by pair with `PairEvaluator`) are the run's to
+/// the last bit.
+#[test]
+fn pair_records_rebuild_the_totals_exactly() {
+    let dir = warp_folder();
+    let ds = WarpDataset::open(dir.path(), warp_config()).expect("open");
+    let opts = EvalOptions::default();
+    let report = evaluate(&ds, &mut Noise { seed: 5 }, &opts, &mut no_progress()).expect("eval");
+    assert_eq!(report.pairs.len(), report.pairs_evaluated);
+    let indices: Vec<usize> = report.pairs.iter().map(|r| r.index).collect();
+    assert_eq!(indices, (0..ds.len()).collect::<Vec<_>>());
+    // Each pair's own PCK is what one pair alone counts, and it is not all
+    // 0 or all 1 (random features: the check can tell pairs apart).
+    let scorer = PckAccumulator::new(&opts.alphas).expect("alphas");
+    let mut fractions = Vec::new();
+    for r in &report.pairs {
+        assert_eq!(r.keypoints.pred.len(), r.src_kps.len());
+        let alone = scorer.pair_scores(&r.keypoints).expect("scores");
+        assert_eq!(alone, r.pck);
+        let ok = PckAccumulator::correct(&r.keypoints, opts.alphas[2], false);
+        let frac = ok.iter().filter(|&&c| c).count() as f64 / ok.len() as f64;
+        assert_eq!(frac, r.pck.at[2].bbox.per_point, "{}", r.keypoints.name);
+        fractions.push(frac);
+    }
+    assert!(fractions.iter().any(|&f| f > 0.0) && fractions.iter().any(|&f| f < 1.0));
+    // Shuffled and round-tripped through JSON: the same totals, bit for bit.
+    let json = serde_json::to_string(&report).expect("json");
+    let back: EvalReport = serde_json::from_str(&json).expect("parse");
+    assert_eq!(back, report);
+    let mut records = back.pairs.clone();
+    records.reverse();
+    records.rotate_left(5);
+    let counts = RunCounts {
+        pairs_selected: report.pairs_selected,
+        feature_maps_computed: report.feature_maps_computed,
+        cache_hits: report.cache_hits,
+        wall_time_s: report.wall_time_s,
+    };
+    let rebuilt = build_report(
+        report.dataset.clone(),
+        report.extractor.clone(),
+        &opts,
+        records,
+        Vec::new(),
+        counts,
+    )
+    .expect("rebuild");
+    assert_eq!(rebuilt, report);
+    // Pair by pair, in reverse order, with a fresh evaluator: same records.
+    let (selected, skipped) = select_pairs(&ds, &opts).expect("select");
+    assert!(skipped.is_empty());
+    let mut ev = PairEvaluator::new(&opts).expect("evaluator");
+    let mut noise = Noise { seed: 5 };
+    for &i in selected.iter().rev() {
+        match ev.pair(&ds, i, &mut noise).expect("pair") {
+            PairOutcome::Evaluated(r) => assert_eq!(r, report.pairs[i]),
+            PairOutcome::Skipped(s) => panic!("skipped {s:?}"),
+        }
+    }
 }
 
 #[test]
