@@ -113,11 +113,9 @@ impl DialogKind {
                 BrowseMode::Save(Filter::Json),
                 "keypoints.json",
             ),
-            DialogKind::LoadKeypoints => (
-                "Load keypoints (JSON)",
-                BrowseMode::Open(Filter::Json),
-                "",
-            ),
+            DialogKind::LoadKeypoints => {
+                ("Load keypoints (JSON)", BrowseMode::Open(Filter::Json), "")
+            }
         };
         Spec {
             title,

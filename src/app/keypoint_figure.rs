@@ -182,6 +182,10 @@ fn subtitle(app: &CleanDiftApp) -> String {
         parts.push(i.description.clone());
     }
     let layer = app.settings.features.layer;
-    parts.push(format!("layer {} (stride {})", layer.name(), layer.stride()));
+    parts.push(format!(
+        "layer {} (stride {})",
+        layer.name(),
+        layer.stride()
+    ));
     parts.join(" · ")
 }

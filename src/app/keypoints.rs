@@ -174,7 +174,7 @@ impl CleanDiftApp {
     }
 
     /// A's identity as a set records it.
-    fn set_image(&self) -> Option<SetImage> {
+    fn set_identity(&self) -> Option<SetImage> {
         let slot = self.image(Side::A)?;
         let (width, height) = slot.image.original_size();
         Some(SetImage {
@@ -188,7 +188,7 @@ impl CleanDiftApp {
     /// The set as saved: A's original pixels and identity (`None` without
     /// A or keypoints).
     pub fn keypoint_file(&self) -> Option<KeypointFile> {
-        let image = self.set_image()?;
+        let image = self.set_identity()?;
         let px = PixelScale::of_slot(self.image(Side::A));
         let points: Vec<Keypoint> = self
             .view
@@ -243,7 +243,7 @@ impl CleanDiftApp {
     /// Loads the set; `Some(warning)` when it was made on another image.
     fn read_keypoints(&mut self, path: &Path) -> anyhow::Result<Option<String>> {
         let here = self
-            .set_image()
+            .set_identity()
             .context("no image A yet: open A first, then load its keypoints")?;
         let text = std::fs::read_to_string(path).context("cannot read the file")?;
         let set = KeypointFile::parse(&text)?;

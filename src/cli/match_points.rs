@@ -37,18 +37,17 @@ pub fn set_image(img: &LoadedImage, name: String) -> SetImage {
 /// The keypoints asked for: the file's, then each `--point` under the
 /// lowest free number; checked against A.
 fn gather(a: &MatchArgs, ia: &LoadedImage) -> anyhow::Result<Vec<Keypoint>> {
-    let name = a
-        .a
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name =
+        a.a.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
     let here = set_image(ia, name);
     let mut points = Vec::new();
     if let Some(path) = &a.points {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("--points: cannot read {}", path.display()))?;
-        let set = KeypointFile::parse(&text)
-            .with_context(|| format!("--points {}", path.display()))?;
+        let set =
+            KeypointFile::parse(&text).with_context(|| format!("--points {}", path.display()))?;
         if let ImageMatch::Other(why) = set.image_match(&here) {
             tracing::warn!("--points {}: {why}; A is {}", path.display(), a.a.display());
             eprintln!(
@@ -120,7 +119,9 @@ pub fn run_points(a: &MatchArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()?;
     let kind = a.features.kind()?;
     if a.tolerance_cells.is_some() && kind != SourceKind::Sd {
-        bail!("--tolerance-cells needs diffusion layers (--features sd); give --tolerance in pixels");
+        bail!(
+            "--tolerance-cells needs diffusion layers (--features sd); give --tolerance in pixels"
+        );
     }
     let f = a.features.fusion()?;
     let engines = a.features.load_engines(&[kind])?;

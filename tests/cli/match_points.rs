@@ -116,7 +116,13 @@ fn match_points_answers_each_keypoint_as_a_single_point_run() {
     // `--point` twice: the same rows as a set of those two points.
     let two = json_of(&run(
         &["coffee.png"],
-        &["--point", "120.5,90.5", "--point", "300.25,200.75", "--json"],
+        &[
+            "--point",
+            "120.5,90.5",
+            "--point",
+            "300.25,200.75",
+            "--json",
+        ],
     ));
     let set2 = dir.path().join("two.json");
     std::fs::write(&set2, set_of(&POINTS[..2]).to_json()).expect("write");
@@ -132,7 +138,10 @@ fn match_points_answers_each_keypoint_as_a_single_point_run() {
     assert!(o.status.success(), "{}", crate::common::text(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("3 keypoints in"), "{text}");
-    assert!(text.contains("match (x, y)") && text.contains("cosine"), "{text}");
+    assert!(
+        text.contains("match (x, y)") && text.contains("cosine"),
+        "{text}"
+    );
     let table_rows = text
         .lines()
         .filter(|l| l.contains("coffee.png") && l.contains("us6"))

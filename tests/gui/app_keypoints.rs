@@ -84,7 +84,10 @@ fn keypoints_are_added_moved_removed_and_transferred_as_match_points_answers() {
     assert_eq!(pts.len(), 3, "{pts:?}");
     for (p, (id, (x, y))) in pts.iter().zip((1..).zip(targets)) {
         assert_eq!(p.0, id);
-        assert!(near(*p, x, y, 1.0), "keypoint {id} at {p:?}, clicked at ({x}, {y})");
+        assert!(
+            near(*p, x, y, 1.0),
+            "keypoint {id} at {p:?}, clicked at ({x}, {y})"
+        );
     }
     // Shift+clicks left the query alone.
     assert!(h.state().committed_query().is_none());
@@ -96,7 +99,11 @@ fn keypoints_are_added_moved_removed_and_transferred_as_match_points_answers() {
     let to = screen(h.state(), Side::A, 250.5, 260.5);
     drag(&mut h, from, to);
     let pts = points(h.state());
-    assert_eq!(pts.len(), 3, "the drag added or removed a keypoint: {pts:?}");
+    assert_eq!(
+        pts.len(),
+        3,
+        "the drag added or removed a keypoint: {pts:?}"
+    );
     let moved = pts.iter().find(|p| p.0 == 2).copied().expect("keypoint 2");
     assert!(near(moved, 250.5, 260.5, 1.5), "keypoint 2 is at {moved:?}");
     assert!(h.state().committed_query().is_none());
@@ -229,7 +236,11 @@ fn e_exports_the_keypoint_figure_and_a_foreign_set_warns() {
     };
     let svg = std::fs::read_to_string(of("svg")).expect("svg");
     assert!(svg.contains("A · 2 keypoints"), "not the keypoint figure");
-    assert_eq!(svg.matches("class=\"link\"").count(), 2, "one line per keypoint");
+    assert_eq!(
+        svg.matches("class=\"link\"").count(),
+        2,
+        "one line per keypoint"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(of("json")).expect("json")).expect("json");
     assert_eq!(json["results"].as_array().map(Vec::len), Some(2));
@@ -252,7 +263,11 @@ fn e_exports_the_keypoint_figure_and_a_foreign_set_warns() {
     set.points[0].x = 5000.0;
     std::fs::write(&other, set.to_json()).expect("write");
     h.state_mut().load_keypoints(&other);
-    assert!(messages(h.state()).contains("outside A"), "{}", messages(h.state()));
+    assert!(
+        messages(h.state()).contains("outside A"),
+        "{}",
+        messages(h.state())
+    );
     assert_eq!(h.state().keypoints().points().len(), 2);
 }
 
@@ -297,7 +312,10 @@ fn keypoint_sets_keep_the_layout_from_1280_to_1920_and_in_talk_mode() {
                 let shown = h.state().keypoints().points().len();
                 assert_eq!(shown, 6, "{what}");
                 for p in problems(h, screen) {
-                    all.push(format!("{what} at {}×{} talk {talk}: {p}", size[0], size[1]));
+                    all.push(format!(
+                        "{what} at {}×{} talk {talk}: {p}",
+                        size[0], size[1]
+                    ));
                 }
             };
             check(&mut h, "keypoints correspondence");
@@ -305,8 +323,11 @@ fn keypoint_sets_keep_the_layout_from_1280_to_1920_and_in_talk_mode() {
             h.state_mut().settings.compare.naive = true;
             check(&mut h, "keypoints compare, 3 columns");
             h.state_mut().settings.view = View::Gallery;
-            h.state_mut()
-                .add_targets(vec![asset("chelsea.png"), asset("coffee.png"), asset("grace_hopper.jpg")]);
+            h.state_mut().add_targets(vec![
+                asset("chelsea.png"),
+                asset("coffee.png"),
+                asset("grace_hopper.jpg"),
+            ]);
             check(&mut h, "keypoints gallery, 3 targets");
         }
     }
@@ -327,11 +348,14 @@ fn docs_keypoints_screenshot() {
     let mut o = opts();
     o.renderer_note = None;
     o.view = Some(View::Compare);
+    o.query = Some((256.5, 180.5));
     let mut h = egui_kittest::Harness::builder()
         .with_size([1440.0, 900.0])
         .wgpu()
         .build_eframe(move |cc| CleanDiftApp::new(cc, o));
     h.state_mut().settings.compare.naive = true;
+    h.state_mut().settings.matching.show_top_k = false;
+    h.state_mut().settings.display.opacity = 0.45;
     wait_settled(&mut h);
     for (x, y) in [
         (230.5, 150.5),

@@ -90,7 +90,11 @@ fn number(c: &Canvas, painter: &egui::Painter, rect: Rect, at: Pos2, id: u32) {
     let big = c.big;
     let size = 12.0 * big;
     let text = id.to_string();
-    let g = painter.layout_no_wrap(text.clone(), egui::FontId::proportional(size), Color32::WHITE);
+    let g = painter.layout_no_wrap(
+        text.clone(),
+        egui::FontId::proportional(size),
+        Color32::WHITE,
+    );
     let sz = g.size() + Vec2::splat(2.0);
     let off = (DOT + 2.0) * big;
     let mut labels = c.view.labels.borrow_mut();
@@ -119,10 +123,16 @@ fn dot(painter: &egui::Painter, at: Pos2, id: u32, big: f32) {
 
 fn cross(painter: &egui::Painter, at: Pos2, id: u32, big: f32) {
     let k = (DOT + 1.0) * big;
-    for (a, b) in [(Vec2::new(-k, -k), Vec2::new(k, k)), (Vec2::new(-k, k), Vec2::new(k, -k))] {
+    for (a, b) in [
+        (Vec2::new(-k, -k), Vec2::new(k, k)),
+        (Vec2::new(-k, k), Vec2::new(k, -k)),
+    ] {
         painter.line_segment([at + a, at + b], Stroke::new(4.5 * big, OUTLINE));
     }
-    for (a, b) in [(Vec2::new(-k, -k), Vec2::new(k, k)), (Vec2::new(-k, k), Vec2::new(k, -k))] {
+    for (a, b) in [
+        (Vec2::new(-k, -k), Vec2::new(k, k)),
+        (Vec2::new(-k, k), Vec2::new(k, -k)),
+    ] {
         painter.line_segment([at + a, at + b], Stroke::new(2.5 * big, rgb(id)));
     }
 }
@@ -200,9 +210,14 @@ pub(super) fn table(c: &mut Canvas, ctx: &egui::Context, columns: Vec<TableColum
     }
     let a = c.px(Side::A);
     let mut open = true;
+    // At the window's right edge, over B rather than over A's keypoints.
+    let corner = ctx.content_rect().right_top() + Vec2::new(-12.0, 40.0);
     egui::Window::new("Keypoints")
         .open(&mut open)
+        .pivot(Align2::RIGHT_TOP)
+        .default_pos(corner)
         .default_width(360.0)
+        .default_height(ctx.content_rect().height() * 0.6)
         .vscroll(true)
         .show(ctx, |ui| {
             let n = c.view.keypoints.points().len();

@@ -77,9 +77,7 @@ pub fn transfer(
     let sim = tgt.target.similarity(&v)?;
     let best = sim.best()?;
     let (bx, by) = tgt.to_orig(best.x, best.y);
-    let back = src
-        .target
-        .best_match(&tgt.target.sample(best.x, best.y)?)?;
+    let back = src.target.best_match(&tgt.target.sample(best.x, best.y)?)?;
     let (rx, ry) = src.to_orig(back.x, back.y);
     let back_distance = (rx - x).hypot(ry - y);
     let tolerance = tolerance.max(0.0);
@@ -397,7 +395,11 @@ mod tests {
                 x: 10.5,
                 y: 20.25,
             },
-            Keypoint { id: 3, x: 99.0, y: 0.0 },
+            Keypoint {
+                id: 3,
+                x: 99.0,
+                y: 0.0,
+            },
         ]);
         let back = KeypointFile::parse(&s.to_json()).expect("parse");
         assert_eq!(back, s);
@@ -406,7 +408,14 @@ mod tests {
             s.check_inside(50, 80),
             Err(KeypointError::Outside { id: 3, .. })
         ));
-        let dup = set(vec![Keypoint { id: 2, x: 1.0, y: 1.0 }; 2]);
+        let dup = set(vec![
+            Keypoint {
+                id: 2,
+                x: 1.0,
+                y: 1.0
+            };
+            2
+        ]);
         assert!(matches!(
             KeypointFile::parse(&dup.to_json()),
             Err(KeypointError::Id { id: 2 })
@@ -416,7 +425,9 @@ mod tests {
             Err(KeypointError::Empty)
         ));
         assert!(matches!(
-            KeypointFile::parse("{\"format\": \"x\", \"version\": 1, \"image\": {\"blake3\": \"\", \"width\": 1, \"height\": 1}, \"points\": []}"),
+            KeypointFile::parse(
+                "{\"format\": \"x\", \"version\": 1, \"image\": {\"blake3\": \"\", \"width\": 1, \"height\": 1}, \"points\": []}"
+            ),
             Err(KeypointError::Format(_))
         ));
         let other = SetImage {
