@@ -41,6 +41,9 @@ struct TransferKey {
     tol: u32,
 }
 
+/// A keypoint and its transfer (`None` where it has none).
+pub type Transferred = (Kp, Option<Transfer>);
+
 /// The most transfers kept (a few bytes each).
 const MAX_CACHED: usize = 8192;
 
@@ -132,7 +135,7 @@ impl KeypointState {
         f: &PairFeatures,
         wanted: FeatureKey,
         tolerance_cells: f32,
-    ) -> Option<(FeatureKey, Vec<(Kp, Option<Transfer>)>)> {
+    ) -> Option<(FeatureKey, Vec<Transferred>)> {
         let layer = answer_layer(f, wanted)?;
         let (src, tgt) = (f.layer(Side::A, layer)?, f.layer(Side::B, layer)?);
         let tol = tolerance_cells.max(0.0) * cell_px(f, Side::A, layer);

@@ -8,7 +8,7 @@ use egui::{Align2, Color32, Pos2, Rect, Response, RichText, Stroke, Vec2};
 
 use super::stale::Show;
 use super::*;
-use crate::features::keypoints::{Transfer, color};
+use crate::features::keypoints::color;
 
 /// Radius of a keypoint's dot on screen, before talk mode's scale.
 const DOT: f32 = 6.0;
@@ -196,7 +196,7 @@ pub(super) struct TableColumn {
     pub name: String,
     pub color: Color32,
     pub scale: PixelScale,
-    pub rows: Vec<(crate::app::keypoints::Kp, Option<Transfer>)>,
+    pub rows: Vec<crate::app::keypoints::Transferred>,
     /// Why the numbers are not shown (stale or missing features).
     pub note: Option<String>,
 }
