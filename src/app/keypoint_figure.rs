@@ -10,6 +10,8 @@ use image::RgbImage;
 use super::column::Column;
 use super::export::{rgb8, to_height};
 use super::figure_build::MAX_EMBED_H;
+use super::original::ImageInfo;
+use super::state::answer_layer;
 use super::{CleanDiftApp, View, mode_color};
 use crate::features::keypoints::{TransferRow, color};
 use crate::figure::{Figure, KeyPanel, KeyPoint, keypoint_figure};
@@ -24,6 +26,9 @@ struct Target {
     photo: RgbImage,
     rows: Vec<TransferRow>,
     scale: (f32, f32),
+    /// What the rows were computed from: the feature set, its provenance
+    /// (images by hash, backbone, mode, t, layer, size) and the target.
+    source: serde_json::Value,
 }
 
 /// A photo at most [`MAX_EMBED_H`] tall, and the factor applied.
@@ -46,19 +51,33 @@ pub(super) fn keyed(app: &CleanDiftApp) -> bool {
 
 /// The view's targets with their keypoint rows.
 fn targets(app: &mut CleanDiftApp) -> anyhow::Result<Vec<Target>> {
-    let b = app.image(Side::B).map(|s| s.image.clone());
+    let b = app
+        .image(Side::B)
+        .map(|s| (s.image.clone(), ImageInfo::of(s)));
+    let wanted = app.settings.features.layer;
     let mut out = Vec::new();
-    let mut main = |app: &mut CleanDiftApp, col: Column, title: String| {
-        if let Some(b) = &b {
-            let (sx, sy) = b.original_scale();
-            out.push(Target {
-                title,
-                color: rgb8(col.color()),
-                photo: b.rgb.clone(),
-                rows: app.keypoint_rows(col),
-                scale: (sx as f32, sy as f32),
-            });
-        }
+    let mut main = |app: &mut CleanDiftApp, col: Column, title: String| -> anyhow::Result<()> {
+        let (Some((b, info)), Some(f)) = (&b, app.features_of(col).cloned()) else {
+            return Ok(());
+        };
+        let layer = answer_layer(&f, wanted).unwrap_or(wanted);
+        let source = serde_json::json!({
+            "target": title,
+            "column": col.to_string(),
+            "features": f.label,
+            "image": info,
+            "provenance": super::provenance::exported(app, col, layer)?,
+        });
+        let (sx, sy) = b.original_scale();
+        out.push(Target {
+            title,
+            color: rgb8(col.color()),
+            photo: b.rgb.clone(),
+            rows: app.keypoint_rows(col),
+            scale: (sx as f32, sy as f32),
+            source,
+        });
+        Ok(())
     };
     match app.settings.view {
         View::Correspondence => {
@@ -66,11 +85,11 @@ fn targets(app: &mut CleanDiftApp) -> anyhow::Result<Vec<Target>> {
             let label = app
                 .features_of(mode)
                 .map_or_else(|| mode.to_string(), |f| f.label.clone());
-            main(app, mode.into(), format!("B · {label}"));
+            main(app, mode.into(), format!("B · {label}"))?;
         }
         View::Compare => {
             for col in app.compare_modes() {
-                main(app, col, format!("B · {col}"));
+                main(app, col, format!("B · {col}"))?;
             }
         }
         View::Gallery => {
@@ -78,15 +97,28 @@ fn targets(app: &mut CleanDiftApp) -> anyhow::Result<Vec<Target>> {
             for index in 0..app.gallery().targets().len() {
                 for &m in &modes {
                     let t = &app.gallery().targets()[index];
-                    let Some(slot) = &t.image else { continue };
-                    let (photo, name) = (slot.image.rgb.clone(), t.name.clone());
+                    let (Some(slot), Some(f)) = (&t.image, t.features(m).cloned()) else {
+                        continue;
+                    };
+                    let (photo, name, info) =
+                        (slot.image.rgb.clone(), t.name.clone(), ImageInfo::of(slot));
                     let (sx, sy) = slot.image.original_scale();
+                    let layer = answer_layer(&f, wanted).unwrap_or(wanted);
+                    let title = format!("T{} {name} · {m}", index + 1);
+                    let source = serde_json::json!({
+                        "target": title,
+                        "column": m.to_string(),
+                        "features": f.label,
+                        "image": info,
+                        "provenance": super::provenance::exported_target(app, index, m, layer)?,
+                    });
                     out.push(Target {
-                        title: format!("T{} {name} · {m}", index + 1),
+                        title,
                         color: rgb8(mode_color(m)),
                         photo,
                         rows: app.keypoint_rows_target(index, m),
                         scale: (sx as f32, sy as f32),
+                        source,
                     });
                 }
             }
@@ -130,6 +162,8 @@ pub(super) fn figure(app: &mut CleanDiftApp) -> anyhow::Result<(Figure, String)>
             .collect(),
         caption: Vec::new(),
     };
+    let a_info = app.image(Side::A).map(ImageInfo::of);
+    let sources: Vec<serde_json::Value> = targets.iter().map(|t| t.source.clone()).collect();
     let mut rows = Vec::new();
     let panels = targets
         .into_iter()
@@ -167,8 +201,12 @@ pub(super) fn figure(app: &mut CleanDiftApp) -> anyhow::Result<(Figure, String)>
         app.keypoints().lines,
     );
     let json = serde_json::json!({
+        "app": format!("cleandift {}", env!("CARGO_PKG_VERSION")),
         "keypoints": serde_json::from_str::<serde_json::Value>(&set.to_json())?,
         "features": subtitle,
+        "layer": app.settings.features.layer.name(),
+        "image_a": a_info,
+        "sources": sources,
         "coordinates": "original image pixels (mapped back through any downscale on loading)",
         "results": rows,
     });

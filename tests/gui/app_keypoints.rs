@@ -245,6 +245,11 @@ fn e_exports_the_keypoint_figure_and_a_foreign_set_warns() {
         serde_json::from_str(&std::fs::read_to_string(of("json")).expect("json")).expect("json");
     assert_eq!(json["results"].as_array().map(Vec::len), Some(2));
     assert_eq!(json["keypoints"]["points"][1]["id"], 2);
+    // Every row names its inputs: the feature set's provenance and images.
+    let source = &json["sources"][0];
+    assert!(source["provenance"].is_object(), "{json:#}");
+    assert_eq!(source["column"], "clean");
+    assert!(json["image_a"]["source"].is_string(), "{json:#}");
     assert!(of("png").exists());
 
     // A set made on another image loads with a warning naming it.
