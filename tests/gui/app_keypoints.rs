@@ -146,56 +146,7 @@ fn keypoints_are_added_moved_removed_and_transferred_as_match_points_answers() {
     assert_eq!(set.points.len(), 3);
     assert_eq!(set.image.width, 512);
     let app_rows = h.state_mut().keypoint_rows(Mode::Clean);
-    let s = h.state().extract_settings(Mode::Clean);
-    let tol = h.state().settings.matching.tolerance_cells;
-    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-    let mut c = crate::common::bin();
-    c.args(["match", "--model", "tiny-sd21", "--device", "cpu", "--json"])
-        .args(["--mode", "clean", "--layers", "us6"])
-        .args(["--t", &s.t.to_string(), "--seed", &s.seed.to_string()])
-        .args(["--size", &s.size.to_string()])
-        .args(["--tolerance-cells", &tol.to_string()])
-        .arg("--a")
-        .arg(assets.join("astronaut.png"))
-        .arg("--b")
-        .arg(assets.join("grace_hopper.jpg"))
-        .arg("--points")
-        .arg(&set_path);
-    if s.fit == Fit::Letterbox {
-        c.arg("--letterbox");
-    }
-    let o = c.output().expect("run cleandift");
-    assert!(o.status.success(), "{}", crate::common::text(&o));
-    assert!(
-        !String::from_utf8_lossy(&o.stderr).contains("another image"),
-        "the saved set does not name A: {}",
-        crate::common::text(&o)
-    );
-    let out: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    let cli_rows = out["results"].as_array().expect("results");
-    assert_eq!(cli_rows.len(), 3, "{out:#}");
-    for r in &app_rows {
-        let c = cli_rows
-            .iter()
-            .find(|c| c["id"] == r.id)
-            .unwrap_or_else(|| panic!("no CLI row for keypoint {}", r.id));
-        let f = |v: &serde_json::Value| v.as_f64().expect("number") as f32;
-        assert_eq!(
-            [f(&c["matched"][0]), f(&c["matched"][1])],
-            r.matched,
-            "keypoint {}: app and match --points disagree",
-            r.id
-        );
-        assert!(
-            (f(&c["cosine"]) - r.cosine).abs() < 1e-6,
-            "keypoint {}: cosine {} vs {}",
-            r.id,
-            f(&c["cosine"]),
-            r.cosine
-        );
-        assert_eq!(c["mutual"].as_bool(), Some(r.mutual), "keypoint {}", r.id);
-        assert_eq!([f(&c["a"][0]), f(&c["a"][1])], r.a);
-    }
+    assert_same_rows(h.state(), &set_path, "grace_hopper.jpg", &app_rows);
 
     // Clear (3) empties the set; loading the saved set brings it back.
     click_label(&mut h, "Clear (3)");
@@ -274,6 +225,90 @@ fn e_exports_the_keypoint_figure_and_a_foreign_set_warns() {
         messages(h.state())
     );
     assert_eq!(h.state().keypoints().points().len(), 2);
+}
+
+/// `cleandift match --points SET --b TARGET --json` with the app's settings
+/// (clean, its t, size, seed and tolerance in cells) gives exactly the
+/// app's rows: the matched pixel to the bit, the cosine to 1e-6, the
+/// mutual check.
+fn assert_same_rows(
+    app: &CleanDiftApp,
+    set_path: &Path,
+    target: &str,
+    app_rows: &[cleandift::features::keypoints::TransferRow],
+) {
+    let s = app.extract_settings(Mode::Clean);
+    let tol = app.settings.matching.tolerance_cells;
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let mut c = crate::common::bin();
+    c.args(["match", "--model", "tiny-sd21", "--device", "cpu", "--json"])
+        .args(["--mode", "clean", "--layers", "us6"])
+        .args(["--t", &s.t.to_string(), "--seed", &s.seed.to_string()])
+        .args(["--size", &s.size.to_string()])
+        .args(["--tolerance-cells", &tol.to_string()])
+        .arg("--a")
+        .arg(assets.join("astronaut.png"))
+        .arg("--b")
+        .arg(assets.join(target))
+        .arg("--points")
+        .arg(set_path);
+    if s.fit == Fit::Letterbox {
+        c.arg("--letterbox");
+    }
+    let o = c.output().expect("run cleandift");
+    assert!(o.status.success(), "{}", crate::common::text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("another image"),
+        "the saved set does not name A: {}",
+        crate::common::text(&o)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let cli_rows = out["results"].as_array().expect("results");
+    assert_eq!(cli_rows.len(), app_rows.len(), "{out:#}");
+    assert!(!app_rows.is_empty());
+    for r in app_rows {
+        let c = cli_rows
+            .iter()
+            .find(|c| c["id"] == r.id)
+            .unwrap_or_else(|| panic!("no CLI row for keypoint {}", r.id));
+        let f = |v: &serde_json::Value| v.as_f64().expect("number") as f32;
+        assert_eq!(
+            [f(&c["matched"][0]), f(&c["matched"][1])],
+            r.matched,
+            "keypoint {} in {target}: app and match --points disagree",
+            r.id
+        );
+        assert!(
+            (f(&c["cosine"]) - r.cosine).abs() < 1e-6,
+            "keypoint {} in {target}: cosine {} vs {}",
+            r.id,
+            f(&c["cosine"]),
+            r.cosine
+        );
+        assert_eq!(c["mutual"].as_bool(), Some(r.mutual), "keypoint {}", r.id);
+        assert_eq!([f(&c["a"][0]), f(&c["a"][1])], r.a);
+    }
+}
+
+#[test]
+fn gallery_targets_carry_the_keypoints_as_match_points_does() {
+    let mut o = opts();
+    o.view = Some(View::Gallery);
+    let mut h = harness_with(o);
+    wait_settled(&mut h);
+    h.state_mut().add_targets(vec![asset("chelsea.png")]);
+    for (x, y) in [(100.5, 80.5), (256.5, 256.5), (420.5, 470.5)] {
+        h.state_mut().keypoints_mut().add(x, y);
+    }
+    wait(&mut h, "the target's keypoint answers", 120, |app| {
+        !app.busy() && app.keypoint_rows_target(0, Mode::Clean).len() == 3
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set_path = dir.path().join("set.json");
+    h.state_mut().save_keypoints(&set_path);
+    let rows = h.state_mut().keypoint_rows_target(0, Mode::Clean);
+    assert!(rows[0].target.starts_with("T1 chelsea.png"), "{rows:?}");
+    assert_same_rows(h.state(), &set_path, "chelsea.png", &rows);
 }
 
 /// A harness for a window of `size` physical pixels, in talk mode at its
