@@ -64,6 +64,8 @@ impl CleanDiftApp {
                 self.settings.train.folder = Some(path);
             }
             DialogKind::TrainOut => self.settings.train.run.out_dir = Some(path),
+            DialogKind::SaveKeypoints => self.save_keypoints(&path),
+            DialogKind::LoadKeypoints => self.load_keypoints(&path),
         }
     }
 
@@ -138,6 +140,10 @@ impl CleanDiftApp {
         {
             q.x = q.x.clamp(0.0, image.width as f32 - 0.5);
             q.y = q.y.clamp(0.0, image.height as f32 - 0.5);
+        }
+        if side == Side::A {
+            // The keypoints stay where they were, clamped into the new A.
+            self.view.keypoints.clamp_into(image.width, image.height);
         }
         self.images.errors[side.index()] = None;
         self.images.slots[side.index()] = Some(slot);

@@ -38,6 +38,10 @@ pub enum DialogKind {
     GalleryImages,
     /// A folder of gallery target images.
     GalleryFolder,
+    /// Save the keypoint set (JSON).
+    SaveKeypoints,
+    /// Load a keypoint set (JSON).
+    LoadKeypoints,
 }
 
 /// A dialog's answer: the chosen path (several for
@@ -104,6 +108,14 @@ impl DialogKind {
                 "",
             ),
             DialogKind::GalleryFolder => ("Add a folder of gallery images", BrowseMode::Folder, ""),
+            DialogKind::SaveKeypoints => (
+                "Save the keypoints as JSON",
+                BrowseMode::Save(Filter::Json),
+                "keypoints.json",
+            ),
+            DialogKind::LoadKeypoints => {
+                ("Load keypoints (JSON)", BrowseMode::Open(Filter::Json), "")
+            }
         };
         Spec {
             title,

@@ -173,7 +173,12 @@ pub fn figure_inputs(app: &mut CleanDiftApp) -> anyhow::Result<FigureInputs> {
 /// ([`super::provenance::ensure_current`]).
 pub fn view_figure(app: &mut CleanDiftApp) -> anyhow::Result<Figure> {
     super::provenance::ensure_current(app)?;
-    let mut fig = figure_inputs(app)?.figure()?;
+    // With a keypoint set, the keypoint-transfer figure.
+    let mut fig = if super::keypoint_figure::keyed(app) {
+        super::keypoint_figure::figure(app)?.0
+    } else {
+        figure_inputs(app)?.figure()?
+    };
     super::provenance::annotate(app, &mut fig);
     Ok(fig)
 }
@@ -197,7 +202,11 @@ pub fn export_figure(
     let fig = view_figure(app)?;
     let png = fig.to_png(scale as f32)?;
     let svg = fig.to_svg()?;
-    let json = correspondences_json(app).ok();
+    let json = if super::keypoint_figure::keyed(app) {
+        super::keypoint_figure::figure(app).ok().map(|(_, j)| j)
+    } else {
+        correspondences_json(app).ok()
+    };
     let stem = free_stem(dir, &stamp_now(), &["png", "svg", "json"]);
     let files = FigureFiles {
         png: with_ext(&stem, "png"),

@@ -85,6 +85,11 @@ impl CleanDiftApp {
         if self.flags.talk && pressed(Key::Escape) {
             self.set_talk(false);
         }
+        if (pressed(Key::Delete) || pressed(Key::Backspace))
+            && let Some(id) = self.view.keypoints.selected()
+        {
+            self.view.keypoints.remove(id);
+        }
         if pressed(Key::H) {
             self.flags.toggle_panel();
         }

@@ -28,6 +28,8 @@ mod frames;
 pub mod gallery;
 mod input;
 mod jobs;
+mod keypoint_figure;
+pub mod keypoints;
 pub mod keys;
 mod launch;
 mod link;
@@ -491,6 +493,8 @@ impl CleanDiftApp {
             DialogKind::SavePng
             | DialogKind::SaveSvg
             | DialogKind::SaveJson
+            | DialogKind::SaveKeypoints
+            | DialogKind::LoadKeypoints
             | DialogKind::ExportDir => self.export_dir(),
             DialogKind::Folder if !self.settings.backbone.folder.trim().is_empty() => {
                 PathBuf::from(self.settings.backbone.folder.trim())

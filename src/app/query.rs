@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::overlay::OverlayData;
 use crate::features::extract::Mode;
+use crate::features::keypoints::transfer;
 use crate::matching::{MatchError, SimilarityMap};
 use crate::model::FeatureKey;
 use crate::worker::{PairFeatures, Side, next_generation};
@@ -118,9 +119,7 @@ impl Default for QueryOptions {
 
 /// Size of one feature cell of `layer` in original pixels of `side`.
 pub fn cell_px(f: &PairFeatures, side: Side, layer: FeatureKey) -> f32 {
-    let g = &f.side(side).geometry;
-    let stride = layer.stride() as f64;
-    (stride / g.scale_x).max(stride / g.scale_y) as f32
+    crate::features::keypoints::cell_px(&f.side(side).geometry, layer.stride() as u32)
 }
 
 /// Answers `q` on layer `layer` of `f`.
@@ -133,53 +132,48 @@ pub fn answer(
     let (Some(src), Some(tgt)) = (f.layer(q.side, layer), f.layer(q.side.other(), layer)) else {
         return Err(MatchError::NoMaps);
     };
-    let (src_map, tgt_map) = (src.full_mapping(), tgt.full_mapping());
-    let (vx, vy) = src_map.to_view(q.x, q.y);
-    let src_vec = src.full.target.sample(vx, vy)?;
-    let sim = tgt.full.target.similarity(&src_vec)?;
-    let best = sim.best()?;
-    let to_scored = |m: crate::matching::Match| {
-        let (x, y) = tgt_map.to_orig(m.x, m.y);
-        Scored {
-            x,
-            y,
-            score: m.score,
-        }
+    let tgt_map = tgt.full_mapping();
+    // The one transfer computation (features::keypoints): the click, the
+    // keypoint sets and `match --points` agree to the bit.
+    let tolerance = opts.tolerance_cells.max(0.0) * cell_px(f, q.side, layer);
+    let (t, sim) = transfer(&src.full, &tgt.full, q.x, q.y, tolerance)?;
+    let best = Scored {
+        x: t.x,
+        y: t.y,
+        score: t.cosine,
     };
     let top_k = if opts.k > 1 {
         let tgt_cell_view = cell_px(f, q.side.other(), layer) / tgt_map.orig_per_view();
         sim.top_k(opts.k, tgt_cell_view.max(1.0))?
             .into_iter()
-            .map(to_scored)
+            .map(|m| {
+                let (x, y) = tgt_map.to_orig(m.x, m.y);
+                Scored {
+                    x,
+                    y,
+                    score: m.score,
+                }
+            })
             .collect()
     } else {
-        vec![to_scored(best)]
+        vec![best]
     };
-    // The mutual-NN check of `matching::mutual_nn`, reusing the best match
-    // found above: the best match's own best match back in the query image.
-    let tolerance = opts.tolerance_cells.max(0.0) * cell_px(f, q.side, layer);
-    let back = src
-        .full
-        .target
-        .best_match(&tgt.full.target.sample(best.x, best.y)?)?;
-    let (bx, by) = src_map.to_orig(back.x, back.y);
-    let back_distance = (bx - q.x).hypot(by - q.y);
     let (min, max) = min_max(&sim);
     Ok(Answer {
         mode: f.mode,
         layer,
         features: f.generation,
         query: q,
-        best: to_scored(best),
+        best,
         top_k,
         back: Scored {
-            x: bx,
-            y: by,
-            score: back.score,
+            x: t.back_x,
+            y: t.back_y,
+            score: t.back_cosine,
         },
-        mutual: back_distance <= tolerance,
-        back_distance,
-        tolerance,
+        mutual: t.mutual,
+        back_distance: t.back_distance,
+        tolerance: t.tolerance,
         min,
         max,
         heat: Heatmap::new(sim, tgt_map.content_uv()),

@@ -371,6 +371,11 @@ pub struct ViewState {
     /// What the views drew of each answer (current, greyed or hidden).
     pub(super) drawn: Vec<DrawnAnswer>,
     pub(super) overlay: Overlay,
+    /// The keypoint set of A (session state, like the query).
+    pub(super) keypoints: super::keypoints::KeypointState,
+    /// Where numbers were placed on the pictures this frame (rank labels,
+    /// keypoint numbers), so later ones keep clear of them.
+    pub(super) labels: std::cell::RefCell<Vec<egui::Rect>>,
 }
 
 impl ViewState {
@@ -384,6 +389,8 @@ impl ViewState {
             gallery_rects: Vec::new(),
             drawn: Vec::new(),
             overlay,
+            keypoints: Default::default(),
+            labels: Default::default(),
         }
     }
 

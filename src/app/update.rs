@@ -115,6 +115,7 @@ impl eframe::App for CleanDiftApp {
             &mut self.settings,
             &mut self.flags,
             &mut self.messages,
+            &mut self.view.keypoints,
             &mut cmds,
         );
         self.apply(std::mem::take(&mut cmds));

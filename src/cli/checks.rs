@@ -44,6 +44,11 @@ pub(super) fn tolerance(v: &str) -> Result<f32, String> {
     finite_in(v, 0.0, 1e6, "use a distance in pixels, 0 or more").map(|x| x as f32)
 }
 
+/// `--tolerance-cells`: 0 to 10 feature cells (the app's range).
+pub(super) fn tolerance_cells(v: &str) -> Result<f32, String> {
+    finite_in(v, 0.0, 10.0, "use 0 to 10 feature cells").map(|x| x as f32)
+}
+
 /// `--figure-scale`: 1 to 4.
 pub(super) fn figure_scale(v: &str) -> Result<f32, String> {
     finite_in(v, 1.0, 4.0, "use 1 to 4").map(|x| x as f32)

@@ -25,9 +25,24 @@ pub struct MatchArgs {
     #[arg(long, num_args = 1.., required = true)]
     pub b: Vec<PathBuf>,
     /// Query point in A's pixels: x,y (the file's own pixels, also when A
-    /// is downscaled on loading; every coordinate printed is too).
+    /// is downscaled on loading; every coordinate printed is too). Given
+    /// more than once, the points are a keypoint set (numbered in order).
+    #[arg(long, required_unless_present = "points")]
+    pub point: Vec<String>,
+    /// A keypoint set (the JSON the app saves: A's original pixels):
+    /// every keypoint carried to every target and layer at once, as a
+    /// table, `--json` rows, and the keypoint figure (`--figure`, `--out`;
+    /// `--figure` also writes the rows beside it as .json). `--point` adds
+    /// keypoints to it.
     #[arg(long)]
-    pub point: String,
+    pub points: Option<PathBuf>,
+    /// Mutual-NN tolerance in feature cells of each layer (the app's
+    /// setting) instead of `--tolerance` pixels; diffusion layers only.
+    #[arg(long, value_parser = super::checks::tolerance_cells)]
+    pub tolerance_cells: Option<f32>,
+    /// Keypoint figure: a line from each keypoint in A to where it lands.
+    #[arg(long)]
+    pub lines: bool,
     /// How many matches to list.
     #[arg(long, default_value_t = 1)]
     pub k: usize,
@@ -65,6 +80,15 @@ pub fn parse_point(s: &str) -> anyhow::Result<(f32, f32)> {
 }
 
 pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
+    if super::match_points::is_set(a) {
+        return super::match_points::run_points(a);
+    }
+    if a.tolerance_cells.is_some() || a.lines {
+        bail!(
+            "--tolerance-cells and --lines are for keypoint sets (--points, or --point given more than once)"
+        );
+    }
+    let point = a.point.first().map(String::as_str).unwrap_or_default();
     let figure_fmt = a
         .figure
         .as_deref()
@@ -76,7 +100,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
         .map(|p| picture_format("--out", p, true))
         .transpose()?;
     let s = a.features.settings()?;
-    let (x, y) = parse_point(&a.point)?;
+    let (x, y) = parse_point(point)?;
     if a.k == 0 {
         bail!("--k 0: ask for at least one match");
     }
@@ -354,7 +378,7 @@ type LayerPicture = (
 
 /// An image's sizes for the JSON: its own (which coordinates refer to),
 /// the loaded one (after any downscale on loading) and the scale between.
-fn size_record(img: &LoadedImage) -> serde_json::Value {
+pub(super) fn size_record(img: &LoadedImage) -> serde_json::Value {
     let (w, h) = img.original_size();
     let (sx, sy) = img.original_scale();
     serde_json::json!({

@@ -12,6 +12,7 @@ mod eval;
 mod eval_sweep;
 mod info;
 mod match_cmd;
+mod match_points;
 pub mod train;
 
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ mod kittest_common;
 
 mod app;
 mod app_export;
+mod app_keypoints;
 mod app_misc;
 mod app_panels;
 mod app_routing;

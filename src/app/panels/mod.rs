@@ -8,6 +8,7 @@ mod features;
 mod fusion;
 mod gallery;
 mod images;
+mod keypoints;
 mod status;
 mod sweep;
 mod train;
@@ -34,6 +35,7 @@ pub(super) fn top_bar(
     s: &mut Settings,
     flags: &mut UiFlags,
     messages: &mut MessagesState,
+    kp: &mut super::keypoints::KeypointState,
     cmds: &mut Vec<Command>,
 ) {
     egui::Panel::top("top_bar").show(ui, |ui| {
@@ -74,6 +76,7 @@ pub(super) fn top_bar(
                 if ui.button("Export correspondences as JSON…").clicked() {
                     cmds.push(Command::Dialog(DialogKind::SaveJson));
                 }
+                keypoints::file_menu(ui, kp, cmds);
                 ui.horizontal(|ui| {
                     ui.label("Figure scale:");
                     for k in [1u32, 2, 3] {
@@ -99,6 +102,8 @@ pub(super) fn top_bar(
                     cmds.push(Command::SetTalk(talk));
                 }
                 ui.checkbox(&mut messages.show_log, "Messages");
+                ui.separator();
+                keypoints::view_menu(ui, kp);
             });
             ui.menu_button("Help", |ui| {
                 if ui.button("Keyboard shortcuts (F1)").clicked() {
@@ -121,6 +126,10 @@ pub(super) fn top_bar(
                     });
             }
             ui.separator();
+            if keypoints::shows_keypoints(s.view) {
+                keypoints::toolbar(ui, kp, s.view);
+                ui.separator();
+            }
             let layer = s.features.layer;
             let mode = s.features.mode;
             let talk_label = if flags.talk {

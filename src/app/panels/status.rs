@@ -214,6 +214,11 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
         "Arrows",
         "move the query point one feature cell (Shift: four)",
     ),
+    (
+        "Shift+click",
+        "add a numbered keypoint in A (drag one to move it)",
+    ),
+    ("Delete", "remove the selected keypoint"),
     ("S", "save the view as PNG in the export folder"),
     (
         "E",

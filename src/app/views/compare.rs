@@ -102,6 +102,7 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                 title,
             );
             paint_photo(c, &painter, rect, side);
+            let keyed = side == Side::A;
             if let Some(q) = q {
                 let found: Vec<_> = answers
                     .iter()
@@ -119,6 +120,9 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                     &Look::default(),
                     &markers,
                 );
+            }
+            if keyed {
+                keypoints::draw_on_a(c, &painter, rect, (w, h));
             }
             let text = match q.map(|q| c.px(q.side).query(q)) {
                 Some(q) => format!("({:.0}, {:.0})", q.x.floor(), q.y.floor()),
@@ -206,6 +210,11 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
                 p.galley(at.min, g, Color32::WHITE);
             }
         }
+        if side == Side::B
+            && let Some(f) = c.features_of(mode).cloned()
+        {
+            keypoints::draw_transfers(c, &painter, rect, (w, h), &f, &show);
+        }
         match show.label() {
             Some(label) if answers[col - 1].is_some() => {
                 // Greyed or hidden, and no numbers of other inputs under it.
@@ -215,6 +224,23 @@ pub(super) fn compare(c: &mut Canvas, ui: &mut egui::Ui) {
             }
             _ => updating_badge(c, ui, rect, mode),
         }
+    }
+
+    if tgt == Side::B && !c.view.keypoints.points().is_empty() {
+        let px = c.px(Side::B);
+        let mut cols = Vec::new();
+        for (m, show) in modes.iter().zip(&shows) {
+            let f = c.features_of(*m).cloned();
+            cols.push(keypoints::table_column(
+                c,
+                format!("B · {m}"),
+                m.color(),
+                px,
+                f.as_deref(),
+                show,
+            ));
+        }
+        keypoints::table(c, ui.ctx(), cols);
     }
 
     if strip_h > 0.0 {

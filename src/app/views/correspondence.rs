@@ -85,6 +85,11 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
             }
             _ => {}
         }
+        if side == Side::A {
+            keypoints::draw_on_a(c, &painter, rect, (w, h));
+        } else if let Some(f) = c.features_of(mode).cloned() {
+            keypoints::draw_transfers(c, &painter, rect, (w, h), &f, &show);
+        }
         if side != src {
             match show.label() {
                 Some(label) if answer.is_some() => {
@@ -93,6 +98,20 @@ pub(super) fn correspondence(c: &mut Canvas, ui: &mut egui::Ui) {
                 _ => updating_badge(c, ui, rect, mode),
             }
         }
+    }
+
+    if !c.view.keypoints.points().is_empty() {
+        let f = c.features_of(mode).cloned();
+        let px = c.px(Side::B);
+        let col = keypoints::table_column(
+            c,
+            format!("B · {mode}"),
+            mode_color(mode),
+            px,
+            f.as_deref(),
+            &show,
+        );
+        keypoints::table(c, ui.ctx(), vec![col]);
     }
 
     // Footer: what the query found; the colour bar on its right when the

@@ -80,6 +80,7 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
                     &markers,
                 );
             }
+            keypoints::draw_on_a(c, &painter, r, (w, h));
             let name = c.image(Side::A).map(|s| s.name.clone()).unwrap_or_default();
             fitted_line(
                 ui,
@@ -106,6 +107,7 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
         return;
     }
 
+    let mut table_cols = Vec::new();
     for (i, cell) in cells.iter().enumerate().skip(1) {
         let ti = (i - 1) / modes.len();
         let mode = modes[(i - 1) % modes.len()];
@@ -253,6 +255,15 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
                 }
             }
         }
+        if let Some(f) = c.gallery.targets()[ti].features(mode).cloned() {
+            keypoints::draw_transfers(c, &painter, rect, (w, h), &f, &show);
+        }
+        if !c.view.keypoints.points().is_empty() {
+            let f = c.gallery.targets()[ti].features(mode).cloned();
+            let name = format!("{label} · {mode}");
+            let col = keypoints::table_column(c, name, color, to_orig, f.as_deref(), &show);
+            table_cols.push(col);
+        }
         if let (Some(label), Some(_)) = (show.label(), &answer) {
             stale::veil(ui, rect, label, 12.0 * b, ("gallery", i));
             let short = format!("{mode}: stale");
@@ -267,6 +278,9 @@ pub(super) fn gallery(c: &mut Canvas, ui: &mut egui::Ui) {
                 Color32::from_rgb(255, 220, 120),
             );
         }
+    }
+    if !table_cols.is_empty() {
+        keypoints::table(c, ui.ctx(), table_cols);
     }
     drop_hint_gallery(ui, area);
 }

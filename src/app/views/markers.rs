@@ -132,6 +132,7 @@ pub(super) fn rank_labels(
             });
         if let Some((pos, al, r)) = found {
             placed.push(r);
+            c.view.labels.borrow_mut().push(r);
             outlined_text(painter, pos, al, &text, size, Color32::WHITE);
         }
     }

@@ -5,6 +5,7 @@
 mod compare;
 mod correspondence;
 mod gallery;
+mod keypoints;
 mod markers;
 mod pca;
 mod stale;
@@ -128,6 +129,7 @@ pub(super) fn central(ui: &mut egui::Ui, c: &mut Canvas) {
     c.view.strip_rects.clear();
     c.view.gallery_rects.clear();
     c.view.drawn.clear();
+    c.view.labels.get_mut().clear();
     egui::CentralPanel::default().show(ui, |ui| {
         match c.settings.view {
             View::Correspondence => correspondence::correspondence(c, ui),
@@ -274,6 +276,12 @@ fn pointer(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, side: Side, salt: &str
     );
     let name = format!("image {side}");
     resp.widget_info(|| WidgetInfo::labeled(Role::Image, true, name.clone()));
+    // Keypoint gestures on A (Shift, or the toolbar's toggle) leave the
+    // query where it is.
+    if side == Side::A && keypoints::gesture(c, ui, &resp, rect, (w, h)) {
+        c.view.hover = None;
+        return;
+    }
     let pressed = resp.clicked() || resp.dragged() || resp.is_pointer_button_down_on();
     if pressed && let Some(pos) = resp.interact_pointer_pos() {
         let (x, y) = to_orig(rect, w, h, pos);

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod extract;
 pub mod fusion;
 pub mod image;
+pub mod keypoints;
 pub mod memory;
 pub mod pair;
 pub mod preprocess;

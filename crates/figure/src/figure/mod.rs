@@ -8,11 +8,13 @@
 //! files agree. Text is measured with the font the PNG is drawn with
 //! ([`crate::text`]), so no system font and no GPU is needed.
 
+mod keypoints;
 mod panels;
 mod scene;
 #[cfg(test)]
 mod tests;
 
+pub use keypoints::{KeyPanel, KeyPoint, keypoint_figure};
 pub use panels::{Ranked, TopK, top_k_panel};
 
 use image::RgbImage;
@@ -46,6 +48,8 @@ pub enum MarkerShape {
     Ring,
     /// An x (a match that is not mutual).
     Cross,
+    /// A filled dot with a dark outline (a keypoint).
+    Dot,
 }
 
 /// A marker on a panel's image.
@@ -102,6 +106,16 @@ impl Panel {
     }
 }
 
+/// A line from a point of one panel to a point of another (a keypoint
+/// to where it lands), drawn over the images, under the markers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// Panel index and position in its image's own pixels.
+    pub from: (usize, f32, f32),
+    pub to: (usize, f32, f32),
+    pub color: [u8; 3],
+}
+
 /// A horizontal colour bar: `colormap` from `lo` (left) to `hi` (right).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColorBar {
@@ -127,6 +141,8 @@ pub struct Figure {
     pub panel_height: f32,
     /// Panels per row (0: all in one row).
     pub columns: usize,
+    /// Lines between panels.
+    pub links: Vec<Link>,
 }
 
 impl Figure {
@@ -139,6 +155,7 @@ impl Figure {
             notes: Vec::new(),
             panel_height: 320.0,
             columns: 0,
+            links: Vec::new(),
         }
     }
 
@@ -246,6 +263,12 @@ pub enum Item {
     Bar { rect: Rect, colormap: Colormap },
     /// A thin outline.
     Frame { rect: Rect, color: [u8; 3] },
+    /// A straight line (a [`Link`]).
+    Line {
+        from: (f32, f32),
+        to: (f32, f32),
+        color: [u8; 3],
+    },
 }
 
 /// A laid-out figure.
@@ -561,9 +584,48 @@ fn layout(f: &Figure) -> Layout {
             );
         }
     }
+    link_items(f, &mut items);
     Layout {
         width: width.ceil(),
         height: (y + MARGIN).ceil(),
         items,
     }
+}
+
+/// The figure's links as lines, placed after every image and before
+/// everything else, so they run over the photos and under the markers.
+fn link_items(f: &Figure, items: &mut Vec<Item>) {
+    if f.links.is_empty() {
+        return;
+    }
+    let rects: Vec<(usize, Rect)> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Image { panel, rect } => Some((*panel, *rect)),
+            _ => None,
+        })
+        .collect();
+    let at = |(panel, x, y): (usize, f32, f32)| {
+        let (_, r) = rects.iter().find(|(p, _)| *p == panel)?;
+        let img = &f.panels.get(panel)?.image;
+        let k = r.h / img.height().max(1) as f32;
+        Some((r.x + x * k, r.y + y * k))
+    };
+    let lines: Vec<Item> = f
+        .links
+        .iter()
+        .filter_map(|l| {
+            Some(Item::Line {
+                from: at(l.from)?,
+                to: at(l.to)?,
+                color: l.color,
+            })
+        })
+        .collect();
+    let (images, rest): (Vec<Item>, Vec<Item>) = std::mem::take(items)
+        .into_iter()
+        .partition(|i| matches!(i, Item::Image { .. }));
+    items.extend(images);
+    items.extend(lines);
+    items.extend(rest);
 }

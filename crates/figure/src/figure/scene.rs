@@ -6,6 +6,8 @@ use super::{BACKGROUND, Figure, Item, Layout, MarkerShape};
 use crate::scene::{Anchor, Scene, Shape, Stroke};
 
 const WHITE: [u8; 3] = [255, 255, 255];
+/// The outline of keypoint dots and links.
+const DARK: [u8; 3] = [20, 20, 20];
 
 fn luminance(c: [u8; 3]) -> f32 {
     0.299 * f32::from(c[0]) + 0.587 * f32::from(c[1]) + 0.114 * f32::from(c[2])
@@ -78,6 +80,13 @@ pub fn of(f: &Figure, l: &Layout) -> Scene {
                             stroke: Some(Stroke::solid(WHITE, 1.0)),
                         },
                     ],
+                    MarkerShape::Dot => vec![Shape::Circle {
+                        cx: *x,
+                        cy: *y,
+                        r: *r,
+                        fill: Some(*color),
+                        stroke: Some(Stroke::solid(DARK, 2.0)),
+                    }],
                     MarkerShape::Cross => {
                         let k = r * std::f32::consts::FRAC_1_SQRT_2;
                         let a = vec![(x - k, y - k), (x + k, y + k)];
@@ -160,6 +169,19 @@ pub fn of(f: &Figure, l: &Layout) -> Scene {
                     stops,
                 });
             }
+            Item::Line { from, to, color } => shapes.push(Shape::Group {
+                class: "link",
+                shapes: vec![
+                    Shape::Polyline {
+                        pts: vec![*from, *to],
+                        stroke: Stroke::solid(DARK, 3.5),
+                    },
+                    Shape::Polyline {
+                        pts: vec![*from, *to],
+                        stroke: Stroke::solid(*color, 1.75),
+                    },
+                ],
+            }),
             Item::Frame { rect, color } => shapes.push(Shape::Rect {
                 // Just outside the rect, so the image keeps every pixel.
                 x: rect.x - 0.5,
