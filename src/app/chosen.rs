@@ -64,6 +64,8 @@ impl CleanDiftApp {
                 self.settings.train.folder = Some(path);
             }
             DialogKind::TrainOut => self.settings.train.run.out_dir = Some(path),
+            DialogKind::SpairFolder => self.open_dataset(&format!("spair:{}", path.display())),
+            DialogKind::WarpFolder => self.open_dataset(&format!("warp:{}", path.display())),
         }
     }
 

@@ -38,6 +38,10 @@ pub enum DialogKind {
     GalleryImages,
     /// A folder of gallery target images.
     GalleryFolder,
+    /// An SPair-71k folder for the benchmark view.
+    SpairFolder,
+    /// A folder of images whose synthetic warps the benchmark scores.
+    WarpFolder,
 }
 
 /// A dialog's answer: the chosen path (several for
@@ -104,6 +108,16 @@ impl DialogKind {
                 "",
             ),
             DialogKind::GalleryFolder => ("Add a folder of gallery images", BrowseMode::Folder, ""),
+            DialogKind::SpairFolder => (
+                "Open an SPair-71k folder (JPEGImages/, PairAnnotation/)",
+                BrowseMode::Folder,
+                "",
+            ),
+            DialogKind::WarpFolder => (
+                "Open a folder of images to benchmark on synthetic warps",
+                BrowseMode::Folder,
+                "",
+            ),
         };
         Spec {
             title,

@@ -14,6 +14,7 @@
 //! files.
 
 mod answers;
+pub mod benchmark;
 mod chosen;
 mod column;
 mod command;
@@ -100,6 +101,8 @@ pub struct CleanDiftApp {
     train: TrainPanel,
     /// The sweep view's series.
     sweep: sweep::SweepState,
+    /// The benchmark view's dataset, outcomes and requests.
+    bench: benchmark::BenchmarkState,
     frames: u64,
     /// Time the last frame's `ui` took.
     pub last_frame: Duration,
@@ -158,6 +161,12 @@ impl CleanDiftApp {
         if let Some(s) = launch.size {
             settings.features.size = s;
         }
+        if let Some(d) = &launch.dataset {
+            settings.benchmark.dataset = d.clone();
+            if launch.view.is_none() {
+                settings.view = View::Benchmark;
+            }
+        }
         if let Some(d) = &launch.export_dir {
             settings.export.dir = Some(d.clone());
         }
@@ -212,6 +221,7 @@ impl CleanDiftApp {
             },
             train: TrainPanel::default(),
             sweep: sweep::SweepState::default(),
+            bench: benchmark::BenchmarkState::default(),
             frames: 0,
             last_frame: Duration::ZERO,
             dialogs: DialogState::default(),
@@ -500,6 +510,14 @@ impl CleanDiftApp {
                 dir_of(&p).unwrap_or(p)
             }
             DialogKind::TrainFolder => self.settings.train.folder.clone().unwrap_or_else(home),
+            DialogKind::SpairFolder | DialogKind::WarpFolder => self
+                .bench_source()
+                .map(|s| match s {
+                    crate::worker::bench::BenchSource::Spair { dir, .. }
+                    | crate::worker::bench::BenchSource::Warp { dir, .. } => dir,
+                })
+                .or_else(|| self.dialogs.assets.clone())
+                .unwrap_or_else(home),
             DialogKind::TrainOut => self
                 .settings
                 .train

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::eval::{
-    Dataset, DatasetError, EvalError, EvalOptions, FeatureSource, PairEvaluator, PairOutcome,
+    Dataset, DatasetError, EvalError, EvalOptions, FeatureSource, Pair, PairEvaluator, PairOutcome,
     PairRecord, SourceError, SpairDataset, SpairFlags, SpairOptions, Split, WarpConfig,
     WarpDataset,
 };
@@ -207,23 +207,18 @@ pub enum BenchError {
     Extract(#[from] ExtractError),
 }
 
-/// Extracts the features of pair `i`'s images in `mode` through `cache`
+/// Extracts the features of `pair`'s images in `mode` through `cache`
 /// (cancellable, with stage reports) before the evaluation asks for them:
-/// it then reads the same cache entries. Only diffusion sources; a pair
-/// that cannot be loaded is left to the evaluation (which skips it).
+/// it then reads the same cache entries. Only diffusion sources.
 pub fn warm_cache(
     bb: &Backbone,
     cache: &FeatureCache,
-    ds: &dyn Dataset,
-    i: usize,
+    pair: &Pair,
     mode: &BenchMode,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, Stage),
 ) -> Result<(), ExtractError> {
     let Source::Sd(_) = mode.source else {
-        return Ok(());
-    };
-    let Ok(pair) = ds.pair(i) else {
         return Ok(());
     };
     let mut s = mode.settings.clone();

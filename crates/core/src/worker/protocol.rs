@@ -540,6 +540,8 @@ pub enum Event {
     BenchPair {
         id: RequestId,
         index: usize,
+        /// The pair's source and target, when they could be loaded.
+        images: Option<[Arc<LoadedImage>; 2]>,
         outcomes: Arc<Vec<(FeatureKey, super::bench::BenchOutcome)>>,
     },
     /// A job stopped because it was cancelled.

@@ -74,15 +74,24 @@ impl LaneState {
             None
         };
         let (bb, cache) = self.backbone_and_cache(backbone)?;
+        // The pair's images go back with the result (the view draws them);
+        // one that cannot be loaded is left to the evaluation, which skips it.
+        let pair = ds.pair(index).ok();
+        let images = pair
+            .as_ref()
+            .map(|p| [Arc::new(p.src.clone()), Arc::new(p.trg.clone())]);
+        if let Some(p) = &pair {
+            warm_cache(bb, cache, p, mode, cancel, &mut |side, st| {
+                out.progress(id, stage_progress(Side::BOTH[side], st))
+            })?;
+        }
+        drop(pair);
         if strip_layers {
             let Source::Sd(_) = mode.source else {
                 return Err(JobError::User(internal(
                     "the layer strip needs a diffusion mode",
                 )));
             };
-            warm_cache(bb, cache, ds, index, mode, cancel, &mut |side, st| {
-                out.progress(id, stage_progress(Side::BOTH[side], st))
-            })?;
             let outcomes = strip(bb, cache, ds, index, &mode.settings, cancel)
                 .map_err(eval_error)?
                 .into_iter()
@@ -91,13 +100,11 @@ impl LaneState {
             out.send(Event::BenchPair {
                 id,
                 index,
+                images,
                 outcomes: Arc::new(outcomes),
             });
             return Ok(());
         }
-        warm_cache(bb, cache, ds, index, mode, cancel, &mut |side, st| {
-            out.progress(id, stage_progress(Side::BOTH[side], st))
-        })?;
         // The evaluation's sources own their cache: the lane's is lent to
         // them for the one pair and always put back.
         let Some(lane_cache) = self.cache.take() else {
@@ -143,6 +150,7 @@ impl LaneState {
         out.send(Event::BenchPair {
             id,
             index,
+            images,
             outcomes: Arc::new(vec![(layer, outcome)]),
         });
         Ok(())
