@@ -400,6 +400,7 @@ impl CleanDiftApp {
             || self.features.is_pending()
             || self.sweep.is_pending()
             || self.gallery.is_pending()
+            || self.bench.is_pending()
             || self.is_training()
     }
 

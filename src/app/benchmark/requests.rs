@@ -20,6 +20,11 @@ use crate::worker::bench::{BenchMode, BenchOutcome, BenchSource};
 use crate::worker::{Event, Job, Request};
 
 impl CleanDiftApp {
+    /// The benchmark view's state (tests, exports).
+    pub fn benchmark(&self) -> &super::BenchmarkState {
+        &self.bench
+    }
+
     /// The dataset the settings name, if they name one that parses.
     pub fn bench_source(&self) -> Option<BenchSource> {
         let b = &self.settings.benchmark;
