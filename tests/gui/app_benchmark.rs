@@ -361,3 +361,86 @@ fn drive_the_list(h: &mut Harness<'static, CleanDiftApp>) {
     assert_eq!(json["modes"][0]["record"]["index"], after);
     assert!(png.with_extension("svg").is_file());
 }
+
+/// An SPair-layout folder of the bundled photos (person, cat), for the
+/// README's screenshot.
+fn photo_fixture(root: &Path) {
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    for (cat, name) in [
+        ("person", "astronaut.png"),
+        ("person", "grace_hopper.jpg"),
+        ("cat", "chelsea.png"),
+        ("cat", "coffee.png"),
+    ] {
+        let d = root.join("JPEGImages").join(cat);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::copy(assets.join(name), d.join(name)).expect("copy");
+    }
+    let ann = root.join("PairAnnotation/test");
+    std::fs::create_dir_all(&ann).expect("mkdir");
+    let pairs = [
+        (
+            "000001-astronaut-grace_hopper:person.json",
+            annotation(
+                1,
+                ("astronaut.png", "grace_hopper.jpg"),
+                "person",
+                &[[230, 150], [290, 150], [260, 200], [260, 240], [200, 330]],
+                &[[220, 200], [300, 200], [262, 260], [262, 300], [190, 470]],
+                [90, 60, 450, 590],
+                [1, 0, 0, 1],
+            ),
+        ),
+        (
+            "000002-grace_hopper-astronaut:person.json",
+            annotation(
+                2,
+                ("grace_hopper.jpg", "astronaut.png"),
+                "person",
+                &[[220, 200], [300, 200], [262, 260], [262, 300]],
+                &[[230, 150], [290, 150], [260, 200], [260, 240]],
+                [120, 40, 420, 500],
+                [1, 1, 0, 0],
+            ),
+        ),
+        (
+            "000003-chelsea-coffee:cat.json",
+            annotation(
+                3,
+                ("chelsea.png", "coffee.png"),
+                "cat",
+                &[[150, 100], [250, 90], [200, 160]],
+                &[[220, 120], [380, 110], [300, 250]],
+                [40, 40, 560, 380],
+                [2, 1, 1, 0],
+            ),
+        ),
+    ];
+    for (name, v) in pairs {
+        std::fs::write(ann.join(name), serde_json::to_vec_pretty(&v).expect("json"))
+            .expect("write");
+    }
+}
+
+#[test]
+#[ignore = "writes docs/benchmark.png"]
+fn docs_benchmark_screenshot() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let data = tempfile::tempdir().expect("tempdir");
+    photo_fixture(data.path());
+    let mut h = bench_harness(data.path(), [1440.0, 900.0], false);
+    h.state_mut().settings.compare.naive = true;
+    wait(&mut h, "every pair", 600, all_done);
+    wait(&mut h, "the strip", 300, |app| {
+        let cols = app.bench_columns();
+        let index = app.benchmark().selected.unwrap_or(0);
+        app.bench_strip_column(&cols)
+            .is_some_and(|c| app.benchmark().strip(&c.key, index).is_some())
+    });
+    h.remove_cursor();
+    h.step();
+    h.step();
+    let img = h.render().expect("render");
+    let rgb = image::DynamicImage::ImageRgba8(img).to_rgb8();
+    rgb.save(docs.join("benchmark.png")).expect("save");
+}

@@ -255,8 +255,24 @@ impl CleanDiftApp {
                 }
             }
             Event::Failed { id, error, .. } => {
+                // A pair that cannot be scored (an impossible annotation:
+                // `eval` refuses the whole run) is listed as failed with
+                // the reason and not asked for again; the others go on.
+                if let Some((key, index)) = self.bench.pair_request.finish(id) {
+                    let why = format!("failed: {}", error.message);
+                    self.bench
+                        .results_mut(&key)
+                        .pairs
+                        .insert(index, BenchOutcome::Skipped(why));
+                    self.message_on(
+                        Topic::Job(job),
+                        Level::Error,
+                        format!("{job}: {}", error.message),
+                        error.hint,
+                    );
+                    return;
+                }
                 let awaited = self.bench.open_request.block(id)
-                    || self.bench.pair_request.block(id)
                     || self.bench.strip_request.block(id);
                 if !awaited {
                     return;
