@@ -170,7 +170,7 @@ fn controls(c: &mut Canvas, ui: &mut egui::Ui, opened: &crate::worker::bench::Be
         } else {
             format!("all {n} pairs done")
         };
-        ui.label(state);
+        ui.add(egui::Label::new(state).wrap_mode(egui::TextWrapMode::Truncate));
     });
 }
 
