@@ -111,7 +111,7 @@ pub struct PairTextures {
 }
 
 /// Pairs whose textures are kept.
-const TEXTURES_KEPT: usize = 16;
+const TEXTURES_KEPT: usize = 32;
 /// Result sets kept under keys that are no longer current (settings
 /// changed back find them again).
 const KEYS_KEPT: usize = 12;

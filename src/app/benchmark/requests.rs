@@ -150,6 +150,18 @@ impl CleanDiftApp {
         };
         let n = opened.entries.len();
         let first = self.bench.selected.unwrap_or(0).min(n.saturating_sub(1));
+        // The selected pair's pictures went out of the kept set: scoring it
+        // again (its features are cached, its records come out the same)
+        // brings them back.
+        if !self.bench.pair_request.is_pending()
+            && let Some(index) = self.bench.selected
+            && self.bench.textures_of(index).is_none()
+            && let Some(col) = cols.first()
+            && self.bench.outcome(&col.key, index).is_some()
+            && self.bench.pair_request.wants(&(col.key.clone(), index))
+        {
+            self.send_bench(&opened, index, col.key.clone(), false);
+        }
         if !self.bench.pair_request.is_pending() {
             let next = (0..n)
                 .map(|k| (first + k) % n)
