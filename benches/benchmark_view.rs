@@ -100,9 +100,9 @@ fn main() {
         h.step();
         let app = h.state();
         let done = app.benchmark().opened.as_ref().is_some_and(|o| {
-            app.bench_columns().iter().all(|c| {
-                (0..o.entries.len()).all(|i| app.benchmark().outcome(&c.key, i).is_some())
-            })
+            app.bench_columns()
+                .iter()
+                .all(|c| (0..o.entries.len()).all(|i| app.benchmark().outcome(&c.key, i).is_some()))
         });
         if shown_whole(app) && visited < PAIRS {
             h.key_press(Key::J);
@@ -110,7 +110,10 @@ fn main() {
         } else if done && visited >= PAIRS && !app.busy() {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(900), "the pairs never came");
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "the pairs never came"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     eprintln!("scored {PAIRS} pairs × 2 modes in {:?}", t0.elapsed());
@@ -119,7 +122,11 @@ fn main() {
     let steps = 120;
     for k in 0..steps {
         // Back and forth through the list.
-        let key = if (k / (PAIRS - 1)) % 2 == 0 { Key::K } else { Key::J };
+        let key = if (k / (PAIRS - 1)) % 2 == 0 {
+            Key::K
+        } else {
+            Key::J
+        };
         h.key_press(key);
         let t = Instant::now();
         h.step();
@@ -141,7 +148,10 @@ fn main() {
     };
     println!("| benchmark view: a step to a cached pair | frames | median ms | p95 ms | max ms |");
     println!("|---|---|---|---|---|");
-    for (name, v) in [("UI logic (step)", logic), ("step + render + read-back", full)] {
+    for (name, v) in [
+        ("UI logic (step)", logic),
+        ("step + render + read-back", full),
+    ] {
         let (m, p, x) = stat(v);
         println!("| {name} | {steps} | {m:.2} | {p:.2} | {x:.2} |");
     }

@@ -39,7 +39,6 @@ impl CleanDiftApp {
                 Command::CancelBenchmark => self.cancel_benchmark(),
                 Command::RunBenchmark => self.run_benchmark(),
                 Command::SelectPair(i) => self.select_pair(i),
-
             }
         }
     }

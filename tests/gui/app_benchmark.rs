@@ -134,11 +134,8 @@ pub(crate) fn spair_fixture(root: &Path) {
         "000005-2008_000006-2008_000005:bird.json",
     ];
     for (name, v) in names.iter().zip(pairs) {
-        std::fs::write(
-            ann.join(name),
-            serde_json::to_vec_pretty(&v).expect("json"),
-        )
-        .expect("write");
+        std::fs::write(ann.join(name), serde_json::to_vec_pretty(&v).expect("json"))
+            .expect("write");
     }
 }
 
@@ -180,7 +177,10 @@ fn eval_json(root: &Path, mode: &str, out: &Path) -> (EvalReport, String) {
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
-    (serde_json::from_slice(&bytes).expect("parse the report"), text)
+    (
+        serde_json::from_slice(&bytes).expect("parse the report"),
+        text,
+    )
 }
 
 /// Asserts that `value`, written as eval writes it, is in eval's text
@@ -197,7 +197,11 @@ fn written_alike(text: &str, field: &str, value: &impl serde::Serialize, what: &
     );
 }
 
-pub(crate) fn bench_harness(root: &Path, size: [f32; 2], talk: bool) -> Harness<'static, CleanDiftApp> {
+pub(crate) fn bench_harness(
+    root: &Path,
+    size: [f32; 2],
+    talk: bool,
+) -> Harness<'static, CleanDiftApp> {
     let o = LaunchOptions {
         dataset: Some(format!("spair:{}", root.display())),
         size: Some(SizeChoice::Model),
@@ -282,11 +286,8 @@ fn the_benchmark_view_shows_evals_numbers_per_pair_and_in_total() {
             .find(|c| c.key.mode.source == Source::Sd(mode))
             .expect("column");
         let cols = vec![col];
-        let totals = cleandift::app::benchmark::totals(
-            &mut take_state(app),
-            &cols,
-            &report.dataset,
-        );
+        let totals =
+            cleandift::app::benchmark::totals(&mut take_state(app), &cols, &report.dataset);
         let total = totals.get(&0).expect("totals");
         written_alike(text, "pck", &total.pck, &format!("{mode} totals"));
         assert_eq!(total.pairs_evaluated, report.pairs_evaluated);
@@ -337,7 +338,10 @@ fn drive_the_list(h: &mut Harness<'static, CleanDiftApp>) {
             .expect("pck")
     };
     if after != before.expect("selected") {
-        assert!(pck(Mode::Clean) < pck(Mode::Noisy), "L stopped at a pair clean does not lose");
+        assert!(
+            pck(Mode::Clean) < pck(Mode::Noisy),
+            "L stopped at a pair clean does not lose"
+        );
     }
     // E: the pair figure and the table.
     wait(h, "the strip", 300, |app| {
@@ -348,13 +352,24 @@ fn drive_the_list(h: &mut Harness<'static, CleanDiftApp>) {
     });
     h.key_press(egui::Key::E);
     h.step();
-    let png = h.state().last_export.clone().unwrap_or_else(|| {
-        panic!("nothing exported; messages:\n{}", messages(h.state()))
-    });
+    let png = h
+        .state()
+        .last_export
+        .clone()
+        .unwrap_or_else(|| panic!("nothing exported; messages:\n{}", messages(h.state())));
     let csv = png.with_extension("csv");
     let table = std::fs::read_to_string(&csv).expect("the CSV");
-    assert_eq!(table.lines().count(), 6, "a header and five pairs:\n{table}");
-    assert!(table.lines().nth(3).is_some_and(|l| l.contains("dog") && l.contains(",2,2,1,0,")));
+    assert_eq!(
+        table.lines().count(),
+        6,
+        "a header and five pairs:\n{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .nth(3)
+            .is_some_and(|l| l.contains("dog") && l.contains(",2,2,1,0,"))
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(png.with_extension("json")).expect("json"))
             .expect("parse");

@@ -356,12 +356,7 @@ fn no_text_overlaps_or_is_cut_in_the_benchmark_view() {
         for talk in [false, true] {
             let mut h = crate::app_benchmark::bench_harness(data.path(), size, talk);
             h.state_mut().settings.compare.naive = true;
-            crate::kittest_common::wait(
-                &mut h,
-                "every pair",
-                600,
-                crate::app_benchmark::all_done,
-            );
+            crate::kittest_common::wait(&mut h, "every pair", 600, crate::app_benchmark::all_done);
             settle(&mut h);
             let what = if talk { "talk benchmark" } else { "benchmark" };
             check(&mut h, size, what, &mut all);

@@ -162,7 +162,11 @@ pub fn pair_csv(
     );
     for c in cols {
         for a in DEFAULT_ALPHAS {
-            let _ = write!(out, ",{}_pck@{a}", c.column.to_string().replace([' ', ','], "_"));
+            let _ = write!(
+                out,
+                ",{}_pck@{a}",
+                c.column.to_string().replace([' ', ','], "_")
+            );
         }
     }
     out.push('\n');
@@ -257,7 +261,11 @@ impl CleanDiftApp {
                     Some(BenchOutcome::Scored(r)) => Some(r),
                     _ => None,
                 };
-                (c.column.to_string(), [colour.r(), colour.g(), colour.b()], r)
+                (
+                    c.column.to_string(),
+                    [colour.r(), colour.g(), colour.b()],
+                    r,
+                )
             })
             .collect();
         let alpha = self.settings.benchmark.alpha;

@@ -18,10 +18,10 @@ use egui::TextureHandle;
 use super::column::Column;
 use super::jobs::Tracked;
 use super::settings::{BenchSort, BenchmarkSettings};
+use crate::eval::{EvalReport, PairRecord, RunCounts, SkippedPair, build_report};
 use crate::features::extract::Mode;
 use crate::features::preprocess::LoadedImage;
 use crate::features::source::Source;
-use crate::eval::{EvalReport, PairRecord, RunCounts, SkippedPair, build_report};
 use crate::model::FeatureKey;
 use crate::worker::RequestId;
 use crate::worker::bench::{BenchMode, BenchOpened, BenchOutcome, BenchSource, bench_options};
@@ -168,7 +168,11 @@ impl BenchmarkState {
     }
 
     /// The strip of pair `index` under `key`.
-    pub fn strip(&self, key: &BenchKey, index: usize) -> Option<&Arc<Vec<(FeatureKey, BenchOutcome)>>> {
+    pub fn strip(
+        &self,
+        key: &BenchKey,
+        index: usize,
+    ) -> Option<&Arc<Vec<(FeatureKey, BenchOutcome)>>> {
         self.strips
             .iter()
             .find(|(k, i, _)| k == key && *i == index)
@@ -201,7 +205,9 @@ impl BenchmarkState {
 
     /// Whether request `id` is awaited.
     pub fn awaits(&self, id: RequestId) -> bool {
-        self.open_request.awaits(id) || self.pair_request.awaits(id) || self.strip_request.awaits(id)
+        self.open_request.awaits(id)
+            || self.pair_request.awaits(id)
+            || self.strip_request.awaits(id)
     }
 
     /// Forgets everything of the dataset (another one is opened).

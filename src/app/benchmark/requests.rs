@@ -62,9 +62,7 @@ impl CleanDiftApp {
                 // What `eval --layers <layer>` builds for the same options.
                 let mut settings = extract_settings(s, column.mode);
                 settings.layers = vec![s.features.layer];
-                let source = column
-                    .feature_source()
-                    .unwrap_or(Source::Sd(column.mode));
+                let source = column.feature_source().unwrap_or(Source::Sd(column.mode));
                 BenchColumn {
                     column,
                     key: BenchKey {
@@ -109,7 +107,12 @@ impl CleanDiftApp {
         let Some(source) = self.bench_source() else {
             return;
         };
-        if self.bench.opened.as_ref().is_none_or(|o| o.source != source) {
+        if self
+            .bench
+            .opened
+            .as_ref()
+            .is_none_or(|o| o.source != source)
+        {
             if self.bench.opened.is_some() {
                 self.bench.clear_dataset();
             }
@@ -257,7 +260,9 @@ impl CleanDiftApp {
                     self.bench.keep_textures(index, t);
                 }
                 if strip {
-                    self.bench.strips.retain(|(k, i, _)| !(*k == key && *i == index));
+                    self.bench
+                        .strips
+                        .retain(|(k, i, _)| !(*k == key && *i == index));
                     if self.bench.strips.len() >= 32 {
                         self.bench.strips.remove(0);
                     }
@@ -284,8 +289,8 @@ impl CleanDiftApp {
                     );
                     return;
                 }
-                let awaited = self.bench.open_request.block(id)
-                    || self.bench.strip_request.block(id);
+                let awaited =
+                    self.bench.open_request.block(id) || self.bench.strip_request.block(id);
                 if !awaited {
                     return;
                 }
@@ -430,7 +435,11 @@ fn pair_textures(ctx: &egui::Context, index: usize, imgs: &[Arc<LoadedImage>; 2]
             [shown.width() as usize, shown.height() as usize],
             shown.as_raw(),
         );
-        ctx.load_texture(format!("bench-{index}-{side}"), color, TextureOptions::LINEAR)
+        ctx.load_texture(
+            format!("bench-{index}-{side}"),
+            color,
+            TextureOptions::LINEAR,
+        )
     };
     PairTextures {
         src: tex(&imgs[0], "src"),

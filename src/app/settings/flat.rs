@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{
-    BackboneSettings, BenchmarkSettings, CompareSettings, DisplaySettings, ExportSettings, FeatureSettings,
-    FusionChoice, GallerySettings, MatchSettings, ModelPreset, PcaSettings, RangeMode, Settings,
-    SizeChoice, SweepSettings, TrainSettings, View, given,
+    BackboneSettings, BenchmarkSettings, CompareSettings, DisplaySettings, ExportSettings,
+    FeatureSettings, FusionChoice, GallerySettings, MatchSettings, ModelPreset, PcaSettings,
+    RangeMode, Settings, SizeChoice, SweepSettings, TrainSettings, View, given,
 };
 use crate::features::extract::Mode;
 use crate::model::FeatureKey;

@@ -35,8 +35,15 @@ use crate::model::weights::Backbone;
 /// them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BenchSource {
-    Spair { dir: PathBuf, split: Split },
-    Warp { dir: PathBuf, warps: usize, seed: u64 },
+    Spair {
+        dir: PathBuf,
+        split: Split,
+    },
+    Warp {
+        dir: PathBuf,
+        warps: usize,
+        seed: u64,
+    },
 }
 
 impl BenchSource {

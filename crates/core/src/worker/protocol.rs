@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::errors::UserError;
+pub use super::train_data::{TrainData, TrainSummary};
 use crate::features::extract::{ExtractSettings, Mode};
 use crate::features::fusion::FusionSettings;
 use crate::features::pair::{PairFeatures, Side};
@@ -16,7 +17,6 @@ use crate::features::source::Source;
 use crate::matching::RgbMap;
 use crate::model::FeatureKey;
 use crate::train::{TrainConfig, TrainEvent};
-pub use super::train_data::{TrainData, TrainSummary};
 
 /// The layer slot under which [`Request::ExtractSource`] features are
 /// prepared (they have one map per image).
@@ -334,7 +334,9 @@ pub enum Job {
     /// Opening the benchmark's dataset.
     BenchOpen,
     /// Scoring a benchmark pair (`strip`: on every layer).
-    Bench { strip: bool },
+    Bench {
+        strip: bool,
+    },
 }
 
 impl fmt::Display for Job {

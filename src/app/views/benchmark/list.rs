@@ -55,8 +55,7 @@ pub(super) fn pair_list(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, opened: &
                     let Some(e) = opened.entries.get(index) else {
                         continue;
                     };
-                    let (r, resp) =
-                        ui.allocate_exact_size(Vec2::new(inner_w, row), Sense::click());
+                    let (r, resp) = ui.allocate_exact_size(Vec2::new(inner_w, row), Sense::click());
                     let selected = c.bench.selected == Some(index);
                     if selected {
                         ui.painter()
@@ -81,10 +80,7 @@ pub(super) fn pair_list(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, opened: &
                     let mut texts: Vec<(String, egui::Color32)> = vec![
                         (e.name.clone(), strong),
                         (e.category.clone(), weak),
-                        (
-                            e.keypoints.map_or("?".to_string(), |k| k.to_string()),
-                            weak,
-                        ),
+                        (e.keypoints.map_or("?".to_string(), |k| k.to_string()), weak),
                         (
                             format!(
                                 "{} {} {} {}",
@@ -114,7 +110,14 @@ fn cells(ui: &egui::Ui, r: Rect, widths: &[f32], texts: &[(String, egui::Color32
     let mut x = r.min.x;
     for (w, (text, colour)) in widths.iter().zip(texts) {
         let cell = Rect::from_min_size(Pos2::new(x + 2.0, r.min.y), Vec2::new(w - 6.0, r.height()));
-        fitted_line(ui, cell, std::slice::from_ref(text), *colour, size, Align2::LEFT_CENTER);
+        fitted_line(
+            ui,
+            cell,
+            std::slice::from_ref(text),
+            *colour,
+            size,
+            Align2::LEFT_CENTER,
+        );
         x += w;
     }
 }

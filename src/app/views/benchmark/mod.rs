@@ -198,7 +198,10 @@ fn totals_table(
             Some(k) => rect.min.x + cat_w + k as f32 * col_w,
         };
         let w = if k.is_none() { cat_w } else { col_w };
-        Rect::from_min_size(Pos2::new(x, rect.min.y + r as f32 * row), Vec2::new(w - 6.0, row))
+        Rect::from_min_size(
+            Pos2::new(x, rect.min.y + r as f32 * row),
+            Vec2::new(w - 6.0, row),
+        )
     };
     let strong = ui.visuals().strong_text_color();
     let weak = ui.visuals().weak_text_color();
@@ -265,7 +268,11 @@ fn totals_table(
         r += 1;
     };
     line("all pairs", &|rep| {
-        rep.pck.overall.at.get(alpha).map(|s| (s.bbox.per_point, rep.pck.overall.pairs))
+        rep.pck
+            .overall
+            .at
+            .get(alpha)
+            .map(|s| (s.bbox.per_point, rep.pck.overall.pairs))
     });
     for cat in cats.iter().take(rows_fit) {
         line(cat, &|rep| {

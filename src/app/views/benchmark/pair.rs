@@ -55,13 +55,23 @@ pub(super) fn pair_panel(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, opened: 
     let (src_tex, trg_tex) = (tex.src.id(), tex.trg.id());
     let (ssz, tsz) = (tex.src_size, tex.trg_size);
     let cols = c.bench_cols.clone();
-    let cells = grid(pics, 1 + cols.len(), tsz[0] as u32, tsz[1] as u32, row, 10.0, 2);
+    let cells = grid(
+        pics,
+        1 + cols.len(),
+        tsz[0] as u32,
+        tsz[1] as u32,
+        row,
+        10.0,
+        2,
+    );
     let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
     // The source with the ground truth (from any mode's record).
-    let record_any = cols.iter().find_map(|col| match c.bench.outcome(&col.key, index) {
-        Some(BenchOutcome::Scored(r)) => Some(r.clone()),
-        _ => None,
-    });
+    let record_any = cols
+        .iter()
+        .find_map(|col| match c.bench.outcome(&col.key, index) {
+            Some(BenchOutcome::Scored(r)) => Some(r.clone()),
+            _ => None,
+        });
     if let Some(cell) = cells.first() {
         header(ui, *cell, row, "source · ground truth", strong, size);
         let r = fit(body(*cell, row), ssz[0] as u32, ssz[1] as u32);
@@ -86,7 +96,9 @@ pub(super) fn pair_panel(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, opened: 
         }
     }
     for (k, col) in cols.iter().enumerate() {
-        let Some(cell) = cells.get(k + 1) else { continue };
+        let Some(cell) = cells.get(k + 1) else {
+            continue;
+        };
         let outcome = c.bench.outcome(&col.key, index).cloned();
         let title = match &outcome {
             None => format!("{}: computing…", col.column),
@@ -120,12 +132,20 @@ fn body(cell: Rect, row: f32) -> Rect {
 
 fn header(ui: &egui::Ui, cell: Rect, row: f32, text: &str, colour: Color32, size: f32) {
     let r = Rect::from_min_size(cell.min, Vec2::new(cell.width(), row));
-    fitted_line(ui, r, &[text.to_string()], colour, size, Align2::LEFT_CENTER);
+    fitted_line(
+        ui,
+        r,
+        &[text.to_string()],
+        colour,
+        size,
+        Align2::LEFT_CENTER,
+    );
 }
 
 fn dot(ui: &egui::Ui, p: Pos2, c: [u8; 3], big: f32, chosen: bool) {
     let r = if chosen { 6.5 } else { 4.0 } * big;
-    ui.painter().circle(p, r, rgb(c), Stroke::new(1.0 * big, Color32::BLACK));
+    ui.painter()
+        .circle(p, r, rgb(c), Stroke::new(1.0 * big, Color32::BLACK));
 }
 
 /// One mode's predictions on the target drawn at `r`.
@@ -208,11 +228,9 @@ fn layer_strip(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, index: usize, row:
             })
         });
         let fill = match pck {
-            Some(p) => Color32::from_rgb(
-                (230.0 * (1.0 - p)) as u8 + 20,
-                (190.0 * p) as u8 + 40,
-                60,
-            ),
+            Some(p) => {
+                Color32::from_rgb((230.0 * (1.0 - p)) as u8 + 20, (190.0 * p) as u8 + 40, 60)
+            }
             None => ui.visuals().faint_bg_color,
         };
         ui.painter().rect_filled(cell, 3.0, fill);

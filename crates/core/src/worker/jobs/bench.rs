@@ -10,13 +10,13 @@ use super::{LaneState, stage_progress};
 use crate::eval::{DiffusionSource, EvalError, FeatureSource, PairedSource};
 use crate::features::extract::ExtractError;
 use crate::features::source::{Models, Source};
+use crate::worker::Side;
 use crate::worker::bench::{
     BenchDataset, BenchMode, BenchOutcome, BenchSource, open, score_pair, strip, warm_cache,
 };
 use crate::worker::errors::{JobError, UserError, internal};
 use crate::worker::handle::Outbox;
 use crate::worker::protocol::{Event, RequestId, SOURCE_LAYER};
-use crate::worker::Side;
 
 /// Opens the dataset and answers [`Event::BenchOpened`].
 pub(super) fn bench_open(
@@ -122,7 +122,15 @@ impl LaneState {
                     settings: mode.settings.clone(),
                 };
                 let r = score_pair(ds, index, &mut src as &mut dyn FeatureSource);
-                (r, src.cache, mode.settings.layers.first().copied().unwrap_or(SOURCE_LAYER))
+                (
+                    r,
+                    src.cache,
+                    mode.settings
+                        .layers
+                        .first()
+                        .copied()
+                        .unwrap_or(SOURCE_LAYER),
+                )
             }
             kind_source => {
                 let models = Models {
