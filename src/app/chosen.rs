@@ -66,6 +66,8 @@ impl CleanDiftApp {
             DialogKind::TrainOut => self.settings.train.run.out_dir = Some(path),
             DialogKind::SaveKeypoints => self.save_keypoints(&path),
             DialogKind::LoadKeypoints => self.load_keypoints(&path),
+            DialogKind::SpairFolder => self.open_dataset(&format!("spair:{}", path.display())),
+            DialogKind::WarpFolder => self.open_dataset(&format!("warp:{}", path.display())),
         }
     }
 

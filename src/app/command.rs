@@ -39,4 +39,10 @@ pub(crate) enum Command {
     CancelSweep,
     /// Lets a stopped sweep go on.
     RunSweep,
+    /// Stops the benchmark's requests (the pairs done stay).
+    CancelBenchmark,
+    /// Lets a stopped benchmark go on.
+    RunBenchmark,
+    /// Selects a benchmark pair (dataset index).
+    SelectPair(usize),
 }

@@ -42,6 +42,10 @@ pub enum DialogKind {
     SaveKeypoints,
     /// Load a keypoint set (JSON).
     LoadKeypoints,
+    /// An SPair-71k folder for the benchmark view.
+    SpairFolder,
+    /// A folder of images whose synthetic warps the benchmark scores.
+    WarpFolder,
 }
 
 /// A dialog's answer: the chosen path (several for
@@ -116,6 +120,16 @@ impl DialogKind {
             DialogKind::LoadKeypoints => {
                 ("Load keypoints (JSON)", BrowseMode::Open(Filter::Json), "")
             }
+            DialogKind::SpairFolder => (
+                "Open an SPair-71k folder (JPEGImages/, PairAnnotation/)",
+                BrowseMode::Folder,
+                "",
+            ),
+            DialogKind::WarpFolder => (
+                "Open a folder of images to benchmark on synthetic warps",
+                BrowseMode::Folder,
+                "",
+            ),
         };
         Spec {
             title,

@@ -59,6 +59,7 @@ impl CleanDiftApp {
             Owner::Gallery => self.on_gallery_event(job, event),
             Owner::Sweep => self.on_sweep_event(job, event),
             Owner::Train => self.on_train_event(event),
+            Owner::Benchmark => self.on_bench_event(job, event),
         }
     }
 
@@ -73,6 +74,7 @@ impl CleanDiftApp {
             Owner::Gallery => self.gallery.awaits(id),
             Owner::Sweep => self.sweep.awaits(id),
             Owner::Train => self.is_train_id(id),
+            Owner::Benchmark => self.bench.awaits(id),
         }
     }
 

@@ -74,6 +74,9 @@ pub fn figure_inputs(app: &mut CleanDiftApp) -> anyhow::Result<FigureInputs> {
     });
     let (subtitle, content) = match app.settings.view {
         View::Sweep => anyhow::bail!("the sweep view exports its plots (E), not a figure"),
+        View::Benchmark => {
+            anyhow::bail!("the benchmark view exports its pair figure and table (E)")
+        }
         View::Correspondence => {
             let col: Column = mode.into();
             let content = match q {
@@ -288,7 +291,17 @@ impl CleanDiftApp {
         let scale = self.settings.export.figure_scale.clamp(1, 3);
         // What E wrote (or why it could not), said the same way for the
         // sweep and for a figure.
-        let (what, hint, result) = if self.settings.view == View::Sweep {
+        let (what, hint, result) = if self.settings.view == View::Benchmark {
+            let r = self.export_benchmark(&dir, scale).map(|f| {
+                let names = vec![f.png.clone(), f.svg.clone(), f.json.clone(), f.csv.clone()];
+                (f.png, names)
+            });
+            (
+                "the benchmark pair",
+                "Wait until the selected pair is computed for every mode, or choose another export folder",
+                r,
+            )
+        } else if self.settings.view == View::Sweep {
             let r = self.export_sweep(&dir, scale).map(|files| {
                 let mut names = vec![files.png.clone(), files.svg.clone()];
                 if let Some((p, s)) = &files.distance {

@@ -72,6 +72,28 @@ impl CleanDiftApp {
                 View::Gallery
             };
         }
+        if pressed(Key::B) {
+            self.settings.view = if self.settings.view == View::Benchmark {
+                View::Correspondence
+            } else {
+                View::Benchmark
+            };
+        }
+        if self.settings.view == View::Benchmark {
+            // Shift first: egui matches `NONE` logically.
+            if ctx.input_mut(|i| i.consume_key(Modifiers::SHIFT, Key::L)) {
+                self.next_loss(Mode::Noisy);
+            }
+            if pressed(Key::L) {
+                self.next_loss(Mode::Clean);
+            }
+            if pressed(Key::J) {
+                self.step_pair(1);
+            }
+            if pressed(Key::K) {
+                self.step_pair(-1);
+            }
+        }
         if pressed(Key::S) {
             self.request_screenshot();
         }

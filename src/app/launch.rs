@@ -36,9 +36,14 @@ pub struct AppArgs {
     /// Timestep of naive and noisy modes, 0–999.
     #[arg(long)]
     pub t: Option<f64>,
-    /// correspondence, compare, pca, gallery or sweep.
+    /// correspondence, compare, pca, gallery, sweep or benchmark.
     #[arg(long)]
     pub view: Option<String>,
+    /// The benchmark view's dataset: spair:DIR (an SPair-71k folder) or
+    /// warp:DIR (synthetic warps of a folder of images); opens the
+    /// benchmark view unless --view names another.
+    #[arg(long, value_name = "spair:DIR|warp:DIR")]
+    pub dataset: Option<String>,
     /// A query point in A, original pixels: X,Y.
     #[arg(long, value_name = "X,Y")]
     pub query: Option<String>,
@@ -77,6 +82,8 @@ pub struct LaunchOptions {
     pub layer: Option<FeatureKey>,
     pub t: Option<f64>,
     pub view: Option<View>,
+    /// The benchmark's dataset (`spair:DIR` or `warp:DIR`).
+    pub dataset: Option<String>,
     /// A query point in A.
     pub query: Option<(f32, f32)>,
     pub talk: bool,
@@ -108,6 +115,7 @@ impl Default for LaunchOptions {
             layer: None,
             t: None,
             view: None,
+            dataset: None,
             query: None,
             talk: false,
             cpu_overlay: false,
@@ -141,9 +149,10 @@ impl LaunchOptions {
                 "pca" => View::Pca,
                 "gallery" => View::Gallery,
                 "sweep" => View::Sweep,
+                "benchmark" => View::Benchmark,
                 other => {
                     anyhow::bail!(
-                        "unknown view {other:?}; use correspondence, compare, pca, gallery or sweep"
+                        "unknown view {other:?}; use correspondence, compare, pca, gallery, sweep or benchmark"
                     )
                 }
             }),
@@ -178,6 +187,14 @@ impl LaunchOptions {
             layer: a.layer.as_deref().map(str::parse).transpose()?,
             t: a.t,
             view,
+            dataset: match &a.dataset {
+                None => None,
+                Some(d) => {
+                    crate::worker::bench::BenchSource::parse(d, crate::eval::Split::Test)
+                        .map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
+                    Some(d.trim().to_string())
+                }
+            },
             query,
             talk: a.talk,
             cpu_overlay: false,

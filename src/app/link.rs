@@ -21,6 +21,8 @@ pub enum Owner {
     Sweep,
     /// The Fine-tune panel's run.
     Train,
+    /// The benchmark view's dataset and pairs.
+    Benchmark,
 }
 
 impl Owner {
@@ -35,6 +37,7 @@ impl Owner {
             Job::TargetImage(_) | Job::TargetFeatures(..) => Owner::Gallery,
             Job::Sweep | Job::Variance => Owner::Sweep,
             Job::Train => Owner::Train,
+            Job::BenchOpen | Job::Bench { .. } => Owner::Benchmark,
         }
     }
 }
@@ -149,6 +152,8 @@ mod tests {
             (Job::Sweep, Owner::Sweep),
             (Job::Variance, Owner::Sweep),
             (Job::Train, Owner::Train),
+            (Job::BenchOpen, Owner::Benchmark),
+            (Job::Bench { strip: true }, Owner::Benchmark),
         ];
         for (job, owner) in cases {
             assert_eq!(Owner::of(job), owner, "{job:?}");

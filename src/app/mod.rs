@@ -14,6 +14,7 @@
 //! files.
 
 mod answers;
+pub mod benchmark;
 mod chosen;
 mod column;
 mod command;
@@ -102,6 +103,8 @@ pub struct CleanDiftApp {
     train: TrainPanel,
     /// The sweep view's series.
     sweep: sweep::SweepState,
+    /// The benchmark view's dataset, outcomes and requests.
+    bench: benchmark::BenchmarkState,
     frames: u64,
     /// Time the last frame's `ui` took.
     pub last_frame: Duration,
@@ -160,6 +163,12 @@ impl CleanDiftApp {
         if let Some(s) = launch.size {
             settings.features.size = s;
         }
+        if let Some(d) = &launch.dataset {
+            settings.benchmark.dataset = d.clone();
+            if launch.view.is_none() {
+                settings.view = View::Benchmark;
+            }
+        }
         if let Some(d) = &launch.export_dir {
             settings.export.dir = Some(d.clone());
         }
@@ -214,6 +223,7 @@ impl CleanDiftApp {
             },
             train: TrainPanel::default(),
             sweep: sweep::SweepState::default(),
+            bench: benchmark::BenchmarkState::default(),
             frames: 0,
             last_frame: Duration::ZERO,
             dialogs: DialogState::default(),
@@ -392,6 +402,7 @@ impl CleanDiftApp {
             || self.features.is_pending()
             || self.sweep.is_pending()
             || self.gallery.is_pending()
+            || self.bench.is_pending()
             || self.is_training()
     }
 
@@ -504,6 +515,14 @@ impl CleanDiftApp {
                 dir_of(&p).unwrap_or(p)
             }
             DialogKind::TrainFolder => self.settings.train.folder.clone().unwrap_or_else(home),
+            DialogKind::SpairFolder | DialogKind::WarpFolder => self
+                .bench_source()
+                .map(|s| match s {
+                    crate::worker::bench::BenchSource::Spair { dir, .. }
+                    | crate::worker::bench::BenchSource::Warp { dir, .. } => dir,
+                })
+                .or_else(|| self.dialogs.assets.clone())
+                .unwrap_or_else(home),
             DialogKind::TrainOut => self
                 .settings
                 .train

@@ -457,7 +457,7 @@ impl CleanDiftApp {
 pub fn ensure_current(app: &CleanDiftApp) -> anyhow::Result<()> {
     let s = &app.settings;
     let cols: Vec<Column> = match s.view {
-        View::Sweep => return Ok(()),
+        View::Sweep | View::Benchmark => return Ok(()),
         View::Gallery => return ensure_gallery_current(app),
         View::Correspondence => vec![s.features.mode.into()],
         View::Pca => vec![app.pca_column()],
@@ -562,7 +562,7 @@ pub(super) fn annotate(app: &CleanDiftApp, fig: &mut crate::figure::Figure) {
             }
             return;
         }
-        View::Sweep => return,
+        View::Sweep | View::Benchmark => return,
     };
     for col in cols {
         if let Some(p) = app.provenance_of(col) {

@@ -429,6 +429,8 @@ fn needed_modes(s: &Settings) -> Vec<Mode> {
         View::Sweep => vec![Mode::Clean, Mode::Naive],
         // The gallery asks for its own pairs (A with each target).
         View::Gallery => Vec::new(),
+        // The benchmark scores its own pairs.
+        View::Benchmark => Vec::new(),
         _ => vec![s.features.mode],
     }
 }
@@ -484,7 +486,7 @@ fn dino_model(s: &Settings, backbone: &BackboneState) -> String {
 }
 
 /// The fusion settings of the DINOv2 and fused columns.
-fn fusion_settings(s: &Settings, backbone: &BackboneState) -> FusionSettings {
+pub(super) fn fusion_settings(s: &Settings, backbone: &BackboneState) -> FusionSettings {
     s.fusion.to_settings(&dino_model(s, backbone))
 }
 

@@ -36,6 +36,9 @@ impl CleanDiftApp {
                 Command::CancelTraining => self.cancel_training(),
                 Command::CancelSweep => self.cancel_sweep(),
                 Command::RunSweep => self.run_sweep(),
+                Command::CancelBenchmark => self.cancel_benchmark(),
+                Command::RunBenchmark => self.run_benchmark(),
+                Command::SelectPair(i) => self.select_pair(i),
             }
         }
     }
@@ -93,6 +96,7 @@ impl eframe::App for CleanDiftApp {
         self.request_gallery();
         self.request_pca();
         self.request_sweep();
+        self.request_benchmark();
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
@@ -105,6 +109,7 @@ impl eframe::App for CleanDiftApp {
         self.request_gallery();
         self.request_pca();
         self.request_sweep();
+        self.request_benchmark();
         self.follow_ui_scale(ui.ctx());
         self.handle_keys(ui.ctx());
         self.handle_drops(ui.ctx());
@@ -131,6 +136,11 @@ impl eframe::App for CleanDiftApp {
             self.apply(std::mem::take(&mut cmds));
         }
         let training = self.is_training();
+        let (bench_cols, bench_list) = if self.settings.view == settings::View::Benchmark {
+            (self.bench_columns(), self.bench_list())
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let mut canvas = Canvas {
             settings: &mut self.settings,
             images: &self.images,
@@ -139,10 +149,16 @@ impl eframe::App for CleanDiftApp {
             gallery: &mut self.gallery,
             view: &mut self.view,
             sweep: &mut self.sweep,
+            bench: &mut self.bench,
+            bench_cols,
+            bench_list,
+            cmds: Vec::new(),
             training,
             big: self.flags.big(),
         };
         views::central(ui, &mut canvas);
+        let view_cmds = std::mem::take(&mut canvas.cmds);
+        self.apply(view_cmds);
         panels::windows(ui.ctx(), &mut self.flags, &mut self.messages);
         if let Some((kind, paths)) = self.dialogs.show(ui.ctx()) {
             self.use_chosen(kind, paths);

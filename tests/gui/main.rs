@@ -7,6 +7,7 @@ mod common;
 mod kittest_common;
 
 mod app;
+mod app_benchmark;
 mod app_export;
 mod app_keypoints;
 mod app_misc;

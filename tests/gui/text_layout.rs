@@ -5,7 +5,8 @@
 //! square and portrait pair and a landscape pair, no two pieces of text overlap, no
 //! text is cut at the side of the area that clips it, none leaves the
 //! window, and none covers part of a check box (such as the layer strip's
-//! fused-mix squares). The checks read the text shapes egui painted in the
+//! fused-mix squares); the benchmark view (issue 22) on an SPair-layout
+//! fixture with clean, noisy and naive, plain and in talk mode. The checks read the text shapes egui painted in the
 //! last frame (`FullOutput::shapes`), so they see exactly what a person sees,
 //! and the controls' rectangles from the accessibility tree.
 
@@ -338,6 +339,29 @@ fn no_text_overlaps_or_is_cut_with_a_landscape_pair() {
         Some([asset("chelsea.png"), asset("coffee.png")]),
         "landscape pair",
     );
+    assert!(
+        all.is_empty(),
+        "{} layout problems:\n{}",
+        all.len(),
+        all.join("\n")
+    );
+}
+
+#[test]
+fn no_text_overlaps_or_is_cut_in_the_benchmark_view() {
+    let data = tempfile::tempdir().expect("tempdir");
+    crate::app_benchmark::spair_fixture(data.path());
+    let mut all = Vec::new();
+    for size in SIZES {
+        for talk in [false, true] {
+            let mut h = crate::app_benchmark::bench_harness(data.path(), size, talk);
+            h.state_mut().settings.compare.naive = true;
+            crate::kittest_common::wait(&mut h, "every pair", 600, crate::app_benchmark::all_done);
+            settle(&mut h);
+            let what = if talk { "talk benchmark" } else { "benchmark" };
+            check(&mut h, size, what, &mut all);
+        }
+    }
     assert!(
         all.is_empty(),
         "{} layout problems:\n{}",

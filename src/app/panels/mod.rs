@@ -56,6 +56,12 @@ pub(super) fn top_bar(
                 if ui.button("Add gallery folder…").clicked() {
                     cmds.push(Command::Dialog(DialogKind::GalleryFolder));
                 }
+                if ui.button("Open SPair-71k folder (benchmark)…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::SpairFolder));
+                }
+                if ui.button("Open warp folder (benchmark)…").clicked() {
+                    cmds.push(Command::Dialog(DialogKind::WarpFolder));
+                }
                 if ui.button("Sample pair").clicked() {
                     cmds.push(Command::LoadImage(Side::A, sample_source(Side::A)));
                     cmds.push(Command::LoadImage(Side::B, sample_source(Side::B)));
@@ -123,6 +129,9 @@ pub(super) fn top_bar(
                             "Where noisy features send the click as t moves; the variance of the features against t"
                         }
                         View::Gallery => "A against up to 8 target images at once (G)",
+                        View::Benchmark => {
+                            "PCK per pair of an SPair-71k folder or synthetic warps, per mode, with running totals (B)"
+                        }
                     });
             }
             ui.separator();

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{
-    BackboneSettings, CompareSettings, DisplaySettings, ExportSettings, FeatureSettings,
-    FusionChoice, GallerySettings, MatchSettings, ModelPreset, PcaSettings, RangeMode, Settings,
-    SizeChoice, SweepSettings, TrainSettings, View, given,
+    BackboneSettings, BenchmarkSettings, CompareSettings, DisplaySettings, ExportSettings,
+    FeatureSettings, FusionChoice, GallerySettings, MatchSettings, ModelPreset, PcaSettings,
+    RangeMode, Settings, SizeChoice, SweepSettings, TrainSettings, View, given,
 };
 use crate::features::extract::Mode;
 use crate::model::FeatureKey;
@@ -134,6 +134,7 @@ impl Default for FlatSettings {
             export: e,
             train,
             sweep,
+            benchmark: _,
         } = Settings::default();
         FlatSettings {
             image_paths,
@@ -242,6 +243,7 @@ impl From<FlatSettings> for Settings {
             },
             train: f.train,
             sweep: f.sweep,
+            benchmark: BenchmarkSettings::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! state (the committed query point) is not among them: it lives in the
 //! view's state. Files of the older flat layout still load ([`flat`]).
 
+mod benchmark;
 mod flat;
 mod fusion;
 mod sweep;
@@ -19,6 +20,7 @@ use crate::features::preprocess::SizeSpec;
 use crate::model::FeatureKey;
 use crate::render::Colormap;
 use crate::worker::BackboneChoice;
+pub use benchmark::{BenchSort, BenchmarkSettings};
 pub use flat::decode;
 pub use fusion::{DINO_CHOICES, FusionChoice, MAX_DINO_SIZE};
 pub use sweep::{SweepSettings, SweepTab};
@@ -39,15 +41,19 @@ pub enum View {
     /// The timestep sweep (where noisy features send the click as t moves)
     /// and the variance of the features against t.
     Sweep,
+    /// PCK per pair of an SPair-71k folder or a warp set, per mode, with
+    /// the running totals.
+    Benchmark,
 }
 
 impl View {
-    pub const ALL: [View; 5] = [
+    pub const ALL: [View; 6] = [
         View::Correspondence,
         View::Compare,
         View::Pca,
         View::Gallery,
         View::Sweep,
+        View::Benchmark,
     ];
 
     pub fn label(self) -> &'static str {
@@ -57,6 +63,7 @@ impl View {
             View::Pca => "PCA",
             View::Sweep => "Sweep t",
             View::Gallery => "Gallery",
+            View::Benchmark => "Benchmark",
         }
     }
 }
@@ -209,6 +216,8 @@ pub struct Settings {
     pub train: TrainSettings,
     /// The sweep view's ranges and choices.
     pub sweep: SweepSettings,
+    /// The benchmark view's dataset, filters and order.
+    pub benchmark: BenchmarkSettings,
 }
 
 /// The Backbone section.
@@ -450,6 +459,7 @@ impl Default for Settings {
             export: ExportSettings::default(),
             train: TrainSettings::default(),
             sweep: SweepSettings::default(),
+            benchmark: BenchmarkSettings::default(),
         }
     }
 }
@@ -506,6 +516,7 @@ impl Settings {
         f.ensemble = bounded_ensemble("ensemble", f.ensemble);
         self.export.figure_scale = self.export.figure_scale.clamp(1, 3);
         self.sweep.sanitize();
+        self.benchmark.sanitize();
         let d = &mut self.display;
         d.opacity = if d.opacity.is_finite() {
             d.opacity.clamp(0.0, 1.0)

@@ -166,6 +166,14 @@ fn flat_fixture_nested() -> Settings {
             var_layers: vec![FeatureKey::Us3, FeatureKey::Us6],
             var_shown: FeatureKey::Us3,
         },
+        benchmark: BenchmarkSettings {
+            dataset: "spair:/data/SPair-71k".into(),
+            split: "val".into(),
+            category: "dog".into(),
+            flag: Some(2),
+            sort: BenchSort::CleanMinusNoisy,
+            alpha: 0,
+        },
     }
 }
 
@@ -200,6 +208,7 @@ fn a_flat_settings_file_loads_into_the_nested_layout_with_every_value() {
     assert_ne!(want.export, d.export);
     assert_ne!(want.train, d.train);
     assert_ne!(want.sweep, d.sweep);
+    assert_ne!(want.benchmark, d.benchmark);
 
     // Saved again, it is the nested layout and reads back the same.
     let mut storage = crate::app::settings_file::MemoryStore::default();

@@ -2,6 +2,7 @@
 //! and the drawing helpers they share. A view gets a [`Canvas`]: the state it
 //! draws, not the whole app.
 
+mod benchmark;
 mod compare;
 mod correspondence;
 mod gallery;
@@ -42,6 +43,13 @@ pub(super) struct Canvas<'a> {
     pub view: &'a mut ViewState,
     /// The sweep view's series.
     pub sweep: &'a mut super::sweep::SweepState,
+    /// The benchmark view's state and its modes.
+    pub bench: &'a mut super::benchmark::BenchmarkState,
+    pub bench_cols: Vec<super::benchmark::BenchColumn>,
+    /// The benchmark's pair list as shown (dataset indices).
+    pub bench_list: Vec<usize>,
+    /// What the view asks the app to do.
+    pub cmds: Vec<super::Command>,
     /// A fine-tune runs (extractions wait for it).
     pub training: bool,
     /// Scale of markers and labels (talk mode: bigger).
@@ -137,6 +145,7 @@ pub(super) fn central(ui: &mut egui::Ui, c: &mut Canvas) {
             View::Pca => pca::pca_view(c, ui),
             View::Sweep => sweep::sweep_view(c, ui),
             View::Gallery => gallery::gallery(c, ui),
+            View::Benchmark => benchmark::benchmark_view(c, ui),
         }
         drop_hint(c, ui);
     });

@@ -43,7 +43,7 @@ mod warp;
 pub use error::{DatasetError, EvalError, SourceError};
 pub use report::{EvalReport, OptionsRecord, RunCounts, SkippedPair, build_report};
 pub use sources::{DiffusionSource, PairedSource};
-pub use spair::{SpairDataset, SpairOptions, SpairPair, Split};
+pub use spair::{SpairDataset, SpairFlags, SpairOptions, SpairPair, Split};
 pub use warp::{
     Homography, IMAGE_EXTENSIONS, OUTSIDE_GREY, WarpConfig, WarpDataset, WarpKind, WarpSpec,
     draw_warp, render_warp,

@@ -1,7 +1,9 @@
 //! SPair-71k: `JPEGImages/<category>/<name>.jpg` and one JSON per pair in
 //! `PairAnnotation/<split>/` with `src_imname`, `trg_imname`, `category`,
 //! `src_kps`, `trg_kps` (lists of `[x, y]`) and `src_bndbox`, `trg_bndbox`
-//! (`[x1, y1, x2, y2]`). Other fields are ignored.
+//! (`[x1, y1, x2, y2]`), and, when present, the variation flags SPair
+//! records per pair (`viewpoint_variation`, `scale_variation`,
+//! `truncation`, `occlusion`: [`SpairFlags`]). Other fields are ignored.
 //!
 //! SPair annotates keypoints as integer pixel indices, and the reference
 //! evaluation (DIFT) reads the source vector at `ft[:, y, x]` and compares
@@ -93,6 +95,33 @@ struct RawPair {
     #[serde(default)]
     src_bndbox: Option<[f64; 4]>,
     trg_bndbox: [f64; 4],
+    #[serde(flatten)]
+    flags: SpairFlags,
+}
+
+/// The variation flags of an SPair-71k pair annotation, as stored (small
+/// integers: viewpoint and scale variation 0 = none, 1 = medium, 2 =
+/// large; truncation and occlusion 0 = none, 1 = the source, 2 = the
+/// target, 3 = both). `None` where an annotation file lacks the field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SpairFlags {
+    pub viewpoint_variation: Option<u32>,
+    pub scale_variation: Option<u32>,
+    pub truncation: Option<u32>,
+    pub occlusion: Option<u32>,
+}
+
+impl SpairFlags {
+    /// The flags by name, in the order SPair lists them.
+    pub fn named(&self) -> [(&'static str, Option<u32>); 4] {
+        [
+            ("viewpoint", self.viewpoint_variation),
+            ("scale", self.scale_variation),
+            ("truncation", self.truncation),
+            ("occlusion", self.occlusion),
+        ]
+    }
 }
 
 /// One parsed pair annotation.
@@ -114,6 +143,8 @@ pub struct SpairPair {
     pub src_bndbox: Option<[f64; 4]>,
     /// Target box `[x1, y1, x2, y2]`.
     pub trg_bndbox: [f64; 4],
+    /// The variation flags, where annotated.
+    pub flags: SpairFlags,
 }
 
 /// The SPair-71k pairs of one split (after filtering), images loaded lazily.
@@ -315,6 +346,7 @@ fn parse_pair(path: &Path) -> Result<SpairPair, DatasetError> {
         trg_kps: raw.trg_kps,
         src_bndbox: raw.src_bndbox,
         trg_bndbox: raw.trg_bndbox,
+        flags: raw.flags,
     })
 }
 

@@ -2,6 +2,7 @@
 //! [`LaneState`] owns the backbone, the feature cache and the recently
 //! prepared pairs; the light lane's holds nothing.
 
+mod bench;
 mod extract;
 
 use std::collections::VecDeque;
@@ -162,6 +163,15 @@ impl LaneState {
                 settings,
                 t,
             } => self.variance_step(id, backbone, &image, &settings, t, cancel, out),
+            Request::BenchOpen { id, source } => bench::bench_open(id, &source, out),
+            Request::BenchPair {
+                id,
+                backbone,
+                dataset,
+                index,
+                mode,
+                strip,
+            } => self.bench_pair((id, backbone), &dataset, index, &mode, strip, cancel, out),
             #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => panic!("crash requested"),
         };

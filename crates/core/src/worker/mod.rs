@@ -29,8 +29,9 @@
 //!
 //! Files: [`protocol`] (requests, events, progress, job kinds), [`errors`]
 //! (user-facing errors and their hints), [`handle`] (threads, lanes,
-//! coalescing), `jobs` (the job bodies) and [`sweep`] (one step of the
-//! timestep sweep and of the variance analysis). The prepared features
+//! coalescing), `jobs` (the job bodies), [`sweep`] (one step of the
+//! timestep sweep and of the variance analysis) and [`bench`] (the
+//! benchmark view's datasets and pairs, scored by the evaluation). The prepared features
 //! ([`PairFeatures`], [`Side`]) and the view geometry ([`ViewMapping`]) live
 //! in [`crate::features`]; they are re-exported here.
 //!
@@ -39,11 +40,13 @@
 //! (jobs.rs), add `Event` variants for its progress and results, and a
 //! supersede key if a newer request makes an older one pointless.
 
+pub mod bench;
 pub mod errors;
 pub mod handle;
 mod jobs;
 pub mod protocol;
 pub mod sweep;
+mod train_data;
 
 pub use crate::features::pair::{LayerViews, PairFeatures, PrepareError, Side, SideFeatures};
 pub use crate::features::view::ViewMapping;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::errors::UserError;
+pub use super::train_data::{TrainData, TrainSummary};
 use crate::features::extract::{ExtractSettings, Mode};
 use crate::features::fusion::FusionSettings;
 use crate::features::pair::{PairFeatures, Side};
@@ -15,8 +16,7 @@ use crate::features::preprocess::LoadedImage;
 use crate::features::source::Source;
 use crate::matching::RgbMap;
 use crate::model::FeatureKey;
-use crate::train::TrainConfig;
-use crate::train::{Dataset, TrainError, TrainEvent};
+use crate::train::{TrainConfig, TrainEvent};
 
 /// The layer slot under which [`Request::ExtractSource`] features are
 /// prepared (they have one map per image).
@@ -200,6 +200,22 @@ pub enum Request {
         settings: ExtractSettings,
         t: f64,
     },
+    /// Opens a benchmark dataset (light lane; [`super::bench::open`]).
+    /// Answers [`Event::BenchOpened`].
+    BenchOpen {
+        id: RequestId,
+        source: super::bench::BenchSource,
+    },
+    /// Scores pair `index` of `dataset` in `mode` as `eval` does, or with
+    /// `strip` on every layer ([`super::bench`]). Answers [`Event::BenchPair`].
+    BenchPair {
+        id: RequestId,
+        backbone: RequestId,
+        dataset: Arc<super::bench::BenchDataset>,
+        index: usize,
+        mode: Box<super::bench::BenchMode>,
+        strip: bool,
+    },
     /// Makes the model lane panic (tests of the dead-worker path); only
     /// in test builds (the `test-hooks` feature).
     #[cfg(any(test, feature = "test-hooks"))]
@@ -222,7 +238,9 @@ impl Request {
             | Request::Pca { id, .. }
             | Request::Train { id, .. }
             | Request::SweepStep { id, .. }
-            | Request::VarianceStep { id, .. } => *id,
+            | Request::VarianceStep { id, .. }
+            | Request::BenchOpen { id, .. }
+            | Request::BenchPair { id, .. } => *id,
             Request::Extract { job, .. }
             | Request::ExtractSource { job, .. }
             | Request::ExtractTarget { job, .. } => job.id,
@@ -254,6 +272,8 @@ impl Request {
             Request::Pca { .. } => Job::Pca,
             Request::SweepStep { .. } => Job::Sweep,
             Request::VarianceStep { .. } => Job::Variance,
+            Request::BenchOpen { .. } => Job::BenchOpen,
+            Request::BenchPair { strip, .. } => Job::Bench { strip: *strip },
             #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => Job::Backbone,
         }
@@ -277,12 +297,14 @@ impl Request {
             | Request::ExtractTarget { .. }
             | Request::Train { .. }
             | Request::SweepStep { .. }
-            | Request::VarianceStep { .. } => Lane::Model,
+            | Request::VarianceStep { .. }
+            | Request::BenchPair { .. } => Lane::Model,
             #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => Lane::Model,
-            Request::LoadImage { .. } | Request::LoadTarget { .. } | Request::Pca { .. } => {
-                Lane::Light
-            }
+            Request::LoadImage { .. }
+            | Request::LoadTarget { .. }
+            | Request::Pca { .. }
+            | Request::BenchOpen { .. } => Lane::Light,
         }
     }
 }
@@ -309,6 +331,12 @@ pub enum Job {
     TargetImage(u32),
     /// Features of the query image with gallery target N in a mode.
     TargetFeatures(u32, Mode),
+    /// Opening the benchmark's dataset.
+    BenchOpen,
+    /// Scoring a benchmark pair (`strip`: on every layer).
+    Bench {
+        strip: bool,
+    },
 }
 
 impl fmt::Display for Job {
@@ -326,6 +354,9 @@ impl fmt::Display for Job {
             Job::Variance => f.write_str("variance vs t"),
             Job::TargetImage(_) => f.write_str("gallery image"),
             Job::TargetFeatures(_, m) => write!(f, "gallery {m} features"),
+            Job::BenchOpen => f.write_str("benchmark dataset"),
+            Job::Bench { strip: false } => f.write_str("benchmark pair"),
+            Job::Bench { strip: true } => f.write_str("benchmark layer strip"),
         }
     }
 }
@@ -375,81 +406,6 @@ pub enum Progress {
     },
     /// Fine-tune: loading the new student into the backbone.
     Switching,
-}
-
-/// The images a fine-tune learns from: images in memory (the app's loaded
-/// pair) and folders or files on disk.
-#[derive(Debug, Clone, Default)]
-pub struct TrainData {
-    /// Images with their prompt.
-    pub images: Vec<(Arc<LoadedImage>, String)>,
-    /// Folders (every jpg/png directly inside, with captions) and files.
-    pub paths: Vec<PathBuf>,
-    /// Training resolution (square), pixels.
-    pub size: u32,
-}
-
-impl TrainData {
-    /// Builds the dataset; folders that hold no image are skipped with a
-    /// warning when other images remain.
-    pub fn build(&self) -> Result<(Dataset, Vec<String>), TrainError> {
-        let mut notes = Vec::new();
-        let mut ds: Option<Dataset> = None;
-        if !self.images.is_empty() {
-            let owned: Vec<(LoadedImage, String)> = self
-                .images
-                .iter()
-                .map(|(i, p)| ((**i).clone(), p.clone()))
-                .collect();
-            ds = Some(Dataset::from_images(&owned, self.size)?);
-        }
-        for p in &self.paths {
-            let part = if p.is_dir() {
-                Dataset::from_folder(p, self.size)
-            } else {
-                Dataset::from_paths(std::slice::from_ref(p), self.size)
-            };
-            match (part, &mut ds) {
-                (Ok(part), Some(d)) => d.extend(part)?,
-                (Ok(part), None) => ds = Some(part),
-                // Other images remain: say so and go on.
-                (Err(e), Some(_)) => notes.push(format!("{}: {e}", p.display())),
-                (Err(e), None) if self.paths.len() > 1 => {
-                    notes.push(format!("{}: {e}", p.display()))
-                }
-                (Err(e), None) => return Err(e),
-            }
-        }
-        let ds = ds.ok_or_else(|| {
-            TrainError::Data(if notes.is_empty() {
-                "no training images: load images or choose a folder".into()
-            } else {
-                format!("no training images ({})", notes.join("; "))
-            })
-        })?;
-        notes.extend(ds.warnings().iter().cloned());
-        Ok((ds, notes))
-    }
-}
-
-/// How a fine-tune ended (see [`Event::Trained`]).
-#[derive(Debug, Clone)]
-pub struct TrainSummary {
-    pub step: usize,
-    pub total_steps: usize,
-    pub cancelled: bool,
-    /// The student file written last, if any.
-    pub student_file: Option<PathBuf>,
-    /// The training-state file written last (for `--resume`).
-    pub state_file: Option<PathBuf>,
-    /// The run's own folder (`<output>/<base>-<date>-<time>`), when it was
-    /// created.
-    pub run_dir: Option<PathBuf>,
-    /// The student's learned timestep at the end.
-    pub timestep: f32,
-    /// Images used and files skipped, with the reasons.
-    pub images: usize,
-    pub notes: Vec<String>,
 }
 
 impl Progress {
@@ -576,6 +532,20 @@ pub enum Event {
         id: RequestId,
         point: Arc<super::sweep::VariancePoint>,
     },
+    /// [`Request::BenchOpen`] finished.
+    BenchOpened {
+        id: RequestId,
+        opened: Arc<super::bench::BenchOpened>,
+    },
+    /// [`Request::BenchPair`] finished: the pair's outcome per layer (one
+    /// layer unless `strip`).
+    BenchPair {
+        id: RequestId,
+        index: usize,
+        /// The pair's source and target, when they could be loaded.
+        images: Option<[Arc<LoadedImage>; 2]>,
+        outcomes: Arc<Vec<(FeatureKey, super::bench::BenchOutcome)>>,
+    },
     /// A job stopped because it was cancelled.
     Cancelled { id: RequestId, job: Job },
     /// A job failed.
@@ -611,6 +581,8 @@ impl Event {
             | Event::Trained { id, .. }
             | Event::SweepPoint { id, .. }
             | Event::VariancePoint { id, .. }
+            | Event::BenchOpened { id, .. }
+            | Event::BenchPair { id, .. }
             | Event::Cancelled { id, .. }
             | Event::Failed { id, .. }
             | Event::BackboneKept { id, .. } => Some(*id),

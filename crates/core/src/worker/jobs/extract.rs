@@ -100,7 +100,12 @@ impl LaneState {
 
     /// Loads DINOv2 `name` (on the backbone's device and dtype) unless it
     /// is loaded; returns its index in `self.dino`.
-    fn ensure_dino(&mut self, id: RequestId, name: &str, out: &Outbox) -> Result<usize, JobError> {
+    pub(super) fn ensure_dino(
+        &mut self,
+        id: RequestId,
+        name: &str,
+        out: &Outbox,
+    ) -> Result<usize, JobError> {
         let name = name.trim();
         let Some((_, bb)) = &self.backbone else {
             return Err(no_backbone());

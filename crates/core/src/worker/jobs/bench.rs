@@ -1,0 +1,166 @@
+//! The benchmark view's jobs ([`super::super::bench`]): opening a dataset
+//! on the light lane, scoring one pair in one mode (or on every layer) on
+//! the model lane with the evaluation's own feature sources and the lane's
+//! feature cache.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use super::{LaneState, stage_progress};
+use crate::eval::{DiffusionSource, EvalError, FeatureSource, PairedSource};
+use crate::features::extract::ExtractError;
+use crate::features::source::{Models, Source};
+use crate::worker::Side;
+use crate::worker::bench::{
+    BenchDataset, BenchMode, BenchOutcome, BenchSource, open, score_pair, strip, warm_cache,
+};
+use crate::worker::errors::{JobError, UserError, internal};
+use crate::worker::handle::Outbox;
+use crate::worker::protocol::{Event, RequestId, SOURCE_LAYER};
+
+/// Opens the dataset and answers [`Event::BenchOpened`].
+pub(super) fn bench_open(
+    id: RequestId,
+    source: &BenchSource,
+    out: &Outbox,
+) -> Result<(), JobError> {
+    let opened = open(source).map_err(|e| {
+        JobError::User(UserError {
+            message: format!("cannot open {}: {e}", source.spec()),
+            hint: "Choose an SPair-71k folder (JPEGImages/, PairAnnotation/<split>/) or a folder of images (warp:DIR)".into(),
+        })
+    })?;
+    out.send(Event::BenchOpened {
+        id,
+        opened: Arc::new(opened),
+    });
+    Ok(())
+}
+
+/// An evaluation error as the app shows it; a cancelled extraction inside
+/// the evaluation is a cancel.
+fn eval_error(e: EvalError) -> JobError {
+    if let EvalError::Features { cause, .. } = &e
+        && let Some(ExtractError::Cancelled) = cause.downcast_ref::<ExtractError>()
+    {
+        return JobError::Cancelled;
+    }
+    JobError::User(UserError {
+        message: e.to_string(),
+        hint: "Check the dataset's files, or change the benchmark's settings".into(),
+    })
+}
+
+impl LaneState {
+    /// Scores pair `index` in `mode` (or on every layer with `strip`) and
+    /// answers [`Event::BenchPair`].
+    pub(super) fn bench_pair(
+        &mut self,
+        (id, backbone): (RequestId, RequestId),
+        dataset: &BenchDataset,
+        index: usize,
+        mode: &BenchMode,
+        strip_layers: bool,
+        cancel: &AtomicBool,
+        out: &Outbox,
+    ) -> Result<(), JobError> {
+        let ds = dataset.as_dataset();
+        mode.settings.validate()?;
+        let dino = if mode.source.needs_dino() {
+            mode.fusion.validate()?;
+            self.backbone_and_cache(backbone)?;
+            Some(self.ensure_dino(id, &mode.fusion.dino.model, out)?)
+        } else {
+            None
+        };
+        let (bb, cache) = self.backbone_and_cache(backbone)?;
+        // The pair's images go back with the result (the view draws them);
+        // one that cannot be loaded is left to the evaluation, which skips it.
+        let pair = ds.pair(index).ok();
+        let images = pair
+            .as_ref()
+            .map(|p| [Arc::new(p.src.clone()), Arc::new(p.trg.clone())]);
+        if let Some(p) = &pair {
+            warm_cache(bb, cache, p, mode, cancel, &mut |side, st| {
+                out.progress(id, stage_progress(Side::BOTH[side], st))
+            })?;
+        }
+        drop(pair);
+        if strip_layers {
+            let Source::Sd(_) = mode.source else {
+                return Err(JobError::User(internal(
+                    "the layer strip needs a diffusion mode",
+                )));
+            };
+            let outcomes = strip(bb, cache, ds, index, &mode.settings, cancel)
+                .map_err(eval_error)?
+                .into_iter()
+                .map(|(k, o)| (k, BenchOutcome::from(o)))
+                .collect();
+            out.send(Event::BenchPair {
+                id,
+                index,
+                images,
+                outcomes: Arc::new(outcomes),
+            });
+            return Ok(());
+        }
+        // The evaluation's sources own their cache: the lane's is lent to
+        // them for the one pair and always put back.
+        let Some(lane_cache) = self.cache.take() else {
+            return Err(JobError::User(internal("no feature cache on this lane")));
+        };
+        let Some((_, bb)) = &self.backbone else {
+            self.cache = Some(lane_cache);
+            return Err(JobError::User(internal("the backbone went away")));
+        };
+        let (result, lane_cache, layer) = match mode.source {
+            Source::Sd(_) => {
+                let mut src = DiffusionSource {
+                    bb,
+                    cache: lane_cache,
+                    settings: mode.settings.clone(),
+                };
+                let r = score_pair(ds, index, &mut src as &mut dyn FeatureSource);
+                (
+                    r,
+                    src.cache,
+                    mode.settings
+                        .layers
+                        .first()
+                        .copied()
+                        .unwrap_or(SOURCE_LAYER),
+                )
+            }
+            kind_source => {
+                let models = Models {
+                    sd: Some(bb),
+                    dino: dino.and_then(|i| self.dino.get(i)).map(|(_, m)| m),
+                };
+                let kind = match kind_source {
+                    Source::Dino => crate::features::source::SourceKind::Dino,
+                    _ => crate::features::source::SourceKind::Fused,
+                };
+                let mut src = PairedSource {
+                    kind,
+                    models,
+                    models_described: bb.describe(),
+                    cache: lane_cache,
+                    settings: mode.settings.clone(),
+                    fusion: mode.fusion.clone(),
+                };
+                let r = score_pair(ds, index, &mut src as &mut dyn FeatureSource);
+                (r, src.cache, SOURCE_LAYER)
+            }
+        };
+        self.cache = Some(lane_cache);
+        let outcome = BenchOutcome::from(result.map_err(eval_error)?);
+        out.send(Event::BenchPair {
+            id,
+            index,
+            images,
+            outcomes: Arc::new(vec![(layer, outcome)]),
+        });
+        Ok(())
+    }
+}
