@@ -35,6 +35,7 @@
 
 mod annotations;
 mod error;
+pub mod records;
 mod report;
 mod sources;
 mod spair;
@@ -126,6 +127,14 @@ pub trait Dataset {
     /// A name for pair `i` usable before (or without) loading it.
     fn pair_name(&self, i: usize) -> String {
         format!("#{i}")
+    }
+
+    /// The source image of pair `i` without loading it (a file name, or
+    /// `category/file`): what sharded runs partition by
+    /// ([`records::Shard`]), so each source image's features are computed in
+    /// one shard only. Defaults to [`Self::pair_name`].
+    fn source_image(&self, i: usize) -> String {
+        self.pair_name(i)
     }
 
     /// The file pair `i`'s annotation comes from (for messages that refuse
