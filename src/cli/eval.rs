@@ -43,6 +43,12 @@ pub struct EvalArgs {
     /// Warp set: seed of the warps.
     #[arg(long, default_value_t = 0)]
     pub warp_seed: u64,
+    /// Images per VAE and UNet pass (clean and naive features; `--out`
+    /// runs): the images of the next N pairs not computed yet go through
+    /// the networks together, which is faster per image on the CPU and on a
+    /// GPU. The features are those of one image per pass.
+    #[arg(long, default_value_t = 1, value_parser = super::engine::parse_max_batch)]
+    pub batch: usize,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -163,6 +169,12 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         }
         _ => bail!("--dataset {dataset:?}: use spair:DIR or warp:DIR"),
     };
+    if a.batch > 1 && a.out.is_none() {
+        bail!(
+            "--batch {} batches the pairs of an --out DIR run: add --out DIR",
+            a.batch
+        );
+    }
     if a.shard.is_some() && a.out.is_none() {
         bail!("--shard records its pairs in a folder: add --out DIR (one per shard)");
     }

@@ -185,7 +185,7 @@ impl SweepPlan {
                 settings: s,
             };
             let records = folder
-                .run_pairs(&name, ds, &mut src, opts)
+                .run_pairs(&name, ds, &mut src, opts, a.batch)
                 .with_context(|| format!("evaluating {mode} features at t={t}"))?;
             if sharded {
                 counts.push((name, records.entries.len()));

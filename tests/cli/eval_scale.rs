@@ -498,3 +498,75 @@ fn concurrent_shards_share_a_disk_cache() {
         "{names:?}"
     );
 }
+
+/// `--batch 3` (images through the VAE and the UNet three at a time) finds
+/// the same matches as one image per pass, up to the order of sums inside
+/// the batched kernels (tests/numerics/batch.rs bounds the features: a
+/// keypoint whose best match was a near tie may move); a folder of one
+/// batch refuses another.
+#[test]
+fn batched_passes_find_the_matches_of_single_passes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ds = images(tmp.path(), 3);
+    let one = tmp.path().join("one");
+    let three = tmp.path().join("three");
+    ok(eval(
+        &ds,
+        &[
+            "--mode",
+            "naive",
+            "--prompt",
+            "a {category}",
+            "--out",
+            s(&one),
+        ],
+    ));
+    ok(eval(
+        &ds,
+        &[
+            "--mode",
+            "naive",
+            "--prompt",
+            "a {category}",
+            "--batch",
+            "3",
+            "--out",
+            s(&three),
+        ],
+    ));
+    let (a, b) = (
+        result_json(&one.join("report.json")),
+        result_json(&three.join("report.json")),
+    );
+    let pairs = |v: &serde_json::Value| v["pairs"].as_array().expect("pairs").clone();
+    let (pa, pb) = (pairs(&a), pairs(&b));
+    assert_eq!(pa.len(), pb.len());
+    let (mut moved, mut all) = (0, 0);
+    for (x, y) in pa.iter().zip(&pb) {
+        let (px, py) = (&x["keypoints"]["pred"], &y["keypoints"]["pred"]);
+        let (px, py) = (px.as_array().expect("pred"), py.as_array().expect("pred"));
+        assert_eq!(px.len(), py.len());
+        all += px.len();
+        moved += px.iter().zip(py).filter(|(p, q)| p != q).count();
+    }
+    assert!(
+        all > 0 && moved * 50 <= all,
+        "{moved} of {all} predictions moved"
+    );
+    let err = refused(eval(
+        &ds,
+        &[
+            "--mode",
+            "naive",
+            "--prompt",
+            "a {category}",
+            "--out",
+            s(&one),
+            "--batch",
+            "2",
+        ],
+    ));
+    assert!(err.contains("batch: 1 -> 2"), "{err}");
+    let err = refused(eval(&ds, &["--batch", "2"]));
+    assert!(err.contains("--out DIR"), "{err}");
+}

@@ -86,6 +86,20 @@ pub trait FeatureSource {
     /// size...), recorded in the report.
     fn describe(&self) -> String;
 
+    /// Computes, ahead of time, the features of `images` (each with its
+    /// category) that [`Self::features_in_category`] will be asked for, in
+    /// batches of at most `batch` images where the source can batch them;
+    /// the default does nothing. The features must be those it would
+    /// compute one at a time.
+    fn prefetch(
+        &mut self,
+        images: &[(&LoadedImage, &str)],
+        batch: usize,
+    ) -> Result<(), SourceError> {
+        let _ = (images, batch);
+        Ok(())
+    }
+
     /// The features of a whole pair at once, for sources defined on pairs
     /// (the SD+DINO fusion's joint PCA). `None` (the default): the
     /// evaluation asks [`Self::features_in_category`] per image.
