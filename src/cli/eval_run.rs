@@ -318,7 +318,7 @@ impl Folder {
 /// The features of the images of `pairs`, computed ahead in batches of
 /// `batch` (a pair that cannot be loaded is left to the evaluation, which
 /// says why).
-fn prefetch(
+pub(super) fn prefetch(
     ds: &dyn Dataset,
     pairs: &[usize],
     src: &mut dyn FeatureSource,

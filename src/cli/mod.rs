@@ -5,6 +5,7 @@ mod bench;
 mod bench_cache;
 mod bench_clean;
 mod bench_conv;
+mod bench_eval;
 pub mod bench_parity;
 mod checks;
 pub mod engine;
