@@ -155,7 +155,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     if !bf16_cpu {
         // candle's batched matmul gives wrong rows for a non-contiguous
         // input of batch > 1 (e.g. (B, C, HW) transposed to (B, HW, C), as
-        // the VAE's mid attention has it; tests/numerics/batch.rs): copy
+        // the VAE's mid attention has it; crates/core/tests/numerics/batch.rs): copy
         // such an input first.
         if x.rank() > 2 && !x.is_contiguous() && x.dims()[0] > 1 {
             let x = x.contiguous()?;
