@@ -55,6 +55,12 @@ pub enum BenchWhat {
     /// (verified), and the checksum alone (what verifying adds to a read
     /// and computing adds to a write).
     Cache,
+    /// Pairs per second of an evaluation (`eval --out DIR`): clean
+    /// features at us6 of the first `--pairs` pairs of synthetic warps of
+    /// `--data` (2 per image) at --res, images `--batch` per VAE and UNet
+    /// pass (a list times each; the best is named), on the preset's shapes
+    /// with seeded random weights.
+    EvalPairs,
     /// Every tap of the tiny fixtures against the CPU f32 reference
     /// (`--fixtures`); exits non-zero beyond the dtype's tolerance.
     Parity,
@@ -89,6 +95,12 @@ pub struct BenchArgs {
     /// its rule picks: `off` times the im2col path instead.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub winograd: String,
+    /// `eval-pairs`: the folder of images whose warps are evaluated.
+    #[arg(long, default_value = "assets")]
+    pub data: std::path::PathBuf,
+    /// `eval-pairs`: pairs timed per batch size.
+    #[arg(long, default_value_t = 6)]
+    pub pairs: usize,
     /// `parity`: the folder holding tiny-sd15/ and tiny-sd21/.
     #[arg(long, default_value = "tests/fixtures")]
     pub fixtures: std::path::PathBuf,
@@ -223,6 +235,9 @@ fn bench_dtype(
     );
     if a.what == BenchWhat::Clean {
         return super::bench_clean::run(a, model, &dev, dtype, res_list, peak);
+    }
+    if a.what == BenchWhat::EvalPairs {
+        return super::bench_eval::run(a, model, &dev, dtype, res_list);
     }
     let vb = |part: &str| {
         VarBuilder::from_backend(Box::new(SeededBackend::new(0, part)), dtype, dev.clone())

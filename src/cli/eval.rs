@@ -3,25 +3,28 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::engine::{FeatureArgs, SourceRecord};
+use super::eval_run::with_source;
 use super::progress::Bar;
+use crate::eval::records::Shard;
 use crate::eval::{
-    Dataset, DiffusionSource, EvalOptions, FeatureSource, PairedSource, SpairDataset, SpairOptions,
-    WarpConfig, WarpDataset, evaluate,
+    Dataset, EvalOptions, SpairDataset, SpairOptions, WarpConfig, WarpDataset, evaluate,
 };
-use crate::features::cache::FeatureCache;
-use crate::features::source::SourceKind;
 
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct EvalArgs {
+    /// `eval merge DIR…`: the shards' folders joined into one run's outputs.
+    #[command(subcommand)]
+    pub command: Option<EvalCommand>,
     #[command(flatten)]
     pub features: FeatureArgs,
     /// `spair:DIR` (SPair-71k layout) or `warp:DIR` (any folder of images,
     /// warped with known ground truth).
-    #[arg(long)]
-    pub dataset: String,
+    #[arg(long, required = true)]
+    pub dataset: Option<String>,
     /// SPair split: test, trn or val.
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -40,6 +43,12 @@ pub struct EvalArgs {
     /// Warp set: seed of the warps.
     #[arg(long, default_value_t = 0)]
     pub warp_seed: u64,
+    /// Images per VAE and UNet pass (clean and naive features; `--out`
+    /// runs): the images of the next N pairs not computed yet go through
+    /// the networks together, which is faster per image on the CPU and on a
+    /// GPU. The features are those of one image per pass.
+    #[arg(long, default_value_t = 1, value_parser = super::engine::parse_max_batch)]
+    pub batch: usize,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -55,10 +64,18 @@ pub struct EvalArgs {
     /// `--features sd` and `--out DIR`.
     #[arg(long, value_name = "START:END:STEP")]
     pub sweep_t: Option<String>,
-    /// `--sweep-t`: output folder (created) for sweep.csv, sweep.json,
-    /// sweep.png and sweep.svg.
+    /// A folder (created) that records every pair as it finishes, so that
+    /// the same command run again continues where it stopped (other
+    /// settings are refused by name); when all pairs are done it gets
+    /// report.txt and report.json, or with `--sweep-t` sweep.csv,
+    /// sweep.json, sweep.png and sweep.svg.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Evaluate part K of N (K from 0 to N-1: $SLURM_ARRAY_TASK_ID,
+    /// $JOB_COMPLETION_INDEX): the pairs whose source image falls in it,
+    /// recorded in `--out DIR`; `cleandift eval merge` joins the N folders.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
     /// `--sweep-t`: the alpha plotted and tabled (one of `--alpha`).
     #[arg(long, default_value_t = 0.1, value_parser = super::checks::alpha)]
     pub sweep_alpha: f64,
@@ -90,7 +107,19 @@ fn refuse_missing(ds: &SpairDataset, allow: bool) -> anyhow::Result<()> {
     )
 }
 
+/// `eval merge`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum EvalCommand {
+    /// Joins the folders of the shards of one evaluation (`eval --shard K/N
+    /// --out DIR`) into the table, JSON and figure of a single run.
+    Merge(super::eval_merge::MergeArgs),
+}
+
 pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
+    if let Some(EvalCommand::Merge(m)) = &a.command {
+        return super::eval_merge::run(m);
+    }
+    let dataset = a.dataset.as_deref().context("--dataset is required")?;
     let settings = a.features.settings()?;
     let kinds = a.features.kinds()?;
     let fusion = a.features.fusion()?;
@@ -105,7 +134,7 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
     });
-    let ds: Box<dyn Dataset> = match a.dataset.split_once(':') {
+    let ds: Box<dyn Dataset> = match dataset.split_once(':') {
         Some(("spair", dir)) => {
             let ds = SpairDataset::open(
                 dir.as_ref(),
@@ -138,10 +167,16 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
             }
             Box::new(ds)
         }
-        _ => bail!("--dataset {:?}: use spair:DIR or warp:DIR", a.dataset),
+        _ => bail!("--dataset {dataset:?}: use spair:DIR or warp:DIR"),
     };
-    if a.sweep_t.is_none() && a.out.is_some() {
-        bail!("--out is the folder of a --sweep-t run; for a single evaluation use --json FILE");
+    if a.batch > 1 && a.out.is_none() {
+        bail!(
+            "--batch {} batches the pairs of an --out DIR run: add --out DIR",
+            a.batch
+        );
+    }
+    if a.shard.is_some() && a.out.is_none() {
+        bail!("--shard records its pairs in a folder: add --out DIR (one per shard)");
     }
     let sweep = match &a.sweep_t {
         Some(range) => Some(super::eval_sweep::SweepPlan::new(
@@ -157,52 +192,46 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         allow_missing: a.allow_missing,
         ..EvalOptions::default()
     };
-    if let Some(plan) = sweep {
-        return plan.run(a, ds.as_ref(), &engines, &settings, &opts);
+    if let Some(out) = &a.out {
+        return super::eval_run::run_folder(
+            a,
+            dataset,
+            out,
+            ds.as_ref(),
+            &engines,
+            &kinds,
+            &settings,
+            &fusion,
+            &opts,
+            sweep.as_ref(),
+        );
     }
     let mut reports = serde_json::Map::new();
     for &kind in &kinds {
-        let cache = FeatureCache::new(1 << 30, a.features.cache_dir.clone());
-        let mut diffusion;
-        let mut paired;
-        let src: &mut dyn FeatureSource = if kind == SourceKind::Sd {
-            diffusion = DiffusionSource {
-                bb: engines
-                    .sd
-                    .as_ref()
-                    .context("internal: the diffusion backbone was not loaded")?,
-                cache,
-                settings: settings.clone(),
-            };
-            &mut diffusion
-        } else {
-            paired = PairedSource {
-                kind,
-                models: engines.models(),
-                models_described: engines.describe(),
-                cache,
-                settings: settings.clone(),
-                fusion: fusion.clone(),
-            };
-            &mut paired
-        };
         let bar = Bar::new();
-        let report = evaluate(ds.as_ref(), src, &opts, &mut |done, total| {
-            bar.steps(&format!("{kind}: pairs"), done as u64, total as u64)
-        })?;
+        let report = with_source(
+            kind,
+            &engines,
+            &settings,
+            &fusion,
+            a.features.cache_dir.clone(),
+            |src| {
+                evaluate(ds.as_ref(), src, &opts, &mut |done, total| {
+                    bar.steps(&format!("{kind}: pairs"), done as u64, total as u64)
+                })
+                .map_err(anyhow::Error::from)
+            },
+        )?;
         bar.finish();
         if kinds.len() > 1 {
             println!("== features: {kind} ==");
         }
         print!("{}", report.table());
-        let mut value = serde_json::to_value(&report)?;
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert(
-                "source".to_string(),
-                serde_json::to_value(SourceRecord::new(kind, &engines, &settings, &fusion))?,
-            );
-        }
-        reports.insert(kind.to_string(), value);
+        let source = serde_json::to_value(SourceRecord::new(kind, &engines, &settings, &fusion))?;
+        reports.insert(
+            kind.to_string(),
+            super::eval_run::report_value(&report, Some(&source))?,
+        );
     }
     if let Some(path) = &a.json {
         let json = if kinds.len() == 1 {

@@ -3,22 +3,23 @@
 //! features at every t, the clean student once as a horizontal line, the
 //! best noisy t marked.
 //!
-//! Every (mode, t) is one ordinary [`evaluate`] run, so each image's
-//! features are extracted once per mode and t and reused across all the
-//! pairs it appears in, and a sweep's PCK at t is exactly what
-//! `eval --mode noisy --t T` reports.
+//! Every (mode, t) is one run of the folder (`super::eval_run`: its pairs
+//! recorded as they finish, so a sweep resumes where it stopped and splits
+//! into shards), each image's features are extracted once per mode and t
+//! and reused across all the pairs it appears in, and a sweep's PCK at t is
+//! exactly what `eval --mode noisy --t T` reports.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::engine::Engines;
 use super::eval::EvalArgs;
-use super::progress::Bar;
+use super::eval_run::{Folder, report, shard_done, write_output};
 use crate::eval::DiffusionSource;
-use crate::eval::{Dataset, EvalOptions, EvalReport, evaluate};
+use crate::eval::{Dataset, EvalOptions, EvalReport};
 use crate::features::cache::FeatureCache;
 use crate::features::extract::{DEFAULT_T, ExtractSettings, Mode};
 use crate::features::source::SourceKind;
@@ -28,7 +29,7 @@ use crate::style::mode_rgb;
 use crate::util::parse_t_range;
 
 /// Which PCK number the table and the plot show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Threshold {
     Bbox,
@@ -42,6 +43,22 @@ pub struct SweepPlan {
     alpha_index: usize,
     alpha: f64,
     threshold: Threshold,
+}
+
+/// What a sweep's outputs are made of besides its reports (kept in the
+/// folder's manifest, so that `eval merge` writes them without the model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepSpec {
+    pub ts: Vec<u32>,
+    pub alpha_index: usize,
+    pub alpha: f64,
+    pub threshold: Threshold,
+    /// The backbone's description.
+    pub backbone: String,
+    /// The timestep clean mode runs at.
+    pub student_t: f64,
+    /// Whether a student was loaded (clean is naive without one).
+    pub has_student: bool,
 }
 
 /// One evaluated point of the sweep.
@@ -126,6 +143,79 @@ impl SweepPlan {
         })
     }
 
+    /// The outputs' plan for backbone `bb`.
+    pub fn spec(&self, bb: &Backbone) -> SweepSpec {
+        SweepSpec {
+            ts: self.ts.clone(),
+            alpha_index: self.alpha_index,
+            alpha: self.alpha,
+            threshold: self.threshold,
+            backbone: bb.describe(),
+            student_t: student_t(bb),
+            has_student: bb.student.is_some(),
+        }
+    }
+
+    /// Runs every evaluation not finished yet in `folder`, then (unless the
+    /// folder is a shard) prints the table and writes the files.
+    pub fn run(
+        &self,
+        a: &EvalArgs,
+        ds: &dyn Dataset,
+        engines: &Engines,
+        settings: &ExtractSettings,
+        opts: &EvalOptions,
+        folder: &Folder,
+    ) -> anyhow::Result<()> {
+        let bb = engines
+            .sd
+            .as_ref()
+            .context("internal: the diffusion backbone was not loaded")?;
+        let spec = self.spec(bb);
+        let sharded = folder.manifest.shard.is_some();
+        let mut reports = Vec::new();
+        let mut counts = Vec::new();
+        for (name, mode, t) in spec.runs() {
+            let mut s = settings.clone();
+            s.mode = mode;
+            s.t = t;
+            let mut src = DiffusionSource {
+                bb,
+                cache: FeatureCache::new(1 << 30, a.features.cache_dir.clone()),
+                settings: s,
+            };
+            let records = folder
+                .run_pairs(&name, ds, &mut src, opts, a.batch)
+                .with_context(|| format!("evaluating {mode} features at t={t}"))?;
+            if sharded {
+                counts.push((name, records.entries.len()));
+                continue;
+            }
+            let r = report(records)?;
+            eprintln!("{mode} t={t}: PCK {:.2}", 100.0 * spec.pck(&r));
+            reports.push(r);
+        }
+        if sharded {
+            shard_done(folder, &counts);
+            return Ok(());
+        }
+        spec.finish(&self.out, reports, a.json.as_deref())
+    }
+}
+
+impl SweepSpec {
+    /// The runs: `(name, mode, t)`, noisy and naive at each t, clean last.
+    pub fn runs(&self) -> Vec<(String, Mode, f64)> {
+        let mut v = Vec::new();
+        for &t in &self.ts {
+            for mode in [Mode::Noisy, Mode::Naive] {
+                v.push((format!("{mode}-t{t}"), mode, f64::from(t)));
+            }
+        }
+        v.push(("clean".into(), Mode::Clean, self.student_t));
+        v
+    }
+
     fn pck(&self, r: &EvalReport) -> f64 {
         r.pck
             .overall
@@ -137,53 +227,42 @@ impl SweepPlan {
             })
     }
 
-    /// Runs every evaluation, prints the table and writes the files.
-    pub fn run(
+    /// The table and the files (`sweep.csv`, `sweep.json`, `sweep.png`,
+    /// `sweep.svg` in `out`, `json` when given) from the reports of
+    /// [`Self::runs`], in that order.
+    pub fn finish(
         &self,
-        a: &EvalArgs,
-        ds: &dyn Dataset,
-        engines: &Engines,
-        settings: &ExtractSettings,
-        opts: &EvalOptions,
+        out: &Path,
+        reports: Vec<EvalReport>,
+        json: Option<&Path>,
     ) -> anyhow::Result<()> {
-        let bb = engines
-            .sd
-            .as_ref()
-            .context("internal: the diffusion backbone was not loaded")?;
-        std::fs::create_dir_all(&self.out)
-            .with_context(|| format!("creating the output folder {}", self.out.display()))?;
-        let one = |mode: Mode, t: f64| -> anyhow::Result<Point> {
-            let mut s = settings.clone();
-            s.mode = mode;
-            s.t = t;
-            let mut src = DiffusionSource {
-                bb,
-                cache: FeatureCache::new(1 << 30, a.features.cache_dir.clone()),
-                settings: s,
-            };
-            let bar = Bar::new();
-            let report = evaluate(ds, &mut src, opts, &mut |done, total| {
-                bar.steps(&format!("{mode} t={t}: pairs"), done as u64, total as u64)
-            })
-            .with_context(|| format!("evaluating {mode} features at t={t}"))?;
-            bar.finish();
-            eprintln!("{mode} t={t}: PCK {:.2}", 100.0 * self.pck(&report));
-            Ok(Point {
+        let runs = self.runs();
+        if reports.len() != runs.len() {
+            bail!(
+                "internal: {} reports for {} sweep runs",
+                reports.len(),
+                runs.len()
+            );
+        }
+        let mut noisy = Vec::new();
+        let mut naive = Vec::new();
+        let mut clean = None;
+        for ((_, mode, t), report) in runs.into_iter().zip(reports) {
+            let p = Point {
                 mode,
                 t,
                 pck: self.pck(&report),
                 report,
-            })
-        };
-        let mut noisy = Vec::new();
-        let mut naive = Vec::new();
-        for &t in &self.ts {
-            noisy.push(one(Mode::Noisy, f64::from(t))?);
-            naive.push(one(Mode::Naive, f64::from(t))?);
+            };
+            match mode {
+                Mode::Noisy => noisy.push(p),
+                Mode::Naive => naive.push(p),
+                Mode::Clean => clean = Some(p),
+            }
         }
-        let student_t = student_t(bb);
-        let clean = one(Mode::Clean, student_t)?;
-        let clean_label = if bb.student.is_some() {
+        let clean = clean.context("internal: no clean run")?;
+        let student_t = self.student_t;
+        let clean_label = if self.has_student {
             format!("clean (student, t={})", trim(student_t))
         } else {
             format!("clean without a student = naive at t={}", trim(student_t))
@@ -202,7 +281,7 @@ impl SweepPlan {
         let (best_naive_t, best_naive_pck) = best(&naive);
         let report = SweepReport {
             dataset: clean.report.dataset.clone(),
-            backbone: bb.describe(),
+            backbone: self.backbone.clone(),
             alpha: self.alpha,
             threshold: self.threshold,
             aggregate: "per point (correct keypoints / all keypoints)",
@@ -218,22 +297,15 @@ impl SweepPlan {
             clean,
         };
         print!("{}", self.table(&report));
-        let write = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
-            let p = self.out.join(name);
-            crate::util::write_atomic(&p, bytes)
-                .with_context(|| format!("writing {}", p.display()))?;
-            println!("wrote {}", p.display());
-            Ok(())
-        };
-        let json = serde_json::to_vec_pretty(&report)?;
-        write("sweep.csv", csv(&report).as_bytes())?;
-        write("sweep.json", &json)?;
-        if let Some(p) = &a.json {
-            crate::util::write_atomic(p, &json)
-                .with_context(|| format!("writing {}", p.display()))?;
-            println!("wrote {}", p.display());
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("creating the output folder {}", out.display()))?;
+        let json_bytes = serde_json::to_vec_pretty(&report)?;
+        write_output(&out.join("sweep.csv"), csv(&report).as_bytes())?;
+        write_output(&out.join("sweep.json"), &json_bytes)?;
+        if let Some(p) = json {
+            write_output(p, &json_bytes)?;
         }
-        let (svg, png) = crate::plot::save(&self.chart(&report), &self.out.join("sweep"), 1.0)
+        let (svg, png) = crate::plot::save(&self.chart(&report), &out.join("sweep"), 1.0)
             .context("writing the sweep plot")?;
         println!("wrote {}\nwrote {}", png.display(), svg.display());
         Ok(())

@@ -5,10 +5,13 @@ mod bench;
 mod bench_cache;
 mod bench_clean;
 mod bench_conv;
+mod bench_eval;
 pub mod bench_parity;
 mod checks;
 pub mod engine;
 mod eval;
+mod eval_merge;
+mod eval_run;
 mod eval_sweep;
 mod info;
 mod match_cmd;
@@ -196,6 +199,17 @@ pub mod progress {
                 pb.set_message(msg.to_string());
             }
             self.line(msg, &format!("{msg} {done}/{total}"));
+        }
+
+        /// Counts `done` of `total` steps of `stage` with a `note` (a rate,
+        /// an ETA) that changes from report to report.
+        pub fn steps_note(&self, stage: &str, done: u64, total: u64, note: &str) {
+            if let Some(pb) = &self.tty {
+                pb.set_length(total);
+                pb.set_position(done);
+                pb.set_message(format!("{stage} {note}"));
+            }
+            self.line(stage, &format!("{stage} {done}/{total} {note}"));
         }
 
         pub fn bytes(&self, file: &str, done: u64, total: u64) {

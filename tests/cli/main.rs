@@ -11,6 +11,7 @@ mod architecture_doc;
 mod bench_dino;
 mod bench_parity;
 mod cli_trust;
+mod eval_scale;
 mod eval_sources;
 mod limits;
 mod match_downscaled;

@@ -35,6 +35,7 @@
 
 mod annotations;
 mod error;
+pub mod records;
 mod report;
 mod sources;
 mod spair;
@@ -85,6 +86,20 @@ pub trait FeatureSource {
     /// size...), recorded in the report.
     fn describe(&self) -> String;
 
+    /// Computes, ahead of time, the features of `images` (each with its
+    /// category) that [`Self::features_in_category`] will be asked for, in
+    /// batches of at most `batch` images where the source can batch them;
+    /// the default does nothing. The features must be those it would
+    /// compute one at a time.
+    fn prefetch(
+        &mut self,
+        images: &[(&LoadedImage, &str)],
+        batch: usize,
+    ) -> Result<(), SourceError> {
+        let _ = (images, batch);
+        Ok(())
+    }
+
     /// The features of a whole pair at once, for sources defined on pairs
     /// (the SD+DINO fusion's joint PCA). `None` (the default): the
     /// evaluation asks [`Self::features_in_category`] per image.
@@ -126,6 +141,14 @@ pub trait Dataset {
     /// A name for pair `i` usable before (or without) loading it.
     fn pair_name(&self, i: usize) -> String {
         format!("#{i}")
+    }
+
+    /// The source image of pair `i` without loading it (a file name, or
+    /// `category/file`): what sharded runs partition by
+    /// ([`records::Shard`]), so each source image's features are computed in
+    /// one shard only. Defaults to [`Self::pair_name`].
+    fn source_image(&self, i: usize) -> String {
+        self.pair_name(i)
     }
 
     /// The file pair `i`'s annotation comes from (for messages that refuse

@@ -157,17 +157,30 @@ impl EvalReport {
     /// pairs; per alpha four columns, PCK in percent: bbox threshold per
     /// point and per image, image threshold per point and per image.
     pub fn table(&self) -> String {
+        self.table_with(true)
+    }
+
+    /// [`Self::table`] without the wall time: what a resumed or sharded run
+    /// writes (`report.txt`), identical to an uninterrupted run's.
+    pub fn result_table(&self) -> String {
+        self.table_with(false)
+    }
+
+    fn table_with(&self, timing: bool) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "PCK (%) on {}{}", self.dataset, self.skipped_note());
         let _ = writeln!(out, "features: {}", self.extractor);
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "{} pair(s) evaluated, {} keypoint(s), {} skipped, {:.1} s",
+            "{} pair(s) evaluated, {} keypoint(s), {} skipped",
             self.pairs_evaluated,
             self.keypoints,
             self.skipped.len(),
-            self.wall_time_s
         );
+        if timing {
+            let _ = write!(out, ", {:.1} s", self.wall_time_s);
+        }
+        out.push('\n');
         let name_w = self
             .pck
             .per_category

@@ -4,11 +4,14 @@
 //! these same types, so both compute the same numbers for the same
 //! settings.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::{FeatureSource, SourceError};
-use crate::features::cache::FeatureCache;
+use crate::features::batch::{batchable, extract_batch};
+use crate::features::cache::{FeatureCache, cache_key};
 use crate::features::extract::{ExtractError, ExtractSettings};
 use crate::features::fusion::FusionSettings;
-use crate::features::preprocess::{Geometry, LoadedImage};
+use crate::features::preprocess::{Geometry, LoadedImage, resolve_size};
 use crate::features::source::{Models, SourceKind, extract_pair};
 use crate::matching::FeatureMap;
 use crate::model::weights::Backbone;
@@ -54,6 +57,48 @@ impl FeatureSource for DiffusionSource<'_> {
     ) -> Result<(FeatureMap, Geometry), SourceError> {
         let p = self.settings.prompt.replace("{category}", category);
         Ok(self.run(img, p)?)
+    }
+
+    /// Clean and naive features of the images not cached yet, in batched
+    /// VAE and UNet passes ([`crate::features::batch`]), grouped by model
+    /// size; noisy ensembles fill their passes with members instead.
+    fn prefetch(
+        &mut self,
+        images: &[(&LoadedImage, &str)],
+        batch: usize,
+    ) -> Result<(), SourceError> {
+        if batch < 2 || !batchable(&self.settings) {
+            return Ok(());
+        }
+        let side = self.bb.config.image_size() as u32;
+        let mut groups: BTreeMap<(u32, u32), Vec<(String, &LoadedImage, ExtractSettings)>> =
+            BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for (img, category) in images {
+            let mut s = self.settings.clone();
+            s.prompt = s.prompt.replace("{category}", category);
+            let key = cache_key(self.bb, img, &s);
+            if !seen.insert(key.clone()) || self.cache.get(&key).is_some() {
+                continue;
+            }
+            let size = resolve_size(s.size, side, img.width, img.height);
+            groups.entry(size).or_default().push((key, img, s));
+        }
+        for group in groups.values() {
+            for chunk in group.chunks(batch) {
+                if chunk.len() < 2 {
+                    // One image: the ordinary path computes it when asked.
+                    continue;
+                }
+                let items: Vec<(&LoadedImage, &ExtractSettings)> =
+                    chunk.iter().map(|(_, img, s)| (*img, s)).collect();
+                let done = extract_batch(self.bb, &items, batch, None)?;
+                for ((key, _, _), e) in chunk.iter().zip(done) {
+                    self.cache.insert(key, e);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -409,6 +409,13 @@ impl Dataset for SpairDataset {
             .map_or_else(|| format!("#{i}"), |p| p.file.clone())
     }
 
+    fn source_image(&self, i: usize) -> String {
+        self.pairs.get(i).map_or_else(
+            || format!("#{i}"),
+            |p| format!("{}/{}", p.category, p.src_imname),
+        )
+    }
+
     fn annotation_file(&self, i: usize) -> String {
         self.pairs.get(i).map_or_else(
             || format!("#{i}"),

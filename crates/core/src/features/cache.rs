@@ -291,6 +291,14 @@ impl FeatureCache {
         Ok(e)
     }
 
+    /// Keeps features computed elsewhere (a batch of images,
+    /// [`super::batch`]) under `key`, as [`Self::get_or_extract`] would.
+    pub fn insert(&self, key: &str, e: Extracted) -> Arc<Extracted> {
+        let e = Arc::new(e);
+        self.store(key, &e);
+        e
+    }
+
     /// Keeps freshly computed features in memory and, with a disk cache, on
     /// disk (atomically, replacing a bad entry).
     fn store(&self, key: &str, e: &Arc<Extracted>) {

@@ -341,44 +341,7 @@ pub fn extract(
     progress(Stage::Text);
     let ctx = bb.text.embed(&s.prompt, dev)?.to_dtype(dtype)?;
 
-    let (unet, t, label, naive_clean) = match (s.mode, &bb.student) {
-        (Mode::Clean, Some(st)) => {
-            let t = st.timestep.unwrap_or(DEFAULT_T);
-            (
-                &st.unet,
-                t,
-                // A learned timestep is shown as learned (261.3), the
-                // default as 261.
-                if t.fract().abs() < 1e-6 {
-                    format!("clean (CleanDIFT student, t={t:.0})")
-                } else {
-                    format!("clean (CleanDIFT student, t={t:.1})")
-                },
-                false,
-            )
-        }
-        (Mode::Clean, None) => (
-            &bb.unet,
-            DEFAULT_T,
-            format!("naive clean (no student loaded; base UNet, t={DEFAULT_T:.0})"),
-            true,
-        ),
-        (Mode::Naive, _) => (
-            &bb.unet,
-            s.t,
-            format!("naive (base UNet on the clean image, t={:.0})", s.t),
-            false,
-        ),
-        (Mode::Noisy, _) => (
-            &bb.unet,
-            s.t,
-            format!(
-                "noisy (DIFT teacher, t={:.0}, ensemble {}, seed {})",
-                s.t, s.ensemble, s.seed
-            ),
-            false,
-        ),
-    };
+    let (unet, t, label, naive_clean) = unet_for(bb, s);
 
     let sum = if s.mode == Mode::Noisy {
         let schedule = Schedule::default();
@@ -455,11 +418,57 @@ pub fn extract(
     })
 }
 
+/// The UNet that runs for `s`, the timestep, the label of what ran, and
+/// whether clean mode had to run the base UNet (no student).
+pub(crate) fn unet_for<'a>(
+    bb: &'a Backbone,
+    s: &ExtractSettings,
+) -> (&'a crate::model::UNet, f64, String, bool) {
+    match (s.mode, &bb.student) {
+        (Mode::Clean, Some(st)) => {
+            let t = st.timestep.unwrap_or(DEFAULT_T);
+            (
+                &st.unet,
+                t,
+                // A learned timestep is shown as learned (261.3), the
+                // default as 261.
+                if t.fract().abs() < 1e-6 {
+                    format!("clean (CleanDIFT student, t={t:.0})")
+                } else {
+                    format!("clean (CleanDIFT student, t={t:.1})")
+                },
+                false,
+            )
+        }
+        (Mode::Clean, None) => (
+            &bb.unet,
+            DEFAULT_T,
+            format!("naive clean (no student loaded; base UNet, t={DEFAULT_T:.0})"),
+            true,
+        ),
+        (Mode::Naive, _) => (
+            &bb.unet,
+            s.t,
+            format!("naive (base UNet on the clean image, t={:.0})", s.t),
+            false,
+        ),
+        (Mode::Noisy, _) => (
+            &bb.unet,
+            s.t,
+            format!(
+                "noisy (DIFT teacher, t={:.0}, ensemble {}, seed {})",
+                s.t, s.ensemble, s.seed
+            ),
+            false,
+        ),
+    }
+}
+
 /// Members per UNet pass as the settings ask ([`ensemble_batch`] unless
 /// they name a number), checked against the memory this process may use
 /// ([`super::memory`]): fewer when that many do not fit, a refusal when not
 /// even one does.
-fn memory_plan(
+pub(crate) fn memory_plan(
     bb: &Backbone,
     (w, h): (u32, u32),
     s: &ExtractSettings,

@@ -2,6 +2,7 @@
 //! and the bridge from feature maps to matches in original image pixels
 //! ([`view`]: the mapping; [`pair`]: both images' maps prepared for queries).
 
+pub mod batch;
 pub mod cache;
 pub mod extract;
 pub mod fusion;

@@ -5,6 +5,7 @@
 mod common;
 
 mod backbone_reference;
+mod batch;
 mod checkpoint_layouts;
 mod config_variants;
 mod dino_reference;

@@ -328,6 +328,16 @@ impl Dataset for WarpDataset {
         format!("{}#{}", self.stem(i / k), i % k)
     }
 
+    fn source_image(&self, i: usize) -> String {
+        let k = self.config.warps_per_image;
+        match self.images.get(i / k) {
+            Some(p) if i < self.len() => p
+                .file_name()
+                .map_or_else(|| self.stem(i / k), |n| n.to_string_lossy().into_owned()),
+            _ => format!("#{i}"),
+        }
+    }
+
     fn category(&self, i: usize) -> Result<String, DatasetError> {
         if i >= self.len() {
             invalid!("pair index {i} out of range ({} pairs)", self.len());

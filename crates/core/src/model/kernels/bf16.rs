@@ -153,6 +153,14 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         && w.dtype() == DType::BF16
         && b.is_none_or(|b| b.dtype() == DType::BF16);
     if !bf16_cpu {
+        // candle's batched matmul gives wrong rows for a non-contiguous
+        // input of batch > 1 (e.g. (B, C, HW) transposed to (B, HW, C), as
+        // the VAE's mid attention has it; crates/core/tests/numerics/batch.rs): copy
+        // such an input first.
+        if x.rank() > 2 && !x.is_contiguous() && x.dims()[0] > 1 {
+            let x = x.contiguous()?;
+            return candle_nn::Linear::new(w.clone(), b.cloned()).forward(&x);
+        }
         return candle_nn::Linear::new(w.clone(), b.cloned()).forward(x);
     }
     let x = x.contiguous()?;
