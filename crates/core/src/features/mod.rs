@@ -9,6 +9,7 @@ pub mod image;
 pub mod memory;
 pub mod pair;
 pub mod preprocess;
+pub mod resample;
 pub mod source;
 pub mod view;
 

@@ -14,6 +14,7 @@ mod eval_spair;
 mod feature_trust;
 mod fusion_reference;
 mod half_precision;
+mod pillow_resize;
 mod preprocess;
 mod preprocess_geometry;
 mod sources;
