@@ -12,6 +12,7 @@ mod eval;
 mod eval_sweep;
 mod info;
 mod match_cmd;
+mod protocol;
 pub mod train;
 
 use std::path::PathBuf;

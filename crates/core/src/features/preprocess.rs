@@ -16,8 +16,8 @@ use std::str::FromStr;
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
-pub use super::resample::{ResizeFilter, resize_rgb8_pil};
 pub use super::image::{ImageError, LoadedImage, MAX_PIXELS, MAX_SIDE, decode_image, load_image};
+pub use super::resample::{ResizeFilter, resize_rgb8_pil};
 
 /// The longest side [`SizeSpec::Native`] resolves to: larger images are
 /// scaled down (aspect kept) and [`native_cap_note`] says so. Memory grows

@@ -94,9 +94,7 @@ impl std::str::FromStr for ResizeFilter {
         match s.trim().to_ascii_lowercase().as_str() {
             "bicubic" => Ok(ResizeFilter::Bicubic),
             "bilinear" => Ok(ResizeFilter::Bilinear),
-            other => Err(format!(
-                "resize filter {other:?}: use bicubic or bilinear"
-            )),
+            other => Err(format!("resize filter {other:?}: use bicubic or bilinear")),
         }
     }
 }
@@ -248,7 +246,14 @@ mod tests {
     #[test]
     fn taps_sum_to_one_in_fixed_point() {
         for filter in [ResizeFilter::Bicubic, ResizeFilter::Bilinear] {
-            for (i, o) in [(10, 10), (512, 768), (768, 512), (6000, 4096), (3, 1), (1, 5)] {
+            for (i, o) in [
+                (10, 10),
+                (512, 768),
+                (768, 512),
+                (6000, 4096),
+                (3, 1),
+                (1, 5),
+            ] {
                 let t = Taps::new(i, o, filter);
                 for k in 0..o {
                     let s: i64 = t.weights(k).iter().map(|&w| i64::from(w)).sum();

@@ -16,7 +16,7 @@ use crate::features::source::Source;
 use crate::matching::RgbMap;
 use crate::model::FeatureKey;
 use crate::train::TrainConfig;
-use crate::train::{Dataset, TrainError, TrainEvent};
+use crate::train::{DataRules, Dataset, TrainError, TrainEvent};
 
 /// The layer slot under which [`Request::ExtractSource`] features are
 /// prepared (they have one map per image).
@@ -387,6 +387,9 @@ pub struct TrainData {
     pub paths: Vec<PathBuf>,
     /// Training resolution (square), pixels.
     pub size: u32,
+    /// How folders are read and images resized (a recipe's rules, or the
+    /// defaults).
+    pub rules: DataRules,
 }
 
 impl TrainData {
@@ -401,14 +404,10 @@ impl TrainData {
                 .iter()
                 .map(|(i, p)| ((**i).clone(), p.clone()))
                 .collect();
-            ds = Some(Dataset::from_images(&owned, self.size)?);
+            ds = Some(Dataset::from_images_with(&owned, self.size, self.rules)?);
         }
         for p in &self.paths {
-            let part = if p.is_dir() {
-                Dataset::from_folder(p, self.size)
-            } else {
-                Dataset::from_paths(std::slice::from_ref(p), self.size)
-            };
+            let part = Dataset::from_paths_with(std::slice::from_ref(p), self.size, self.rules);
             match (part, &mut ds) {
                 (Ok(part), Some(d)) => d.extend(part)?,
                 (Ok(part), None) => ds = Some(part),

@@ -2,10 +2,10 @@
 //! (`tests/fixtures/pillow_resize/`, made by `make_pillow_resize.py` with
 //! Pillow 12.0.0; docs/NUMERICS.md §4).
 
+use candle_core::{Device, IndexOp};
 use cleandift_core::features::preprocess::{
     Fit, LoadedImage, ResizeFilter, resize_rgb8_pil, to_model_tensor, to_model_tensor_with,
 };
-use candle_core::{Device, IndexOp};
 
 use crate::common::repo_root;
 
@@ -56,7 +56,11 @@ fn every_resize_equals_pillows_bytes() {
             .zip(want.as_raw())
             .filter(|(a, b)| a != b)
             .count();
-        assert_eq!(diff, 0, "{}: {diff} bytes differ from Pillow's", case.output);
+        assert_eq!(
+            diff, 0,
+            "{}: {diff} bytes differ from Pillow's",
+            case.output
+        );
     }
     assert_eq!(filters.len(), 2);
 }
@@ -71,7 +75,14 @@ fn the_model_tensor_holds_pillows_pixels() {
         let (t, _) = if filter == ResizeFilter::Bicubic {
             to_model_tensor(&img, case.width, case.height, Fit::Stretch, &Device::Cpu)
         } else {
-            to_model_tensor_with(&img, case.width, case.height, Fit::Stretch, filter, &Device::Cpu)
+            to_model_tensor_with(
+                &img,
+                case.width,
+                case.height,
+                Fit::Stretch,
+                filter,
+                &Device::Cpu,
+            )
         }
         .expect("tensor");
         let v = t.i(0).expect("batch").to_vec3::<f32>().expect("vec");
@@ -79,7 +90,11 @@ fn the_model_tensor_holds_pillows_pixels() {
         for (x, y, p) in want.enumerate_pixels() {
             for c in 0..3 {
                 let q = f32::from(p.0[c]) / 127.5 - 1.0;
-                assert_eq!(v[c][y as usize][x as usize], q, "{} at {x},{y}", case.output);
+                assert_eq!(
+                    v[c][y as usize][x as usize], q,
+                    "{} at {x},{y}",
+                    case.output
+                );
             }
         }
     }
