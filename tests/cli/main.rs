@@ -15,6 +15,7 @@ mod eval_sources;
 mod limits;
 mod match_downscaled;
 mod match_figure;
+mod recipes;
 mod research_cli;
 mod run_safety;
 mod run_safety_outputs;

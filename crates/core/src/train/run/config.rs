@@ -179,7 +179,8 @@ impl TrainConfig {
         Ok(())
     }
 
-    pub(super) fn lr_at(&self, step: usize) -> f64 {
+    /// The learning rate of optimizer step `step` (0-based) after warm-up.
+    pub fn lr_at(&self, step: usize) -> f64 {
         let TrainHyper {
             lr,
             warmup,
