@@ -361,9 +361,10 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
     if let Some(report) = a.recipe_report() {
         eprint!("{report}");
     }
+    let rules = a.rules()?;
+    crate::train::data::check_captions(&a.data, &rules)?;
     let bb = bargs.load()?;
     let size = a.size(bb.config.image_size())?;
-    let rules = a.rules()?;
     let data = Dataset::from_paths_with(&a.data, size, rules)?;
     for s in data.skipped() {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);

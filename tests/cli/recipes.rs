@@ -111,7 +111,7 @@ fn recipe_prints_each_value_with_its_source_and_refuses_a_missing_caption() {
     assert!(!o.status.success(), "{all}");
     for needle in [
         "recipe cleandift-sd21: CompVis/cleandift configs/sd21_feature_extractor.yaml at b070976",
-        "configs/sd21_feature_extractor.yaml:57",
+        "configs/sd21_feature_extractor.yaml:56-57",
         "src/dataloader.py:13",
         "(overridden by the flag given)",
         "c.jpg",

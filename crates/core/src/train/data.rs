@@ -154,6 +154,26 @@ pub fn json_caption(image: &Path) -> std::result::Result<String, String> {
         .ok_or_else(|| format!("caption {} has no \"caption\" string", json.display()))
 }
 
+/// Under `rules` that require `.json` captions, the first image in `paths`
+/// without a usable one, as an error naming both files (checked before a
+/// model loads).
+pub fn check_captions(paths: &[PathBuf], rules: &DataRules) -> Result<()> {
+    if !rules.json_captions_required {
+        return Ok(());
+    }
+    for p in paths {
+        let files = if p.is_dir() {
+            list_images_with(p, rules)?
+        } else {
+            vec![p.clone()]
+        };
+        for f in files {
+            json_caption(&f).map_err(TrainError::Data)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks a training size: a multiple of 8 in [64, 2048].
 pub fn check_size(size: u32) -> Result<()> {
     if !(64..=2048).contains(&size) || !size.is_multiple_of(8) {

@@ -142,17 +142,17 @@ impl Recipe {
                     Self::WARMUP,
                     Self::WARMUP
                 ),
-                format!("{} (constant_with_warmup); train.py:30-36, 69", at(56)),
+                format!("{cfg}:56-57 (constant_with_warmup); train.py:30-36, 69"),
             ),
             l(
                 "timestep bins",
                 "3 stratified, t_max 999".into(),
-                format!("{}, {}", at(20), at(21)),
+                format!("{cfg}:20-21"),
             ),
             l(
                 "trainable",
                 "all (student UNet, learned timestep, heads, mapping)".into(),
-                format!("{}, {}", at(22), at(23)),
+                format!("{cfg}:22-23"),
             ),
             l("keys", "all 11 (mid, us1..us10)".into(), format!("{cfg}:41-52 (feature_dims)")),
             l(

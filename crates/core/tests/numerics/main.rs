@@ -7,6 +7,7 @@ mod common;
 mod backbone_reference;
 mod checkpoint_layouts;
 mod config_variants;
+mod dift_pck;
 mod dino_reference;
 mod engine;
 mod eval;
