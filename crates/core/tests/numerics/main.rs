@@ -15,6 +15,7 @@ mod eval_spair;
 mod feature_trust;
 mod fusion_reference;
 mod half_precision;
+mod objective_reference;
 mod pillow_resize;
 mod preprocess;
 mod preprocess_geometry;
