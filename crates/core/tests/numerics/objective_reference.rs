@@ -145,6 +145,7 @@ fn loss_and_gradients_equal_the_authors_forward() {
     };
     let loss = scalar(&parts.total);
     let want = scalar(&get("loss"));
+    eprintln!("loss {loss} against theirs {want}");
     assert!(rel(loss, want) < 1e-5, "loss {loss} against theirs {want}");
     for (k, l) in &parts.per_key {
         let w = scalar(&get(&format!("loss.{}", k.name())));
@@ -173,14 +174,23 @@ fn loss_and_gradients_equal_the_authors_forward() {
             return;
         }
         let r = rel(n, want_norm);
-        if r > worst.0 {
+        if r > worst.0 && want_norm > 1e-4 {
             worst = (r, name.to_string());
         }
-        assert!(r < 1e-4, "{name}: gradient norm {n} against {want_norm}");
+        // Gradients that vanish in exact arithmetic (a bias before a
+        // GroupNorm, attention over one token) are rounding noise on both
+        // sides: an absolute floor far below the others (largest ~18).
+        assert!(
+            (n - want_norm).abs() <= 1e-4 * want_norm + 1e-6,
+            "{name}: gradient norm {n} against {want_norm} (relative {r:e})"
+        );
         if let Some(full) = full {
             let ours = ours.expect("gradient");
             let m = max_rel(ours, &full);
-            assert!(m < 1e-4, "{name}: max gradient difference {m} of max|ref|");
+            assert!(
+                m < 1e-4,
+                "{name}: max gradient difference {m:e} of max|ref|"
+            );
         }
     };
     let head_norms = meta["head_grad_norms"].as_object().expect("head norms");
