@@ -114,6 +114,17 @@ impl CleanDiftApp {
             size: t.size,
             ..TrainData::default()
         };
+        if let Some(r) = t.run.recipe {
+            // The authors' loader reads one folder of .jpg images, each with
+            // its .json caption, at the recipe's size.
+            data.size = r.size();
+            data.rules = r.data_rules();
+            if t.source != TrainSource::Folder {
+                return Err(format!(
+                    "the {r} recipe reads a folder of .jpg images with .json captions, as the authors' loader does: choose a folder"
+                ));
+            }
+        }
         let text = match t.source {
             TrainSource::LoadedAndAssets => {
                 let prompt = self.settings.features.prompt.trim().to_string();

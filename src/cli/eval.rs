@@ -83,6 +83,16 @@ pub struct EvalArgs {
     /// point, as the paper reports).
     #[arg(long, default_value = "bbox")]
     pub sweep_threshold: String,
+    /// A published protocol by name. `dift`: DIFT's eval_spair.py (prompt
+    /// "a photo of a {category}", 768x768 stretch with Pillow's bicubic,
+    /// t 261, ensemble 8, us6, PCK@0.1 bbox `<=`, per point and per pair);
+    /// flags given with it override single values and are named. Its
+    /// numbers compare with DIFT-protocol tables only: the GeoAware-SC /
+    /// TLFR protocol of CompVis/cleandift's geoaware-sc-eval branch
+    /// (resized and padded to a fixed size, strict `<`, image threshold
+    /// α·size) is not implemented (README "Evaluation protocols").
+    #[arg(long, value_enum)]
+    pub protocol: Option<super::protocol::Protocol>,
 }
 
 /// Without `--allow-missing`, refuses (before any model loads) an SPair
@@ -119,6 +129,19 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
     if let Some(EvalCommand::Merge(m)) = &a.command {
         return super::eval_merge::run(m);
     }
+    let with_protocol;
+    let a = match a.protocol {
+        Some(p) => {
+            let (args, notes) = p.apply(a)?;
+            eprint!("{}", p.report());
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            with_protocol = args;
+            &with_protocol
+        }
+        None => a,
+    };
     let dataset = a.dataset.as_deref().context("--dataset is required")?;
     let settings = a.features.settings()?;
     let kinds = a.features.kinds()?;

@@ -16,6 +16,7 @@ mod eval_sweep;
 mod info;
 mod match_cmd;
 mod match_points;
+mod protocol;
 pub mod train;
 
 use std::path::PathBuf;

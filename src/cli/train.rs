@@ -12,7 +12,9 @@ use crate::model::FeatureKey;
 use crate::model::config::PRESETS;
 use crate::train::run::{default_lr, default_warmup};
 use crate::train::rundir::{RecordedBase as RunBase, run_base, run_settings};
-use crate::train::{Dataset, TrainConfig, TrainEvent, TrainOutcome, Trainable, train};
+use crate::train::{
+    DataRules, Dataset, Recipe, TrainConfig, TrainEvent, TrainOutcome, Trainable, train,
+};
 
 /// Fine-tunes a CleanDIFT student of `--model` on a folder of images.
 #[derive(Debug, Clone, Args)]
@@ -20,9 +22,20 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub backbone: BackboneArgs,
     /// Image folder(s) or files: jpg/png, each with an optional caption
-    /// NAME.txt or NAME.json ({"caption": "..."}) beside it.
+    /// NAME.txt or NAME.json ({"caption": "..."}) beside it (a --recipe:
+    /// .jpg files, each with its NAME.json caption, as the authors' loader).
     #[arg(long, required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
+    /// The authors' fine-tune by name: cleandift-sd21 or cleandift-sd15
+    /// set model, size, batch 8, lr 1e-5, warm-up 2000 from rate 0, all
+    /// parameters, 3 timestep bins, bilinear resize, listing order, required
+    /// .json captions, seed 42 and the save cadence of CompVis/cleandift's
+    /// configs/sd{21,15}_feature_extractor.yaml (printed with their source
+    /// lines; README "Fine-tune recipes"). Flags given as well override
+    /// single values. [default: the quick fine-tune: batch 1, warm-up
+    /// steps/10, bicubic, shuffled, captions optional]
+    #[arg(long)]
+    pub recipe: Option<Recipe>,
     /// Total optimizer steps (a resumed run continues up to this number).
     #[arg(long)]
     pub steps: usize,
@@ -96,6 +109,8 @@ impl TrainArgs {
             if let Some(n) = s.save_every_secs {
                 cfg.save_every_secs = n;
             }
+        } else if let Some(r) = self.recipe {
+            r.apply(&mut cfg);
         } else {
             cfg.hyper.lr = default_lr(self.backbone.model());
         }
@@ -110,7 +125,7 @@ impl TrainArgs {
         }
         if let Some(w) = self.warmup {
             cfg.hyper.warmup = w;
-        } else if saved.is_none() {
+        } else if saved.is_none() && self.recipe.is_none() {
             cfg.hyper.warmup = default_warmup(self.steps);
         }
         if let Some(k) = &self.keys {
@@ -137,6 +152,11 @@ impl TrainArgs {
     pub fn backbone_args(&self) -> anyhow::Result<BackboneArgs> {
         let mut b = self.backbone.clone();
         let Some(dir) = &self.resume else {
+            if let Some(r) = self.recipe
+                && b.model.is_none()
+            {
+                b.model = Some(r.base_model().to_string());
+            }
             return Ok(b);
         };
         let rec = run_base(dir)?;
@@ -163,7 +183,60 @@ impl TrainArgs {
         if let Some(dir) = &self.resume {
             return Ok(run_settings(dir)?.size);
         }
+        if let Some(r) = self.recipe {
+            return Ok(r.size());
+        }
         u32::try_from(model_size).context("model image size")
+    }
+
+    /// How the images are read: the recipe's rules, else the resumed run's,
+    /// else the defaults.
+    fn rules(&self) -> anyhow::Result<DataRules> {
+        if let Some(r) = self.recipe {
+            return Ok(r.data_rules());
+        }
+        if let Some(dir) = &self.resume {
+            return Ok(run_settings(dir)?.rules);
+        }
+        Ok(DataRules::default())
+    }
+
+    /// What `--recipe` set, one line per value with its source, and the
+    /// flags that override it.
+    fn recipe_report(&self) -> Option<String> {
+        let r = self.recipe?;
+        let mut out = format!(
+            "recipe {r}: CompVis/cleandift {} at {}\n",
+            r.config_file(),
+            &crate::train::recipe::SOURCE_COMMIT[..7]
+        );
+        let overridden: Vec<(&str, bool)> = vec![
+            ("model", self.backbone.model.is_some()),
+            ("size", self.size.is_some()),
+            ("batch", self.batch.is_some()),
+            ("accum", self.accum.is_some()),
+            ("lr", self.lr.is_some()),
+            ("warmup", self.warmup.is_some()),
+            ("keys", self.keys.is_some()),
+            ("trainable", self.trainable.is_some()),
+            ("seed", self.seed.is_some()),
+            ("save every", self.save_every.is_some()),
+        ];
+        for line in r.lines() {
+            let by_flag = overridden
+                .iter()
+                .any(|(name, given)| *given && *name == line.setting);
+            let note = if by_flag {
+                "  (overridden by the flag given)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "  {:<14} {}  [{}]{note}\n",
+                line.setting, line.value, line.source
+            ));
+        }
+        Some(out)
     }
 }
 
@@ -285,9 +358,14 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
             "--student {other}: train starts its student from the base model; continue an earlier run with --resume DIR"
         ),
     }
+    if let Some(report) = a.recipe_report() {
+        eprint!("{report}");
+    }
+    let rules = a.rules()?;
+    crate::train::data::check_captions(&a.data, &rules)?;
     let bb = bargs.load()?;
     let size = a.size(bb.config.image_size())?;
-    let data = Dataset::from_paths(&a.data, size)?;
+    let data = Dataset::from_paths_with(&a.data, size, rules)?;
     for s in data.skipped() {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
@@ -314,6 +392,23 @@ pub fn run_with(a: &TrainArgs, cancel: &AtomicBool) -> anyhow::Result<TrainOutco
             .join(","),
         cfg.hyper.trainable,
         cfg.hyper.seed
+    );
+    eprintln!(
+        "resize {}, data order {}, captions {}, warm-up from {}",
+        rules.filter,
+        match cfg.hyper.order {
+            crate::train::run::DataOrder::Shuffled => "shuffled per epoch",
+            crate::train::run::DataOrder::Listing => "the folder's listing",
+        },
+        if rules.json_captions_required {
+            "required (.json)"
+        } else {
+            "optional (.txt or .json)"
+        },
+        match cfg.hyper.warmup_form {
+            crate::train::run::Warmup::FromOne => "lr/warmup at the first step",
+            crate::train::run::Warmup::FromZero => "rate 0 at the first step",
+        }
     );
     eprintln!("{}", cadence(cfg.save_every, cfg.save_every_secs));
 

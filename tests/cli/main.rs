@@ -17,6 +17,7 @@ mod limits;
 mod match_downscaled;
 mod match_figure;
 mod match_points;
+mod recipes;
 mod research_cli;
 mod run_safety;
 mod run_safety_outputs;

@@ -9,7 +9,7 @@ use crate::app::Command;
 use crate::app::dialogs::DialogKind;
 use crate::app::settings::{Settings, TrainSource};
 use crate::app::train::{LRS, TRAIN_SIZES, TrainRun};
-use crate::train::Trainable;
+use crate::train::{Recipe, Trainable};
 
 /// What the Fine-tune section shows besides its settings.
 pub(in crate::app) struct TrainView<'a> {
@@ -37,6 +37,13 @@ fn key_color(i: usize, n: usize) -> Color32 {
         (c[1] * 255.0) as u8,
         (c[2] * 255.0) as u8,
     )
+}
+
+fn recipe_text(r: Option<Recipe>) -> String {
+    match r {
+        None => "quick fine-tune".into(),
+        Some(r) => format!("{r} (authors' config)"),
+    }
 }
 
 fn lr_text(lr: f64) -> String {
@@ -102,14 +109,38 @@ fn settings_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mu
     });
     ui.label(RichText::new(data_text).weak().small());
     egui::Grid::new("train_grid").num_columns(2).show(ui, |ui| {
+        ui.label("Recipe");
+        egui::ComboBox::from_id_salt("train_recipe")
+            .selected_text(recipe_text(t.run.recipe))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut t.run.recipe, None, recipe_text(None))
+                    .on_hover_text(
+                        "Short-run defaults: batch 1, warm-up steps/10, bicubic resize, shuffled order, captions optional",
+                    );
+                for r in Recipe::ALL {
+                    ui.selectable_value(&mut t.run.recipe, Some(r), recipe_text(Some(r)))
+                        .on_hover_text(format!(
+                            "The authors' {} (CompVis/cleandift): every value below is theirs",
+                            r.config_file()
+                        ));
+                }
+            });
+        ui.end_row();
         ui.label("Steps");
         ui.add(
             egui::DragValue::new(&mut t.run.steps)
                 .range(1..=100_000)
                 .speed(1.0),
         )
-        .on_hover_text("Optimizer steps (batch 1)");
+        .on_hover_text(if t.run.recipe.is_some() {
+            "Optimizer steps (batch 8)"
+        } else {
+            "Optimizer steps (batch 1)"
+        });
         ui.end_row();
+        if t.run.recipe.is_some() {
+            return;
+        }
         ui.label("Size");
         egui::ComboBox::from_id_salt("train_size")
             .selected_text(format!("{} px", t.size))
@@ -153,6 +184,17 @@ fn settings_ui(ui: &mut egui::Ui, s: &mut Settings, v: &TrainView<'_>, cmds: &mu
         ui.add(egui::DragValue::new(&mut t.run.seed));
         ui.end_row();
     });
+    if let Some(r) = t.run.recipe {
+        // What the recipe sets, as `train --recipe` prints it.
+        for line in r.lines() {
+            ui.label(
+                RichText::new(format!("{}: {}", line.setting, line.value))
+                    .weak()
+                    .small(),
+            )
+            .on_hover_text(format!("CompVis/cleandift {}", line.source));
+        }
+    }
     let out = crate::app::train::app_out_dir(&t.run);
     ui.horizontal(|ui| {
         ui.label("Output");

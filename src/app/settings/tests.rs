@@ -151,6 +151,7 @@ fn flat_fixture_nested() -> Settings {
                 trainable: Trainable::Decoder,
                 seed: 5,
                 out_dir: Some(PathBuf::from("/runs")),
+                recipe: Some(crate::train::Recipe::CleandiftSd21),
             },
         },
         sweep: SweepSettings {

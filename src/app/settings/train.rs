@@ -103,6 +103,7 @@ impl From<TrainSettingsFile> for TrainSettings {
                 trainable: f.trainable.unwrap_or(d.trainable),
                 seed: f.seed.unwrap_or(d.seed),
                 out_dir: f.out_dir.flatten(),
+                recipe: None,
             }
         });
         TrainSettings {

@@ -11,6 +11,7 @@ pub mod keypoints;
 pub mod memory;
 pub mod pair;
 pub mod preprocess;
+pub mod resample;
 pub mod source;
 pub mod view;
 

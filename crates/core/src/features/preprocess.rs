@@ -1,7 +1,7 @@
 //! Model-input preprocessing (docs/NUMERICS.md §4).
 //!
 //! * [`to_model_tensor`] resizes (stretch, as DIFT does, or letterbox) with a
-//!   bicubic (Catmull-Rom, PIL-compatible) filter into a `(1, 3, H, W)` tensor
+//!   bicubic filter (Pillow's, bit for bit: [`super::resample`]) into a `(1, 3, H, W)` tensor
 //!   in `[-1, 1]`, and returns the [`Geometry`] that maps points between the
 //!   original image and the model input.
 //! * [`SizeSpec`] / [`resolve_size`] implement the `--size` option.
@@ -10,7 +10,6 @@
 //! `i + 0.5`, in both the original image and the model input. Loading lives in
 //! [`super::image`] and is re-exported here.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 
@@ -18,6 +17,7 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 pub use super::image::{ImageError, LoadedImage, MAX_PIXELS, MAX_SIDE, decode_image, load_image};
+pub use super::resample::{ResizeFilter, resize_rgb8_pil};
 
 /// The longest side [`SizeSpec::Native`] resolves to: larger images are
 /// scaled down (aspect kept) and [`native_cap_note`] says so. Memory grows
@@ -294,17 +294,31 @@ pub fn native_cap_note(spec: SizeSpec, img_w: u32, img_h: u32) -> Option<String>
 // Model tensor
 
 /// Resize `img` to `w x h` (stretch, as DIFT does, or letterbox keeping the
-/// aspect ratio and padding with mid-grey = 0) with a bicubic (Catmull-Rom,
-/// PIL-compatible, antialiased when shrinking) filter, and return a
-/// `(1, 3, h, w)` f32 tensor in `[-1, 1]` on `device` with the geometry.
+/// aspect ratio and padding with mid-grey = 0) with Pillow's bicubic
+/// (Catmull-Rom, antialiased when shrinking) and return a `(1, 3, h, w)`
+/// f32 tensor in `[-1, 1]` on `device` with the geometry.
 ///
-/// Like DIFT (PIL resize, then `PILToTensor / 255`), resized values are
-/// rounded to the 8-bit grid before mapping `v -> v / 127.5 - 1`.
+/// Like DIFT (PIL resize, then `PILToTensor / 255`), the resized pixels are
+/// Pillow's 8-bit ones (two passes, each rounded and clipped to 8 bits:
+/// [`super::resample`]) before mapping `v -> v / 127.5 - 1`.
 pub fn to_model_tensor(
     img: &LoadedImage,
     w: u32,
     h: u32,
     fit: Fit,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Geometry)> {
+    to_model_tensor_with(img, w, h, fit, ResizeFilter::Bicubic, device)
+}
+
+/// [`to_model_tensor`] with a chosen Pillow filter (the fine-tune's
+/// `--recipe` resizes bilinearly, as the authors' data loader does).
+pub fn to_model_tensor_with(
+    img: &LoadedImage,
+    w: u32,
+    h: u32,
+    fit: Fit,
+    filter: ResizeFilter,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Geometry)> {
     let (iw, ih) = img.rgb.dimensions();
@@ -336,222 +350,21 @@ pub fn to_model_tensor(
     })?;
     data.resize(3 * plane, 0.0);
     let (ox, oy) = (ox as usize, oy as usize);
-    resample_rows(&img.rgb, cw, ch, |y, row| {
+    let resized = resize_rgb8_pil(&img.rgb, cw, ch, filter);
+    let cwu = cw as usize;
+    for (y, row) in resized.as_raw().chunks_exact(cwu * 3).enumerate() {
         let base = (oy + y) * wu + ox;
         for (x, px) in row.chunks_exact(3).enumerate() {
             for (c, &v) in px.iter().enumerate() {
-                data[c * plane + base + x] = quantize(v) / 127.5 - 1.0;
+                data[c * plane + base + x] = f32::from(v) / 127.5 - 1.0;
             }
         }
-    });
+    }
     let t = Tensor::from_vec(data, (1, 3, hu, wu), device)?;
     Ok((t, geometry))
 }
 
-/// Round a resampled value to the 8-bit grid (as PIL does).
-#[inline]
-fn quantize(v: f32) -> f32 {
-    v.round().clamp(0.0, 255.0)
-}
-
-/// Resize an 8-bit RGB image with the Catmull-Rom filter.
+/// Resize an 8-bit RGB image with Pillow's bicubic filter.
 pub(crate) fn resize_rgb8(src: &RgbImage, w: u32, h: u32) -> RgbImage {
-    let wu = w as usize;
-    let mut out = vec![0u8; wu * h as usize * 3];
-    resample_rows(src, w, h, |y, row| {
-        let dst = &mut out[y * wu * 3..(y + 1) * wu * 3];
-        for (d, &v) in dst.iter_mut().zip(row) {
-            *d = quantize(v) as u8;
-        }
-    });
-    // The buffer has exactly w*h*3 bytes, so this cannot fail; fall back to
-    // a blank image rather than panic.
-    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
-}
-
-/// Resampling taps along one axis (PIL's `precompute_coeffs`).
-struct Taps {
-    /// First input index for each output index.
-    start: Vec<usize>,
-    /// Number of taps for each output index.
-    len: Vec<usize>,
-    /// Weights, `stride` per output index.
-    weights: Vec<f32>,
-    stride: usize,
-}
-
-/// Keys' cubic with a = -0.5 (Catmull-Rom), as PIL's BICUBIC.
-fn bicubic(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
-    }
-}
-
-impl Taps {
-    fn new(in_size: usize, out_size: usize) -> Self {
-        let scale = in_size as f64 / out_size as f64;
-        let filterscale = scale.max(1.0);
-        let support = 2.0 * filterscale;
-        let stride = support.ceil() as usize * 2 + 1;
-        let mut start = Vec::with_capacity(out_size);
-        let mut len = Vec::with_capacity(out_size);
-        let mut weights = vec![0f32; out_size * stride];
-        let ss = 1.0 / filterscale;
-        for o in 0..out_size {
-            let center = (o as f64 + 0.5) * scale;
-            let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
-            let lo = lo.min(in_size.saturating_sub(1));
-            let hi = ((center + support + 0.5).floor().max(0.0) as usize)
-                .min(in_size)
-                .max(lo + 1)
-                .min(lo + stride);
-            let ws = &mut weights[o * stride..o * stride + (hi - lo)];
-            let mut total = 0.0;
-            let mut tmp = [0f64; 64];
-            let n = hi - lo;
-            let mut big = Vec::new();
-            let buf: &mut [f64] = if n <= tmp.len() {
-                &mut tmp[..n]
-            } else {
-                big.resize(n, 0.0);
-                &mut big
-            };
-            for (k, b) in buf.iter_mut().enumerate() {
-                let wv = bicubic(((lo + k) as f64 - center + 0.5) * ss);
-                *b = wv;
-                total += wv;
-            }
-            for (d, &b) in ws.iter_mut().zip(buf.iter()) {
-                *d = if total != 0.0 {
-                    (b / total) as f32
-                } else {
-                    0.0
-                };
-            }
-            start.push(lo);
-            len.push(n);
-        }
-        Self {
-            start,
-            len,
-            weights,
-            stride,
-        }
-    }
-
-    fn weights(&self, o: usize) -> &[f32] {
-        &self.weights[o * self.stride..o * self.stride + self.len[o]]
-    }
-}
-
-/// Resample `src` to `out_w x out_h` (separable, horizontal then vertical),
-/// handing each finished output row (interleaved RGB, unclamped, 0..255
-/// scale) to `emit`. Streams over input rows: only the rows under the
-/// vertical filter window are kept, so memory is `O(window * out_w)`.
-fn resample_rows(src: &RgbImage, out_w: u32, out_h: u32, mut emit: impl FnMut(usize, &[f32])) {
-    let (iw, ih) = (src.width() as usize, src.height() as usize);
-    let (ow, oh) = (out_w as usize, out_h as usize);
-    if iw == 0 || ih == 0 || ow == 0 || oh == 0 {
-        return;
-    }
-    let raw = src.as_raw();
-    let htaps = (iw != ow).then(|| Taps::new(iw, ow));
-    let vtaps = Taps::new(ih, oh);
-
-    // One input row, horizontally resampled into `out` (interleaved RGB).
-    let hrow = |y: usize, out: &mut Vec<f32>, rowf: &mut Vec<f32>| {
-        let row = &raw[y * iw * 3..(y + 1) * iw * 3];
-        out.clear();
-        let Some(t) = &htaps else {
-            out.extend(row.iter().map(|&v| f32::from(v)));
-            return;
-        };
-        rowf.clear();
-        rowf.extend(row.iter().map(|&v| f32::from(v)));
-        out.resize(ow * 3, 0.0);
-        for (o, dst) in out.chunks_exact_mut(3).enumerate() {
-            let ws = t.weights(o);
-            let lo = t.start[o] * 3;
-            let src = &rowf[lo..lo + ws.len() * 3];
-            let (mut r, mut g, mut b) = (0f32, 0f32, 0f32);
-            for (&w, p) in ws.iter().zip(src.chunks_exact(3)) {
-                r += w * p[0];
-                g += w * p[1];
-                b += w * p[2];
-            }
-            dst[0] = r;
-            dst[1] = g;
-            dst[2] = b;
-        }
-    };
-
-    // Horizontally resampled input rows first_row.. (the vertical window).
-    let mut window: VecDeque<Vec<f32>> = VecDeque::new();
-    let mut spare: Vec<Vec<f32>> = Vec::new();
-    let mut first_row = 0usize;
-    let mut rowf: Vec<f32> = Vec::with_capacity(iw * 3);
-    let mut acc = vec![0f32; ow * 3];
-    for oy in 0..oh {
-        let lo = vtaps.start[oy];
-        let ws = vtaps.weights(oy);
-        let hi = lo + ws.len();
-        while first_row < lo {
-            if let Some(r) = window.pop_front() {
-                spare.push(r);
-            }
-            first_row += 1;
-        }
-        if window.is_empty() {
-            first_row = lo;
-        }
-        while first_row + window.len() < hi {
-            let mut buf = spare.pop().unwrap_or_default();
-            hrow(first_row + window.len(), &mut buf, &mut rowf);
-            window.push_back(buf);
-        }
-        acc.fill(0.0);
-        for (k, &w) in ws.iter().enumerate() {
-            let row = &window[lo - first_row + k];
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a += w * v;
-            }
-        }
-        emit(oy, &acc);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn taps_sum_to_one_and_identity() {
-        for (i, o) in [
-            (10, 10),
-            (512, 768),
-            (768, 512),
-            (6000, 4096),
-            (3, 1),
-            (1, 5),
-        ] {
-            let t = Taps::new(i, o);
-            for k in 0..o {
-                let s: f32 = t.weights(k).iter().sum();
-                assert!((s - 1.0).abs() < 1e-5, "{i}->{o} at {k}: {s}");
-                assert!(t.start[k] + t.len[k] <= i);
-            }
-        }
-        let t = Taps::new(7, 7);
-        for k in 0..7 {
-            let ws = t.weights(k);
-            let j = k - t.start[k];
-            assert!((ws[j] - 1.0).abs() < 1e-6);
-        }
-    }
+    resize_rgb8_pil(src, w, h, ResizeFilter::Bicubic)
 }

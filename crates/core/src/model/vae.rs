@@ -49,7 +49,12 @@ impl MidAttention {
             .group_norm
             .forward(x)?
             .reshape((b, c, h * w))?
-            .transpose(1, 2)?;
+            .transpose(1, 2)?
+            // Contiguous before the linear layers: on this transposed
+            // layout a batch of more than one image came out wrong for all
+            // but the first (candle's batched matmul; caught by
+            // tests/numerics/objective_reference.rs, a batch of 2).
+            .contiguous()?;
         let (q, k, v) = (
             self.to_q.forward(&t)?,
             self.to_k.forward(&t)?,

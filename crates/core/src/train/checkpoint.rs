@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::data::DataRules;
 use super::run::TrainHyper;
 use super::{Result, TrainError};
 use crate::model::weights::{TIMESTEP_METADATA, read_safetensors, read_safetensors_metadata};
@@ -62,6 +63,10 @@ pub struct SavedSettings {
     pub save_every: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_every_secs: Option<u64>,
+    /// How the images were read and resized (a `--recipe`'s rules; absent
+    /// in runs written before recipes: the defaults).
+    #[serde(default)]
+    pub rules: DataRules,
 }
 
 /// The JSON in the state file's metadata.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::recipe::Recipe;
 use super::run::{TrainConfig, Trainable};
 
 /// Where run folders go when none is chosen (relative to the current folder).
@@ -24,6 +25,11 @@ pub struct TrainChoices {
     pub seed: u64,
     /// Where run folders go (`None`: [`DEFAULT_OUT_DIR`]).
     pub out_dir: Option<PathBuf>,
+    /// A published recipe (`None`: the quick fine-tune with these
+    /// choices). A recipe sets the learning rate, warm-up, batch, size,
+    /// what trains, seed, data rules and save cadence; only the steps and
+    /// the output folder stay the person's.
+    pub recipe: Option<Recipe>,
 }
 
 impl Default for TrainChoices {
@@ -35,6 +41,7 @@ impl Default for TrainChoices {
             trainable: Trainable::All,
             seed: 0,
             out_dir: None,
+            recipe: None,
         }
     }
 }
@@ -60,9 +67,13 @@ impl TrainChoices {
 
     /// The run's config into `out_dir` at learning rate `lr`: the paper's
     /// settings with these choices, a checkpoint at least every quarter of
-    /// the run.
+    /// the run; with a recipe, the recipe's settings (`lr` unused).
     pub fn config(&self, out_dir: &Path, lr: f64) -> TrainConfig {
         let mut config = TrainConfig::new(self.steps, out_dir);
+        if let Some(r) = self.recipe {
+            r.apply(&mut config);
+            return config;
+        }
         config.hyper.lr = lr;
         config.hyper.trainable = self.trainable;
         config.hyper.seed = self.seed;
@@ -83,6 +94,7 @@ mod tests {
             trainable: Trainable::Decoder,
             seed: 7,
             out_dir: None,
+            recipe: None,
         };
         let cfg = c.config(Path::new("runs"), 3e-4);
         assert_eq!(cfg.steps, 40);
@@ -93,6 +105,24 @@ mod tests {
         assert_eq!(cfg.out_dir, PathBuf::from("runs"));
         assert_eq!(c.out_dir(), PathBuf::from(DEFAULT_OUT_DIR));
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn a_recipe_in_the_choices_sets_the_run() {
+        let c = TrainChoices {
+            steps: 30,
+            recipe: Some(Recipe::CleandiftSd15),
+            ..TrainChoices::default()
+        };
+        let cfg = c.config(Path::new("runs"), 1e-3);
+        assert_eq!(cfg.steps, 30);
+        assert_eq!(cfg.hyper.lr, 1e-5);
+        assert_eq!(cfg.hyper.batch_size, 8);
+        assert_eq!(cfg.hyper.warmup, 2000);
+        assert_eq!(cfg.save_every, 100);
+        // Settings written before recipes load as the quick fine-tune.
+        let old: TrainChoices = serde_json::from_str(r#"{"steps": 5}"#).expect("old form");
+        assert_eq!(old.recipe, None);
     }
 
     #[test]

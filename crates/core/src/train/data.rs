@@ -11,13 +11,34 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use super::objective::MicroBatch;
 use super::{Result, TrainError};
-use crate::features::preprocess::{Fit, LoadedImage, load_image, to_model_tensor};
+use crate::features::preprocess::{
+    Fit, LoadedImage, ResizeFilter, load_image, to_model_tensor_with,
+};
 
 /// File extensions taken as training images (case-insensitive).
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// How a folder becomes training images: the defaults take every
+/// jpg/jpeg/png sorted by name with an optional caption and resize bicubic;
+/// a `--recipe` takes the authors' loader's rules (`src/dataloader.py` of
+/// [CleanDIFT]: `.jpg` files in the folder's listing order, each with a
+/// required `.json` caption, `transforms.Resize((s, s))`: bilinear).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DataRules {
+    /// Pillow's filter for the resize to the training size.
+    pub filter: ResizeFilter,
+    /// Keep the folder's listing order (`os.listdir`, the order
+    /// `read_dir` gives) instead of sorting by name.
+    pub listing_order: bool,
+    /// Take only `.jpg` files, each with a `.json` caption it must have
+    /// (the authors' loader asserts both).
+    pub json_captions_required: bool,
+}
 
 /// One training image.
 #[derive(Debug, Clone)]
@@ -44,10 +65,17 @@ pub struct Dataset {
     size: u32,
     skipped: Vec<Skipped>,
     warnings: Vec<String>,
+    rules: DataRules,
 }
 
 /// The image files directly inside `dir` (not recursive), sorted by name.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    list_images_with(dir, &DataRules::default())
+}
+
+/// The image files directly inside `dir` under `rules`: sorted by name, or
+/// in the folder's listing order; every jpg/jpeg/png, or `.jpg` only.
+pub fn list_images_with(dir: &Path, rules: &DataRules) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
         TrainError::Data(format!(
             "cannot read the image folder {}: {e}",
@@ -63,15 +91,20 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
             ))
         })?;
         let p = entry.path();
-        let is_image = p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        let ext = p.extension().and_then(|e| e.to_str());
+        let is_image = if rules.json_captions_required {
+            // The authors' `f.endswith('.jpg')`: case-sensitive.
+            ext == Some("jpg")
+        } else {
+            ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        };
         if is_image && !p.is_dir() {
             out.push(p);
         }
     }
-    out.sort();
+    if !rules.listing_order {
+        out.sort();
+    }
     Ok(out)
 }
 
@@ -102,6 +135,45 @@ pub fn caption_for(image: &Path) -> std::result::Result<Option<String>, String> 
     Ok(None)
 }
 
+/// The `.json` caption the authors' loader requires beside `image`
+/// (`{"caption": "..."}`), or why it cannot be had.
+pub fn json_caption(image: &Path) -> std::result::Result<String, String> {
+    let json = image.with_extension("json");
+    let text = std::fs::read_to_string(&json).map_err(|e| {
+        format!(
+            "{}: the recipe needs its caption {} ({{\"caption\": \"...\"}}), as the authors' loader does: {e}",
+            image.display(),
+            json.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("caption {} is not JSON: {e}", json.display()))?;
+    v.get("caption")
+        .and_then(|c| c.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| format!("caption {} has no \"caption\" string", json.display()))
+}
+
+/// Under `rules` that require `.json` captions, the first image in `paths`
+/// without a usable one, as an error naming both files (checked before a
+/// model loads).
+pub fn check_captions(paths: &[PathBuf], rules: &DataRules) -> Result<()> {
+    if !rules.json_captions_required {
+        return Ok(());
+    }
+    for p in paths {
+        let files = if p.is_dir() {
+            list_images_with(p, rules)?
+        } else {
+            vec![p.clone()]
+        };
+        for f in files {
+            json_caption(&f).map_err(TrainError::Data)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks a training size: a multiple of 8 in [64, 2048].
 pub fn check_size(size: u32) -> Result<()> {
     if !(64..=2048).contains(&size) || !size.is_multiple_of(8) {
@@ -118,10 +190,17 @@ impl Dataset {
         Self::from_paths(&[dir.to_path_buf()], size)
     }
 
+    /// Images from a list of files and folders with the default rules.
+    pub fn from_paths(paths: &[PathBuf], size: u32) -> Result<Self> {
+        Self::from_paths_with(paths, size, DataRules::default())
+    }
+
     /// Images from a list of files and folders (a folder contributes the
     /// images directly inside it). A missing path, or a folder without any
     /// image, is an error naming it; an unreadable image file is skipped.
-    pub fn from_paths(paths: &[PathBuf], size: u32) -> Result<Self> {
+    /// Under [`DataRules::json_captions_required`] an image without its
+    /// `.json` caption is an error naming it.
+    pub fn from_paths_with(paths: &[PathBuf], size: u32, rules: DataRules) -> Result<Self> {
         check_size(size)?;
         if paths.is_empty() {
             return Err(TrainError::Data("no training images given".into()));
@@ -129,12 +208,16 @@ impl Dataset {
         let mut files = Vec::new();
         for p in paths {
             if p.is_dir() {
-                let found = list_images(p)?;
+                let found = list_images_with(p, &rules)?;
                 if found.is_empty() {
-                    return Err(TrainError::Data(format!(
-                        "the folder {} holds no training images ({} files directly inside it)",
-                        p.display(),
+                    let kinds = if rules.json_captions_required {
+                        "jpg".to_string()
+                    } else {
                         IMAGE_EXTENSIONS.join(", ")
+                    };
+                    return Err(TrainError::Data(format!(
+                        "the folder {} holds no training images ({kinds} files directly inside it)",
+                        p.display(),
                     )));
                 }
                 files.extend(found);
@@ -152,11 +235,17 @@ impl Dataset {
             size,
             skipped: Vec::new(),
             warnings: Vec::new(),
+            rules,
         };
         for f in files {
+            let prompt = if rules.json_captions_required {
+                Some(json_caption(&f).map_err(TrainError::Data)?)
+            } else {
+                None
+            };
             match load_image(&f) {
                 Ok(img) => {
-                    let prompt = match caption_for(&f) {
+                    let prompt = match prompt.map_or_else(|| caption_for(&f), |c| Ok(Some(c))) {
                         Ok(c) => c.unwrap_or_default(),
                         Err(why) => {
                             ds.warnings.push(format!("{why}; using no caption"));
@@ -178,12 +267,22 @@ impl Dataset {
     /// Images already in memory, each with its prompt (the app passes the
     /// images it has loaded).
     pub fn from_images(images: &[(LoadedImage, String)], size: u32) -> Result<Self> {
+        Self::from_images_with(images, size, DataRules::default())
+    }
+
+    /// [`Dataset::from_images`] resized with `rules.filter`.
+    pub fn from_images_with(
+        images: &[(LoadedImage, String)],
+        size: u32,
+        rules: DataRules,
+    ) -> Result<Self> {
         check_size(size)?;
         let mut ds = Dataset {
             items: Vec::new(),
             size,
             skipped: Vec::new(),
             warnings: Vec::new(),
+            rules,
         };
         for (img, prompt) in images {
             ds.push(img, prompt.clone())?;
@@ -215,7 +314,14 @@ impl Dataset {
     }
 
     fn push(&mut self, img: &LoadedImage, prompt: String) -> Result<()> {
-        let (t, _) = to_model_tensor(img, self.size, self.size, Fit::Stretch, &Device::Cpu)?;
+        let (t, _) = to_model_tensor_with(
+            img,
+            self.size,
+            self.size,
+            Fit::Stretch,
+            self.rules.filter,
+            &Device::Cpu,
+        )?;
         // to_model_tensor gives q / 127.5 - 1 with integer q: keep q.
         let pixels = t
             .flatten_all()?
@@ -255,6 +361,11 @@ impl Dataset {
     /// Whether there are none (never true for a constructed dataset).
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// The rules the images were read and resized with.
+    pub fn rules(&self) -> DataRules {
+        self.rules
     }
 
     /// The training side in pixels.

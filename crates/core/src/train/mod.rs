@@ -16,13 +16,18 @@
 //!   learned timestep in its metadata) and the training-state file, both
 //!   written atomically.
 //!
-//! See `REFERENCE.md` ("Training objective") for the facts implemented here.
+//! - [`recipe`]: the authors' fine-tune by name (`--recipe cleandift-sd21`),
+//!   every value with the config line it comes from.
+//!
+//! See `docs/NUMERICS.md` §8 ("Training objective") for the facts
+//! implemented here and their sources.
 
 pub mod checkpoint;
 pub mod choices;
 pub mod data;
 pub mod heads;
 pub mod objective;
+pub mod recipe;
 pub mod run;
 pub mod rundir;
 
@@ -31,7 +36,8 @@ use std::path::PathBuf;
 use crate::model::ModelError;
 
 pub use choices::TrainChoices;
-pub use data::Dataset;
+pub use data::{DataRules, Dataset};
+pub use recipe::Recipe;
 pub use run::{
     Checkpoint, StepReport, TrainConfig, TrainEvent, TrainHyper, TrainOutcome, Trainable, train,
 };

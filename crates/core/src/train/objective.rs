@@ -381,20 +381,78 @@ pub fn alignment_loss(
         )));
     }
     let u: Vec<f64> = (0..b * T_BINS).map(|_| rng.random::<f64>()).collect();
-    let t = stratified_timesteps(&u);
+    let post = posterior(bb, batch)?;
+    let vae_noise = gaussian(rng, post.mean.dims(), dev)?;
+    let mut eps_dims = post.mean.dims().to_vec();
+    eps_dims[0] *= T_BINS;
+    let eps = gaussian(rng, &eps_dims, dev)?;
+    let draws = Draws { u, vae_noise, eps };
+    loss_from_draws(bb, student, heads, keys, batch, &post, &draws)
+}
 
-    // Clean latent: a posterior sample, scaled (no gradients: plain tensors).
-    let post = match &batch.posterior {
+/// The random numbers of one micro-batch's loss, as [`alignment_loss`]
+/// draws them: given from outside, the loss can be compared with another
+/// implementation's on the same draws (the authors' `forward`,
+/// `crates/core/tests/numerics/objective_reference.rs`).
+#[derive(Debug, Clone)]
+pub struct Draws {
+    /// The `u` of the stratified timesteps, image-major (B·3).
+    pub u: Vec<f64>,
+    /// The VAE posterior's standard normal noise (B, 4, h, w), f32.
+    pub vae_noise: Tensor,
+    /// The diffusion noise (B·3, 4, h, w), f32, image-major.
+    pub eps: Tensor,
+}
+
+/// [`alignment_loss`] on given draws.
+pub fn alignment_loss_with_draws(
+    bb: &Backbone,
+    student: &StudentCopy,
+    heads: &Heads,
+    keys: &[FeatureKey],
+    batch: &MicroBatch,
+    draws: &Draws,
+) -> Result<LossParts> {
+    if keys.is_empty() {
+        return Err(TrainError::Invalid("no feature keys to align".into()));
+    }
+    let b = batch.pixels.dim(0)?;
+    if batch.prompts.len() != b || draws.u.len() != b * T_BINS {
+        return Err(TrainError::Invalid(format!(
+            "{} prompts and {} timestep draws for {b} images",
+            batch.prompts.len(),
+            draws.u.len()
+        )));
+    }
+    let post = posterior(bb, batch)?;
+    loss_from_draws(bb, student, heads, keys, batch, &post, draws)
+}
+
+/// The batch's VAE posterior (given, or encoded).
+fn posterior(bb: &Backbone, batch: &MicroBatch) -> Result<Posterior> {
+    Ok(match &batch.posterior {
         Some(p) => p.clone(),
         None => bb
             .vae
-            .encode(&batch.pixels.to_device(dev)?.to_dtype(bb.dtype)?)?,
-    };
-    let vae_noise = gaussian(rng, post.mean.dims(), dev)?.to_dtype(bb.dtype)?;
+            .encode(&batch.pixels.to_device(&bb.device)?.to_dtype(bb.dtype)?)?,
+    })
+}
+
+fn loss_from_draws(
+    bb: &Backbone,
+    student: &StudentCopy,
+    heads: &Heads,
+    keys: &[FeatureKey],
+    batch: &MicroBatch,
+    post: &Posterior,
+    draws: &Draws,
+) -> Result<LossParts> {
+    let dev = &bb.device;
+    let t = stratified_timesteps(&draws.u);
+    // Clean latent: a posterior sample, scaled (no gradients: plain tensors).
+    let vae_noise = draws.vae_noise.to_device(dev)?.to_dtype(bb.dtype)?;
     let x0 = (post.sample_with(&vae_noise)? * bb.vae.scaling_factor())?.detach();
-    let mut eps_dims = x0.dims().to_vec();
-    eps_dims[0] *= T_BINS;
-    let eps = gaussian(rng, &eps_dims, dev)?;
+    let eps = draws.eps.to_device(dev)?;
 
     let ctx = bb
         .text

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::features::preprocess::LoadedImage;
-use crate::train::{Dataset, TrainError};
+use crate::train::{DataRules, Dataset, TrainError};
 
 /// The images a fine-tune learns from: images in memory (the app's loaded
 /// pair) and folders or files on disk.
@@ -17,6 +17,9 @@ pub struct TrainData {
     pub paths: Vec<PathBuf>,
     /// Training resolution (square), pixels.
     pub size: u32,
+    /// How folders are read and images resized (a recipe's rules, or the
+    /// defaults).
+    pub rules: DataRules,
 }
 
 impl TrainData {
@@ -31,14 +34,10 @@ impl TrainData {
                 .iter()
                 .map(|(i, p)| ((**i).clone(), p.clone()))
                 .collect();
-            ds = Some(Dataset::from_images(&owned, self.size)?);
+            ds = Some(Dataset::from_images_with(&owned, self.size, self.rules)?);
         }
         for p in &self.paths {
-            let part = if p.is_dir() {
-                Dataset::from_folder(p, self.size)
-            } else {
-                Dataset::from_paths(std::slice::from_ref(p), self.size)
-            };
+            let part = Dataset::from_paths_with(std::slice::from_ref(p), self.size, self.rules);
             match (part, &mut ds) {
                 (Ok(part), Some(d)) => d.extend(part)?,
                 (Ok(part), None) => ds = Some(part),

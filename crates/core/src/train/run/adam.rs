@@ -254,3 +254,27 @@ pub fn batch_indices(
         })
         .collect()
 }
+
+/// The dataset indices of micro-batch `micro` of step `step` in `order`:
+/// [`batch_indices`] when shuffled; in listing order, batch number
+/// `k = step·accum + micro` is batch `k mod ceil(n / batch)` of an epoch
+/// cut into consecutive batches, the last one short when `batch` does not
+/// divide `n` (torch's `DataLoader` without `drop_last`).
+pub fn draw_indices(
+    order: super::config::DataOrder,
+    n: usize,
+    seed: u64,
+    step: usize,
+    micro: usize,
+    accum: usize,
+    batch: usize,
+) -> Vec<usize> {
+    match order {
+        super::config::DataOrder::Shuffled => batch_indices(n, seed, step, micro, accum, batch),
+        super::config::DataOrder::Listing => {
+            let per_epoch = n.div_ceil(batch.max(1)).max(1);
+            let k = (step * accum + micro) % per_epoch;
+            (k * batch..((k + 1) * batch).min(n)).collect()
+        }
+    }
+}

@@ -33,6 +33,40 @@ pub struct TrainHyper {
     pub trainable: Trainable,
     /// Seed of the heads' initialisation, the data order and every noise.
     pub seed: u64,
+    /// How the warm-up starts (older settings files: [`Warmup::FromOne`]).
+    #[serde(default)]
+    pub warmup_form: Warmup,
+    /// The order images are drawn in (older settings files:
+    /// [`DataOrder::Shuffled`]).
+    #[serde(default)]
+    pub order: DataOrder,
+}
+
+/// The linear warm-up's first value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Warmup {
+    /// Step `s` (0-based) uses `lr·min(1, (s+1)/warmup)`: the first step
+    /// already moves.
+    #[default]
+    FromOne,
+    /// Step `s` uses `lr·min(1, s/warmup)`, the first step at rate 0:
+    /// transformers' `constant_with_warmup` scheduler stepped after each
+    /// optimizer step, as [CleanDIFT]'s `train.py` does.
+    FromZero,
+}
+
+/// The order training images are drawn in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataOrder {
+    /// A seeded shuffle per epoch, a continuous stream across epochs.
+    #[default]
+    Shuffled,
+    /// The dataset's order, batches aligned to epochs (the last batch of an
+    /// epoch may be smaller): torch's `DataLoader(dataset, batch_size)`
+    /// without shuffling, as [CleanDIFT]'s `src/dataloader.py`.
+    Listing,
 }
 
 /// Settings of a fine-tune.
@@ -103,6 +137,8 @@ impl TrainConfig {
                 keys: FeatureKey::ALL.to_vec(),
                 trainable: Trainable::All,
                 seed: 0,
+                warmup_form: Warmup::FromOne,
+                order: DataOrder::Shuffled,
             },
             save_every: 200,
             save_every_secs: DEFAULT_SAVE_EVERY_SECS,
@@ -143,12 +179,22 @@ impl TrainConfig {
         Ok(())
     }
 
-    pub(super) fn lr_at(&self, step: usize) -> f64 {
-        let TrainHyper { lr, warmup, .. } = self.hyper;
+    /// The learning rate of optimizer step `step` (0-based) after warm-up.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let TrainHyper {
+            lr,
+            warmup,
+            warmup_form,
+            ..
+        } = self.hyper;
+        let done = match warmup_form {
+            Warmup::FromOne => step + 1,
+            Warmup::FromZero => step,
+        };
         if warmup == 0 {
             lr
         } else {
-            lr * ((step + 1) as f64 / warmup as f64).min(1.0)
+            lr * (done as f64 / warmup as f64).min(1.0)
         }
     }
 }

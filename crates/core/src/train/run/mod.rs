@@ -39,8 +39,10 @@ mod persist;
 #[cfg(test)]
 mod tests;
 
-pub use adam::{Adam, batch_indices};
-pub use config::{DEFAULT_SAVE_EVERY_SECS, TrainConfig, TrainHyper, default_lr, default_warmup};
+pub use adam::{Adam, batch_indices, draw_indices};
+pub use config::{
+    DEFAULT_SAVE_EVERY_SECS, DataOrder, TrainConfig, TrainHyper, Warmup, default_lr, default_warmup,
+};
 use persist::{check_space, resume, save};
 
 /// A checkpoint on disk.
@@ -323,6 +325,7 @@ pub fn train(
         images: data.len(),
         save_every: Some(cfg.save_every),
         save_every_secs: Some(cfg.save_every_secs),
+        rules: data.rules(),
     };
     if let Some(m) = rundir::read_manifest(run.path())? {
         // The cadence given now (or kept) is the run's from here on.
@@ -368,7 +371,8 @@ pub fn train(
         let mut loss_sum = 0f64;
         let mut key_sums = vec![0f64; keys.len()];
         for micro in 0..cfg.hyper.accum {
-            let idx = batch_indices(
+            let idx = draw_indices(
+                cfg.hyper.order,
                 data.len(),
                 cfg.hyper.seed,
                 step,

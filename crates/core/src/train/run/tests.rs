@@ -26,6 +26,41 @@ fn every_epoch_visits_every_image_once() {
 }
 
 #[test]
+fn listing_order_cuts_each_epoch_into_consecutive_batches() {
+    // Five images, batch 2: [0, 1], [2, 3], [4], then the next epoch.
+    let batches: Vec<Vec<usize>> = (0..4)
+        .map(|step| draw_indices(DataOrder::Listing, 5, 9, step, 0, 1, 2))
+        .collect();
+    assert_eq!(batches, vec![vec![0, 1], vec![2, 3], vec![4], vec![0, 1]]);
+    // The seed plays no part; shuffled draws are batch_indices'.
+    assert_eq!(draw_indices(DataOrder::Listing, 5, 1, 2, 0, 1, 2), vec![4]);
+    assert_eq!(
+        draw_indices(DataOrder::Shuffled, 5, 3, 2, 0, 1, 2),
+        batch_indices(5, 3, 2, 0, 1, 2)
+    );
+}
+
+#[test]
+fn warmup_from_zero_starts_at_rate_zero() {
+    let mut cfg = TrainConfig::new(100, "x");
+    cfg.hyper.lr = 1e-4;
+    cfg.hyper.warmup = 4;
+    cfg.hyper.warmup_form = Warmup::FromZero;
+    let lrs: Vec<f64> = (0..6).map(|s| cfg.lr_at(s)).collect();
+    for (got, want) in lrs.iter().zip([0.0, 2.5e-5, 5e-5, 7.5e-5, 1e-4, 1e-4]) {
+        assert!((got - want).abs() < 1e-12, "{lrs:?}");
+    }
+    // Settings saved before the field existed read as the old form.
+    let json = serde_json::to_value(&cfg.hyper).expect("json");
+    let mut obj = json.as_object().expect("object").clone();
+    obj.remove("warmup_form");
+    obj.remove("order");
+    let old: TrainHyper = serde_json::from_value(obj.into()).expect("old settings");
+    assert_eq!(old.warmup_form, Warmup::FromOne);
+    assert_eq!(old.order, DataOrder::Shuffled);
+}
+
+#[test]
 fn warmup_is_linear_then_constant() {
     let mut cfg = TrainConfig::new(100, "x");
     cfg.hyper.lr = 1e-4;
