@@ -37,7 +37,7 @@ impl Owner {
             Job::TargetImage(_) | Job::TargetFeatures(..) => Owner::Gallery,
             Job::Sweep | Job::Variance => Owner::Sweep,
             Job::Train => Owner::Train,
-            Job::BenchOpen | Job::Bench { .. } => Owner::Benchmark,
+            Job::BenchOpen | Job::Bench { .. } | Job::BenchHeatmap => Owner::Benchmark,
         }
     }
 }
@@ -154,6 +154,7 @@ mod tests {
             (Job::Train, Owner::Train),
             (Job::BenchOpen, Owner::Benchmark),
             (Job::Bench { strip: true }, Owner::Benchmark),
+            (Job::BenchHeatmap, Owner::Benchmark),
         ];
         for (job, owner) in cases {
             assert_eq!(Owner::of(job), owner, "{job:?}");

@@ -1,7 +1,9 @@
 //! The benchmark view (issue 22) on a small SPair-71k-layout fixture: the
 //! per-pair PCK and the totals it shows are `cleandift eval --json`'s to
 //! the last digit, for clean and noisy; the list's widgets select pairs,
-//! the keys step through them; E writes the pair figure and the table.
+//! the keys step through them; E writes the pair figure and the table; a
+//! click on a source keypoint shows its heatmap in every mode's target,
+//! highest where eval's prediction is.
 
 use std::path::Path;
 
@@ -293,6 +295,92 @@ fn the_benchmark_view_shows_evals_numbers_per_pair_and_in_total() {
         assert_eq!(total.pairs_evaluated, report.pairs_evaluated);
     }
     drive_the_list(&mut h);
+}
+
+/// A click on a source keypoint of the selected pair picks it out and
+/// shows its heatmap in every mode's target: a cosine map over the
+/// target whose highest value is at the pixel eval predicted for that
+/// keypoint (the same features, sampled as eval samples them).
+#[test]
+fn a_click_on_a_source_keypoint_shows_its_heatmap_highest_at_evals_prediction() {
+    let data = tempfile::tempdir().expect("tempdir");
+    spair_fixture(data.path());
+    let mut h = bench_harness(data.path(), kittest_size(), false);
+    let scored = |app: &mut CleanDiftApp| {
+        let cols = app.bench_columns();
+        !cols.is_empty()
+            && cols.iter().all(|c| {
+                matches!(
+                    app.benchmark().outcome(&c.key, 0),
+                    Some(BenchOutcome::Scored(_))
+                )
+            })
+            && app.benchmark().source_rect.is_some()
+    };
+    wait(&mut h, "pair 1 in both modes", 600, scored);
+    h.step();
+    let rec = app_record(h.state(), Mode::Clean, 0).expect("pair 1 scored");
+    let kp = 1;
+    let [x, y] = rec.src_kps[kp];
+    let at = h
+        .state()
+        .benchmark()
+        .source_screen(x as f32, y as f32)
+        .expect("the source is drawn");
+    h.event(egui::Event::PointerMoved(at));
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos: at,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+    }
+    h.step();
+    assert_eq!(h.state().benchmark().selected_kp, Some(kp));
+    let heats_done = move |app: &mut CleanDiftApp| {
+        let cols = app.bench_columns();
+        cols.iter()
+            .all(|c| app.benchmark().heat(&c.key, 0, kp).is_some())
+    };
+    wait(&mut h, "the keypoint's heatmaps", 300, heats_done);
+    // Drawn: each mode's target shows the blended heatmap.
+    h.step();
+    let app = h.state();
+    for mode in [Mode::Clean, Mode::Noisy] {
+        let col = app
+            .bench_columns()
+            .into_iter()
+            .find(|c| c.key.mode.source == Source::Sd(mode))
+            .expect("column");
+        let heat = app.benchmark().heat(&col.key, 0, kp).expect("heat");
+        assert!(heat.texture.is_some(), "{mode}: the heatmap was not drawn");
+        let rec = app_record(app, mode, 0).expect("scored");
+        let map = &heat.heat;
+        let (tw, th) = (rec.keypoints.img_w as f32, rec.keypoints.img_h as f32);
+        let [px, py] = rec.keypoints.pred[kp];
+        let gx = ((px * map.w as f32 / tw) as usize).min(map.w - 1);
+        let gy = ((py * map.h as f32 / th) as usize).min(map.h - 1);
+        // The best value near the prediction (one grid pixel either way:
+        // the prediction is a sub-pixel position) is the map's highest.
+        let mut near = f32::NEG_INFINITY;
+        for yy in gy.saturating_sub(1)..=(gy + 1).min(map.h - 1) {
+            for xx in gx.saturating_sub(1)..=(gx + 1).min(map.w - 1) {
+                near = near.max(map.data[yy * map.w + xx]);
+            }
+        }
+        let best = map.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            near >= best - 1e-5,
+            "{mode}: the heatmap's highest cosine {best} is not at eval's prediction ({px}, {py}), where it is {near}"
+        );
+        let lowest = map.data.iter().copied().fold(f32::INFINITY, f32::min);
+        assert!(best > lowest, "{mode}: a flat heatmap");
+    }
+    // Another pair forgets the keypoint.
+    h.key_press(egui::Key::J);
+    h.step();
+    assert_eq!(h.state().benchmark().selected_kp, None);
 }
 
 /// The harness's size for this test.

@@ -17,11 +17,14 @@ use egui::TextureHandle;
 
 use super::column::Column;
 use super::jobs::Tracked;
-use super::settings::{BenchSort, BenchmarkSettings};
+use super::settings::{BenchSort, BenchmarkSettings, DisplaySettings, RangeMode};
+use crate::render::Colormap;
 use crate::eval::{EvalReport, PairRecord, RunCounts, SkippedPair, build_report};
 use crate::features::extract::Mode;
+use crate::features::keypoints::PALETTE;
 use crate::features::preprocess::LoadedImage;
 use crate::features::source::Source;
+use crate::matching::SimilarityMap;
 use crate::model::FeatureKey;
 use crate::worker::RequestId;
 use crate::worker::bench::{BenchMode, BenchOpened, BenchOutcome, BenchSource, bench_options};
@@ -141,7 +144,107 @@ pub struct BenchmarkState {
     pub textures: Vec<(usize, PairTextures)>,
     /// Stopped by a person (Cancel): nothing more is asked for until Run.
     pub paused: bool,
+    /// The selected keypoint's heatmap in flight: (key, pair, keypoint).
+    pub heat_request: Tracked<(BenchKey, usize, usize)>,
+    /// Keypoint heatmaps, newest last.
+    pub heats: Vec<KeypointHeat>,
+    /// Where the source picture was drawn last (screen rectangle) and its
+    /// original size: clicks on its keypoints are read against it.
+    pub source_rect: Option<(egui::Rect, [f32; 2])>,
 }
+
+/// One source keypoint's cosine map in a pair's target under one key
+/// (what computed it), and the picture made of it: the map blended over
+/// the target in the display's colormap.
+pub struct KeypointHeat {
+    pub key: BenchKey,
+    pub index: usize,
+    pub kp: usize,
+    pub heat: Arc<SimilarityMap>,
+    /// The blended picture and the look it was made with.
+    pub texture: Option<(TextureHandle, HeatLook)>,
+}
+
+/// How a keypoint heatmap is drawn: the display settings' colormap,
+/// opacity and range (auto: the map's own lowest to highest cosine).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeatLook {
+    pub colormap: Colormap,
+    pub lo: f32,
+    pub hi: f32,
+    pub opacity: f32,
+}
+
+impl HeatLook {
+    /// The look of `heat` under the display settings `d`.
+    pub fn of(d: &DisplaySettings, heat: &SimilarityMap) -> HeatLook {
+        let (lo, hi) = match d.range {
+            RangeMode::Auto => {
+                let lo = heat.data.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = heat.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                if lo.is_finite() && hi.is_finite() {
+                    (lo, hi.max(lo + 1e-4))
+                } else {
+                    (0.0, 1.0)
+                }
+            }
+            RangeMode::Fixed => (d.lo, d.hi),
+        };
+        HeatLook {
+            colormap: d.colormap,
+            lo,
+            hi,
+            opacity: d.opacity,
+        }
+    }
+}
+
+impl KeypointHeat {
+    /// The heatmap blended over `target` (its original picture) in `look`,
+    /// made again when the look changed.
+    pub fn texture(
+        &mut self,
+        ctx: &egui::Context,
+        target: &LoadedImage,
+        look: HeatLook,
+    ) -> egui::TextureId {
+        if let Some((t, l)) = &self.texture
+            && *l == look
+        {
+            return t.id();
+        }
+        let (w, h) = (self.heat.w as u32, self.heat.h as u32);
+        let photo = image::imageops::resize(
+            &target.rgb,
+            w.max(1),
+            h.max(1),
+            image::imageops::FilterType::Triangle,
+        );
+        let blended = crate::render::blend_heatmap(
+            &photo,
+            &self.heat,
+            look.colormap,
+            look.lo,
+            look.hi,
+            look.opacity,
+        );
+        let color = egui::ColorImage::from_rgb(
+            [blended.width() as usize, blended.height() as usize],
+            blended.as_raw(),
+        );
+        let t = ctx.load_texture(
+            format!("bench-heat-{}-{}", self.index, self.kp),
+            color,
+            egui::TextureOptions::LINEAR,
+        );
+        let id = t.id();
+        self.texture = Some((t, look));
+        id
+    }
+}
+
+/// Keypoint heatmaps kept.
+const HEATS_KEPT: usize = 16;
 
 impl BenchmarkState {
     /// The results under `key` (created empty).
@@ -201,6 +304,7 @@ impl BenchmarkState {
         self.open_request.is_pending()
             || self.pair_request.is_pending()
             || self.strip_request.is_pending()
+            || self.heat_request.is_pending()
     }
 
     /// Whether request `id` is awaited.
@@ -208,6 +312,46 @@ impl BenchmarkState {
         self.open_request.awaits(id)
             || self.pair_request.awaits(id)
             || self.strip_request.awaits(id)
+            || self.heat_request.awaits(id)
+    }
+
+    /// The heatmap of keypoint `kp` of pair `index` under `key`.
+    pub fn heat(&self, key: &BenchKey, index: usize, kp: usize) -> Option<&KeypointHeat> {
+        self.heats
+            .iter()
+            .find(|h| h.key == *key && h.index == index && h.kp == kp)
+    }
+
+    /// The heatmap of keypoint `kp` of pair `index` under `key`, to draw.
+    pub fn heat_mut(
+        &mut self,
+        key: &BenchKey,
+        index: usize,
+        kp: usize,
+    ) -> Option<&mut KeypointHeat> {
+        self.heats
+            .iter_mut()
+            .find(|h| h.key == *key && h.index == index && h.kp == kp)
+    }
+
+    /// Keeps a heatmap (evicting the oldest).
+    pub fn keep_heat(&mut self, heat: KeypointHeat) {
+        self.heats
+            .retain(|h| !(h.key == heat.key && h.index == heat.index && h.kp == heat.kp));
+        if self.heats.len() >= HEATS_KEPT {
+            self.heats.remove(0);
+        }
+        self.heats.push(heat);
+    }
+
+    /// The screen position of original source pixel `(x, y)` as the
+    /// selected pair's source was drawn last.
+    pub fn source_screen(&self, x: f32, y: f32) -> Option<egui::Pos2> {
+        let (r, size) = self.source_rect?;
+        Some(egui::Pos2::new(
+            r.min.x + x / size[0].max(1.0) * r.width(),
+            r.min.y + y / size[1].max(1.0) * r.height(),
+        ))
     }
 
     /// Forgets everything of the dataset (another one is opened).
@@ -217,6 +361,8 @@ impl BenchmarkState {
         self.selected_kp = None;
         self.textures.clear();
         self.strips.clear();
+        self.heats.clear();
+        self.source_rect = None;
     }
 }
 
@@ -267,23 +413,10 @@ pub fn totals(
 }
 
 /// Colour of keypoint `k` (the same on the source, the targets and in
-/// exported figures): evenly spaced hues.
+/// exported figures): the keypoint sets' palette, legible on photos and
+/// for colour-blind viewers (repeating after its 30 colours).
 pub fn kp_rgb(k: usize) -> [u8; 3] {
-    let h = (k as f32 * 0.618_034).fract() * 6.0;
-    let (s, v) = (0.85f32, 0.95f32);
-    let c = v * s;
-    let x = c * (1.0 - ((h % 2.0) - 1.0).abs());
-    let (r, g, b) = match h as u32 {
-        0 => (c, x, 0.0),
-        1 => (x, c, 0.0),
-        2 => (0.0, c, x),
-        3 => (0.0, x, c),
-        4 => (x, 0.0, c),
-        _ => (c, 0.0, x),
-    };
-    let m = v - c;
-    let q = |f: f32| ((f + m) * 255.0).round().clamp(0.0, 255.0) as u8;
-    [q(r), q(g), q(b)]
+    PALETTE[k % PALETTE.len()]
 }
 
 /// The pair list as shown: the entries of `opened` that pass the category

@@ -145,12 +145,46 @@ impl CleanDiftApp {
                 self.worker.cancel(id);
             }
         }
-        if self.bench.paused || cols.is_empty() {
-            return;
+        if let Some((key, _, _)) = self.bench.heat_request.pending_key()
+            && !cols.iter().any(|c| c.key == *key)
+            && let Some(id) = self.bench.heat_request.take()
+        {
+            self.worker.cancel(id);
         }
         let Some(opened) = self.bench.opened.clone() else {
             return;
         };
+        // The selected keypoint's heatmap in each scored mode (asked for
+        // also while the run is stopped: a person clicked for it).
+        if !self.bench.heat_request.is_pending()
+            && let (Some(index), Some(kp)) = (self.bench.selected, self.bench.selected_kp)
+            && let Some(col) = cols.iter().find(|c| {
+                matches!(self.bench.outcome(&c.key, index), Some(BenchOutcome::Scored(_)))
+                    && self.bench.heat(&c.key, index, kp).is_none()
+                    && self
+                        .bench
+                        .heat_request
+                        .wants(&(c.key.clone(), index, kp))
+            })
+        {
+            let id = self.worker.next_id();
+            let req = Request::BenchHeatmap {
+                id,
+                backbone: col.key.backbone,
+                dataset: opened.dataset.clone(),
+                index,
+                mode: Box::new(col.key.mode.clone()),
+                kp,
+            };
+            if self.send(req) {
+                self.bench
+                    .heat_request
+                    .start(id, (col.key.clone(), index, kp));
+            }
+        }
+        if self.bench.paused || cols.is_empty() {
+            return;
+        }
         let n = opened.entries.len();
         let first = self.bench.selected.unwrap_or(0).min(n.saturating_sub(1));
         // The selected pair's pictures went out of the kept set: scoring it
@@ -271,6 +305,19 @@ impl CleanDiftApp {
                     self.bench.results_mut(&key).pairs.insert(index, o.clone());
                 }
             }
+            Event::BenchHeatmap { id, heat } => {
+                let Some((key, index, kp)) = self.bench.heat_request.finish(id) else {
+                    return;
+                };
+                self.bench.heat_request.unblock();
+                self.bench.keep_heat(super::KeypointHeat {
+                    key,
+                    index,
+                    kp,
+                    heat,
+                    texture: None,
+                });
+            }
             Event::Failed { id, error, .. } => {
                 // A pair that cannot be scored (an impossible annotation:
                 // `eval` refuses the whole run) is listed as failed with
@@ -289,8 +336,9 @@ impl CleanDiftApp {
                     );
                     return;
                 }
-                let awaited =
-                    self.bench.open_request.block(id) || self.bench.strip_request.block(id);
+                let awaited = self.bench.open_request.block(id)
+                    || self.bench.strip_request.block(id)
+                    || self.bench.heat_request.block(id);
                 if !awaited {
                     return;
                 }
@@ -307,6 +355,9 @@ impl CleanDiftApp {
                 );
             }
             Event::Cancelled { id, .. } => {
+                if self.bench.heat_request.block(id) {
+                    return;
+                }
                 let awaited = self.bench.open_request.block(id)
                     || self.bench.pair_request.block(id)
                     || self.bench.strip_request.block(id);
@@ -324,6 +375,7 @@ impl CleanDiftApp {
         for id in [
             self.bench.pair_request.take(),
             self.bench.strip_request.take(),
+            self.bench.heat_request.take(),
         ]
         .into_iter()
         .flatten()
@@ -337,6 +389,7 @@ impl CleanDiftApp {
         self.bench.paused = false;
         self.bench.pair_request.unblock();
         self.bench.strip_request.unblock();
+        self.bench.heat_request.unblock();
     }
 
     /// The pair list as shown: dataset indices after the filters, in the

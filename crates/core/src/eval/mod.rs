@@ -35,6 +35,7 @@
 
 mod annotations;
 mod error;
+mod heatmap;
 pub mod records;
 mod report;
 mod sources;
@@ -42,6 +43,7 @@ mod spair;
 mod warp;
 
 pub use error::{DatasetError, EvalError, SourceError};
+pub use heatmap::keypoint_heatmap;
 pub use report::{EvalReport, OptionsRecord, RunCounts, SkippedPair, build_report};
 pub use sources::{DiffusionSource, PairedSource};
 pub use spair::{SpairDataset, SpairFlags, SpairOptions, SpairPair, Split};

@@ -245,6 +245,9 @@ pub fn score_pair(
     PairEvaluator::new(&bench_options())?.pair(ds, i, src)
 }
 
+/// The long side of a keypoint heatmap's grid, pixels.
+pub const HEATMAP_SIDE: usize = 512;
+
 /// The layers of the layer strip: every feature key.
 pub const STRIP_LAYERS: [FeatureKey; 11] = FeatureKey::ALL;
 

@@ -172,6 +172,14 @@ impl LaneState {
                 mode,
                 strip,
             } => self.bench_pair((id, backbone), &dataset, index, &mode, strip, cancel, out),
+            Request::BenchHeatmap {
+                id,
+                backbone,
+                dataset,
+                index,
+                mode,
+                kp,
+            } => self.bench_heatmap((id, backbone), &dataset, (index, kp), &mode, cancel, out),
             #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => panic!("crash requested"),
         };

@@ -216,6 +216,17 @@ pub enum Request {
         mode: Box<super::bench::BenchMode>,
         strip: bool,
     },
+    /// The heatmap of source keypoint `kp` of pair `index` in its target,
+    /// in `mode`, from the features the evaluation reads
+    /// ([`crate::eval::keypoint_heatmap`]). Answers [`Event::BenchHeatmap`].
+    BenchHeatmap {
+        id: RequestId,
+        backbone: RequestId,
+        dataset: Arc<super::bench::BenchDataset>,
+        index: usize,
+        mode: Box<super::bench::BenchMode>,
+        kp: usize,
+    },
     /// Makes the model lane panic (tests of the dead-worker path); only
     /// in test builds (the `test-hooks` feature).
     #[cfg(any(test, feature = "test-hooks"))]
@@ -240,7 +251,8 @@ impl Request {
             | Request::SweepStep { id, .. }
             | Request::VarianceStep { id, .. }
             | Request::BenchOpen { id, .. }
-            | Request::BenchPair { id, .. } => *id,
+            | Request::BenchPair { id, .. }
+            | Request::BenchHeatmap { id, .. } => *id,
             Request::Extract { job, .. }
             | Request::ExtractSource { job, .. }
             | Request::ExtractTarget { job, .. } => job.id,
@@ -274,6 +286,7 @@ impl Request {
             Request::VarianceStep { .. } => Job::Variance,
             Request::BenchOpen { .. } => Job::BenchOpen,
             Request::BenchPair { strip, .. } => Job::Bench { strip: *strip },
+            Request::BenchHeatmap { .. } => Job::BenchHeatmap,
             #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => Job::Backbone,
         }
@@ -298,7 +311,8 @@ impl Request {
             | Request::Train { .. }
             | Request::SweepStep { .. }
             | Request::VarianceStep { .. }
-            | Request::BenchPair { .. } => Lane::Model,
+            | Request::BenchPair { .. }
+            | Request::BenchHeatmap { .. } => Lane::Model,
             #[cfg(any(test, feature = "test-hooks"))]
             Request::Crash { .. } => Lane::Model,
             Request::LoadImage { .. }
@@ -337,6 +351,8 @@ pub enum Job {
     Bench {
         strip: bool,
     },
+    /// A benchmark keypoint's heatmap.
+    BenchHeatmap,
 }
 
 impl fmt::Display for Job {
@@ -357,6 +373,7 @@ impl fmt::Display for Job {
             Job::BenchOpen => f.write_str("benchmark dataset"),
             Job::Bench { strip: false } => f.write_str("benchmark pair"),
             Job::Bench { strip: true } => f.write_str("benchmark layer strip"),
+            Job::BenchHeatmap => f.write_str("benchmark keypoint heatmap"),
         }
     }
 }
@@ -546,6 +563,13 @@ pub enum Event {
         images: Option<[Arc<LoadedImage>; 2]>,
         outcomes: Arc<Vec<(FeatureKey, super::bench::BenchOutcome)>>,
     },
+    /// [`Request::BenchHeatmap`] finished: the cosine map over the
+    /// target's original image (at most [`super::bench::HEATMAP_SIDE`]
+    /// pixels on its long side).
+    BenchHeatmap {
+        id: RequestId,
+        heat: Arc<crate::matching::SimilarityMap>,
+    },
     /// A job stopped because it was cancelled.
     Cancelled { id: RequestId, job: Job },
     /// A job failed.
@@ -583,6 +607,7 @@ impl Event {
             | Event::VariancePoint { id, .. }
             | Event::BenchOpened { id, .. }
             | Event::BenchPair { id, .. }
+            | Event::BenchHeatmap { id, .. }
             | Event::Cancelled { id, .. }
             | Event::Failed { id, .. }
             | Event::BackboneKept { id, .. } => Some(*id),

@@ -3,12 +3,14 @@
 //! to the ground truth, the α·max(box) circle and a correct (ring) or
 //! incorrect (cross) mark; the pair's PCK per mode in each title; the layer
 //! strip below (the pair's PCK on every layer, the shown layer framed).
-//! A click on a source keypoint picks it out in every panel.
+//! A click on a source keypoint picks it out in every panel and shows its
+//! heatmap in each target (the cosine of its feature with every target
+//! pixel, from the features the evaluation read).
 
 use egui::{Align2, Color32, Pos2, Rect, Sense, Stroke, Vec2};
 
 use super::super::{Canvas, fit, fitted_line, grid, placeholder, to_screen};
-use crate::app::benchmark::{kp_rgb, pair_pck};
+use crate::app::benchmark::{HeatLook, kp_rgb, pair_pck};
 use crate::app::column::rgb;
 use crate::eval::PairRecord;
 use crate::matching::{DEFAULT_ALPHAS, PckAccumulator, threshold_base};
@@ -54,6 +56,7 @@ pub(super) fn pair_panel(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, opened: 
     };
     let (src_tex, trg_tex) = (tex.src.id(), tex.trg.id());
     let (ssz, tsz) = (tex.src_size, tex.trg_size);
+    let target = tex.images[1].clone();
     let cols = c.bench_cols.clone();
     let cells = grid(
         pics,
@@ -76,6 +79,7 @@ pub(super) fn pair_panel(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, opened: 
         header(ui, *cell, row, "source · ground truth", strong, size);
         let r = fit(body(*cell, row), ssz[0] as u32, ssz[1] as u32);
         ui.painter().image(src_tex, r, uv, Color32::WHITE);
+        c.bench.source_rect = Some((r, ssz));
         let resp = ui.interact(r, ui.make_persistent_id("bench_source"), Sense::click());
         if let Some(rec) = &record_any {
             let mut clicked = None;
@@ -100,18 +104,30 @@ pub(super) fn pair_panel(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, opened: 
             continue;
         };
         let outcome = c.bench.outcome(&col.key, index).cloned();
+        // The selected keypoint's heatmap over the target, when computed.
+        let heat = c.bench.selected_kp.and_then(|kp| {
+            let d = c.settings.display.clone();
+            let h = c.bench.heat_mut(&col.key, index, kp)?;
+            let look = HeatLook::of(&d, &h.heat);
+            Some((kp, h.texture(ui.ctx(), &target, look)))
+        });
+        let shown = match heat {
+            Some((kp, _)) => format!(" · heatmap of keypoint {}", kp + 1),
+            None => String::new(),
+        };
         let title = match &outcome {
             None => format!("{}: computing…", col.column),
             Some(BenchOutcome::Skipped(why)) => format!("{}: skipped ({why})", col.column),
             Some(BenchOutcome::Scored(rec)) => format!(
-                "{}: PCK {:.1}%",
+                "{}: PCK {:.1}%{shown}",
                 col.column,
                 100.0 * pair_pck(rec, alpha).unwrap_or(f64::NAN)
             ),
         };
         header(ui, *cell, row, &title, col.column.color(), size);
         let r = fit(body(*cell, row), tsz[0] as u32, tsz[1] as u32);
-        ui.painter().image(trg_tex, r, uv, Color32::WHITE);
+        let picture = heat.map_or(trg_tex, |(_, t)| t);
+        ui.painter().image(picture, r, uv, Color32::WHITE);
         ui.painter().rect_stroke(
             r,
             0.0,

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::{LaneState, stage_progress};
-use crate::eval::{DiffusionSource, EvalError, FeatureSource, PairedSource};
+use crate::eval::{DiffusionSource, EvalError, FeatureSource, PairedSource, keypoint_heatmap};
 use crate::features::extract::ExtractError;
 use crate::features::source::{Models, Source};
+use crate::model::FeatureKey;
 use crate::worker::Side;
 use crate::worker::bench::{
-    BenchDataset, BenchMode, BenchOutcome, BenchSource, open, score_pair, strip, warm_cache,
+    BenchDataset, BenchMode, BenchOutcome, BenchSource, HEATMAP_SIDE, open, score_pair, strip,
+    warm_cache,
 };
 use crate::worker::errors::{JobError, UserError, internal};
 use crate::worker::handle::Outbox;
@@ -105,8 +107,28 @@ impl LaneState {
             });
             return Ok(());
         }
-        // The evaluation's sources own their cache: the lane's is lent to
-        // them for the one pair and always put back.
+        let (result, layer) = self.with_eval_source(mode, dino, &mut |src| {
+            score_pair(ds, index, src)
+        })?;
+        let outcome = BenchOutcome::from(result.map_err(eval_error)?);
+        out.send(Event::BenchPair {
+            id,
+            index,
+            images,
+            outcomes: Arc::new(vec![(layer, outcome)]),
+        });
+        Ok(())
+    }
+
+    /// Runs `f` with the evaluation's feature source for `mode` (the
+    /// lane's feature cache lent to it and always put back); the layer the
+    /// source's maps are filed under comes back with `f`'s answer.
+    fn with_eval_source<R>(
+        &mut self,
+        mode: &BenchMode,
+        dino: Option<usize>,
+        f: &mut dyn FnMut(&mut dyn FeatureSource) -> R,
+    ) -> Result<(R, FeatureKey), JobError> {
         let Some(lane_cache) = self.cache.take() else {
             return Err(JobError::User(internal("no feature cache on this lane")));
         };
@@ -121,7 +143,7 @@ impl LaneState {
                     cache: lane_cache,
                     settings: mode.settings.clone(),
                 };
-                let r = score_pair(ds, index, &mut src as &mut dyn FeatureSource);
+                let r = f(&mut src);
                 (
                     r,
                     src.cache,
@@ -149,17 +171,47 @@ impl LaneState {
                     settings: mode.settings.clone(),
                     fusion: mode.fusion.clone(),
                 };
-                let r = score_pair(ds, index, &mut src as &mut dyn FeatureSource);
+                let r = f(&mut src);
                 (r, src.cache, SOURCE_LAYER)
             }
         };
         self.cache = Some(lane_cache);
-        let outcome = BenchOutcome::from(result.map_err(eval_error)?);
-        out.send(Event::BenchPair {
+        Ok((result, layer))
+    }
+
+    /// The heatmap of source keypoint `kp` of pair `index` in `mode`
+    /// ([`keypoint_heatmap`]) from the features scoring the pair left in
+    /// the cache; answers [`Event::BenchHeatmap`].
+    pub(super) fn bench_heatmap(
+        &mut self,
+        (id, backbone): (RequestId, RequestId),
+        dataset: &BenchDataset,
+        (index, kp): (usize, usize),
+        mode: &BenchMode,
+        cancel: &AtomicBool,
+        out: &Outbox,
+    ) -> Result<(), JobError> {
+        let ds = dataset.as_dataset();
+        mode.settings.validate()?;
+        let dino = if mode.source.needs_dino() {
+            mode.fusion.validate()?;
+            self.backbone_and_cache(backbone)?;
+            Some(self.ensure_dino(id, &mode.fusion.dino.model, out)?)
+        } else {
+            None
+        };
+        let (bb, cache) = self.backbone_and_cache(backbone)?;
+        if let Ok(p) = ds.pair(index) {
+            warm_cache(bb, cache, &p, mode, cancel, &mut |side, st| {
+                out.progress(id, stage_progress(Side::BOTH[side], st))
+            })?;
+        }
+        let (heat, _) = self.with_eval_source(mode, dino, &mut |src| {
+            keypoint_heatmap(ds, index, src, kp, HEATMAP_SIDE)
+        })?;
+        out.send(Event::BenchHeatmap {
             id,
-            index,
-            images,
-            outcomes: Arc::new(vec![(layer, outcome)]),
+            heat: Arc::new(heat.map_err(eval_error)?),
         });
         Ok(())
     }
