@@ -343,23 +343,13 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
                     .into(),
             });
         }
-        let outputs = [
-            (&a.figure, figure_fmt, a.figure_scale),
-            (&a.out, out_fmt, 1.0),
-        ];
-        for (path, fmt, scale) in outputs {
-            let (Some(path), Some(fmt)) = (path, fmt) else {
-                continue;
-            };
-            let bytes = match fmt {
-                Picture::Svg => fig.to_svg()?.into_bytes(),
-                Picture::Png => fig.to_png(scale)?,
-                Picture::Jpeg => encode(&fig.to_image(scale)?, fmt)?,
-            };
-            crate::util::write_atomic(path, &bytes)
-                .with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote {}", path.display());
-        }
+        write_figure(
+            &fig,
+            [
+                (&a.figure, figure_fmt, a.figure_scale),
+                (&a.out, out_fmt, 1.0),
+            ],
+        )?;
     }
     Ok(())
 }
@@ -427,4 +417,26 @@ fn heat_in_orig(
         }
     };
     blend_heatmap(&img.rgb, &resampled, Colormap::Turbo, lo, hi, 0.6)
+}
+
+/// Writes `fig` to each (path, format, scale) given (`--figure` at its
+/// scale, `--out` at 1×), atomically, saying what it wrote.
+pub(super) fn write_figure(
+    fig: &crate::figure::Figure,
+    outputs: [(&Option<PathBuf>, Option<Picture>, f32); 2],
+) -> anyhow::Result<()> {
+    for (path, fmt, scale) in outputs {
+        let (Some(path), Some(fmt)) = (path, fmt) else {
+            continue;
+        };
+        let bytes = match fmt {
+            Picture::Svg => fig.to_svg()?.into_bytes(),
+            Picture::Png => fig.to_png(scale)?,
+            Picture::Jpeg => encode(&fig.to_image(scale)?, fmt)?,
+        };
+        crate::util::write_atomic(path, &bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }

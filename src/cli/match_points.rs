@@ -6,9 +6,9 @@
 
 use anyhow::{Context, bail};
 
-use super::checks::{Picture, encode, picture_format};
+use super::checks::picture_format;
 use super::engine::{SourceRecord, load, pair_maps};
-use super::match_cmd::{MatchArgs, parse_point, size_record};
+use super::match_cmd::{MatchArgs, parse_point, size_record, write_figure};
 use crate::features::MatchView;
 use crate::features::keypoints::{
     self, ImageMatch, Keypoint, KeypointFile, MAX_KEYPOINTS, SetImage, TransferRow, transfer,
@@ -277,23 +277,13 @@ pub fn run_points(a: &MatchArgs) -> anyhow::Result<()> {
             targets,
             a.lines,
         );
-        let outputs = [
-            (&a.figure, figure_fmt, a.figure_scale),
-            (&a.out, out_fmt, 1.0),
-        ];
-        for (path, fmt, scale) in outputs {
-            let (Some(path), Some(fmt)) = (path, fmt) else {
-                continue;
-            };
-            let bytes = match fmt {
-                Picture::Svg => fig.to_svg()?.into_bytes(),
-                Picture::Png => fig.to_png(scale)?,
-                Picture::Jpeg => encode(&fig.to_image(scale)?, fmt)?,
-            };
-            crate::util::write_atomic(path, &bytes)
-                .with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote {}", path.display());
-        }
+        write_figure(
+            &fig,
+            [
+                (&a.figure, figure_fmt, a.figure_scale),
+                (&a.out, out_fmt, 1.0),
+            ],
+        )?;
         if let Some(path) = &a.figure {
             // The rows beside the figure, as the app's E writes them.
             let json = path.with_extension("json");

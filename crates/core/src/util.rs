@@ -115,6 +115,13 @@ pub fn tune_allocator() {}
 
 static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// Whether `v` is its type's default (serde's `skip_serializing_if`: a
+/// field added later is left out while it has its default, so files keep
+/// the layout older versions wrote).
+pub fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// A process-wide unique number for data that the renderer uploads: a new
 /// number means new data.
 pub fn next_generation() -> u64 {

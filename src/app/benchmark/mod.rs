@@ -18,7 +18,6 @@ use egui::TextureHandle;
 use super::column::Column;
 use super::jobs::Tracked;
 use super::settings::{BenchSort, BenchmarkSettings, DisplaySettings, RangeMode};
-use crate::render::Colormap;
 use crate::eval::{EvalReport, PairRecord, RunCounts, SkippedPair, build_report};
 use crate::features::extract::Mode;
 use crate::features::keypoints::PALETTE;
@@ -26,6 +25,7 @@ use crate::features::preprocess::LoadedImage;
 use crate::features::source::Source;
 use crate::matching::SimilarityMap;
 use crate::model::FeatureKey;
+use crate::render::Colormap;
 use crate::worker::RequestId;
 use crate::worker::bench::{BenchMode, BenchOpened, BenchOutcome, BenchSource, bench_options};
 

@@ -159,12 +159,11 @@ impl CleanDiftApp {
         if !self.bench.heat_request.is_pending()
             && let (Some(index), Some(kp)) = (self.bench.selected, self.bench.selected_kp)
             && let Some(col) = cols.iter().find(|c| {
-                matches!(self.bench.outcome(&c.key, index), Some(BenchOutcome::Scored(_)))
-                    && self.bench.heat(&c.key, index, kp).is_none()
-                    && self
-                        .bench
-                        .heat_request
-                        .wants(&(c.key.clone(), index, kp))
+                matches!(
+                    self.bench.outcome(&c.key, index),
+                    Some(BenchOutcome::Scored(_))
+                ) && self.bench.heat(&c.key, index, kp).is_none()
+                    && self.bench.heat_request.wants(&(c.key.clone(), index, kp))
             })
         {
             let id = self.worker.next_id();

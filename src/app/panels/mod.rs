@@ -153,29 +153,32 @@ pub(super) fn top_bar(
             };
             let t_text = (mode != Mode::Clean || matches!(s.view, View::Compare | View::Sweep))
                 .then(|| format!("t = {:.0}", s.features.t));
+            let long = [
+                format!("layer {layer} · stride {}", layer.stride()),
+                format!("mode: {mode}"),
+            ];
+            let short = [format!("{layer}"), format!("{mode}")];
             // What fits beside the right-hand buttons: the full status, then
             // without the Shortcuts button (F1 and Help still open it), then
-            // the short status (talk mode at 1280 px with five view tabs).
+            // the short status, then without t, then no status (talk mode at
+            // 1280 px with six view tabs and the keypoint tools; the side
+            // panel and the column titles still say all of it).
             let fit = TopBarFit::choose(
                 ui,
                 [talk_label, panel_label, "Shortcuts"],
-                &format!("layer {layer} · stride {}", layer.stride()),
-                &format!("mode: {mode}"),
+                [&long, &short],
                 t_text.as_deref(),
             );
-            let (layer_text, mode_text) = if fit.short {
-                (format!("{layer}"), format!("{mode}"))
-            } else {
-                (
-                    format!("layer {layer} · stride {}", layer.stride()),
-                    format!("mode: {mode}"),
-                )
-            };
-            ui.label(RichText::new(layer_text).strong())
-                .on_hover_text(format!("layer {layer} · stride {}", layer.stride()));
-            ui.label(RichText::new(mode_text).color(mode_color(mode)).strong());
-            if let Some(t) = t_text {
-                ui.label(t);
+            let [layer_text, mode_text] = if fit.short { short } else { long };
+            if fit.status {
+                ui.label(RichText::new(layer_text).strong())
+                    .on_hover_text(format!("layer {layer} · stride {}", layer.stride()));
+                ui.label(RichText::new(mode_text).color(mode_color(mode)).strong());
+                if fit.t
+                    && let Some(t) = t_text
+                {
+                    ui.label(t);
+                }
             }
             ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
                 if ui
@@ -212,14 +215,19 @@ struct TopBarFit {
     shortcuts: bool,
     /// The status reads "us6 clean" instead of "layer us6 · stride 16 mode: clean".
     short: bool,
+    /// The status (layer and mode) is drawn.
+    status: bool,
+    /// The timestep is drawn (when the mode has one).
+    t: bool,
 }
 
 impl TopBarFit {
+    /// The fullest of: long status and three buttons; long status and two;
+    /// short status and t; short status without t; no status.
     fn choose(
         ui: &egui::Ui,
         buttons: [&str; 3],
-        layer: &str,
-        mode: &str,
+        [long, short]: [&[String; 2]; 2],
         t: Option<&str>,
     ) -> TopBarFit {
         let gap = ui.spacing().item_spacing.x;
@@ -237,27 +245,47 @@ impl TopBarFit {
                 .sum()
         };
         let t_w = t.map_or(0.0, |t| width(t, egui::TextStyle::Body) + gap);
-        let long = width(layer, egui::TextStyle::Body)
-            + width(mode, egui::TextStyle::Body)
-            + 2.0 * gap
-            + t_w;
+        let status_w = |texts: &[String; 2]| {
+            texts
+                .iter()
+                .map(|s| width(s, egui::TextStyle::Body) + gap)
+                .sum::<f32>()
+        };
         // A few pixels of slack for rounding and the separator.
         let room = ui.available_width() - 8.0;
-        if long + buttons_w(3) <= room {
-            TopBarFit {
-                shortcuts: true,
-                short: false,
+        let levels = [
+            (status_w(long) + t_w + buttons_w(3), true, false, true, true),
+            (
+                status_w(long) + t_w + buttons_w(2),
+                false,
+                false,
+                true,
+                true,
+            ),
+            (
+                status_w(short) + t_w + buttons_w(2),
+                false,
+                true,
+                true,
+                true,
+            ),
+            (status_w(short) + buttons_w(2), false, true, true, false),
+        ];
+        for (need, shortcuts, short, status, t) in levels {
+            if need <= room {
+                return TopBarFit {
+                    shortcuts,
+                    short,
+                    status,
+                    t,
+                };
             }
-        } else if long + buttons_w(2) <= room {
-            TopBarFit {
-                shortcuts: false,
-                short: false,
-            }
-        } else {
-            TopBarFit {
-                shortcuts: false,
-                short: true,
-            }
+        }
+        TopBarFit {
+            shortcuts: false,
+            short: true,
+            status: false,
+            t: false,
         }
     }
 }

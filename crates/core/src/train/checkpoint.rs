@@ -64,8 +64,9 @@ pub struct SavedSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_every_secs: Option<u64>,
     /// How the images were read and resized (a `--recipe`'s rules; absent
-    /// in runs written before recipes: the defaults).
-    #[serde(default)]
+    /// in runs written before recipes: the defaults, which are not
+    /// written, so files of older runs keep their layout).
+    #[serde(default, skip_serializing_if = "crate::util::is_default")]
     pub rules: DataRules,
 }
 

@@ -33,12 +33,14 @@ pub struct TrainHyper {
     pub trainable: Trainable,
     /// Seed of the heads' initialisation, the data order and every noise.
     pub seed: u64,
-    /// How the warm-up starts (older settings files: [`Warmup::FromOne`]).
-    #[serde(default)]
+    /// How the warm-up starts (older settings files: [`Warmup::FromOne`];
+    /// written only when not the default, so files of older runs keep
+    /// their layout).
+    #[serde(default, skip_serializing_if = "crate::util::is_default")]
     pub warmup_form: Warmup,
     /// The order images are drawn in (older settings files:
-    /// [`DataOrder::Shuffled`]).
-    #[serde(default)]
+    /// [`DataOrder::Shuffled`]; written only when not the default).
+    #[serde(default, skip_serializing_if = "crate::util::is_default")]
     pub order: DataOrder,
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::{LaneState, stage_progress};
-use crate::eval::{DiffusionSource, EvalError, FeatureSource, PairedSource, keypoint_heatmap};
+use crate::eval::{
+    Dataset, DiffusionSource, EvalError, FeatureSource, Pair, PairedSource, keypoint_heatmap,
+};
 use crate::features::extract::ExtractError;
 use crate::features::source::{Models, Source};
 use crate::model::FeatureKey;
@@ -67,27 +69,11 @@ impl LaneState {
         out: &Outbox,
     ) -> Result<(), JobError> {
         let ds = dataset.as_dataset();
-        mode.settings.validate()?;
-        let dino = if mode.source.needs_dino() {
-            mode.fusion.validate()?;
-            self.backbone_and_cache(backbone)?;
-            Some(self.ensure_dino(id, &mode.fusion.dino.model, out)?)
-        } else {
-            None
-        };
-        let (bb, cache) = self.backbone_and_cache(backbone)?;
+        let (dino, pair) = self.ready_pair((id, backbone), ds, index, mode, cancel, out)?;
         // The pair's images go back with the result (the view draws them);
         // one that cannot be loaded is left to the evaluation, which skips it.
-        let pair = ds.pair(index).ok();
-        let images = pair
-            .as_ref()
-            .map(|p| [Arc::new(p.src.clone()), Arc::new(p.trg.clone())]);
-        if let Some(p) = &pair {
-            warm_cache(bb, cache, p, mode, cancel, &mut |side, st| {
-                out.progress(id, stage_progress(Side::BOTH[side], st))
-            })?;
-        }
-        drop(pair);
+        let images = pair.map(|p| [Arc::new(p.src), Arc::new(p.trg)]);
+        let (bb, cache) = self.backbone_and_cache(backbone)?;
         if strip_layers {
             let Source::Sd(_) = mode.source else {
                 return Err(JobError::User(internal(
@@ -107,9 +93,8 @@ impl LaneState {
             });
             return Ok(());
         }
-        let (result, layer) = self.with_eval_source(mode, dino, &mut |src| {
-            score_pair(ds, index, src)
-        })?;
+        let (result, layer) =
+            self.with_eval_source(mode, dino, &mut |src| score_pair(ds, index, src))?;
         let outcome = BenchOutcome::from(result.map_err(eval_error)?);
         out.send(Event::BenchPair {
             id,
@@ -118,6 +103,38 @@ impl LaneState {
             outcomes: Arc::new(vec![(layer, outcome)]),
         });
         Ok(())
+    }
+
+    /// Checks `mode`'s settings, loads DINOv2 when the mode needs it (its
+    /// index comes back) and extracts pair `index`'s features in `mode`
+    /// into the lane's cache (cancellable, with progress); the pair comes
+    /// back when it could be loaded (one that cannot is left to the
+    /// evaluation, which skips it).
+    fn ready_pair(
+        &mut self,
+        (id, backbone): (RequestId, RequestId),
+        ds: &dyn Dataset,
+        index: usize,
+        mode: &BenchMode,
+        cancel: &AtomicBool,
+        out: &Outbox,
+    ) -> Result<(Option<usize>, Option<Pair>), JobError> {
+        mode.settings.validate()?;
+        let dino = if mode.source.needs_dino() {
+            mode.fusion.validate()?;
+            self.backbone_and_cache(backbone)?;
+            Some(self.ensure_dino(id, &mode.fusion.dino.model, out)?)
+        } else {
+            None
+        };
+        let (bb, cache) = self.backbone_and_cache(backbone)?;
+        let pair = ds.pair(index).ok();
+        if let Some(p) = &pair {
+            warm_cache(bb, cache, p, mode, cancel, &mut |side, st| {
+                out.progress(id, stage_progress(Side::BOTH[side], st))
+            })?;
+        }
+        Ok((dino, pair))
     }
 
     /// Runs `f` with the evaluation's feature source for `mode` (the
@@ -192,20 +209,7 @@ impl LaneState {
         out: &Outbox,
     ) -> Result<(), JobError> {
         let ds = dataset.as_dataset();
-        mode.settings.validate()?;
-        let dino = if mode.source.needs_dino() {
-            mode.fusion.validate()?;
-            self.backbone_and_cache(backbone)?;
-            Some(self.ensure_dino(id, &mode.fusion.dino.model, out)?)
-        } else {
-            None
-        };
-        let (bb, cache) = self.backbone_and_cache(backbone)?;
-        if let Ok(p) = ds.pair(index) {
-            warm_cache(bb, cache, &p, mode, cancel, &mut |side, st| {
-                out.progress(id, stage_progress(Side::BOTH[side], st))
-            })?;
-        }
+        let (dino, _) = self.ready_pair((id, backbone), ds, index, mode, cancel, out)?;
         let (heat, _) = self.with_eval_source(mode, dino, &mut |src| {
             keypoint_heatmap(ds, index, src, kp, HEATMAP_SIDE)
         })?;
