@@ -122,7 +122,7 @@ fn main() {
     let steps = 120;
     for k in 0..steps {
         // Back and forth through the list.
-        let key = if (k / (PAIRS - 1)) % 2 == 0 {
+        let key = if (k / (PAIRS - 1)).is_multiple_of(2) {
             Key::K
         } else {
             Key::J

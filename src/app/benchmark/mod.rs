@@ -102,6 +102,9 @@ impl ModeResults {
     }
 }
 
+/// A pair scored on every layer: the layer strip.
+pub type Strip = Vec<(FeatureKey, BenchOutcome)>;
+
 /// A pair's pictures, kept for the pairs seen last.
 pub struct PairTextures {
     pub src: TextureHandle,
@@ -139,7 +142,7 @@ pub struct BenchmarkState {
     /// The layer strip in flight.
     pub strip_request: Tracked<(BenchKey, usize)>,
     /// Layer strips: the pair scored on every layer, by key and pair.
-    pub strips: Vec<(BenchKey, usize, Arc<Vec<(FeatureKey, BenchOutcome)>>)>,
+    pub strips: Vec<(BenchKey, usize, Arc<Strip>)>,
     /// Pictures of recently seen pairs, by dataset index (oldest first).
     pub textures: Vec<(usize, PairTextures)>,
     /// Stopped by a person (Cancel): nothing more is asked for until Run.
@@ -271,11 +274,7 @@ impl BenchmarkState {
     }
 
     /// The strip of pair `index` under `key`.
-    pub fn strip(
-        &self,
-        key: &BenchKey,
-        index: usize,
-    ) -> Option<&Arc<Vec<(FeatureKey, BenchOutcome)>>> {
+    pub fn strip(&self, key: &BenchKey, index: usize) -> Option<&Arc<Strip>> {
         self.strips
             .iter()
             .find(|(k, i, _)| k == key && *i == index)

@@ -16,6 +16,9 @@ use crate::features::source::{Models, SourceKind, extract_pair};
 use crate::matching::FeatureMap;
 use crate::model::weights::Backbone;
 
+/// One image of a batched pass: its cache key, the image, its settings.
+type Member<'a> = (String, &'a LoadedImage, ExtractSettings);
+
 /// The diffusion extractor as an eval [`FeatureSource`]: one layer (the
 /// first of `settings.layers`), `{category}` in the prompt replaced per
 /// pair (`object` when no category is known).
@@ -71,8 +74,7 @@ impl FeatureSource for DiffusionSource<'_> {
             return Ok(());
         }
         let side = self.bb.config.image_size() as u32;
-        let mut groups: BTreeMap<(u32, u32), Vec<(String, &LoadedImage, ExtractSettings)>> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<(u32, u32), Vec<Member<'_>>> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for (img, category) in images {
             let mut s = self.settings.clone();

@@ -79,7 +79,8 @@ impl BenchSource {
 #[derive(Debug)]
 pub enum BenchDataset {
     Spair(SpairDataset),
-    Warp(WarpDataset),
+    /// Boxed: the warp set carries its configuration and image list.
+    Warp(Box<WarpDataset>),
 }
 
 impl BenchDataset {
@@ -87,7 +88,7 @@ impl BenchDataset {
     pub fn as_dataset(&self) -> &dyn Dataset {
         match self {
             BenchDataset::Spair(d) => d,
-            BenchDataset::Warp(d) => d,
+            BenchDataset::Warp(d) => d.as_ref(),
         }
     }
 }
@@ -150,7 +151,7 @@ pub fn open(source: &BenchSource) -> Result<BenchOpened, DatasetError> {
                 .iter()
                 .map(|(p, why)| format!("{p}: {why}"))
                 .collect();
-            (BenchDataset::Warp(ds), notes)
+            (BenchDataset::Warp(Box::new(ds)), notes)
         }
     };
     let entries = match &dataset {
@@ -312,8 +313,11 @@ pub fn strip(
     Ok(out)
 }
 
-/// A scored pair as the app receives it.
+/// A scored pair as the app receives it. Nearly every outcome is a
+/// record, kept by the thousand in the view's maps: boxing the larger
+/// variant would add a pointer to each without saving memory.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum BenchOutcome {
     /// The pair's record, as `eval --json` lists it.
     Scored(PairRecord),

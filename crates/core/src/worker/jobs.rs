@@ -171,7 +171,7 @@ impl LaneState {
                 index,
                 mode,
                 strip,
-            } => self.bench_pair((id, backbone), &dataset, index, &mode, strip, cancel, out),
+            } => self.bench_pair((id, backbone), &dataset, (index, strip), &mode, cancel, out),
             Request::BenchHeatmap {
                 id,
                 backbone,

@@ -88,10 +88,10 @@ fn the_model_tensor_holds_pillows_pixels() {
         let v = t.i(0).expect("batch").to_vec3::<f32>().expect("vec");
         let want = rgb(&case.output);
         for (x, y, p) in want.enumerate_pixels() {
-            for c in 0..3 {
-                let q = f32::from(p.0[c]) / 127.5 - 1.0;
+            for (plane, &byte) in v.iter().zip(&p.0) {
+                let q = f32::from(byte) / 127.5 - 1.0;
                 assert_eq!(
-                    v[c][y as usize][x as usize], q,
+                    plane[y as usize][x as usize], q,
                     "{} at {x},{y}",
                     case.output
                 );

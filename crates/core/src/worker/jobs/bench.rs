@@ -62,9 +62,8 @@ impl LaneState {
         &mut self,
         (id, backbone): (RequestId, RequestId),
         dataset: &BenchDataset,
-        index: usize,
+        (index, strip_layers): (usize, bool),
         mode: &BenchMode,
-        strip_layers: bool,
         cancel: &AtomicBool,
         out: &Outbox,
     ) -> Result<(), JobError> {
