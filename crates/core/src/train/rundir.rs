@@ -229,8 +229,10 @@ impl RunDir {
         )))
     }
 
-    /// Opens an existing run folder to continue it: locks it and removes the
-    /// leftovers of a killed writer.
+    /// Opens an existing run folder to continue it: locks it, removes the
+    /// leftovers of a killed writer and finishes a commit it was killed in
+    /// (after the newest checkpoint's rename, before the student link or
+    /// the removal of the older ones).
     pub fn open(path: &Path, base: &str) -> Result<Self> {
         if !path.is_dir() {
             return Err(TrainError::Checkpoint {
@@ -240,6 +242,12 @@ impl RunDir {
         }
         let run = Self::lock(path.to_path_buf(), base)?;
         run.clean_leftovers()?;
+        if let Some(ck) = run.latest()?
+            && ck.dir != run.path
+        {
+            run.link_student(&ck)?;
+            run.retire_older(ck.step);
+        }
         Ok(run)
     }
 
@@ -621,6 +629,22 @@ mod tests {
         assert!(err.to_string().contains("--resume"), "{err}");
         let again = RunDir::open(&d.path().join("mine"), "tiny-sd21").expect("open");
         assert!(!again.path().join("ckpt-00000001.tmp").exists());
+        drop(again);
+        // Killed inside a commit, after the new checkpoint's rename: the
+        // older checkpoint is still there and the student link is the
+        // older one's. Opening the run finishes the commit.
+        let mine = d.path().join("mine");
+        let newer = mine.join("ckpt-00000004");
+        std::fs::create_dir(&newer).expect("mkdir");
+        std::fs::write(newer.join(student_file_name("tiny-sd21")), b"s4").expect("s4");
+        std::fs::write(newer.join(state_file_name("tiny-sd21")), b"t4").expect("t4");
+        let again = RunDir::open(&mine, "tiny-sd21").expect("open");
+        assert!(
+            !mine.join("ckpt-00000003").exists(),
+            "the older checkpoint stayed"
+        );
+        assert_eq!(std::fs::read(again.student_path()).expect("s"), b"s4");
+        assert_eq!(again.latest().expect("latest").map(|c| c.step), Some(4));
         assert!(RunDir::create(d.path(), "tiny-sd21", Some("a/b")).is_err());
     }
 }
