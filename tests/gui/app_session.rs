@@ -401,7 +401,12 @@ fn command_line_options_are_checked() {
     assert_eq!(ok.mode, Some(Mode::Noisy));
     assert_eq!(ok.layer, Some(FeatureKey::Us9));
     assert_eq!(ok.query, Some((10.0, 20.5)));
+    let bench = parse(&["--view", "benchmark", "--dataset", " warp:assets "]).expect("valid");
+    assert_eq!(bench.view, Some(View::Benchmark));
+    assert_eq!(bench.dataset.as_deref(), Some("warp:assets"));
     for (bad, says) in [
+        (vec!["--dataset", "/data/SPair-71k"], "use spair:DIR"),
+        (vec!["--dataset", "spair:"], "use spair:DIR"),
         (vec!["only-one.jpg"], "give two images"),
         (vec!["--mode", "fuzzy"], "unknown mode"),
         (vec!["--layer", "us11"], "unknown feature key"),
