@@ -89,16 +89,7 @@ pub fn run_match(a: &MatchArgs) -> anyhow::Result<()> {
         );
     }
     let point = a.point.first().map(String::as_str).unwrap_or_default();
-    let figure_fmt = a
-        .figure
-        .as_deref()
-        .map(|p| picture_format("--figure", p, true))
-        .transpose()?;
-    let out_fmt = a
-        .out
-        .as_deref()
-        .map(|p| picture_format("--out", p, true))
-        .transpose()?;
+    let (figure_fmt, out_fmt) = a.picture_formats()?;
     let s = a.features.settings()?;
     let (x, y) = parse_point(point)?;
     if a.k == 0 {
@@ -417,6 +408,18 @@ fn heat_in_orig(
         }
     };
     blend_heatmap(&img.rgb, &resampled, Colormap::Turbo, lo, hi, 0.6)
+}
+
+impl MatchArgs {
+    /// The formats of `--figure` and `--out`, from their extensions.
+    pub(super) fn picture_formats(&self) -> anyhow::Result<(Option<Picture>, Option<Picture>)> {
+        let fmt = |flag: &str, p: &Option<PathBuf>| {
+            p.as_deref()
+                .map(|p| picture_format(flag, p, true))
+                .transpose()
+        };
+        Ok((fmt("--figure", &self.figure)?, fmt("--out", &self.out)?))
+    }
 }
 
 /// Writes `fig` to each (path, format, scale) given (`--figure` at its

@@ -6,7 +6,6 @@
 
 use anyhow::{Context, bail};
 
-use super::checks::picture_format;
 use super::engine::{SourceRecord, load, pair_maps};
 use super::match_cmd::{MatchArgs, parse_point, size_record, write_figure};
 use crate::features::MatchView;
@@ -94,16 +93,7 @@ fn tolerance(a: &MatchArgs, ia: &LoadedImage, va: &MatchView, layer: &str) -> an
 type LayerPoints = (String, Vec<(u32, f32, f32, bool)>);
 
 pub fn run_points(a: &MatchArgs) -> anyhow::Result<()> {
-    let figure_fmt = a
-        .figure
-        .as_deref()
-        .map(|p| picture_format("--figure", p, true))
-        .transpose()?;
-    let out_fmt = a
-        .out
-        .as_deref()
-        .map(|p| picture_format("--out", p, true))
-        .transpose()?;
+    let (figure_fmt, out_fmt) = a.picture_formats()?;
     if a.k != 1 {
         bail!(
             "--k {}: a keypoint set answers each keypoint's best match; --k is for one --point",

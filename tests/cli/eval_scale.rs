@@ -6,6 +6,7 @@
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use crate::common;
+use common::{Rng, wait_at_most};
 use common::{assets, bin, text};
 
 use std::os::unix::process::ExitStatusExt;
@@ -45,6 +46,15 @@ fn eval(ds: &str, extra: &[&str]) -> std::process::Command {
         }
     }
     c.args(extra);
+    c
+}
+
+/// `eval merge DIRS… --out OUT`.
+fn merge_cmd<P: AsRef<Path>>(dirs: &[P], out: &Path) -> std::process::Command {
+    let mut c = bin();
+    c.args(["eval", "merge"]);
+    c.args(dirs.iter().map(|d| s(d.as_ref())));
+    c.args(["--out", s(out)]);
     c
 }
 
@@ -145,10 +155,8 @@ fn three_shards_and_merge_equal_one_run() {
 
     let merged = tmp.path().join("merged");
     let json = tmp.path().join("merged.json");
-    let mut c = bin();
-    c.args(["eval", "merge"])
-        .args([s(&dirs[2]), s(&dirs[0]), s(&dirs[1])])
-        .args(["--out", s(&merged), "--json", s(&json)]);
+    let mut c = merge_cmd(&[&dirs[2], &dirs[0], &dirs[1]], &merged);
+    c.args(["--json", s(&json)]);
     ok(c);
     assert_eq!(
         read(&merged.join("report.txt")),
@@ -185,16 +193,7 @@ fn a_sharded_sweep_merges_to_the_same_figure() {
         dirs.push(d);
     }
     let merged = tmp.path().join("merged");
-    let mut c = bin();
-    c.args([
-        "eval",
-        "merge",
-        s(&dirs[0]),
-        s(&dirs[1]),
-        "--out",
-        s(&merged),
-    ]);
-    ok(c);
+    ok(merge_cmd(&[&dirs[0], &dirs[1]], &merged));
     for f in ["sweep.csv", "sweep.svg", "sweep.png"] {
         assert!(read(&merged.join(f)) == read(&full.join(f)), "{f} differs");
     }
@@ -202,32 +201,6 @@ fn a_sharded_sweep_merges_to_the_same_figure() {
         result_json(&merged.join("sweep.json")),
         result_json(&full.join("sweep.json"))
     );
-}
-
-/// A small seeded generator (SplitMix64).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-/// Waits for `child` at most `limit`; true when it exited.
-fn wait_at_most(child: &mut Child, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// The outputs of a finished folder equal the reference's.
@@ -403,13 +376,7 @@ fn other_settings_and_bad_shard_sets_are_refused_by_name() {
     };
     let (s0, s1) = (shard(0, &[]), shard(1, &[]));
     let s1_alpha = shard(1, &["--alpha", "0.1"]);
-    let merge = |dirs: &[&Path]| {
-        let mut c = bin();
-        c.args(["eval", "merge"]);
-        c.args(dirs.iter().map(|d| s(d)));
-        c.args(["--out", s(&tmp.path().join("merged"))]);
-        refused(c)
-    };
+    let merge = |dirs: &[&Path]| refused(merge_cmd(dirs, &tmp.path().join("merged")));
     let err = merge(&[&s0, &s1_alpha]);
     assert!(
         err.contains("alpha: 0.05,0.1,0.15 -> 0.1") && err.contains(s(&s1_alpha)),
@@ -474,16 +441,7 @@ fn concurrent_shards_share_a_disk_cache() {
         assert!(o.status.success(), "{}", text(&o));
     }
     let merged = tmp.path().join("merged");
-    let mut c = bin();
-    c.args([
-        "eval",
-        "merge",
-        s(&dirs[0]),
-        s(&dirs[1]),
-        "--out",
-        s(&merged),
-    ]);
-    ok(c);
+    ok(merge_cmd(&[&dirs[0], &dirs[1]], &merged));
     assert_eq!(
         result_json(&merged.join("report.json")),
         result_json(&full.join("report.json"))

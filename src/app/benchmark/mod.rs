@@ -164,6 +164,8 @@ pub struct KeypointHeat {
     pub index: usize,
     pub kp: usize,
     pub heat: Arc<SimilarityMap>,
+    /// The map's lowest and highest cosine (the auto range).
+    pub range: (f32, f32),
     /// The blended picture and the look it was made with.
     pub texture: Option<(TextureHandle, HeatLook)>,
 }
@@ -180,17 +182,9 @@ pub struct HeatLook {
 
 impl HeatLook {
     /// The look of `heat` under the display settings `d`.
-    pub fn of(d: &DisplaySettings, heat: &SimilarityMap) -> HeatLook {
+    pub fn of(d: &DisplaySettings, heat: &KeypointHeat) -> HeatLook {
         let (lo, hi) = match d.range {
-            RangeMode::Auto => {
-                let lo = heat.data.iter().copied().fold(f32::INFINITY, f32::min);
-                let hi = heat.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                if lo.is_finite() && hi.is_finite() {
-                    (lo, hi.max(lo + 1e-4))
-                } else {
-                    (0.0, 1.0)
-                }
-            }
+            RangeMode::Auto => heat.range,
             RangeMode::Fixed => (d.lo, d.hi),
         };
         HeatLook {
@@ -203,6 +197,25 @@ impl HeatLook {
 }
 
 impl KeypointHeat {
+    /// A computed heatmap of keypoint `kp` of pair `index` under `key`.
+    pub fn new(key: BenchKey, index: usize, kp: usize, heat: Arc<SimilarityMap>) -> Self {
+        let lo = heat.data.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = heat.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let range = if lo.is_finite() && hi.is_finite() {
+            (lo, hi.max(lo + 1e-4))
+        } else {
+            (0.0, 1.0)
+        };
+        KeypointHeat {
+            key,
+            index,
+            kp,
+            heat,
+            range,
+            texture: None,
+        }
+    }
+
     /// The heatmap blended over `target` (its original picture) in `look`,
     /// made again when the look changed.
     pub fn texture(

@@ -309,13 +309,8 @@ impl CleanDiftApp {
                     return;
                 };
                 self.bench.heat_request.unblock();
-                self.bench.keep_heat(super::KeypointHeat {
-                    key,
-                    index,
-                    kp,
-                    heat,
-                    texture: None,
-                });
+                self.bench
+                    .keep_heat(super::KeypointHeat::new(key, index, kp, heat));
             }
             Event::Failed { id, error, .. } => {
                 // A pair that cannot be scored (an impossible annotation:

@@ -108,7 +108,7 @@ pub(super) fn pair_panel(c: &mut Canvas, ui: &mut egui::Ui, rect: Rect, opened: 
         let heat = c.bench.selected_kp.and_then(|kp| {
             let d = c.settings.display.clone();
             let h = c.bench.heat_mut(&col.key, index, kp)?;
-            let look = HeatLook::of(&d, &h.heat);
+            let look = HeatLook::of(&d, h);
             Some((kp, h.texture(ui.ctx(), &target, look)))
         });
         let shown = match heat {
